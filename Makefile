@@ -1,0 +1,43 @@
+# recorderd: the two commands in the README (make run, make test) do all their own set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   := pcap_fixtures/demo-day.pcap
+CONFIG := config/recorderd.yaml
+# Debian tools the tests drive for real (installed when we are root and they are missing).
+DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config
+
+.PHONY: run test deps venv fixtures bench clean
+
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping Debian packages ($(DEBS)); tests that need them will skip"; fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	-$(PY) -m pip install -q 'systemd-python>=235' || echo "systemd-python unavailable: logging to stderr"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(VENV)/bin/recorderctl --config $(CONFIG) init
+	$(VENV)/bin/recorderd replay $(DEMO) --config $(CONFIG)
+	$(VENV)/bin/recorderctl --config $(CONFIG) list
+
+test: deps venv
+	$(PY) -m pytest -q
+
+fixtures: venv
+	$(PY) pcap_fixtures/make_fixtures.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

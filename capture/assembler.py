@@ -1,0 +1,131 @@
+"""StreamAssembler: one direction of a recorded call, from RTP packets to placed audio.
+
+Each packet of the recording's codec is placed by its RTP timestamp: the first packet of a source
+(SSRC) is anchored at its arrival time in the recording, later ones at ``anchor + (ts - ts0)``
+(32-bit wrap handled). Duplicates are dropped by sequence number; gaps are left to the writer, which
+fills them with the codec's silence. When the timestamp clock and the arrival clock disagree by more
+than ``DRIFT_LIMIT`` (a sender that paused during hold and resumed with a timestamp that did not
+advance, or a jump), the source is re-anchored at its arrival time, so the pause stays as silence.
+Packets of other payload types (DTMF events, comfort noise, other codecs) are counted, not mixed in.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .sink import StreamStats
+
+if TYPE_CHECKING:
+    from .tracker import Call
+
+SAMPLE_RATE = 8000
+DRIFT_LIMIT = SAMPLE_RATE  # 1 s
+SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
+MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
+
+
+class StreamAssembler:
+    __slots__ = (
+        "call", "channel", "ssrc", "ssrcs", "base_ts", "base_pos", "end", "max_seq", "seen",
+        "first_ext", "ext_max", "expected_before", "received", "packets", "duplicates", "other_payload",
+        "anchors", "jitter", "last_transit", "last_arrival",
+    )  # fmt: skip
+
+    def __init__(self, call: Call, channel: int) -> None:
+        self.call = call
+        self.channel = channel
+        self.ssrc: int | None = None
+        self.ssrcs: list[int] = []
+        self.base_ts = 0
+        self.base_pos = 0
+        self.end = 0  # one past the last sample written
+        self.max_seq = 0  # highest 16-bit sequence number of the current source
+        self.seen = 0  # bit i set: sequence number (max_seq - i) received
+        self.first_ext = 0
+        self.ext_max = 0
+        self.expected_before = 0  # packets expected from sources before the current one
+        self.received = 0  # distinct packets of any payload type (for loss)
+        self.packets = 0  # packets of the recording's codec placed in the audio
+        self.duplicates = 0
+        self.other_payload = 0
+        self.anchors: list[tuple[int, int, int]] = []
+        self.jitter = 0.0
+        self.last_transit: float | None = None
+        self.last_arrival = 0.0
+
+    def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes) -> None:
+        call = self.call
+        self.last_arrival = ts
+        if call.handle is None and not call.accepts_payload(pt, ts):
+            self.other_payload += 1  # before the first G.711 packet: nothing to place it in
+            return
+        if ssrc != self.ssrc:
+            self._new_source(ts, seq, rtp_ts, ssrc)
+        else:
+            delta = (seq - self.max_seq) & 0xFFFF
+            if delta == 0:
+                self.duplicates += 1
+                return
+            if delta < 0x8000:  # newer
+                self.max_seq = seq
+                self.ext_max += delta
+                self.seen = ((self.seen << delta) | 1) & 0xFFFFFFFFFFFFFFFF
+            else:  # older: reordered or duplicate
+                back = 0x10000 - delta
+                if back < SEQ_WINDOW:
+                    bit = 1 << back
+                    if self.seen & bit:
+                        self.duplicates += 1
+                        return
+                    self.seen |= bit
+        self.received += 1
+        if pt != call.audio_pt and not call.accepts_payload(pt, ts):
+            self.other_payload += 1  # DTMF events, comfort noise, another codec: not mixed in
+            return
+        offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        pos = self.base_pos + offset
+        arrival = (ts - call.t0) * SAMPLE_RATE
+        if pos - arrival > DRIFT_LIMIT or arrival - pos > DRIFT_LIMIT:
+            self.base_pos = pos = max(int(arrival + 0.5), self.end)
+            self.base_ts = rtp_ts
+            self._anchor(ssrc, rtp_ts, pos)
+        transit = arrival - offset
+        if self.last_transit is not None:
+            d = transit - self.last_transit
+            self.jitter += ((d if d >= 0 else -d) - self.jitter) / 16.0
+        self.last_transit = transit
+        self.packets += 1
+        stop = pos + len(payload)
+        if stop > self.end:
+            self.end = stop
+        call.handle.audio(self.channel, pos, payload)
+
+    def _new_source(self, ts: float, seq: int, rtp_ts: int, ssrc: int) -> None:
+        if self.ssrc is not None:
+            self.expected_before += self.ext_max - self.first_ext + 1
+        self.ssrc = ssrc
+        self.ssrcs.append(ssrc)
+        self.base_ts = rtp_ts
+        self.base_pos = max(int((ts - self.call.t0) * SAMPLE_RATE + 0.5), self.end)
+        self.max_seq = seq
+        self.seen = 1
+        self.first_ext = self.ext_max = seq
+        self.last_transit = None
+        self._anchor(ssrc, rtp_ts, self.base_pos)
+
+    def _anchor(self, ssrc: int, rtp_ts: int, pos: int) -> None:
+        if len(self.anchors) < MAX_ANCHORS:
+            self.anchors.append((ssrc, rtp_ts, pos))
+
+    def stats(self) -> StreamStats:
+        expected = self.expected_before + (self.ext_max - self.first_ext + 1 if self.ssrc is not None else 0)
+        return StreamStats(
+            channel=self.channel,
+            ssrcs=tuple(self.ssrcs),
+            packets=self.packets,
+            expected=expected,
+            lost=max(0, expected - self.received),
+            duplicates=self.duplicates,
+            other_payload=self.other_payload,
+            anchors=tuple(self.anchors),
+            jitter_ms=round(self.jitter / SAMPLE_RATE * 1000.0, 3),
+        )

@@ -1,0 +1,124 @@
+"""Link, IP and UDP decoding of one captured frame.
+
+``decode_udp(linktype, frame)`` returns ``(src_ip, src_port, dst_ip, dst_port, payload)`` for a
+UDP datagram, or a short reason string (a counter name) for anything else: the caller counts it and
+moves on. Addresses are the raw 4- or 16-byte network-order forms, which is what the media map keys
+on, so no text formatting happens per packet.
+
+Handled: Ethernet II, 802.1Q and 802.1ad (QinQ) tags, Linux cooked SLL and SLL2, raw IP;
+IPv4 (options), IPv6 (hop-by-hop, routing, destination-options extension headers).
+IP fragments are counted (``ip_fragment``) and not reassembled here.
+"""
+from __future__ import annotations
+
+import struct
+
+from .source import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+)
+
+UdpDatagram = tuple[bytes, int, bytes, int, bytes]
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+ETH_VLAN = (0x8100, 0x88A8, 0x9100)
+IPPROTO_UDP = 17
+IPPROTO_TCP = 6
+IPV6_EXT_SKIPPABLE = (0, 43, 60)  # hop-by-hop, routing, destination options
+IPV6_FRAGMENT = 44
+
+# Reasons (counter names) for frames that are not a UDP datagram we can use.
+NOT_IP = "not_ip"
+NOT_UDP = "not_udp"
+TCP = "tcp"
+FRAGMENT = "ip_fragment"
+TRUNCATED = "truncated"
+BAD_LINKTYPE = "unknown_linktype"
+
+_u16 = struct.Struct("!H").unpack_from
+_udp = struct.Struct("!HHH").unpack_from
+
+
+def _network_offset(linktype: int, frame: bytes) -> tuple[int, int] | str:
+    """(ethertype, offset of the network header) for a frame of this link type."""
+    if linktype == LINKTYPE_ETHERNET:
+        if len(frame) < 14:
+            return TRUNCATED
+        etype = _u16(frame, 12)[0]
+        off = 14
+        while etype in ETH_VLAN:
+            if len(frame) < off + 4:
+                return TRUNCATED
+            etype = _u16(frame, off + 2)[0]
+            off += 4
+        return etype, off
+    if linktype == LINKTYPE_LINUX_SLL:
+        if len(frame) < 16:
+            return TRUNCATED
+        return _u16(frame, 14)[0], 16
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20:
+            return TRUNCATED
+        return _u16(frame, 0)[0], 20
+    if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
+        if not frame:
+            return TRUNCATED
+        version = frame[0] >> 4
+        return (ETH_IPV4 if version == 4 else ETH_IPV6 if version == 6 else 0), 0
+    return BAD_LINKTYPE
+
+
+def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
+    """The UDP datagram in ``frame``, or the reason there is none."""
+    net = _network_offset(linktype, frame)
+    if type(net) is str:
+        return net
+    etype, off = net  # type: ignore[misc]
+    n = len(frame)
+    if etype == ETH_IPV4:
+        if n < off + 20:
+            return TRUNCATED
+        vihl = frame[off]
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20:
+            return NOT_IP
+        total = _u16(frame, off + 2)[0]
+        if _u16(frame, off + 6)[0] & 0x3FFF:  # MF flag or a fragment offset
+            return FRAGMENT
+        proto = frame[off + 9]
+        src = frame[off + 12 : off + 16]
+        dst = frame[off + 16 : off + 20]
+        end = off + total if off + 20 <= off + total <= n else n
+        off += ihl
+    elif etype == ETH_IPV6:
+        if n < off + 40:
+            return TRUNCATED
+        if frame[off] >> 4 != 6:
+            return NOT_IP
+        plen = _u16(frame, off + 4)[0]
+        proto = frame[off + 6]
+        src = frame[off + 8 : off + 24]
+        dst = frame[off + 24 : off + 40]
+        end = off + 40 + plen if plen and off + 40 + plen <= n else n
+        off += 40
+        while proto in IPV6_EXT_SKIPPABLE:
+            if end < off + 8:
+                return TRUNCATED
+            proto = frame[off]
+            off += (frame[off + 1] + 1) * 8
+        if proto == IPV6_FRAGMENT:
+            return FRAGMENT
+    else:
+        return NOT_IP
+    if proto != IPPROTO_UDP:
+        return TCP if proto == IPPROTO_TCP else NOT_UDP
+    if end < off + 8:
+        return TRUNCATED
+    sport, dport, ulen = _udp(frame, off)
+    stop = off + ulen if 8 <= ulen and off + ulen <= end else end
+    return src, sport, dst, dport, frame[off + 8 : stop]

@@ -1,0 +1,208 @@
+"""Packet sources: one iterator of ``(timestamp, linktype, frame)`` batches.
+
+Live capture (the AF_PACKET ring) and capture files look the same to everything after the
+source: an iterable of lists of ``(ts, linktype, frame)`` where ``ts`` is seconds since the epoch
+(float, packet time), ``linktype`` a LINKTYPE_* number and ``frame`` the captured bytes.
+
+The file reader maps the file and walks it with ``struct.unpack_from``; it reads classic pcap
+(both byte orders, micro- and nanosecond) and pcapng (SHB, IDB, EPB, SPB, obsolete PB). Damage is
+reported as :class:`CaptureFileError` naming the file and the byte offset; every packet before
+the damage has already been yielded, so the caller keeps what was complete.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from typing import Protocol
+
+Packet = tuple[float, int, bytes]
+Batch = list[Packet]
+
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+PCAPNG_IDB = 0x00000001
+PCAPNG_PB = 0x00000002
+PCAPNG_SPB = 0x00000003
+PCAPNG_EPB = 0x00000006
+
+BATCH_SIZE = 512
+MAX_SNAPLEN = 262_144
+
+
+class CaptureFileError(Exception):
+    """A capture file that cannot be read further, with where it broke."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: at byte offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class PacketSource(Protocol):
+    """What the pipeline reads from: batches of packets until the source ends."""
+
+    def batches(self) -> Iterator[Batch]: ...
+
+    def close(self) -> None: ...
+
+
+class CaptureFile:
+    """A pcap or pcapng file, read through ``mmap``."""
+
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = BATCH_SIZE) -> None:
+        self.path = os.fspath(path)
+        self.batch_size = batch_size
+        self.packets_read = 0
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise CaptureFileError(self.path, 0, f"cannot open: {exc.strerror}") from None
+        size = os.fstat(self._fd).st_size
+        if size < 4:
+            os.close(self._fd)
+            raise CaptureFileError(self.path, 0, f"file too short ({size} bytes) for a capture header")
+        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            os.close(self._fd)
+            self._map = None
+
+    def __enter__(self) -> CaptureFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def batches(self) -> Iterator[Batch]:
+        buf = self._map
+        magic = struct.unpack_from("<I", buf, 0)[0]
+        if magic == PCAPNG_SHB:
+            yield from self._pcapng(buf)
+        elif magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or struct.unpack_from(">I", buf, 0)[0] in (
+            PCAP_MAGIC_US,
+            PCAP_MAGIC_NS,
+        ):
+            yield from self._pcap(buf)
+        else:
+            raise CaptureFileError(self.path, 0, f"not a pcap or pcapng file (magic 0x{magic:08x})")
+
+    # -- classic pcap -------------------------------------------------------------------------
+
+    def _pcap(self, buf: mmap.mmap) -> Iterator[Batch]:
+        end = len(buf)
+        if end < 24:
+            raise CaptureFileError(self.path, 0, "truncated pcap file header")
+        bo = "<" if struct.unpack_from("<I", buf, 0)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+        magic, _vmaj, _vmin, _tz, _sig, _snap, linktype = struct.unpack_from(bo + "IHHiIII", buf, 0)
+        scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
+        linktype &= 0x0FFFFFFF  # upper bits may carry FCS information
+        rec = struct.Struct(bo + "IIII")
+        unpack = rec.unpack_from
+        off = 24
+        batch: Batch = []
+        append = batch.append
+        while off < end:
+            if off + 16 > end:
+                raise CaptureFileError(self.path, off, "truncated packet record header")
+            sec, frac, incl, _orig = unpack(buf, off)
+            if incl > MAX_SNAPLEN:
+                raise CaptureFileError(self.path, off, f"packet length {incl} exceeds {MAX_SNAPLEN}")
+            data = off + 16
+            if data + incl > end:
+                raise CaptureFileError(self.path, off, f"truncated packet: {incl} bytes declared, {end - data} left")
+            append((sec + frac * scale, linktype, buf[data : data + incl]))
+            off = data + incl
+            if len(batch) >= self.batch_size:
+                self.packets_read += len(batch)
+                yield batch
+                batch = []
+                append = batch.append
+        if batch:
+            self.packets_read += len(batch)
+            yield batch
+
+    # -- pcapng -------------------------------------------------------------------------------
+
+    def _pcapng(self, buf: mmap.mmap) -> Iterator[Batch]:
+        end = len(buf)
+        off = 0
+        bo = "<"
+        interfaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
+        batch: Batch = []
+        while off < end:
+            if off + 12 > end:
+                raise CaptureFileError(self.path, off, "truncated pcapng block header")
+            btype = struct.unpack_from(bo + "I", buf, off)[0]
+            if btype == PCAPNG_SHB:
+                bom = struct.unpack_from("<I", buf, off + 8)[0]
+                if bom == PCAPNG_BOM:
+                    bo = "<"
+                elif bom == 0x4D3C2B1A:
+                    bo = ">"
+                else:
+                    raise CaptureFileError(self.path, off, f"bad pcapng byte-order magic 0x{bom:08x}")
+                interfaces = []  # a new section starts its own interface list
+            blen = struct.unpack_from(bo + "I", buf, off + 4)[0]
+            if blen < 12 or blen % 4:
+                raise CaptureFileError(self.path, off, f"bad pcapng block length {blen}")
+            if off + blen > end:
+                raise CaptureFileError(self.path, off, f"truncated pcapng block: {blen} bytes declared, {end - off} left")
+            if struct.unpack_from(bo + "I", buf, off + blen - 4)[0] != blen:
+                raise CaptureFileError(self.path, off, "pcapng block trailer length does not match its header")
+            if btype == PCAPNG_IDB:
+                interfaces.append(self._idb(buf, off, blen, bo))
+            elif btype == PCAPNG_EPB or btype == PCAPNG_PB:
+                if btype == PCAPNG_EPB:
+                    ifid, ts_hi, ts_lo, incl = struct.unpack_from(bo + "IIII", buf, off + 8)
+                else:
+                    ifid, _drops, ts_hi, ts_lo, incl = struct.unpack_from(bo + "HHIII", buf, off + 8)
+                if ifid >= len(interfaces):
+                    raise CaptureFileError(self.path, off, f"packet names interface {ifid}, which was never described")
+                data = off + 28
+                if data + incl > off + blen - 4:
+                    raise CaptureFileError(self.path, off, f"packet length {incl} overruns its block")
+                linktype, unit = interfaces[ifid]
+                batch.append((((ts_hi << 32) | ts_lo) * unit, linktype, buf[data : data + incl]))
+            elif btype == PCAPNG_SPB:
+                if not interfaces:
+                    raise CaptureFileError(self.path, off, "simple packet block before any interface")
+                orig = struct.unpack_from(bo + "I", buf, off + 8)[0]
+                incl = min(orig, blen - 16)
+                batch.append((0.0, interfaces[0][0], buf[off + 12 : off + 12 + incl]))
+            off += blen
+            if len(batch) >= self.batch_size:
+                self.packets_read += len(batch)
+                yield batch
+                batch = []
+        if batch:
+            self.packets_read += len(batch)
+            yield batch
+
+    def _idb(self, buf: mmap.mmap, off: int, blen: int, bo: str) -> tuple[int, float]:
+        linktype = struct.unpack_from(bo + "H", buf, off + 8)[0]
+        unit = 1e-6
+        opt = off + 16
+        stop = off + blen - 4
+        while opt + 4 <= stop:
+            code, olen = struct.unpack_from(bo + "HH", buf, opt)
+            if code == 0:
+                break
+            if code == 9 and olen >= 1:  # if_tsresol
+                res = buf[opt + 4]
+                unit = 2.0 ** -(res & 0x7F) if res & 0x80 else 10.0 ** -res
+            opt += 4 + ((olen + 3) & ~3)
+        return linktype, unit

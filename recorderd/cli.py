@@ -1,0 +1,60 @@
+"""``recorderd``: the service (live capture) and ``recorderd replay PCAP... --config PATH``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from storage.store import StoreError
+
+from . import journal, service
+from .config import ConfigError, load
+
+DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recorderd", description="Passive call recorder for designated numbers.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="site config (default %(default)s)")
+    sub = parser.add_subparsers(dest="command")
+    rp = sub.add_parser("replay", help="feed capture files through the pipeline, as if from the SPAN port")
+    rp.add_argument("pcaps", nargs="+", metavar="PCAP")
+    rp.add_argument("--config", default=argparse.SUPPRESS, help="site config")
+    args = parser.parse_args(argv)
+    service.set_umask()
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"recorderd: config error: {exc}", file=sys.stderr)
+        return 2
+    journal.setup(config["logging.level"])
+    if args.command != "replay":
+        print("recorderd: live capture is not available in this version; use 'recorderd replay PCAP...'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    store = service.open_store(config)
+    try:
+        store.open()
+    except StoreError as exc:
+        print(f"recorderd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pipeline = service.build_pipeline(config, store)
+        result = service.replay(pipeline, args.pcaps)
+    finally:
+        store.close()
+    c = pipeline.counters
+    print(
+        f"replayed {result.packets} packets from {result.files} file(s): "
+        f"{c['calls_recorded']} recorded, {c['calls_not_designated']} not designated, "
+        f"{c['calls_not_inbound']} not inbound, {c['calls_unanswered']} unanswered, "
+        f"{c['calls_codec_unsupported']} without G.711 audio; "
+        f"malformed: {c['sip_malformed']} SIP, {c['rtp_malformed']} RTP"
+        + (f"; {len(result.errors)} damaged file(s)" if result.errors else "")
+    )
+    for error in result.errors:
+        print(f"recorderd: damaged capture: {error}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

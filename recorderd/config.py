@@ -1,0 +1,217 @@
+"""Site configuration: one typed schema, read with ``yaml.safe_load``, every error naming the file,
+the key path and the bad value (``dids.yaml: dids[3].number: "044-200-39x9" is not a phone number``).
+
+Relative paths (``store.path``, ``dids_file``, ``vault.key_file``) are taken relative to the file
+that names them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from capture.dids import Did, DidDirectory, parse_did, parse_user
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, key: str, message: str) -> None:
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+        self.file = file
+        self.key = key
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+# -- value checkers: each returns the converted value or raises ValueError(message) ------------
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{_show(v)} is not a whole number")
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range ({lo} to {hi})")
+        return v
+
+    return check
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"{_show(v)} is not a non-empty string")
+    return v
+
+
+def _str_list(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ValueError(f"{_show(v)} is not a list of names")
+    return v
+
+
+def _networks(v: Any) -> list[str]:
+    for item in _str_list(v):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{_show(item)} is not an IP network (e.g. 203.0.113.0/24)") from None
+    return v
+
+
+def _timezone(v: Any) -> ZoneInfo:
+    try:
+        return ZoneInfo(_str(v))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{_show(v)} is not a known time zone (e.g. Asia/Tokyo)") from None
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"{_show(v)} is not one of {', '.join(options)}")
+        return v
+
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{_show(v)} is not true or false")
+    return v
+
+
+# key path -> (checker, default). None as default: required.
+SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "capture.interfaces": (_str_list, ["eth1"]),
+    "capture.trunk_networks": (_networks, []),
+    "capture.ring_timeout_s": (_int(5, 3600), 180),
+    "capture.idle_timeout_s": (_int(30, 86400), 900),
+    "capture.max_calls": (_int(1, 1_000_000), 10_000),
+    "store.path": (_str, None),
+    "store.keep_pcap": (_bool, True),
+    "retention.days": (_int(1, 3650), 14),
+    "retention.timezone": (_timezone, "Asia/Tokyo"),
+    "retention.anchor": (_choice("start", "end"), "start"),
+    "dids_file": (_str, "dids.yaml"),
+    "vault.key_file": (_str, "master.key"),
+    "logging.level": (_choice("debug", "info", "warning", "error"), "info"),
+}
+PATH_KEYS = ("store.path", "dids_file", "vault.key_file")
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    values: dict[str, Any]
+    dids: DidDirectory
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def store_path(self) -> str:
+        return self.values["store.path"]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.values["retention.timezone"]
+
+
+def _read_yaml(path: str) -> Any:
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(name, "", f"not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _flatten(data: dict[str, Any], prefix: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, path + ".", name))
+        else:
+            out[path] = value
+    return out
+
+
+def load(path: str) -> Config:
+    """Read and validate the site config and the DID file it names."""
+    path = os.path.abspath(path)
+    name = os.path.basename(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(name, "", "must be a mapping of settings")
+    flat = _flatten(data, "", name)
+    for key in flat:
+        if key not in SCHEMA:
+            raise ConfigError(name, key, "unknown setting")
+    values: dict[str, Any] = {}
+    for key, (check, default) in SCHEMA.items():
+        if key not in flat:
+            if default is None:
+                raise ConfigError(name, key, "is required")
+            value = default
+        else:
+            value = flat[key]
+        try:
+            values[key] = check(value)
+        except ValueError as exc:
+            raise ConfigError(name, key, str(exc)) from None
+    base = os.path.dirname(path)
+    for key in PATH_KEYS:
+        values[key] = os.path.normpath(os.path.join(base, values[key]))
+    return Config(path, values, load_dids(values["dids_file"]))
+
+
+def load_dids(path: str) -> DidDirectory:
+    """Read the designated numbers; any problem names the file, entry and value."""
+    name = os.path.basename(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or "dids" not in data:
+        raise ConfigError(name, "dids", "is required (a list of {number, label})")
+    entries = data["dids"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(name, "dids", "must be a non-empty list: with no designated number nothing is recorded")
+    extra = set(data) - {"dids"}
+    if extra:
+        raise ConfigError(name, sorted(extra)[0], "unknown setting")
+    dids: list[Did] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"dids[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(name, where, "must be a mapping with number and label")
+        for key in entry:
+            if key not in ("number", "label", "kind"):
+                raise ConfigError(name, f"{where}.{key}", "unknown setting")
+        number, label, kind = entry.get("number"), entry.get("label"), entry.get("kind", "auto")
+        if kind not in ("auto", "user"):
+            raise ConfigError(name, f"{where}.kind", f"{_show(kind)} is not auto or user")
+        if isinstance(number, int) and not isinstance(number, bool):
+            raise ConfigError(name, f"{where}.number", f"{number} must be quoted (YAML drops the leading 0)")
+        if not isinstance(number, str):
+            raise ConfigError(name, f"{where}.number", f"{_show(number)} is not a phone number")
+        try:
+            key = parse_did(number) if kind == "auto" else parse_user(number)
+        except ValueError as exc:
+            raise ConfigError(name, f"{where}.number", f"{_show(number)} {exc}") from None
+        if not isinstance(label, str) or not label.strip():
+            raise ConfigError(name, f"{where}.label", f"{_show(label)} is not a non-empty label")
+        if key in seen:
+            raise ConfigError(name, f"{where}.number", f"{_show(number)} repeats dids[{seen[key]}]")
+        seen[key] = i
+        dids.append(Did(number, label.strip(), key))
+    return DidDirectory(dids)

@@ -1,0 +1,3 @@
+"""storage: calls -> kept records. WAV writing, the store, index, retention, audit.
+
+Never imports ``capture`` or ``recorderd``; implements capture's RecordingSink by structure."""

@@ -1,0 +1,82 @@
+"""Our own RIFF/WAVE writer for G.711, so the payload bytes stay exactly those on the wire.
+
+Layout (58-byte header): RIFF, WAVE, ``fmt `` (18 bytes: format tag 7 mu-law or 6 A-law, 2 channels,
+8000 Hz, 8 bits, cbSize 0), ``fact`` (sample frames), ``data``. The header is written first with
+zero sizes and completed at the end; :func:`repair_header` rebuilds it from the data actually on
+disk (after a crash).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+FORMAT_TAGS = {"PCMU": 7, "PCMA": 6}
+SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
+CODECS_BY_TAG = {tag: name for name, tag in FORMAT_TAGS.items()}
+RATE = 8000
+CHANNELS = 2
+HEADER_SIZE = 58
+
+
+def header(codec: str, frames: int) -> bytes:
+    tag = FORMAT_TAGS[codec]
+    data = frames * CHANNELS
+    return b"".join(
+        (
+            b"RIFF", struct.pack("<I", HEADER_SIZE - 8 + data + (data & 1)), b"WAVE",
+            b"fmt ", struct.pack("<IHHIIHHH", 18, tag, CHANNELS, RATE, RATE * CHANNELS, CHANNELS, 8, 0),
+            b"fact", struct.pack("<II", 4, frames),
+            b"data", struct.pack("<I", data),
+        )
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WavInfo:
+    codec: str
+    channels: int
+    rate: int
+    frames: int
+    data_offset: int
+
+
+def read_info(data: bytes) -> WavInfo:
+    """Parse the header of one of our G.711 WAVs (or any RIFF/WAVE with fmt and data chunks)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    off = 12
+    fmt = None
+    while off + 8 <= len(data):
+        cid, size = data[off : off + 4], struct.unpack_from("<I", data, off + 4)[0]
+        if cid == b"fmt ":
+            fmt = struct.unpack_from("<HHIIHH", data, off + 8)
+        elif cid == b"data":
+            if fmt is None:
+                raise ValueError("data chunk before fmt chunk")
+            tag, channels, rate, _, align, _ = fmt
+            codec = CODECS_BY_TAG.get(tag, f"tag-{tag}")
+            size = min(size, len(data) - off - 8)
+            return WavInfo(codec, channels, rate, size // align, off + 8)
+        off += 8 + size + (size & 1)
+    raise ValueError("no data chunk")
+
+
+def channel_bytes(data: bytes, channel: int) -> bytes:
+    """The bytes of one channel (1-based) of a 2-channel 8-bit WAV."""
+    info = read_info(data)
+    body = data[info.data_offset : info.data_offset + info.frames * info.channels]
+    return body[channel - 1 :: info.channels]
+
+
+def repair_header(path: str, codec: str) -> int:
+    """Rewrite the header of a spool WAV from the data actually written; returns the frames kept."""
+    size = os.path.getsize(path)
+    frames = max(0, size - HEADER_SIZE) // CHANNELS
+    with open(path, "r+b") as f:
+        f.truncate(HEADER_SIZE + frames * CHANNELS)
+        f.seek(0)
+        f.write(header(codec, frames))
+        f.flush()
+        os.fsync(f.fileno())
+    return frames
