@@ -93,7 +93,9 @@ def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
         proto = frame[off + 9]
         src = frame[off + 12 : off + 16]
         dst = frame[off + 16 : off + 20]
-        end = off + total if off + 20 <= off + total <= n else n
+        if total < ihl or off + total > n:
+            return TRUNCATED if off + total > n else NOT_IP
+        end = off + total  # anything after is link padding
         off += ihl
     elif etype == ETH_IPV6:
         if n < off + 40:
@@ -104,13 +106,17 @@ def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
         proto = frame[off + 6]
         src = frame[off + 8 : off + 24]
         dst = frame[off + 24 : off + 40]
-        end = off + 40 + plen if plen and off + 40 + plen <= n else n
+        if off + 40 + plen > n:
+            return TRUNCATED
+        end = off + 40 + plen if plen else n  # plen 0: jumbogram, take the frame
         off += 40
         while proto in IPV6_EXT_SKIPPABLE:
             if end < off + 8:
                 return TRUNCATED
             proto = frame[off]
             off += (frame[off + 1] + 1) * 8
+            if off > end:
+                return TRUNCATED
         if proto == IPV6_FRAGMENT:
             return FRAGMENT
     else:
@@ -120,5 +126,6 @@ def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
     if end < off + 8:
         return TRUNCATED
     sport, dport, ulen = _udp(frame, off)
-    stop = off + ulen if 8 <= ulen and off + ulen <= end else end
-    return src, sport, dst, dport, frame[off + 8 : stop]
+    if ulen < 8 or off + ulen > end:
+        return TRUNCATED if off + ulen > end else NOT_UDP
+    return src, sport, dst, dport, frame[off + 8 : off + ulen]

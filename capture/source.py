@@ -35,6 +35,7 @@ PCAPNG_IDB = 0x00000001
 PCAPNG_PB = 0x00000002
 PCAPNG_SPB = 0x00000003
 PCAPNG_EPB = 0x00000006
+PCAPNG_MIN_LENGTH = {PCAPNG_SHB: 28, PCAPNG_IDB: 20, PCAPNG_PB: 32, PCAPNG_SPB: 16, PCAPNG_EPB: 32}
 
 BATCH_SIZE = 512
 MAX_SNAPLEN = 262_144
@@ -113,17 +114,21 @@ class CaptureFile:
         rec = struct.Struct(bo + "IIII")
         unpack = rec.unpack_from
         off = 24
+        error: CaptureFileError | None = None
         batch: Batch = []
         append = batch.append
         while off < end:
             if off + 16 > end:
-                raise CaptureFileError(self.path, off, "truncated packet record header")
+                error = CaptureFileError(self.path, off, "truncated packet record header")
+                break
             sec, frac, incl, _orig = unpack(buf, off)
             if incl > MAX_SNAPLEN:
-                raise CaptureFileError(self.path, off, f"packet length {incl} exceeds {MAX_SNAPLEN}")
+                error = CaptureFileError(self.path, off, f"packet length {incl} exceeds {MAX_SNAPLEN}")
+                break
             data = off + 16
             if data + incl > end:
-                raise CaptureFileError(self.path, off, f"truncated packet: {incl} bytes declared, {end - data} left")
+                error = CaptureFileError(self.path, off, f"truncated packet: {incl} bytes declared, {end - data} left")
+                break
             append((sec + frac * scale, linktype, buf[data : data + incl]))
             off = data + incl
             if len(batch) >= self.batch_size:
@@ -131,9 +136,11 @@ class CaptureFile:
                 yield batch
                 batch = []
                 append = batch.append
-        if batch:
+        if batch:  # what came before any damage is delivered first
             self.packets_read += len(batch)
             yield batch
+        if error is not None:
+            raise error
 
     # -- pcapng -------------------------------------------------------------------------------
 
@@ -142,27 +149,37 @@ class CaptureFile:
         off = 0
         bo = "<"
         interfaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
+        error: CaptureFileError | None = None
+        last_ts = 0.0
         batch: Batch = []
         while off < end:
             if off + 12 > end:
-                raise CaptureFileError(self.path, off, "truncated pcapng block header")
+                error = CaptureFileError(self.path, off, "truncated pcapng block header")
+                break
             btype = struct.unpack_from(bo + "I", buf, off)[0]
             if btype == PCAPNG_SHB:
+                if off + 16 > end:
+                    error = CaptureFileError(self.path, off, "truncated section header block")
+                    break
                 bom = struct.unpack_from("<I", buf, off + 8)[0]
                 if bom == PCAPNG_BOM:
                     bo = "<"
                 elif bom == 0x4D3C2B1A:
                     bo = ">"
                 else:
-                    raise CaptureFileError(self.path, off, f"bad pcapng byte-order magic 0x{bom:08x}")
+                    error = CaptureFileError(self.path, off, f"bad pcapng byte-order magic 0x{bom:08x}")
+                    break
                 interfaces = []  # a new section starts its own interface list
             blen = struct.unpack_from(bo + "I", buf, off + 4)[0]
-            if blen < 12 or blen % 4:
-                raise CaptureFileError(self.path, off, f"bad pcapng block length {blen}")
+            if blen < PCAPNG_MIN_LENGTH.get(btype, 12) or blen % 4:
+                error = CaptureFileError(self.path, off, f"bad pcapng block length {blen}")
+                break
             if off + blen > end:
-                raise CaptureFileError(self.path, off, f"truncated pcapng block: {blen} bytes declared, {end - off} left")
+                error = CaptureFileError(self.path, off, f"truncated pcapng block: {blen} bytes declared, {end - off} left")
+                break
             if struct.unpack_from(bo + "I", buf, off + blen - 4)[0] != blen:
-                raise CaptureFileError(self.path, off, "pcapng block trailer length does not match its header")
+                error = CaptureFileError(self.path, off, "pcapng block trailer length does not match its header")
+                break
             if btype == PCAPNG_IDB:
                 interfaces.append(self._idb(buf, off, blen, bo))
             elif btype == PCAPNG_EPB or btype == PCAPNG_PB:
@@ -171,26 +188,32 @@ class CaptureFile:
                 else:
                     ifid, _drops, ts_hi, ts_lo, incl = struct.unpack_from(bo + "HHIII", buf, off + 8)
                 if ifid >= len(interfaces):
-                    raise CaptureFileError(self.path, off, f"packet names interface {ifid}, which was never described")
+                    error = CaptureFileError(self.path, off, f"packet names interface {ifid}, which was never described")
+                    break
                 data = off + 28
                 if data + incl > off + blen - 4:
-                    raise CaptureFileError(self.path, off, f"packet length {incl} overruns its block")
+                    error = CaptureFileError(self.path, off, f"packet length {incl} overruns its block")
+                    break
                 linktype, unit = interfaces[ifid]
-                batch.append((((ts_hi << 32) | ts_lo) * unit, linktype, buf[data : data + incl]))
+                last_ts = ((ts_hi << 32) | ts_lo) * unit
+                batch.append((last_ts, linktype, buf[data : data + incl]))
             elif btype == PCAPNG_SPB:
                 if not interfaces:
-                    raise CaptureFileError(self.path, off, "simple packet block before any interface")
+                    error = CaptureFileError(self.path, off, "simple packet block before any interface")
+                    break
                 orig = struct.unpack_from(bo + "I", buf, off + 8)[0]
                 incl = min(orig, blen - 16)
-                batch.append((0.0, interfaces[0][0], buf[off + 12 : off + 12 + incl]))
+                batch.append((last_ts, interfaces[0][0], buf[off + 12 : off + 12 + incl]))  # no time of its own
             off += blen
             if len(batch) >= self.batch_size:
                 self.packets_read += len(batch)
                 yield batch
                 batch = []
-        if batch:
+        if batch:  # what came before any damage is delivered first
             self.packets_read += len(batch)
             yield batch
+        if error is not None:
+            raise error
 
     def _idb(self, buf: mmap.mmap, off: int, blen: int, bo: str) -> tuple[int, float]:
         linktype = struct.unpack_from(bo + "H", buf, off + 8)[0]

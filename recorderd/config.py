@@ -201,7 +201,9 @@ def load_dids(path: str) -> DidDirectory:
         if kind not in ("auto", "user"):
             raise ConfigError(name, f"{where}.kind", f"{_show(kind)} is not auto or user")
         if isinstance(number, int) and not isinstance(number, bool):
-            raise ConfigError(name, f"{where}.number", f"{number} must be quoted (YAML drops the leading 0)")
+            raise ConfigError(
+                name, f"{where}.number", f'is unquoted (YAML read it as the integer {number}): quote it, e.g. "044-200-3939"'
+            )
         if not isinstance(number, str):
             raise ConfigError(name, f"{where}.number", f"{_show(number)} is not a phone number")
         try:

@@ -1,0 +1,81 @@
+"""Shared helpers: a store made from a config written for the test, replay through the real CLI
+entry points (in-process), and the paths of the project's and the public captures."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "pcap_fixtures"
+PUBLIC = ROOT.parent / "shared" / "pcaps" / "public"
+sys.path.insert(0, str(FIXTURES))
+
+from recorderd import cli, ctl  # noqa: E402
+
+
+class Site:
+    """A config + store in a temporary folder, driven through recorderd / recorderctl."""
+
+    def __init__(self, root: Path, dids: list[dict] | None = None, settings: str = "") -> None:
+        self.root = root
+        self.config = root / "recorderd.yaml"
+        if dids is None:
+            shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
+        else:
+            (root / "dids.yaml").write_text(json.dumps({"dids": dids}, ensure_ascii=False), encoding="utf-8")
+        self.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\n{settings}", encoding="utf-8")
+        self.store = root / "store"
+
+    def ctl(self, *args: str) -> int:
+        return ctl.main(["--config", str(self.config), *args])
+
+    def init(self) -> Site:
+        assert self.ctl("init") == 0
+        return self
+
+    def replay(self, *pcaps: str | Path) -> int:
+        return cli.main(["replay", *map(str, pcaps), "--config", str(self.config)])
+
+    def list(self, capsys: pytest.CaptureFixture[str]) -> list[dict]:
+        capsys.readouterr()
+        assert self.ctl("list", "--json") == 0
+        return json.loads(capsys.readouterr().out)
+
+    def wav_files(self) -> list[Path]:
+        return sorted((self.store / "recordings").rglob("*.wav"))
+
+    def spool_files(self) -> list[Path]:
+        return sorted((self.store / "spool").iterdir())
+
+    def wav_path(self, recording: dict) -> Path:
+        matches = [p for p in self.wav_files() if p.stem == recording["id"]]
+        assert len(matches) == 1
+        return matches[0]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path).init()
+
+
+def public_capture(name: str) -> Path:
+    path = PUBLIC / name
+    if not path.exists():
+        pytest.skip(f"public capture {name} not present (../shared/pcaps/public is absent)")
+    return path
+
+
+def needs_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (Debian package; `make deps` installs it as root)")
+    return found
+
+
+os.environ.pop("JOURNAL_STREAM", None)
+os.environ.pop("INVOCATION_ID", None)

@@ -1,0 +1,72 @@
+"""Every capture in pcap_fixtures/ replays to exactly the recordings its JSON expects: the same
+calls, each WAV channel byte for byte, and nothing at all for the calls that must not be recorded."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, Site
+
+from storage.wav import channel_bytes, read_info
+
+CASES = sorted(p.stem for p in FIXTURES.glob("*.pcap"))
+
+
+def test_every_fixture_has_its_expected_results() -> None:
+    assert CASES, "no fixtures found"
+    for name in CASES:
+        assert (FIXTURES / f"{name}.json").exists(), f"{name}.pcap has no {name}.json"
+    for sidecar in FIXTURES.glob("*.json"):
+        assert (FIXTURES / f"{sidecar.stem}.pcap").exists(), f"{sidecar.name} has no capture"
+
+
+def test_committed_fixtures_are_what_the_generator_makes() -> None:
+    result = subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--check"],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_replay_gives_expected_recordings(name: str, site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    assert site.replay(FIXTURES / f"{name}.pcap") == 0
+    got = {r["call_id"]: r for r in site.list(capsys)}
+    want = {r["call_id"]: r for r in expected["recordings"]}
+    assert sorted(got) == sorted(want)
+    for call_id, exp in want.items():
+        rec = got[call_id]
+        for key in ("did", "did_label", "caller", "codec", "state", "frames"):
+            assert rec[key] == exp[key], f"{call_id}: {key}"
+        assert rec["channels"] == 2
+        data = site.wav_path(rec).read_bytes()
+        info = read_info(data)
+        assert (info.codec, info.channels, info.rate, info.frames) == (exp["codec"], 2, 8000, exp["frames"])
+        for chan in exp["channels"]:
+            audio = channel_bytes(data, chan["channel"])
+            assert len(audio) == chan["length"]
+            assert hashlib.sha256(audio).hexdigest() == chan["sha256"], f"{call_id}: channel {chan['channel']}"
+        assert hashlib.sha256(data).hexdigest() == rec["sha256"]
+        assert [s["lost"] for s in rec["streams"]] == exp["lost"]
+    # Nothing of a call that must not be recorded: no file, no index row, no trace in the index.
+    assert len(site.wav_files()) == len(want)
+    assert site.spool_files() == []
+    index = (site.store / "index.sqlite").read_bytes()
+    for call_id in expected["not_recorded"]:
+        assert call_id.encode() not in index
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM recordings").fetchone()[0] == len(want)
+
+
+def test_replaying_the_same_capture_twice_keeps_one_copy(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = FIXTURES / "overlapping.pcap"
+    assert site.replay(capture) == 0
+    first = site.list(capsys)
+    assert site.replay(capture) == 0
+    assert site.list(capsys) == first
+    assert len(site.wav_files()) == 2
+    assert site.spool_files() == []
