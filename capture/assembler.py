@@ -3,9 +3,11 @@
 Each packet of the recording's codec is placed by its RTP timestamp: the first packet of a source
 (SSRC) is anchored at its arrival time in the recording, later ones at ``anchor + (ts - ts0)``
 (32-bit wrap handled). Duplicates are dropped by sequence number; gaps are left to the writer, which
-fills them with the codec's silence. When the timestamp clock and the arrival clock disagree by more
-than ``DRIFT_LIMIT`` (a sender that paused during hold and resumed with a timestamp that did not
-advance, or a jump), the source is re-anchored at its arrival time, so the pause stays as silence.
+fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT`` later than its
+timestamp says (a sender that paused on hold and resumed with a timestamp that did not advance), the
+source is re-anchored at its arrival time, so the pause stays as silence. A timestamp *ahead* of the
+arrival clock (a burst after a network stall, a fast sender clock) is trusted: re-anchoring there
+would only pile anchors on top of audio already written.
 Packets of other payload types (DTMF events, comfort noise, other codecs) are counted, not mixed in.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from .tracker import Call
 
 SAMPLE_RATE = 8000
-DRIFT_LIMIT = SAMPLE_RATE  # 1 s
+DRIFT_LIMIT = 12_000  # 1.5 s: less than the writer's MAX_LAG (2 s), so a delayed burst is never dropped late
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 
@@ -84,7 +86,7 @@ class StreamAssembler:
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         pos = self.base_pos + offset
         arrival = (ts - call.t0) * SAMPLE_RATE
-        if pos - arrival > DRIFT_LIMIT or arrival - pos > DRIFT_LIMIT:
+        if arrival - pos > DRIFT_LIMIT:  # the sender paused without advancing its clock
             self.base_pos = pos = max(int(arrival + 0.5), self.end)
             self.base_ts = rtp_ts
             self._anchor(ssrc, rtp_ts, pos)

@@ -31,7 +31,8 @@ STATIC_CODECS = {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
 CALLER, CALLEE = 1, 2  # WAV channels: 1 = audio sent by the caller, 2 = by the contact centre
 FORGET_IGNORED_AFTER = 64.0  # s: INVITE retransmissions and proxy hops of an ignored call
 CALLED_NUMBER_HEADERS = ("p-called-party-id", "diversion", "history-info")
-AUTH_CHALLENGES = (401, 407)  # the caller retries the INVITE with credentials in the same dialog
+AUTH_CHALLENGES = (401, 407)
+END_LINGER = 1.0  # s of packet time a signalled end waits for media still in flight  # the caller retries the INVITE with credentials in the same dialog
 
 
 class Call:
@@ -55,6 +56,8 @@ class Call:
         self.t0 = 0.0  # packet time of the recording's sample 0
         self.handle: RecordingHandle | None = None
         self.sink: RecordingSink | None = None
+        self.end: CallEnd | None = None  # set when the call ends
+        self.linger_until = 0.0
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the
@@ -104,6 +107,7 @@ class CallTracker:
         self.calls: dict[str, Call] = {}
         self.ignored: dict[str, float] = {}  # Call-ID -> when; never the numbers
         self.ended: dict[str, tuple[float, int]] = {}  # Call-ID -> (when, CSeq of its INVITE)
+        self.closing: dict[str, Call] = {}  # ended calls whose media may still be in flight
 
     # -- SIP ----------------------------------------------------------------------------------
 
@@ -239,7 +243,9 @@ class CallTracker:
                 if now - call.last_signal > self.ring_timeout:
                     self.end(call, now, complete=False, reason="timeout")
             elif now - call.last_activity > self.idle_timeout:
-                self.end(call, now, complete=False, reason="timeout")
+                self.end(call, call.last_activity, complete=False, reason="timeout")  # ended when last heard
+        for call in [c for c in self.closing.values() if now >= c.linger_until]:
+            self._finalise(call)
         horizon = now - FORGET_IGNORED_AFTER
         if self.ignored:
             for cid in [c for c, t in self.ignored.items() if t < horizon]:
@@ -250,12 +256,28 @@ class CallTracker:
 
     def finish(self, now: float, reason: str) -> None:
         """End every call in progress (capture ended, service stopping) keeping what was recorded."""
+        for call in list(self.closing.values()):
+            self._finalise(call)
         for call in list(self.calls.values()):
             self.end(call, max(now, call.last_activity), complete=False, reason=reason)
+            self._finalise(call)
 
     def end(self, call: Call, ts: float, *, complete: bool, reason: str) -> None:
+        """The call is over. A recording stays open ``END_LINGER`` s longer (packet time) for the
+        media still in flight when the BYE crossed the wire; then it is finalised."""
         self.calls.pop(call.call_id, None)
         self.ended[call.call_id] = (ts, call.invite_cseq)  # late retransmissions must not reopen it
+        call.end = CallEnd(ts, complete, reason)
+        if call.handle is None or not complete:
+            self._finalise(call)
+        else:
+            call.linger_until = ts + END_LINGER
+            self.closing[call.call_id] = call
+
+    def _finalise(self, call: Call) -> None:
+        self.closing.pop(call.call_id, None)
+        end = call.end
+        assert end is not None
         for key in call.endpoints:
             for stream in call.streams:
                 self.media.unregister(key, stream)
@@ -271,9 +293,10 @@ class CallTracker:
             call._start(call.sdp_codec, call.answered_at)
         self.counters["calls_recorded"] += 1
         assert call.handle is not None
+        complete, reason = end.complete, end.reason
         if not any(s.packets for s in call.streams):
             complete, reason = False, reason + "; no media captured"
-        call.handle.end(CallEnd(ts, complete, reason, tuple(s.stats() for s in call.streams)))
+        call.handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
         call.handle = None
 
 

@@ -44,6 +44,7 @@ class Harness:
     def finish(self) -> tuple[bytes, bytes, dict]:
         t_end = max(t for t, _ in self.bye)
         self.feed([(max(t_end, self.pipeline.now + 0.1), f) for _, f in self.bye])
+        self.pipeline.finish("capture-end")  # the BYE's linger for media in flight ends with the capture
         [row] = self.store.recordings()
         data = Path(self.store.file_path(row)).read_bytes()
         return channel_bytes(data, 1), channel_bytes(data, 2), {s["channel"]: s for s in row.streams}
