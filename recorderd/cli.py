@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     store = service.open_store(config)
     try:
         store.open()
+        store.check_key()
     except StoreError as exc:
         print(f"recorderd: {exc}", file=sys.stderr)
         return 2

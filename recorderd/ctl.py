@@ -6,6 +6,7 @@ service user can); every access to a recording is written to the audit log.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import pwd
@@ -13,8 +14,9 @@ import sys
 import unicodedata
 from typing import Any
 
+from storage.decommission import decommission
 from storage.index import RecordingRow
-from storage.retention import iso
+from storage.retention import RetentionWorker, iso
 from storage.store import Actor, Store, StoreError
 
 from . import journal, service
@@ -80,6 +82,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def cmd_init(config: Config, store: Store, args: argparse.Namespace) -> int:
     created = store.init()
     print(f"store {'created' if created else 'already initialised'} at {store.root}")
+    store.check_key()
     return 0
 
 
@@ -99,6 +102,70 @@ def cmd_export(config: Config, store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(config: Config, store: Store, args: argparse.Namespace) -> int:
+    rows = store.recordings()
+    problems = store.verify()
+    store.record(actor(), "verify", None, {"recordings": len(rows), "problems": len(problems)},
+                 "allowed" if not problems else f"failed: {len(problems)} problem(s)")  # fmt: skip
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"verified {len(rows)} recording(s) and the audit log: "
+          + ("all hold" if not problems else f"{len(problems)} problem(s)"))  # fmt: skip
+    return 0 if not problems else 1
+
+
+def cmd_retention(config: Config, store: Store, args: argparse.Namespace) -> int:
+    report = RetentionWorker(store).run()
+    store.record(actor(), "retention-run", None, {"erased": [e.id for e in report.erased]},
+                 "allowed" if not report.failures else "failed: " + "; ".join(report.failures))  # fmt: skip
+    for e in report.erased:
+        late = f", {e.late_s / 60:.0f} min late" if e.late_s > 60 else ""
+        print(f"erased {e.id} ({e.did_label}, call of {e.call_date}, due {iso(e.retain_until, store.tz)}{late})")
+    for name in report.orphans + report.spool_leftovers:
+        print(f"erased leftover file {name}")
+    for failure in report.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    print(f"{len(report.erased)} recording(s) erased")
+    return 0 if not report.failures else 1
+
+
+def parse_until(text: str, tz: Any) -> float:
+    """A hold's end: a date (the hold lasts through that local day) or an ISO date-time."""
+    try:
+        if len(text) == 10:
+            day = datetime.date.fromisoformat(text) + datetime.timedelta(days=1)
+            return datetime.datetime.combine(day, datetime.time(0), tzinfo=tz).timestamp()
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise StoreError(f"--until {text!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
+def cmd_hold(config: Config, store: Store, args: argparse.Namespace) -> int:
+    hold_id = store.hold(args.id, until=parse_until(args.until, store.tz), reason=args.reason, ref=args.ref, actor=actor())
+    print(f"hold {hold_id} on {args.id} until {args.until}")
+    return 0
+
+
+def cmd_release(config: Config, store: Store, args: argparse.Namespace) -> int:
+    store.release(args.id, args.hold, reason=args.reason, actor=actor())
+    print(f"hold {args.hold} on {args.id} released")
+    return 0
+
+
+def cmd_decommission(config: Config, store: Store, args: argparse.Namespace) -> int:
+    if not args.confirm:
+        print("recorderctl: decommission erases every recording, the index and the master key for good; "
+              "add --confirm to proceed", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        cert = decommission(store, actor(), args.certificate)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    print(cert.text())
+    return 0 if cert.verification.startswith("passed") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recorderctl", description="Work with recorderd's recordings.")
     parser.add_argument("--config", default="/etc/recorderd/recorderd.yaml", help="site config")
@@ -110,6 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     ep.add_argument("id")
     ep.add_argument("--out", required=True)
     ep.add_argument("--purpose", required=True, choices=PURPOSES)
+    sub.add_parser("verify", help="decrypt and check every recording, and the audit chain")
+    rp = sub.add_parser("retention", help="retention: erase every recording due now")
+    rp.add_argument("action", choices=["run"])
+    hp = sub.add_parser("hold", help="keep a recording past its deadline (Art. 5(2))")
+    hp.add_argument("id")
+    hp.add_argument("--until", required=True, help="YYYY-MM-DD (through that day) or an ISO date-time")
+    hp.add_argument("--reason", required=True)
+    hp.add_argument("--ref", required=True, help="reference number of the decision")
+    lp2 = sub.add_parser("release", help="end a hold")
+    lp2.add_argument("id")
+    lp2.add_argument("--hold", type=int, required=True)
+    lp2.add_argument("--reason", required=True)
+    dp = sub.add_parser("decommission", help="erase everything at contract end (Art. 6(4))")
+    dp.add_argument("--confirm", action="store_true")
+    dp.add_argument("--certificate", required=True, help="where to write the erasure certificate (.json and .txt)")
     args = parser.parse_args(argv)
     service.set_umask()
     try:
@@ -119,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     journal.setup(config["logging.level"])
     store = service.open_store(config)
-    handler = {"init": cmd_init, "list": cmd_list, "export": cmd_export}[args.command]
+    handler = {
+        "init": cmd_init, "list": cmd_list, "export": cmd_export, "verify": cmd_verify,
+        "retention": cmd_retention, "hold": cmd_hold, "release": cmd_release, "decommission": cmd_decommission,
+    }[args.command]  # fmt: skip
     try:
         if args.command != "init":
             store.open()

@@ -23,6 +23,8 @@ def open_store(config: Config) -> Store:
         tz=config.tz,
         retention_days=config["retention.days"],
         anchor=config["retention.anchor"],
+        key_file=config["vault.key_file"],
+        credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
     )
 
 

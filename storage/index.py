@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS recordings (
     end_reason TEXT NOT NULL,
     path TEXT NOT NULL,
     streams TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    wrapped_key BLOB,                -- NULL once crypto-erased
+    erasing_at REAL                  -- set when erasure began (an interrupted one is finished next run)
 );
 CREATE INDEX IF NOT EXISTS recordings_started ON recordings (started_at);
 CREATE INDEX IF NOT EXISTS recordings_retain ON recordings (retain_until);
@@ -47,10 +49,20 @@ CREATE TABLE IF NOT EXISTS holds (
     released_at REAL
 );
 CREATE INDEX IF NOT EXISTS holds_recording ON holds (recording_id);
+CREATE TABLE IF NOT EXISTS erasures (       -- the minimal record left of an erased recording
+    id TEXT PRIMARY KEY,
+    did_label TEXT NOT NULL,
+    call_date TEXT NOT NULL,                -- local date of the call, no time, no caller
+    retain_until REAL NOT NULL,
+    erased_at REAL NOT NULL,
+    method TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
 """
 COLUMNS = (
     "id", "call_id", "did", "did_label", "caller", "started_at", "ended_at", "codec", "channels",
     "frames", "size", "sha256", "retain_until", "state", "end_reason", "path", "streams", "created_at",
+    "wrapped_key", "erasing_at",
 )  # fmt: skip
 
 
@@ -74,6 +86,8 @@ class RecordingRow:
     path: str  # relative to the store's recordings directory
     streams: list[dict[str, Any]]
     created_at: float
+    wrapped_key: bytes | None = None
+    erasing_at: float | None = None
 
 
 class DuplicateRecording(Exception):
@@ -123,13 +137,76 @@ class Index:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings ORDER BY started_at, id")
         return [_row(r) for r in cur.fetchall()]
 
-    def holds(self, recording_id: str) -> list[dict[str, Any]]:
+    def holds(self, recording_id: str, now: float | None = None) -> list[dict[str, Any]]:
+        """Holds not released (and, given ``now``, not yet past their end)."""
         cur = self.db.execute(
             "SELECT id, until, reason, ref, created_by, created_at FROM holds "
-            "WHERE recording_id = ? AND released_at IS NULL ORDER BY id",
-            (recording_id,),
+            "WHERE recording_id = ? AND released_at IS NULL AND (? IS NULL OR until > ?) ORDER BY id",
+            (recording_id, now, now),
         )
         keys = ("hold_id", "until", "reason", "ref", "created_by", "created_at")
+        return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+    def add_hold(self, recording_id: str, until: float, reason: str, ref: str, by: str, at: float) -> int:
+        cur = self.db.execute(
+            "INSERT INTO holds (recording_id, until, reason, ref, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (recording_id, until, reason, ref, by, at),
+        )
+        return int(cur.lastrowid or 0)
+
+    def release_hold(self, recording_id: str, hold_id: int, at: float) -> bool:
+        cur = self.db.execute(
+            "UPDATE holds SET released_at = ? WHERE id = ? AND recording_id = ? AND released_at IS NULL",
+            (at, hold_id, recording_id),
+        )
+        return cur.rowcount == 1
+
+    def due(self, now: float) -> list[RecordingRow]:
+        """Recordings past their deadline with no hold in force (or already being erased)."""
+        cur = self.db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM recordings r WHERE erasing_at IS NOT NULL OR (retain_until <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.recording_id = r.id AND h.released_at IS NULL "
+            "AND h.until > ?)) ORDER BY retain_until, id",
+            (now, now),
+        )
+        return [_row(r) for r in cur.fetchall()]
+
+    def next_deadline(self) -> float | None:
+        row = self.db.execute("SELECT min(retain_until) FROM recordings").fetchone()
+        return row[0] if row else None
+
+    def begin_erasure(self, recording_id: str, at: float) -> None:
+        """Mark the erasure begun and destroy the wrapped data key (secure_delete zeroes it)."""
+        self.db.execute(
+            "UPDATE recordings SET erasing_at = coalesce(erasing_at, ?), wrapped_key = NULL WHERE id = ?",
+            (at, recording_id),
+        )
+
+    def finish_erasure(self, row: RecordingRow, call_date: str, erased_at: float, method: str) -> None:
+        """Replace the recording's row (caller, Call-ID, ...) by the minimal deletion record."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT OR REPLACE INTO erasures (id, did_label, call_date, retain_until, erased_at, method, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.did_label, call_date, row.retain_until, erased_at, method, row.sha256),
+            )
+            self.db.execute("DELETE FROM holds WHERE recording_id = ?", (row.id,))
+            self.db.execute("DELETE FROM recordings WHERE id = ?", (row.id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so no erased row lingers in the WAL."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def erasures(self) -> list[dict[str, Any]]:
+        cur = self.db.execute(
+            "SELECT id, did_label, call_date, retain_until, erased_at, method, sha256 FROM erasures ORDER BY erased_at, id"
+        )
+        keys = ("id", "did_label", "call_date", "retain_until", "erased_at", "method", "sha256")
         return [dict(zip(keys, r)) for r in cur.fetchall()]
 
 

@@ -7,7 +7,7 @@ spool file. The frontier stays ``REORDER_MARGIN`` behind the slower channel, so 
 within that window still land in place, and at most ``MAX_LAG`` behind the faster one, so a silent
 direction (one-way audio, hold) cannot make the buffers grow. Memory per call stays under ~50 KiB.
 
-At the end the header is completed, the file fsynced and hashed, and the store takes it.
+At the end the header is completed and fsynced, and the store encrypts it into the locked store.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 REORDER_MARGIN = 4_000  # samples (0.5 s)
 MAX_LAG = 16_000  # samples (2 s)
 FLUSH_AT = 12_000  # a channel buffer this long triggers a write
-HASH_CHUNK = 1 << 20
 
 
 class SpoolSink:
@@ -128,14 +127,13 @@ class SpoolRecording:
         self._flush(final=True)
         self.file.close()
         frames = wav.repair_header(self.path, self.codec)
-        sha256, size = file_digest(self.path)
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
         complete = bool(result.complete) and self.error is None
         reason = result.reason if self.error is None else f"{result.reason}; {self.error}"
         self.sink.open_recordings.pop(self.id, None)
         self.sink.store.keep(
-            self.id, self.path, self.call, ended_at=result.ended_at, frames=frames, size=size,
-            sha256=sha256, complete=complete, end_reason=reason, streams=streams,
+            self.id, self.path, self.call, ended_at=result.ended_at, frames=frames,
+            complete=complete, end_reason=reason, streams=streams,
         )  # fmt: skip
 
 
@@ -152,16 +150,6 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "anchors": [list(a) for a in stats.anchors],
         "jitter_ms": stats.jitter_ms,
     }
-
-
-def file_digest(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 def recording_id(call_id: str, did: str, started_at: float, tz: Any) -> str:

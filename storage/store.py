@@ -1,34 +1,37 @@
-"""The locked store: layout, initialisation, keeping finalised recordings, export.
+"""The locked store: layout, initialisation, keeping finalised recordings, reading them back.
 
 Layout below ``store.path``::
 
-    index.sqlite        recordings and holds (personal metadata: caller numbers)
+    index.sqlite        recordings, holds, erasure records (personal metadata: caller numbers)
     audit.sqlite        the hash-chained audit log
-    spool/              WAVs of calls in progress
-    recordings/YYYY/MM/DD/<id>.wav   finalised recordings (local date of the call)
+    spool/              plaintext WAVs of calls in progress (erased once the call is stored)
+    recordings/YYYY/MM/DD/<id>.rdv   finalised recordings, encrypted (local date of the call)
 
 Directories are 0700 and files 0600, created under umask 077: only the service user reads them.
-A finalised file is moved from the spool with a rename, its directory fsynced, and only then
-indexed; a stored recording is never rewritten.
+A finalised WAV is encrypted from the spool into a staging name, fsynced, renamed, its directory
+fsynced, indexed, and only then is the spool copy erased. A stored recording is never rewritten.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import recorder
+from . import recorder, vault
 from .audit import AuditEvent, AuditLog
+from .erasure import erase_file, fsync_dir
 from .index import Index, RecordingRow
 from .retention import retain_until
 
 log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
-COPY_CHUNK = 1 << 20
+SUFFIX = ".rdv"
 
 
 class StoreError(Exception):
@@ -43,22 +46,32 @@ class IntegrityError(StoreError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class Actor:
     """Who asks for an operation (a Unix user)."""
 
-    user: str
-    uid: int
+    def __init__(self, user: str, uid: int) -> None:
+        self.user = user
+        self.uid = uid
 
 
 class Store:
     def __init__(
-        self, root: str, *, tz: ZoneInfo, retention_days: int, anchor: str = "start", clock: Any = time.time
+        self,
+        root: str,
+        *,
+        tz: ZoneInfo,
+        retention_days: int,
+        anchor: str = "start",
+        key_file: str | None = None,
+        credentials_dir: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = os.path.abspath(root)
         self.tz = tz
         self.retention_days = retention_days
         self.anchor = anchor  # "start" | "end": which moment of the call dates it for retention
+        self.key_file = key_file or os.path.join(self.root, "master.key")
+        self.credentials_dir = credentials_dir
         self.clock = clock
         self.spool_dir = os.path.join(self.root, "spool")
         self.recordings_dir = os.path.join(self.root, "recordings")
@@ -66,11 +79,13 @@ class Store:
         self.audit_path = os.path.join(self.root, "audit.sqlite")
         self.index: Index | None = None
         self.audit: AuditLog | None = None
+        self._master: bytes | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def init(self) -> bool:
-        """Create the store (idempotent). Returns True when it was created now."""
+        """Create the store and, unless a systemd credential provides it, the master key file
+        (idempotent). Returns True when the store was created now."""
         created = not os.path.exists(self.index_path)
         for path in (self.root, self.spool_dir, self.recordings_dir):
             os.makedirs(path, mode=DIR_MODE, exist_ok=True)
@@ -83,7 +98,12 @@ class Store:
         audit.close()
         for path in (self.index_path, self.audit_path):
             os.chmod(path, 0o600)
+        if not self._credential_present():
+            vault.create_key_file(self.key_file)
         return created
+
+    def _credential_present(self) -> bool:
+        return bool(self.credentials_dir) and os.path.exists(os.path.join(self.credentials_dir, vault.CREDENTIAL))  # type: ignore[arg-type]
 
     def open(self) -> Store:
         if not os.path.exists(self.index_path):
@@ -96,18 +116,40 @@ class Store:
         self.audit = AuditLog(self.audit_path)
         return self
 
+    def check_key(self) -> None:
+        """Load the master key now (the daemon refuses to start without a usable one)."""
+        self.master_key()
+
+    def master_key(self) -> bytes:
+        if self._master is None:
+            try:
+                self._master = vault.load_master_key(self.key_file, self.credentials_dir)
+            except OSError as exc:
+                raise StoreError(f"cannot read the master key {self.key_file}: {exc.strerror}") from None
+            except vault.VaultError as exc:
+                raise StoreError(str(exc)) from None
+        return self._master
+
     def close(self) -> None:
         for part in (self.index, self.audit):
             if part is not None:
                 part.close()
         self.index = self.audit = None
 
-    def _index(self) -> Index:
+    def db(self) -> Index:
         if self.index is None:
             raise StoreError("store is not open")
         return self.index
 
-    # -- recording ----------------------------------------------------------------------------
+    def audit_log(self) -> AuditLog:
+        if self.audit is None:
+            raise StoreError("store is not open")
+        return self.audit
+
+    def record(self, actor: Actor, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> None:
+        self.audit_log().append(AuditEvent(self.clock(), actor.user, actor.uid, action, recording_id, detail, result))
+
+    # -- keeping ------------------------------------------------------------------------------
 
     def sink(self) -> recorder.SpoolSink:
         return recorder.SpoolSink(self)
@@ -120,28 +162,35 @@ class Store:
             rid = f"{base}-{n}"
         return rid
 
-    def relative_path(self, recording_id: str, started_at: float) -> str:
-        from datetime import datetime
+    def local_date(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).date().isoformat()
 
-        day = datetime.fromtimestamp(started_at, self.tz)
-        return os.path.join(f"{day:%Y}", f"{day:%m}", f"{day:%d}", recording_id + ".wav")
+    def relative_path(self, recording_id: str, started_at: float) -> str:
+        y, m, d = self.local_date(started_at).split("-")
+        return os.path.join(y, m, d, recording_id + SUFFIX)
 
     def keep(self, recording_id: str, spool_path: str, call: Any, **final: Any) -> RecordingRow | None:
-        """Move a finalised spool file into the store and index it."""
-        index = self._index()
+        """Encrypt a finalised spool WAV into the store, index it, then erase the spool copy."""
+        index = self.db()
         if index.get(recording_id) is not None:
             log.warning(
                 "recording %s is already in the store (same capture replayed?): the new copy is discarded",
                 recording_id, extra={"EVENT": "duplicate-recording", "RECORDING_ID": recording_id},
             )  # fmt: skip
-            os.unlink(spool_path)
+            erase_file(spool_path)
             return None
         rel = self.relative_path(recording_id, call.started_at)
         dest = os.path.join(self.recordings_dir, rel)
         os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
-        os.replace(spool_path, dest)
-        _fsync_dir(os.path.dirname(dest))
-        _fsync_dir(self.spool_dir)
+        data_key = vault.new_data_key()
+        staging = dest + ".part"
+        with open(spool_path, "rb") as src, open(staging, "xb") as dst:
+            sha256, size = vault.encrypt_file(src, dst, data_key)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(staging, dest)
+        fsync_dir(os.path.dirname(dest))
+        ended_at = max(final["ended_at"], call.started_at)
         row = RecordingRow(
             id=recording_id,
             call_id=call.call_id,
@@ -149,22 +198,23 @@ class Store:
             did_label=call.did_label,
             caller=call.caller,
             started_at=call.started_at,
-            ended_at=max(final["ended_at"], call.started_at),
+            ended_at=ended_at,
             codec=call.codec,
             channels=2,
             frames=final["frames"],
-            size=final["size"],
-            sha256=final["sha256"],
-            retain_until=retain_until(
-                call.started_at if self.anchor == "start" else final["ended_at"], self.retention_days, self.tz
-            ),
+            size=size,
+            sha256=sha256,
+            retain_until=retain_until(call.started_at if self.anchor == "start" else ended_at,
+                                      self.retention_days, self.tz),  # fmt: skip
             state="complete" if final["complete"] else "incomplete",
             end_reason=final["end_reason"],
             path=rel,
             streams=final["streams"],
             created_at=self.clock(),
+            wrapped_key=vault.wrap(self.master_key(), data_key, recording_id),
         )
         index.add(row)
+        erase_file(spool_path)
         log.info(
             "recorded call %s to %s (%s, %.1f s, %s)", recording_id, call.did_label, call.codec,
             row.ended_at - row.started_at, row.state,
@@ -175,67 +225,95 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     def recordings(self) -> list[RecordingRow]:
-        return self._index().all()
+        return self.db().all()
 
     def get(self, recording_id: str) -> RecordingRow:
-        row = self._index().get(recording_id)
+        row = self.db().get(recording_id)
         if row is None:
             raise StoreError(f"no recording {recording_id!r} in the store")
         return row
 
     def holds(self, recording_id: str) -> list[dict[str, Any]]:
-        return self._index().holds(recording_id)
+        return self.db().holds(recording_id, self.clock())
 
     def file_path(self, row: RecordingRow) -> str:
         return os.path.join(self.recordings_dir, row.path)
 
+    def plaintext(self, row: RecordingRow) -> Iterator[bytes]:
+        """The recording's WAV, decrypted chunk by chunk (each chunk authenticated)."""
+        data_key = vault.unwrap(self.master_key(), row.wrapped_key, row.id)
+        with open(self.file_path(row), "rb") as f:
+            yield from vault.decrypt_chunks(f, data_key, f"recording {row.id}")
+
+    def check(self, row: RecordingRow) -> str | None:
+        """None when the recording decrypts and matches its SHA-256; else what is wrong."""
+        digest = hashlib.sha256()
+        try:
+            for chunk in self.plaintext(row):
+                digest.update(chunk)
+        except (vault.VaultError, OSError) as exc:
+            return str(exc)
+        if digest.hexdigest() != row.sha256:
+            return f"recording {row.id}: SHA-256 {digest.hexdigest()[:16]}… differs from {row.sha256[:16]}… recorded at finalisation"
+        return None
+
+    def write_plaintext(self, row: RecordingRow, out: str) -> None:
+        """Decrypt to ``out`` (staging name, hash checked, fsync, rename); nothing is left on failure."""
+        staging = f"{out}.part-{os.getpid()}"
+        digest = hashlib.sha256()
+        try:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                for chunk in self.plaintext(row):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            if digest.hexdigest() != row.sha256:
+                raise IntegrityError(
+                    f"recording {row.id} fails its integrity check (SHA-256 differs from the one recorded at finalisation)"
+                )
+            os.replace(staging, out)
+        except vault.VaultError as exc:
+            raise IntegrityError(f"recording {row.id} fails its integrity check: {exc}") from None
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+
     def export(self, recording_id: str, out: str, *, purpose: str, actor: Actor) -> RecordingRow:
-        """Write the recording's WAV to ``out`` after checking its SHA-256; audited either way."""
-        audit = self.audit
-        assert audit is not None
+        """Write the recording's WAV to ``out`` after checking it; audited either way."""
         detail = {"purpose": purpose, "out": os.path.abspath(out)}
         try:
             row = self.get(recording_id)
-            sha, _ = recorder.file_digest(self.file_path(row))
-            if sha != row.sha256:
-                raise IntegrityError(
-                    f"recording {recording_id} fails its integrity check (SHA-256 {sha[:16]}… "
-                    f"differs from {row.sha256[:16]}… recorded at finalisation): not exported"
-                )
-            _copy_exact(self.file_path(row), out, row.sha256)
+            self.write_plaintext(row, out)
         except (StoreError, OSError) as exc:
-            audit.append(AuditEvent(self.clock(), actor.user, actor.uid, "export", recording_id, detail,
-                                    f"failed: {exc}"))  # fmt: skip
+            self.record(actor, "export", recording_id, detail, f"failed: {exc}")
             raise
         detail["sha256"] = row.sha256
-        audit.append(AuditEvent(self.clock(), actor.user, actor.uid, "export", recording_id, detail, "allowed"))
+        self.record(actor, "export", recording_id, detail, "allowed")
         log.info("recording %s exported (purpose %s)", recording_id, purpose,
                  extra={"EVENT": "export", "RECORDING_ID": recording_id, "DID_LABEL": row.did_label})
         return row
 
+    def verify(self) -> list[str]:
+        """Every recording decrypted and hashed, and the audit chain: the problems found."""
+        problems = [p for p in (self.check(row) for row in self.recordings()) if p]
+        problems += [f"audit log: {p}" for p in self.audit_log().verify()]
+        return problems
 
-def _copy_exact(src: str, out: str, sha256: str) -> None:
-    """Copy to a staging name beside ``out``, check the copy's hash, fsync, rename."""
-    staging = f"{out}.part-{os.getpid()}"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as dst, open(src, "rb") as f:
-            while chunk := f.read(COPY_CHUNK):
-                dst.write(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        if recorder.file_digest(staging)[0] != sha256:
-            raise IntegrityError("the exported copy does not match the recording's SHA-256")
-        os.replace(staging, out)
-    except BaseException:
-        if os.path.exists(staging):
-            os.unlink(staging)
-        raise
+    # -- holds (guideline Art. 5(2)) ----------------------------------------------------------
 
+    def hold(self, recording_id: str, *, until: float, reason: str, ref: str, actor: Actor) -> int:
+        row = self.get(recording_id)
+        if not reason.strip() or not ref.strip():
+            raise StoreError("a hold needs a reason and a reference number")
+        if until <= self.clock():
+            raise StoreError("a hold must end in the future")
+        hold_id = self.db().add_hold(row.id, until, reason, ref, actor.user, self.clock())
+        self.record(actor, "hold", row.id, {"hold_id": hold_id, "until": until, "reason": reason, "ref": ref}, "allowed")
+        return hold_id
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def release(self, recording_id: str, hold_id: int, *, reason: str, actor: Actor) -> None:
+        if not self.db().release_hold(recording_id, hold_id, self.clock()):
+            raise StoreError(f"recording {recording_id} has no hold {hold_id} in force")
+        self.record(actor, "release", recording_id, {"hold_id": hold_id, "reason": reason}, "allowed")

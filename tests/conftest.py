@@ -46,16 +46,31 @@ class Site:
         assert self.ctl("list", "--json") == 0
         return json.loads(capsys.readouterr().out)
 
-    def wav_files(self) -> list[Path]:
-        return sorted((self.store / "recordings").rglob("*.wav"))
+    def stored_files(self) -> list[Path]:
+        """The encrypted recordings in the store."""
+        return sorted((self.store / "recordings").rglob("*.rdv"))
 
     def spool_files(self) -> list[Path]:
         return sorted((self.store / "spool").iterdir())
 
-    def wav_path(self, recording: dict) -> Path:
-        matches = [p for p in self.wav_files() if p.stem == recording["id"]]
+    def stored_path(self, recording: dict) -> Path:
+        matches = [p for p in self.stored_files() if p.stem == recording["id"]]
         assert len(matches) == 1
         return matches[0]
+
+    def open_store(self):  # type: ignore[no-untyped-def]
+        from recorderd.config import load
+        from recorderd.service import open_store
+
+        return open_store(load(str(self.config))).open()
+
+    def wav_bytes(self, recording: dict) -> bytes:
+        """The recording's WAV, decrypted by the store (no export, so no audit row)."""
+        store = self.open_store()
+        try:
+            return b"".join(store.plaintext(store.get(recording["id"])))
+        finally:
+            store.close()
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_designated_number_only_as_caller_id_is_not_recorded(site: Site, tmp_pat
              sip_src=PBX, sip_dst=TRUNK)  # fmt: skip
     assert replay(site, tmp_path, c.packets(), capsys) == []
     assert "1 not designated" in site.summary  # type: ignore[attr-defined]
-    assert site.wav_files() == [] and site.spool_files() == []
+    assert site.stored_files() == [] and site.spool_files() == []
 
 
 def test_trunk_networks_make_internal_calls_not_inbound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,7 @@ def test_trunk_networks_make_internal_calls_not_inbound(tmp_path: Path, capsys: 
     recs = replay(site, tmp_path, internal.packets() + inbound.packets(), capsys)
     assert [r["call_id"] for r in recs] == ["inbound-1"]
     assert "1 recorded" in site.summary and "1 not inbound" in site.summary  # type: ignore[attr-defined]
-    assert len(site.wav_files()) == 1
+    assert len(site.stored_files()) == 1
 
 
 def test_invite_challenged_for_auth_then_retried_is_recorded(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

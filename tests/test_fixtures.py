@@ -43,7 +43,7 @@ def test_replay_gives_expected_recordings(name: str, site: Site, capsys: pytest.
         for key in ("did", "did_label", "caller", "codec", "state", "frames"):
             assert rec[key] == exp[key], f"{call_id}: {key}"
         assert rec["channels"] == 2
-        data = site.wav_path(rec).read_bytes()
+        data = site.wav_bytes(rec)
         info = read_info(data)
         assert (info.codec, info.channels, info.rate, info.frames) == (exp["codec"], 2, 8000, exp["frames"])
         for chan in exp["channels"]:
@@ -53,7 +53,7 @@ def test_replay_gives_expected_recordings(name: str, site: Site, capsys: pytest.
         assert hashlib.sha256(data).hexdigest() == rec["sha256"]
         assert [s["lost"] for s in rec["streams"]] == exp["lost"]
     # Nothing of a call that must not be recorded: no file, no index row, no trace in the index.
-    assert len(site.wav_files()) == len(want)
+    assert len(site.stored_files()) == len(want)
     assert site.spool_files() == []
     index = (site.store / "index.sqlite").read_bytes()
     for call_id in expected["not_recorded"]:
@@ -68,5 +68,5 @@ def test_replaying_the_same_capture_twice_keeps_one_copy(site: Site, capsys: pyt
     first = site.list(capsys)
     assert site.replay(capture) == 0
     assert site.list(capsys) == first
-    assert len(site.wav_files()) == 2
+    assert len(site.stored_files()) == 2
     assert site.spool_files() == []

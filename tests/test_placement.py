@@ -21,7 +21,7 @@ SPP = 160
 
 class Harness:
     def __init__(self, tmp: Path) -> None:
-        self.store = Store(str(tmp / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14)
+        self.store = Store(str(tmp / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp / "key"))
         self.store.init()
         self.store.open()
         self.pipeline = CapturePipeline(DIDS, self.store.sink())
@@ -46,7 +46,7 @@ class Harness:
         self.feed([(max(t_end, self.pipeline.now + 0.1), f) for _, f in self.bye])
         self.pipeline.finish("capture-end")  # the BYE's linger for media in flight ends with the capture
         [row] = self.store.recordings()
-        data = Path(self.store.file_path(row)).read_bytes()
+        data = b"".join(self.store.plaintext(row))
         return channel_bytes(data, 1), channel_bytes(data, 2), {s["channel"]: s for s in row.streams}
 
 

@@ -62,6 +62,21 @@ def test_store_is_locked_to_its_owner(site: Site) -> None:
     for path in [site.store, *site.store.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+    assert stat.S_IMODE((site.root / "master.key").stat().st_mode) == 0o400
+
+
+def test_no_plaintext_audio_at_rest(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.replay(FIXTURES / "inbound-mulaw.pcap")
+    [rec] = site.list(capsys)
+    wav = site.wav_bytes(rec)
+    stored = site.stored_path(rec).read_bytes()
+    assert stored[:4] == b"RDV1" and wav[:4] == b"RIFF"
+    for off in range(100, len(wav) - 32, 997):  # no 32-byte run of the audio appears in the store
+        needle = wav[off : off + 32]
+        for path in site.store.rglob("*"):
+            if path.is_file():
+                assert needle not in path.read_bytes(), path
+    assert site.spool_files() == []
 
 
 def test_export_is_byte_identical_and_audited(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +84,7 @@ def test_export_is_byte_identical_and_audited(site: Site, tmp_path: Path, capsys
     [rec] = site.list(capsys)
     out = tmp_path / "copy.wav"
     assert site.ctl("export", rec["id"], "--out", str(out), "--purpose", "quality") == 0
-    assert out.read_bytes() == site.wav_path(rec).read_bytes()
+    assert out.read_bytes() == site.wav_bytes(rec)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == rec["sha256"]
     audit = AuditLog(str(site.store / "audit.sqlite"))
     [(_, event, _, _)] = audit.rows()
@@ -80,7 +95,7 @@ def test_export_is_byte_identical_and_audited(site: Site, tmp_path: Path, capsys
 def test_export_refuses_a_tampered_recording(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     [rec] = site.list(capsys)
-    wav = site.wav_path(rec)
+    wav = site.stored_path(rec)
     data = bytearray(wav.read_bytes())
     data[1000] ^= 0x01
     wav.write_bytes(bytes(data))

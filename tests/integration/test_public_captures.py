@@ -50,7 +50,7 @@ def test_every_public_capture_replays_cleanly(name: str, tmp_path: Path, capsys:
     assert site.replay(path) == 0
     assert site.spool_files() == []
     for rec in site.list(capsys):
-        data = site.wav_path(rec).read_bytes()
+        data = site.wav_bytes(rec)
         info = read_info(data)
         assert (info.channels, info.rate, info.frames) == (2, 8000, rec["frames"])
         assert len(data) == info.data_offset + 2 * info.frames
@@ -82,7 +82,7 @@ def test_g711_payloads_confirmed_by_tshark(name: str, tmp_path: Path, capsys: py
     wireshark = tshark_rtp(path)
     covered: set[int] = set()
     for rec in site.list(capsys):
-        data = site.wav_path(rec).read_bytes()
+        data = site.wav_bytes(rec)
         pt_of_codec = {"PCMU": 0, "PCMA": 8}[rec["codec"]]
         for stream in rec["streams"]:
             if not stream["packets"]:

@@ -1,0 +1,43 @@
+"""Unrecoverable erasure of one file: overwrite in place with random bytes, fsync, unlink, fsync the
+directory, and confirm it is gone. Overwriting in place (not replacing) means that even a process
+still holding the file open reads only the random bytes afterwards.
+
+Together with destroying the file's wrapped data key (the vault's crypto-erase) this is the
+"purge" of NIST SP 800-88 that the software can do; a whole-device purge (``cryptsetup luksErase``,
+NVMe sanitize) is the technician's, see the README.
+"""
+from __future__ import annotations
+
+import os
+
+BLOCK = 1 << 20
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def erase_file(path: str) -> int:
+    """Overwrite, unlink and verify; returns the bytes overwritten (0 if the file was already gone,
+    as after an erasure interrupted past its unlink)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        done = 0
+        while done < size:
+            done += os.write(fd, os.urandom(min(BLOCK, size - done)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    fsync_dir(os.path.dirname(path) or ".")
+    if os.path.lexists(path):
+        raise OSError(f"{path} still exists after unlink")
+    return size

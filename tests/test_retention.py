@@ -1,0 +1,248 @@
+"""Retention (Art. 5): the deadline on both sides of every boundary, holds, prompt and unrecoverable
+erasure, interrupted erasure, and the end-to-end run under faketime."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import FIXTURES, Site, needs_tool
+
+from storage.retention import RetentionWorker, retain_until
+from storage.store import Actor
+
+JST = ZoneInfo("Asia/Tokyo")
+ACTOR = Actor("manager1", 1001)
+
+
+def jst(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=JST).timestamp()
+
+
+@pytest.mark.parametrize("call,deadline", [
+    ("2026-09-01 10:00:00", "2026-09-16 00:00:00"),   # the guideline's example: kept through 15 Sep
+    ("2026-09-01 00:00:00", "2026-09-16 00:00:00"),
+    ("2026-09-01 23:59:59", "2026-09-16 00:00:00"),
+    ("2026-09-02 00:00:00", "2026-09-17 00:00:00"),
+    ("2026-09-01 08:59:59", "2026-09-16 00:00:00"),   # 23:59:59 UTC on 31 Aug: the JST date counts
+    ("2026-01-31 12:00:00", "2026-02-15 00:00:00"),   # month end
+    ("2026-12-20 12:00:00", "2027-01-04 00:00:00"),   # year end
+    ("2026-12-31 23:59:59", "2027-01-15 00:00:00"),
+    ("2028-02-14 09:00:00", "2028-02-29 00:00:00"),   # leap day is a day like any other
+    ("2028-02-15 09:00:00", "2028-03-01 00:00:00"),
+    ("2027-02-15 09:00:00", "2027-03-02 00:00:00"),
+])  # fmt: skip
+def test_deadline(call: str, deadline: str) -> None:
+    assert retain_until(jst(call), 14, JST) == jst(deadline)
+
+
+def test_deadline_follows_the_configured_days() -> None:
+    assert retain_until(jst("2026-09-01 10:00:00"), 30, JST) == jst("2026-10-02 00:00:00")
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def kept(site: Site, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """A store with the overlapping fixture's two recordings (calls on 2026-09-21 JST)."""
+    site.replay(FIXTURES / "overlapping.pcap")
+    recs = site.list(capsys)
+    clock = Clock(jst("2026-09-22 12:00:00"))
+    store = site.open_store()
+    store.clock = clock
+    yield site, store, clock, recs
+    store.close()
+
+
+DEADLINE = "2026-10-06 00:00:00"
+
+
+def test_erased_at_the_deadline_not_before(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    assert all(r["retain_until"] == "2026-10-06T00:00:00.000+09:00" for r in recs)
+    worker = RetentionWorker(store)
+    clock.t = jst(DEADLINE) - 1
+    assert worker.run().erased == []
+    assert len(site.stored_files()) == 2
+    clock.t = jst(DEADLINE)
+    report = worker.run()
+    assert sorted(e.id for e in report.erased) == sorted(r["id"] for r in recs)
+    assert all(e.late_s == 0 for e in report.erased)
+    assert site.stored_files() == [] and store.recordings() == []
+    records = store.db().erasures()
+    assert [(r["did_label"], r["call_date"]) for r in records] == [("幸区役所", "2026-09-21"), ("麻生区役所", "2026-09-21")]
+    assert {r["sha256"] for r in records} == {r["sha256"] for r in recs}
+
+
+def test_holds_stack_and_postpone_erasure(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    target = recs[0]["id"]
+    h1 = store.hold(target, until=jst("2026-10-20 00:00:00"), reason="complaint", ref="K-1", actor=ACTOR)
+    h2 = store.hold(target, until=jst("2026-11-01 00:00:00"), reason="police inquiry", ref="K-2", actor=ACTOR)
+    worker = RetentionWorker(store)
+    clock.t = jst(DEADLINE) + 60
+    assert [e.id for e in worker.run().erased] == [recs[1]["id"]]
+    store.release(target, h1, reason="complaint closed", actor=ACTOR)
+    assert worker.run().erased == []  # the second hold still stands
+    clock.t = jst("2026-10-25 00:00:00")
+    assert worker.run().erased == []
+    store.release(target, h2, reason="inquiry answered", actor=ACTOR)  # released after the deadline
+    [erased] = worker.run().erased
+    assert erased.id == target and erased.late_s > 0
+    assert store.recordings() == []
+
+
+def test_hold_that_ends_by_itself(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    store.hold(recs[0]["id"], until=jst("2026-10-10 00:00:00"), reason="review", ref="R-7", actor=ACTOR)
+    worker = RetentionWorker(store)
+    clock.t = jst("2026-10-09 23:59:59")
+    assert [e.id for e in worker.run().erased] == [recs[1]["id"]]
+    clock.t = jst("2026-10-10 00:00:00")
+    assert [e.id for e in worker.run().erased] == [recs[0]["id"]]
+
+
+def test_erasure_is_unrecoverable(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    path = site.stored_path(recs[0])
+    original = path.read_bytes()
+    with open(path, "rb") as held:  # a process that had the file open before the erasure
+        clock.t = jst(DEADLINE)
+        RetentionWorker(store).run()
+        held.seek(0)
+        after = held.read()
+    assert len(after) == len(original)
+    assert after != original and all(original[i : i + 64] not in after for i in range(0, len(original) - 64, 4096))
+    assert not path.exists()
+    index = site.store / "index.sqlite"
+    raw = index.read_bytes() + (Path(str(index) + "-wal").read_bytes() if Path(str(index) + "-wal").exists() else b"")
+    for rec in recs:
+        assert rec["caller"].encode() not in raw
+        assert rec["call_id"].encode() not in raw
+
+
+def test_wrapped_keys_do_not_linger_in_index_or_wal(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.replay(FIXTURES / "inbound-mulaw.pcap")
+    index = site.store / "index.sqlite"
+    with sqlite3.connect(index) as db:
+        [(wrapped,)] = db.execute("SELECT wrapped_key FROM recordings").fetchall()
+    assert len(wrapped) == 12 + 32 + 16
+    store = site.open_store()
+    store.clock = Clock(jst("2026-10-06 00:00:01"))
+    assert len(RetentionWorker(store).run().erased) == 1
+    store.close()
+    for path in (index, Path(str(index) + "-wal"), Path(str(index) + "-journal")):
+        if path.exists():
+            assert wrapped not in path.read_bytes(), path
+
+
+def test_erasure_interrupted_at_each_step_completes_next_run(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    clock.t = jst(DEADLINE)
+    index = store.db()
+    a, b = (store.get(r["id"]) for r in recs)
+    index.begin_erasure(a.id, clock.t)  # died right after the key was destroyed
+    index.begin_erasure(b.id, clock.t)
+    os.unlink(store.file_path(b))  # died right after the unlink
+    report = RetentionWorker(store).run()
+    assert sorted(e.id for e in report.erased) == sorted([a.id, b.id])
+    assert store.recordings() == [] and site.stored_files() == []
+    assert len(index.erasures()) == 2
+
+
+def test_kill_9_during_erasure_then_retention_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path).init()
+    site.replay(FIXTURES / "demo-day.pcap")
+    n = len(site.list(capsys))
+    script = (
+        "import sys, time; sys.argv[1:] = ['--config', %r, 'retention', 'run'];"
+        "time.time = lambda: %r; from recorderd.ctl import main; main()"
+    ) % (str(site.config), jst(DEADLINE) + 3600)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.25)  # wherever it is: loading, erasing, or done
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = site.open_store()
+    store.clock = Clock(jst(DEADLINE) + 7200)
+    RetentionWorker(store).run()
+    assert store.recordings() == [] and site.stored_files() == []
+    assert len(store.db().erasures()) == n
+    store.close()
+
+
+def test_verify_and_export_fail_loudly_on_damage(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from generator import SipCall, write_pcap
+
+    calls = [SipCall(f"long-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
+                     1_790_000_000.0 + 20 * i, talk=6.0, seed=90 + i) for i in range(2)]  # fmt: skip
+    write_pcap(str(tmp_path / "long.pcap"), [p for c in calls for p in c.packets()])
+    site.replay(tmp_path / "long.pcap")
+    capsys.readouterr()
+    assert site.ctl("verify") == 0
+    assert "verified 2 recording(s) and the audit log: all hold" in capsys.readouterr().out
+    first, second = site.list(capsys)  # 6 s calls: two chunks each
+    flipped = site.stored_path(first)
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    dropped = site.stored_path(second)
+    data = dropped.read_bytes()
+    dropped.write_bytes(data[: 16 + 65536 + 16] + data[16 + 2 * (65536 + 16) :])  # second chunk removed
+    assert site.ctl("verify") == 1
+    out = capsys.readouterr().out
+    assert f"recording {first['id']}: chunk 0 fails authentication (altered" in out
+    assert f"recording {second['id']}: chunk 0 fails authentication (truncated" in out  # its last chunk is gone
+    for rec in (first, second):
+        assert site.ctl("export", rec["id"], "--out", str(tmp_path / "x.wav"), "--purpose", "quality") == 1
+        assert "fails its integrity check" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_insecure_key_file_is_refused(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    os.chmod(site.root / "master.key", 0o644)
+    assert site.replay(FIXTURES / "inbound-mulaw.pcap") == 2
+    assert "is readable by others (mode 0644): refusing to use it" in capsys.readouterr().err
+
+
+def test_decommission_erases_everything_and_certifies(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site.replay(FIXTURES / "demo-day.pcap")
+    n = len(site.list(capsys))
+    assert site.ctl("decommission", "--certificate", str(tmp_path / "cert")) == 2  # needs --confirm
+    assert site.ctl("decommission", "--confirm", "--certificate", str(tmp_path / "cert")) == 0
+    import json
+
+    cert = json.loads((tmp_path / "cert.json").read_text(encoding="utf-8"))
+    assert cert["recordings_erased"] == n and cert["master_key_erased"] is True
+    assert cert["verification"].startswith("passed")
+    assert "luksErase" in (tmp_path / "cert.txt").read_text(encoding="utf-8")
+    assert site.stored_files() == [] and not (site.store / "index.sqlite").exists()
+    assert not (site.root / "master.key").exists()
+
+
+def test_retention_run_under_faketime(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end with the real clock moved by faketime (Debian faketime): D+14 23:59 JST erases
+    nothing, D+15 00:00 JST erases the recording."""
+    faketime = needs_tool("faketime")
+    site.replay(FIXTURES / "inbound-mulaw.pcap")  # call on 2026-09-21 JST
+    [rec] = site.list(capsys)
+    ctl = [sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "retention", "run"]
+    env = {**os.environ, "TZ": "UTC"}
+    before = subprocess.run([faketime, "2026-10-05 14:59:00", *ctl], capture_output=True, text=True, env=env)  # 23:59 JST
+    assert before.returncode == 0 and "0 recording(s) erased" in before.stdout, before.stdout + before.stderr
+    assert len(site.stored_files()) == 1
+    after = subprocess.run([faketime, "2026-10-05 15:00:00", *ctl], capture_output=True, text=True, env=env)  # 00:00 JST
+    assert after.returncode == 0 and f"erased {rec['id']}" in after.stdout, after.stdout + after.stderr
+    assert site.stored_files() == []
