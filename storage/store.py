@@ -114,7 +114,20 @@ class Store:
         if not self.index.initialised():
             raise StoreNotInitialised(f"{self.index_path} is not a recorderd index: run 'recorderctl init'")
         self.audit = AuditLog(self.audit_path)
+        self._note_retention_policy()
         return self
+
+    def _note_retention_policy(self) -> None:
+        """A change of retention days or anchor applies to recordings made from now on; say so."""
+        policy = f"{self.retention_days} days from call {self.anchor}"
+        db = self.db().db
+        row = db.execute("SELECT value FROM store_meta WHERE key = 'retention_policy'").fetchone()
+        if row is None or row[0] != policy:
+            db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('retention_policy', ?)", (policy,))
+            if row is not None:
+                log.warning("retention policy changed from %s to %s: it applies to new recordings; "
+                            "those already kept keep their deadline", row[0], policy,
+                            extra={"EVENT": "retention-changed"})  # fmt: skip
 
     def check_key(self) -> None:
         """Load the master key now (the daemon refuses to start without a usable one)."""

@@ -246,3 +246,29 @@ def test_retention_run_under_faketime(site: Site, capsys: pytest.CaptureFixture[
     after = subprocess.run([faketime, "2026-10-05 15:00:00", *ctl], capture_output=True, text=True, env=env)  # 00:00 JST
     assert after.returncode == 0 and f"erased {rec['id']}" in after.stdout, after.stdout + after.stderr
     assert site.stored_files() == []
+
+
+def test_retention_change_applies_to_new_recordings_and_is_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path).init()
+    site.replay(FIXTURES / "inbound-mulaw.pcap")
+    site.config.write_text(site.config.read_text() + "retention: {days: 30}\n")
+    capsys.readouterr()
+    site.replay(FIXTURES / "inbound-alaw.pcap")
+    assert "retention policy changed from 14 days from call start to 30 days from call start" in capsys.readouterr().err
+    deadlines = {r["codec"]: r["retain_until"] for r in site.list(capsys)}
+    assert deadlines == {"PCMU": "2026-10-06T00:00:00.000+09:00", "PCMA": "2026-10-22T00:00:00.000+09:00"}
+
+
+def test_failed_and_late_erasure_is_critical(kept, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    clock.t = jst(DEADLINE) + 3601
+    blocked = site.stored_path(recs[0])
+    blocked.unlink()
+    blocked.mkdir()  # something the worker cannot overwrite, as a failing disk would
+    with caplog.at_level("CRITICAL"):
+        report = RetentionWorker(store).run()
+    assert [e.id for e in report.erased] == [recs[1]["id"]]
+    assert len(report.failures) == 1 and recs[0]["id"] in report.failures[0]
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert any("erasure of recording" in m for m in messages)
+    assert any("still stored 60 min after its retention deadline" in m for m in messages)
