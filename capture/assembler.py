@@ -5,9 +5,10 @@ Each packet of the recording's codec is placed by its RTP timestamp: the first p
 (32-bit wrap handled). Duplicates are dropped by sequence number; gaps are left to the writer, which
 fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT`` later than its
 timestamp says (a sender that paused on hold and resumed with a timestamp that did not advance), the
-source is re-anchored at its arrival time, so the pause stays as silence. A timestamp *ahead* of the
-arrival clock (a burst after a network stall, a fast sender clock) is trusted: re-anchoring there
-would only pile anchors on top of audio already written.
+source is re-anchored at its arrival time, so the pause stays as silence; a burst delayed by a
+network stall shorter than that is placed by its timestamps (the writer patches what it had already
+written). A timestamp *ahead* of the arrival clock (a fast sender clock) is trusted: re-anchoring
+there would only pile anchors on top of audio already written.
 Packets of other payload types (DTMF events, comfort noise, other codecs) are counted, not mixed in.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .tracker import Call
 
 SAMPLE_RATE = 8000
-DRIFT_LIMIT = 12_000  # 1.5 s: less than the writer's MAX_LAG (2 s), so a delayed burst is never dropped late
+DRIFT_LIMIT = 24_000  # 3 s: a packet this much later than its timestamp says means a paused sender
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 

@@ -129,3 +129,62 @@ def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
     if ulen < 8 or off + ulen > end:
         return TRUNCATED if off + ulen > end else NOT_UDP
     return src, sport, dst, dport, frame[off + 8 : off + ulen]
+
+
+IpPacket = tuple[int, bytes, bytes, int, bytes, tuple[int, int, bool] | None]
+
+
+def decode_ip(linktype: int, frame: bytes) -> IpPacket | str:
+    """The rare paths (fragments, TCP): ``(version, src, dst, proto, payload, fragment)`` where
+    ``fragment`` is ``(identification, offset in bytes, more fragments)`` or None."""
+    net = _network_offset(linktype, frame)
+    if type(net) is str:
+        return net
+    etype, off = net  # type: ignore[misc]
+    n = len(frame)
+    if etype == ETH_IPV4:
+        if n < off + 20 or frame[off] >> 4 != 4:
+            return TRUNCATED if n < off + 20 else NOT_IP
+        ihl = (frame[off] & 0x0F) * 4
+        total = _u16(frame, off + 2)[0]
+        if ihl < 20 or total < ihl or off + total > n:
+            return TRUNCATED if off + total > n else NOT_IP
+        ident, flags_frag = struct.unpack_from("!HH", frame, off + 4)
+        frag = (ident, (flags_frag & 0x1FFF) * 8, bool(flags_frag & 0x2000)) if flags_frag & 0x3FFF else None
+        return 4, frame[off + 12 : off + 16], frame[off + 16 : off + 20], frame[off + 9], frame[off + ihl : off + total], frag
+    if etype != ETH_IPV6:
+        return NOT_IP
+    if n < off + 40 or frame[off] >> 4 != 6:
+        return TRUNCATED if n < off + 40 else NOT_IP
+    plen = _u16(frame, off + 4)[0]
+    if off + 40 + plen > n:
+        return TRUNCATED
+    end = off + 40 + plen if plen else n
+    proto = frame[off + 6]
+    src, dst = frame[off + 8 : off + 24], frame[off + 24 : off + 40]
+    off += 40
+    frag = None
+    while proto in IPV6_EXT_SKIPPABLE or proto == IPV6_FRAGMENT:
+        if end < off + 8:
+            return TRUNCATED
+        if proto == IPV6_FRAGMENT:
+            offset_flags, ident = struct.unpack_from("!HI", frame, off + 2)
+            frag = (ident, offset_flags & 0xFFF8, bool(offset_flags & 1))
+            proto = frame[off]
+            off += 8
+            break
+        proto = frame[off]
+        off += (frame[off + 1] + 1) * 8
+    if off > end:
+        return TRUNCATED
+    return 6, src, dst, proto, frame[off:end], frag
+
+
+def split_udp(datagram: bytes) -> tuple[int, int, bytes] | str:
+    """``(src port, dst port, payload)`` of a whole UDP datagram (e.g. after reassembly)."""
+    if len(datagram) < 8:
+        return TRUNCATED
+    sport, dport, ulen = _udp(datagram, 0)
+    if ulen < 8 or ulen > len(datagram):
+        return TRUNCATED if ulen > len(datagram) else NOT_UDP
+    return sport, dport, datagram[8:ulen]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from .decode import decode_udp
+from .decode import FRAGMENT, IPPROTO_UDP, decode_ip, decode_udp, split_udp
+from .fragments import FragmentReassembler
 from .dids import DidDirectory
 from .media import MediaMap
 from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
@@ -27,20 +28,24 @@ class CapturePipeline:
         self.counters: Counter[str] = Counter()
         self.media = MediaMap()
         self.tracker = CallTracker(dids, sink, self.media, self.counters, **tracker_options)  # type: ignore[arg-type]
+        self.fragments = FragmentReassembler(self.counters)
         self.now = 0.0
         self._next_tick = 0.0
 
     def feed(self, batch: Iterable[Packet]) -> None:
         counters = self.counters
         media_get = self.media.get
-        on_sip = self.tracker.on_sip
+        on_sip = self.on_sip_payload
         now = self.now
         for ts, linktype, frame in batch:
             if ts > now:
                 now = ts
             udp = decode_udp(linktype, frame)
             if type(udp) is str:
-                counters[udp] += 1  # type: ignore[index]
+                if udp is FRAGMENT:
+                    self._fragment(ts, linktype, frame)
+                else:
+                    counters[udp] += 1  # type: ignore[index]
                 continue
             src, _sport, dst, dport, payload = udp  # type: ignore[misc]
             if payload and payload[0] & 0xC0 == 0x80:  # RTP version 2 (or RTCP)
@@ -55,20 +60,66 @@ class CapturePipeline:
                     continue
                 stream.packet(ts, pt, seq, rtp_ts, ssrc, audio)
             elif looks_like_sip(payload):
-                try:
-                    msg = SipMessage.parse(payload)
-                except ValueError:
-                    counters["sip_malformed"] += 1
-                    continue
-                counters["sip_messages"] += 1
-                on_sip(ts, src, msg)
+                on_sip(ts, src, payload)
             else:
                 counters["udp_other"] += 1
             if now >= self._next_tick:
-                self.tracker.tick(now)
+                self.housekeeping(now)
                 self._next_tick = now + TICK
         counters["packets"] += len(batch) if isinstance(batch, list) else 0
         self.now = now
+
+    def _fragment(self, ts: float, linktype: int, frame: bytes) -> None:
+        """Rare path: one IP fragment; a completed UDP datagram goes on as if it came whole."""
+        self.counters["ip_fragment"] += 1
+        ip = decode_ip(linktype, frame)
+        if type(ip) is str or ip[5] is None:  # type: ignore[index]
+            self.counters["ip_fragment_malformed"] += 1
+            return
+        version, src, dst, proto, data, (ident, offset, more) = ip  # type: ignore[misc]
+        whole = self.fragments.push(ts, version, src, dst, ident, proto, offset, more, data)
+        if whole is None:
+            return
+        if proto != IPPROTO_UDP:
+            self.counters["ip_reassembled_not_udp"] += 1
+            return
+        udp = split_udp(whole)
+        if type(udp) is str:
+            self.counters[udp] += 1  # type: ignore[index]
+            return
+        _sport, dport, payload = udp  # type: ignore[misc]
+        self.feed_udp(ts, src, dst, dport, payload)
+
+    def feed_udp(self, ts: float, src: bytes, dst: bytes, dport: int, payload: bytes) -> None:
+        """One UDP payload outside the batch loop (reassembled datagrams): same dispatch."""
+        if payload and payload[0] & 0xC0 == 0x80:
+            stream = self.media.get((dst, dport))
+            if stream is None:
+                self.counters["rtp_not_recorded"] += 1
+                return
+            try:
+                pt, _marker, seq, rtp_ts, ssrc, audio = parse_rtp(payload)
+            except ValueError:
+                self.counters["rtp_malformed"] += 1
+                return
+            stream.packet(ts, pt, seq, rtp_ts, ssrc, audio)
+        elif looks_like_sip(payload):
+            self.on_sip_payload(ts, src, payload)
+        else:
+            self.counters["udp_other"] += 1
+
+    def on_sip_payload(self, ts: float, src: bytes, payload: bytes) -> None:
+        try:
+            msg = SipMessage.parse(payload)
+        except ValueError:
+            self.counters["sip_malformed"] += 1
+            return
+        self.counters["sip_messages"] += 1
+        self.tracker.on_sip(ts, src, msg)
+
+    def housekeeping(self, now: float) -> None:
+        self.tracker.tick(now)
+        self.fragments.expire(now)
 
     def finish(self, reason: str) -> None:
         """End every call in progress at the last packet time seen."""

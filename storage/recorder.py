@@ -4,8 +4,10 @@ Each channel has a small buffer that starts at the *frontier* (the first sample 
 A payload is copied to its place in its channel's buffer, gaps are filled with the codec's silence
 byte, and once enough is buffered the frames up to the frontier are interleaved and appended to the
 spool file. The frontier stays ``REORDER_MARGIN`` behind the slower channel, so packets reordered
-within that window still land in place, and at most ``MAX_LAG`` behind the faster one, so a silent
-direction (one-way audio, hold) cannot make the buffers grow. Memory per call stays under ~50 KiB.
+within that window land in the buffer, and at most ``MAX_LAG`` behind the faster one, so a silent
+direction (one-way audio, hold) cannot make the buffers grow. A payload whose place is already on
+disk (a burst after a network stall) is patched into the file in place: nothing is dropped as late. Memory per call stays under ~40 KiB,
+and at most about one second of audio is ever in memory only (what a crash may lose).
 
 At the end the header is completed and fsynced, and the store encrypts it into the locked store.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 from datetime import datetime
@@ -25,9 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REORDER_MARGIN = 4_000  # samples (0.5 s)
-MAX_LAG = 16_000  # samples (2 s)
-FLUSH_AT = 12_000  # a channel buffer this long triggers a write
+REORDER_MARGIN = 2_000  # samples (250 ms): how late a reordered packet may still land in place
+MAX_LAG = 6_400  # samples (0.8 s): how far a silent direction may trail the other
+FLUSH_AT = 8_000  # a channel buffer this long (1 s) triggers a write: at most ~1 s is ever unwritten
+MIN_WRITE = 1_600  # samples (0.2 s): smallest write worth a system call
 
 
 class SpoolSink:
@@ -59,16 +63,17 @@ class SpoolRecording:
         self.late = [0, 0]  # samples that arrived after their place was written
         self.error: str | None = None
         self.path = os.path.join(sink.store.spool_dir, recording_id + ".wav")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.file = os.fdopen(fd, "wb", buffering=0)
+        write_sidecar(self.path, call)  # first, so a WAV in the spool always has its call beside it
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.file = os.fdopen(fd, "r+b", buffering=0)  # read too: late payloads are patched in place
         self.file.write(wav.header(self.codec, 0))
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         buf = self.bufs[channel - 1]
         rel = position - self.frontier
-        if rel < 0:
+        if rel < 0:  # its place is already on disk (as silence): patch it there
             late = min(-rel, len(payload))
-            self.late[channel - 1] += late
+            self._patch(channel, position, payload[:late])
             payload = payload[late:]
             rel = 0
             if not payload:
@@ -84,6 +89,23 @@ class SpoolRecording:
         if len(buf) >= FLUSH_AT:
             self._flush(final=False)
 
+    def _patch(self, channel: int, position: int, payload: bytes) -> None:
+        """Write a late payload into one channel of frames already in the spool file (rare: a
+        packet later than the reorder margin, e.g. a burst after a network stall)."""
+        self.late[channel - 1] += len(payload)
+        if self.error is not None:
+            return
+        offset = wav.HEADER_SIZE + 2 * position
+        fd = self.file.fileno()
+        try:
+            frames = bytearray(os.pread(fd, 2 * len(payload), offset))
+            if len(frames) != 2 * len(payload):
+                return  # beyond what was written: cannot happen while position < frontier
+            frames[channel - 1 :: 2] = payload
+            os.pwrite(fd, frames, offset)
+        except OSError as exc:
+            self._write_failed(exc)
+
     def _pad(self, buf: bytearray, n: int) -> None:
         while n > 0:
             step = min(n, MAX_LAG)
@@ -97,7 +119,7 @@ class SpoolRecording:
             n = longest
         else:
             n = max(min(len(a), len(b)) - REORDER_MARGIN, longest - MAX_LAG)
-            if n < REORDER_MARGIN:
+            if n < MIN_WRITE:
                 return
         for buf in self.bufs:
             if len(buf) < n:
@@ -137,6 +159,20 @@ class SpoolRecording:
         )  # fmt: skip
 
 
+SIDECAR_FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec")
+
+
+def sidecar_path(wav_path: str) -> str:
+    return wav_path[: -len(".wav")] + ".call.json"
+
+
+def write_sidecar(wav_path: str, call: Any) -> None:
+    """The call's metadata beside its spool WAV, for crash recovery (same lock as the index)."""
+    fd = os.open(sidecar_path(wav_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({k: getattr(call, k) for k in SIDECAR_FIELDS}, f, ensure_ascii=False)
+
+
 def stream_record(stats: Any, late: int) -> dict[str, Any]:
     return {
         "channel": stats.channel,
@@ -145,7 +181,7 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "expected": stats.expected,
         "lost": stats.lost,
         "duplicates": stats.duplicates,
-        "late_samples": late,
+        "late_samples": late,  # samples patched into frames already written
         "other_payload": stats.other_payload,
         "anchors": [list(a) for a in stats.anchors],
         "jitter_ms": stats.jitter_ms,

@@ -190,7 +190,7 @@ class Store:
                 "recording %s is already in the store (same capture replayed?): the new copy is discarded",
                 recording_id, extra={"EVENT": "duplicate-recording", "RECORDING_ID": recording_id},
             )  # fmt: skip
-            erase_file(spool_path)
+            self.discard_spool(spool_path)
             return None
         rel = self.relative_path(recording_id, call.started_at)
         dest = os.path.join(self.recordings_dir, rel)
@@ -227,13 +227,18 @@ class Store:
             wrapped_key=vault.wrap(self.master_key(), data_key, recording_id),
         )
         index.add(row)
-        erase_file(spool_path)
+        self.discard_spool(spool_path)
         log.info(
             "recorded call %s to %s (%s, %.1f s, %s)", recording_id, call.did_label, call.codec,
             row.ended_at - row.started_at, row.state,
             extra={"EVENT": "call-recorded", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label},
         )  # fmt: skip
         return row
+
+    def discard_spool(self, spool_path: str) -> None:
+        """Erase a spool WAV and its call sidecar (plaintext audio and personal data)."""
+        erase_file(spool_path)
+        erase_file(recorder.sidecar_path(spool_path))
 
     # -- reading ------------------------------------------------------------------------------
 
