@@ -1,5 +1,8 @@
 """The per-packet path: frames -> UDP -> SIP to the tracker, RTP to its stream (or dropped).
 
+IP fragments and TCP segments leave the loop for their own (rare) paths: fragment reassembly and
+SIP-over-TCP stream reassembly; what they complete joins the same dispatch.
+
 This is the hot path. Per packet it decodes link/IP/UDP with ``struct``, sends an RTP-looking
 payload through one MediaMap lookup on its destination (no match: counted and dropped), and hands
 anything that looks like SIP to the parser and the tracker. Errors in a packet are counted by kind
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from .decode import FRAGMENT, IPPROTO_UDP, decode_ip, decode_udp, split_udp
+from .decode import FRAGMENT, IPPROTO_UDP, TCP, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
 from .media import MediaMap
@@ -18,6 +21,7 @@ from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
 from .sink import RecordingSink
 from .sip import SipMessage, looks_like_sip
 from .source import Packet
+from .tcp import TcpStreams, parse_tcp
 from .tracker import CallTracker
 
 TICK = 1.0  # s of packet time between housekeeping passes
@@ -29,6 +33,7 @@ class CapturePipeline:
         self.media = MediaMap()
         self.tracker = CallTracker(dids, sink, self.media, self.counters, **tracker_options)  # type: ignore[arg-type]
         self.fragments = FragmentReassembler(self.counters)
+        self.tcp = TcpStreams(self.counters)
         self.now = 0.0
         self._next_tick = 0.0
 
@@ -44,6 +49,8 @@ class CapturePipeline:
             if type(udp) is str:
                 if udp is FRAGMENT:
                     self._fragment(ts, linktype, frame)
+                elif udp is TCP:
+                    self._tcp(ts, linktype, frame)
                 else:
                     counters[udp] += 1  # type: ignore[index]
                 continue
@@ -90,6 +97,24 @@ class CapturePipeline:
         _sport, dport, payload = udp  # type: ignore[misc]
         self.feed_udp(ts, src, dst, dport, payload)
 
+    def _tcp(self, ts: float, linktype: int, frame: bytes) -> None:
+        """Rare path: a TCP segment; SIP over TCP is reassembled and framed, anything else dropped."""
+        ip = decode_ip(linktype, frame)
+        if type(ip) is str or ip[5] is not None:  # type: ignore[index]
+            self.counters["tcp_unusable"] += 1  # truncated, or fragmented TCP (not worth following)
+            return
+        _version, src, dst, _proto, segment, _frag = ip  # type: ignore[misc]
+        try:
+            sport, dport, seq, flags, payload = parse_tcp(segment)
+        except ValueError:
+            self.counters["tcp_malformed"] += 1
+            return
+        if not self.tcp.follows(src, sport, dst, dport) and not looks_like_sip(payload):
+            self.counters["tcp_not_sip"] += 1
+            return
+        for message in self.tcp.push(ts, src, sport, dst, dport, seq, flags, payload):
+            self.on_sip_payload(ts, src, message)
+
     def feed_udp(self, ts: float, src: bytes, dst: bytes, dport: int, payload: bytes) -> None:
         """One UDP payload outside the batch loop (reassembled datagrams): same dispatch."""
         if payload and payload[0] & 0xC0 == 0x80:
@@ -120,6 +145,7 @@ class CapturePipeline:
     def housekeeping(self, now: float) -> None:
         self.tracker.tick(now)
         self.fragments.expire(now)
+        self.tcp.expire(now)
 
     def finish(self, reason: str) -> None:
         """End every call in progress at the last packet time seen."""

@@ -259,8 +259,7 @@ class CallTracker:
         for call in list(self.closing.values()):
             self._finalise(call)
         for call in list(self.calls.values()):
-            self.end(call, max(now, call.last_activity), complete=False, reason=reason)
-            self._finalise(call)
+            self.end(call, max(now, call.last_activity), complete=False, reason=reason)  # finalises at once
 
     def end(self, call: Call, ts: float, *, complete: bool, reason: str) -> None:
         """The call is over. A recording stays open ``END_LINGER`` s longer (packet time) for the

@@ -117,3 +117,13 @@ def test_reinvite_moving_media_keeps_recording(site: Site, tmp_path: Path, capsy
     [rec] = recs
     assert rec["streams"][0]["packets"] == 100  # caller's audio before and after the move
     assert rec["streams"][1]["packets"] == 100
+
+
+def test_capture_end_counts_each_call_once(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    answered = call(talk=1.0)
+    ringing = call(call_id="ringing-1", start=T + 0.5, outcome="cancel", ring=30.0, seed=12,
+                   caller_media=("203.0.113.40", 41010))  # fmt: skip
+    packets = [p for p in answered.packets() if p[0] < answered.end_time] + ringing.signalling()[:3]
+    recs = replay(site, tmp_path, packets, capsys)
+    assert len(recs) == 1
+    assert "1 recorded, 0 not designated, 0 not inbound, 1 unanswered" in site.summary  # type: ignore[attr-defined]

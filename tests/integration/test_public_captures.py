@@ -27,7 +27,7 @@ CALLED_USERS = [
 
 # The signalled G.711 streams (SSRCs) each capture carries, which must end up in a recording.
 # refer-transfer-g711u-dtmf.pcap is absent on purpose: its answered call has an empty called user,
-# so no DID list can designate it. TCP-signalled and fragmented-INVITE calls come with issue 3.
+# so no DID list can designate it.
 G711_STREAMS = {
     "asterisk-reinvite-g711u.pcapng": {0x3ADF0949, 0x5A95A557},
     "fax-t38-reinvite.pcap": {0x0EAF0EAF, 0x17D90134},
@@ -35,6 +35,8 @@ G711_STREAMS = {
     "g711u-proxy-simple.pcapng": {0x998E0300, 0x1AAFF501},
     "pbx-2leg-g711u-8min.pcap": {0x054F45C9, 0xF3271435},
     "sip-call-g711a-rtcp.pcap": {0xD2BD4E3E, 0x58F33DEA},
+    "sip-tcp-g711a-cn.pcap": {0x42F433D4, 0x5A3361B3},  # SIP over TCP, comfort noise
+    "sip-tcp-g711a-dtmf-nat.pcap": {0x93451AB2, 0x421970FE},  # SIP over TCP, RFC 2833 DTMF
 }
 ALL = sorted(p.name for p in PUBLIC.glob("*.pcap*")) if PUBLIC.exists() else ["(absent)"]
 
