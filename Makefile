@@ -8,7 +8,7 @@ CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing).
 DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config
 
-.PHONY: run test deps venv fixtures fuzz clean
+.PHONY: run test deps venv fixtures fuzz clean install
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -44,3 +44,23 @@ clean:
 
 fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz PIPELINE_EXAMPLES=20000 $(PY) -m pytest -q tests/test_properties.py
+
+# An installed box: the package in its own venv under /opt/recorderd, the units, the config.
+# DESTDIR stages the files (e.g. for a package); the venv's scripts name /opt/recorderd, so a staged
+# tree is meant to be copied to / as it is.
+DESTDIR ?=
+OPT     := /opt/recorderd
+install:
+	$(PYTHON) -m venv $(DESTDIR)$(OPT)
+	$(DESTDIR)$(OPT)/bin/pip install -q .
+	-$(DESTDIR)$(OPT)/bin/pip install -q 'systemd-python>=235'
+	install -d $(DESTDIR)/usr/bin
+	ln -sf $(OPT)/bin/recorderd $(DESTDIR)/usr/bin/recorderd
+	ln -sf $(OPT)/bin/recorderctl $(DESTDIR)/usr/bin/recorderctl
+	install -D -m 0644 systemd/recorderd.service $(DESTDIR)/usr/lib/systemd/system/recorderd.service
+	install -D -m 0644 systemd/recorderd.sysusers $(DESTDIR)/usr/lib/sysusers.d/recorderd.conf
+	install -D -m 0644 systemd/recorderd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/recorderd.conf
+	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/recorderd/README.md
+	install -d -m 0755 $(DESTDIR)/etc/recorderd
+	[ -e $(DESTDIR)/etc/recorderd/recorderd.yaml ] || install -m 0644 systemd/recorderd.yaml $(DESTDIR)/etc/recorderd/recorderd.yaml
+	[ -e $(DESTDIR)/etc/recorderd/dids.yaml ] || install -m 0644 config/dids.yaml $(DESTDIR)/etc/recorderd/dids.yaml

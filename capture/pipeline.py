@@ -142,6 +142,15 @@ class CapturePipeline:
         self.counters["sip_messages"] += 1
         self.tracker.on_sip(ts, src, msg)
 
+    def advance(self, now: float) -> None:
+        """Move packet time on without packets (live capture on a silent port), running the
+        housekeeping that is due."""
+        if now > self.now:
+            self.now = now
+        if self.now >= self._next_tick:
+            self.housekeeping(self.now)
+            self._next_tick = self.now + TICK
+
     def housekeeping(self, now: float) -> None:
         self.tracker.tick(now)
         self.fragments.expire(now)

@@ -57,26 +57,34 @@ class Call:
         self.handle: RecordingHandle | None = None
         self.sink: RecordingSink | None = None
         self.end: CallEnd | None = None  # set when the call ends
+        self.lost = ""  # why the recording could not be opened (store full, write error)
         self.linger_until = 0.0
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the
         first G.711 packet."""
         codec = self.codecs.get(pt)
-        if codec is None or codec.name not in RECORDABLE_CODECS:
+        if codec is None or codec.name not in RECORDABLE_CODECS or self.lost:
             return False
         if self.handle is None:
             self.audio_pt = pt
-            self._start(codec.name, ts)
-            return True
+            return self._start(codec.name, ts)
         return codec.name == self.codec
 
-    def _start(self, codec: str, ts: float) -> None:
+    def _start(self, codec: str, ts: float) -> bool:
+        """Open the recording; False (and the call marked lost) when the store cannot take it."""
         assert self.sink is not None
         self.codec = codec
         self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
         info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec)
-        self.handle = self.sink.call_started(info)
+        try:
+            self.handle = self.sink.call_started(info)
+        except OSError as exc:
+            self.lost = str(exc)
+            log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
+                         extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
+            return False
+        return True
 
     @property
     def last_activity(self) -> float:
@@ -281,6 +289,9 @@ class CallTracker:
             for stream in call.streams:
                 self.media.unregister(key, stream)
         if call.handle is None:
+            if call.lost:
+                self.counters["calls_lost_store_full"] += 1
+                return
             if call.answered_at is None:
                 self.counters["calls_unanswered"] += 1
                 return
@@ -289,7 +300,9 @@ class CallTracker:
                 log.warning("answered designated call carried no G.711 audio: not recorded",
                             extra={"EVENT": "call-codec-unsupported", "DID_LABEL": call.did.label})
                 return
-            call._start(call.sdp_codec, call.answered_at)
+            if not call._start(call.sdp_codec, call.answered_at):
+                self.counters["calls_lost_store_full"] += 1
+                return
         self.counters["calls_recorded"] += 1
         assert call.handle is not None
         complete, reason = end.complete, end.reason

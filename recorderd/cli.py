@@ -1,4 +1,5 @@
-"""``recorderd``: the service (live capture) and ``recorderd replay PCAP... --config PATH``."""
+"""``recorderd --config PATH``: the service (live capture, see ``daemon``), and
+``recorderd replay PCAP... --config PATH``: the same pipeline fed from capture files."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("pcaps", nargs="+", metavar="PCAP")
     rp.add_argument("--config", default=argparse.SUPPRESS, help="site config")
     args = parser.parse_args(argv)
+    if args.command != "replay":
+        from .daemon import Daemon
+
+        return Daemon(args.config).run()
     service.set_umask()
     try:
         config = load(args.config)
@@ -27,10 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorderd: config error: {exc}", file=sys.stderr)
         return 2
     journal.setup(config["logging.level"])
-    if args.command != "replay":
-        print("recorderd: live capture is not available in this version; use 'recorderd replay PCAP...'",
-              file=sys.stderr)  # fmt: skip
-        return 2
     store = service.open_store(config)
     try:
         store.open()

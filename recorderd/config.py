@@ -80,6 +80,15 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return check
 
 
+def _listen(v: Any) -> str:
+    if v == "":
+        return v
+    host, _, port = str(v).rpartition(":")
+    if host not in ("127.0.0.1", "::1", "[::1]", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{_show(v)} is not a loopback address:port (e.g. 127.0.0.1:9687); metrics stay on this box")
+    return v
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"{_show(v)} is not true or false")
@@ -93,14 +102,21 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.ring_timeout_s": (_int(5, 3600), 180),
     "capture.idle_timeout_s": (_int(30, 86400), 900),
     "capture.max_calls": (_int(1, 1_000_000), 10_000),
+    "capture.ring_mb": (_int(2, 4096), 64),
+    "capture.block_timeout_ms": (_int(1, 1000), 64),
+    "capture.promiscuous": (_bool, True),
     "store.path": (_str, None),
     "store.keep_pcap": (_bool, True),
+    "store.warn_free_percent": (_int(0, 99), 10),
+    "store.critical_free_mb": (_int(0, 1_000_000), 512),
     "retention.days": (_int(1, 3650), 14),
     "retention.timezone": (_timezone, "Asia/Tokyo"),
     "retention.anchor": (_choice("start", "end"), "start"),
     "dids_file": (_str, "dids.yaml"),
     "vault.key_file": (_str, "master.key"),
     "logging.level": (_choice("debug", "info", "warning", "error"), "info"),
+    "logging.stats_interval_s": (_int(10, 86400), 300),
+    "metrics.listen": (_listen, ""),
 }
 PATH_KEYS = ("store.path", "dids_file", "vault.key_file")
 

@@ -1,0 +1,201 @@
+"""The service: live capture on the SPAN port, recording, retention, health — until SIGTERM.
+
+Start order: umask, config, logging, store (must be initialised, key usable), crash recovery of the
+spool, pipeline, capture ring, DID-file watcher, metrics, READY=1. The main loop reads ring blocks
+and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS every second, spool
+sync every second, store health every 10 s, retention every minute, a stats line every
+``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list (an invalid
+file is refused and the old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
+capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, stop the
+watcher and metrics, close the store. Live packet time is the kernel's capture time, so while the
+port is silent the pipeline's clock is moved on with the wall clock.
+"""
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import logging
+import os
+import signal
+import time
+from types import FrameType
+
+from capture.live import RingSource
+from capture.pipeline import CapturePipeline
+from storage.recovery import recover_spool
+from storage.retention import PERIOD as RETENTION_PERIOD
+from storage.retention import RetentionWorker
+from storage.store import Store, StoreError
+
+from . import journal, service
+from .config import Config, ConfigError, load, load_dids
+from .health import StoreHealth
+from .metrics import MetricsServer
+from .notify import Notifier
+from .watch import FileWatch
+
+log = logging.getLogger(__name__)
+
+HEALTH_PERIOD = 10.0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Daemon:
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+        self.stop_requested = False
+        self.reload_requested = False
+        self.notifier = Notifier()
+        self.started = time.time()
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        service.set_umask()
+        try:
+            config = load(self.config_path)
+        except ConfigError as exc:
+            print(f"recorderd: config error: {exc}", flush=True)
+            return 2
+        journal.setup(config["logging.level"])
+        self.config = config
+        store = service.open_store(config)
+        try:
+            store.open()
+            store.check_key()
+        except StoreError as exc:
+            log.critical("%s", exc, extra={"EVENT": "store-unusable"})
+            return 2
+        recovered = recover_spool(store)
+        pipeline = service.build_pipeline(config, store)
+        try:
+            source = RingSource(config["capture.interfaces"], ring_bytes=config["capture.ring_mb"] << 20,
+                                block_timeout_ms=config["capture.block_timeout_ms"],
+                                promiscuous=config["capture.promiscuous"])  # fmt: skip
+        except (OSError, ValueError) as exc:
+            log.critical("cannot open capture: %s", exc, extra={"EVENT": "capture-failed"})
+            store.close()
+            return 1
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        faulthandler.register(signal.SIGUSR1)  # a technician can dump the stacks: kill -USR1
+        watch = FileWatch(config["dids_file"], self._on_did_file_changed)
+        metrics = MetricsServer(config["metrics.listen"]) if config["metrics.listen"] else None
+        health = StoreHealth(store, config["store.warn_free_percent"], config["store.critical_free_mb"])
+        store_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+        log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
+                 ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
+        self.notifier.ready(self._status(pipeline, source, health))
+        try:
+            self._loop(pipeline, source, store, health, metrics, store_fd)
+        finally:
+            self.notifier.stopping()
+            source.close()
+            pipeline.finish("shutdown")
+            _syncfs(store_fd)
+            os.close(store_fd)
+            watch.stop()
+            if metrics:
+                metrics.stop()
+            store.close()
+            log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
+        return 0
+
+    def _loop(self, pipeline: CapturePipeline, source: RingSource, store: Store, health: StoreHealth,
+              metrics: MetricsServer | None, store_fd: int) -> None:  # fmt: skip
+        worker = RetentionWorker(store)
+        stats_every = float(self.config["logging.stats_interval_s"])
+        next_second = next_health = time.monotonic()
+        next_retention = next_stats = time.monotonic() + 5.0
+        sink = pipeline.tracker.sink
+        health.check()
+        sink.accepting = not health.full  # type: ignore[attr-defined]
+        for batch in source.batches():
+            if batch:
+                pipeline.feed(batch)
+            else:
+                pipeline.advance(time.time())  # the port is silent: let timeouts run on wall time
+            if self.stop_requested:
+                return
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload_dids(pipeline)
+            now = time.monotonic()
+            if now < next_second:
+                continue
+            next_second = now + 1.0
+            _syncfs(store_fd)  # what is in the spool survives a power cut (at most ~1 s lost)
+            self._capture_stats(pipeline, source)
+            self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
+            if metrics:
+                metrics.publish(pipeline.counters, len(pipeline.tracker.calls), health)
+            if now >= next_health:
+                next_health = now + HEALTH_PERIOD
+                health.check()
+                sink.accepting = not health.full  # type: ignore[attr-defined]
+            if now >= next_retention:
+                next_retention = now + RETENTION_PERIOD
+                self._retention(worker, pipeline)
+            if now >= next_stats:
+                next_stats = now + stats_every
+                self._stats_line(pipeline)
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def _on_did_file_changed(self) -> None:
+        self.reload_requested = True
+
+    def _reload_dids(self, pipeline: CapturePipeline) -> None:
+        self.notifier.reloading()
+        path = self.config["dids_file"]
+        try:
+            dids = load_dids(path)
+        except ConfigError as exc:
+            log.error("DID list not reloaded, the previous list (%d numbers) stays in force: %s",
+                      len(pipeline.tracker.dids), exc, extra={"EVENT": "reload-failed"})  # fmt: skip
+        else:
+            pipeline.tracker.dids = dids  # one reference swap: calls in progress keep their DID
+            log.info("DID list reloaded: %d designated numbers (%s)", len(dids),
+                     ", ".join(d.label for d in dids.dids), extra={"EVENT": "reload"})  # fmt: skip
+        self.notifier.send(READY=1)
+
+    def _capture_stats(self, pipeline: CapturePipeline, source: RingSource) -> None:
+        for st in source.stats():
+            pipeline.counters["kernel_packets"] += st.packets
+            if st.drops:
+                pipeline.counters["kernel_drops"] += st.drops
+                log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
+                            st.drops, st.interface, extra={"EVENT": "capture-drops"})  # fmt: skip
+
+    def _retention(self, worker: RetentionWorker, pipeline: CapturePipeline) -> None:
+        try:
+            report = worker.run()
+        except Exception:  # the worker must not take the recorder down with it
+            log.exception("retention run failed", extra={"EVENT": "retention-failed"})
+            return
+        pipeline.counters["erasures"] += len(report.erased)
+
+    def _status(self, pipeline: CapturePipeline, source: RingSource, health: StoreHealth) -> str:
+        c = pipeline.counters
+        return (f"{len(pipeline.tracker.calls)} active calls, {c['calls_recorded']} recorded, "
+                f"{c['kernel_drops']} drops, store {health.free_text()} free")  # fmt: skip
+
+    def _stats_line(self, pipeline: CapturePipeline) -> None:
+        c = pipeline.counters
+        keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
+                "calls_unanswered", "calls_lost_store_full", "kernel_drops", "sip_malformed", "rtp_malformed",
+                "ip_fragment", "tcp_messages", "erasures")  # fmt: skip
+        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys), extra={"EVENT": "stats"})
+
+
+def _syncfs(fd: int) -> None:
+    _libc.syncfs(fd)

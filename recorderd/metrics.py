@@ -1,0 +1,62 @@
+"""A Prometheus text endpoint on loopback (off unless ``metrics.listen`` is set).
+
+The main loop publishes a snapshot once a second; the HTTP thread only reads the last snapshot, so
+it never touches the pipeline's state.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+COUNTERS = {
+    "packets": "Packets read from the capture",
+    "kernel_drops": "Packets the kernel dropped (ring full)",
+    "calls_designated": "Inbound calls to designated numbers seen",
+    "calls_recorded": "Calls recorded",
+    "calls_not_designated": "Calls not recorded: not to a designated number",
+    "calls_not_inbound": "Calls not recorded: not from the trunk side",
+    "calls_unanswered": "Designated calls not recorded: unanswered, no media",
+    "calls_lost_store_full": "Designated calls lost: store full",
+    "sip_malformed": "Malformed SIP messages dropped",
+    "rtp_malformed": "Malformed RTP packets dropped",
+    "erasures": "Recordings erased by retention",
+}
+
+
+class MetricsServer:
+    def __init__(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.body = b""
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+        self.thread.start()
+
+    def publish(self, counters: Mapping[str, int], active_calls: int, health: Any) -> None:
+        lines = []
+        for key, help_text in COUNTERS.items():
+            lines += [f"# HELP recorderd_{key}_total {help_text}", f"# TYPE recorderd_{key}_total counter",
+                      f"recorderd_{key}_total {counters.get(key, 0)}"]  # fmt: skip
+        lines += ["# TYPE recorderd_active_calls gauge", f"recorderd_active_calls {active_calls}",
+                  "# TYPE recorderd_store_free_bytes gauge", f"recorderd_store_free_bytes {health.free_bytes}"]  # fmt: skip
+        self.body = ("\n".join(lines) + "\n").encode()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
