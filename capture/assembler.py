@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING
 from .sink import StreamStats
 
 if TYPE_CHECKING:
-    from .tracker import Call
+    from .call import Call
 
 SAMPLE_RATE = 8000
 DRIFT_LIMIT = 24_000  # 3 s: a packet this much later than its timestamp says means a paused sender
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
+MAX_EVENTS = 1000  # DTMF events kept per direction
+DTMF = "0123456789*#ABCD"
+PT_CN = 13
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 
 
@@ -30,7 +33,7 @@ class StreamAssembler:
     __slots__ = (
         "call", "channel", "ssrc", "ssrcs", "base_ts", "base_pos", "end", "max_seq", "seen",
         "first_ext", "ext_max", "expected_before", "received", "packets", "duplicates", "other_payload",
-        "anchors", "jitter", "last_transit", "last_arrival",
+        "anchors", "jitter", "last_transit", "last_arrival", "max_gap", "ignorable", "events", "learned",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:
@@ -54,12 +57,18 @@ class StreamAssembler:
         self.jitter = 0.0
         self.last_transit: float | None = None
         self.last_arrival = 0.0
+        self.max_gap = 0.0  # longest silence between two packets of this direction, s
+        self.ignorable = 0  # DTMF events and comfort noise: not audio, not a codec problem
+        self.events: list[list[float | str]] = []  # DTMF: [seconds into the recording, digit, duration ms]
+        self.learned = False  # whether this direction's real source address was learned (NAT)
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes) -> None:
         call = self.call
+        if self.last_arrival and ts - self.last_arrival > self.max_gap:
+            self.max_gap = ts - self.last_arrival
         self.last_arrival = ts
         if call.handle is None and not call.accepts_payload(pt, ts):
-            self.other_payload += 1  # before the first G.711 packet: nothing to place it in
+            self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first G.711 packet
             return
         if ssrc != self.ssrc:
             self._new_source(ts, seq, rtp_ts, ssrc)
@@ -82,7 +91,7 @@ class StreamAssembler:
                     self.seen |= bit
         self.received += 1
         if pt != call.audio_pt and not call.accepts_payload(pt, ts):
-            self.other_payload += 1  # DTMF events, comfort noise, another codec: not mixed in
+            self._not_audio(pt, rtp_ts, payload, placed=True)  # DTMF, comfort noise, another codec
             return
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         pos = self.base_pos + offset
@@ -101,6 +110,25 @@ class StreamAssembler:
         if stop > self.end:
             self.end = stop
         call.handle.audio(self.channel, pos, payload)
+
+    def _not_audio(self, pt: int, rtp_ts: int, payload: bytes, *, placed: bool) -> None:
+        """Counted, never mixed into the audio. DTMF (RFC 4733) is kept as events with the recording."""
+        self.other_payload += 1
+        if pt == PT_CN:
+            self.ignorable += 1
+        elif self.call.is_telephone_event(pt):
+            self.ignorable += 1
+            if placed and len(payload) >= 4 and payload[0] < len(DTMF):
+                self._event(rtp_ts, payload)
+
+    def _event(self, rtp_ts: int, payload: bytes) -> None:
+        duration_ms = ((payload[2] << 8) | payload[3]) / 8.0
+        offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        at = round((self.base_pos + offset) / SAMPLE_RATE, 3)
+        if self.events and self.events[-1][0] == at:
+            self.events[-1][2] = max(self.events[-1][2], duration_ms)  # type: ignore[type-var]
+        elif len(self.events) < MAX_EVENTS:
+            self.events.append([at, DTMF[payload[0]], duration_ms])
 
     def _new_source(self, ts: float, seq: int, rtp_ts: int, ssrc: int) -> None:
         if self.ssrc is not None:
@@ -131,4 +159,6 @@ class StreamAssembler:
             other_payload=self.other_payload,
             anchors=tuple(self.anchors),
             jitter_ms=round(self.jitter / SAMPLE_RATE * 1000.0, 3),
+            max_gap_ms=round(self.max_gap * 1000.0, 1),
+            events=tuple((float(a), str(d), float(ms)) for a, d, ms in self.events),
         )

@@ -41,6 +41,7 @@ class CapturePipeline:
         counters = self.counters
         media_get = self.media.get
         on_sip = self.on_sip_payload
+        learn = self.tracker.learn_source
         now = self.now
         for ts, linktype, frame in batch:
             if ts > now:
@@ -54,12 +55,14 @@ class CapturePipeline:
                 else:
                     counters[udp] += 1  # type: ignore[index]
                 continue
-            src, _sport, dst, dport, payload = udp  # type: ignore[misc]
+            src, sport, dst, dport, payload = udp  # type: ignore[misc]
             if payload and payload[0] & 0xC0 == 0x80:  # RTP version 2 (or RTCP)
                 stream = media_get((dst, dport))
                 if stream is None:
                     counters["rtp_not_recorded"] += 1
                     continue
+                if not stream.learned:
+                    learn(stream, src, sport)
                 try:
                     pt, _marker, seq, rtp_ts, ssrc, audio = parse_rtp(payload)
                 except ValueError:
@@ -67,7 +70,7 @@ class CapturePipeline:
                     continue
                 stream.packet(ts, pt, seq, rtp_ts, ssrc, audio)
             elif looks_like_sip(payload):
-                on_sip(ts, src, payload)
+                on_sip(ts, src, dst, payload)
             else:
                 counters["udp_other"] += 1
             if now >= self._next_tick:
@@ -94,8 +97,8 @@ class CapturePipeline:
         if type(udp) is str:
             self.counters[udp] += 1  # type: ignore[index]
             return
-        _sport, dport, payload = udp  # type: ignore[misc]
-        self.feed_udp(ts, src, dst, dport, payload)
+        sport, dport, payload = udp  # type: ignore[misc]
+        self.feed_udp(ts, src, sport, dst, dport, payload)
 
     def _tcp(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: a TCP segment; SIP over TCP is reassembled and framed, anything else dropped."""
@@ -113,15 +116,17 @@ class CapturePipeline:
             self.counters["tcp_not_sip"] += 1
             return
         for message in self.tcp.push(ts, src, sport, dst, dport, seq, flags, payload):
-            self.on_sip_payload(ts, src, message)
+            self.on_sip_payload(ts, src, dst, message)
 
-    def feed_udp(self, ts: float, src: bytes, dst: bytes, dport: int, payload: bytes) -> None:
+    def feed_udp(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
         """One UDP payload outside the batch loop (reassembled datagrams): same dispatch."""
         if payload and payload[0] & 0xC0 == 0x80:
             stream = self.media.get((dst, dport))
             if stream is None:
                 self.counters["rtp_not_recorded"] += 1
                 return
+            if not stream.learned:
+                self.tracker.learn_source(stream, src, sport)
             try:
                 pt, _marker, seq, rtp_ts, ssrc, audio = parse_rtp(payload)
             except ValueError:
@@ -129,18 +134,18 @@ class CapturePipeline:
                 return
             stream.packet(ts, pt, seq, rtp_ts, ssrc, audio)
         elif looks_like_sip(payload):
-            self.on_sip_payload(ts, src, payload)
+            self.on_sip_payload(ts, src, dst, payload)
         else:
             self.counters["udp_other"] += 1
 
-    def on_sip_payload(self, ts: float, src: bytes, payload: bytes) -> None:
+    def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes) -> None:
         try:
             msg = SipMessage.parse(payload)
         except ValueError:
             self.counters["sip_malformed"] += 1
             return
         self.counters["sip_messages"] += 1
-        self.tracker.on_sip(ts, src, msg)
+        self.tracker.on_sip(ts, src, dst, msg)
 
     def advance(self, now: float) -> None:
         """Move packet time on without packets (live capture on a silent port), running the

@@ -145,3 +145,34 @@ def _rtpmap(arg: str) -> tuple[int, Codec]:
 
 def _is_null(address: str | None) -> bool:
     return address is None or address in ("0.0.0.0", "::")
+
+
+def sdp_in_body(content_type: str, body: bytes) -> bytes | None:
+    """The SDP a SIP body carries: the body itself, or the application/sdp part of a multipart
+    body (RFC 5621, e.g. SDP beside ISUP or a PIDF); None when there is none."""
+    if not body:
+        return None
+    kind, _, params = content_type.partition(";")
+    kind = kind.strip().lower()
+    if kind == "application/sdp":
+        return body
+    if not kind.startswith("multipart/"):
+        return None
+    boundary = ""
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return None
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, content = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, content = part.lstrip(b"\n").partition(b"\n\n")
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-type" and value.split(";")[0].strip().lower() == "application/sdp":
+                return content.rstrip(b"\r\n")
+    return None

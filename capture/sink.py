@@ -35,6 +35,8 @@ class StreamStats:
     other_payload: int  # DTMF, comfort noise, other codecs: not mixed into the audio
     anchors: tuple[tuple[int, int, int], ...]  # (ssrc, rtp timestamp, sample position) per anchoring
     jitter_ms: float
+    max_gap_ms: float = 0.0  # longest time between two packets of this direction
+    events: tuple[tuple[float, str, float], ...] = ()  # DTMF (s into the recording, digit, ms): never logged
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,89 +6,40 @@ existing dialog) whose *called* number is designated — taken from the Request-
 P-Called-Party-ID, Diversion and History-Info — and, where trunk networks are configured, that came
 from the trunk side. Every other call is counted and forgotten: no audio, no metadata.
 
+A PBX that is a B2BUA shows one conversation as two calls: the trunk leg, then the leg it originates
+itself towards the extension. A designated INVITE that comes *from* the address an active designated
+call's INVITE went *to*, from the same caller, within ``LEG_WINDOW`` s, is that second leg: it is
+not recorded again.
+
 A recording starts with the call's first G.711 packet (or, for an answered call that never
 carried media, at its end) and ends on BYE, CANCEL, a final error, an inactivity timeout measured
-in packet time, or the end of the capture.
+in packet time, or the end of the capture. Hold (sendonly/inactive/0.0.0.0) is neither an end nor
+a timeout while the SIP dialog lives.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 
-from .assembler import SAMPLE_RATE, StreamAssembler
+from .call import CALLEE, CALLER, MAX_ENDPOINTS, RECORDABLE_CODECS, Call
 from .dids import Did, DidDirectory
 from .media import Endpoint, MediaMap, endpoint
-from .sdp import Codec, SessionDescription
-from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink
+from .sdp import SessionDescription, sdp_in_body
+from .sink import CallEnd, RecordingSink
 from .sip import SipMessage, header_tag, name_addr, split_list, uri_user
 
 log = logging.getLogger(__name__)
 
-RECORDABLE_CODECS = frozenset(("PCMU", "PCMA"))
-STATIC_CODECS = {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
-CALLER, CALLEE = 1, 2  # WAV channels: 1 = audio sent by the caller, 2 = by the contact centre
-FORGET_IGNORED_AFTER = 64.0  # s: INVITE retransmissions and proxy hops of an ignored call
+FORGET_AFTER = 64.0  # s: INVITE retransmissions and proxy hops of an ignored or ended call
+MAX_REMEMBERED = 100_000  # ignored / ended Call-IDs kept at most (an INVITE flood stays bounded)
 CALLED_NUMBER_HEADERS = ("p-called-party-id", "diversion", "history-info")
-AUTH_CHALLENGES = (401, 407)
-END_LINGER = 1.0  # s of packet time a signalled end waits for media still in flight  # the caller retries the INVITE with credentials in the same dialog
-
-
-class Call:
-    """One designated inbound call being tracked."""
-
-    def __init__(self, call_id: str, did: Did, caller: str, caller_tag: str, ts: float) -> None:
-        self.call_id = call_id
-        self.did = did
-        self.caller = caller
-        self.caller_tag = caller_tag
-        self.created_at = ts
-        self.last_signal = ts
-        self.answered_at: float | None = None
-        self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
-        self.endpoints: list[Endpoint] = []
-        self.streams = (StreamAssembler(self, CALLER), StreamAssembler(self, CALLEE))
-        self.audio_pt = -1  # payload type of the recording's codec, once chosen
-        self.codec = ""
-        self.invite_cseq = 0
-        self.sdp_codec: str | None = None  # first G.711 format the answer (else the offer) lists
-        self.t0 = 0.0  # packet time of the recording's sample 0
-        self.handle: RecordingHandle | None = None
-        self.sink: RecordingSink | None = None
-        self.end: CallEnd | None = None  # set when the call ends
-        self.lost = ""  # why the recording could not be opened (store full, write error)
-        self.linger_until = 0.0
-
-    def accepts_payload(self, pt: int, ts: float) -> bool:
-        """Slow path for a payload type other than the chosen one; starts the recording on the
-        first G.711 packet."""
-        codec = self.codecs.get(pt)
-        if codec is None or codec.name not in RECORDABLE_CODECS or self.lost:
-            return False
-        if self.handle is None:
-            self.audio_pt = pt
-            return self._start(codec.name, ts)
-        return codec.name == self.codec
-
-    def _start(self, codec: str, ts: float) -> bool:
-        """Open the recording; False (and the call marked lost) when the store cannot take it."""
-        assert self.sink is not None
-        self.codec = codec
-        self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
-        info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec)
-        try:
-            self.handle = self.sink.call_started(info)
-        except OSError as exc:
-            self.lost = str(exc)
-            log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
-                         extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
-            return False
-        return True
-
-    @property
-    def last_activity(self) -> float:
-        return max(self.last_signal, self.streams[0].last_arrival, self.streams[1].last_arrival)
+AUTH_CHALLENGES = (401, 407)  # the caller retries the INVITE with credentials in the same dialog
+END_LINGER = 1.0  # s of packet time a signalled end waits for media still in flight
+LEG_WINDOW = 30.0  # s after the first leg's INVITE within which a B2BUA's second leg appears
+WARN_EVERY = 600.0  # s between repeated warnings of one kind (wall clock: this is for people)
 
 
 class CallTracker:
@@ -116,20 +67,20 @@ class CallTracker:
         self.ignored: dict[str, float] = {}  # Call-ID -> when; never the numbers
         self.ended: dict[str, tuple[float, int]] = {}  # Call-ID -> (when, CSeq of its INVITE)
         self.closing: dict[str, Call] = {}  # ended calls whose media may still be in flight
+        self._warned: dict[str, float] = {}
 
     # -- SIP ----------------------------------------------------------------------------------
 
-    def on_sip(self, ts: float, src: bytes, msg: SipMessage) -> None:
+    def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage) -> None:
         call = self.calls.get(msg.call_id)
-        if msg.method == "INVITE" and call is None:
-            call = self._new_call(ts, src, msg)
+        if call is None:
+            if msg.method != "INVITE":
+                return
+            call = self._new_call(ts, src, dst, msg)
             if call is None:
                 return
-        if call is None:
-            return
         call.last_signal = ts
-        from_tag = header_tag(msg.header("from"))
-        from_caller = (from_tag == call.caller_tag) == msg.is_request
+        from_caller = (header_tag(msg.header("from")) == call.caller_tag) == msg.is_request
         if msg.is_request:
             self._request(ts, call, msg, from_caller)
         else:
@@ -161,7 +112,7 @@ class CallTracker:
         if msg.status < 300 and method in ("INVITE", "PRACK", "UPDATE"):
             self._apply_sdp(call, msg, from_caller)
 
-    def _new_call(self, ts: float, src: bytes, msg: SipMessage) -> Call | None:
+    def _new_call(self, ts: float, src: bytes, dst: bytes, msg: SipMessage) -> Call | None:
         cid = msg.call_id
         if cid in self.ignored:
             return None
@@ -173,29 +124,40 @@ class CallTracker:
             return None
         did = self.called_did(msg)
         if did is None:
-            self.counters["calls_not_designated"] += 1
-            self.ignored[cid] = ts
-            return None
+            return self._ignore(cid, ts, "calls_not_designated")
         if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
-            self.counters["calls_not_inbound"] += 1
-            self.ignored[cid] = ts
-            return None
-        if len(self.calls) >= self.max_calls:
-            self.counters["calls_over_capacity"] += 1
-            log.error("call table full (%d calls): a designated call is not recorded", self.max_calls,
-                      extra={"EVENT": "call-table-full", "DID_LABEL": did.label})
-            self.ignored[cid] = ts
-            return None
+            return self._ignore(cid, ts, "calls_not_inbound")
         try:
             caller = uri_user(name_addr(msg.header("from") or "")[0])
         except ValueError:
             caller = ""
-        call = Call(cid, did, caller, header_tag(msg.header("from")), ts)
+        first = self._first_leg(ts, src, caller)
+        if first is not None:
+            first.legs += 1
+            return self._ignore(cid, ts, "calls_second_leg")
+        if len(self.calls) >= self.max_calls:
+            self._warn("call-table-full", f"call table full ({self.max_calls} calls): designated calls are not recorded",
+                       did.label, logging.ERROR)  # fmt: skip
+            return self._ignore(cid, ts, "calls_over_capacity")
+        call = Call(cid, did, caller, header_tag(msg.header("from")), ts, src, dst)
         call.invite_cseq = _cseq_number(msg)
         call.sink = self.sink
         self.calls[cid] = call
         self.counters["calls_designated"] += 1
         return call
+
+    def _ignore(self, cid: str, ts: float, counter: str) -> None:
+        self.counters[counter] += 1
+        _remember(self.ignored, cid, ts)
+        return None
+
+    def _first_leg(self, ts: float, src: bytes, caller: str) -> Call | None:
+        """The active call whose INVITE went to ``src`` from the same caller just before: this new
+        INVITE is the B2BUA's second leg of that conversation."""
+        for call in self.calls.values():
+            if call.invite_dst == src and call.caller == caller and 0 <= ts - call.created_at <= LEG_WINDOW:
+                return call
+        return None
 
     def called_did(self, msg: SipMessage) -> Did | None:
         """The designated number this INVITE calls, if any."""
@@ -215,10 +177,11 @@ class CallTracker:
         return None
 
     def _apply_sdp(self, call: Call, msg: SipMessage, from_caller: bool) -> None:
-        if not msg.body or msg.content_type != "application/sdp":
+        body = sdp_in_body(msg.header("content-type") or "", msg.body)
+        if body is None:
             return
         try:
-            sdp = SessionDescription.parse(msg.body)
+            sdp = SessionDescription.parse(body)
         except ValueError:
             self.counters["sdp_malformed"] += 1
             return
@@ -229,18 +192,38 @@ class CallTracker:
                 continue
             if m.secure:
                 self.counters["srtp_media"] += 1
+                self._warn("srtp", "a designated call negotiates SRTP (RTP/SAVP): encrypted media cannot be "
+                           "recorded passively; only its signalling is seen", call.did.label)  # fmt: skip
                 continue
             for pt, codec in m.codecs.items():
                 call.codecs.setdefault(pt, codec)
             if call.sdp_codec is None or not from_caller:
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c.name for c in listed if c and c.name in RECORDABLE_CODECS), call.sdp_codec)
-            key = endpoint(m.address, m.port)  # type: ignore[arg-type]
-            previous = self.media.register(key, stream)
-            if previous is not None and previous is not stream:
-                self.counters["media_endpoint_taken_over"] += 1
-            if key not in call.endpoints:
-                call.endpoints.append(key)
+            self._route(call, endpoint(m.address, m.port), stream)  # type: ignore[arg-type]
+
+    def _route(self, call: Call, key: Endpoint, stream: object) -> None:
+        if key not in call.endpoints:
+            if len(call.endpoints) >= MAX_ENDPOINTS:
+                self.counters["media_endpoints_over_limit"] += 1
+                return
+            call.endpoints.append(key)
+        previous = self.media.register(key, stream)
+        if previous is not None and previous is not stream:
+            self.counters["media_endpoint_taken_over"] += 1
+
+    def learn_source(self, stream: object, src: bytes, sport: int) -> None:
+        """The first packet of a direction tells where its sender really is (behind NAT the SDP
+        shows a private address): media sent back *to* that address is the other direction."""
+        call: Call = stream.call  # type: ignore[attr-defined]
+        stream.learned = True  # type: ignore[attr-defined]
+        if call.end is not None:
+            return
+        other = call.streams[1] if stream is call.streams[0] else call.streams[0]
+        key = (src, sport)
+        if self.media.owner(key) is None:
+            self._route(call, key, other)
+            self.counters["media_source_learned"] += 1
 
     # -- time and endings ---------------------------------------------------------------------
 
@@ -254,13 +237,14 @@ class CallTracker:
                 self.end(call, call.last_activity, complete=False, reason="timeout")  # ended when last heard
         for call in [c for c in self.closing.values() if now >= c.linger_until]:
             self._finalise(call)
-        horizon = now - FORGET_IGNORED_AFTER
-        if self.ignored:
-            for cid in [c for c, t in self.ignored.items() if t < horizon]:
-                del self.ignored[cid]
-        if self.ended:
-            for cid in [c for c, (t, _) in self.ended.items() if t < horizon]:
-                del self.ended[cid]
+        horizon = now - FORGET_AFTER
+        for registry in (self.ignored, self.ended):
+            while registry:
+                cid, value = next(iter(registry.items()))
+                when = value if isinstance(value, float) else value[0]
+                if when >= horizon:
+                    break
+                del registry[cid]
 
     def finish(self, now: float, reason: str) -> None:
         """End every call in progress (capture ended, service stopping) keeping what was recorded."""
@@ -273,7 +257,7 @@ class CallTracker:
         """The call is over. A recording stays open ``END_LINGER`` s longer (packet time) for the
         media still in flight when the BYE crossed the wire; then it is finalised."""
         self.calls.pop(call.call_id, None)
-        self.ended[call.call_id] = (ts, call.invite_cseq)  # late retransmissions must not reopen it
+        _remember(self.ended, call.call_id, (ts, call.invite_cseq))  # late retransmissions must not reopen it
         call.end = CallEnd(ts, complete, reason)
         if call.handle is None or not complete:
             self._finalise(call)
@@ -295,12 +279,12 @@ class CallTracker:
             if call.answered_at is None:
                 self.counters["calls_unanswered"] += 1
                 return
-            if call.sdp_codec is None or any(s.other_payload for s in call.streams):
+            if call.sdp_codec is None or any(s.other_payload > s.ignorable for s in call.streams):
                 self.counters["calls_codec_unsupported"] += 1
-                log.warning("answered designated call carried no G.711 audio: not recorded",
-                            extra={"EVENT": "call-codec-unsupported", "DID_LABEL": call.did.label})
+                self._warn("codec", "an answered designated call carried no G.711 audio: not recorded",
+                           call.did.label)  # fmt: skip
                 return
-            if not call._start(call.sdp_codec, call.answered_at):
+            if not call.start(call.sdp_codec, call.answered_at):
                 self.counters["calls_lost_store_full"] += 1
                 return
         self.counters["calls_recorded"] += 1
@@ -311,12 +295,23 @@ class CallTracker:
         call.handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
         call.handle = None
 
+    def _warn(self, kind: str, message: str, did_label: str, level: int = logging.WARNING) -> None:
+        """A warning a technician should see, at most once per ``WARN_EVERY`` per kind."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
+            self._warned[kind] = now
+            log.log(level, message, extra={"EVENT": f"call-{kind}", "DID_LABEL": did_label})
+
+
+def _remember(registry: dict, cid: str, value: object) -> None:  # type: ignore[type-arg]
+    registry.pop(cid, None)  # re-insert: the dict stays ordered by time
+    registry[cid] = value
+    if len(registry) > MAX_REMEMBERED:
+        del registry[next(iter(registry))]
+
 
 def _cseq_number(msg: SipMessage) -> int:
     try:
         return msg.cseq[0]
     except ValueError:
         return 0
-
-
-__all__ = ["CallTracker", "Call", "CALLER", "CALLEE", "SAMPLE_RATE"]

@@ -34,14 +34,21 @@ FLUSH_AT = 8_000  # a channel buffer this long (1 s) triggers a write: at most ~
 MIN_WRITE = 1_600  # samples (0.2 s): smallest write worth a system call
 
 
+class StoreFull(OSError):
+    """The store is below its critical free space: new calls cannot be recorded."""
+
+
 class SpoolSink:
     """Creates one :class:`SpoolRecording` per recorded call (the ``RecordingSink`` of capture)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.open_recordings: dict[str, SpoolRecording] = {}
+        self.accepting = True  # the service turns this off while the store is critically full
 
     def call_started(self, call: Any) -> SpoolRecording:
+        if not self.accepting:
+            raise StoreFull(errno.ENOSPC, "the store is full: new calls cannot be recorded")
         recording_id = self.store.new_recording_id(call.call_id, call.did, call.started_at)
         rec = SpoolRecording(self, recording_id, call)
         self.open_recordings[recording_id] = rec
@@ -185,6 +192,8 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "other_payload": stats.other_payload,
         "anchors": [list(a) for a in stats.anchors],
         "jitter_ms": stats.jitter_ms,
+        "max_gap_ms": stats.max_gap_ms,
+        "dtmf": [list(e) for e in stats.events],  # kept with the recording, erased with it, never logged
     }
 
 

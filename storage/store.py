@@ -46,6 +46,12 @@ class IntegrityError(StoreError):
     pass
 
 
+def one_way_audio(streams: list[dict[str, Any]]) -> bool:
+    """One direction carried audio and the other none."""
+    packets = [s.get("packets", 0) for s in streams]
+    return len(packets) == 2 and (packets[0] == 0) != (packets[1] == 0)
+
+
 class Actor:
     """Who asks for an operation (a Unix user)."""
 
@@ -228,6 +234,10 @@ class Store:
         )
         index.add(row)
         self.discard_spool(spool_path)
+        if one_way_audio(row.streams):
+            log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "
+                        "mirror and NAT", recording_id,
+                        extra={"EVENT": "one-way-audio", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label})  # fmt: skip
         log.info(
             "recorded call %s to %s (%s, %.1f s, %s)", recording_id, call.did_label, call.codec,
             row.ended_at - row.started_at, row.state,

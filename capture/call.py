@@ -1,0 +1,83 @@
+"""Call: the state of one designated inbound call being tracked (the tracker changes it).
+
+A call has two directions (``StreamAssembler``), the media endpoints its SDP announced, the codecs
+its SDP mapped, and — once its first audio packet arrives — a recording handle from the sink.
+"""
+from __future__ import annotations
+
+import logging
+
+from .assembler import StreamAssembler
+from .dids import Did
+from .media import Endpoint
+from .sdp import Codec
+from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink
+
+log = logging.getLogger(__name__)
+
+RECORDABLE_CODECS = frozenset(("PCMU", "PCMA"))
+STATIC_CODECS = {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
+CALLER, CALLEE = 1, 2  # WAV channels: 1 = audio sent by the caller, 2 = by the contact centre
+MAX_ENDPOINTS = 32  # per call: a flood of re-INVITEs cannot grow the media map without bound
+
+
+class Call:
+    def __init__(self, call_id: str, did: Did, caller: str, caller_tag: str, ts: float,
+                 invite_src: bytes = b"", invite_dst: bytes = b"") -> None:  # fmt: skip
+        self.call_id = call_id
+        self.did = did
+        self.caller = caller  # personal data: handed to the sink, never logged
+        self.caller_tag = caller_tag
+        self.invite_src = invite_src  # where the INVITE came from and went to (B2BUA leg detection)
+        self.invite_dst = invite_dst
+        self.created_at = ts
+        self.last_signal = ts
+        self.answered_at: float | None = None
+        self.invite_cseq = 0
+        self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
+        self.sdp_codec: str | None = None  # first G.711 format the answer (else the offer) lists
+        self.endpoints: list[Endpoint] = []
+        self.streams = (StreamAssembler(self, CALLER), StreamAssembler(self, CALLEE))
+        self.audio_pt = -1  # payload type of the recording's codec, once chosen
+        self.codec = ""
+        self.t0 = 0.0  # packet time of the recording's sample 0
+        self.sink: RecordingSink | None = None
+        self.handle: RecordingHandle | None = None
+        self.lost = ""  # why the recording could not be opened (store full, write error)
+        self.end: CallEnd | None = None  # set when the call ends
+        self.linger_until = 0.0
+        self.legs = 0  # other B2BUA legs of this same conversation, not recorded again
+
+    def accepts_payload(self, pt: int, ts: float) -> bool:
+        """Slow path for a payload type other than the chosen one; starts the recording on the
+        first G.711 packet."""
+        codec = self.codecs.get(pt)
+        if codec is None or codec.name not in RECORDABLE_CODECS or self.lost:
+            return False
+        if self.handle is None:
+            self.audio_pt = pt
+            return self.start(codec.name, ts)
+        return codec.name == self.codec
+
+    def start(self, codec: str, ts: float) -> bool:
+        """Open the recording; False (and the call marked lost) when the store cannot take it."""
+        assert self.sink is not None
+        self.codec = codec
+        self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
+        info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec)
+        try:
+            self.handle = self.sink.call_started(info)
+        except OSError as exc:
+            self.lost = str(exc)
+            log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
+                         extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
+            return False
+        return True
+
+    def is_telephone_event(self, pt: int) -> bool:
+        codec = self.codecs.get(pt)
+        return codec is not None and codec.name == "TELEPHONE-EVENT"
+
+    @property
+    def last_activity(self) -> float:
+        return max(self.last_signal, self.streams[0].last_arrival, self.streams[1].last_arrival)
