@@ -71,6 +71,9 @@ class StreamAssembler:
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first G.711 packet
             return
         if ssrc != self.ssrc:
+            if call.end is not None:  # after the BYE only the media already flowing is this call's
+                call.late_strangers += 1
+                return
             self._new_source(ts, seq, rtp_ts, ssrc)
         else:
             delta = (seq - self.max_seq) & 0xFFFF

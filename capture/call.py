@@ -47,6 +47,7 @@ class Call:
         self.end: CallEnd | None = None  # set when the call ends
         self.linger_until = 0.0
         self.legs = 0  # other B2BUA legs of this same conversation, not recorded again
+        self.late_strangers = 0  # packets of a new source after the end: another call's, dropped
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the

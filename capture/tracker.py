@@ -221,7 +221,8 @@ class CallTracker:
             return
         other = call.streams[1] if stream is call.streams[0] else call.streams[0]
         key = (src, sport)
-        if self.media.owner(key) is None:
+        owner = self.media.owner(key)
+        if owner is None or owner.call.end is not None:  # free, or held by a call already over
             self._route(call, key, other)
             self.counters["media_source_learned"] += 1
 

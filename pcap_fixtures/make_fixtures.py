@@ -89,6 +89,75 @@ def fixtures() -> dict[str, tuple[str, list[tuple[SipCall, str | None]]]]:
                          "09011112222", T + 5, ring=1.0, outcome="rejected", seed=52), None),
             ],
         ),
+        "fragmented-invite": (
+            "An inbound call whose INVITE (and other large SIP messages) arrive as IPv4 fragments, last first.",
+            [(call("call-frag-1", "0442003939", seed=71, fragment=256), "0442003939")],
+        ),
+        "qinq": (
+            "An inbound call on a SPAN port that delivers QinQ-tagged frames (802.1ad outer, 802.1Q inner).",
+            [(call("call-qinq-1", "0442002111", seed=72, tags=(0x88A8, 0x8100)), "0442002111")],
+        ),
+        "ipv6": (
+            "An inbound call entirely over IPv6 (SIP and RTP), SDP with c=IN IP6.",
+            [(call("call-v6-1", "0442013113", seed=73, sip_src=("2001:db8:5::5", 5060), sip_dst=("2001:db8:10::10", 5060),
+                   caller_media=("2001:db8:5::20", 40000), pbx_media=("2001:db8:10::20", 20000)), "0442013113")],
+        ),
+        "tcp-split": (
+            "An inbound call signalled over TCP, every SIP message split over 200-byte segments; the PBX's "
+            "sequence numbers wrap past 2^32.",
+            [(call("call-tcp-1", "0442710130", seed=74, transport="tcp", tcp_segment=200,
+                   sip_src=("203.0.113.5", 50074)), "0442710130")],
+        ),
+        "tcp-coalesced": (
+            "An inbound call signalled over TCP where consecutive messages of one side (100, 180, 200) share a segment.",
+            [(call("call-tcp-2", "0443221960", seed=75, transport="tcp", coalesce=True,
+                   sip_src=("203.0.113.5", 50075)), "0443221960")],
+        ),
+        "hold": (
+            "An inbound call put on hold by the PBX (re-INVITE sendonly) for 5 s, no media during the hold, "
+            "then resumed; the caller's phone resumes with its timestamp where it stopped. The hold is silence.",
+            [(call("call-hold-1", "0445566666", seed=76, talk=3.0, hold=(1.0, 5.0)), "0445566666")],
+        ),
+        "nat": (
+            "A caller behind NAT: its SDP shows 10.0.0.5, its RTP comes from the public address and the PBX "
+            "answers there. Both directions are recorded.",
+            [(call("call-nat-1", "0447443113", seed=77, nat_private="10.0.0.5"), "0447443113")],
+        ),
+        "ssrc-change": (
+            "The caller's stream changes SSRC (and sequence/timestamp base) mid-call; the audio stays in place.",
+            [(call("call-ssrc-1", "0448613113", seed=78, ssrc_change_at=60), "0448613113")],
+        ),
+        "wrap-around": (
+            "The caller's RTP sequence number and timestamp wrap around (65535 -> 0, 2^32 -> 0) mid-call.",
+            [(call("call-wrap-1", "0449353113", seed=79, seq_start=65500, ts_start=0xFFFFF000), "0449353113")],
+        ),
+        "loss-reorder": (
+            "Caller packets lost, reordered and duplicated in the network: each lands in its place, the gap is silence.",
+            [(call("call-lr-1", "0449655100", seed=80, lose=(30, 31), reorder=((10, 11), (40, 42)), duplicate=(20,)),
+              "0449655100")],
+        ),
+        "b2bua": (
+            "The PBX is a B2BUA: the trunk leg to the DID, then its own leg (another Call-ID, same caller, To "
+            "still the DID) to the operator's phone. One conversation, one recording.",
+            [(call("call-b2bua-1", "0442003939", seed=81, b2bua=True), "0442003939")],
+        ),
+        "forking": (
+            "Forking: two early dialogs (180 with two To-tags), the second answers.",
+            [(call("call-fork-1", "0442002111", seed=82, forking=True), "0442002111")],
+        ),
+        "dtmf": (
+            "An inbound call where the caller keys 1 and # (RFC 4733 events): kept as events, not mixed into the audio.",
+            [(call("call-dtmf-1", "0442003939", seed=83, dtmf=((50, "1"), (90, "#"))), "0442003939")],
+        ),
+        "multipart-sdp": (
+            "An INVITE whose SDP travels in a multipart/mixed body beside an ISUP part (SIP-I trunks).",
+            [(call("call-mp-1", "0442013113", seed=84, multipart=True), "0442013113")],
+        ),
+        "srtp-offer": (
+            "An inbound designated call negotiating SRTP (RTP/SAVP, a=crypto): its media cannot be decrypted "
+            "passively, so it is not recorded, and that is counted and said.",
+            [(call("call-srtp-1", "0442003939", seed=85, srtp=True), None)],
+        ),
         "loss-gap": (
             "An inbound call where 5 caller packets are lost in the network: the gap is silence, the rest in place.",
             [(SipCall("call-loss-1@203.0.113.5", "sip:0448563113@192.0.2.10", "sip:0448563113@192.0.2.10",
@@ -97,8 +166,33 @@ def fixtures() -> dict[str, tuple[str, list[tuple[SipCall, str | None]]]]:
     }
 
 
+def call(call_id: str, number: str, **options: object) -> SipCall:
+    """An inbound call from the trunk to ``number`` at the PBX, 3 s of audio each way."""
+    return SipCall(call_id + "@203.0.113.5", f"sip:{number}@192.0.2.10", f"sip:{number}@192.0.2.10", "09011112222",
+                   T, **options)  # type: ignore[arg-type]  # fmt: skip
+
+
 PBX_SIDE = ("192.0.2.10", 5060)
 TRUNK_SIDE = ("203.0.113.5", 5060)
+
+
+# Counters the replay must show for a fixture (besides its recordings).
+COUNTERS = {
+    "b2bua": {"calls_second_leg": 1, "calls_recorded": 1},
+    "srtp-offer": {"srtp_media": 2, "calls_codec_unsupported": 1, "calls_recorded": 0},
+    "nat": {"media_source_learned": 1},
+}
+
+
+def derived_counters(name: str, entries: list[tuple[SipCall, str | None]]) -> dict[str, int]:
+    """Counters that follow from what the generator sent (every SIP message must come through)."""
+    counters = dict(COUNTERS.get(name, {}))
+    calls = [c for c, _ in entries]
+    if any(c.transport == "tcp" for c in calls):
+        counters["tcp_messages"] = sum(len(c.messages()) for c in calls if c.transport == "tcp")
+    if any(c.fragment for c in calls):
+        counters["fragments_reassembled"] = sum(len(m) + 8 > c.fragment for c in calls if c.fragment for _, _, m in c.messages())
+    return counters
 
 
 def demo_calls() -> list[tuple[SipCall, str | None]]:
@@ -127,6 +221,7 @@ def build(name: str, description: str, entries: list[tuple[SipCall, str | None]]
         "packets": count,
         "recordings": sorted(recordings, key=lambda r: r["call_id"]),
         "not_recorded": sorted(not_recorded),
+        "counters": derived_counters(name, entries),
     }
     with open(os.path.join(folder, name + ".json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, indent=2)

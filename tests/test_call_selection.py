@@ -127,3 +127,13 @@ def test_capture_end_counts_each_call_once(site: Site, tmp_path: Path, capsys: p
     recs = replay(site, tmp_path, packets, capsys)
     assert len(recs) == 1
     assert "1 recorded, 0 not designated, 0 not inbound, 1 unanswered" in site.summary  # type: ignore[attr-defined]
+
+
+def test_next_call_behind_nat_on_the_same_ports_is_not_mixed_into_the_last(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A call whose media reuses the public address of a call that just ended (BYE, media still
+    lingering) keeps its own audio, and the ended call gets none of it."""
+    first = call(talk=1.0, seed=31)
+    second = call(call_id="nat-next", start=first.end_time + 0.1, talk=1.0, seed=32, nat_private="10.0.0.9")
+    recs = {r["call_id"]: r for r in replay(site, tmp_path, first.packets() + second.packets(), capsys)}
+    assert [s["packets"] for s in recs[first.call_id]["streams"]] == [50, 50]
+    assert [s["packets"] for s in recs["nat-next"]["streams"]] == [50, 50]
