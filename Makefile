@@ -8,7 +8,7 @@ CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing).
 DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config
 
-.PHONY: run test deps venv fixtures fuzz clean install
+.PHONY: run test deps venv fixtures fuzz bench clean install
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -41,6 +41,9 @@ fixtures: venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+bench: venv
+	$(PY) bench/run.py
 
 fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz PIPELINE_EXAMPLES=20000 $(PY) -m pytest -q tests/test_properties.py

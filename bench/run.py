@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""recorderd's benchmark: speed and size against the targets of DESIGN.md ("Speed and size targets").
+
+    .venv/bin/python bench/run.py [--quick] [--calls N] [--seconds S] [--skip SECTION,...]
+
+Generates a synthetic SPAN capture with the project's generator (default 200 concurrent G.711 calls
+x 60 s, ~1.2 M packets, half of them to designated numbers), then measures, each in its own process:
+``recorderd replay`` as a whole, tshark and pyshark on the same capture, the hot path alone (with a
+profile), RSS per concurrent call and over many calls, and erasure. Prints a table with targets and
+verdicts and writes everything to ``bench/results/<timestamp>.json``. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+import erasure  # noqa: E402
+import memory  # noqa: E402
+import whole_process  # noqa: E402
+from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
+from span_capture import SpanPlan, span_capture  # noqa: E402
+
+RESULTS = BENCH / "results"
+SECTIONS = ("replay", "tshark", "pyshark", "hotpath", "memory", "erasure")
+
+# DESIGN.md, "Speed and size targets"
+REPLAY_PKT_S = 500_000
+TSHARK_RATIO = 2.3
+KIB_PER_CALL = 100
+ERASE_WITHIN_S = 60.0
+GROWTH_PER_1000_CALLS_KIB = 256  # "no growth": under 0.25 KiB per call handled (allocator noise is below that)
+
+
+@dataclass(frozen=True)
+class Settings:
+    calls: int = 200  # concurrent calls in the main capture
+    seconds: float = 60.0  # talk time of each
+    stagger: float = 2.0  # call starts spread over this many seconds
+    pyshark_packets: int = 20_000
+    memory_calls: tuple[int, int] = (100, 1000)
+    memory_seconds: float = 20.0
+    sequential_calls: int = 8000
+    sequential_seconds: float = 2.0
+    sequential_concurrency: int = 20
+    erase_recordings: int = 1000
+    erase_seconds: float = 180.0
+    idle_rows: int = 100_000
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(calls=20, seconds=20.0, pyshark_packets=2_000, memory_calls=(20, 100), memory_seconds=12.0,
+                   sequential_calls=600, erase_recordings=50, erase_seconds=30.0, idle_rows=10_000)  # fmt: skip
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((line.split(":", 1)[1].strip() for line in open("/proc/meminfo") if line.startswith("MemTotal")), "?")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "cpu": cpu, "cpus": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+        "python": platform.python_version(), "root": str(ROOT), "commit": git("rev-parse", "HEAD") or "unknown",
+        "worktree_changes": len(git("status", "--porcelain", "--", ".", ":!bench").splitlines()),
+    }  # fmt: skip
+
+
+class Bench:
+    def __init__(self, settings: Settings, skip: set[str]) -> None:
+        self.settings = settings
+        self.skip = skip
+        self.report = Report()
+        self.results: dict = {}
+        self.failed: list[str] = []
+
+    def section(self, name: str, body: Callable[[], None]) -> None:
+        if name in self.skip:
+            self.report.add(name, "(skipped with --skip)", "-", verdict=NOT_RUN)
+            return
+        print(f"-- {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            body()
+        except Exception as exc:  # a failed section is reported, the others still run
+            self.failed.append(name)
+            self.results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            self.report.add(name, "ERROR", f"{type(exc).__name__}: {str(exc)[:80]}", verdict=FAIL)
+        print(f"   {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+    # -- 1. the capture --------------------------------------------------------------------------
+
+    def capture(self) -> None:
+        s = self.settings
+        self.plan = SpanPlan.concurrent(s.calls, s.seconds, s.stagger)
+        self.path, self.meta = span_capture(self.plan)
+        m = self.meta
+        self.results["capture"] = {"path": str(self.path), **m}
+        how = (
+            f"bench/span_capture.py: {s.calls} generator.SipCall calls x {s.seconds:g} s of G.711 both ways, starts "
+            f"spread over {s.stagger:g} s, every other one to a number of config/dids.yaml (the others to 0443330000+i), "
+            f"distinct media ports; signalling from SipCall.signalling(), RTP frames from {m['rtp_frames']}, "
+            f"merged in time order into a pcap; cached as bench/results/captures/{self.path.name}"
+        )
+        made = "cached" if m["cached"] else f"made in {m['generated_in_s']:.1f} s"
+        self.report.add("capture", "packets / size", f"{m['packets']:,} / {m['bytes'] / 1e6:,.0f} MB ({made})", method=how)
+        self.report.add("capture", "calls (designated)", f"{s.calls} ({m['designated_calls']})")
+
+    # -- 2-4. whole processes ------------------------------------------------------------------------
+
+    def replay(self) -> None:
+        r = whole_process.replay(self.path, self.meta["packets"], self.meta["designated_calls"])
+        self.results["replay"] = r
+        self.replay_rate = r["pkt_per_s"]
+        add = self.report
+        add.check("replay", "recorderd replay, whole pipeline", rate(r["pkt_per_s"]), f">= {rate(REPLAY_PKT_S)}",
+                  r["pkt_per_s"] >= REPLAY_PKT_S, r["method"])  # fmt: skip
+        add.add("replay", "wall / CPU (user+sys)", f"{r['wall_s']:.2f} s / {r['cpu_s']:.2f} s "
+                f"({rate(r['pkt_per_cpu_s'])} per CPU-s)", method=r["method"])  # fmt: skip
+        add.add("replay", "peak RSS (ru_maxrss)", f"{r['peak_rss_kib'] / 1024:,.1f} MiB (incl. the mmap'd capture's pages)",
+                method=r["method"])  # fmt: skip
+        add.check("replay", "recorded / designated (complete)", f"{r['recorded']} / {r['designated_calls']} ({r['kept_complete']})",
+                  "all, complete", r["recorded"] == r["designated_calls"] == r["kept_complete"],
+                  "recorderd's summary line and recorderctl list --json of the store it wrote")  # fmt: skip
+
+    def tshark(self) -> None:
+        t = whole_process.tshark(self.path, self.meta["packets"])
+        self.results["tshark"] = t
+        if "skipped" in t:
+            self.report.add("tshark", "tshark -z rtp,streams", t["skipped"], verdict=NOT_RUN)
+            return
+        how = f"{t['method']}  ({t['version']})"
+        self.report.add("tshark", "tshark -q -z rtp,streams", rate(t["pkt_per_s"]), method=how)
+        self.report.add("tshark", "wall / CPU / peak RSS", f"{t['wall_s']:.2f} s / {t['cpu_s']:.2f} s / "
+                        f"{t['peak_rss_kib'] / 1024:,.0f} MiB; {t['rtp_streams_listed']} RTP streams listed",
+                        method=how)  # fmt: skip
+        if hasattr(self, "replay_rate"):
+            ratio = self.replay_rate / t["pkt_per_s"]
+            t["recorderd_ratio"] = ratio
+            self.report.check("tshark", "recorderd / tshark", f"{ratio:.2f}x", f">= {TSHARK_RATIO}x", ratio >= TSHARK_RATIO,
+                              "packets/s of recorderd replay (wall) / packets/s of tshark (wall), same file, same run")
+
+    def pyshark(self) -> None:
+        p = whole_process.pyshark_loop(self.path, self.settings.pyshark_packets)
+        self.results["pyshark"] = p
+        if "skipped" in p:
+            self.report.add("pyshark", "pyshark loop", p["skipped"], verdict=NOT_RUN)
+            return
+        self.report.add("pyshark", f"pyshark loop, first {p['packets']:,} packets", rate(p["pkt_per_s"]), method=p["method"])
+        if hasattr(self, "replay_rate"):
+            ratio = self.replay_rate / p["pkt_per_s"]
+            p["recorderd_ratio"] = ratio
+            self.report.add("pyshark", "recorderd / pyshark", f"{ratio:,.0f}x",
+                            method="packets/s of recorderd replay (wall) / packets/s of the pyshark loop")
+
+    # -- 5. hot path -------------------------------------------------------------------------------------
+
+    def hotpath(self) -> None:
+        out = subprocess.run([sys.executable, str(BENCH / "hot_path.py"), str(self.path), "15"],
+                             check=True, capture_output=True, text=True)  # fmt: skip
+        h = json.loads(out.stdout)
+        self.results["hotpath"] = h
+        self.report.add("hot path", "parse + track + assemble, no disk", f"{rate(h['pkt_per_s'])} "
+                        f"({h['us_per_packet']:.2f} us/pkt)", method=h["method"])  # fmt: skip
+        self.report.add("hot path", "source alone (CaptureFile.batches)", rate(h["source_pkt_per_s"]), method=h["method"])
+        self.report.add("hot path", "same, into a real store (in-process)", f"{rate(h['with_store_pkt_per_s'])} "
+                        f"(wall {h['with_store_s']:.2f} s, CPU {h['with_store_cpu_s']:.2f} s, {h['with_store_kept']} kept)",
+                        method=h["with_store_method"])  # fmt: skip
+        r = self.results.get("replay")
+        if r and "wall_s" in r:
+            per = 1e6 / h["packets"]
+            split = {
+                "source": h["source_s"] * per,
+                "pipeline": h["feed_s"] * per,
+                "storage": (h["with_store_s"] - h["feed_s"]) * per,
+                "process_rest": (r["wall_s"] - h["source_s"] - h["with_store_s"]) * per,
+            }
+            h["replay_split_us_per_packet"] = split
+            self.report.add("hot path", "replay wall split, us/pkt", " + ".join(f"{k} {v:.2f}" for k, v in split.items())
+                            + f" = {r['wall_s'] * per:.2f}", method="source, pipeline and storage from hot_path.py; "
+                            "process_rest = replay wall - source - pipeline into the store (start-up, imports, config); "
+                            "the parts come from separate runs, so each carries a few % of run-to-run noise")  # fmt: skip
+
+    # -- 6. memory ----------------------------------------------------------------------------------------
+
+    def memory(self) -> None:
+        s = self.settings
+        per_call = memory.rss_per_call(s.memory_calls, s.memory_seconds)
+        over = memory.rss_over_calls(s.sequential_calls, s.sequential_seconds, s.sequential_concurrency)
+        self.results["memory"] = {"per_call": per_call, "over_calls": over}
+        low, high = per_call["runs"]
+        slope = per_call["slope_private_kib_per_call"]
+        self.report.check("memory", f"private RSS per call, slope {low['calls']} -> {high['calls']} calls",
+                          f"{slope:.1f} KiB", f"<= {KIB_PER_CALL} KiB", slope <= KIB_PER_CALL, per_call["method"])  # fmt: skip
+        for run in (low, high):
+            self.report.add("memory", f"{run['calls']} concurrent: private / resident at peak",
+                            f"{run['peak_private_kib'] / 1024:.1f} / {run['peak_rss_kib'] / 1024:.1f} MiB "
+                            f"({run['concurrent_at_peak']} calls open)", method=per_call["method"])  # fmt: skip
+        self.report.add("memory", "resident slope (incl. mapped capture pages)",
+                        f"{per_call['slope_rss_kib_per_call']:.1f} KiB/call", method=per_call["method"])  # fmt: skip
+        shown = " / ".join(f"{kib / 1024:.1f}" for kib in over["private_kib_at"].values())
+        self.report.add("memory", f"{over['calls']:,} short calls: private RSS at 25/50/75/100 %", f"{shown} MiB",
+                        method=over["method"])  # fmt: skip
+        growth = over["growth_per_1000_calls_kib"]
+        self.report.check("memory", "growth 50 % -> 100 % of calls handled", f"{over['growth_50_to_100_kib']:+,} KiB "
+                          f"({growth:+.0f} KiB per 1,000 calls; Python objects "
+                          f"{over['python_blocks_growth_per_1000_calls']:+.0f} per 1,000)",
+                          f"<= {GROWTH_PER_1000_CALLS_KIB} KiB per 1,000", growth <= GROWTH_PER_1000_CALLS_KIB,
+                          over["method"])  # fmt: skip
+
+    # -- 7. erasure ----------------------------------------------------------------------------------------
+
+    def erasure(self) -> None:
+        s = self.settings
+        d = erasure.run_child("day", s.erase_recordings, s.erase_seconds)
+        i = erasure.run_child("idle", s.idle_rows)
+        self.results["erasure"] = {"day": d, "idle": i}
+        b = d["batch"]
+        self.report.add("erasure", f"erase {b['erased']:,} x {d['seconds_each']:g} s recordings",
+                        f"{b['mb_per_s']:.0f} MB/s, {b['run_s']:.2f} s ({b['s_per_recording'] * 1000:.1f} ms each)",
+                        method=d["method"])  # fmt: skip
+        self.report.add("erasure", "fixed cost per recording (1 s recordings)", f"{d['fixed_s_per_recording'] * 1000:.1f} ms",
+                        method=d["method"])  # fmt: skip
+        self.report.check("erasure", f"a day ({d['day_calls']:,} x {d['day_call_seconds'] // 60} min), all due at 00:00",
+                          f"last erased {d['day_erase_s']:.1f} s after the deadline", f"<= {ERASE_WITHIN_S:.0f} s",
+                          d["day_erase_s"] <= ERASE_WITHIN_S, f"{d['model']} (from [{self.report.method(d['method'])}]); "
+                          "assumes a run starts at the deadline: deadlines fall on 00:00 local, so a worker run on "
+                          f"each minute boundary does; with {d['worker_period_s']:.0f} s runs not aligned to the minute "
+                          f"the worst case is {d['worker_period_s']:.0f} s + this")  # fmt: skip
+        self.report.add("erasure", f"idle run, {i['rows']:,} indexed, none due",
+                        f"{i['run_s']:.2f} s per run ({i['share_of_a_core_at_period'] * 100:.1f} % of a core at one run "
+                        f"per {i['worker_period_s']:.0f} s)", method=i["method"])  # fmt: skip
+        self.report.add("erasure", "  of which: due() / load all rows / walk tree",
+                        f"{i['due_s'] * 1000:.0f} ms (x2 per run) / {i['recordings_s'] * 1000:.0f} ms / "
+                        f"{i['walk_s'] * 1000:.0f} ms ({i['tree_files']:,} files)", method=i["method"])  # fmt: skip
+
+    # -- 8. live --------------------------------------------------------------------------------------------
+
+    def live(self) -> None:
+        why = "live capture on veth (needs root + netns): not yet implemented in the benchmark"
+        self.results["live"] = {"status": "not yet implemented", "why": why}
+        for figure, target in (
+            ("tcpreplay at 100 k / 200 k / 300 k pkt/s / top", "0 kernel drops at 300 k pkt/s"),
+            ("stall: receiver paused 0.5 s at 100 k pkt/s", "0 drops"),
+            ("CPU per packet", ""),
+        ):
+            self.report.add("live (veth)", figure, "not yet implemented", target, NOT_RUN, why)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="recorderd speed and size benchmark (see bench/README.md)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test in well under 2 minutes")
+    parser.add_argument("--calls", type=int, help="concurrent calls in the main capture (default 200; quick 20)")
+    parser.add_argument("--seconds", type=float, help="talk time of each call, s (default 60; quick 20)")
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {','.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    skip = {s for s in args.skip.split(",") if s}
+    unknown = skip - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) for --skip: {', '.join(sorted(unknown))}")
+    settings = Settings.quick() if args.quick else Settings()
+    if args.calls:
+        settings = replace(settings, calls=args.calls)
+    if args.seconds:
+        settings = replace(settings, seconds=args.seconds)
+
+    started = time.time()
+    bench = Bench(settings, skip)
+    bench.results.update({
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "mode": "quick" if args.quick else "default",
+        "settings": asdict(settings),
+        "machine": machine(),
+    })  # fmt: skip
+    bench.section("capture", bench.capture)
+    if "capture" in bench.failed:
+        print(bench.report.render())
+        return 1
+    for name in SECTIONS:
+        bench.section(name, getattr(bench, name))
+    bench.live()
+    if args.quick:
+        bench.report.notes.append("--quick: sizes too small to judge the targets (start-up dominates the rates, "
+                                  "warm-up dominates memory growth); verdicts are indicative only")
+    bench.results["total_s"] = time.time() - started
+
+    print()
+    m = bench.results["machine"]
+    changes = f" + {m['worktree_changes']} uncommitted change(s) outside bench/" if m["worktree_changes"] else ""
+    print(f"recorderd benchmark ({bench.results['mode']}), {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, "
+          f"commit {m['commit'][:10]}{changes}")  # fmt: skip
+    print()
+    print(bench.report.render())
+    hot = bench.results.get("hotpath", {})
+    if "profile_top" in hot:
+        print()
+        print("hot path profile, top 15 by own time (cProfile; profiling slows every Python call):")
+        print(f"  {'tottime s':>9}  {'cumtime s':>9}  {'calls':>10}  function")
+        for p in hot["profile_top"]:
+            print(f"  {p['tottime_s']:9.3f}  {p['cumtime_s']:9.3f}  {p['calls']:10,}  {p['function']}")
+    bench.results["table"] = bench.report.as_json()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    out.write_text(json.dumps(bench.results, indent=1, ensure_ascii=False), encoding="utf-8")
+    print()
+    print(f"results: {out.relative_to(ROOT)}  (total {bench.results['total_s']:.0f} s)")
+    return 1 if bench.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
