@@ -1,9 +1,11 @@
 """StreamAssembler: one direction of a recorded call, from RTP packets to placed audio.
 
-Each packet of the recording's codec is placed by its RTP timestamp: the first packet of a source
+Positions are in the call's RTP clock units (8 kHz for G.711 and G.722, 48 kHz for Opus); the sink
+turns them into samples. Each packet of the recording's codec is placed by its RTP timestamp: the
+first packet of a source
 (SSRC) is anchored at its arrival time in the recording, later ones at ``anchor + (ts - ts0)``
 (32-bit wrap handled). Duplicates are dropped by sequence number; gaps are left to the writer, which
-fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT`` later than its
+fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT_S`` later than its
 timestamp says (a sender that paused on hold and resumed with a timestamp that did not advance), the
 source is re-anchored at its arrival time, so the pause stays as silence; a burst delayed by a
 network stall shorter than that is placed by its timestamps (the writer patches what it had already
@@ -20,8 +22,8 @@ from .sink import StreamStats
 if TYPE_CHECKING:
     from .call import Call
 
-SAMPLE_RATE = 8000
-DRIFT_LIMIT = 24_000  # 3 s: a packet this much later than its timestamp says means a paused sender
+SAMPLE_RATE = 8000  # the G.711 clock; a call's own RTP clock (call.clock) is used for placement
+DRIFT_LIMIT_S = 3.0  # a packet this much later than its timestamp says means a paused sender
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
 MAX_EVENTS = 1000  # DTMF events kept per direction
 DTMF = "0123456789*#ABCD"
@@ -62,14 +64,18 @@ class StreamAssembler:
         self.events: list[list[float | str]] = []  # DTMF: [seconds into the recording, digit, duration ms]
         self.learned = False  # whether this direction's real source address was learned (NAT)
 
-    def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes) -> None:
+    def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
+               linktype: int = 1) -> None:  # fmt: skip
         call = self.call
-        if self.last_arrival and ts - self.last_arrival > self.max_gap:
-            self.max_gap = ts - self.last_arrival
+        last = self.last_arrival
+        if last and ts - last > self.max_gap:
+            self.max_gap = ts - last
         self.last_arrival = ts
         if call.handle is None and not call.accepts_payload(pt, ts):
-            self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first G.711 packet
+            self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
+        if frame and call.evidence:
+            call.handle.packet(ts, linktype, frame)  # type: ignore[union-attr]
         if ssrc != self.ssrc:
             if call.end is not None:  # after the BYE only the media already flowing is this call's
                 call.late_strangers += 1
@@ -98,8 +104,8 @@ class StreamAssembler:
             return
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         pos = self.base_pos + offset
-        arrival = (ts - call.t0) * SAMPLE_RATE
-        if arrival - pos > DRIFT_LIMIT:  # the sender paused without advancing its clock
+        arrival = (ts - call.t0) * call.clock
+        if arrival - pos > call.drift_limit:  # the sender paused without advancing its clock
             self.base_pos = pos = max(int(arrival + 0.5), self.end)
             self.base_ts = rtp_ts
             self._anchor(ssrc, rtp_ts, pos)
@@ -127,7 +133,7 @@ class StreamAssembler:
     def _event(self, rtp_ts: int, payload: bytes) -> None:
         duration_ms = ((payload[2] << 8) | payload[3]) / 8.0
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-        at = round((self.base_pos + offset) / SAMPLE_RATE, 3)
+        at = round((self.base_pos + offset) / self.call.clock, 3)
         if self.events and self.events[-1][0] == at:
             self.events[-1][2] = max(self.events[-1][2], duration_ms)  # type: ignore[type-var]
         elif len(self.events) < MAX_EVENTS:
@@ -139,7 +145,7 @@ class StreamAssembler:
         self.ssrc = ssrc
         self.ssrcs.append(ssrc)
         self.base_ts = rtp_ts
-        self.base_pos = max(int((ts - self.call.t0) * SAMPLE_RATE + 0.5), self.end)
+        self.base_pos = max(int((ts - self.call.t0) * self.call.clock + 0.5), self.end)
         self.max_seq = seq
         self.seen = 1
         self.first_ext = self.ext_max = seq
@@ -161,7 +167,7 @@ class StreamAssembler:
             duplicates=self.duplicates,
             other_payload=self.other_payload,
             anchors=tuple(self.anchors),
-            jitter_ms=round(self.jitter / SAMPLE_RATE * 1000.0, 3),
+            jitter_ms=round(self.jitter / self.call.clock * 1000.0, 3),
             max_gap_ms=round(self.max_gap * 1000.0, 1),
             events=tuple((float(a), str(d), float(ms)) for a, d, ms in self.events),
         )

@@ -15,10 +15,12 @@ from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink
 
 log = logging.getLogger(__name__)
 
-RECORDABLE_CODECS = frozenset(("PCMU", "PCMA"))
+NOT_AUDIO = frozenset(("TELEPHONE-EVENT", "CN", "RED", "ULPFEC", "FLEXFEC", "RTX"))
 STATIC_CODECS = {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
 CALLER, CALLEE = 1, 2  # WAV channels: 1 = audio sent by the caller, 2 = by the contact centre
 MAX_ENDPOINTS = 32  # per call: a flood of re-INVITEs cannot grow the media map without bound
+MAX_PENDING_FRAMES = 64  # SIP frames held per call before its recording opens
+DRIFT_LIMIT_S = 3.0  # s: a packet this much later than its timestamp says means a paused sender
 
 
 class Call:
@@ -35,12 +37,16 @@ class Call:
         self.answered_at: float | None = None
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
-        self.sdp_codec: str | None = None  # first G.711 format the answer (else the offer) lists
+        self.sdp_codec: Codec | None = None  # first audio format the answer (else the offer) lists
         self.endpoints: list[Endpoint] = []
         self.streams = (StreamAssembler(self, CALLER), StreamAssembler(self, CALLEE))
         self.audio_pt = -1  # payload type of the recording's codec, once chosen
         self.codec = ""
+        self.clock = 8000  # RTP clock rate of the recording's codec: positions are in its ticks
+        self.drift_limit = DRIFT_LIMIT_S * 8000
         self.t0 = 0.0  # packet time of the recording's sample 0
+        self.evidence = False  # whether the sink keeps the call's packets (evidence pcap)
+        self.pending_frames: list[tuple[float, int, bytes]] = []  # SIP frames before the recording opened
         self.sink: RecordingSink | None = None
         self.handle: RecordingHandle | None = None
         self.lost = ""  # why the recording could not be opened (store full, write error)
@@ -51,21 +57,24 @@ class Call:
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the
-        first G.711 packet."""
+        first audio packet (whatever its codec: the sink decides how to keep it)."""
         codec = self.codecs.get(pt)
-        if codec is None or codec.name not in RECORDABLE_CODECS or self.lost:
+        if codec is None or codec.name in NOT_AUDIO or self.lost:
             return False
         if self.handle is None:
             self.audio_pt = pt
-            return self.start(codec.name, ts)
+            return self.start(codec, ts)
         return codec.name == self.codec
 
-    def start(self, codec: str, ts: float) -> bool:
+    def start(self, codec: Codec, ts: float) -> bool:
         """Open the recording; False (and the call marked lost) when the store cannot take it."""
         assert self.sink is not None
-        self.codec = codec
+        self.codec = codec.name
+        self.clock = codec.rate
+        self.drift_limit = DRIFT_LIMIT_S * codec.rate
         self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
-        info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec)
+        info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec.name,
+                        codec.rate, codec.channels)  # fmt: skip
         try:
             self.handle = self.sink.call_started(info)
         except OSError as exc:
@@ -73,7 +82,20 @@ class Call:
             log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
                          extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
             return False
+        self.evidence = bool(getattr(self.handle, "keeps_packets", False))
+        if self.evidence:
+            for when, linktype, frame in self.pending_frames:
+                self.handle.packet(when, linktype, frame)
+        self.pending_frames = []
         return True
+
+    def sip_frame(self, ts: float, linktype: int, frame: bytes) -> None:
+        """A frame of this call's signalling, for the evidence pcap (held until the recording opens)."""
+        if self.handle is not None:
+            if self.evidence:
+                self.handle.packet(ts, linktype, frame)
+        elif len(self.pending_frames) < MAX_PENDING_FRAMES:
+            self.pending_frames.append((ts, linktype, frame))
 
     def is_telephone_event(self, pt: int) -> bool:
         codec = self.codecs.get(pt)

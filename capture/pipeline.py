@@ -69,9 +69,9 @@ class CapturePipeline:
                     pt = frame[43] & 0x7F
                     if frame[42] == 0x80 and not RTCP_PT_FIRST <= pt <= RTCP_PT_LAST:  # no CSRC, extension, padding
                         rtp_ts, ssrc = unpack_ii(frame, 46)
-                        stream.packet(ts, pt, (frame[44] << 8) | frame[45], rtp_ts, ssrc, frame[54:end])
+                        stream.packet(ts, pt, (frame[44] << 8) | frame[45], rtp_ts, ssrc, frame[54:end], frame)
                     else:
-                        self._rtp(ts, stream, frame[42:end])
+                        self._rtp(ts, stream, frame[42:end], frame, 1)
                     continue
             udp = decode_udp(linktype, frame)
             if type(udp) is str:
@@ -90,9 +90,9 @@ class CapturePipeline:
                     continue
                 if not stream.learned:
                     learn(stream, src, sport)
-                self._rtp(ts, stream, payload)
+                self._rtp(ts, stream, payload, frame, linktype)
             elif looks_like_sip(payload):
-                on_sip(ts, src, dst, payload)
+                on_sip(ts, src, dst, payload, frame, linktype)
             else:
                 counters["udp_other"] += 1
         counters["packets"] += n
@@ -103,14 +103,14 @@ class CapturePipeline:
             self.housekeeping(now)
             self._next_tick = now + TICK
 
-    def _rtp(self, ts: float, stream: StreamAssembler, payload: bytes) -> None:
+    def _rtp(self, ts: float, stream: StreamAssembler, payload: bytes, frame: bytes = b"", linktype: int = 1) -> None:
         """RTP with CSRCs, an extension or padding (or RTCP multiplexed on the port)."""
         try:
             pt, _marker, seq, rtp_ts, ssrc, audio = parse_rtp(payload)
         except ValueError:
             self.counters["rtcp" if RTCP_PT_FIRST <= payload[1] & 0x7F <= RTCP_PT_LAST else "rtp_malformed"] += 1
             return
-        stream.packet(ts, pt, seq, rtp_ts, ssrc, audio)
+        stream.packet(ts, pt, seq, rtp_ts, ssrc, audio, frame, linktype)
 
     def _fragment(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: one IP fragment; a completed UDP datagram goes on as if it came whole."""
@@ -166,14 +166,15 @@ class CapturePipeline:
         else:
             self.counters["udp_other"] += 1
 
-    def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes) -> None:
+    def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes, frame: bytes = b"",
+                       linktype: int = 1) -> None:  # fmt: skip
         try:
             msg = SipMessage.parse(payload)
         except ValueError:
             self.counters["sip_malformed"] += 1
             return
         self.counters["sip_messages"] += 1
-        self.tracker.on_sip(ts, src, dst, msg)
+        self.tracker.on_sip(ts, src, dst, msg, frame, linktype)
 
     def advance(self, now: float) -> None:
         """Move packet time on without packets (live capture on a silent port), running the

@@ -19,7 +19,9 @@ class CallInfo:
     did_label: str
     caller: str  # the caller's number or user as signalled (personal data: never logged)
     started_at: float  # packet time (seconds since the epoch) of sample 0 of the recording
-    codec: str  # "PCMU" or "PCMA"
+    codec: str  # encoding name as the SDP gives it: "PCMU", "PCMA", "G722", "OPUS", "G729", ...
+    clock_rate: int = 8000  # its RTP clock: positions passed to audio() are in these ticks
+    channels: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +50,13 @@ class CallEnd:
 
 
 class RecordingHandle(Protocol):
+    keeps_packets: bool  # whether packet() wants the call's frames (the evidence pcap)
+
     def audio(self, channel: int, position: int, payload: bytes) -> None:
-        """Place ``payload`` (codec bytes, one per sample for G.711) at sample ``position``."""
+        """Place ``payload`` (as the codec carried it) at ``position`` (RTP clock ticks from the start)."""
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        """One captured frame of the call (SIP or RTP), as it crossed the wire."""
 
     def end(self, result: CallEnd) -> None:
         """The call is over: finalise and keep the recording."""

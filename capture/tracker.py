@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from .call import CALLEE, CALLER, MAX_ENDPOINTS, RECORDABLE_CODECS, Call
+from .call import CALLEE, CALLER, MAX_ENDPOINTS, NOT_AUDIO, Call
 from .dids import Did, DidDirectory
 from .media import Endpoint, MediaMap, endpoint
 from .sdp import SessionDescription, sdp_in_body
@@ -71,14 +71,19 @@ class CallTracker:
 
     # -- SIP ----------------------------------------------------------------------------------
 
-    def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage) -> None:
+    def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage, frame: bytes = b"", linktype: int = 1) -> None:
         call = self.calls.get(msg.call_id)
         if call is None:
+            closing = self.closing.get(msg.call_id)
+            if closing is not None and frame:
+                closing.sip_frame(ts, linktype, frame)  # the 200 to the BYE, for the evidence
             if msg.method != "INVITE":
                 return
             call = self._new_call(ts, src, dst, msg)
             if call is None:
                 return
+        if frame:
+            call.sip_frame(ts, linktype, frame)
         call.last_signal = ts
         from_caller = (header_tag(msg.header("from")) == call.caller_tag) == msg.is_request
         if msg.is_request:
@@ -199,7 +204,7 @@ class CallTracker:
                 call.codecs.setdefault(pt, codec)
             if call.sdp_codec is None or not from_caller:
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
-                call.sdp_codec = next((c.name for c in listed if c and c.name in RECORDABLE_CODECS), call.sdp_codec)
+                call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
             self._route(call, endpoint(m.address, m.port), stream)  # type: ignore[arg-type]
 
     def _route(self, call: Call, key: Endpoint, stream: object) -> None:
@@ -280,10 +285,10 @@ class CallTracker:
             if call.answered_at is None:
                 self.counters["calls_unanswered"] += 1
                 return
-            if call.sdp_codec is None or any(s.other_payload > s.ignorable for s in call.streams):
+            if call.sdp_codec is None:
                 self.counters["calls_codec_unsupported"] += 1
-                self._warn("codec", "an answered designated call carried no G.711 audio: not recorded",
-                           call.did.label)  # fmt: skip
+                self._warn("codec", "an answered designated call negotiated no audio that can be captured "
+                           "(e.g. SRTP only): not recorded", call.did.label)  # fmt: skip
                 return
             if not call.start(call.sdp_codec, call.answered_at):
                 self.counters["calls_lost_store_full"] += 1

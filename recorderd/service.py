@@ -23,6 +23,7 @@ def open_store(config: Config) -> Store:
         tz=config.tz,
         retention_days=config["retention.days"],
         anchor=config["retention.anchor"],
+        keep_pcap=config["store.keep_pcap"],
         key_file=config["vault.key_file"],
         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
     )

@@ -72,7 +72,7 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     erased = overwritten = 0
     for row in store.recordings():
         index.begin_erasure(row.id, started)
-        overwritten += erase_file(store.file_path(row))
+        overwritten += sum(erase_file(path) for path in store.files(row))
         index.finish_erasure(row, store.local_date(row.started_at), store.clock(), METHOD)
         erased += 1
     index.checkpoint()

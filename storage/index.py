@@ -34,7 +34,12 @@ CREATE TABLE IF NOT EXISTS recordings (
     streams TEXT NOT NULL,
     created_at REAL NOT NULL,
     wrapped_key BLOB,                -- NULL once crypto-erased
-    erasing_at REAL                  -- set when erasure began (an interrupted one is finished next run)
+    erasing_at REAL,                 -- set when erasure began (an interrupted one is finished next run)
+    audio TEXT NOT NULL DEFAULT 'exact',   -- exact (G.711 bytes) | transcoded | not-decoded
+    rate INTEGER NOT NULL DEFAULT 8000,
+    pcap_path TEXT NOT NULL DEFAULT '',    -- the evidence pcap ('' when not kept)
+    pcap_sha256 TEXT NOT NULL DEFAULT '',
+    pcap_size INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS recordings_started ON recordings (started_at);
 CREATE INDEX IF NOT EXISTS recordings_retain ON recordings (retain_until);
@@ -62,7 +67,13 @@ CREATE TABLE IF NOT EXISTS erasures (       -- the minimal record left of an era
 COLUMNS = (
     "id", "call_id", "did", "did_label", "caller", "started_at", "ended_at", "codec", "channels",
     "frames", "size", "sha256", "retain_until", "state", "end_reason", "path", "streams", "created_at",
-    "wrapped_key", "erasing_at",
+    "wrapped_key", "erasing_at", "audio", "rate", "pcap_path", "pcap_sha256", "pcap_size",
+)  # fmt: skip
+# Columns added after the first stores were made: (name, declaration) for ALTER TABLE.
+ADDED_COLUMNS = (
+    ("audio", "TEXT NOT NULL DEFAULT 'exact'"), ("rate", "INTEGER NOT NULL DEFAULT 8000"),
+    ("pcap_path", "TEXT NOT NULL DEFAULT ''"), ("pcap_sha256", "TEXT NOT NULL DEFAULT ''"),
+    ("pcap_size", "INTEGER NOT NULL DEFAULT 0"),
 )  # fmt: skip
 
 
@@ -88,6 +99,11 @@ class RecordingRow:
     created_at: float
     wrapped_key: bytes | None = None
     erasing_at: float | None = None
+    audio: str = "exact"
+    rate: int = 8000
+    pcap_path: str = ""
+    pcap_sha256: str = ""
+    pcap_size: int = 0
 
 
 class DuplicateRecording(Exception):
@@ -108,6 +124,10 @@ class Index:
 
     def create(self) -> None:
         self.db.executescript(SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
+        for name, declaration in ADDED_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {declaration}")
         self.db.execute(
             "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

@@ -1,4 +1,6 @@
-"""The recording sink: stereo G.711 WAVs written progressively into the spool as the call goes.
+"""The recording sink: stereo WAVs (and evidence pcaps) written progressively into the spool as the
+call goes. G.711 payload bytes go in as they are; G.722, Opus and L16 are decoded to 16-bit PCM
+(``storage.codecs``); a codec that cannot be decoded here leaves only the evidence pcap.
 
 Each channel has a small buffer that starts at the *frontier* (the first sample not yet on disk).
 A payload is copied to its place in its channel's buffer, gaps are filled with the codec's silence
@@ -6,8 +8,9 @@ byte, and once enough is buffered the frames up to the frontier are interleaved 
 spool file. The frontier stays ``REORDER_MARGIN`` behind the slower channel, so packets reordered
 within that window land in the buffer, and at most ``MAX_LAG`` behind the faster one, so a silent
 direction (one-way audio, hold) cannot make the buffers grow. A payload whose place is already on
-disk (a burst after a network stall) is patched into the file in place: nothing is dropped as late. Memory per call stays under ~40 KiB,
-and at most about one second of audio is ever in memory only (what a crash may lose).
+disk (a burst after a network stall) is patched into the file in place: nothing is dropped as late.
+Memory per G.711 call stays under ~40 KiB, and at most about one second of audio is ever in memory
+only (what a crash may lose).
 
 At the end the header is completed and fsynced, and the store encrypts it into the locked store.
 """
@@ -21,14 +24,15 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import wav
+from . import codecs, wav
+from .evidence import EvidencePcap
 
 if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger(__name__)
 
-REORDER_MARGIN = 2_000  # samples (250 ms): how late a reordered packet may still land in place
+REORDER_MARGIN = 2_000  # samples at 8 kHz (250 ms): how late a reordered packet may still land in place
 MAX_LAG = 6_400  # samples (0.8 s): how far a silent direction may trail the other
 FLUSH_AT = 8_000  # a channel buffer this long (1 s) triggers a write: at most ~1 s is ever unwritten
 MIN_WRITE = 1_600  # samples (0.2 s): smallest write worth a system call
@@ -56,35 +60,63 @@ class SpoolSink:
 
 
 class SpoolRecording:
-    """One call being written (``RecordingHandle`` of capture)."""
+    """One call being written (``RecordingHandle`` of capture): its WAV and its evidence pcap."""
 
     def __init__(self, sink: SpoolSink, recording_id: str, call: Any) -> None:
         self.sink = sink
         self.id = recording_id
         self.call = call
         self.codec: str = call.codec
-        self.fill = wav.SILENCE[self.codec]
-        self.silence = bytes([self.fill]) * MAX_LAG
-        self.bufs = (bytearray(), bytearray())
-        self.frontier = 0
-        self.late = [0, 0]  # samples that arrived after their place was written
+        clock, channels = getattr(call, "clock_rate", 8000), getattr(call, "channels", 1)
+        self.fmt = codecs.audio_format(call.codec, clock, channels)  # None: not decoded here
         self.error: str | None = None
-        self.path = os.path.join(sink.store.spool_dir, recording_id + ".wav")
-        write_sidecar(self.path, call)  # first, so a WAV in the spool always has its call beside it
+        base = os.path.join(sink.store.spool_dir, recording_id)
+        write_sidecar(base, call)  # first, so the spool files always have their call beside them
+        self.keeps_packets = sink.store.keep_pcap or self.fmt is None
+        self.evidence = EvidencePcap(base + ".pcap") if self.keeps_packets else None
+        self.path = base + ".wav"
+        self.late = [0, 0]  # samples patched into frames already written
+        self.frontier = 0
+        if self.fmt is None:
+            log.warning("recording %s: codec %s cannot be decoded here; its RTP is kept in the evidence pcap",
+                        recording_id, self.codec, extra={"EVENT": "audio-not-decoded", "RECORDING_ID": recording_id,
+                                                        "DID_LABEL": call.did_label})  # fmt: skip
+            return
+        fmt = self.fmt
+        self.width = fmt.width
+        self.ratio = fmt.ratio
+        scale = fmt.rate // 8000 or 1  # the buffer thresholds below are for 8 kHz
+        self.reorder_margin, self.max_lag = REORDER_MARGIN * scale, MAX_LAG * scale
+        self.flush_at, self.min_write = FLUSH_AT * scale * fmt.width, MIN_WRITE * scale
+        self.silence = bytes([fmt.silence]) * (self.max_lag * fmt.width)
+        self.decoders = (codecs.new_decoder(fmt, clock, channels), codecs.new_decoder(fmt, clock, channels))
+        self.bufs = (bytearray(), bytearray())
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.file = os.fdopen(fd, "r+b", buffering=0)  # read too: late payloads are patched in place
-        self.file.write(wav.header(self.codec, 0))
+        self.file.write(wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag))
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        if self.evidence is not None:
+            self.evidence.add(ts, linktype, frame)
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
+        fmt = self.fmt
+        if fmt is None:
+            return
+        if not fmt.exact:
+            payload = self.decoders[channel - 1](payload)
+            position *= self.ratio
+        width = self.width
         buf = self.bufs[channel - 1]
         rel = position - self.frontier
         if rel < 0:  # its place is already on disk (as silence): patch it there
-            late = min(-rel, len(payload))
-            self._patch(channel, position, payload[:late])
-            payload = payload[late:]
+            late = min(-rel, len(payload) // width)
+            self._patch(channel, position, payload[: late * width])
+            payload = payload[late * width :]
             rel = 0
             if not payload:
                 return
+        rel *= width
         have = len(buf)
         if rel > have:
             self._pad(buf, rel - have)
@@ -93,49 +125,55 @@ class SpoolRecording:
             buf += payload
         else:
             buf[rel : rel + len(payload)] = payload
-        if len(buf) >= FLUSH_AT:
+        if len(buf) >= self.flush_at:
             self._flush(final=False)
 
     def _patch(self, channel: int, position: int, payload: bytes) -> None:
         """Write a late payload into one channel of frames already in the spool file (rare: a
         packet later than the reorder margin, e.g. a burst after a network stall)."""
-        self.late[channel - 1] += len(payload)
-        if self.error is not None:
+        width = self.width
+        samples = len(payload) // width
+        self.late[channel - 1] += samples
+        if self.error is not None or not samples:
             return
-        offset = wav.HEADER_SIZE + 2 * position
+        offset = wav.HEADER_SIZE + 2 * width * position
         fd = self.file.fileno()
         try:
             frames = bytearray(os.pread(fd, 2 * len(payload), offset))
             if len(frames) != 2 * len(payload):
                 return  # beyond what was written: cannot happen while position < frontier
-            frames[channel - 1 :: 2] = payload
+            for i in range(width):
+                frames[(channel - 1) * width + i :: 2 * width] = payload[i::width]
             os.pwrite(fd, frames, offset)
         except OSError as exc:
             self._write_failed(exc)
 
     def _pad(self, buf: bytearray, n: int) -> None:
         while n > 0:
-            step = min(n, MAX_LAG)
+            step = min(n, len(self.silence))
             buf += self.silence[:step]
             n -= step
 
     def _flush(self, *, final: bool) -> None:
+        width = self.width
         a, b = self.bufs
-        longest = max(len(a), len(b))
+        longest = max(len(a), len(b)) // width
         if final:
             n = longest
         else:
-            n = max(min(len(a), len(b)) - REORDER_MARGIN, longest - MAX_LAG)
-            if n < MIN_WRITE:
+            n = max(min(len(a), len(b)) // width - self.reorder_margin, longest - self.max_lag)
+            if n < self.min_write:
                 return
+        size = n * width
         for buf in self.bufs:
-            if len(buf) < n:
-                self._pad(buf, n - len(buf))
-        frames = bytearray(2 * n)
-        frames[0::2] = a[:n]
-        frames[1::2] = b[:n]
-        del a[:n]
-        del b[:n]
+            if len(buf) < size:
+                self._pad(buf, size - len(buf))
+        frames = bytearray(2 * size)
+        for i in range(width):  # interleave: channel 1's sample, then channel 2's
+            frames[i :: 2 * width] = a[i:size:width]
+            frames[width + i :: 2 * width] = b[i:size:width]
+        del a[:size]
+        del b[:size]
         if self.error is None:
             try:
                 self.file.write(frames)
@@ -153,31 +191,39 @@ class SpoolRecording:
         )  # fmt: skip
 
     def end(self, result: Any) -> None:
-        self._flush(final=True)
-        self.file.close()
-        frames = wav.repair_header(self.path, self.codec)
+        frames = 0
+        wav_path = None
+        if self.fmt is not None:
+            self._flush(final=True)
+            self.file.close()
+            frames = wav.repair_header(self.path)
+            wav_path = self.path
+        pcap_path = self.evidence.close() if self.evidence is not None else None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
         complete = bool(result.complete) and self.error is None
         reason = result.reason if self.error is None else f"{result.reason}; {self.error}"
         self.sink.open_recordings.pop(self.id, None)
         self.sink.store.keep(
-            self.id, self.path, self.call, ended_at=result.ended_at, frames=frames,
-            complete=complete, end_reason=reason, streams=streams,
+            self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,
+            end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
+            rate=self.fmt.rate if self.fmt else 0,
         )  # fmt: skip
 
 
-SIDECAR_FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec")
+def audio_kind(fmt: Any) -> str:
+    """"exact" (G.711 bytes as on the wire), "transcoded" (decoded to PCM) or "not-decoded"."""
+    return "not-decoded" if fmt is None else "exact" if fmt.exact else "transcoded"
 
 
-def sidecar_path(wav_path: str) -> str:
-    return wav_path[: -len(".wav")] + ".call.json"
+SIDECAR_FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec", "clock_rate", "channels")
+SIDECAR = ".call.json"
 
 
-def write_sidecar(wav_path: str, call: Any) -> None:
-    """The call's metadata beside its spool WAV, for crash recovery (same lock as the index)."""
-    fd = os.open(sidecar_path(wav_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def write_sidecar(base: str, call: Any) -> None:
+    """The call's metadata beside its spool files, for crash recovery (same lock as the index)."""
+    fd = os.open(base + SIDECAR, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({k: getattr(call, k) for k in SIDECAR_FIELDS}, f, ensure_ascii=False)
+        json.dump({k: getattr(call, k, None) for k in SIDECAR_FIELDS}, f, ensure_ascii=False)
 
 
 def stream_record(stats: Any, late: int) -> dict[str, Any]:

@@ -1,22 +1,24 @@
 """Crash recovery: calls whose recording was in the spool when the service died (kill -9, power
 loss) are finalised at the next start as ``incomplete``, with all the audio that reached the disk.
 
-Each spool WAV has its call's metadata beside it (written before the WAV), so the recovered
-recording is indexed like any other: header rebuilt from the data actually written, encrypted into
-the store, the spool copies erased. A sidecar without a WAV (death between the two creations) holds
-no audio and is erased.
+Each call's spool files (WAV, evidence pcap) have its metadata beside them (written first), so
+the recovered recording is indexed like any other: WAV header rebuilt from the data actually
+written, a half-written last pcap record cut, encrypted into the store, the spool copies erased. A
+sidecar with no other file (death between the creations) holds no audio and is erased.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import struct
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from . import wav
 from .erasure import erase_file
-from .recorder import SIDECAR_FIELDS, sidecar_path
+from . import codecs
+from .recorder import SIDECAR, SIDECAR_FIELDS, audio_kind
 
 if TYPE_CHECKING:
     from .store import Store
@@ -30,29 +32,48 @@ def recover_spool(store: Store) -> list[str]:
     """Finalise every recording left in the spool; returns their ids."""
     recovered = []
     for name in sorted(os.listdir(store.spool_dir)):
-        path = os.path.join(store.spool_dir, name)
-        if name.endswith(".call.json"):
-            if not os.path.exists(path[: -len(".call.json")] + ".wav"):
-                erase_file(path)
+        if not name.endswith(SIDECAR):
             continue
-        if not name.endswith(".wav"):
+        recording_id = name[: -len(SIDECAR)]
+        base = os.path.join(store.spool_dir, recording_id)
+        wav_path = base + ".wav" if os.path.exists(base + ".wav") else None
+        pcap_path = base + ".pcap" if os.path.exists(base + ".pcap") else None
+        if wav_path is None and pcap_path is None:
+            erase_file(base + SIDECAR)  # died before anything was written: nothing to keep
             continue
-        recording_id = name[: -len(".wav")]
         try:
-            with open(sidecar_path(path), encoding="utf-8") as f:
+            with open(base + SIDECAR, encoding="utf-8") as f:
                 meta = json.load(f)
-            call = SimpleNamespace(**{k: meta[k] for k in SIDECAR_FIELDS})
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("spool file %s has no readable call record (%s): kept in the spool for a technician",
-                      name, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
+            call = SimpleNamespace(**{k: meta.get(k) for k in SIDECAR_FIELDS})
+            call.clock_rate, call.channels = call.clock_rate or 8000, call.channels or 1
+        except (OSError, ValueError) as exc:
+            log.error("spool files of %s have no readable call record (%s): kept in the spool for a technician",
+                      recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
             continue
-        frames = wav.repair_header(path, call.codec)
+        fmt = codecs.audio_format(call.codec, call.clock_rate, call.channels)
+        frames = wav.repair_header(wav_path) if wav_path else 0
+        if pcap_path:
+            repair_pcap(pcap_path)
+        seconds = frames / fmt.rate if fmt and frames else 0.0
         store.keep(
-            recording_id, path, call, ended_at=call.started_at + frames / wav.RATE, frames=frames,
-            complete=False, end_reason=REASON, streams=[],
+            recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
+            end_reason=REASON, streams=[], pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
         )  # fmt: skip
         recovered.append(recording_id)
-        log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id,
-                    frames / wav.RATE, extra={"EVENT": "recording-recovered", "RECORDING_ID": recording_id,
-                                              "DID_LABEL": call.did_label})  # fmt: skip
+        log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,
+                    extra={"EVENT": "recording-recovered", "RECORDING_ID": recording_id,
+                           "DID_LABEL": call.did_label})  # fmt: skip
     return recovered
+
+
+def repair_pcap(path: str) -> None:
+    """Cut a spool pcap after its last whole record (a crash may leave half of one)."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        off = 24
+        while off + 16 <= len(data):
+            incl = struct.unpack_from("<I", data, off + 8)[0]
+            if off + 16 + incl > len(data):
+                break
+            off += 16 + incl
+        f.truncate(min(off, len(data)))

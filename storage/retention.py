@@ -96,7 +96,7 @@ class RetentionWorker:
     def _erase(self, row, now: float) -> Erased:  # type: ignore[no-untyped-def]
         index = self.store.db()
         index.begin_erasure(row.id, now)  # the wrapped key is gone from here on: crypto-erased
-        overwritten = erase_file(self.store.file_path(row))
+        overwritten = sum(erase_file(path) for path in self.store.files(row))
         erased_at = self.clock()
         call_date = self.store.local_date(row.started_at)
         index.finish_erasure(row, call_date, erased_at, METHOD)
@@ -109,7 +109,7 @@ class RetentionWorker:
     def _sweep_orphans(self, now: float) -> list[str]:
         """Files in the recordings tree with no index row (e.g. a crash between store and index):
         unreadable without their key; erased once older than the retention period."""
-        known = {row.path for row in self.store.recordings()}
+        known = {rel for row in self.store.recordings() for rel in (row.path, row.pcap_path)}
         horizon = now - (self.store.retention_days + 1) * 86400
         swept = []
         for dirpath, _dirs, files in os.walk(self.store.recordings_dir):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
 SUFFIX = ".rdv"
+PCAP_SUFFIX = ".pcap.rdv"
 
 
 class StoreError(Exception):
@@ -68,6 +69,7 @@ class Store:
         tz: ZoneInfo,
         retention_days: int,
         anchor: str = "start",
+        keep_pcap: bool = True,
         key_file: str | None = None,
         credentials_dir: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -76,6 +78,7 @@ class Store:
         self.tz = tz
         self.retention_days = retention_days
         self.anchor = anchor  # "start" | "end": which moment of the call dates it for retention
+        self.keep_pcap = keep_pcap  # an evidence pcap beside each WAV (always, for codecs not decoded)
         self.key_file = key_file or os.path.join(self.root, "master.key")
         self.credentials_dir = credentials_dir
         self.clock = clock
@@ -188,27 +191,28 @@ class Store:
         y, m, d = self.local_date(started_at).split("-")
         return os.path.join(y, m, d, recording_id + SUFFIX)
 
-    def keep(self, recording_id: str, spool_path: str, call: Any, **final: Any) -> RecordingRow | None:
-        """Encrypt a finalised spool WAV into the store, index it, then erase the spool copy."""
+    def keep(self, recording_id: str, wav_path: str | None, call: Any, *, pcap_path: str | None = None,
+             audio: str = "exact", rate: int = 8000, **final: Any) -> RecordingRow | None:  # fmt: skip
+        """Encrypt a finalised call (its WAV and/or evidence pcap) into the store with one data key,
+        index it, then erase the spool copies."""
         index = self.db()
+        base = os.path.join(self.spool_dir, recording_id)
         if index.get(recording_id) is not None:
             log.warning(
                 "recording %s is already in the store (same capture replayed?): the new copy is discarded",
                 recording_id, extra={"EVENT": "duplicate-recording", "RECORDING_ID": recording_id},
             )  # fmt: skip
-            self.discard_spool(spool_path)
+            self.discard_spool(base)
             return None
-        rel = self.relative_path(recording_id, call.started_at)
-        dest = os.path.join(self.recordings_dir, rel)
-        os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
         data_key = vault.new_data_key()
-        staging = dest + ".part"
-        with open(spool_path, "rb") as src, open(staging, "xb") as dst:
-            sha256, size = vault.encrypt_file(src, dst, data_key)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(staging, dest)
-        fsync_dir(os.path.dirname(dest))
+        rel = self.relative_path(recording_id, call.started_at)
+        sha256, size = self._encrypt(wav_path, rel, data_key) if wav_path else ("", 0)
+        pcap_rel, pcap_sha, pcap_size = "", "", 0
+        if pcap_path:
+            pcap_rel = rel[: -len(SUFFIX)] + PCAP_SUFFIX
+            pcap_sha, pcap_size = self._encrypt(pcap_path, pcap_rel, data_key)
+        if not wav_path:  # nothing decodable: the evidence pcap is the recording
+            rel, sha256, size = pcap_rel, pcap_sha, pcap_size
         ended_at = max(final["ended_at"], call.started_at)
         row = RecordingRow(
             id=recording_id,
@@ -231,24 +235,42 @@ class Store:
             streams=final["streams"],
             created_at=self.clock(),
             wrapped_key=vault.wrap(self.master_key(), data_key, recording_id),
+            audio=audio,
+            rate=rate,
+            pcap_path=pcap_rel,
+            pcap_sha256=pcap_sha,
+            pcap_size=pcap_size,
         )
         index.add(row)
-        self.discard_spool(spool_path)
+        self.discard_spool(base)
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "
                         "mirror and NAT", recording_id,
                         extra={"EVENT": "one-way-audio", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label})  # fmt: skip
         log.info(
-            "recorded call %s to %s (%s, %.1f s, %s)", recording_id, call.did_label, call.codec,
+            "recorded call %s to %s (%s %s, %.1f s, %s)", recording_id, call.did_label, call.codec, audio,
             row.ended_at - row.started_at, row.state,
             extra={"EVENT": "call-recorded", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label},
         )  # fmt: skip
         return row
 
-    def discard_spool(self, spool_path: str) -> None:
-        """Erase a spool WAV and its call sidecar (plaintext audio and personal data)."""
-        erase_file(spool_path)
-        erase_file(recorder.sidecar_path(spool_path))
+    def _encrypt(self, src_path: str, rel: str, data_key: bytes) -> tuple[str, int]:
+        """Encrypt a spool file to ``rel`` in the store: staging name, fsync, rename, fsync dir."""
+        dest = os.path.join(self.recordings_dir, rel)
+        os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
+        staging = dest + ".part"
+        with open(src_path, "rb") as src, open(staging, "xb") as dst:
+            sha256, size = vault.encrypt_file(src, dst, data_key)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(staging, dest)
+        fsync_dir(os.path.dirname(dest))
+        return sha256, size
+
+    def discard_spool(self, base: str) -> None:
+        """Erase a call's spool files: WAV, evidence pcap, call sidecar (audio and personal data)."""
+        for suffix in (".wav", ".pcap", recorder.SIDECAR):
+            erase_file(base + suffix)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -264,40 +286,54 @@ class Store:
     def holds(self, recording_id: str) -> list[dict[str, Any]]:
         return self.db().holds(recording_id, self.clock())
 
-    def file_path(self, row: RecordingRow) -> str:
-        return os.path.join(self.recordings_dir, row.path)
+    def file_path(self, row: RecordingRow, pcap: bool = False) -> str:
+        return os.path.join(self.recordings_dir, row.pcap_path if pcap else row.path)
 
-    def plaintext(self, row: RecordingRow) -> Iterator[bytes]:
-        """The recording's WAV, decrypted chunk by chunk (each chunk authenticated)."""
+    def files(self, row: RecordingRow) -> list[str]:
+        """Every file the recording has in the store (its WAV and/or its evidence pcap)."""
+        rels = {row.path, row.pcap_path} - {""}
+        return [os.path.join(self.recordings_dir, rel) for rel in sorted(rels)]
+
+    def plaintext(self, row: RecordingRow, pcap: bool = False) -> Iterator[bytes]:
+        """The recording's WAV (or its evidence pcap), decrypted chunk by chunk (each authenticated)."""
+        if pcap and not row.pcap_path:
+            raise StoreError(f"recording {row.id} has no evidence pcap (store.keep_pcap was off)")
         data_key = vault.unwrap(self.master_key(), row.wrapped_key, row.id)
-        with open(self.file_path(row), "rb") as f:
-            yield from vault.decrypt_chunks(f, data_key, f"recording {row.id}")
+        with open(self.file_path(row, pcap), "rb") as f:
+            yield from vault.decrypt_chunks(f, data_key, f"recording {row.id}" + (" (pcap)" if pcap else ""))
 
     def check(self, row: RecordingRow) -> str | None:
-        """None when the recording decrypts and matches its SHA-256; else what is wrong."""
-        digest = hashlib.sha256()
-        try:
-            for chunk in self.plaintext(row):
-                digest.update(chunk)
-        except (vault.VaultError, OSError) as exc:
-            return str(exc)
-        if digest.hexdigest() != row.sha256:
-            return f"recording {row.id}: SHA-256 {digest.hexdigest()[:16]}… differs from {row.sha256[:16]}… recorded at finalisation"
+        """None when the recording (and its pcap) decrypts and matches its SHA-256; else what is wrong."""
+        parts = [(False, row.sha256)] + ([(True, row.pcap_sha256)] if row.pcap_path and row.pcap_path != row.path else [])
+        for pcap, expected in parts:
+            digest = hashlib.sha256()
+            try:
+                for chunk in self.plaintext(row, pcap):
+                    digest.update(chunk)
+            except (vault.VaultError, OSError) as exc:
+                return str(exc)
+            if digest.hexdigest() != expected:
+                what = "evidence pcap" if pcap else "recording"
+                return f"recording {row.id}: {what} SHA-256 {digest.hexdigest()[:16]}… differs from {expected[:16]}… recorded at finalisation"
         return None
 
-    def write_plaintext(self, row: RecordingRow, out: str) -> None:
+    def write_plaintext(self, row: RecordingRow, out: str, pcap: bool = False) -> None:
         """Decrypt to ``out`` (staging name, hash checked, fsync, rename); nothing is left on failure."""
+        if not pcap and row.audio == "not-decoded":
+            raise StoreError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here; "
+                             "its audio is the original RTP in the evidence pcap (export it as pcap)")  # fmt: skip
+        expected = row.pcap_sha256 if pcap else row.sha256
         staging = f"{out}.part-{os.getpid()}"
         digest = hashlib.sha256()
         try:
             fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as dst:
-                for chunk in self.plaintext(row):
+                for chunk in self.plaintext(row, pcap):
                     digest.update(chunk)
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            if digest.hexdigest() != row.sha256:
+            if digest.hexdigest() != expected:
                 raise IntegrityError(
                     f"recording {row.id} fails its integrity check (SHA-256 differs from the one recorded at finalisation)"
                 )

@@ -47,8 +47,12 @@ class Site:
         return json.loads(capsys.readouterr().out)
 
     def stored_files(self) -> list[Path]:
-        """The encrypted recordings in the store."""
-        return sorted((self.store / "recordings").rglob("*.rdv"))
+        """The encrypted recordings (WAVs) in the store."""
+        return sorted(p for p in (self.store / "recordings").rglob("*.rdv") if not p.name.endswith(".pcap.rdv"))
+
+    def evidence_files(self) -> list[Path]:
+        """The encrypted evidence pcaps in the store."""
+        return sorted((self.store / "recordings").rglob("*.pcap.rdv"))
 
     def spool_files(self) -> list[Path]:
         return sorted((self.store / "spool").iterdir())

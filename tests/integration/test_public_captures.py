@@ -45,17 +45,49 @@ def designate_all(tmp: Path) -> Site:
     return Site(tmp, [{"number": u, "label": f"test-{u}", "kind": "user"} for u in CALLED_USERS]).init()
 
 
+# Calls whose audio is not G.711: (codec, how it is kept, WAV rate) of each recording with media.
+OTHER_CODECS = {
+    "ws-sip-rtp-g729a.pcap": [("G729", "not-decoded", 0)],
+    "ws-sip-rtp-l16.pcap": [("L16", "transcoded", 8000), ("L16", "transcoded", 16000),
+                            ("L16", "transcoded", 11025), ("L16", "transcoded", 48000)],
+    "g722-call-register-noise.pcapng": [("G722", "transcoded", 16000)],
+    "opus-oneway-proxy.pcapng": [("OPUS", "transcoded", 48000)],
+    "cisco-sip-tcp-opus-h264.pcap": [("OPUS", "transcoded", 48000)],
+}  # fmt: skip
+
+
+def stored(site: Site) -> list:  # type: ignore[type-arg]
+    store = site.open_store()
+    try:
+        return [(row, b"".join(store.plaintext(row)), b"".join(store.plaintext(row, pcap=True)) if row.pcap_path else b"")
+                for row in store.recordings()]  # fmt: skip
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_public_capture_replays_cleanly(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = public_capture(name)
     site = designate_all(tmp_path)
     assert site.replay(path) == 0
     assert site.spool_files() == []
-    for rec in site.list(capsys):
-        data = site.wav_bytes(rec)
-        info = read_info(data)
-        assert (info.channels, info.rate, info.frames) == (2, 8000, rec["frames"])
-        assert len(data) == info.data_offset + 2 * info.frames
+    for row, main, pcap in stored(site):
+        if pcap:  # the evidence pcap reads back as a capture of the call's frames
+            evidence = tmp_path / f"{row.id}.pcap"
+            evidence.write_bytes(pcap)
+            with CaptureFile(evidence) as source:
+                assert sum(len(b) for b in source.batches()) > 0
+        if row.audio == "not-decoded":
+            assert main == pcap
+            continue
+        info = read_info(main)
+        assert (info.channels, info.rate, info.frames) == (2, row.rate, row.frames)
+        assert len(main) == info.data_offset + 2 * info.width * info.frames
+    with_media = sorted((r.codec, r.audio, r.rate) for r, _, _ in stored(site) if any(s["packets"] for s in r.streams))
+    if name in OTHER_CODECS:
+        assert with_media == sorted(OTHER_CODECS[name])
+    else:
+        assert all(codec in ("PCMU", "PCMA") and audio == "exact" for codec, audio, _ in with_media)
 
 
 def tshark_rtp(path: Path) -> dict[int, list[tuple[int, int, int, bytes]]]:
@@ -131,3 +163,55 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
     finally:
         capture.close()
     assert theirs and ours == theirs
+
+
+@pytest.mark.parametrize("name,codec", [("g722-call-register-noise.pcapng", "G722"), ("cisco-sip-tcp-opus-h264.pcap", "OPUS")])
+def test_transcoded_audio_is_each_packet_decoded_in_its_place(name: str, codec: str, tmp_path: Path) -> None:
+    """Each payload Wireshark shows, decoded in arrival order with a fresh decoder, is in the WAV
+    at its timestamp's place (16-bit PCM, both channels interleaved)."""
+    from storage import codecs
+
+    path = public_capture(name)
+    site = designate_all(tmp_path)
+    assert site.replay(path) == 0
+    wireshark = tshark_rtp(path)
+    checked = 0
+    for row, main, _pcap in stored(site):
+        if row.codec != codec or row.audio != "transcoded":
+            continue
+        for stream in row.streams:
+            if not stream["packets"]:
+                continue
+            clock = {"G722": 8000, "OPUS": 48000}[codec]
+            fmt = codecs.audio_format(codec, clock, 1)
+            assert fmt is not None
+            decode = codecs.new_decoder(fmt, clock, 1)
+            channel = channel_bytes(main, stream["channel"])
+            for ssrc in stream["ssrcs"]:
+                anchors = [(ts, pos) for s, ts, pos in stream["anchors"] if s == ssrc]
+                pts = {pt for _, _, pt, _ in wireshark[ssrc]}
+                audio_pt = min(pts, key=lambda p: -sum(1 for *_, q, _ in wireshark[ssrc] if q == p))  # the commonest
+                for seq, ts, pt, payload in wireshark[ssrc]:
+                    if pt != audio_pt:
+                        continue
+                    pcm = decode(payload)
+                    place = [2 * fmt.ratio * (pos + ((ts - ts0 + 2**31) % 2**32 - 2**31)) for ts0, pos in anchors]
+                    assert any(channel[p : p + len(pcm)] == pcm for p in place), f"{name} SSRC {ssrc:#x} seq {seq}"
+                    checked += 1
+    assert checked > 30
+
+
+def test_evidence_pcap_holds_every_frame_of_the_call(tmp_path: Path) -> None:
+    """The G.729 call cannot be decoded here: its recording is the original RTP and SIP, frame by
+    frame as captured (Wireshark counts the same RTP packets in it)."""
+    path = public_capture("ws-sip-rtp-g729a.pcap")
+    site = designate_all(tmp_path)
+    assert site.replay(path) == 0
+    [(row, main, pcap)] = stored(site)
+    assert (row.codec, row.audio, row.state) == ("G729", "not-decoded", "complete")
+    evidence = tmp_path / "evidence.pcap"
+    evidence.write_bytes(pcap)
+    original = {frame for batch in CaptureFile(path).batches() for _, _, frame in batch}
+    kept = [frame for batch in CaptureFile(evidence).batches() for _, _, frame in batch]
+    assert set(kept) <= original  # byte-identical frames
+    assert len(tshark_rtp(evidence)[0x044559A1]) == 425  # every RTP packet of the call (MANIFEST.md)

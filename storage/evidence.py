@@ -1,0 +1,55 @@
+"""The evidence pcap of a recorded call: every frame of it that crossed the SPAN port (its SIP
+messages that arrived as single frames, and all its RTP, DTMF and comfort noise), as captured.
+
+Written to the spool as the call goes (buffered, like the WAV), then encrypted into the store with
+the recording and erased with it. One link type per file (the first frame's); a frame of another
+link type is counted and left out. SIP messages that were IP-fragmented or split over TCP segments
+are not in it (their frames are not kept once reassembled): the WAV and the index have the call.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+FLUSH_BYTES = 64 * 1024
+_record = struct.Struct("<IIII")
+
+
+class EvidencePcap:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.linktype: int | None = None
+        self.buf = bytearray()
+        self.fd = -1
+        self.frames = 0
+        self.skipped = 0  # frames of another link type
+
+    def add(self, ts: float, linktype: int, frame: bytes) -> None:
+        if self.linktype is None:
+            self.linktype = linktype
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.write(self.fd, struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype))
+        elif linktype != self.linktype:
+            self.skipped += 1
+            return
+        ns = round(ts * 1e9)
+        self.buf += _record.pack(ns // 1_000_000_000, ns % 1_000_000_000, len(frame), len(frame))
+        self.buf += frame
+        self.frames += 1
+        if len(self.buf) >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf and self.fd >= 0:
+            os.write(self.fd, self.buf)
+            self.buf.clear()
+
+    def close(self) -> str | None:
+        """Flush, fsync and close; the file's path, or None when the call had no frame."""
+        if self.fd < 0:
+            return None
+        self.flush()
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        return self.path
