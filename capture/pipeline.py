@@ -28,6 +28,7 @@ from .tracker import CallTracker
 
 TICK = 1.0  # s of packet time between housekeeping passes (checked once per batch)
 _II = struct.Struct("!II")
+SIP_TLS_PORT = 5061
 
 
 class CapturePipeline:
@@ -146,7 +147,12 @@ class CapturePipeline:
             self.counters["tcp_malformed"] += 1
             return
         if not self.tcp.follows(src, sport, dst, dport) and not looks_like_sip(payload):
-            self.counters["tcp_not_sip"] += 1
+            if payload[:2] == b"\x16\x03" and SIP_TLS_PORT in (sport, dport):
+                self.counters["sip_tls"] += 1  # a TLS handshake on the SIPS port
+                self.tracker.warn("tls", "SIP over TLS seen on port 5061: calls signalled over TLS cannot be "
+                                   "recorded passively (their called number and media are encrypted)", "-")  # fmt: skip
+            else:
+                self.counters["tcp_not_sip"] += 1
             return
         for message in self.tcp.push(ts, src, sport, dst, dport, seq, flags, payload):
             self.on_sip_payload(ts, src, dst, message)

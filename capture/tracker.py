@@ -141,7 +141,7 @@ class CallTracker:
             first.legs += 1
             return self._ignore(cid, ts, "calls_second_leg")
         if len(self.calls) >= self.max_calls:
-            self._warn("call-table-full", f"call table full ({self.max_calls} calls): designated calls are not recorded",
+            self.warn("call-table-full", f"call table full ({self.max_calls} calls): designated calls are not recorded",
                        did.label, logging.ERROR)  # fmt: skip
             return self._ignore(cid, ts, "calls_over_capacity")
         call = Call(cid, did, caller, header_tag(msg.header("from")), ts, src, dst)
@@ -197,7 +197,7 @@ class CallTracker:
                 continue
             if m.secure:
                 self.counters["srtp_media"] += 1
-                self._warn("srtp", "a designated call negotiates SRTP (RTP/SAVP): encrypted media cannot be "
+                self.warn("srtp", "a designated call negotiates SRTP (RTP/SAVP): encrypted media cannot be "
                            "recorded passively; only its signalling is seen", call.did.label)  # fmt: skip
                 continue
             for pt, codec in m.codecs.items():
@@ -287,7 +287,7 @@ class CallTracker:
                 return
             if call.sdp_codec is None:
                 self.counters["calls_codec_unsupported"] += 1
-                self._warn("codec", "an answered designated call negotiated no audio that can be captured "
+                self.warn("codec", "an answered designated call negotiated no audio that can be captured "
                            "(e.g. SRTP only): not recorded", call.did.label)  # fmt: skip
                 return
             if not call.start(call.sdp_codec, call.answered_at):
@@ -301,7 +301,7 @@ class CallTracker:
         call.handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
         call.handle = None
 
-    def _warn(self, kind: str, message: str, did_label: str, level: int = logging.WARNING) -> None:
+    def warn(self, kind: str, message: str, did_label: str, level: int = logging.WARNING) -> None:
         """A warning a technician should see, at most once per ``WARN_EVERY`` per kind."""
         now = time.monotonic()
         if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:

@@ -24,7 +24,8 @@ def replay(site: Site, tmp: Path, packets: list[tuple[float, bytes]], capsys: py
     write_pcap(str(path), packets)
     capsys.readouterr()
     assert site.replay(path) == 0
-    site.summary = capsys.readouterr().out  # type: ignore[attr-defined]
+    captured = capsys.readouterr()
+    site.summary, site.log = captured.out, captured.err  # type: ignore[attr-defined]
     return site.list(capsys)
 
 
@@ -137,3 +138,12 @@ def test_next_call_behind_nat_on_the_same_ports_is_not_mixed_into_the_last(site:
     recs = {r["call_id"]: r for r in replay(site, tmp_path, first.packets() + second.packets(), capsys)}
     assert [s["packets"] for s in recs[first.call_id]["streams"]] == [50, 50]
     assert [s["packets"] for s in recs["nat-next"]["streams"]] == [50, 50]
+
+
+def test_sip_over_tls_is_counted_and_said(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from frames import tcp_frame
+
+    hello = b"\x16\x03\x01\x00\x2a\x01\x00\x00\x26\x03\x03" + bytes(32)  # a TLS ClientHello's start
+    packets = [(T + i, tcp_frame("203.0.113.5", 40000 + i, "192.0.2.10", 5061, 1, 0, 0x18, hello)) for i in range(3)]
+    assert replay(site, tmp_path, packets, capsys) == []
+    assert site.log.count("SIP over TLS seen on port 5061") == 1  # type: ignore[attr-defined]  # said once
