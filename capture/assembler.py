@@ -74,8 +74,8 @@ class StreamAssembler:
         if call.handle is None and not call.accepts_payload(pt, ts):
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
-        if frame and call.evidence:
-            call.handle.packet(ts, linktype, frame)  # type: ignore[union-attr]
+        if frame and call.evidence is not None:
+            call.evidence(ts, linktype, frame)
         if ssrc != self.ssrc:
             if call.end is not None:  # after the BYE only the media already flowing is this call's
                 call.late_strangers += 1

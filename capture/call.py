@@ -6,6 +6,7 @@ its SDP mapped, and — once its first audio packet arrives — a recording hand
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .assembler import StreamAssembler
 from .dids import Did
@@ -45,7 +46,7 @@ class Call:
         self.clock = 8000  # RTP clock rate of the recording's codec: positions are in its ticks
         self.drift_limit = DRIFT_LIMIT_S * 8000
         self.t0 = 0.0  # packet time of the recording's sample 0
-        self.evidence = False  # whether the sink keeps the call's packets (evidence pcap)
+        self.evidence: Callable[[float, int, bytes], None] | None = None  # the sink's packet(), if it keeps them
         self.pending_frames: list[tuple[float, int, bytes]] = []  # SIP frames before the recording opened
         self.sink: RecordingSink | None = None
         self.handle: RecordingHandle | None = None
@@ -82,18 +83,18 @@ class Call:
             log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
                          extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
             return False
-        self.evidence = bool(getattr(self.handle, "keeps_packets", False))
-        if self.evidence:
+        self.evidence = self.handle.packet if getattr(self.handle, "keeps_packets", False) else None
+        if self.evidence is not None:
             for when, linktype, frame in self.pending_frames:
-                self.handle.packet(when, linktype, frame)
+                self.evidence(when, linktype, frame)
         self.pending_frames = []
         return True
 
     def sip_frame(self, ts: float, linktype: int, frame: bytes) -> None:
         """A frame of this call's signalling, for the evidence pcap (held until the recording opens)."""
         if self.handle is not None:
-            if self.evidence:
-                self.handle.packet(ts, linktype, frame)
+            if self.evidence is not None:
+                self.evidence(ts, linktype, frame)
         elif len(self.pending_frames) < MAX_PENDING_FRAMES:
             self.pending_frames.append((ts, linktype, frame))
 

@@ -74,6 +74,8 @@ class SpoolRecording:
         write_sidecar(base, call)  # first, so the spool files always have their call beside them
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
         self.evidence = EvidencePcap(base + ".pcap") if self.keeps_packets else None
+        if self.evidence is not None:
+            self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
         self.late = [0, 0]  # samples patched into frames already written
         self.frontier = 0
