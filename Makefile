@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := pcap_fixtures/demo-day.pcap
 CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing).
-DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config
+DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0
 
 .PHONY: run test deps venv fixtures fuzz bench clean install
 
@@ -28,10 +28,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The demo acts as whoever runs it: var/demo.yaml is the bundled config with that user's group given
+# every role (recorderctl refuses a user in no role group, root included).
+DEMO_CONFIG := var/demo.yaml
 run: venv
-	$(VENV)/bin/recorderctl --config $(CONFIG) init
-	$(VENV)/bin/recorderd replay $(DEMO) --config $(CONFIG)
-	$(VENV)/bin/recorderctl --config $(CONFIG) list
+	@mkdir -p var
+	$(PY) -m recorderd.demo $(CONFIG) $(DEMO_CONFIG)
+	$(VENV)/bin/recorderctl --config $(DEMO_CONFIG) init
+	$(VENV)/bin/recorderd replay $(DEMO) --config $(DEMO_CONFIG)
+	$(VENV)/bin/recorderctl --config $(DEMO_CONFIG) list
 
 test: deps venv
 	$(PY) -m pytest -q

@@ -117,6 +117,13 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "logging.level": (_choice("debug", "info", "warning", "error"), "info"),
     "logging.stats_interval_s": (_int(10, 86400), 300),
     "metrics.listen": (_listen, ""),
+    "control.socket": (_str, "/run/recorderd/control.sock"),
+    "roles.manager_group": (_str, "recorder-manager"),
+    "roles.staff_group": (_str, "recorder-staff"),
+    "roles.technician_group": (_str, "recorder-technician"),
+    "roles.auditor_group": (_str, "recorder-auditor"),
+    "export.expiry_days": (_int(1, 365), 7),
+    "audit.retention_days": (_int(30, 36500), 365),
 }
 PATH_KEYS = ("store.path", "dids_file", "vault.key_file")
 

@@ -1,198 +1,239 @@
-"""``recorderctl``: what managers, staff, technicians and auditors do with the store.
+"""``recorderctl``: what managers, staff, technicians and auditors do with the recordings.
 
-It acts for the calling Unix user. In this version it opens the store directly (root or the
-service user can); every access to a recording is written to the audit log.
+It acts for the calling Unix user. When the service runs, the request goes over its control socket
+and the service knows the caller from the kernel (SO_PEERCRED). When nothing answers there, and the
+caller can open the store (root or the service user), it works on the store directly, as its own
+uid. Either way the same operations run (:mod:`recorderd.ops`), with the same role checks and the
+same audit. ``init`` always works directly.
+
+Exit status: 0 done, 1 failed (e.g. an integrity problem), 2 usage or config error, 3 not allowed
+(refused, and the refusal audited), 4 the service is not running and the store cannot be opened.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import pwd
+import sqlite3
 import sys
-import unicodedata
 from typing import Any
 
-from storage.decommission import decommission
-from storage.index import RecordingRow
-from storage.retention import RetentionWorker, iso
-from storage.store import Actor, Store, StoreError
+from storage.store import StoreError
 
-from . import journal, service
+from . import control, journal, ops, roles, service, wire
 from .config import Config, ConfigError, load
 
-PURPOSES = ("quality", "suspicious_call")
+UNREACHABLE = 4
+OUTPUT_ACTIONS = ("export", "provide", "audit-export")
 
 
-def actor() -> Actor:
-    uid = os.getuid()
+def _sub(sub: Any, name: str, action: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(op=action)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="from", help="calls from this date (YYYY-MM-DD) or ISO date-time")
+    p.add_argument("--to", help="calls up to this date (inclusive) or date-time")
+    p.add_argument("--did", help="a designated number (any written form) or its label")
+    p.add_argument("--caller", help="the caller's number, exact (any written form); not for technicians")
+    p.add_argument("--caller-ends", help="the last digits of the caller's number (4 or more)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recorderctl", description="Work with recorderd's recordings (audited).")
+    parser.add_argument("--config", default="/etc/recorderd/recorderd.yaml", help="site config")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _sub(sub, "init", "init", "create the store (idempotent; root or the service user)")
+    _sub(sub, "status", "status", "capture, drops, active calls, store use, last erasure, next due")
+    _filters(_sub(sub, "list", "list", "list kept recordings (optionally filtered)"))
+    _filters(_sub(sub, "search", "search", "find recordings by time, number called, caller"))
+    p = _sub(sub, "export", "export", "write a recording's WAV to a file (staff, manager)")
+    p.add_argument("id")
+    p.add_argument("--out", required=True)
+    p.add_argument("--purpose", required=True, help="quality | suspicious_call | other (with a manager's approval)")
+    p.add_argument("--approved-by", help="the manager who approved an out-of-purpose copy")
+    p.add_argument("--approval-ref", help="the reference of that approval")
+    p.add_argument("--format", default="wav", help="wav (as recorded) | pcm (16-bit PCM, for players lacking G.711) | pcap (the call's evidence pcap)")
+    copies = sub.add_parser("copies", help="exported copies and their expiry").add_subparsers(dest="sub", required=True)
+    _sub(copies, "list", "copies-list", "list copies (staff: their own)")
+    p = _sub(copies, "destroyed", "copies-destroyed", "confirm a copy destroyed")
+    p.add_argument("copy", type=int)
+    p.add_argument("--note")
+    p = _sub(sub, "hold", "hold", "keep a recording past its deadline (manager, Art. 5(2))")
+    p.add_argument("id")
+    p.add_argument("--until", required=True, help="YYYY-MM-DD (through that day) or an ISO date-time")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--ref", required=True, help="reference number of the decision")
+    p = _sub(sub, "release", "release", "end a hold (manager)")
+    p.add_argument("id")
+    p.add_argument("--hold", type=int, required=True)
+    p.add_argument("--reason", required=True)
+    p = _sub(sub, "provide", "provide", "provide a recording to an outside party (manager, Art. 5(6))")
+    p.add_argument("id")
+    p.add_argument("--to", required=True, help="the recipient")
+    p.add_argument("--basis", help="APPI Art. 69 basis: law, consent, to-subject, internal, public-body, "
+                                   "statistics, clear-benefit, special-reason")  # fmt: skip
+    p.add_argument("--out", required=True)
+    p.add_argument("--note")
+    p.add_argument("--format", default="wav")
+    _disclosure(sub)
+    _casework(sub)
+    p = _sub(sub, "report", "report", "the period report (manager, technician, auditor)")
+    p.add_argument("--from", dest="from", required=True)
+    p.add_argument("--to", required=True)
+    audit = sub.add_parser("audit", help="the audit log (auditor, manager)").add_subparsers(dest="sub", required=True)
+    p = _sub(audit, "show", "audit-show", "show audit rows")
+    for name in ("--from", "--to", "--user", "--action", "--recording"):
+        p.add_argument(name, dest=name[2:])
+    p.add_argument("--limit", type=int, default=100)
+    _sub(audit, "verify", "audit-verify", "check the hash chain; name every row that fails")
+    p = _sub(audit, "export", "audit-export", "write the rows with their hashes as JSON lines")
+    p.add_argument("--out", required=True)
+    p.add_argument("--from", dest="from")
+    p.add_argument("--to")
+    p = _sub(sub, "notice", "notice", "the public notice text from the live config (Art. 4(1))")
+    p.add_argument("--lang", default="ja", choices=("ja", "en"))
+    _sub(sub, "verify", "verify", "decrypt and check every recording, and the audit chain")
+    p = _sub(sub, "retention", "retention-run", "retention: erase every recording due now")
+    p.add_argument("run", choices=["run"])
+    p = _sub(sub, "decommission", "decommission", "erase everything at contract end (technician, Art. 6(4))")
+    p.add_argument("--confirm", action="store_true")
+    p.add_argument("--certificate", required=True, help="where to write the erasure certificate (.json and .txt)")
+    return parser
+
+
+def _disclosure(sub: Any) -> None:
+    d = sub.add_parser("disclosure", help="disclosure requests (manager, Art. 10)").add_subparsers(dest="sub", required=True)
+    p = _sub(d, "open", "disclosure-open", "open a request")
+    p.add_argument("--requester-type", required=True, choices=("self", "legal-representative", "appointed-agent"))
+    p.add_argument("--ref", required=True, help="the request's reference number")
+    p.add_argument("--note")
+    p = _sub(d, "search", "disclosure-search", "find the caller's recordings in a time window and hold them")
+    p.add_argument("request", type=int)
+    p.add_argument("--caller", required=True)
+    p.add_argument("--from", dest="from", required=True)
+    p.add_argument("--to", required=True)
+    p.add_argument("--hold-until", help="default: 30 days from now")
+    p = _sub(d, "check", "disclosure-check", "record an identity check (never an image of the document)")
+    p.add_argument("request", type=int)
+    p.add_argument("--document", required=True)
+    p.add_argument("--checked-by", required=True)
+    p.add_argument("--date", required=True)
+    p.add_argument("--matched-with", help="what else it was matched with (e.g. address on the request form)")
+    p = _sub(d, "decide", "disclosure-decide", "record the decision")
+    p.add_argument("request", type=int)
+    p.add_argument("--decision", required=True, choices=("disclose", "partial", "refuse", "no-record"))
+    p.add_argument("--reason", required=True)
+    p = _sub(d, "release", "disclosure-release", "release the request's holds and close it")
+    p.add_argument("request", type=int)
+    p.add_argument("--reason", required=True)
+    _sub(d, "show", "disclosure-show", "show a request").add_argument("request", type=int)
+    _sub(d, "list", "disclosure-list", "list requests")
+
+
+def _casework(sub: Any) -> None:
+    i = sub.add_parser("incident", help="incidents (manager, Art. 7)").add_subparsers(dest="sub", required=True)
+    p = _sub(i, "new", "incident-new", "record an incident")
+    p.add_argument("--kind", required=True, choices=("leak", "theft", "loss", "other"))
+    p.add_argument("--summary", required=True)
+    p.add_argument("--recordings", help="affected recording ids, separated by commas")
+    p.add_argument("--occurred", help="when it happened (default: now)")
+    p.add_argument("--action", help="action taken")
+    _sub(i, "list", "incident-list", "list incidents")
+    _sub(i, "report", "incident-report", "the report for the director and bureau chief").add_argument("incident", type=int)
+    p = _sub(i, "action", "incident-action", "record an action taken")
+    p.add_argument("incident", type=int)
+    p.add_argument("--text", required=True)
+    p.add_argument("--close", action="store_true", help="and close the incident")
+    c = sub.add_parser("complaint", help="complaints (staff, manager, Art. 8)").add_subparsers(dest="sub", required=True)
+    p = _sub(c, "new", "complaint-new", "record a complaint")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--channel", default="phone")
+    p.add_argument("--received", help="when it was received (default: now)")
+    p.add_argument("--recordings", help="related recording ids, separated by commas")
+    _sub(c, "list", "complaint-list", "list complaints").add_argument("--open", action="store_true")
+    p = _sub(c, "close", "complaint-close", "close a complaint")
+    p.add_argument("complaint", type=int)
+    p.add_argument("--outcome", required=True)
+
+
+def request_args(args: argparse.Namespace) -> dict[str, Any]:
+    out = {k: v for k, v in vars(args).items() if k not in ("config", "json", "op", "command", "sub", "run")}
+    if isinstance(out.get("out"), str):
+        out["out"] = os.path.abspath(out["out"])
+    return out
+
+
+def _store_unreachable(config: Config) -> str | None:
+    """Why this user cannot open the store (None: it can, or it does not exist yet)."""
     try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = f"uid-{uid}"
-    return Actor(name, uid)
+        os.stat(config.store_path)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        return exc.strerror
+    return None if os.access(config.store_path, os.R_OK | os.W_OK | os.X_OK) else "permission denied"
 
 
-def recording_json(row: RecordingRow, store: Store) -> dict[str, Any]:
-    tz = store.tz
-    return {
-        "id": row.id,
-        "call_id": row.call_id,
-        "did": row.did,
-        "did_label": row.did_label,
-        "caller": row.caller,
-        "started_at": iso(row.started_at, tz),
-        "ended_at": iso(row.ended_at, tz),
-        "duration_s": round(row.ended_at - row.started_at, 3),
-        "codec": row.codec,
-        "channels": row.channels,
-        "frames": row.frames,
-        "size": row.size,
-        "sha256": row.sha256,
-        "retain_until": iso(row.retain_until, tz),
-        "state": row.state,
-        "end_reason": row.end_reason,
-        "holds": store.holds(row.id),
-        "streams": row.streams,
-    }
-
-
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - _width(text))
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    headers = ("id", "DID label", "start", "duration", "codec", "state")
-    lines = [
-        (r["id"], r["did_label"], r["started_at"][:19].replace("T", " "), f"{r['duration_s']:.1f} s", r["codec"], r["state"])
-        for r in rows
-    ]
-    widths = [max([_width(h)] + [_width(line[i]) for line in lines]) for i, h in enumerate(headers)]
-    print("  ".join(_pad(h, w) for h, w in zip(headers, widths)).rstrip())
-    for line in lines:
-        print("  ".join(_pad(v, w) for v, w in zip(line, widths)).rstrip())
-    print(f"({len(lines)} recording{'s' if len(lines) != 1 else ''})")
-
-
-def cmd_init(config: Config, store: Store, args: argparse.Namespace) -> int:
-    created = store.init()
-    print(f"store {'created' if created else 'already initialised'} at {store.root}")
-    store.check_key()
-    return 0
-
-
-def cmd_list(config: Config, store: Store, args: argparse.Namespace) -> int:
-    rows = [recording_json(r, store) for r in store.recordings()]
-    if args.json:
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        print()
-    else:
-        print_table(rows)
-    return 0
-
-
-def cmd_export(config: Config, store: Store, args: argparse.Namespace) -> int:
-    row = store.export(args.id, args.out, purpose=args.purpose, actor=actor())
-    print(f"exported {row.id} to {args.out} (SHA-256 {row.sha256})")
-    return 0
-
-
-def cmd_verify(config: Config, store: Store, args: argparse.Namespace) -> int:
-    rows = store.recordings()
-    problems = store.verify()
-    store.record(actor(), "verify", None, {"recordings": len(rows), "problems": len(problems)},
-                 "allowed" if not problems else f"failed: {len(problems)} problem(s)")  # fmt: skip
-    for problem in problems:
-        print(f"FAIL {problem}")
-    print(f"verified {len(rows)} recording(s) and the audit log: "
-          + ("all hold" if not problems else f"{len(problems)} problem(s)"))  # fmt: skip
-    return 0 if not problems else 1
-
-
-def cmd_retention(config: Config, store: Store, args: argparse.Namespace) -> int:
-    report = RetentionWorker(store).run()
-    store.record(actor(), "retention-run", None, {"erased": [e.id for e in report.erased]},
-                 "allowed" if not report.failures else "failed: " + "; ".join(report.failures))  # fmt: skip
-    for e in report.erased:
-        late = f", {e.late_s / 60:.0f} min late" if e.late_s > 60 else ""
-        print(f"erased {e.id} ({e.did_label}, call of {e.call_date}, due {iso(e.retain_until, store.tz)}{late})")
-    for name in report.orphans + report.spool_leftovers:
-        print(f"erased leftover file {name}")
-    for failure in report.failures:
-        print(f"FAILED {failure}", file=sys.stderr)
-    print(f"{len(report.erased)} recording(s) erased")
-    return 0 if not report.failures else 1
-
-
-def parse_until(text: str, tz: Any) -> float:
-    """A hold's end: a date (the hold lasts through that local day) or an ISO date-time."""
+def direct(config: Config, action: str, request: dict[str, Any], socket_path: str) -> ops.Reply:
+    caller = roles.resolve(os.getuid(), config, via="direct", pid=os.getpid())
+    why = _store_unreachable(config)
+    if why is not None:
+        return ops.Reply(UNREACHABLE, error=f"recorderd is not running (nothing answers on {socket_path}) and "
+                         f"{caller.user} cannot open the store at {config.store_path} ({why}): ask a technician "
+                         "to start the service (systemctl start recorderd)")  # fmt: skip
     try:
-        if len(text) == 10:
-            day = datetime.date.fromisoformat(text) + datetime.timedelta(days=1)
-            return datetime.datetime.combine(day, datetime.time(0), tzinfo=tz).timestamp()
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise StoreError(f"--until {text!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+        with ops.session(config, caller, wire.FileSink) as ctx:
+            return ops.run(ctx, action, request)
+    except StoreError as exc:
+        return ops.Reply(1, error=str(exc))
+    except sqlite3.Error as exc:
+        return ops.Reply(1, error=f"cannot open the store at {config.store_path}: {exc}")
 
 
-def cmd_hold(config: Config, store: Store, args: argparse.Namespace) -> int:
-    hold_id = store.hold(args.id, until=parse_until(args.until, store.tz), reason=args.reason, ref=args.ref, actor=actor())
-    print(f"hold {hold_id} on {args.id} until {args.until}")
-    return 0
-
-
-def cmd_release(config: Config, store: Store, args: argparse.Namespace) -> int:
-    store.release(args.id, args.hold, reason=args.reason, actor=actor())
-    print(f"hold {args.hold} on {args.id} released")
-    return 0
-
-
-def cmd_decommission(config: Config, store: Store, args: argparse.Namespace) -> int:
-    if not args.confirm:
-        print("recorderctl: decommission erases every recording, the index and the master key for good; "
-              "add --confirm to proceed", file=sys.stderr)  # fmt: skip
-        return 2
+def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Reply:
+    store = service.open_store(config)
     try:
-        cert = decommission(store, actor(), args.certificate)
-    except ValueError as exc:
-        raise StoreError(str(exc)) from None
-    print(cert.text())
-    return 0 if cert.verification.startswith("passed") else 1
+        request["created"] = store.init()
+        store.check_key()
+    except PermissionError as exc:
+        return ops.Reply(UNREACHABLE, error=f"cannot create the store at {config.store_path}: {exc.strerror} "
+                                            "(run init as root or as the service user)")  # fmt: skip
+    return direct(config, "init", request, socket_path)
+
+
+def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
+    path = control.socket_path(config)
+    if action == "init":
+        return _init(config, request, path)
+    sinks: dict[str, wire.FileSink] = {}
+    out = request.get("out")
+    if action in OUTPUT_ACTIONS and isinstance(out, str):
+        try:
+            sinks[out] = wire.FileSink(out)  # before asking: a copy that cannot be written is not made
+        except OSError as exc:
+            return ops.Reply(1, error=f"cannot write {out}: {exc.strerror}")
+    try:
+        return control.call(path, action, request, sinks)
+    except control.Unreachable:
+        for sink in sinks.values():
+            sink.abort()
+        sinks = {}
+        return direct(config, action, request, path)
+    except PermissionError as exc:
+        return ops.Reply(UNREACHABLE, error=f"cannot reach recorderd at {path}: {exc.strerror}")
+    except (wire.WireError, OSError) as exc:
+        return ops.Reply(1, error=f"the conversation with recorderd broke off: {exc}")
+    finally:
+        for sink in sinks.values():
+            sink.abort()  # a copy not committed leaves nothing behind
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recorderctl", description="Work with recorderd's recordings.")
-    parser.add_argument("--config", default="/etc/recorderd/recorderd.yaml", help="site config")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init", help="create the store (idempotent)")
-    lp = sub.add_parser("list", help="list kept recordings")
-    lp.add_argument("--json", action="store_true", help="print a JSON array")
-    ep = sub.add_parser("export", help="write a recording's WAV to a file (audited)")
-    ep.add_argument("id")
-    ep.add_argument("--out", required=True)
-    ep.add_argument("--purpose", required=True, choices=PURPOSES)
-    sub.add_parser("verify", help="decrypt and check every recording, and the audit chain")
-    rp = sub.add_parser("retention", help="retention: erase every recording due now")
-    rp.add_argument("action", choices=["run"])
-    hp = sub.add_parser("hold", help="keep a recording past its deadline (Art. 5(2))")
-    hp.add_argument("id")
-    hp.add_argument("--until", required=True, help="YYYY-MM-DD (through that day) or an ISO date-time")
-    hp.add_argument("--reason", required=True)
-    hp.add_argument("--ref", required=True, help="reference number of the decision")
-    lp2 = sub.add_parser("release", help="end a hold")
-    lp2.add_argument("id")
-    lp2.add_argument("--hold", type=int, required=True)
-    lp2.add_argument("--reason", required=True)
-    dp = sub.add_parser("decommission", help="erase everything at contract end (Art. 6(4))")
-    dp.add_argument("--confirm", action="store_true")
-    dp.add_argument("--certificate", required=True, help="where to write the erasure certificate (.json and .txt)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     service.set_umask()
     try:
         config = load(args.config)
@@ -200,20 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorderctl: config error: {exc}", file=sys.stderr)
         return 2
     journal.setup(config["logging.level"])
-    store = service.open_store(config)
-    handler = {
-        "init": cmd_init, "list": cmd_list, "export": cmd_export, "verify": cmd_verify,
-        "retention": cmd_retention, "hold": cmd_hold, "release": cmd_release, "decommission": cmd_decommission,
-    }[args.command]  # fmt: skip
-    try:
-        if args.command != "init":
-            store.open()
-        return handler(config, store, args)
-    except (StoreError, OSError) as exc:
-        print(f"recorderctl: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
+    reply = perform(config, args.op, request_args(args))
+    if args.json and reply.data is not None:
+        json.dump(reply.data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    elif reply.text:
+        print(reply.text)
+    if reply.error:
+        print(f"recorderctl: {reply.error}", file=sys.stderr)
+    return reply.rc
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from storage.store import Store, StoreError
 
 from . import journal, service
 from .config import Config, ConfigError, load, load_dids
+from .control import ControlServer
 from .health import StoreHealth
 from .metrics import MetricsServer
 from .notify import Notifier
@@ -95,9 +96,12 @@ class Daemon:
         log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
                  ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
         self.notifier.ready(self._status(pipeline, source, health))
+        control = ControlServer(config, pipeline=pipeline, health=health)  # own thread, own store connections
+        control.start()
         try:
             self._loop(pipeline, source, store, health, metrics, store_fd)
         finally:
+            control.stop()
             self.notifier.stopping()
             source.close()
             pipeline.finish("shutdown")

@@ -136,7 +136,7 @@ class SpoolRecording:
         width = self.width
         samples = len(payload) // width
         self.late[channel - 1] += samples
-        if self.error is not None or not samples:
+        if self.error is not None or not samples or position < 0:
             return
         offset = wav.HEADER_SIZE + 2 * width * position
         fd = self.file.fileno()

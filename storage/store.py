@@ -344,40 +344,24 @@ class Store:
             if os.path.exists(staging):
                 os.unlink(staging)
 
-    def export(self, recording_id: str, out: str, *, purpose: str, actor: Actor) -> RecordingRow:
-        """Write the recording's WAV to ``out`` after checking it; audited either way."""
-        detail = {"purpose": purpose, "out": os.path.abspath(out)}
-        try:
-            row = self.get(recording_id)
-            self.write_plaintext(row, out)
-        except (StoreError, OSError) as exc:
-            self.record(actor, "export", recording_id, detail, f"failed: {exc}")
-            raise
-        detail["sha256"] = row.sha256
-        self.record(actor, "export", recording_id, detail, "allowed")
-        log.info("recording %s exported (purpose %s)", recording_id, purpose,
-                 extra={"EVENT": "export", "RECORDING_ID": recording_id, "DID_LABEL": row.did_label})
-        return row
-
     def verify(self) -> list[str]:
         """Every recording decrypted and hashed, and the audit chain: the problems found."""
         problems = [p for p in (self.check(row) for row in self.recordings()) if p]
         problems += [f"audit log: {p}" for p in self.audit_log().verify()]
         return problems
 
-    # -- holds (guideline Art. 5(2)) ----------------------------------------------------------
+    # -- holds (guideline Art. 5(2)): the mechanism; who may, and the audit, are recorderctl's ----
 
-    def hold(self, recording_id: str, *, until: float, reason: str, ref: str, actor: Actor) -> int:
-        row = self.get(recording_id)
+    def hold(self, recording_id: str, *, until: float, reason: str, ref: str, by: str) -> int:
+        """Keep a recording past its deadline until ``until`` (holds stack)."""
+        self.get(recording_id)
         if not reason.strip() or not ref.strip():
             raise StoreError("a hold needs a reason and a reference number")
         if until <= self.clock():
             raise StoreError("a hold must end in the future")
-        hold_id = self.db().add_hold(row.id, until, reason, ref, actor.user, self.clock())
-        self.record(actor, "hold", row.id, {"hold_id": hold_id, "until": until, "reason": reason, "ref": ref}, "allowed")
-        return hold_id
+        return self.db().add_hold(recording_id, until, reason, ref, by, self.clock())
 
-    def release(self, recording_id: str, hold_id: int, *, reason: str, actor: Actor) -> None:
+    def release(self, recording_id: str, hold_id: int) -> None:
+        """End a hold now; a recording past its deadline with no other hold goes at the next run."""
         if not self.db().release_hold(recording_id, hold_id, self.clock()):
             raise StoreError(f"recording {recording_id} has no hold {hold_id} in force")
-        self.record(actor, "release", recording_id, {"hold_id": hold_id, "reason": reason}, "allowed")

@@ -2,6 +2,7 @@
 entry points (in-process), and the paths of the project's and the public captures."""
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
@@ -17,6 +18,12 @@ sys.path.insert(0, str(FIXTURES))
 
 from recorderd import cli, ctl  # noqa: E402
 
+# Each site has its own control socket, and the user running the tests has every role through its
+# own primary group (the role tests give a site groups of their own: later YAML keys win).
+_RUNNER_GROUP = grp.getgrgid(os.getgid()).gr_name
+SITE_DEFAULTS = "control: {socket: control.sock}\nroles: {%s}\n" % ", ".join(
+    f"{role}_group: {_RUNNER_GROUP}" for role in ("manager", "staff", "technician", "auditor"))
+
 
 class Site:
     """A config + store in a temporary folder, driven through recorderd / recorderctl."""
@@ -28,7 +35,7 @@ class Site:
             shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
         else:
             (root / "dids.yaml").write_text(json.dumps({"dids": dids}, ensure_ascii=False), encoding="utf-8")
-        self.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\n{settings}", encoding="utf-8")
+        self.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\n{SITE_DEFAULTS}{settings}", encoding="utf-8")
         self.store = root / "store"
 
     def ctl(self, *args: str) -> int:

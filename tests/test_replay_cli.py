@@ -112,7 +112,7 @@ def test_audit_chain_detects_an_edited_row(site: Site, tmp_path: Path, capsys: p
     for rec in site.list(capsys):
         site.ctl("export", rec["id"], "--out", str(tmp_path / f"{rec['id']}.wav"), "--purpose", "quality")
     with sqlite3.connect(site.store / "audit.sqlite") as db:
-        db.execute("DROP TRIGGER audit_no_update")  # the log refuses edits; a tamperer removes that first
+        db.execute("DROP TRIGGER IF EXISTS audit_no_update")  # the log refuses edits; a tamperer removes that first
         [(seq,)] = db.execute("SELECT min(seq) FROM audit WHERE action = 'export'").fetchall()
         db.execute("UPDATE audit SET detail = replace(detail, 'quality', 'other') WHERE seq = ?", (seq,))
     assert AuditLog(str(site.store / "audit.sqlite")).verify() == [f"row {seq}: content does not match its hash (altered)"]

@@ -16,10 +16,8 @@ import pytest
 from conftest import FIXTURES, Site, needs_tool
 
 from storage.retention import RetentionWorker, retain_until
-from storage.store import Actor
 
 JST = ZoneInfo("Asia/Tokyo")
-ACTOR = Actor("manager1", 1001)
 
 
 def jst(text: str) -> float:
@@ -90,16 +88,16 @@ def test_erased_at_the_deadline_not_before(kept) -> None:  # type: ignore[no-unt
 def test_holds_stack_and_postpone_erasure(kept) -> None:  # type: ignore[no-untyped-def]
     site, store, clock, recs = kept
     target = recs[0]["id"]
-    h1 = store.hold(target, until=jst("2026-10-20 00:00:00"), reason="complaint", ref="K-1", actor=ACTOR)
-    h2 = store.hold(target, until=jst("2026-11-01 00:00:00"), reason="police inquiry", ref="K-2", actor=ACTOR)
+    h1 = store.hold(target, until=jst("2026-10-20 00:00:00"), reason="complaint", ref="K-1", by="manager1")
+    h2 = store.hold(target, until=jst("2026-11-01 00:00:00"), reason="police inquiry", ref="K-2", by="manager1")
     worker = RetentionWorker(store)
     clock.t = jst(DEADLINE) + 60
     assert [e.id for e in worker.run().erased] == [recs[1]["id"]]
-    store.release(target, h1, reason="complaint closed", actor=ACTOR)
+    store.release(target, h1)
     assert worker.run().erased == []  # the second hold still stands
     clock.t = jst("2026-10-25 00:00:00")
     assert worker.run().erased == []
-    store.release(target, h2, reason="inquiry answered", actor=ACTOR)  # released after the deadline
+    store.release(target, h2)  # released after the deadline
     [erased] = worker.run().erased
     assert erased.id == target and erased.late_s > 0
     assert store.recordings() == []
@@ -107,7 +105,7 @@ def test_holds_stack_and_postpone_erasure(kept) -> None:  # type: ignore[no-unty
 
 def test_hold_that_ends_by_itself(kept) -> None:  # type: ignore[no-untyped-def]
     site, store, clock, recs = kept
-    store.hold(recs[0]["id"], until=jst("2026-10-10 00:00:00"), reason="review", ref="R-7", actor=ACTOR)
+    store.hold(recs[0]["id"], until=jst("2026-10-10 00:00:00"), reason="review", ref="R-7", by="manager1")
     worker = RetentionWorker(store)
     clock.t = jst("2026-10-09 23:59:59")
     assert [e.id for e in worker.run().erased] == [recs[1]["id"]]

@@ -1,0 +1,200 @@
+"""Copies of recordings: ``export`` (Art. 5(5)), ``provide`` (Art. 5(6)), ``copies``.
+
+The copy is the decrypted WAV, checked against the SHA-256 recorded at finalisation while it streams
+(a mismatch aborts it: nothing is left), byte-identical to what was finalised; ``--format pcm``
+decodes G.711 to 16-bit PCM for players without G.711. Every copy is registered with an expiry
+(``export.expiry_days``). Purposes ``quality`` and ``suspicious_call`` need nothing more; any other
+needs a manager's approval named with its reference (``--approved-by``, ``--approval-ref``), and the
+approver must be in the manager group now. Providing to an outside party needs one of the APPI
+Art. 69 bases and records the recipient and basis with the recording's hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+from storage import g711, vault
+from storage.index import RecordingRow
+from storage.store import IntegrityError
+from storage.wav import read_info
+
+from ..roles import MANAGER, STAFF, has_role
+from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+
+PURPOSES = ("quality", "suspicious_call")
+FORMATS = ("wav", "pcm", "pcap")
+BASES = {  # APPI Art. 69 (use and provision by administrative organs), as the guideline's Art. 5(6) names it
+    "law": "APPI Art. 69(1): based on laws and regulations",
+    "consent": "APPI Art. 69(2)(i): with the consent of the person",
+    "to-subject": "APPI Art. 69(2)(i): provided to the person themself",
+    "internal": "APPI Art. 69(2)(ii): internal use within the organ's duties, with good reason",
+    "public-body": "APPI Art. 69(2)(iii): to another public body for its duties, with good reason",
+    "statistics": "APPI Art. 69(2)(iv): solely for statistics or academic research",
+    "clear-benefit": "APPI Art. 69(2)(iv): clearly in the person's interest",
+    "special-reason": "APPI Art. 69(2)(iv): other special reason",
+}
+
+
+class PcmStream:
+    """Turns a G.711 WAV, chunk by chunk, into a 16-bit PCM WAV."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.codec = ""
+        self.remaining: int | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.remaining is None:
+            self.head += chunk
+            try:
+                info = read_info(self.head)
+            except ValueError:
+                if len(self.head) < 1 << 16:
+                    return b""
+                raise
+            if info.codec not in g711.TABLES:
+                raise OpError(f"cannot decode {info.codec} to PCM (only G.711 PCMU and PCMA)")
+            self.codec = info.codec
+            declared = struct.unpack_from("<I", self.head, info.data_offset - 4)[0]
+            header = g711.pcm_header(declared // info.channels, info.channels, info.rate)
+            self.remaining = declared
+            chunk, self.head = self.head[info.data_offset :], b""
+            return header + self._data(chunk)
+        return self._data(chunk)
+
+    def _data(self, chunk: bytes) -> bytes:
+        if not self.remaining:
+            return b""
+        take = chunk[: self.remaining]
+        self.remaining -= len(take)
+        return g711.decode(self.codec, take)
+
+
+def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
+    """Stream the recording into ``out`` (checked); returns the SHA-256 of what was written."""
+    if fmt != "pcap" and row.audio == "not-decoded":
+        raise OpError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here; its audio is the "
+                      "original RTP in its evidence pcap (--format pcap)")  # fmt: skip
+    pcap = fmt == "pcap"
+    expected = row.pcap_sha256 if pcap else row.sha256
+    if pcap and not row.pcap_path:
+        raise OpError(f"recording {row.id} has no evidence pcap (store.keep_pcap was off when it was made)")
+    sink = ctx.outputs(out)
+    recorded, written = hashlib.sha256(), hashlib.sha256()
+    pcm = PcmStream() if fmt == "pcm" and row.audio == "exact" else None  # transcoded WAVs already are PCM
+    try:
+        for chunk in ctx.store.plaintext(row, pcap=pcap):
+            recorded.update(chunk)
+            data = pcm.feed(chunk) if pcm else chunk
+            written.update(data)
+            sink.write(data)
+        if recorded.hexdigest() != expected:
+            raise IntegrityError(f"recording {row.id} fails its integrity check "
+                                 "(SHA-256 differs from the one recorded at finalisation)")  # fmt: skip
+    except vault.VaultError as exc:
+        sink.abort()
+        raise IntegrityError(f"recording {row.id} fails its integrity check: {exc}") from None
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit(written.hexdigest())
+    return written.hexdigest()
+
+
+def _register(ctx: Context, row: RecordingRow, kind: str, purpose: str, out: str, fmt: str, sha256: str,
+              approved_by: str | None = None, approval_ref: str | None = None) -> tuple[int, float]:  # fmt: skip
+    expires = ctx.now + int(ctx.config["export.expiry_days"]) * 86400
+    copy_id = ctx.casework.add_copy(
+        recording_id=row.id, kind=kind, user=ctx.caller.user, uid=ctx.caller.uid, purpose=purpose,
+        approved_by=approved_by, approval_ref=approval_ref, out=out, format=fmt, sha256=sha256,
+        recording_sha256=row.sha256, made_at=ctx.now, expires_at=expires,
+    )  # fmt: skip
+    return copy_id, expires
+
+
+@action("export", MANAGER, STAFF)
+def export(ctx: Context, args: Args) -> Reply:
+    rid, out, purpose = args.text("id", 100), args.text("out", 4000), args.text("purpose", 100)
+    fmt = args.opt("format") or "wav"
+    approved_by, ref = args.opt("approved_by", 64), args.opt("approval_ref", 200)
+    ctx.note(rid, purpose=purpose, format=fmt, out=out)
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if purpose not in PURPOSES:
+        if not approved_by or not ref:
+            raise NotAllowed(f"purpose {purpose!r} is not one of {', '.join(PURPOSES)}: a copy for another purpose "
+                             "needs a manager's approval (guideline Art. 5(5)): --approved-by MANAGER --approval-ref REF")  # fmt: skip
+        ctx.note(approved_by=approved_by, approval_ref=ref)
+        if not has_role(approved_by, MANAGER, ctx.config):
+            raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
+    row = ctx.store.get(rid)
+    sha256 = write_copy(ctx, row, out, fmt)
+    copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
+    ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
+    note = "" if fmt == "wav" else f", 16-bit PCM, SHA-256 of the copy {sha256}"
+    text = (f"exported {row.id} to {out} (SHA-256 {row.sha256}{note}); copy {copy_id}, to be destroyed by "
+            f"{iso(expires, ctx)}")  # fmt: skip
+    return Reply(text=text, data={"id": row.id, "out": out, "sha256": sha256, "recording_sha256": row.sha256,
+                                  "copy": copy_id, "expires": iso(expires, ctx)})  # fmt: skip
+
+
+@action("provide", MANAGER)
+def provide(ctx: Context, args: Args) -> Reply:
+    rid, out = args.text("id", 100), args.text("out", 4000)
+    recipient, basis, note = args.opt("to", 300), args.opt("basis", 40), args.opt("note") or ""
+    fmt = args.opt("format") or "wav"
+    ctx.note(rid, basis=basis, recipient=recipient, out=out)
+    if not recipient:
+        raise UsageError("--to RECIPIENT is required")
+    if basis not in BASES:
+        given = f"--basis {basis!r} is not a legal basis" if basis else "no --basis given"
+        raise NotAllowed(f"{given}: providing a recording to an outside party needs one of the bases of APPI "
+                         f"Art. 69 (guideline Art. 5(6)): {', '.join(BASES)}")  # fmt: skip
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    row = ctx.store.get(rid)
+    ctx.note(basis_article=BASES[basis])
+    sha256 = write_copy(ctx, row, out, fmt)
+    copy_id, expires = _register(ctx, row, "provision", f"provide: {basis}", out, fmt, sha256)
+    provision = ctx.casework.add_provision(recording_id=row.id, recipient=recipient, basis=basis, note=note,
+                                           recording_sha256=row.sha256, copy_id=copy_id, provided_by=ctx.caller.user,
+                                           provided_at=ctx.now)  # fmt: skip
+    ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, provision=provision)
+    text = (f"provision {provision}: {row.id} to {recipient} under {BASES[basis]}; written to {out} "
+            f"(recording SHA-256 {row.sha256}); copy {copy_id}, to be destroyed here once handed over, by "
+            f"{iso(expires, ctx)}")  # fmt: skip
+    return Reply(text=text, data={"provision": provision, "id": row.id, "recipient": recipient, "basis": basis,
+                                  "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id})  # fmt: skip
+
+
+def copy_json(c: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    state = "destroyed" if c["disposed_at"] else "expired" if c["expires_at"] <= ctx.now else "kept"
+    return {"copy": c["id"], "recording_id": c["recording_id"], "kind": c["kind"], "user": c["user"],
+            "purpose": c["purpose"], "approved_by": c["approved_by"], "out": c["out"], "format": c["format"],
+            "sha256": c["sha256"], "made_at": iso(c["made_at"], ctx), "expires_at": iso(c["expires_at"], ctx),
+            "state": state, "disposed": c["disposed_how"]}  # fmt: skip
+
+
+@action("copies-list", MANAGER, STAFF)
+def copies_list(ctx: Context, args: Args) -> Reply:
+    rows = ctx.casework.copies(user=None if ctx.role == MANAGER else ctx.caller.user)
+    data = [copy_json(c, ctx) for c in rows]
+    ctx.note(count=len(data))
+    lines = [f"copy {c['copy']}: {c['recording_id']} {c['kind']} by {c['user']} ({c['purpose']}) at {c['out']}; "
+             f"{c['state']}" + (f" ({c['disposed']})" if c["disposed"] else f", expires {c['expires_at']}") for c in data]  # fmt: skip
+    return Reply(text="\n".join(lines + [f"({len(data)} copies)"]), data=data)
+
+
+@action("copies-destroyed", MANAGER, STAFF)
+def copies_destroyed(ctx: Context, args: Args) -> Reply:
+    copy_id, note = args.int("copy"), args.opt("note") or ""
+    copy = ctx.casework.copy(copy_id)
+    ctx.note(copy["recording_id"], copy=copy_id, note=note)
+    if ctx.role != MANAGER and copy["user"] != ctx.caller.user:
+        raise NotAllowed(f"copy {copy_id} was made by {copy['user']}: only they or a manager may confirm it destroyed")
+    if copy["disposed_at"]:
+        raise OpError(f"copy {copy_id} is already recorded as disposed of ({copy['disposed_how']})")
+    ctx.casework.dispose_copy(copy_id, ctx.now, f"destroyed by its holder, confirmed by {ctx.caller.user}"
+                              + (f": {note}" if note else ""))  # fmt: skip
+    return Reply(text=f"copy {copy_id} of {copy['recording_id']} recorded as destroyed", data={"copy": copy_id})

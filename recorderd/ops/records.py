@@ -1,0 +1,207 @@
+"""Recordings: ``status``, ``list`` / ``search``, ``hold`` and ``release`` (guideline Art. 5(2)).
+
+Staff and managers see caller numbers; technicians see them masked (the last two digits), with the
+Call-ID hidden, and may not search by caller number (that would answer "did this person call?").
+A caller filter is audited as its kind (exact / last digits), never its value.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from typing import Any
+
+from capture.dids import parse_did, to_e164
+from storage.index import RecordingRow
+from storage.store import one_way_audio
+from storage.retention import iso as iso_ms_tz
+
+from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
+from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso, parse_when
+
+MIN_SUFFIX = 4
+
+
+def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "call_id": "(hidden)" if masked else row.call_id,
+        "did": row.did,
+        "did_label": row.did_label,
+        "caller": mask_number(row.caller) if masked else row.caller,
+        "started_at": iso_ms(row.started_at, ctx),
+        "ended_at": iso_ms(row.ended_at, ctx),
+        "duration_s": round(row.ended_at - row.started_at, 3),
+        "codec": row.codec,
+        "channels": row.channels,
+        "frames": row.frames,
+        "size": row.size,
+        "sha256": row.sha256,
+        "retain_until": iso_ms(row.retain_until, ctx),
+        "state": row.state,
+        "end_reason": row.end_reason,
+        "holds": ctx.store.holds(row.id),
+        "audio": row.audio,  # exact (G.711 bytes as on the wire) | transcoded (16-bit PCM) | not-decoded
+        "transcoded": row.audio == "transcoded",
+        "rate": row.rate,
+        "evidence_pcap": bool(row.pcap_path),
+        "one_way_audio": one_way_audio(row.streams),
+        # quality per direction; DTMF digits (PINs, card numbers...) only for those who may hear the call
+        "streams": [{k: v for k, v in s.items() if k != "dtmf"} for s in row.streams] if masked else row.streams,
+    }
+
+
+def iso_ms(ts: float, ctx: Context) -> str:
+    """To the millisecond, as ``list --json`` always printed times."""
+    return iso_ms_tz(ts, ctx.store.tz)
+
+
+def _caller_key(text: str) -> str:
+    return to_e164(text) or re.sub(r"\D", "", text)
+
+
+def matches_caller(row: RecordingRow, exact: str | None, ends: str | None) -> bool:
+    if exact is not None and _caller_key(row.caller) != _caller_key(exact):
+        return False
+    return ends is None or re.sub(r"\D", "", row.caller).endswith(ends)
+
+
+def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]]:
+    """The recordings matching the filters, and the filters as the audit may show them."""
+    start, end = args.opt("from"), args.opt("to")
+    did, exact, ends = args.opt("did"), args.opt("caller", 40), args.opt("caller_ends", 20)
+    shown: dict[str, Any] = {}
+    if start:
+        shown["from"] = start
+    if end:
+        shown["to"] = end
+    lo = parse_when(start, ctx, what="--from") if start else None
+    hi = parse_when(end, ctx, end=True, what="--to") if end else None
+    did_key = None
+    if did:
+        shown["did"] = did
+        try:
+            did_key = parse_did(did)
+        except ValueError:
+            did_key = None  # a label, then
+    if exact or ends:
+        shown["caller"] = "exact" if exact else "last digits"
+    ctx.note(filters=shown)  # before any refusal, so that it carries them too
+    if exact or ends:
+        if ctx.role == TECHNICIAN:
+            raise NotAllowed("technicians may not search by caller number (they never see caller numbers)")
+        if ends is not None and (not ends.isdigit() or len(ends) < MIN_SUFFIX):
+            raise UsageError(f"--caller-ends needs at least {MIN_SUFFIX} digits")
+    rows = [
+        r for r in ctx.store.recordings()
+        if (lo is None or r.started_at >= lo) and (hi is None or r.started_at < hi)
+        and (did is None or r.did == did_key or r.did_label == did)
+        and (not (exact or ends) or matches_caller(r, exact, ends))
+    ]  # fmt: skip
+    return rows, shown
+
+
+def _listing(ctx: Context, args: Args) -> Reply:
+    rows, shown = select(ctx, args)
+    masked = ctx.role == TECHNICIAN
+    ctx.note(count=len(rows), masked=masked, recordings=[r.id for r in rows][:200])
+    data = [recording_json(r, ctx, masked=masked) for r in rows]
+    return Reply(text=table(data), data=data)
+
+
+@action("list", MANAGER, STAFF, TECHNICIAN)
+def list_recordings(ctx: Context, args: Args) -> Reply:
+    return _listing(ctx, args)
+
+
+@action("search", MANAGER, STAFF, TECHNICIAN)
+def search(ctx: Context, args: Args) -> Reply:
+    if not any(args.opt(k) for k in ("from", "to", "did", "caller", "caller_ends")):
+        raise UsageError("search needs at least one of --from, --to, --did, --caller, --caller-ends")
+    return _listing(ctx, args)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def width(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+    headers = ("id", "DID label", "start", "duration", "codec", "state", "caller")
+    lines = [(r["id"], r["did_label"], r["started_at"][:19].replace("T", " "), f"{r['duration_s']:.1f} s", r["codec"],
+              r["state"] + (" (held)" if r["holds"] else ""), r["caller"]) for r in rows]  # fmt: skip
+    widths = [max([width(h)] + [width(line[i]) for line in lines]) for i, h in enumerate(headers)]
+    out = ["  ".join(v + " " * (w - width(v)) for v, w in zip(line, widths)).rstrip() for line in [headers, *lines]]
+    out.append(f"({len(lines)} recording{'s' if len(lines) != 1 else ''})")
+    return "\n".join(out)
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+@action("status", MANAGER, STAFF, TECHNICIAN, AUDITOR)
+def status(ctx: Context, args: Args) -> Reply:
+    db = ctx.store.db().db
+    now = ctx.now
+    count, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM recordings").fetchone()
+    held = db.execute("SELECT count(DISTINCT recording_id) FROM holds WHERE released_at IS NULL AND until > ?", (now,)).fetchone()[0]
+    last = db.execute("SELECT id, erased_at FROM erasures ORDER BY erased_at DESC LIMIT 1").fetchone()
+    nxt = db.execute("SELECT min(retain_until) FROM recordings r WHERE NOT EXISTS (SELECT 1 FROM holds h WHERE "
+                     "h.recording_id = r.id AND h.released_at IS NULL AND h.until > ?)", (now,)).fetchone()[0]  # fmt: skip
+    st = os.statvfs(ctx.store.root)
+    data = {
+        "service": ctx.live.status() if ctx.live else {"running": False},
+        "store": {"path": ctx.store.root, "recordings": count, "bytes": size, "on_hold": held,
+                  "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize},
+        "retention": {"days": ctx.store.retention_days, "last_erasure": iso(last[1], ctx) if last else None,
+                      "last_erased_id": last[0] if last else None, "next_due": iso(nxt, ctx)},
+        "copies_past_expiry": len(ctx.casework.copies(expired_by=now)),
+    }  # fmt: skip
+    return Reply(text=status_text(data), data=data)
+
+
+def status_text(d: dict[str, Any]) -> str:
+    svc, store, ret = d["service"], d["store"], d["retention"]
+    if svc.get("running"):
+        c = svc.get("counters", {})
+        service = (f"service: running for {svc['uptime_s'] // 3600} h {svc['uptime_s'] % 3600 // 60} min; "
+                   f"{svc['active_calls']} active call(s), {c.get('calls_recorded', 0)} recorded, "
+                   f"{c.get('kernel_drops', 0)} kernel drop(s), store level {svc.get('store_level', '?')}")  # fmt: skip
+    else:
+        service = "service: not running (no answer on the control socket)"
+    free = 100 * store["free_bytes"] / store["total_bytes"] if store["total_bytes"] else 0
+    return "\n".join([
+        service,
+        f"store: {store['path']}: {store['recordings']} recording(s), {store['bytes'] / 2**20:.1f} MiB, "
+        f"{store['on_hold']} on hold; {store['free_bytes'] / 2**30:.1f} GiB ({free:.0f}%) free",
+        f"retention: {ret['days']} days; last erasure {ret['last_erasure'] or 'none yet'}"
+        + (f" ({ret['last_erased_id']})" if ret["last_erased_id"] else "") + f"; next due {ret['next_due'] or 'none'}",
+        f"exported copies past expiry: {d['copies_past_expiry']}",
+    ])  # fmt: skip
+
+
+# -- holds (Art. 5(2)) ---------------------------------------------------------------------------
+
+
+def place_hold(ctx: Context, recording_id: str, until: float, reason: str, ref: str) -> int:
+    """A hold on one recording (``hold`` and disclosure searches; each audits it)."""
+    if until <= ctx.now:
+        raise UsageError("a hold must end in the future")
+    return ctx.store.hold(recording_id, until=until, reason=reason, ref=ref, by=ctx.caller.user)
+
+
+@action("hold", MANAGER)
+def hold(ctx: Context, args: Args) -> Reply:
+    rid, until_text = args.text("id", 100), args.text("until", 40)
+    reason, ref = args.text("reason"), args.text("ref", 200)
+    until = parse_when(until_text, ctx, end=True, what="--until")
+    ctx.note(rid, until=until, until_local=iso(until, ctx), reason=reason, ref=ref)
+    hold_id = place_hold(ctx, rid, until, reason, ref)
+    ctx.note(hold_id=hold_id)
+    return Reply(text=f"hold {hold_id} on {rid} until {until_text}", data={"hold_id": hold_id, "until": iso(until, ctx)})
+
+
+@action("release", MANAGER)
+def release(ctx: Context, args: Args) -> Reply:
+    rid, hold_id, reason = args.text("id", 100), args.int("hold"), args.text("reason")
+    ctx.note(rid, hold_id=hold_id, reason=reason)
+    ctx.store.release(rid, hold_id)
+    return Reply(text=f"hold {hold_id} on {rid} released", data={"hold_id": hold_id})

@@ -1,0 +1,342 @@
+"""Role x command matrix with real Unix users and groups made by the test (as root).
+
+Through the control socket: ``recorderd --config`` runs in a network namespace (a veth SPAN link, as
+in test_live_service), the store is root's alone (0700), and each test user runs ``recorderctl``
+with ``runuser``: the service knows them only from SO_PEERCRED. In direct mode (service stopped):
+root runs recorderctl on the store itself, with root put into one role group at a time (root is not
+a role by itself: in no group, root is refused too). Every allowed cell must work (exit 0, an
+``allowed`` audit row naming the user, uid, role and way in); every denied cell must be refused
+(exit 3) and audited (a ``denied`` row). Users, groups and files are removed afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, Site, needs_tool
+
+from recorderd import cli, ctl
+from storage.audit import AuditLog
+
+pytestmark = pytest.mark.integration
+
+M, S, T, A, N = "manager", "staff", "technician", "auditor", "none"
+ROLES = (M, S, T, A, N)
+ALL = {M, S, T, A}
+
+
+@dataclass
+class Env:
+    base: Path
+    site: Site
+    tag: str
+    users: dict[str, str]  # role -> user name
+    python: list[str]
+    recording: str = ""
+    sha256: str = ""
+    seen: int = 0  # audit rows already looked at
+    mode: str = "socket"
+    state: dict[str, str] = field(default_factory=dict)
+
+    def group(self, role: str) -> str:
+        return f"{self.tag}-{role[:3]}"
+
+    def outbox(self, role: str) -> Path:
+        return self.base / f"out-{role}"
+
+    def run(self, role: str, *args: str) -> tuple[int, str, str]:
+        if self.mode == "socket":
+            cmd = ["runuser", "-u", self.users[role], "--", *self.python, "-m", "recorderd.ctl", "--config",
+                   str(self.site.config), *args]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=120)
+            return done.returncode, done.stdout, done.stderr
+        return _in_process(self.site, args)
+
+    def new_rows(self) -> list:
+        audit = AuditLog(str(self.site.store / "audit.sqlite"))
+        try:
+            rows = [r for r in audit.rows() if r[0] > self.seen]
+        finally:
+            audit.close()
+        self.seen = rows[-1][0] if rows else self.seen
+        return [r[1] for r in rows]
+
+
+_capture: pytest.CaptureFixture[str] | None = None
+
+
+def _in_process(site: Site, args: tuple[str, ...]) -> tuple[int, str, str]:
+    assert _capture is not None
+    _capture.readouterr()
+    rc = ctl.main(["--config", str(site.config), *args])
+    out = _capture.readouterr()
+    return rc, out.out, out.err
+
+
+def _sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _python_for(user: str) -> list[str]:
+    """An interpreter the test users can run: the venv's, or (when it lives in root's home) the
+    system python3 of the same version with the venv's packages on PYTHONPATH."""
+    probe = "import recorderd.ctl, cryptography, yaml"
+    site_packages = sysconfig.get_paths()["purelib"]
+    candidates = [[sys.executable],
+                  ["env", f"PYTHONPATH={ROOT}:{site_packages}", f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"]]  # fmt: skip
+    for cand in candidates:
+        done = subprocess.run(["runuser", "-u", user, "--", *cand, "-c", probe], capture_output=True, cwd="/")
+        if done.returncode == 0:
+            return cand
+    pytest.skip(f"no Python interpreter that user {user} may run can import recorderd (the venv's is {sys.executable})")
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.skip("the role matrix creates Unix users and groups and a network namespace: needs root")
+    for tool in ("useradd", "groupadd", "userdel", "groupdel", "gpasswd", "runuser", "ip"):
+        needs_tool(tool)
+    tag = f"rdt{uuid.uuid4().hex[:5]}"
+    base = Path(tempfile.mkdtemp(prefix="rdroles-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    users: dict[str, str] = {}
+    groups: list[str] = []
+    try:
+        for role in (M, S, T, A):
+            group = f"{tag}-{role[:3]}"
+            _sh("groupadd", group)
+            groups.append(group)
+        for role in ROLES:
+            user = f"{tag}{role[0]}"
+            extra = ["-G", f"{tag}-{role[:3]}"] if role != N else []
+            _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *extra, user)
+            users[role] = user
+        roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in (M, S, T, A))
+        settings = ("capture: {interfaces: [span-rx], ring_mb: 8, block_timeout_ms: 20}\n"
+                    f"roles: {{{roles}}}\n")  # fmt: skip
+        site = Site(base, None, settings)
+        for name in ("recorderd.yaml", "dids.yaml"):
+            os.chmod(base / name, 0o644)  # the config is public; the store is not
+        assert site.ctl("init") == 0
+        assert cli.main(["replay", str(FIXTURES / "demo-day.pcap"), "--config", str(site.config)]) == 0
+        assert stat.S_IMODE(site.store.stat().st_mode) == 0o700
+        for role, user in users.items():
+            box = base / f"out-{role}"
+            box.mkdir(mode=0o700)
+            pw = pwd.getpwnam(user)
+            os.chown(box, pw.pw_uid, pw.pw_gid)
+        env = Env(base, site, tag, users, _python_for(users[M]))
+        store = site.open_store()
+        try:  # the fixture's calls may be past their retention already: keep them for the test
+            for row in store.recordings():
+                store.hold(row.id, until=4_102_444_800.0, reason="role matrix", ref="T-0", by="root")
+            row = next(r for r in store.recordings() if r.did_label == "サンキューコールかわさき")
+            env.recording, env.sha256 = row.id, row.sha256
+        finally:
+            store.close()
+        yield env
+    finally:
+        for user in users.values():
+            subprocess.run(["userdel", user], capture_output=True)
+        for group in groups:
+            subprocess.run(["groupdel", group], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- the cells ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str
+    action: str  # as audited
+    allowed: frozenset[str]
+    argv: Callable[[Env, str], list[str]]
+
+
+def _setup(env: Env, args: list[str], pattern: str) -> str:
+    rc, out, err = env.run(M, *args)
+    assert rc == 0, err
+    found = re.search(pattern, out)
+    assert found, out
+    return found.group(1)
+
+
+def _release(env: Env, role: str) -> list[str]:
+    hold = _setup(env, ["hold", env.recording, "--until", "2099-12-31", "--reason", "matrix", "--ref", "R-1"],
+                  r"hold (\d+) on") if role == M else "1"  # fmt: skip
+    return ["release", env.recording, "--hold", hold, "--reason", "matrix done"]
+
+
+def _complaint_close(env: Env, role: str) -> list[str]:
+    allowed = role in (M, S)
+    number = _setup(env, ["complaint", "new", "--summary", "for closing"], r"complaint (\d+) recorded") if allowed else "1"
+    return ["complaint", "close", number, "--outcome", "explained"]
+
+
+def _incident_report(env: Env, role: str) -> list[str]:
+    number = _setup(env, ["incident", "new", "--kind", "other", "--summary", "matrix"], r"incident (\d+) opened") if role == M else "1"
+    return ["incident", "report", number]
+
+
+def _out(env: Env, role: str, name: str) -> str:
+    return str(env.outbox(role) / f"{env.mode}-{name}")
+
+
+CELLS = [
+    Cell("status", "status", frozenset(ALL), lambda e, r: ["status", "--json"]),
+    Cell("notice", "notice", frozenset(ALL), lambda e, r: ["notice"]),
+    Cell("list", "list", frozenset({M, S, T}), lambda e, r: ["list", "--json"]),
+    Cell("search by DID", "search", frozenset({M, S, T}), lambda e, r: ["search", "--did", "044-200-3939", "--json"]),
+    Cell("search by caller", "search", frozenset({M, S}), lambda e, r: ["search", "--caller-ends", "2222"]),
+    Cell("export", "export", frozenset({M, S}),
+         lambda e, r: ["export", e.recording, "--out", _out(e, r, "q.wav"), "--purpose", "quality"]),
+    Cell("export, other purpose, approved", "export", frozenset({M, S}),
+         lambda e, r: ["export", e.recording, "--out", _out(e, r, "t.wav"), "--purpose", "training",
+                       "--approved-by", e.users[M], "--approval-ref", "AP-7"]),
+    Cell("export, other purpose, no approval", "export", frozenset(),
+         lambda e, r: ["export", e.recording, "--out", _out(e, r, "n.wav"), "--purpose", "training"]),
+    Cell("copies list", "copies-list", frozenset({M, S}), lambda e, r: ["copies", "list", "--json"]),
+    Cell("hold", "hold", frozenset({M}), lambda e, r: ["hold", e.recording, "--until", "2099-12-31", "--reason", "x", "--ref", "H-1"]),
+    Cell("release", "release", frozenset({M}), _release),
+    Cell("provide", "provide", frozenset({M}),
+         lambda e, r: ["provide", e.recording, "--to", "Kawasaki police", "--basis", "law", "--out", _out(e, r, "p.wav")]),
+    Cell("provide without basis", "provide", frozenset(),
+         lambda e, r: ["provide", e.recording, "--to", "a newspaper", "--out", _out(e, r, "x.wav")]),
+    Cell("disclosure open", "disclosure-open", frozenset({M}),
+         lambda e, r: ["disclosure", "open", "--requester-type", "self", "--ref", "D-1"]),
+    Cell("disclosure list", "disclosure-list", frozenset({M}), lambda e, r: ["disclosure", "list"]),
+    Cell("incident new", "incident-new", frozenset({M}),
+         lambda e, r: ["incident", "new", "--kind", "loss", "--summary", "a USB stick"]),
+    Cell("incident list", "incident-list", frozenset({M}), lambda e, r: ["incident", "list"]),
+    Cell("incident report", "incident-report", frozenset({M}), _incident_report),
+    Cell("complaint new", "complaint-new", frozenset({M, S}), lambda e, r: ["complaint", "new", "--summary", "rude"]),
+    Cell("complaint list", "complaint-list", frozenset({M, S}), lambda e, r: ["complaint", "list"]),
+    Cell("complaint close", "complaint-close", frozenset({M, S}), _complaint_close),
+    Cell("report", "report", frozenset({M, T, A}), lambda e, r: ["report", "--from", "2026-09-01", "--to", "2026-12-31", "--json"]),
+    Cell("audit show", "audit-show", frozenset({M, A}), lambda e, r: ["audit", "show", "--limit", "5"]),
+    Cell("audit verify", "audit-verify", frozenset({M, A}), lambda e, r: ["audit", "verify"]),
+    Cell("audit export", "audit-export", frozenset({M, A}), lambda e, r: ["audit", "export", "--out", _out(e, r, "audit.jsonl")]),
+    Cell("verify", "verify", frozenset({M, T, A}), lambda e, r: ["verify"]),
+    Cell("retention run", "retention-run", frozenset({M, T}), lambda e, r: ["retention", "run"]),
+]
+
+
+def _check(env: Env, role: str, cell: Cell, allowed: bool) -> None:
+    argv = cell.argv(env, role)
+    env.new_rows()  # rows of the setup are not this cell's
+    rc, out, err = env.run(role, *argv)
+    user = env.users[role] if env.mode == "socket" else "root"
+    rows = [e for e in env.new_rows() if e.user == user and e.action == cell.action]
+    where = f"{env.mode}: {role} / {cell.label}: rc {rc}\n{out}\n{err}"
+    assert rows, f"not audited: {where}"
+    outcome = rows[-1]
+    assert outcome.uid == pwd.getpwnam(user).pw_uid and outcome.detail["via"] == env.mode, where
+    if allowed:
+        assert rc == 0 and outcome.result == "allowed", where
+        assert outcome.detail["role"] == role, where
+    else:
+        assert rc == 3, where
+        assert outcome.result.startswith("denied: ") and "recorderctl: " in err, where
+        if role == N:
+            assert "is in none of the recorderd role groups" in err, where
+
+
+def _matrix(env: Env) -> None:
+    env.seen = 0
+    for role in ROLES:
+        for cell in CELLS:
+            _check(env, role, cell, role in cell.allowed)
+
+
+def test_matrix_through_the_control_socket(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    global _capture
+    _capture = capsys
+    import integration.test_live_service as live  # its Span and Service helpers (not its tests)
+
+    span = live.Span()
+    try:
+        env.mode = "socket"
+        service = live.Service(span, env.site, tmp_path)
+        try:
+            sock = env.base / "control.sock"
+            for _ in range(50):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+            assert stat.S_ISSOCK(sock.stat().st_mode)
+            _matrix(env)
+            # A copy made through the service: written by the client as the user, 0600, byte-identical.
+            copy = env.outbox(S) / "socket-q.wav"
+            st = copy.stat()
+            assert st.st_uid == pwd.getpwnam(env.users[S]).pw_uid and stat.S_IMODE(st.st_mode) == 0o600
+            assert hashlib.sha256(copy.read_bytes()).hexdigest() == env.sha256
+            # Decommission goes only directly, with the service stopped: refused to everyone here.
+            for role in ROLES:
+                rc, _, err = env.run(role, "decommission", "--confirm", "--certificate", _out(env, role, "cert"))
+                assert rc == 3 and "works on the store directly" in err, (role, err)
+            # A technician sees no caller number.
+            rc, out, _ = env.run(T, "list", "--json")
+            listed = json.loads(out)
+            assert listed and all(re.fullmatch(r"[*+\-]*\d{2}", r["caller"]) for r in listed)
+            assert all(r["call_id"] == "(hidden)" for r in listed)
+            # Through the service, the report has its capture counters (snapshotted by the control thread).
+            rc, out, err = env.run(T, "report", "--from", "2026-01-01", "--to", "2099-12-31", "--json")
+            report = json.loads(out)
+            assert rc == 0 and report["capture"] is not None and "kernel_drops" in report["capture"], err
+            rc, out, _ = env.run(A, "status", "--json")
+            assert json.loads(out)["service"]["running"] is True
+        finally:
+            assert service.stop() == 0
+    finally:
+        span.close()
+    assert not (env.base / "control.sock").exists()
+    rc, _, err = env.run(S, "list")  # no service, and the store is not theirs to open
+    assert rc == 4 and "recorderd is not running" in err and "cannot open the store" in err, err
+
+
+def test_matrix_directly_as_root_in_one_group_at_a_time(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    global _capture
+    _capture = capsys
+    env.mode = "direct"
+    env.seen = 0
+    env.new_rows()
+    for role in ROLES:
+        if role != N:
+            _sh("gpasswd", "-a", "root", env.group(role))
+        try:
+            for cell in CELLS:
+                _check(env, role, cell, role in cell.allowed)
+            rc, _, err = env.run(role, "init")  # init needs no role, only the right to create the store
+            assert rc == 0, err
+            if role != T:
+                rc, _, err = env.run(role, "decommission", "--confirm", "--certificate", _out(env, role, "cert"))
+                assert rc == 3 and (role == N or "decommission is for technicians" in err), err
+        finally:
+            if role != N:
+                _sh("gpasswd", "-d", "root", env.group(role))
+    _sh("gpasswd", "-a", "root", env.group(T))
+    try:
+        rc, out, err = env.run(T, "decommission", "--confirm", "--certificate", _out(env, T, "cert"))
+    finally:
+        _sh("gpasswd", "-d", "root", env.group(T))
+    assert rc == 0, err
+    assert "Recordings erased" in out and not (env.site.store / "index.sqlite").exists()
+    rows = [e for e in env.new_rows() if e.action == "decommission"]
+    assert rows[-1].result == "allowed" and rows[-1].detail["role"] == T
