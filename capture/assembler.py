@@ -35,7 +35,7 @@ class StreamAssembler:
     __slots__ = (
         "call", "channel", "ssrc", "ssrcs", "base_ts", "base_pos", "end", "max_seq", "seen",
         "first_ext", "ext_max", "expected_before", "received", "packets", "duplicates", "other_payload",
-        "anchors", "jitter", "last_transit", "last_arrival", "max_gap", "ignorable", "events", "learned",
+        "anchors", "jitter", "last_transit", "last_arrival", "max_gap", "ignorable", "events", "learned", "early",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:
@@ -63,6 +63,7 @@ class StreamAssembler:
         self.ignorable = 0  # DTMF events and comfort noise: not audio, not a codec problem
         self.events: list[list[float | str]] = []  # DTMF: [seconds into the recording, digit, duration ms]
         self.learned = False  # whether this direction's real source address was learned (NAT)
+        self.early = 0  # packets whose place would be before the recording's start: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
                linktype: int = 1) -> None:  # fmt: skip
@@ -109,6 +110,9 @@ class StreamAssembler:
             self.base_pos = pos = max(int(arrival + 0.5), self.end)
             self.base_ts = rtp_ts
             self._anchor(ssrc, rtp_ts, pos)
+        if pos < 0:  # would sit before the recording began (a packet from before the call, or forged)
+            self.early += 1
+            return
         transit = arrival - offset
         if self.last_transit is not None:
             d = transit - self.last_transit
