@@ -51,7 +51,8 @@ bench: venv
 	$(PY) bench/run.py
 
 fuzz: venv
-	HYPOTHESIS_PROFILE=fuzz PIPELINE_EXAMPLES=20000 $(PY) -m pytest -q tests/test_properties.py
+	HYPOTHESIS_PROFILE=fuzz PIPELINE_EXAMPLES=20000 $(PY) -m pytest -q -p no:cacheprovider --durations=0 \
+	  tests/test_properties.py tests/test_fragments.py tests/test_tcp.py
 
 # An installed box: the package in its own venv under /opt/recorderd, the units, the config.
 # DESTDIR stages the files (e.g. for a package); the venv's scripts name /opt/recorderd, so a staged

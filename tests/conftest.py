@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap_fixtures"
@@ -17,6 +18,12 @@ PUBLIC = ROOT.parent / "shared" / "pcaps" / "public"
 sys.path.insert(0, str(FIXTURES))
 
 from recorderd import cli, ctl  # noqa: E402
+
+# Property tests: a few hundred examples in `make test`; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs
+# every parser's properties on at least 100,000 generated inputs.
+settings.register_profile("default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Each site has its own control socket, and the user running the tests has every role through its
 # own primary group (the role tests give a site groups of their own: later YAML keys win).

@@ -1,14 +1,15 @@
 """Property tests: every parser on arbitrary and mutated bytes either returns a value or raises
 ValueError (never anything else, never hangs); the whole pipeline survives arbitrary frames.
 
-The default run is small; `make fuzz` runs each at least 100,000 examples (HYPOTHESIS_PROFILE=fuzz)."""
+The default run is small; `make fuzz` runs each at least 100,000 examples (the ``fuzz`` profile of
+conftest.py, for these and the fragment and TCP reassembly properties)."""
 from __future__ import annotations
 
 import os
 from collections import Counter
 
 from conftest import ROOT
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_sdp import OFFER
 from test_sip import INVITE
@@ -20,9 +21,6 @@ from capture.sdp import SessionDescription
 from capture.sip import SipMessage, name_addr, split_list, uri_user
 from recorderd.config import load_dids
 
-settings.register_profile("default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("fuzz", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
