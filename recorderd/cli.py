@@ -7,8 +7,7 @@ import sys
 
 from storage.store import StoreError
 
-from . import journal, service
-from .config import ConfigError, load
+from . import service
 
 DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
 
@@ -25,13 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         from .daemon import Daemon
 
         return Daemon(args.config).run()
-    service.set_umask()
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"recorderd: config error: {exc}", file=sys.stderr)
+    config = service.start("recorderd", args.config)
+    if config is None:
         return 2
-    journal.setup(config["logging.level"])
     store = service.open_store(config)
     try:
         store.open()

@@ -20,8 +20,8 @@ from typing import Any
 
 from storage.store import StoreError
 
-from . import control, journal, ops, roles, service, wire
-from .config import Config, ConfigError, load
+from . import control, ops, roles, service, wire
+from .config import Config
 
 UNREACHABLE = 4
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
@@ -234,13 +234,9 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    service.set_umask()
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"recorderctl: config error: {exc}", file=sys.stderr)
+    config = service.start("recorderctl", args.config)
+    if config is None:
         return 2
-    journal.setup(config["logging.level"])
     reply = perform(config, args.op, request_args(args))
     if args.json and reply.data is not None:
         json.dump(reply.data, sys.stdout, ensure_ascii=False, indent=2)

@@ -27,8 +27,8 @@ from storage.retention import PERIOD as RETENTION_PERIOD
 from storage.retention import RetentionWorker
 from storage.store import Store, StoreError
 
-from . import journal, service
-from .config import Config, ConfigError, load, load_dids
+from . import service
+from .config import ConfigError, load_dids
 from .control import ControlServer
 from .health import StoreHealth
 from .metrics import MetricsServer
@@ -60,13 +60,9 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        service.set_umask()
-        try:
-            config = load(self.config_path)
-        except ConfigError as exc:
-            print(f"recorderd: config error: {exc}", flush=True)
+        config = service.start("recorderd", self.config_path)
+        if config is None:
             return 2
-        journal.setup(config["logging.level"])
         self.config = config
         store = service.open_store(config)
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -10,11 +11,25 @@ from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
 from storage.store import Store
 
-from .config import Config
+from . import journal
+from .config import Config, ConfigError, load
 
 log = logging.getLogger(__name__)
 
 UMASK = 0o077
+
+
+def start(prog: str, config_path: str) -> Config | None:
+    """What every entry point does first: umask 077, the config (an error is printed, naming the
+    file, key and value: None), then logging at the configured level."""
+    set_umask()
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr, flush=True)
+        return None
+    journal.setup(config["logging.level"])
+    return config
 
 
 def open_store(config: Config) -> Store:

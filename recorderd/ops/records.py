@@ -17,7 +17,7 @@ from storage.store import one_way_audio
 from storage.retention import iso as iso_ms_tz
 
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
-from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso, parse_when
+from . import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_when
 
 MIN_SUFFIX = 4
 
