@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 METHOD = "crypto-erase (AES-256-GCM data key destroyed) + random overwrite + unlink, verified"
 LATE_AFTER = 3600.0  # s past the deadline before a recording still present is CRITICAL
 PERIOD = 60.0  # s between runs in the daemon
+_ONE_RUN_AT_A_TIME = threading.Lock()
 
 
 def retain_until(call_time: float, days: int, tz: ZoneInfo) -> float:
@@ -76,6 +78,10 @@ class RetentionWorker:
         self.clock = clock or store.clock
 
     def run(self) -> RunReport:
+        with _ONE_RUN_AT_A_TIME:  # the service's minute and a `recorderctl retention run` over its socket
+            return self._run()
+
+    def _run(self) -> RunReport:
         now = self.clock()
         index = self.store.db()
         report = RunReport([], [], [], [])
