@@ -3,8 +3,9 @@ and the master key so that nothing can be restored, and write an erasure certifi
 
 Order: each recording as the retention worker does it (key destroyed, file overwritten, unlinked),
 then the spool, then the index files (overwritten, unlinked), the master key file last. The audit
-log stays, with the decommission as its last row, so the city can still account for every access;
-the certificate names it. What the software cannot do (a whole-device purge) is in the README.
+log and the casework file (incidents, complaints, provision records: no audio, no caller numbers)
+stay, with the decommission as the audit log's last rows, so the city can still account for every
+access; the certificate names both. What the software cannot do (a whole-device purge) is in the README.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Certificate:
     method: str
     verification: str
     audit_log_kept: str
+    casework_kept: str
 
     def text(self) -> str:
         lines = [
@@ -54,6 +56,7 @@ class Certificate:
             f"Method:                  {self.method}",
             f"Verification:            {self.verification}",
             f"Audit log kept at:       {self.audit_log_kept}",
+            f"Casework kept at:        {self.casework_kept} (incidents, complaints, provisions, copies; no audio, no caller numbers)",
             "",
             "Not covered: blocks the storage device may hold outside the file system (SSD spare",
             "area, journal copies). Purge the whole device before it leaves the facility",
@@ -111,6 +114,7 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
         verification="passed: no recording, spool file, index or key file remains" if gone
         else f"FAILED: {len(left)} file(s) remain",
         audit_log_kept=store.audit_path,
+        casework_kept=os.path.join(store.root, "casework.sqlite"),
     )
     write_certificate(cert, certificate_path)
     store.record(actor, "decommission", None, {"recordings_erased": erased, "verification": cert.verification},
