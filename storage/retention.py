@@ -115,7 +115,7 @@ class RetentionWorker:
     def _sweep_orphans(self, now: float) -> list[str]:
         """Files in the recordings tree with no index row (e.g. a crash between store and index):
         unreadable without their key; erased once older than the retention period."""
-        known = {rel for row in self.store.recordings() for rel in (row.path, row.pcap_path)}
+        known = self.store.db().paths()
         horizon = now - (self.store.retention_days + 1) * 86400
         swept = []
         for dirpath, _dirs, files in os.walk(self.store.recordings_dir):
