@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 METHOD = "crypto-erase (AES-256-GCM data key destroyed) + random overwrite + unlink, verified"
 LATE_AFTER = 3600.0  # s past the deadline before a recording still present is CRITICAL
 PERIOD = 60.0  # s between runs in the daemon
+SWEEP_PERIOD = 3600.0  # s between walks of the store for files with no index row
 _ONE_RUN_AT_A_TIME = threading.Lock()
 
 
@@ -76,6 +77,7 @@ class RetentionWorker:
     def __init__(self, store: Store, clock: Callable[[], float] | None = None) -> None:
         self.store = store
         self.clock = clock or store.clock
+        self.last_sweep = float("-inf")
 
     def run(self) -> RunReport:
         with _ONE_RUN_AT_A_TIME:  # the service's minute and a `recorderctl retention run` over its socket
@@ -94,8 +96,10 @@ class RetentionWorker:
                              extra={"EVENT": "erasure-failed", "RECORDING_ID": row.id, "DID_LABEL": row.did_label})
         if report.erased:
             index.checkpoint()
-        report.orphans = self._sweep_orphans(now)
-        report.spool_leftovers = self._sweep_spool(now)
+        if now - self.last_sweep >= SWEEP_PERIOD:  # leftovers are rare: an hourly walk of the tree is enough
+            self.last_sweep = now
+            report.orphans = self._sweep_orphans(now)
+            report.spool_leftovers = self._sweep_spool(now)
         self._warn_late(now)
         return report
 
