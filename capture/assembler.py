@@ -114,15 +114,16 @@ class StreamAssembler:
             self.early += 1
             return
         transit = arrival - offset
-        if self.last_transit is not None:
-            d = transit - self.last_transit
-            self.jitter += ((d if d >= 0 else -d) - self.jitter) / 16.0
+        last_transit = self.last_transit
+        if last_transit is not None:
+            d = transit - last_transit
+            self.jitter += ((d if d >= 0 else -d) - self.jitter) * 0.0625
         self.last_transit = transit
         self.packets += 1
         stop = pos + len(payload)
         if stop > self.end:
             self.end = stop
-        call.handle.audio(self.channel, pos, payload)
+        call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
 
     def _not_audio(self, pt: int, rtp_ts: int, payload: bytes, *, placed: bool) -> None:
         """Counted, never mixed into the audio. DTMF (RFC 4733) is kept as events with the recording."""

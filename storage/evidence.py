@@ -21,7 +21,6 @@ class EvidencePcap:
         self.linktype: int | None = None
         self.buf = bytearray()
         self.fd = -1
-        self.frames = 0
         self.skipped = 0  # frames of another link type
 
     def add(self, ts: float, linktype: int, frame: bytes) -> None:
@@ -32,11 +31,12 @@ class EvidencePcap:
         elif linktype != self.linktype:
             self.skipped += 1
             return
-        ns = round(ts * 1e9)
-        self.buf += _record.pack(ns // 1_000_000_000, ns % 1_000_000_000, len(frame), len(frame))
-        self.buf += frame
-        self.frames += 1
-        if len(self.buf) >= FLUSH_BYTES:
+        sec = int(ts)
+        n = len(frame)
+        buf = self.buf
+        buf += _record.pack(sec, int((ts - sec) * 1e9), n, n)
+        buf += frame
+        if len(buf) >= FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -45,11 +45,11 @@ class EvidencePcap:
             self.buf.clear()
 
     def close(self) -> str | None:
-        """Flush, fsync and close; the file's path, or None when the call had no frame."""
+        """Flush and close (it is encrypted into the store, and synced there, next); the file's
+        path, or None when the call had no frame."""
         if self.fd < 0:
             return None
         self.flush()
-        os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
         return self.path

@@ -93,6 +93,8 @@ class SpoolRecording:
         self.silence = bytes([fmt.silence]) * (self.max_lag * fmt.width)
         self.decoders = (codecs.new_decoder(fmt, clock, channels), codecs.new_decoder(fmt, clock, channels))
         self.bufs = (bytearray(), bytearray())
+        if fmt.exact:
+            self.audio = self._place  # type: ignore[method-assign]  # G.711: the payload is the samples
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.file = os.fdopen(fd, "r+b", buffering=0)  # read too: late payloads are patched in place
         self.file.write(wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag))
@@ -102,12 +104,12 @@ class SpoolRecording:
             self.evidence.add(ts, linktype, frame)
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
-        fmt = self.fmt
-        if fmt is None:
-            return
-        if not fmt.exact:
-            payload = self.decoders[channel - 1](payload)
-            position *= self.ratio
+        """Decode (G.722, Opus, L16) and place; G.711 goes straight to :meth:`_place`."""
+        if self.fmt is None:
+            return  # not decoded here: the evidence pcap has it
+        self._place(channel, position * self.ratio, self.decoders[channel - 1](payload))
+
+    def _place(self, channel: int, position: int, payload: bytes) -> None:
         width = self.width
         buf = self.bufs[channel - 1]
         rel = position - self.frontier
@@ -198,7 +200,7 @@ class SpoolRecording:
         if self.fmt is not None:
             self._flush(final=True)
             self.file.close()
-            frames = wav.repair_header(self.path)
+            frames = wav.repair_header(self.path, sync=False)  # encrypted into the store (and synced) next
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]

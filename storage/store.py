@@ -268,9 +268,11 @@ class Store:
         return sha256, size
 
     def discard_spool(self, base: str) -> None:
-        """Erase a call's spool files: WAV, evidence pcap, call sidecar (audio and personal data)."""
+        """Erase a call's spool files: WAV, evidence pcap, call sidecar (audio and personal data),
+        now that their encrypted twins are in the store."""
         for suffix in (".wav", ".pcap", recorder.SIDECAR):
-            erase_file(base + suffix)
+            erase_file(base + suffix, pattern="zeros", sync_dir=False)
+        fsync_dir(self.spool_dir)
 
     # -- reading ------------------------------------------------------------------------------
 
