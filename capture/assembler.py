@@ -75,12 +75,12 @@ class StreamAssembler:
         if call.handle is None and not call.accepts_payload(pt, ts):
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
+        if ssrc != self.ssrc and call.end is not None:  # after the BYE only media already flowing is ours
+            call.late_strangers += 1
+            return
         if frame and call.evidence is not None:
             call.evidence(ts, linktype, frame)
         if ssrc != self.ssrc:
-            if call.end is not None:  # after the BYE only the media already flowing is this call's
-                call.late_strangers += 1
-                return
             self._new_source(ts, seq, rtp_ts, ssrc)
         else:
             delta = (seq - self.max_seq) & 0xFFFF

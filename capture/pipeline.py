@@ -26,7 +26,7 @@ from .source import Packet
 from .tcp import TcpStreams, parse_tcp
 from .tracker import CallTracker
 
-TICK = 1.0  # s of packet time between housekeeping passes (checked once per batch)
+TICK = 1.0  # s of packet time between housekeeping passes
 _II = struct.Struct("!II")
 SIP_TLS_PORT = 5061
 
@@ -48,11 +48,16 @@ class CapturePipeline:
         learn = self.tracker.learn_source
         unpack_ii = _II.unpack_from
         now = self.now
+        next_tick = self._next_tick
         n = not_recorded = 0
         for ts, linktype, frame in batch:
             n += 1
             if ts > now:
                 now = ts
+                if now >= next_tick:  # housekeeping as packet time passes (endings, timeouts)
+                    self.now = now
+                    self.housekeeping(now)
+                    next_tick = now + TICK
             # Fast path: Ethernet, IPv4 without options, not a fragment, UDP, RTP version 2 — the
             # bulk of a SPAN port. One dict lookup decides; nothing is sliced for media not ours.
             if (
@@ -100,9 +105,7 @@ class CapturePipeline:
         if not_recorded:
             counters["rtp_not_recorded"] += not_recorded
         self.now = now
-        if now >= self._next_tick:
-            self.housekeeping(now)
-            self._next_tick = now + TICK
+        self._next_tick = next_tick
 
     def _rtp(self, ts: float, stream: StreamAssembler, payload: bytes, frame: bytes = b"", linktype: int = 1) -> None:
         """RTP with CSRCs, an extension or padding (or RTCP multiplexed on the port)."""

@@ -21,7 +21,8 @@ from frames import ip_checksum, rtp_packet, tcp_frame, udp_frame, udp_frames, wr
 
 SAMPLE_RATE = 8000
 SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
-PAYLOAD_TYPE = {"PCMU": 0, "PCMA": 8}
+PAYLOAD_TYPE = {"PCMU": 0, "PCMA": 8, "G722": 9, "G729": 18}
+PAYLOAD_BYTES_PER_MS = {"PCMU": 8, "PCMA": 8, "G722": 8, "G729": 1}  # G.722 at 64 kbit/s, G.729 at 8
 PT_DTMF = 101
 PBX = ("192.0.2.10", 5060)  # the contact centre's PBX (documentation addresses only)
 TRUNK = ("203.0.113.5", 5060)  # the carrier's SBC
@@ -32,6 +33,13 @@ DTMF_DIGITS = "0123456789*#ABCD"
 def host(address: str) -> str:
     """An address as the host part of a SIP URI or Via (IPv6 in brackets)."""
     return f"[{address}]" if ":" in address else address
+
+
+def _g722_decoder():  # type: ignore[no-untyped-def]
+    import G722
+
+    state = G722.G722(16000, 64000)
+    return lambda payload: state.decode(payload).tobytes()
 
 
 @dataclass
@@ -99,7 +107,7 @@ class SipCall:
 
     def _sdp(self, media: tuple[str, int], session: int, direction: str = "sendrecv") -> bytes:
         pt = PAYLOAD_TYPE.get(self.codec, 0)
-        ip = "IP6" if ":" in media[0] else "IP4"
+        ip = "IP6" if ":" in media[0] else "IP4"  # (G722/8000: its RTP clock, RFC 3551)
         proto = "RTP/SAVP" if self.srtp else "RTP/AVP"
         crypto = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n" if self.srtp else ""
         return (
@@ -250,7 +258,8 @@ class SipCall:
             return up, down
         rng = random.Random(self.seed)
         n = round(self.talk / self.ptime)
-        spp = round(self.ptime * SAMPLE_RATE)
+        spp = round(self.ptime * SAMPLE_RATE)  # RTP clock ticks per packet (8 kHz clock for all of these)
+        size = round(self.ptime * 1000) * PAYLOAD_BYTES_PER_MS[self.codec]
         pt = PAYLOAD_TYPE.get(self.codec, 0)
         base_up, base_down = rng.randrange(1 << 32), rng.randrange(1 << 32)
         seq_up, seq_down = rng.randrange(1 << 16), rng.randrange(1 << 16)
@@ -280,12 +289,12 @@ class SipCall:
                 payload = bytes([DTMF_DIGITS.index(digit), 0x80 if part == 2 else 0x0A, duration >> 8, duration & 0xFF])
                 up.packets.append((t, seq_up + k, event_ts, payload, PT_DTMF, ssrc_up, False))
             elif i not in self.lose:
-                up.packets.append((t, seq_up + k, base_up + k * spp, rng.randbytes(spp), pt, ssrc_up,
+                up.packets.append((t, seq_up + k, base_up + k * spp, rng.randbytes(size), pt, ssrc_up,
                                    k == 0 or resumed))  # fmt: skip
             else:
-                rng.randbytes(spp)
+                rng.randbytes(size)
             ts_down = base_down + round((t - self.media_start) * SAMPLE_RATE)
-            down.packets.append((t + 0.003, seq_down + i, ts_down, rng.randbytes(spp), pt, down.ssrc, i == 0))
+            down.packets.append((t + 0.003, seq_down + i, ts_down, rng.randbytes(size), pt, down.ssrc, i == 0))
         for a, b in self.reorder:  # each keeps its sending time, so they arrive swapped
             ta, tb = up.packets[a][0], up.packets[b][0]
             up.packets[a], up.packets[b] = (ta,) + up.packets[b][1:], (tb,) + up.packets[a][1:]
@@ -307,41 +316,59 @@ class SipCall:
     def expected_channels(self) -> list[bytes]:
         """The two WAV channels a correct recorder writes: payloads placed by RTP timestamp from the
         recording's start (the 200 OK), a source anchored at the arrival of its first packet (and
-        again after a pause), gaps and the tail filled with the codec's silence byte."""
+        again after a pause), gaps and the tail filled with the codec's silence. G.711 bytes as
+        sent; G.722 decoded (in arrival order, the ITU reference decoder) to 16-bit PCM at 16 kHz."""
         t0 = self.answer_at
-        fill = SILENCE[self.codec]
         audio_pt = PAYLOAD_TYPE[self.codec]
+        wide = self.codec == "G722"
+        fill, width, ratio = (b"\0", 2, 2) if wide else (bytes([SILENCE[self.codec]]), 1, 1)
         chans = []
         for d in self.media():
-            buf = bytearray()
-            anchor_pos = anchor_ts = 0
-            seen: set[tuple[int, int]] = set()
+            position: dict[tuple[int, int], int] = {}  # (ssrc, seq) -> place, by the anchoring rule
+            anchor_pos = anchor_ts = end = 0
             for t, seq, ts, payload, pt, ssrc, anchor in sorted(d.packets, key=lambda p: (p[5], p[1])):
-                if (ssrc, seq) in seen or pt != audio_pt:
+                if (ssrc, seq) in position or pt != audio_pt:
                     continue
-                seen.add((ssrc, seq))
                 if anchor:
-                    anchor_pos, anchor_ts = max(round((t - t0) * SAMPLE_RATE), len(buf)), ts
-                pos = anchor_pos + ((ts - anchor_ts) & 0xFFFFFFFF)
-                if len(buf) < pos:
-                    buf += bytes([fill]) * (pos - len(buf))
-                buf[pos : pos + len(payload)] = payload
+                    anchor_pos, anchor_ts = max(round((t - t0) * SAMPLE_RATE), end), ts
+                position[(ssrc, seq)] = pos = anchor_pos + ((ts - anchor_ts) & 0xFFFFFFFF)
+                end = max(end, pos + len(payload))  # G.711 and G.722 carry one byte per 8 kHz clock tick
+            decode = _g722_decoder() if wide else bytes  # decoders keep state: in arrival order, like the recorder
+            buf = bytearray()
+            for t, seq, ts, payload, pt, ssrc, anchor in sorted(d.packets, key=lambda p: p[0]):
+                pos = position.pop((ssrc, seq), None)
+                if pos is None:
+                    continue  # a duplicate, or not audio
+                samples = decode(payload)
+                at = pos * ratio * width
+                if len(buf) < at:
+                    buf += fill * (at - len(buf))
+                buf[at : at + len(samples)] = samples
             chans.append(buf)
         length = max(len(c) for c in chans)
-        return [bytes(c) + bytes([fill]) * (length - len(c)) for c in chans]
+        return [bytes(c) + fill * (length - len(c)) for c in chans]
 
     def expected_recording(self, did: str, did_label: str) -> dict:
-        channels = self.expected_channels()
         up = self.media()[0]
         digits = [p for p in up.packets if p[4] == PT_DTMF and p[3][1] & 0x80]
+        if self.codec == "G729":  # not decoded here: the recording is the call's original RTP
+            return {
+                "call_id": self.call_id, "did": did, "did_label": did_label, "caller": self.caller,
+                "codec": self.codec, "audio": "not-decoded", "state": "complete",
+                "rtp_packets": sum(len(d.packets) for d in self.media()), "dtmf": [],
+            }  # fmt: skip
+        channels = self.expected_channels()
+        width = 2 if self.codec == "G722" else 1
         return {
+            "audio": "transcoded" if self.codec == "G722" else "exact",
+            "rate": 16000 if self.codec == "G722" else 8000,
             "call_id": self.call_id,
             "did": did,
             "did_label": did_label,
             "caller": self.caller,
             "codec": self.codec,
             "state": "complete",
-            "frames": len(channels[0]),
+            "frames": len(channels[0]) // width,
             "channels": [
                 {"channel": i + 1, "sha256": hashlib.sha256(c).hexdigest(), "length": len(c)}
                 for i, c in enumerate(channels)

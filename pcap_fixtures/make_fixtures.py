@@ -153,6 +153,14 @@ def fixtures() -> dict[str, tuple[str, list[tuple[SipCall, str | None]]]]:
             "An INVITE whose SDP travels in a multipart/mixed body beside an ISUP part (SIP-I trunks).",
             [(call("call-mp-1", "0442013113", seed=84, multipart=True), "0442013113")],
         ),
+        "g722": (
+            "An HD-voice inbound call in G.722: decoded to a 16-bit PCM WAV at 16 kHz (transcoded), placed by timestamp.",
+            [(call("call-g722-1", "0442002111", seed=86, codec="G722"), "0442002111")],
+        ),
+        "g729": (
+            "An inbound call in G.729, which cannot be decoded here: recorded as its original RTP (evidence pcap).",
+            [(call("call-g729-1", "0442003939", seed=87, codec="G729"), "0442003939")],
+        ),
         "srtp-offer": (
             "An inbound designated call negotiating SRTP (RTP/SAVP, a=crypto): its media cannot be decrypted "
             "passively, so it is not recorded, and that is counted and said.",
