@@ -28,13 +28,14 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import erasure  # noqa: E402
+import live  # noqa: E402
 import memory  # noqa: E402
 import whole_process  # noqa: E402
 from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
 from span_capture import SpanPlan, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
-SECTIONS = ("replay", "tshark", "pyshark", "hotpath", "memory", "erasure")
+SECTIONS = ("replay", "tshark", "pyshark", "hotpath", "memory", "erasure", "live")
 
 # DESIGN.md, "Speed and size targets"
 REPLAY_PKT_S = 500_000
@@ -42,6 +43,7 @@ TSHARK_RATIO = 2.3
 KIB_PER_CALL = 100
 ERASE_WITHIN_S = 60.0
 GROWTH_PER_1000_CALLS_KIB = 256  # "no growth": under 0.25 KiB per call handled (allocator noise is below that)
+LIVE_PKT_S = live.TARGET_RATE  # 0 kernel drops at 300 k pkt/s sustained (3,000 concurrent calls)
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,14 @@ class Settings:
     erase_recordings: int = 1000
     erase_seconds: float = 180.0
     idle_rows: int = 100_000
+    live_calls: int = 3000  # concurrent calls in the live capture: DESIGN.md's 3,000 = 300 k pkt/s at real time
+    live_seconds: float = 10.0  # sending time per rate (top speed: as many packets as at 300 k pkt/s)
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(calls=20, seconds=20.0, pyshark_packets=2_000, memory_calls=(20, 100), memory_seconds=12.0,
-                   sequential_calls=600, erase_recordings=50, erase_seconds=30.0, idle_rows=10_000)  # fmt: skip
+                   sequential_calls=600, erase_recordings=50, erase_seconds=30.0, idle_rows=10_000,
+                   live_seconds=2.0)  # fmt: skip
 
 
 def machine() -> dict:
@@ -250,14 +255,69 @@ class Bench:
     # -- 8. live --------------------------------------------------------------------------------------------
 
     def live(self) -> None:
-        why = "live capture on veth (needs root + netns): not yet implemented in the benchmark"
-        self.results["live"] = {"status": "not yet implemented", "why": why}
-        for figure, target in (
-            ("tcpreplay at 100 k / 200 k / 300 k pkt/s / top", "0 kernel drops at 300 k pkt/s"),
-            ("stall: receiver paused 0.5 s at 100 k pkt/s", "0 drops"),
-            ("CPU per packet", ""),
-        ):
-            self.report.add("live (veth)", figure, "not yet implemented", target, NOT_RUN, why)
+        s = self.settings
+        r = live.run(s.live_calls, s.live_seconds)
+        self.results["live"] = r
+        add = self.report
+        if "skipped" in r:
+            why = f"skipped: {r['skipped']}"
+            add.add("live (veth)", "tcpreplay at 100 k / 200 k / 300 k pkt/s / top", why,
+                    f"0 kernel drops at {rate(LIVE_PKT_S)}", NOT_RUN)  # fmt: skip
+            add.add("live (veth)", f"stall: service stopped {live.STALL_S:g} s at {rate(live.STALL_RATE)}", why, "0 drops", NOT_RUN)
+            return
+        how = r["method"]
+        c = r["capture"]
+        made = "cached" if c["cached"] else f"made in {c['generated_in_s']:.1f} s"
+        add.add("live (veth)", "live capture (span_capture.py's calls)", f"{r['calls']:,} concurrent calls ({r['designated_calls']:,} "
+                f"designated): set-up {c['setup_packets']:,} + media {c['media_packets']:,} packets, {c['bytes'] / 1e6:,.0f} MB "
+                f"({made}); per run the set-up, then RATE x {r['seconds_per_rate']:g} s of media measured", method=how)  # fmt: skip
+        for run in r["runs"]:
+            speed = f"--pps={run['rate']}" if run["rate"] else "--topspeed"
+            text = live_text(run, r["designated_calls"])
+            if run["rate"] == LIVE_PKT_S:
+                short = run["achieved_pps"] < 0.95 * LIVE_PKT_S
+                ok = run["kept_up"] and not short
+                if short:
+                    text += f"; the sender reached only {rate(run['achieved_pps'])}: target not shown"
+                elif ok and run["service_busy_while_sending"] >= 0.9:
+                    text += "; at its limit (a longer run would drop)"
+                add.check("live (veth)", f"tcpreplay {speed}", text, "0 kernel drops", ok, how)
+            else:
+                add.add("live (veth)", f"tcpreplay {speed}", text, method=how)
+        st = r["stall"]
+        extra = "" if st["setup"]["kept_up"] else f"; call set-up before it: {st['setup']['kernel_drops']:,} drops"
+        add.check("live (veth)", f"stall: SIGSTOP {st['stalled_s']:.2f} s at {rate(st['achieved_pps'])}",
+                  f"{st['kernel_drops']:,} drops, read {st['read']:,} of {st['sent']:,} sent (ring holds "
+                  f"~{r['ring_capacity_rtp_frames'] // 1000} k RTP frames = {r['ring_capacity_rtp_frames'] / live.STALL_RATE:.1f} s "
+                  f"at {rate(live.STALL_RATE)}){extra}", "0 drops", st["kept_up"], how)  # fmt: skip
+        add.add("live (veth)", "service CPU per packet read", " / ".join(
+                f"{'top' if x['rate'] is None else x['rate'] // 1000}: {x['service_cpu_us_per_packet']:.2f} us"
+                for x in r["runs"]) + " (rate in k pkt/s)", method=how)  # fmt: skip
+        base = r["runs"][0]
+        if base["service_cpu_us_per_packet"]:
+            add.add("live (veth)", "service capacity, one core", f"~{rate(1e6 / base['service_cpu_us_per_packet'])} "
+                    f"(1 / CPU per packet at {rate(base['achieved_pps'])}: {base['service_user_s']:.2f} s user + "
+                    f"{base['service_sys_s']:.2f} s sys for {base['read']:,} packets)", f"{rate(LIVE_PKT_S)}",
+                    method=how)  # fmt: skip
+        top = r["runs"][-1]
+        add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
+                f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "
+                f"{os.cpu_count()} cores busy (softirq {top['machine']['softirq_cores']:.2f})", method=how)  # fmt: skip
+
+
+def live_text(run: dict, designated: int) -> str:
+    text = (f"sent {run['sent']:,} at {rate(run['achieved_pps'])}, read {run['read']:,}, {run['kernel_drops']:,} drops, "
+            f"service busy {run['service_busy_while_sending'] * 100:.0f} %")  # fmt: skip
+    if run["lost_before_socket"] or run["softnet_drops"]:
+        text += f", {run['lost_before_socket']:,} lost before the socket (softnet drops {run['softnet_drops']:,})"
+    text += " - kept up" if run["kept_up"] else " - did not keep up"
+    setup = run.get("setup")
+    if setup and not setup["kept_up"]:
+        text += f" (call set-up before it: {setup['kernel_drops']:,} drops"
+        if run["recording_calls"] < designated:
+            text += f"; only {run['recording_calls']:,} of {designated:,} designated calls recording: a lighter load"
+        text += ")"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name in SECTIONS:
         bench.section(name, getattr(bench, name))
-    bench.live()
     if args.quick:
         bench.report.notes.append("--quick: sizes too small to judge the targets (start-up dominates the rates, "
                                   "warm-up dominates memory growth); verdicts are indicative only")
