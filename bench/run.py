@@ -299,6 +299,12 @@ class Bench:
                     f"(1 / CPU per packet at {rate(base['achieved_pps'])}: {base['service_user_s']:.2f} s user + "
                     f"{base['service_sys_s']:.2f} s sys for {base['read']:,} packets)", f"{rate(LIVE_PKT_S)}",
                     method=how)  # fmt: skip
+        at = next((x for x in r["runs"] if x["rate"] == LIVE_PKT_S), None)
+        if at:
+            add.add("live (veth)", f"capture loop thread at {rate(LIVE_PKT_S)}", f"on a CPU {at['loop_on_cpu'] * 100:.0f} %, "
+                    f"waiting for one {at['loop_waiting_for_cpu'] * 100:.0f} %, sleeping or blocked "
+                    f"{at['loop_sleeping_or_blocked'] * 100:.0f} % of the send; {at['service_write_mb'] / at['send_s']:.0f} MB/s "
+                    f"written", method=how)  # fmt: skip
         top = r["runs"][-1]
         add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
                 f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "

@@ -10,6 +10,7 @@ RUSAGE_CHILDREN would mix in every earlier child, and ru_maxrss would be the lar
 """
 from __future__ import annotations
 
+import grp
 import json
 import os
 import re
@@ -68,7 +69,10 @@ def make_site(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
     config = root / "recorderd.yaml"
-    config.write_text("store: {path: store}\ndids_file: dids.yaml\nvault: {key_file: master.key}\n", encoding="utf-8")
+    group = grp.getgrgid(os.getgid()).gr_name  # recorderctl list needs a role: give the bench's user all four
+    roles = ", ".join(f"{r}_group: {group}" for r in ("manager", "staff", "technician", "auditor"))
+    config.write_text("store: {path: store}\ndids_file: dids.yaml\nvault: {key_file: master.key}\n"
+                      f"control: {{socket: control.sock}}\nroles: {{{roles}}}\n", encoding="utf-8")
     subprocess.run([str(VENV_BIN / "recorderctl"), "--config", str(config), "init"], check=True, capture_output=True, env=ENV)
     return config
 
