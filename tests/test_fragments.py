@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from capture.decode import decode_udp
 from capture.fragments import MAX_PAYLOAD, PIECE_OVERHEAD, FragmentReassembler
 from capture.source import LINKTYPE_RAW
+from test_sip import INVITE as SIP_INVITE
 
 SRC4, DST4 = socket.inet_aton("203.0.113.5"), socket.inet_aton("192.0.2.10")
 SRC6 = socket.inet_pton(socket.AF_INET6, "2001:db8::5")
@@ -24,18 +25,7 @@ SDP = (
     b"m=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
     b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
 ) + b"".join(b"a=x-pad:%04d 0123456789abcdef0123456789abcdef\r\n" % i for i in range(60))
-INVITE = (
-    b"INVITE sip:0442003939@192.0.2.10;user=phone SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds\r\n"
-    b"Max-Forwards: 70\r\n"
-    b'From: "Taro" <sip:09011112222@203.0.113.5>;tag=1928301774\r\n'
-    b"To: <sip:0442003939@192.0.2.10>\r\n"
-    b"Call-ID: a84b4c76e66710@203.0.113.5\r\n"
-    b"CSeq: 314159 INVITE\r\n"
-    b"Contact: <sip:09011112222@203.0.113.5>\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length: %d\r\n\r\n" % len(SDP)
-) + SDP
+INVITE = SIP_INVITE.split(b"Content-Length:")[0] + b"Content-Length: %d\r\n\r\n" % len(SDP) + SDP
 DATAGRAM = struct.pack("!HHHH", 5060, 5060, 8 + len(INVITE), 0) + INVITE
 
 Fragment = tuple[int, bool, bytes]  # (byte offset, more fragments, data)
