@@ -1,9 +1,10 @@
 """The service: live capture on the SPAN port, recording, retention, health — until SIGTERM.
 
 Start order: umask, config, logging, store (must be initialised, key usable), crash recovery of the
-spool, pipeline, capture ring, DID-file watcher, metrics, READY=1. The main loop reads ring blocks
-and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS every second, spool
-sync every second, store health every 10 s, retention every minute, a stats line every
+spool, pipeline, capture ring, DID-file watcher, metrics, the spool-sync thread (every second),
+READY=1. The main loop reads ring blocks
+and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS every second, store
+health every 10 s, retention every minute, a stats line every
 ``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list (an invalid
 file is refused and the old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
 capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, stop the
@@ -17,6 +18,7 @@ import faulthandler
 import logging
 import os
 import signal
+import threading
 import time
 from types import FrameType
 
@@ -89,18 +91,20 @@ class Daemon:
         metrics = MetricsServer(config["metrics.listen"]) if config["metrics.listen"] else None
         health = StoreHealth(store, config["store.warn_free_percent"], config["store.critical_free_mb"])
         store_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+        syncer = SpoolSync(store_fd)
         log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
                  ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
         self.notifier.ready(self._status(pipeline, source, health))
         control = ControlServer(config, pipeline=pipeline, health=health)  # own thread, own store connections
         control.start()
         try:
-            self._loop(pipeline, source, store, health, metrics, store_fd)
+            self._loop(pipeline, source, store, health, metrics)
         finally:
             control.stop()
             self.notifier.stopping()
             source.close()
             pipeline.finish("shutdown")
+            syncer.stop()
             _syncfs(store_fd)
             os.close(store_fd)
             watch.stop()
@@ -111,7 +115,7 @@ class Daemon:
         return 0
 
     def _loop(self, pipeline: CapturePipeline, source: RingSource, store: Store, health: StoreHealth,
-              metrics: MetricsServer | None, store_fd: int) -> None:  # fmt: skip
+              metrics: MetricsServer | None) -> None:  # fmt: skip
         worker = RetentionWorker(store)
         stats_every = float(self.config["logging.stats_interval_s"])
         next_second = next_health = time.monotonic()
@@ -133,7 +137,6 @@ class Daemon:
             if now < next_second:
                 continue
             next_second = now + 1.0
-            _syncfs(store_fd)  # what is in the spool survives a power cut (at most ~1 s lost)
             self._capture_stats(pipeline, source)
             self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
             if metrics:
@@ -195,6 +198,27 @@ class Daemon:
                 "calls_unanswered", "calls_lost_store_full", "kernel_drops", "sip_malformed", "rtp_malformed",
                 "ip_fragment", "tcp_messages", "erasures")  # fmt: skip
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys), extra={"EVENT": "stats"})
+
+
+class SpoolSync:
+    """Syncs the store's file system every second, in a thread of its own (the call releases the
+    GIL): what is in the spool survives a power cut, at most about a second is lost, and the
+    capture loop never waits for the disk (at 300 k pkt/s it spent ~10 % blocked in syncfs)."""
+
+    def __init__(self, fd: int, period: float = 1.0) -> None:
+        self.fd = fd
+        self.period = period
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="spool-sync", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.period):
+            _syncfs(self.fd)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
 
 
 def _syncfs(fd: int) -> None:
