@@ -22,7 +22,6 @@ from .sink import StreamStats
 if TYPE_CHECKING:
     from .call import Call
 
-SAMPLE_RATE = 8000  # the G.711 clock; a call's own RTP clock (call.clock) is used for placement
 DRIFT_LIMIT_S = 3.0  # a packet this much later than its timestamp says means a paused sender
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
 MAX_EVENTS = 1000  # DTMF events kept per direction

@@ -53,7 +53,6 @@ class Call:
         self.lost = ""  # why the recording could not be opened (store full, write error)
         self.end: CallEnd | None = None  # set when the call ends
         self.linger_until = 0.0
-        self.legs = 0  # other B2BUA legs of this same conversation, not recorded again
         self.late_strangers = 0  # packets of a new source after the end: another call's, dropped
 
     def accepts_payload(self, pt: int, ts: float) -> bool:

@@ -136,9 +136,7 @@ class CallTracker:
             caller = uri_user(name_addr(msg.header("from") or "")[0])
         except ValueError:
             caller = ""
-        first = self._first_leg(ts, src, caller)
-        if first is not None:
-            first.legs += 1
+        if self._first_leg(ts, src, caller) is not None:
             return self._ignore(cid, ts, "calls_second_leg")
         if len(self.calls) >= self.max_calls:
             self.warn("call-table-full", f"call table full ({self.max_calls} calls): designated calls are not recorded",
@@ -275,6 +273,8 @@ class CallTracker:
         self.closing.pop(call.call_id, None)
         end = call.end
         assert end is not None
+        self.counters["rtp_other_source_after_end"] += call.late_strangers
+        self.counters["rtp_before_recording_start"] += sum(s.early for s in call.streams)
         for key in call.endpoints:
             for stream in call.streams:
                 self.media.unregister(key, stream)
