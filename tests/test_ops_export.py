@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Site, needs_tool
 
-from storage import g711
+from storage.codecs import g711
 from storage.audit import AuditLog
 from storage.wav import read_info
 

@@ -14,7 +14,8 @@ import hashlib
 import struct
 from typing import Any
 
-from storage import g711, vault
+from storage import vault
+from storage.codecs import g711
 from storage.index import RecordingRow
 from storage.store import IntegrityError
 from storage.wav import read_info
