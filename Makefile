@@ -19,14 +19,21 @@ deps:
 	  fi; \
 	else echo "not root: skipping Debian packages ($(DEBS)); tests that need them will skip"; fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	-$(PY) -m pip install -q 'systemd-python>=235' || echo "systemd-python unavailable: logging to stderr"
 	touch $(STAMP)
 
-venv: $(STAMP)
+# capture's per-packet loops in C (capture/_fastpath.c), built in place beside the Python code
+FASTPATH := $(VENV)/.fastpath-built
+$(FASTPATH): capture/_fastpath.c setup.py $(STAMP)
+	$(PY) setup.py -q build_ext --inplace 2>&1 | grep -v -i 'beta' || true
+	$(PY) -c 'from capture.fast import MODE; assert MODE == "native", "capture/_fastpath.c did not build"'
+	touch $@
+
+venv: $(STAMP) $(FASTPATH)
 
 # The demo acts as whoever runs it: var/demo.yaml is the bundled config with that user's group given
 # every role (recorderctl refuses a user in no role group, root included).

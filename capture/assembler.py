@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .fast import fastpath
 from .sink import StreamStats
 
 if TYPE_CHECKING:
@@ -30,11 +31,28 @@ PT_CN = 13
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 
 
-class StreamAssembler:
+class _PyStreamCore:
+    """The per-packet state of a stream; in C (``_fastpath.StreamCore``) when the module is built,
+    which then also runs the steady case of :meth:`StreamAssembler.packet` once armed."""
+
     __slots__ = (
-        "call", "channel", "ssrc", "ssrcs", "base_ts", "base_pos", "end", "max_seq", "seen",
-        "first_ext", "ext_max", "expected_before", "received", "packets", "duplicates", "other_payload",
-        "anchors", "jitter", "last_transit", "last_arrival", "max_gap", "ignorable", "events", "learned", "early",
+        "channel", "ssrc", "base_ts", "base_pos", "end", "max_seq", "seen", "ext_max", "received", "packets",
+        "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned",
+    )  # fmt: skip
+
+    def arm(self, *recording: object) -> None:
+        """The C core takes over the steady case here; in Python there is nothing to do."""
+
+    def disarm(self) -> None:
+        pass
+
+
+_StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
+
+
+class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
+    __slots__ = (
+        "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:

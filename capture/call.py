@@ -87,7 +87,27 @@ class Call:
             for when, linktype, frame in self.pending_frames:
                 self.evidence(when, linktype, frame)
         self.pending_frames = []
+        self._arm()
         return True
+
+    def _arm(self) -> None:
+        """Hand the steady case of both directions to the C core (a no-op in pure Python). It needs
+        the handle's direct buffers (``lanes``, ``evidence``) where the handle keeps them."""
+        handle = self.handle
+        evidence = getattr(handle, "evidence", None) if self.evidence is not None else None
+        if self.evidence is not None and evidence is None:
+            return  # packets go to a packet() the C core cannot write for it
+        lanes = getattr(handle, "lanes", None)
+        for stream in self.streams:
+            stream.arm(self.audio_pt, self.t0, self.clock, self.drift_limit, handle,
+                       lanes[stream.channel - 1] if lanes else None, getattr(handle, "lane_limit", 0),
+                       getattr(handle, "silence_byte", 0), evidence)  # fmt: skip
+
+    def close(self) -> None:
+        """The recording is over: every packet goes back through Python (and the handle is let go)."""
+        for stream in self.streams:
+            stream.disarm()
+        self.handle = None
 
     def sip_frame(self, ts: float, linktype: int, frame: bytes) -> None:
         """A frame of this call's signalling, for the evidence pcap (held until the recording opens)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from .fast import fastpath
+
 Endpoint = tuple[bytes, int]
 
 
@@ -21,6 +23,8 @@ class MediaMap:
     def __init__(self) -> None:
         self._streams: dict[Endpoint, Any] = {}
         self.get = self._streams.get  # the hot-path lookup
+        # the same routes for the C fast path (IPv4 endpoints; it leaves IPv6 to the Python path)
+        self.table = fastpath.FastPath() if fastpath is not None else None
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -32,9 +36,13 @@ class MediaMap:
         """Route ``key`` to ``stream``; returns the stream it replaces, if any."""
         previous = self._streams.get(key)
         self._streams[key] = stream
+        if self.table is not None:
+            self.table.set(key[0], key[1], stream)
         return previous
 
     def unregister(self, key: Endpoint, stream: Any) -> None:
         """Forget ``key`` if it still routes to ``stream`` (a newer call may have taken it)."""
         if self._streams.get(key) is stream:
             del self._streams[key]
+            if self.table is not None:
+                self.table.discard(key[0], key[1])

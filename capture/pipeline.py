@@ -42,6 +42,29 @@ class CapturePipeline:
         self._next_tick = 0.0
 
     def feed(self, batch: Iterable[Packet]) -> None:
+        table = self.media.table
+        if table is None or type(batch) is not list:
+            self._feed(batch)
+            return
+        # The C fast path (capture/_fastpath.c) handles what it can of the batch: media of calls not
+        # recorded, steady RTP of recorded calls. It stops at a packet that needs this module (SIP,
+        # a new source, a tick of housekeeping, ...): _feed handles that one, then C goes on.
+        run = table.run
+        i, n = 0, len(batch)
+        while i < n:
+            j, self.now = run(batch, i, self.now, self._next_tick)
+            if j > i:
+                self.counters["packets"] += j - i
+            if j < n:
+                self._feed(batch[j : j + 1])
+                j += 1
+            i = j
+        not_recorded = table.take_not_recorded()
+        if not_recorded:
+            self.counters["rtp_not_recorded"] += not_recorded
+
+    def _feed(self, batch: Iterable[Packet]) -> None:
+        """The per-packet path in Python (all of it without the C module, else its rare cases)."""
         counters = self.counters
         media_get = self.media.get
         on_sip = self.on_sip_payload

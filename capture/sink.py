@@ -61,6 +61,14 @@ class RecordingHandle(Protocol):
     def end(self, result: CallEnd) -> None:
         """The call is over: finalise and keep the recording."""
 
+    # Optional, for the C fast path (capture/_fastpath.c), which then writes straight into them:
+    #   lanes: (bytearray, bytearray) | None -- one buffer per channel, one byte a sample (G.711),
+    #       starting at sample ``frontier``; a payload is placed at ``position - frontier``, the
+    #       gap before it padded with ``silence_byte``; ``flush_lanes()`` once one reaches
+    #       ``lane_limit`` bytes. A position before ``frontier`` still goes to ``audio()``.
+    #   evidence: an object with ``buf`` (bytearray of pcap records), ``linktype``, ``flush_bytes``
+    #       and ``flush()``: what ``packet()`` appends to.
+
 
 class RecordingSink(Protocol):
     def call_started(self, call: CallInfo) -> RecordingHandle: ...

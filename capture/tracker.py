@@ -298,8 +298,9 @@ class CallTracker:
         complete, reason = end.complete, end.reason
         if not any(s.packets for s in call.streams):
             complete, reason = False, reason + "; no media captured"
-        call.handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
-        call.handle = None
+        handle = call.handle
+        call.close()
+        handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
 
     def warn(self, kind: str, message: str, did_label: str, level: int = logging.WARNING) -> None:
         """A warning a technician should see, at most once per ``WARN_EVERY`` per kind."""

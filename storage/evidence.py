@@ -16,6 +16,8 @@ _record = struct.Struct("<IIII")
 
 
 class EvidencePcap:
+    flush_bytes = FLUSH_BYTES  # capture's C fast path appends to ``buf`` and calls flush() past this
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.linktype: int | None = None

@@ -78,6 +78,7 @@ class SpoolRecording:
             self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
         self.late = [0, 0]  # samples patched into frames already written
+        self.lanes: tuple[bytearray, bytearray] | None = None  # see capture.sink.RecordingHandle
         self.frontier = 0
         if self.fmt is None:
             log.warning("recording %s: codec %s cannot be decoded here; its RTP is kept in the evidence pcap",
@@ -95,6 +96,10 @@ class SpoolRecording:
         self.bufs = (bytearray(), bytearray())
         if fmt.exact:
             self.audio = self._place  # type: ignore[method-assign]  # G.711: the payload is the samples
+            if fmt.width == 1:  # capture's C fast path places payloads straight into the buffers
+                self.lanes = self.bufs
+                self.lane_limit = self.flush_at
+                self.silence_byte = fmt.silence
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.file = os.fdopen(fd, "r+b", buffering=0)  # read too: late payloads are patched in place
         self.file.write(wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag))
@@ -131,6 +136,10 @@ class SpoolRecording:
             buf[rel : rel + len(payload)] = payload
         if len(buf) >= self.flush_at:
             self._flush(final=False)
+
+    def flush_lanes(self) -> None:
+        """A channel buffer reached ``lane_limit`` (the fast path placed into it)."""
+        self._flush(final=False)
 
     def _patch(self, channel: int, position: int, payload: bytes) -> None:
         """Write a late payload into one channel of frames already in the spool file (rare: a

@@ -1,0 +1,751 @@
+/* capture._fastpath: the per-packet loops of capture, in C.
+ *
+ * Each function here does exactly what a Python loop of capture does (the Python code stays, as
+ * the specification and the fallback when this module is not built; tests/test_fastpath.py runs
+ * both over the same captures and compares every byte they write):
+ *
+ *   read_pcap()   CaptureFile._pcap's record walk: one batch of (ts, linktype, frame) tuples;
+ *   ring_block()  _Ring.drain's walk over one retired TPACKET_V3 block;
+ *   StreamCore    the state of a StreamAssembler (its Python subclass), and the steady case of
+ *                 StreamAssembler.packet(): same source, the recording's codec, in or near order,
+ *                 placed at or after the spool's frontier;
+ *   FastPath      CapturePipeline.feed's fast path: Ethernet, IPv4 without options, UDP, RTP v2,
+ *                 one hash lookup on the destination; media of calls not recorded is counted and
+ *                 dropped, steady RTP of recorded calls is handled whole.
+ *
+ * Anything else (SIP, the first packet of a source, a re-anchoring, DTMF, comfort noise, a late
+ * payload to patch, another link type, a tick of housekeeping due) stops the loop *before* anything
+ * is changed, and the Python code handles that packet as it always did. Floating-point results
+ * must be the same as Python's: built with -ffp-contract=off (no fused multiply-add).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_SNAPLEN 262144
+#define SEQ_WINDOW 64
+#define RTCP_PT_FIRST 72
+#define RTCP_PT_LAST 76
+
+static PyObject *str_frontier, *str_flush_lanes, *str_flush, *str_linktype, *str_audio;
+
+/* ------------------------------------------------------------------------------------------ */
+/* read_pcap(buf, off, big_endian, scale, linktype, batch_size) -> (batch, off, error)          */
+/* error: None, or (offset, reason) for CaptureFileError; the batch holds what came before it.  */
+
+static inline uint32_t rd32(const unsigned char *p, int big) {
+    return big ? ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3])
+               : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
+}
+
+static PyObject *packet_tuple(double ts, PyObject *linktype, const unsigned char *data, Py_ssize_t n) {
+    PyObject *t = PyTuple_New(3);
+    if (t == NULL) return NULL;
+    PyObject *f = PyFloat_FromDouble(ts);
+    PyObject *b = PyBytes_FromStringAndSize((const char *)data, n);
+    if (f == NULL || b == NULL) {
+        Py_XDECREF(f);
+        Py_XDECREF(b);
+        Py_DECREF(t);
+        return NULL;
+    }
+    Py_INCREF(linktype);
+    PyTuple_SET_ITEM(t, 0, f);
+    PyTuple_SET_ITEM(t, 1, linktype);
+    PyTuple_SET_ITEM(t, 2, b);
+    return t;
+}
+
+static PyObject *read_pcap(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t off, batch_size;
+    int big;
+    double scale;
+    PyObject *linktype;
+    if (!PyArg_ParseTuple(args, "y*npdOn", &view, &off, &big, &scale, &linktype, &batch_size)) return NULL;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t end = view.len;
+    PyObject *batch = PyList_New(0);
+    PyObject *error = NULL;
+    if (batch == NULL) goto fail;
+    while (off < end && PyList_GET_SIZE(batch) < batch_size) {
+        if (off + 16 > end) {
+            error = Py_BuildValue("(ns)", off, "truncated packet record header");
+            break;
+        }
+        const unsigned char *rec = buf + off;
+        uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), incl = rd32(rec + 8, big);
+        if (incl > MAX_SNAPLEN) {
+            PyObject *why = PyUnicode_FromFormat("packet length %lu exceeds %d", (unsigned long)incl, MAX_SNAPLEN);
+            error = why ? Py_BuildValue("(nN)", off, why) : NULL;
+            break;
+        }
+        Py_ssize_t data = off + 16;
+        if (data + (Py_ssize_t)incl > end) {
+            PyObject *why = PyUnicode_FromFormat("truncated packet: %lu bytes declared, %zd left", (unsigned long)incl,
+                                                 end - data);
+            error = why ? Py_BuildValue("(nN)", off, why) : NULL;
+            break;
+        }
+        PyObject *t = packet_tuple((double)sec + (double)frac * scale, linktype, buf + data, incl);
+        if (t == NULL || PyList_Append(batch, t) < 0) {
+            Py_XDECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+        off = data + incl;
+    }
+    if (PyErr_Occurred()) goto fail;
+    PyBuffer_Release(&view);
+    if (error == NULL) {
+        error = Py_None;
+        Py_INCREF(error);
+    }
+    return Py_BuildValue("(NnN)", batch, off, error);
+fail:
+    Py_XDECREF(batch);
+    Py_XDECREF(error);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* ring_block(buf, off, num) -> batch: the packets of one TPACKET_V3 block (tpacket3_hdr walk). */
+static PyObject *ring_block(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t off, num;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &off, &num)) return NULL;
+    static PyObject *ethernet = NULL;
+    if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) goto fail0;
+    PyObject *batch = PyList_New(num);
+    if (batch == NULL) goto fail0;
+    const unsigned char *buf = view.buf;
+    for (Py_ssize_t i = 0; i < num; i++) {
+        uint32_t nxt, sec, nsec, snap;
+        uint16_t mac;
+        if (off < 0 || off + 32 > view.len) goto bad;
+        memcpy(&nxt, buf + off, 4);  /* struct tpacket3_hdr, host byte order */
+        memcpy(&sec, buf + off + 4, 4);
+        memcpy(&nsec, buf + off + 8, 4);
+        memcpy(&snap, buf + off + 12, 4);
+        memcpy(&mac, buf + off + 24, 2);
+        Py_ssize_t start = off + mac;
+        if (start + (Py_ssize_t)snap > view.len) goto bad;
+        PyObject *t = packet_tuple((double)sec + (double)nsec * 1e-9, ethernet, buf + start, snap);
+        if (t == NULL) {
+            Py_DECREF(batch);
+            goto fail0;
+        }
+        PyList_SET_ITEM(batch, i, t);
+        off += nxt;
+        continue;
+    bad:
+        Py_DECREF(batch);
+        PyErr_SetString(PyExc_ValueError, "TPACKET_V3 block walks off its ring");
+        goto fail0;
+    }
+    PyBuffer_Release(&view);
+    return batch;
+fail0:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* StreamCore: a StreamAssembler's per-packet state; the Python subclass has the rest.          */
+
+typedef struct {
+    PyObject_HEAD
+    long long ssrc; /* -1: none yet */
+    long long base_ts, base_pos, end, max_seq, ext_max, received, packets, duplicates;
+    unsigned long long seen;
+    double jitter, last_transit, last_arrival, max_gap;
+    char has_transit, learned;
+    int channel;
+    /* armed by the call once its recording is open: what the steady case needs of the call */
+    char armed;
+    int audio_pt;
+    double t0, clock, drift_limit;
+    PyObject *handle;   /* the recording handle */
+    PyObject *lane;     /* the handle's buffer for this channel (1 byte a sample), or NULL: handle.audio() */
+    Py_ssize_t lane_limit;
+    int silence;
+    PyObject *evidence; /* the handle's evidence pcap, or NULL when the call keeps no packets */
+    PyObject *ev_buf;
+    Py_ssize_t ev_flush;
+    long ev_linktype;   /* -1 until the evidence file has its link type */
+} StreamCore;
+
+static int core_traverse(StreamCore *s, visitproc visit, void *arg) {
+    Py_VISIT(s->handle);
+    Py_VISIT(s->lane);
+    Py_VISIT(s->evidence);
+    Py_VISIT(s->ev_buf);
+    return 0;
+}
+
+static int core_clear(StreamCore *s) {
+    s->armed = 0;
+    Py_CLEAR(s->handle);
+    Py_CLEAR(s->lane);
+    Py_CLEAR(s->evidence);
+    Py_CLEAR(s->ev_buf);
+    return 0;
+}
+
+static void core_dealloc(StreamCore *s) {
+    PyTypeObject *tp = Py_TYPE(s);
+    PyObject_GC_UnTrack(s);
+    core_clear(s);
+    tp->tp_free((PyObject *)s);
+}
+
+static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    StreamCore *s = (StreamCore *)type->tp_alloc(type, 0);
+    if (s != NULL) s->ssrc = -1;
+    return (PyObject *)s;
+}
+
+/* arm(audio_pt, t0, clock, drift_limit, handle, lane, lane_limit, silence, evidence) */
+static PyObject *core_arm(StreamCore *s, PyObject *args) {
+    int audio_pt, silence;
+    double t0, clock, drift_limit;
+    PyObject *handle, *lane, *evidence;
+    Py_ssize_t lane_limit;
+    if (!PyArg_ParseTuple(args, "idddOOniO", &audio_pt, &t0, &clock, &drift_limit, &handle, &lane, &lane_limit,
+                          &silence, &evidence))
+        return NULL;
+    if (lane != Py_None && !PyByteArray_CheckExact(lane)) {
+        PyErr_SetString(PyExc_TypeError, "lane must be a bytearray or None");
+        return NULL;
+    }
+    PyObject *ev_buf = NULL;
+    Py_ssize_t ev_flush = 0;
+    if (evidence != Py_None) {
+        ev_buf = PyObject_GetAttrString(evidence, "buf");
+        PyObject *fl = ev_buf ? PyObject_GetAttrString(evidence, "flush_bytes") : NULL;
+        if (fl == NULL) {
+            Py_XDECREF(ev_buf);
+            return NULL;
+        }
+        ev_flush = PyLong_AsSsize_t(fl);
+        Py_DECREF(fl);
+        if (!PyByteArray_CheckExact(ev_buf) || (ev_flush == -1 && PyErr_Occurred())) {
+            Py_DECREF(ev_buf);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "evidence.buf must be a bytearray");
+            return NULL;
+        }
+    }
+    core_clear(s);
+    s->audio_pt = audio_pt;
+    s->t0 = t0;
+    s->clock = clock;
+    s->drift_limit = drift_limit;
+    Py_INCREF(handle);
+    s->handle = handle;
+    if (lane != Py_None) {
+        Py_INCREF(lane);
+        s->lane = lane;
+    }
+    s->lane_limit = lane_limit;
+    s->silence = silence & 0xFF;
+    if (evidence != Py_None) {
+        Py_INCREF(evidence);
+        s->evidence = evidence;
+        s->ev_buf = ev_buf;
+    }
+    s->ev_flush = ev_flush;
+    s->ev_linktype = -1;
+    s->armed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_disarm(StreamCore *s, PyObject *unused) {
+    core_clear(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_get_ssrc(StreamCore *s, void *c) {
+    if (s->ssrc < 0) Py_RETURN_NONE;
+    return PyLong_FromLongLong(s->ssrc);
+}
+
+static int core_set_ssrc(StreamCore *s, PyObject *v, void *c) {
+    if (v == NULL || v == Py_None) {
+        s->ssrc = -1;
+        return 0;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (x < 0 || x > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "ssrc must be a 32-bit unsigned integer");
+        return -1;
+    }
+    s->ssrc = x;
+    return 0;
+}
+
+static PyObject *core_get_transit(StreamCore *s, void *c) {
+    if (!s->has_transit) Py_RETURN_NONE;
+    return PyFloat_FromDouble(s->last_transit);
+}
+
+static int core_set_transit(StreamCore *s, PyObject *v, void *c) {
+    if (v == NULL || v == Py_None) {
+        s->has_transit = 0;
+        return 0;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    s->last_transit = x;
+    s->has_transit = 1;
+    return 0;
+}
+
+static PyObject *core_get_armed(StreamCore *s, void *c) { return PyBool_FromLong(s->armed); }
+
+static PyMemberDef core_members[] = {
+    {"base_ts", T_LONGLONG, offsetof(StreamCore, base_ts), 0, NULL},
+    {"base_pos", T_LONGLONG, offsetof(StreamCore, base_pos), 0, NULL},
+    {"end", T_LONGLONG, offsetof(StreamCore, end), 0, "one past the last sample written"},
+    {"max_seq", T_LONGLONG, offsetof(StreamCore, max_seq), 0, NULL},
+    {"ext_max", T_LONGLONG, offsetof(StreamCore, ext_max), 0, NULL},
+    {"received", T_LONGLONG, offsetof(StreamCore, received), 0, NULL},
+    {"packets", T_LONGLONG, offsetof(StreamCore, packets), 0, NULL},
+    {"duplicates", T_LONGLONG, offsetof(StreamCore, duplicates), 0, NULL},
+    {"seen", T_ULONGLONG, offsetof(StreamCore, seen), 0, NULL},
+    {"jitter", T_DOUBLE, offsetof(StreamCore, jitter), 0, NULL},
+    {"last_arrival", T_DOUBLE, offsetof(StreamCore, last_arrival), 0, NULL},
+    {"max_gap", T_DOUBLE, offsetof(StreamCore, max_gap), 0, NULL},
+    {"learned", T_BOOL, offsetof(StreamCore, learned), 0, NULL},
+    {"channel", T_INT, offsetof(StreamCore, channel), 0, NULL},
+    {NULL},
+};
+
+static PyGetSetDef core_getset[] = {
+    {"ssrc", (getter)core_get_ssrc, (setter)core_set_ssrc, NULL, NULL},
+    {"last_transit", (getter)core_get_transit, (setter)core_set_transit, NULL, NULL},
+    {"armed", (getter)core_get_armed, NULL, "whether the steady case runs in C", NULL},
+    {NULL},
+};
+
+static PyMethodDef core_methods[] = {
+    {"arm", (PyCFunction)core_arm, METH_VARARGS, "Take the steady case over once the recording is open."},
+    {"disarm", (PyCFunction)core_disarm, METH_NOARGS, "Give every packet back to Python (the recording ends)."},
+    {NULL},
+};
+
+static PyTypeObject StreamCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture._fastpath.StreamCore",
+    .tp_basicsize = sizeof(StreamCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_members = core_members,
+    .tp_getset = core_getset,
+    .tp_methods = core_methods,
+    .tp_doc = "Per-packet state of one direction of a recorded call (see capture/assembler.py).",
+};
+
+/* Append one pcap record (nanosecond pcap, little-endian) to the evidence buffer. */
+static int evidence_add(StreamCore *s, double ts, const unsigned char *frame, Py_ssize_t n) {
+    PyObject *buf = s->ev_buf;
+    Py_ssize_t have = PyByteArray_GET_SIZE(buf);
+    if (PyByteArray_Resize(buf, have + 16 + n) < 0) return -1;
+    unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + have;
+    long long sec = (long long)ts;
+    uint32_t rec[4] = {(uint32_t)sec, (uint32_t)(long long)((ts - (double)sec) * 1e9), (uint32_t)n, (uint32_t)n};
+    memcpy(p, rec, 16); /* x86-64 and aarch64: little-endian, as the file header says */
+    memcpy(p + 16, frame, n);
+    if (have + 16 + n >= s->ev_flush) {
+        PyObject *r = PyObject_CallMethodNoArgs(s->evidence, str_flush);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+enum { BAIL = 0, DONE = 1, FAILED = -1 };
+
+/* StreamAssembler.packet() for the steady case; BAIL (nothing changed) for anything else. */
+static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq, long long rtp_ts, long long ssrc,
+                       const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
+                       Py_ssize_t payload_len) {
+    if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
+    if (s->evidence != NULL) {
+        if (s->ev_linktype < 0) {
+            PyObject *lt = PyObject_GetAttr(s->evidence, str_linktype);
+            if (lt == NULL) return FAILED;
+            long v = lt == Py_None ? -1 : PyLong_AsLong(lt);
+            Py_DECREF(lt);
+            if (v == -1 && PyErr_Occurred()) return FAILED;
+            if (v < 0) return BAIL;
+            s->ev_linktype = v;
+        }
+        if (linktype != s->ev_linktype) return BAIL;
+    }
+    long delta = (seq - s->max_seq) & 0xFFFF;
+    int dup = 0, newer = 0;
+    unsigned long long bit = 0;
+    if (delta == 0) {
+        dup = 1;
+    } else if (delta < 0x8000) {
+        newer = 1;
+    } else {
+        long back = 0x10000 - delta;
+        if (back < SEQ_WINDOW) {
+            bit = 1ULL << back;
+            if (s->seen & bit) dup = 1;
+        }
+    }
+    long long offset = 0, pos = 0, frontier = 0;
+    double arrival = 0.0;
+    if (!dup) {
+        offset = ((rtp_ts - s->base_ts + 0x80000000LL) & 0xFFFFFFFFLL) - 0x80000000LL;
+        pos = s->base_pos + offset;
+        arrival = (ts - s->t0) * s->clock;
+        if (arrival - (double)pos > s->drift_limit || pos < 0) return BAIL; /* re-anchor, or early */
+        if (s->lane != NULL) {
+            PyObject *f = PyObject_GetAttr(s->handle, str_frontier);
+            if (f == NULL) return FAILED;
+            frontier = PyLong_AsLongLong(f);
+            Py_DECREF(f);
+            if (frontier == -1 && PyErr_Occurred()) return FAILED;
+            if (pos < frontier) return BAIL; /* its place is on disk already: patched by Python */
+        }
+    }
+    /* from here on the packet is ours */
+    double last = s->last_arrival;
+    if (last != 0.0 && ts - last > s->max_gap) s->max_gap = ts - last;
+    s->last_arrival = ts;
+    if (s->evidence != NULL && evidence_add(s, ts, frame, frame_len) < 0) return FAILED;
+    if (dup) {
+        s->duplicates++;
+        return DONE;
+    }
+    if (newer) {
+        s->max_seq = seq;
+        s->ext_max += delta;
+        s->seen = delta >= 64 ? 1ULL : (s->seen << delta) | 1ULL;
+    } else if (bit) {
+        s->seen |= bit;
+    }
+    s->received++;
+    double transit = arrival - (double)offset;
+    if (s->has_transit) {
+        double d = transit - s->last_transit;
+        s->jitter += ((d >= 0 ? d : -d) - s->jitter) * 0.0625;
+    }
+    s->last_transit = transit;
+    s->has_transit = 1;
+    s->packets++;
+    long long stop = pos + payload_len;
+    if (stop > s->end) s->end = stop;
+    const unsigned char *payload = frame + payload_off;
+    if (s->lane == NULL) {
+        PyObject *r = PyObject_CallMethod(s->handle, "audio", "iLy#", s->channel, pos, payload, payload_len);
+        if (r == NULL) return FAILED;
+        Py_DECREF(r);
+        return DONE;
+    }
+    /* SpoolRecording._place for one byte a sample: pad with silence, append or overwrite */
+    PyObject *lane = s->lane;
+    Py_ssize_t have = PyByteArray_GET_SIZE(lane), rel = (Py_ssize_t)(pos - frontier);
+    Py_ssize_t need = rel + payload_len > have ? rel + payload_len : have;
+    if (need != have && PyByteArray_Resize(lane, need) < 0) return FAILED;
+    char *b = PyByteArray_AS_STRING(lane);
+    if (rel > have) memset(b + have, s->silence, rel - have);
+    memcpy(b + rel, payload, payload_len);
+    if (need >= s->lane_limit) {
+        PyObject *r = PyObject_CallMethodNoArgs(s->handle, str_flush_lanes);
+        if (r == NULL) return FAILED;
+        Py_DECREF(r);
+    }
+    return DONE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* FastPath: the media map's IPv4 endpoints in an open-addressing table, and the batch loop.     */
+
+typedef struct {
+    uint64_t key; /* 1 + (ipv4 << 16 | port); 0 = empty, 1 = deleted */
+    PyObject *value;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t mask, used, filled; /* filled counts deleted slots too */
+    long long not_recorded;
+    long long handled; /* RTP packets of recorded calls handled whole here */
+} FastPath;
+
+#define EMPTY 0
+#define DELETED 1
+
+static inline size_t hash_key(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (size_t)k;
+}
+
+static Slot *table_find(FastPath *fp, uint64_t key) {
+    size_t i = hash_key(key) & fp->mask;
+    for (;;) {
+        Slot *sl = &fp->slots[i];
+        if (sl->key == key || sl->key == EMPTY) return sl;
+        i = (i + 1) & fp->mask;
+    }
+}
+
+static int table_grow(FastPath *fp) {
+    size_t size = (fp->mask + 1) * (fp->used * 4 > fp->mask + 1 ? 2 : 1);
+    Slot *old = fp->slots;
+    size_t old_size = fp->mask + 1;
+    Slot *slots = PyMem_Calloc(size, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fp->slots = slots;
+    fp->mask = size - 1;
+    fp->filled = fp->used;
+    for (size_t i = 0; i < old_size; i++)
+        if (old[i].key > DELETED) *table_find(fp, old[i].key) = old[i];
+    PyMem_Free(old);
+    return 0;
+}
+
+static int endpoint_key(PyObject *addr, int port, uint64_t *key) {
+    char *p;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(addr, &p, &n) < 0) return -1;
+    if (n != 4) return 0; /* IPv6: the Python path has it */
+    const unsigned char *a = (const unsigned char *)p;
+    uint64_t ip = (uint64_t)a[0] << 24 | (uint64_t)a[1] << 16 | (uint64_t)a[2] << 8 | a[3];
+    *key = 2 + ((ip << 16) | (uint64_t)(port & 0xFFFF));
+    return 1;
+}
+
+static int fp_init(FastPath *fp, PyObject *args, PyObject *kw) {
+    if (!PyArg_ParseTuple(args, "")) return -1;
+    fp->slots = PyMem_Calloc(64, sizeof(Slot));
+    if (fp->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fp->mask = 63;
+    return 0;
+}
+
+static int fp_traverse(FastPath *fp, visitproc visit, void *arg) {
+    if (fp->slots)
+        for (size_t i = 0; i <= fp->mask; i++)
+            if (fp->slots[i].key > DELETED) Py_VISIT(fp->slots[i].value);
+    return 0;
+}
+
+static int fp_clear(FastPath *fp) {
+    if (fp->slots) {
+        for (size_t i = 0; i <= fp->mask; i++)
+            if (fp->slots[i].key > DELETED) {
+                fp->slots[i].key = DELETED;
+                Py_CLEAR(fp->slots[i].value);
+            }
+        fp->used = 0;
+    }
+    return 0;
+}
+
+static void fp_dealloc(FastPath *fp) {
+    PyObject_GC_UnTrack(fp);
+    fp_clear(fp);
+    PyMem_Free(fp->slots);
+    Py_TYPE(fp)->tp_free((PyObject *)fp);
+}
+
+/* set(address, port, stream): route an endpoint (IPv6 keys are ignored: the Python path has them) */
+static PyObject *fp_set(FastPath *fp, PyObject *args) {
+    PyObject *addr, *value;
+    int port;
+    uint64_t key;
+    if (!PyArg_ParseTuple(args, "SiO", &addr, &port, &value)) return NULL;
+    int r = endpoint_key(addr, port, &key);
+    if (r <= 0) return r < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+    if ((fp->filled + 1) * 2 > fp->mask + 1 && table_grow(fp) < 0) return NULL;
+    Slot *sl = table_find(fp, key);
+    Py_INCREF(value);
+    if (sl->key == key) {
+        Py_SETREF(sl->value, value);
+    } else {
+        sl->key = key;
+        sl->value = value;
+        fp->used++;
+        fp->filled++;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *fp_discard(FastPath *fp, PyObject *args) {
+    PyObject *addr;
+    int port;
+    uint64_t key;
+    if (!PyArg_ParseTuple(args, "Si", &addr, &port)) return NULL;
+    int r = endpoint_key(addr, port, &key);
+    if (r < 0) return NULL;
+    if (r > 0) {
+        Slot *sl = table_find(fp, key);
+        if (sl->key == key) {
+            sl->key = DELETED;
+            Py_CLEAR(sl->value);
+            fp->used--;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *fp_get(FastPath *fp, PyObject *args) {
+    PyObject *addr;
+    int port;
+    uint64_t key;
+    if (!PyArg_ParseTuple(args, "Si", &addr, &port)) return NULL;
+    int r = endpoint_key(addr, port, &key);
+    if (r < 0) return NULL;
+    if (r > 0) {
+        Slot *sl = table_find(fp, key);
+        if (sl->key == key) {
+            Py_INCREF(sl->value);
+            return sl->value;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t fp_len(FastPath *fp) { return (Py_ssize_t)fp->used; }
+
+static PyObject *fp_take_not_recorded(FastPath *fp, PyObject *unused) {
+    long long n = fp->not_recorded;
+    fp->not_recorded = 0;
+    return PyLong_FromLongLong(n);
+}
+
+/* run(batch, i, now, next_tick) -> (i, now): handle packets from batch[i] on until one needs Python
+ * (returned as i; len(batch) when all were handled). ``now`` is the pipeline's packet time; a packet
+ * that moves it to or past ``next_tick`` is left to Python, which runs the housekeeping first. */
+static PyObject *fp_run(FastPath *fp, PyObject *args) {
+    PyObject *batch;
+    Py_ssize_t i;
+    double now, next_tick;
+    if (!PyArg_ParseTuple(args, "O!ndd", &PyList_Type, &batch, &i, &now, &next_tick)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) break;
+        PyObject *ts_o = PyTuple_GET_ITEM(item, 0), *lt_o = PyTuple_GET_ITEM(item, 1),
+                 *fr_o = PyTuple_GET_ITEM(item, 2);
+        if (!PyFloat_CheckExact(ts_o) || !PyBytes_CheckExact(fr_o) || !PyLong_CheckExact(lt_o)) break;
+        double ts = PyFloat_AS_DOUBLE(ts_o);
+        if (ts > now) {
+            if (ts >= next_tick) break; /* housekeeping is due: Python runs it, then this packet */
+            now = ts;
+        }
+        long linktype = PyLong_AsLong(lt_o);
+        const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(fr_o);
+        Py_ssize_t len = PyBytes_GET_SIZE(fr_o);
+        /* the same test as CapturePipeline.feed's fast path */
+        if (!(linktype == 1 && len > 54 && f[12] == 8 && f[13] == 0 && f[14] == 0x45 && f[23] == 17 &&
+              !(f[20] & 0x3F) && !f[21] && (f[42] & 0xC0) == 0x80))
+            break;
+        Py_ssize_t end = 14 + ((f[16] << 8) | f[17]);
+        if (!(54 < end && end <= len)) break;
+        uint64_t ip = (uint64_t)f[30] << 24 | (uint64_t)f[31] << 16 | (uint64_t)f[32] << 8 | f[33];
+        Slot *sl = table_find(fp, 2 + ((ip << 16) | (uint64_t)((f[36] << 8) | f[37])));
+        if (sl->key == EMPTY) {
+            fp->not_recorded++;
+            continue;
+        }
+        PyObject *stream = sl->value;
+        if (!PyObject_TypeCheck(stream, &StreamCoreType)) break;
+        StreamCore *s = (StreamCore *)stream;
+        int pt = f[43] & 0x7F;
+        if (!s->learned || f[42] != 0x80 || (pt >= RTCP_PT_FIRST && pt <= RTCP_PT_LAST)) break;
+        long seq = (f[44] << 8) | f[45];
+        long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
+        long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
+        Py_INCREF(stream); /* a flush may run Python code */
+        int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54);
+        Py_DECREF(stream);
+        if (r == FAILED) return NULL;
+        if (r == BAIL) break;
+        fp->handled++;
+    }
+    return Py_BuildValue("(nd)", i, now);
+}
+
+static PyMethodDef fp_methods[] = {
+    {"set", (PyCFunction)fp_set, METH_VARARGS, "Route an IPv4 endpoint (address bytes, port) to a stream."},
+    {"discard", (PyCFunction)fp_discard, METH_VARARGS, "Forget an endpoint."},
+    {"get", (PyCFunction)fp_get, METH_VARARGS, "The stream an endpoint routes to, or None."},
+    {"run", (PyCFunction)fp_run, METH_VARARGS, "Handle packets of a batch until one needs Python."},
+    {"take_not_recorded", (PyCFunction)fp_take_not_recorded, METH_NOARGS,
+     "Packets dropped as media of calls not recorded since the last call."},
+    {NULL},
+};
+
+static PyMemberDef fp_members[] = {
+    {"handled", T_LONGLONG, offsetof(FastPath, handled), READONLY, "RTP packets of recorded calls handled in C"},
+    {NULL},
+};
+
+static PySequenceMethods fp_as_sequence = {.sq_length = (lenfunc)fp_len};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)fp_init,
+    .tp_dealloc = (destructor)fp_dealloc,
+    .tp_traverse = (traverseproc)fp_traverse,
+    .tp_clear = (inquiry)fp_clear,
+    .tp_methods = fp_methods,
+    .tp_members = fp_members,
+    .tp_as_sequence = &fp_as_sequence,
+    .tp_doc = "The pipeline's fast path: an endpoint table and the batch loop (see capture/pipeline.py).",
+};
+
+static PyMethodDef module_methods[] = {
+    {"read_pcap", read_pcap, METH_VARARGS, "One batch of a classic pcap file's records."},
+    {"ring_block", ring_block, METH_VARARGS, "The packets of one TPACKET_V3 block."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath", NULL, -1, module_methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&StreamCoreType) < 0 || PyType_Ready(&FastPathType) < 0) return NULL;
+    str_frontier = PyUnicode_InternFromString("frontier");
+    str_flush_lanes = PyUnicode_InternFromString("flush_lanes");
+    str_flush = PyUnicode_InternFromString("flush");
+    str_linktype = PyUnicode_InternFromString("linktype");
+    str_audio = PyUnicode_InternFromString("audio");
+    if (!str_frontier || !str_flush_lanes || !str_flush || !str_linktype || !str_audio) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&StreamCoreType);
+    Py_INCREF(&FastPathType);
+    if (PyModule_AddObject(m, "StreamCore", (PyObject *)&StreamCoreType) < 0 ||
+        PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_SNAPLEN", MAX_SNAPLEN) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,195 @@
+"""The C fast path (capture/_fastpath.c) against the Python loops it replaces.
+
+The Python code is the specification: every capture here is recorded twice, once with the C module
+and once without (``RECORDERD_PURE_PYTHON=1`` in a process of its own, or the C parts switched off
+in this one), and everything kept must be the same: each recording's index row (with the SHA-256
+of its WAV and of its evidence pcap), the pipeline's counters, the reader's batches and errors.
+
+Run as a script (``python tests/test_fastpath.py digest STORE_DIR PCAP...``) it prints the digest
+of replaying each capture into a store of its own: what the subprocess comparisons compare.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "pcap_fixtures"))
+
+import pytest  # noqa: E402
+
+FIXTURES = ROOT / "pcap_fixtures"
+PUBLIC = ROOT.parent / "shared" / "pcaps" / "public"
+WALL_CLOCK = ("created_at", "wrapped_key", "erasing_at", "retain_until")  # differ between any two runs
+
+
+def digest(store_root: Path, pcaps: list[str]) -> dict:
+    """Replay each capture into a fresh store; what was kept, row by row, and the counters."""
+    from capture.fast import MODE
+    from capture.pipeline import CapturePipeline
+    from recorderd.config import load_dids
+    from recorderd.service import replay
+    from storage.store import Store
+
+    dids = load_dids(str(ROOT / "config" / "dids.yaml"))
+    out: dict = {"mode": MODE, "captures": {}}
+    for n, pcap in enumerate(pcaps):
+        store = Store(str(store_root / str(n)), tz=ZoneInfo("Asia/Tokyo"), retention_days=14,
+                      key_file=str(store_root / f"{n}.key"))  # fmt: skip
+        store.init()
+        store.open()
+        pipeline = CapturePipeline(dids, store.sink())
+        result = replay(pipeline, [pcap])
+        rows = []
+        for row in sorted(store.db().all(), key=lambda r: r.id):
+            fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in WALL_CLOCK}
+            rows.append(json.loads(json.dumps(fields, default=str)))
+        store.close()
+        counters = dict(pipeline.counters)
+        out["captures"][Path(pcap).name] = {"packets": result.packets, "errors": result.errors,
+                                            "counters": counters, "recordings": rows}  # fmt: skip
+        table = pipeline.media.table
+        out["handled_in_c"] = out.get("handled_in_c", 0) + (table.handled if table is not None else 0)
+        out["rtp_recorded"] = out.get("rtp_recorded", 0) + sum(
+            s["packets"] + s["duplicates"] for r in rows for s in r["streams"])
+    return out
+
+
+def digest_in_subprocess(pcaps: list[Path], pure: bool, tmp: Path) -> dict:
+    env = {**os.environ, "RECORDERD_PURE_PYTHON": "1" if pure else "0", "PYTHONPATH": str(ROOT)}
+    store_root = tmp / ("pure" if pure else "native")
+    store_root.mkdir()
+    done = subprocess.run([sys.executable, __file__, "digest", str(store_root), *map(str, pcaps)],
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def native_built() -> None:
+    from capture.fast import MODE
+
+    assert MODE == "native", "capture/_fastpath.c is not built: `make venv` builds it (needs gcc and Python headers)"
+
+
+def test_the_c_module_is_built_and_used() -> None:
+    """The speed targets (issue 7) rest on it: a test environment without it is a broken build."""
+    native_built()
+    from capture.assembler import StreamAssembler
+    from capture.fast import fastpath
+    from capture.media import MediaMap
+
+    assert fastpath is not None and issubclass(StreamAssembler, fastpath.StreamCore)
+    assert MediaMap().table is not None
+
+
+def compare(pcaps: list[Path], tmp: Path) -> float:
+    """Both digests equal; the share of the recorded RTP that C handled whole."""
+    native_built()
+    native = digest_in_subprocess(pcaps, pure=False, tmp=tmp)
+    pure = digest_in_subprocess(pcaps, pure=True, tmp=tmp)
+    assert (native["mode"], pure["mode"]) == ("native", "python")
+    assert native["captures"].keys() == pure["captures"].keys()
+    for name in native["captures"]:
+        assert native["captures"][name] == pure["captures"][name], name
+    assert pure["handled_in_c"] == 0
+    return native["handled_in_c"] / max(1, native["rtp_recorded"])
+
+
+def test_every_fixture_is_kept_byte_for_byte_the_same_by_c_and_python(tmp_path: Path) -> None:
+    pcaps = sorted(FIXTURES.glob("*.pcap"))
+    assert len(pcaps) >= 20
+    assert compare(pcaps, tmp_path) > 0.8  # and the comparison is about C's work, not Python's
+
+
+@pytest.mark.skipif(not PUBLIC.is_dir(), reason=f"public captures not present ({PUBLIC})")
+def test_every_public_capture_is_kept_byte_for_byte_the_same_by_c_and_python(tmp_path: Path) -> None:
+    pcaps = sorted(p for p in PUBLIC.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    compare(pcaps, tmp_path)
+
+
+def mangled_calls(seed: int) -> list[tuple[float, bytes]]:
+    """Several overlapping designated calls (and one not designated) whose media is lost,
+    duplicated, reordered, delayed in bursts (a stall), shifted past the drift limit and whose
+    sender changes SSRC: every way out of the C steady case and back."""
+    from generator import SipCall
+
+    rng = random.Random(seed)
+    packets: list[tuple[float, bytes]] = []
+    for i in range(4):
+        did = "0442003939" if i != 3 else "0443330000"
+        call = SipCall(f"mangle-{seed}-{i}", f"sip:{did}@192.0.2.10", f"sip:{did}@192.0.2.10", "09011112222",
+                       1_790_000_000.0 + i * 0.37, talk=6.0, seed=seed * 10 + i,
+                       caller_media=("203.0.113.20", 40000 + 2 * i), pbx_media=("192.0.2.20", 20000 + 2 * i),
+                       ssrc_change_at=150 if i == 1 else None, dtmf=((40, "5"),) if i == 2 else ())  # fmt: skip
+        packets.extend(call.packets())
+    packets.sort(key=lambda p: p[0])
+    out: list[tuple[float, bytes]] = []
+    stall_at = packets[len(packets) // 2][0]
+    for ts, frame in packets:
+        r = rng.random()
+        if r < 0.03:
+            continue  # lost
+        if stall_at <= ts < stall_at + 0.6:
+            ts = stall_at + 0.6 + (ts - stall_at) * 0.01  # a network stall: a burst arrives late
+        if r < 0.06:
+            out.append((ts, frame))  # duplicated
+        elif r < 0.10:
+            ts += rng.uniform(0.0, 0.5)  # reordered (some beyond the spool's reorder margin)
+        elif r < 0.102:
+            ts += 4.0  # later than the drift limit: re-anchored
+        out.append((ts, frame))
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mangled_calls_are_kept_the_same_by_c_and_python(seed: int, tmp_path: Path) -> None:
+    from frames import write_pcap
+
+    pcap = tmp_path / f"mangled-{seed}.pcap"
+    write_pcap(str(pcap), mangled_calls(seed))
+    assert compare([pcap], tmp_path) > 0.5
+
+
+def test_the_pcap_reader_gives_the_same_batches_and_errors_in_c_and_python(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """Every prefix of a capture (each cut is a damaged file) and one with an impossible length."""
+    native_built()
+    import capture.source as source
+
+    data = (FIXTURES / "dtmf.pcap").read_bytes()
+    bad = bytearray(data)
+    bad[24 + 8 : 24 + 12] = (300_000).to_bytes(4, "little")  # first record: longer than any snaplen
+    cases = [data[:n] for n in range(0, len(data), 97)] + [data, bytes(bad)]
+
+    def read(blob: bytes) -> tuple[list, str | None]:
+        path = tmp_path / "cut.pcap"
+        path.write_bytes(blob)
+        got: list = []
+        try:
+            with source.CaptureFile(path, batch_size=7) as f:
+                for batch in f.batches():
+                    got.append(batch)
+        except source.CaptureFileError as exc:
+            return got, str(exc)
+        return got, None
+
+    native = [read(blob) for blob in cases]
+    monkeypatch.setattr(source, "fastpath", None)
+    pure = [read(blob) for blob in cases]
+    assert native == pure
+    assert any(err for _, err in native) and any(not err and got for got, err in native)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["digest"]:
+    root = Path(sys.argv[2])
+    with tempfile.TemporaryDirectory():
+        print(json.dumps(digest(root, sys.argv[3:])))
