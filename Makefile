@@ -69,6 +69,7 @@ OPT     := /opt/recorderd
 install:
 	$(PYTHON) -m venv $(DESTDIR)$(OPT)
 	$(DESTDIR)$(OPT)/bin/pip install -q .
+	cd / && $(DESTDIR)$(OPT)/bin/python -c 'from capture.fast import MODE; assert MODE == "native", "capture/_fastpath.c did not build"'
 	-$(DESTDIR)$(OPT)/bin/pip install -q 'systemd-python>=235'
 	install -d $(DESTDIR)/usr/bin
 	ln -sf $(OPT)/bin/recorderd $(DESTDIR)/usr/bin/recorderd

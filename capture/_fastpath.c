@@ -656,6 +656,10 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
             now = ts;
         }
         long linktype = PyLong_AsLong(lt_o);
+        if (linktype == -1 && PyErr_Occurred()) { /* not a link type at all: Python counts it */
+            PyErr_Clear();
+            break;
+        }
         const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(fr_o);
         Py_ssize_t len = PyBytes_GET_SIZE(fr_o);
         /* the same test as CapturePipeline.feed's fast path */

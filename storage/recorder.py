@@ -69,11 +69,12 @@ class SpoolRecording:
         self.codec: str = call.codec
         clock, channels = getattr(call, "clock_rate", 8000), getattr(call, "channels", 1)
         self.fmt = codecs.audio_format(call.codec, clock, channels)  # None: not decoded here
-        self.error: str | None = None
+        self.error: str | None = None  # the WAV's write failure
+        self.evidence_error: str | None = None
         base = os.path.join(sink.store.spool_dir, recording_id)
         write_sidecar(base, call)  # first, so the spool files always have their call beside them
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
-        self.evidence = EvidencePcap(base + ".pcap") if self.keeps_packets else None
+        self.evidence = EvidencePcap(base + ".pcap", self._evidence_failed) if self.keeps_packets else None
         if self.evidence is not None:
             self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
@@ -189,9 +190,10 @@ class SpoolRecording:
         del b[:size]
         if self.error is None:
             try:
-                self.file.write(frames)
+                if self.file.write(frames) != len(frames):  # a short write: the disk filled up
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
-                self._write_failed(exc)
+                self._write_failed(exc)  # the header repair at the end keeps the whole frames written
                 return
         self.frontier += n
 
@@ -200,6 +202,14 @@ class SpoolRecording:
         log.critical(
             "recording %s: %s; audio from here on is lost, what was written is kept",
             self.id, self.error,
+            extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id, "DID_LABEL": self.call.did_label},
+        )  # fmt: skip
+
+    def _evidence_failed(self, exc: OSError) -> None:
+        self.evidence_error = "store full" if exc.errno == errno.ENOSPC else f"write error: {exc.strerror}"
+        log.critical(
+            "recording %s: evidence pcap: %s; packets from here on are not in it, what was written is kept",
+            self.id, self.evidence_error,
             extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id, "DID_LABEL": self.call.did_label},
         )  # fmt: skip
 
@@ -213,8 +223,9 @@ class SpoolRecording:
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
-        complete = bool(result.complete) and self.error is None
-        reason = result.reason if self.error is None else f"{result.reason}; {self.error}"
+        errors = [e for e in (self.error, self.evidence_error and f"evidence pcap: {self.evidence_error}") if e]
+        complete = bool(result.complete) and not errors
+        reason = "; ".join([result.reason, *errors])
         self.sink.open_recordings.pop(self.id, None)
         self.sink.store.keep(
             self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,

@@ -144,3 +144,33 @@ def test_dtmf_and_comfort_noise_are_not_mixed_in(h: Harness) -> None:
     assert ch1[p + 3 * SPP : p + 5 * SPP] == b"\xff" * 2 * SPP
     assert ch1[p + 5 * SPP : p + 7 * SPP] == chunk(5) + chunk(6)
     assert streams[1]["other_payload"] == 2 and streams[1]["lost"] == 0
+
+
+def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_path: Path) -> None:
+    """A real full filesystem (a 64 KiB tmpfs): the write that fails is reported once, the frames
+    before it stay a valid capture, and the buffer does not grow with the frames that follow."""
+    import os
+    import subprocess
+
+    from capture.source import CaptureFile
+    from storage.evidence import EvidencePcap
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], check=True)
+    try:
+        errors: list[OSError] = []
+        pcap = EvidencePcap(str(tiny / "call.pcap"), errors.append)
+        frame = udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000, rtp_packet(0, 1, 0, 1, bytes(160)))
+        for i in range(2000):  # ~420 KB of frames for 64 KiB of disk
+            pcap.add(T0 + i * 0.02, 1, frame)
+            assert len(pcap.buf) <= pcap.flush_bytes + len(frame) + 16
+        assert pcap.close() == str(tiny / "call.pcap")
+        assert len(errors) == 1 and errors[0].errno == 28  # ENOSPC, once
+        with CaptureFile(tiny / "call.pcap") as capture:
+            kept = [f for b in capture.batches() for _, _, f in b]
+        assert 0 < len(kept) < 2000 and all(f == frame for f in kept)
+    finally:
+        subprocess.run(["umount", "--lazy", str(tiny)], check=True)
