@@ -8,7 +8,7 @@ CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing).
 DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0
 
-.PHONY: run test deps venv fixtures fuzz bench clean install
+.PHONY: run test deps venv fixtures fuzz bench clean install sanitize
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -47,6 +47,21 @@ run: venv
 
 test: deps venv
 	$(PY) -m pytest -q
+
+# capture/_fastpath.c under AddressSanitizer and UndefinedBehaviorSanitizer: a copy of the tree
+# with the instrumented build runs the tests that drive the C code (fixtures, public captures,
+# the differential tests, the parsers' properties on arbitrary frames). Any finding aborts.
+SANITIZE := build/sanitize
+SANITIZE_TESTS := tests/test_fastpath.py tests/test_fixtures.py tests/test_properties.py tests/test_placement.py \
+                  tests/test_source.py tests/test_call_selection.py tests/test_fragments.py tests/test_tcp.py
+sanitize: venv
+	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(SANITIZE)
+	cd $(SANITIZE) && CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1" \
+	  $(abspath $(PY)) setup.py -q build_ext --inplace 2>&1 | grep -v -i beta || true
+	cd $(SANITIZE) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc RECORDERD_PUBLIC_PCAPS=$(abspath ../shared/pcaps/public) PYTHONPATH=$(abspath $(SANITIZE)) \
+	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
 fixtures: venv
 	$(PY) pcap_fixtures/make_fixtures.py

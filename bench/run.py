@@ -81,7 +81,17 @@ def machine() -> dict:
         "cpu": cpu, "cpus": os.cpu_count(), "memory": mem, "kernel": platform.release(),
         "python": platform.python_version(), "root": str(ROOT), "commit": git("rev-parse", "HEAD") or "unknown",
         "worktree_changes": len(git("status", "--porcelain", "--", ".", ":!bench").splitlines()),
+        "fastpath": fastpath_mode(),
     }  # fmt: skip
+
+
+def fastpath_mode() -> str:
+    """Build capture/_fastpath.c in place in the tree being measured (a clean clone has no build of
+    its own), then ask that tree which loops it runs: "native" (C) or "python"."""
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT, capture_output=True)
+    asked = subprocess.run([sys.executable, "-c", "from capture.fast import MODE; print(MODE)"], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return asked.stdout.strip() or f"unknown ({asked.stderr.strip()[-200:]})"
 
 
 class Bench:
@@ -351,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": asdict(settings),
         "machine": machine(),
     })  # fmt: skip
+    if bench.results["machine"]["fastpath"] != "native":
+        print(f"warning: capture/_fastpath.c is not in use ({bench.results['machine']['fastpath']}): "
+              "measuring the Python loops", file=sys.stderr)  # fmt: skip
     bench.section("capture", bench.capture)
     if "capture" in bench.failed:
         print(bench.report.render())
@@ -366,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     m = bench.results["machine"]
     changes = f" + {m['worktree_changes']} uncommitted change(s) outside bench/" if m["worktree_changes"] else ""
     print(f"recorderd benchmark ({bench.results['mode']}), {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, "
-          f"commit {m['commit'][:10]}{changes}")  # fmt: skip
+          f"commit {m['commit'][:10]}{changes}, capture loops: {m['fastpath']}")  # fmt: skip
     print()
     print(bench.report.render())
     hot = bench.results.get("hotpath", {})

@@ -22,6 +22,7 @@ import threading
 import time
 from types import FrameType
 
+from capture import fast
 from capture.live import RingSource
 from capture.pipeline import CapturePipeline
 from storage.recovery import recover_spool
@@ -94,6 +95,9 @@ class Daemon:
         syncer = SpoolSync(store_fd)
         log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
                  ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
+        if fast.MODE != "native":
+            log.warning("the C fast path (capture/_fastpath.c) is not built: the capture loops run in Python, "
+                        "about 4x slower; reinstall with a C compiler", extra={"EVENT": "slow-capture"})  # fmt: skip
         self.notifier.ready(self._status(pipeline, source, health))
         control = ControlServer(config, pipeline=pipeline, health=health)  # own thread, own store connections
         control.start()

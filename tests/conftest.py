@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap_fixtures"
-PUBLIC = ROOT.parent / "shared" / "pcaps" / "public"
+PUBLIC = Path(os.environ.get("RECORDERD_PUBLIC_PCAPS") or ROOT.parent / "shared" / "pcaps" / "public")
 sys.path.insert(0, str(FIXTURES))
 
 from recorderd import cli, ctl  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "pcap_fixtures"))
 import pytest  # noqa: E402
 
 FIXTURES = ROOT / "pcap_fixtures"
-PUBLIC = ROOT.parent / "shared" / "pcaps" / "public"
+PUBLIC = Path(os.environ.get("RECORDERD_PUBLIC_PCAPS") or ROOT.parent / "shared" / "pcaps" / "public")
 WALL_CLOCK = ("created_at", "wrapped_key", "erasing_at", "retain_until")  # differ between any two runs
 
 
