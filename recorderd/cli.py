@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"recorderd: {exc}", file=sys.stderr)
         return 2
+    worker = service.store_worker(config)  # encryption and fsyncs overlap the parsing of what follows
     try:
-        pipeline = service.build_pipeline(config, store)
+        pipeline = service.build_pipeline(config, store, worker.keep)
         result = service.replay(pipeline, args.pcaps)
     finally:
+        worker.close()  # every finished call kept before the summary
         store.close()
     c = pipeline.counters
     print(
@@ -50,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for error in result.errors:
         print(f"recorderd: damaged capture: {error}", file=sys.stderr)
-    return 1 if result.errors else 0
+    if worker.failed:
+        print(f"recorderd: {worker.failed} recording(s) could not be kept (see the log): their spool files "
+              "stay, and are recovered at the next start", file=sys.stderr)  # fmt: skip
+    return 1 if result.errors or worker.failed else 0
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """The service: live capture on the SPAN port, recording, retention, health — until SIGTERM.
 
 Start order: umask, config, logging, store (must be initialised, key usable), crash recovery of the
-spool, pipeline, capture ring, DID-file watcher, metrics, the spool-sync thread (every second),
-READY=1. The main loop reads ring blocks
-and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS every second, store
-health every 10 s, retention every minute, a stats line every
+spool, the store worker thread (keeping finished calls and retention: storage/worker.py), pipeline,
+capture ring, DID-file watcher, metrics, the spool-sync thread (every second), READY=1. The main
+loop reads ring blocks and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS
+every second, store health every 10 s, a retention run queued every minute, a stats line every
 ``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list (an invalid
 file is refused and the old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
-capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, stop the
-watcher and metrics, close the store. Live packet time is the kernel's capture time, so while the
-port is silent the pipeline's clock is moved on with the wall clock.
+capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, let the
+store worker keep them, stop the watcher and metrics, close the store. Live packet time is the
+kernel's capture time, so while the port is silent the pipeline's clock is moved on with the wall
+clock.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from capture.live import RingSource
 from capture.pipeline import CapturePipeline
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
-from storage.retention import RetentionWorker
-from storage.store import Store, StoreError
+from storage.worker import StoreWorker
+from storage.store import StoreError
 
 from . import service
 from .config import ConfigError, load_dids
@@ -75,13 +76,15 @@ class Daemon:
             log.critical("%s", exc, extra={"EVENT": "store-unusable"})
             return 2
         recovered = recover_spool(store)
-        pipeline = service.build_pipeline(config, store)
+        worker = service.store_worker(config)  # keeping and retention, off the capture loop
+        pipeline = service.build_pipeline(config, store, worker.keep)
         try:
             source = RingSource(config["capture.interfaces"], ring_bytes=config["capture.ring_mb"] << 20,
                                 block_timeout_ms=config["capture.block_timeout_ms"],
                                 promiscuous=config["capture.promiscuous"])  # fmt: skip
         except (OSError, ValueError) as exc:
             log.critical("cannot open capture: %s", exc, extra={"EVENT": "capture-failed"})
+            worker.close()
             store.close()
             return 1
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -102,12 +105,13 @@ class Daemon:
         control = ControlServer(config, pipeline=pipeline, health=health)  # own thread, own store connections
         control.start()
         try:
-            self._loop(pipeline, source, store, health, metrics)
+            self._loop(pipeline, source, worker, health, metrics)
         finally:
             control.stop()
             self.notifier.stopping()
             source.close()
             pipeline.finish("shutdown")
+            worker.close()  # every call ended above is kept before the service stops
             syncer.stop()
             _syncfs(store_fd)
             os.close(store_fd)
@@ -118,9 +122,8 @@ class Daemon:
             log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
         return 0
 
-    def _loop(self, pipeline: CapturePipeline, source: RingSource, store: Store, health: StoreHealth,
+    def _loop(self, pipeline: CapturePipeline, source: RingSource, worker: StoreWorker, health: StoreHealth,
               metrics: MetricsServer | None) -> None:  # fmt: skip
-        worker = RetentionWorker(store)
         stats_every = float(self.config["logging.stats_interval_s"])
         next_second = next_health = time.monotonic()
         next_retention = next_stats = time.monotonic() + 5.0
@@ -142,6 +145,8 @@ class Daemon:
                 continue
             next_second = now + 1.0
             self._capture_stats(pipeline, source)
+            pipeline.counters["erasures"] = worker.erased
+            pipeline.counters["keep_failures"] = worker.failed
             self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
             if metrics:
                 metrics.publish(pipeline.counters, len(pipeline.tracker.calls), health)
@@ -151,7 +156,7 @@ class Daemon:
                 sink.accepting = not health.full  # type: ignore[attr-defined]
             if now >= next_retention:
                 next_retention = now + RETENTION_PERIOD
-                self._retention(worker, pipeline)
+                worker.retention()  # queued: the store's thread runs it
             if now >= next_stats:
                 next_stats = now + stats_every
                 self._stats_line(pipeline)
@@ -183,14 +188,6 @@ class Daemon:
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
                             st.drops, st.interface, extra={"EVENT": "capture-drops"})  # fmt: skip
 
-    def _retention(self, worker: RetentionWorker, pipeline: CapturePipeline) -> None:
-        try:
-            report = worker.run()
-        except Exception:  # the worker must not take the recorder down with it
-            log.exception("retention run failed", extra={"EVENT": "retention-failed"})
-            return
-        pipeline.counters["erasures"] += len(report.erased)
-
     def _status(self, pipeline: CapturePipeline, source: RingSource, health: StoreHealth) -> str:
         c = pipeline.counters
         return (f"{len(pipeline.tracker.calls)} active calls, {c['calls_recorded']} recorded, "
@@ -200,7 +197,7 @@ class Daemon:
         c = pipeline.counters
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "kernel_drops", "sip_malformed", "rtp_malformed",
-                "ip_fragment", "tcp_messages", "erasures")  # fmt: skip
+                "ip_fragment", "tcp_messages", "erasures", "keep_failures")  # fmt: skip
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys), extra={"EVENT": "stats"})
 
 

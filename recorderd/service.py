@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
 from storage.store import Store
+from storage.worker import StoreWorker
 
 from . import journal
 from .config import Config, ConfigError, load
@@ -44,10 +46,21 @@ def open_store(config: Config) -> Store:
     )
 
 
-def build_pipeline(config: Config, store: Store) -> CapturePipeline:
+def store_worker(config: Config) -> StoreWorker:
+    """The store's own thread (keeping finished calls, retention), with its own store connection."""
+
+    def open_in_worker() -> Store:
+        store = open_store(config)
+        store.open()
+        return store
+
+    return StoreWorker(open_in_worker).start()
+
+
+def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None = None) -> CapturePipeline:
     return CapturePipeline(
         config.dids,
-        store.sink(),
+        store.sink(keep),
         trunk_networks=config["capture.trunk_networks"],
         ring_timeout=float(config["capture.ring_timeout_s"]),
         idle_timeout=float(config["capture.idle_timeout_s"]),

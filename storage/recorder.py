@@ -45,8 +45,9 @@ class StoreFull(OSError):
 class SpoolSink:
     """Creates one :class:`SpoolRecording` per recorded call (the ``RecordingSink`` of capture)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, keep: Any = None) -> None:
         self.store = store
+        self.keep = keep or store.keep  # a StoreWorker's keep() queues it for the store's own thread
         self.open_recordings: dict[str, SpoolRecording] = {}
         self.accepting = True  # the service turns this off while the store is critically full
 
@@ -227,7 +228,7 @@ class SpoolRecording:
         complete = bool(result.complete) and not errors
         reason = "; ".join([result.reason, *errors])
         self.sink.open_recordings.pop(self.id, None)
-        self.sink.store.keep(
+        self.sink.keep(
             self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,
             end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
             rate=self.fmt.rate if self.fmt else 0,

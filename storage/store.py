@@ -13,6 +13,8 @@ fsynced, indexed, and only then is the spool copy erased. A stored recording is 
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import logging
 import os
@@ -173,8 +175,10 @@ class Store:
 
     # -- keeping ------------------------------------------------------------------------------
 
-    def sink(self) -> recorder.SpoolSink:
-        return recorder.SpoolSink(self)
+    def sink(self, keep: Callable[..., Any] | None = None) -> recorder.SpoolSink:
+        """The capture's recording sink; ``keep`` (a :class:`StoreWorker`'s) keeps finished calls
+        off the capture thread, else :meth:`keep` runs where the call ends."""
+        return recorder.SpoolSink(self, keep)
 
     def new_recording_id(self, call_id: str, did: str, started_at: float) -> str:
         base = recorder.recording_id(call_id, did, started_at, self.tz)
@@ -259,10 +263,15 @@ class Store:
         dest = os.path.join(self.recordings_dir, rel)
         os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
         staging = dest + ".part"
-        with open(src_path, "rb") as src, open(staging, "xb") as dst:
-            sha256, size = vault.encrypt_file(src, dst, data_key)
-            dst.flush()
-            os.fsync(dst.fileno())
+        try:
+            with open(src_path, "rb") as src, open(staging, "xb") as dst:
+                sha256, size = vault.encrypt_file(src, dst, data_key)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk: no half-written twin left behind
+                os.unlink(staging)
+            raise
         os.replace(staging, dest)
         fsync_dir(os.path.dirname(dest))
         return sha256, size
