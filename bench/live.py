@@ -62,6 +62,8 @@ TARGET_RATE = 300_000  # DESIGN.md: 0 kernel drops at 300 k pkt/s sustained (3,0
 STALL_RATE = 100_000  # DESIGN.md: 0 drops through a 0.5 s stall at 100 k pkt/s
 STALL_S = 0.5
 SETUP_RATE = 100_000  # the set-up part is sent at this rate in every run: preparation, not measured
+OWN_PACE = 0  # a rate meaning: at the capture's own timestamps (tcpreplay --multiplier=1)
+CHURN_TALK_S = 30.0  # calls of the churn run: 6x the turnover of 3-minute calls
 RING_MB = 64
 METRICS_PORT = 9687
 TX, RX = "span-tx", "span-rx"
@@ -101,7 +103,8 @@ def live_plan(calls: int, seconds: float, max_rate: int = TARGET_RATE, stagger: 
     return SpanPlan.concurrent(calls, talk, stagger)
 
 
-def live_capture(plan: SpanPlan) -> dict:
+def live_capture(plan: SpanPlan, split_at: float | None = None, end_at: float | None = None,
+                 kind: str = "live") -> dict:
     """The plan's packets as two pcaps (cached next to the main captures):
 
     - ``setup``: everything before the last call's first RTP packet (+ 20 ms): all INVITE ... ACK
@@ -116,15 +119,15 @@ def live_capture(plan: SpanPlan) -> dict:
     for old in CACHE.glob("*-live-*"):  # live captures of an older generator, and runs that died half-way
         if old.name.endswith(".part") or (old.suffix in (".pcap", ".json") and not old.stem.endswith(f"-{digest}")):
             old.unlink(missing_ok=True)
-    base = CACHE / f"{plan.name}-live"
+    base = CACHE / f"{plan.name}-{kind}"
     paths = {"setup": Path(f"{base}-setup-{digest}.pcap"), "media": Path(f"{base}-media-{digest}.pcap")}
     sidecar = Path(f"{base}-{digest}.json")
     if sidecar.exists() and all(p.exists() for p in paths.values()):
         meta = json.loads(sidecar.read_text())
         return {**meta, "setup": paths["setup"], "media": paths["media"], "cached": True}
     calls = list(plan.sip_calls())
-    split = max(c.media_start for c in calls) + 0.02
-    first_bye = min(c.end_time for c in calls)
+    split = split_at if split_at is not None else max(c.media_start for c in calls) + 0.02
+    first_bye = end_at if end_at is not None else min(c.end_time for c in calls)
     try:
         span_capture.check_against_generator(plan)
         fast = True
@@ -166,6 +169,19 @@ def live_capture(plan: SpanPlan) -> dict:
     }
     sidecar.write_text(json.dumps(meta, indent=1))
     return {**meta, "setup": paths["setup"], "media": paths["media"], "cached": False}
+
+
+def churn_plan(calls: int, seconds: float, talk: float = CHURN_TALK_S) -> tuple[SpanPlan, float, float]:
+    """Calls of ``talk`` s starting one after another so that ``calls`` are always in progress once
+    the first ends: the steady state of a busy centre, with calls starting and ending (and their
+    recordings kept) all the time. Returns the plan and the packet times between which the steady
+    state is measured (``seconds`` long)."""
+    span = SpanPlan(1, talk, 1.0).call_span()
+    spacing = round(span / calls, 6)
+    total = math.ceil((span + seconds + 1.0) / spacing)
+    plan = SpanPlan(total, talk, spacing)
+    steady = span_capture.T0 + span
+    return plan, steady, steady + seconds
 
 
 # -- the namespace and the service ------------------------------------------------------------------
@@ -331,7 +347,7 @@ def machine_share(before: list[int], after: list[int]) -> dict:
 
 
 def _tcpreplay(ns: Netns, capture: Path, rate: int | None, limit: int | None, out: Path) -> subprocess.Popen:
-    speed = f"--pps={rate}" if rate else "--topspeed"
+    speed = f"--pps={rate}" if rate else "--multiplier=1" if rate == OWN_PACE else "--topspeed"
     bound = [f"--limit={limit}"] if limit else []
     with open(out, "wb") as f:
         return subprocess.Popen(ns.cmd("tcpreplay", "-i", TX, speed, *bound, str(capture)), stdout=f,
@@ -346,7 +362,7 @@ def send(service: Service, capture: Path, rate: int | None, limit: int | None, p
     read0, drops0 = service.counters()
     softnet0, cpu0, io0, machine0 = softnet_dropped(), service.cpu_s(), service.write_bytes(), cpu_times()
     us0, sched0, rx0 = service.user_sys_s(), service.schedstat(), service.rx_packets()
-    deadline_s = (limit or packets) / (rate or 100_000) * 3 + 30  # the sender's bound: 3x the planned time, + 30 s
+    deadline_s = (limit or packets) / (rate or 100_000) * 3 + 60  # the sender's bound: 3x the planned time, + 60 s
     t0 = time.perf_counter()
     sender = _tcpreplay(service.ns, capture, rate, limit, out)
     started = time.perf_counter()
@@ -465,6 +481,42 @@ def run_once(ns: Netns, work: Path, cap: dict, rate: int | None, limit: int, sta
         shutil.rmtree(site, ignore_errors=True)
 
 
+def run_churn(ns: Netns, work: Path, cap: dict, seconds: float) -> dict:
+    """A fresh store and service; the ramp (calls starting until ``calls`` are in progress) at the
+    capture's own pace, then the steady state at 300 k pkt/s: calls start, end and are kept while
+    the media of ~3,000 flows. After it: recordings finalised and kept (the store worker's backlog)."""
+    site = work / "run-churn"
+    config = make_site(site)
+    service = Service(ns, config)
+    try:
+        service.wait_started()
+        ramp = send(service, cap["setup"], OWN_PACE, None, cap["setup_packets"], site / "ramp.out")
+        ramp.pop("_t0")
+        m0 = service.metrics()
+        result = send(service, cap["media"], TARGET_RATE, None, cap["media_packets"], site / "steady.out")
+        result.pop("_t0")
+        m1 = service.metrics()
+        result["ramp"] = ramp
+        result["recording_calls"] = int(m1.get("recorderd_active_calls", 0))
+        finalised = m1.get("recorderd_calls_recorded_total", 0) - m0.get("recorderd_calls_recorded_total", 0)
+        result["recordings_finalised"] = int(finalised)
+        result["recordings_finalised_per_s"] = finalised / result["send_s"]
+        result["recordings_kept_total"] = _kept(site / "store" / "index.sqlite")
+        result["recordings_finalised_total"] = int(m1.get("recorderd_calls_recorded_total", 0))
+        result["calls_started_per_s"] = 1 / cap["plan"]["spacing"]
+        return result
+    finally:
+        service.kill()
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def _kept(index: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM recordings").fetchone()[0])
+
+
 # -- the section --------------------------------------------------------------------------------------
 
 
@@ -497,7 +549,7 @@ def ring_capacity(frame: int = RTP_FRAME) -> int:
     return RING_MB * ((1 << 20) - 48) // slot
 
 
-def run(calls: int = 3000, seconds: float = 10.0) -> dict:
+def run(calls: int = 3000, seconds: float = 10.0, churn: bool = True, only_churn: bool = False) -> dict:
     """The live section: returns ``{"skipped": reason}`` or every run's figures."""
     why = missing()
     if why:
@@ -526,13 +578,21 @@ def run(calls: int = 3000, seconds: float = 10.0) -> dict:
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
                 err = getattr(exc, "stderr", "") or str(exc)
                 return {"skipped": f"cannot create a network namespace with a veth pair: {str(err).strip()[:120]}"}
-            for rate in RATES:
+            for rate in () if only_churn else RATES:
                 print(f"   live: {'top speed' if rate is None else f'{rate // 1000} k pkt/s'}, {limits[rate]:,} packets",
                       file=sys.stderr, flush=True)  # fmt: skip
                 result["runs"].append(run_once(ns, Path(tmp), cap, rate, limits[rate]))
             stall_limit = int(STALL_RATE * seconds)
-            print(f"   live: stall {STALL_S} s at {STALL_RATE // 1000} k pkt/s", file=sys.stderr, flush=True)
-            result["stall"] = run_once(ns, Path(tmp), cap, STALL_RATE, stall_limit, stall_at=seconds / 2)
+            if not only_churn:
+                print(f"   live: stall {STALL_S} s at {STALL_RATE // 1000} k pkt/s", file=sys.stderr, flush=True)
+                result["stall"] = run_once(ns, Path(tmp), cap, STALL_RATE, stall_limit, stall_at=seconds / 2)
+            if churn:
+                plan_c, steady, end = churn_plan(calls, seconds)
+                cap_c = live_capture(plan_c, steady, end, kind="churn")
+                print(f"   live: churn, {calls:,} calls of {plan_c.talk:g} s in progress, "
+                      f"{cap_c['media_packets']:,} packets at {TARGET_RATE // 1000} k pkt/s", file=sys.stderr, flush=True)
+                result["churn"] = run_churn(ns, Path(tmp), cap_c, seconds)
+                result["churn"]["capture"] = {k: str(v) if isinstance(v, Path) else v for k, v in cap_c.items()}
         finally:
             ns.close()
     result["method"] = method(result)
@@ -559,9 +619,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 s per rate instead of 10 s")
     parser.add_argument("--seconds", type=float, help="seconds per rate (default 10; quick 2)")
     parser.add_argument("--calls", type=int, default=3000, help="concurrent calls in the live capture (default 3000)")
+    parser.add_argument("--no-churn", action="store_true", help="leave out the run with calls starting and ending")
+    parser.add_argument("--only-churn", action="store_true", help="only the run with calls starting and ending")
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
-    print(json.dumps(run(args.calls, seconds), indent=1))
+    print(json.dumps(run(args.calls, seconds, churn=not args.no_churn, only_churn=args.only_churn), indent=1))
     return 0
 
 

@@ -315,6 +315,23 @@ class Bench:
                     f"waiting for one {at['loop_waiting_for_cpu'] * 100:.0f} %, sleeping or blocked "
                     f"{at['loop_sleeping_or_blocked'] * 100:.0f} % of the send; {at['service_write_mb'] / at['send_s']:.0f} MB/s "
                     f"written", method=how)  # fmt: skip
+        ch = r.get("churn")
+        if ch:
+            cc = ch["capture"]
+            churn_how = (f"{how}. Churn: {cc['plan']['calls']:,} calls of {cc['plan']['talk']:g} s, one starting every "
+                         f"{cc['plan']['spacing'] * 1000:.1f} ms ({r['calls']:,} in progress once the first ends; every "
+                         "other designated); a fresh service gets the ramp at the capture's own pace (tcpreplay "
+                         f"--multiplier=1, {cc['setup_packets']:,} packets), then the steady state at "
+                         f"--pps={live.TARGET_RATE} ({cc['media_packets']:,} packets, calls starting and ending "
+                         "throughout); kept = rows in the store's index when the service is killed")  # fmt: skip
+            ok = ch["kept_up"] and ch["achieved_pps"] >= 0.95 * LIVE_PKT_S
+            add.check("live (veth)", f"churn: {rate(ch['achieved_pps'])} with calls starting and ending",
+                      f"{ch['kernel_drops']:,} drops, read {ch['read']:,} of {ch['sent']:,}; {ch['recording_calls']:,} "
+                      f"recording, {ch['calls_started_per_s']:.0f} calls started/s, {ch['recordings_finalised_per_s']:.0f} "
+                      f"recordings finalised/s, kept {ch['recordings_kept_total']:,} of {ch['recordings_finalised_total']:,} "
+                      f"at the end; service busy {ch['service_busy_while_sending'] * 100:.0f} %, "
+                      f"{ch['service_cpu_us_per_packet']:.2f} us/pkt (ramp: {ch['ramp']['kernel_drops']:,} drops)",
+                      "0 kernel drops", ok, churn_how)  # fmt: skip
         top = r["runs"][-1]
         add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
                 f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "
