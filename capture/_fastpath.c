@@ -610,23 +610,6 @@ static PyObject *fp_discard(FastPath *fp, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *fp_get(FastPath *fp, PyObject *args) {
-    PyObject *addr;
-    int port;
-    uint64_t key;
-    if (!PyArg_ParseTuple(args, "Si", &addr, &port)) return NULL;
-    int r = endpoint_key(addr, port, &key);
-    if (r < 0) return NULL;
-    if (r > 0) {
-        Slot *sl = table_find(fp, key);
-        if (sl->key == key) {
-            Py_INCREF(sl->value);
-            return sl->value;
-        }
-    }
-    Py_RETURN_NONE;
-}
-
 static Py_ssize_t fp_len(FastPath *fp) { return (Py_ssize_t)fp->used; }
 
 static PyObject *fp_take_not_recorded(FastPath *fp, PyObject *unused) {
@@ -695,7 +678,6 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
 static PyMethodDef fp_methods[] = {
     {"set", (PyCFunction)fp_set, METH_VARARGS, "Route an IPv4 endpoint (address bytes, port) to a stream."},
     {"discard", (PyCFunction)fp_discard, METH_VARARGS, "Forget an endpoint."},
-    {"get", (PyCFunction)fp_get, METH_VARARGS, "The stream an endpoint routes to, or None."},
     {"run", (PyCFunction)fp_run, METH_VARARGS, "Handle packets of a batch until one needs Python."},
     {"take_not_recorded", (PyCFunction)fp_take_not_recorded, METH_NOARGS,
      "Packets dropped as media of calls not recorded since the last call."},

@@ -28,8 +28,8 @@ from capture.live import RingSource
 from capture.pipeline import CapturePipeline
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
-from storage.worker import StoreWorker
 from storage.store import StoreError
+from storage.worker import StoreWorker
 
 from . import service
 from .config import ConfigError, load_dids

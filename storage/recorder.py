@@ -199,20 +199,18 @@ class SpoolRecording:
         self.frontier += n
 
     def _write_failed(self, exc: OSError) -> None:
-        self.error = "store full" if exc.errno == errno.ENOSPC else f"write error: {exc.strerror}"
-        log.critical(
-            "recording %s: %s; audio from here on is lost, what was written is kept",
-            self.id, self.error,
-            extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id, "DID_LABEL": self.call.did_label},
-        )  # fmt: skip
+        self.error = self._failure(exc, "", "audio from here on is lost")
 
     def _evidence_failed(self, exc: OSError) -> None:
-        self.evidence_error = "store full" if exc.errno == errno.ENOSPC else f"write error: {exc.strerror}"
-        log.critical(
-            "recording %s: evidence pcap: %s; packets from here on are not in it, what was written is kept",
-            self.id, self.evidence_error,
-            extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id, "DID_LABEL": self.call.did_label},
-        )  # fmt: skip
+        self.evidence_error = self._failure(exc, "evidence pcap: ", "packets from here on are not in it")
+
+    def _failure(self, exc: OSError, part: str, lost: str) -> str:
+        """Say loudly that a spool file stopped being written; the reason, for the recording."""
+        why = "store full" if exc.errno == errno.ENOSPC else f"write error: {exc.strerror}"
+        log.critical("recording %s: %s%s; %s, what was written is kept", self.id, part, why, lost,
+                     extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id,
+                            "DID_LABEL": self.call.did_label})  # fmt: skip
+        return why
 
     def end(self, result: Any) -> None:
         frames = 0
