@@ -501,8 +501,15 @@ def run_churn(ns: Netns, work: Path, cap: dict, seconds: float) -> dict:
         finalised = m1.get("recorderd_calls_recorded_total", 0) - m0.get("recorderd_calls_recorded_total", 0)
         result["recordings_finalised"] = int(finalised)
         result["recordings_finalised_per_s"] = finalised / result["send_s"]
-        result["recordings_kept_total"] = _kept(site / "store" / "index.sqlite")
-        result["recordings_finalised_total"] = int(m1.get("recorderd_calls_recorded_total", 0))
+        finalised_total = int(m1.get("recorderd_calls_recorded_total", 0))
+        result["recordings_finalised_total"] = finalised_total
+        result["recordings_kept_total"] = kept = _kept(site / "store" / "index.sqlite")
+        waited = time.perf_counter()
+        while kept < finalised_total and time.perf_counter() - waited < 30:  # the store worker's backlog
+            time.sleep(0.05)
+            kept = _kept(site / "store" / "index.sqlite")
+        result["backlog_at_end"] = finalised_total - result["recordings_kept_total"]
+        result["backlog_drained_s"] = time.perf_counter() - waited if kept >= finalised_total else None
         result["calls_started_per_s"] = 1 / cap["plan"]["spacing"]
         return result
     finally:

@@ -329,13 +329,18 @@ class Bench:
                       f"{ch['kernel_drops']:,} drops, read {ch['read']:,} of {ch['sent']:,}; {ch['recording_calls']:,} "
                       f"recording, {ch['calls_started_per_s']:.0f} calls started/s, {ch['recordings_finalised_per_s']:.0f} "
                       f"recordings finalised/s, kept {ch['recordings_kept_total']:,} of {ch['recordings_finalised_total']:,} "
-                      f"at the end; service busy {ch['service_busy_while_sending'] * 100:.0f} %, "
+                      f"at the end, all {_drained(ch)}; service busy {ch['service_busy_while_sending'] * 100:.0f} %, "
                       f"{ch['service_cpu_us_per_packet']:.2f} us/pkt (ramp: {ch['ramp']['kernel_drops']:,} drops)",
                       "0 kernel drops", ok, churn_how)  # fmt: skip
         top = r["runs"][-1]
         add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
                 f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "
                 f"{os.cpu_count()} cores busy (softirq {top['machine']['softirq_cores']:.2f})", method=how)  # fmt: skip
+
+
+def _drained(churn: dict) -> str:
+    s = churn.get("backlog_drained_s")
+    return "still not after 30 s" if s is None else f"{s:.1f} s later"
 
 
 def live_text(run: dict, designated: int) -> str:
