@@ -324,9 +324,12 @@ class Bench:
                          f"--multiplier=1, {cc['setup_packets']:,} packets), then the steady state at "
                          f"--pps={live.TARGET_RATE} ({cc['media_packets']:,} packets, calls starting and ending "
                          "throughout); kept = rows in the store's index when the service is killed")  # fmt: skip
-            ok = ch["kept_up"] and ch["achieved_pps"] >= 0.95 * LIVE_PKT_S
+            short = ch["achieved_pps"] < 0.95 * LIVE_PKT_S
+            ok = ch["kept_up"] and not short
+            note = (f"; the sender reached only {rate(ch['achieved_pps'])} (it needs a core of its own, and shares "
+                    f"{os.cpu_count()} with the service and the kernel): target not shown") if short else ""
             add.check("live (veth)", f"churn: {rate(ch['achieved_pps'])} with calls starting and ending",
-                      f"{ch['kernel_drops']:,} drops, read {ch['read']:,} of {ch['sent']:,}; {ch['recording_calls']:,} "
+                      f"{ch['kernel_drops']:,} drops{note}, read {ch['read']:,} of {ch['sent']:,}; {ch['recording_calls']:,} "
                       f"recording, {ch['calls_started_per_s']:.0f} calls started/s, {ch['recordings_finalised_per_s']:.0f} "
                       f"recordings finalised/s, kept {ch['recordings_kept_total']:,} of {ch['recordings_finalised_total']:,} "
                       f"at the end, all {_drained(ch)}; service busy {ch['service_busy_while_sending'] * 100:.0f} %, "
