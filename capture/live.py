@@ -101,6 +101,22 @@ class RingSource:
             ring.close()
 
 
+def _walk_block(ring: mmap.mmap | bytes | bytearray, off: int, num: int) -> Batch:
+    """The ``num`` packets of a retired block, its first at ``off`` (tpacket3_hdr walk)."""
+    batch: Batch = []
+    append = batch.append
+    unpack = _pkt_hdr.unpack_from
+    for _ in range(num):
+        nxt, sec, nsec, snap, _plen, _st, mac, _net = unpack(ring, off)
+        start = off + mac
+        append((sec + nsec * 1e-9, LINKTYPE_ETHERNET, ring[start : start + snap]))
+        off += nxt
+    return batch
+
+
+walk_block = fastpath.ring_block if fastpath is not None else _walk_block  # the same walk in C
+
+
 class _Ring:
     def __init__(self, name: str, ring_bytes: int, block_timeout_ms: int, promiscuous: bool) -> None:
         self.name = name
@@ -135,18 +151,7 @@ class _Ring:
             _v, _p, status, num, first, _len, _seq = _block_hdr.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
                 return
-            if fastpath is not None:  # the same walk in C (capture/_fastpath.c)
-                batch: Batch = fastpath.ring_block(ring, base + first, num)
-            else:
-                batch = []
-                append = batch.append
-                off = base + first
-                unpack = _pkt_hdr.unpack_from
-                for _ in range(num):
-                    nxt, sec, nsec, snap, _plen, _st, mac, _net = unpack(ring, off)
-                    start = off + mac
-                    append((sec + nsec * 1e-9, LINKTYPE_ETHERNET, ring[start : start + snap]))
-                    off += nxt
+            batch = walk_block(ring, base + first, num)
             _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
             self.block = (self.block + 1) % self.block_nr
             yield batch

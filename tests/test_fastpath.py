@@ -189,6 +189,48 @@ def test_the_pcap_reader_gives_the_same_batches_and_errors_in_c_and_python(monke
     assert any(err for _, err in native) and any(not err and got for got, err in native)
 
 
+def ring_block(frames: list[tuple[int, int, bytes]], pad: int = 0) -> tuple[bytearray, int]:
+    """A TPACKET_V3 block as the kernel fills it: tpacket3_hdr + sockaddr_ll room before each frame,
+    each packet 16-aligned; ``pad`` extra bytes at the end of the block."""
+    import struct
+
+    block = bytearray(48)
+    first = len(block)
+    for n, (sec, nsec, frame) in enumerate(frames):
+        mac = 82  # tpacket3_hdr + sockaddr_ll, aligned (what the kernel uses), minus nothing
+        size = (mac + len(frame) + 15) // 16 * 16
+        nxt = 0 if n == len(frames) - 1 else size
+        block += struct.pack("=IIIIIIHH", nxt, sec, nsec, len(frame), len(frame), 1, mac, mac + 14)
+        block += bytes(mac - 28) + frame + bytes(size - mac - len(frame))
+    return block + bytes(pad), first
+
+
+def test_the_ring_walk_gives_the_same_batches_in_c_and_python() -> None:
+    """Frames of every size up to a jumbo one, nanosecond times; and a block whose header lies
+    (a walk off the end) is refused by C instead of read past the ring."""
+    native_built()
+    from capture import live
+
+    rng = random.Random(7)
+    frames = [(1_790_000_000 + i, rng.randrange(1_000_000_000), rng.randbytes(rng.choice([60, 214, 1514, 9000])))
+              for i in range(200)]  # fmt: skip
+    block, first = ring_block(frames, pad=64)
+    c = live.walk_block(block, first, len(frames))
+    py = live._walk_block(block, first, len(frames))
+    assert c == py and [f for _, _, f in c] == [f for _, _, f in frames]
+    off = first
+    for _ in range(len(frames) - 1):  # to the last packet: its next offset is 0 in a real block
+        off += int.from_bytes(block[off : off + 4], "little")
+    beyond = bytearray(block)
+    beyond[off : off + 4] = (len(block) - off).to_bytes(4, "little")  # a next offset off the end
+    with pytest.raises(ValueError):
+        live.walk_block(beyond, first, len(frames) + 1)
+    lying = bytearray(block)
+    lying[first + 12 : first + 16] = (1 << 30).to_bytes(4, "little")  # a snaplen beyond the ring
+    with pytest.raises(ValueError):
+        live.walk_block(lying, first, 1)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["digest"]:
     root = Path(sys.argv[2])
     with tempfile.TemporaryDirectory():
