@@ -68,6 +68,7 @@ static PyObject *read_pcap(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*npdOn", &view, &off, &big, &scale, &linktype, &batch_size)) return NULL;
     const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
+    if (batch_size < 1) batch_size = 1; /* as the Python loop: a batch as soon as it has a packet */
     PyObject *batch = PyList_New(0);
     PyObject *error = NULL;
     if (batch == NULL) goto fail;
@@ -119,6 +120,11 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nn", &view, &off, &num)) return NULL;
     static PyObject *ethernet = NULL;
     if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) goto fail0;
+    if (num < 0) num = 0;
+    if (num > view.len / 32) { /* more packet headers than the ring has room for */
+        PyErr_SetString(PyExc_ValueError, "TPACKET_V3 block claims more packets than its ring holds");
+        goto fail0;
+    }
     PyObject *batch = PyList_New(num);
     if (batch == NULL) goto fail0;
     const unsigned char *buf = view.buf;
@@ -377,6 +383,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
                        const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
                        Py_ssize_t payload_len) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
+    if (!(ts >= 0.0 && ts < 4294967296.0)) return BAIL; /* a time no pcap record can carry: Python's */
     if (s->evidence != NULL) {
         if (s->ev_linktype < 0) {
             PyObject *lt = PyObject_GetAttr(s->evidence, str_linktype);
@@ -410,6 +417,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
         pos = s->base_pos + offset;
         arrival = (ts - s->t0) * s->clock;
         if (arrival - (double)pos > s->drift_limit || pos < 0) return BAIL; /* re-anchor, or early */
+        if ((double)pos - arrival > s->drift_limit && (double)(pos - s->end) > s->drift_limit) return BAIL; /* leapt */
         if (s->lane != NULL) {
             PyObject *f = PyObject_GetAttr(s->handle, str_frontier);
             if (f == NULL) return FAILED;
@@ -533,15 +541,21 @@ static int endpoint_key(PyObject *addr, int port, uint64_t *key) {
     return 1;
 }
 
-static int fp_init(FastPath *fp, PyObject *args, PyObject *kw) {
-    if (!PyArg_ParseTuple(args, "")) return -1;
+static PyObject *fp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (kw != NULL && PyDict_GET_SIZE(kw) != 0) {
+        PyErr_SetString(PyExc_TypeError, "FastPath() takes no arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, ":FastPath")) return NULL;
+    FastPath *fp = (FastPath *)type->tp_alloc(type, 0);
+    if (fp == NULL) return NULL;
     fp->slots = PyMem_Calloc(64, sizeof(Slot));
     if (fp->slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
+        Py_DECREF(fp);
+        return PyErr_NoMemory();
     }
     fp->mask = 63;
-    return 0;
+    return (PyObject *)fp;
 }
 
 static int fp_traverse(FastPath *fp, visitproc visit, void *arg) {
@@ -626,8 +640,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
     Py_ssize_t i;
     double now, next_tick;
     if (!PyArg_ParseTuple(args, "O!ndd", &PyList_Type, &batch, &i, &now, &next_tick)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(batch);
-    for (; i < n; i++) {
+    for (; i < PyList_GET_SIZE(batch); i++) {
         PyObject *item = PyList_GET_ITEM(batch, i);
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) break;
         PyObject *ts_o = PyTuple_GET_ITEM(item, 0), *lt_o = PyTuple_GET_ITEM(item, 1),
@@ -665,8 +678,10 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         long seq = (f[44] << 8) | f[45];
         long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
         long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
-        Py_INCREF(stream); /* a flush may run Python code */
+        Py_INCREF(stream); /* a flush may run Python code: keep the stream and the frame alive */
+        Py_INCREF(item);
         int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54);
+        Py_DECREF(item);
         Py_DECREF(stream);
         if (r == FAILED) return NULL;
         if (r == BAIL) break;
@@ -696,8 +711,7 @@ static PyTypeObject FastPathType = {
     .tp_name = "capture._fastpath.FastPath",
     .tp_basicsize = sizeof(FastPath),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)fp_init,
+    .tp_new = fp_new,
     .tp_dealloc = (destructor)fp_dealloc,
     .tp_traverse = (traverseproc)fp_traverse,
     .tp_clear = (inquiry)fp_clear,

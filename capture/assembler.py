@@ -10,7 +10,10 @@ timestamp says (a sender that paused on hold and resumed with a timestamp that d
 source is re-anchored at its arrival time, so the pause stays as silence; a burst delayed by a
 network stall shorter than that is placed by its timestamps (the writer patches what it had already
 written). A timestamp *ahead* of the arrival clock (a fast sender clock) is trusted: re-anchoring
-there would only pile anchors on top of audio already written.
+there would only pile anchors on top of audio already written. Only a leap ahead of both the
+arrival clock and the audio written by more than ``DRIFT_LIMIT_S`` (a sender that reset its clock,
+or a forged packet) is re-anchored: trusted, one packet could open hours of silence (2^31 ticks
+are 74 hours at 8 kHz) and fill memory and disk with it.
 Packets of other payload types (DTMF events, comfort noise, other codecs) are counted, not mixed in.
 """
 from __future__ import annotations
@@ -123,7 +126,8 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         pos = self.base_pos + offset
         arrival = (ts - call.t0) * call.clock
-        if arrival - pos > call.drift_limit:  # the sender paused without advancing its clock
+        if arrival - pos > call.drift_limit or (pos - arrival > call.drift_limit and pos - self.end > call.drift_limit):
+            # the sender paused without advancing its clock, or its clock leapt far ahead
             self.base_pos = pos = max(int(arrival + 0.5), self.end)
             self.base_ts = rtp_ts
             self._anchor(ssrc, rtp_ts, pos)

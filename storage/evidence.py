@@ -25,11 +25,14 @@ class EvidencePcap:
         self.linktype: int | None = None
         self.buf = bytearray()
         self.fd = -1
-        self.skipped = 0  # frames of another link type
+        self.skipped = 0  # frames of another link type, or with a time a pcap record cannot carry
         self.error: OSError | None = None  # the write that failed (a full store): frames after it are lost
         self.on_error = on_error
 
     def add(self, ts: float, linktype: int, frame: bytes) -> None:
+        if not 0.0 <= ts < 4294967296.0:  # a time a pcap record cannot carry (a damaged capture)
+            self.skipped += 1
+            return
         if self.linktype is None:
             self.linktype = linktype
             try:
@@ -45,7 +48,7 @@ class EvidencePcap:
         buf = self.buf
         buf += _record.pack(sec, int((ts - sec) * 1e9), n, n)
         buf += frame
-        if len(buf) >= FLUSH_BYTES:
+        if len(buf) >= self.flush_bytes:
             self.flush()
 
     def flush(self) -> None:

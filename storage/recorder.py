@@ -189,14 +189,13 @@ class SpoolRecording:
             frames[width + i :: 2 * width] = b[i:size:width]
         del a[:size]
         del b[:size]
+        self.frontier += n  # the buffers start n samples later, written or not
         if self.error is None:
             try:
                 if self.file.write(frames) != len(frames):  # a short write: the disk filled up
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
                 self._write_failed(exc)  # the header repair at the end keeps the whole frames written
-                return
-        self.frontier += n
 
     def _write_failed(self, exc: OSError) -> None:
         self.error = self._failure(exc, "", "audio from here on is lost")

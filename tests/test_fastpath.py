@@ -159,6 +159,33 @@ def test_mangled_calls_are_kept_the_same_by_c_and_python(seed: int, tmp_path: Pa
     assert compare([pcap], tmp_path) > 0.5
 
 
+def test_packet_times_past_2106_are_kept_the_same_by_c_and_python(tmp_path: Path) -> None:
+    """A damaged capture whose times pass 2^32 s (no pcap record can carry them): neither path
+    fails, and they agree on what is kept. Media of another call keeps the recorded call's packets
+    off the housekeeping ticks, so C meets them (found by review: it wrapped the seconds)."""
+    import struct
+
+    from frames import rtp_packet, udp_frame
+    from generator import SipCall
+
+    start = 2**32 - 2.0
+    call = SipCall("wrap-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", start,
+                   talk=3.0)  # fmt: skip
+    packets = [(t, f) for t, f in call.packets() if not (t >= 2**32 and f[42] & 0xC0 != 0x80)]  # no BYE
+    t = start + 0.3005
+    while t < start + 4.0:
+        packets.append((t, udp_frame("198.51.100.7", 30000, "198.51.100.8", 30002, rtp_packet(0, 1, 1, 99, bytes(160)))))
+        t += 0.001
+    pcap = tmp_path / "past-2106.pcap"
+    with open(pcap, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in sorted(packets, key=lambda p: p[0]):
+            us = round(ts * 1e6)
+            sec = min(us // 10**6, 0xFFFFFFFF)  # past 2^32 s the microseconds field grows beyond 10^6
+            f.write(struct.pack("<IIII", sec, us - sec * 10**6, len(frame), len(frame)) + frame)
+    compare([pcap], tmp_path)
+
+
 def test_the_pcap_reader_gives_the_same_batches_and_errors_in_c_and_python(monkeypatch: pytest.MonkeyPatch,
                                                                          tmp_path: Path) -> None:  # fmt: skip
     """Every prefix of a capture (each cut is a damaged file) and one with an impossible length."""
@@ -187,6 +214,10 @@ def test_the_pcap_reader_gives_the_same_batches_and_errors_in_c_and_python(monke
     pure = [read(blob) for blob in cases]
     assert native == pure
     assert any(err for _, err in native) and any(not err and got for got, err in native)
+    monkeypatch.undo()
+    (tmp_path / "whole.pcap").write_bytes(data)
+    with source.CaptureFile(tmp_path / "whole.pcap", batch_size=0) as f:  # C once looped forever here
+        assert all(len(b) == 1 for b in f.batches())
 
 
 def ring_block(frames: list[tuple[int, int, bytes]], pad: int = 0) -> tuple[bytearray, int]:

@@ -174,3 +174,20 @@ def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_pat
         assert 0 < len(kept) < 2000 and all(f == frame for f in kept)
     finally:
         subprocess.run(["umount", "--lazy", str(tiny)], check=True)
+
+
+def test_a_timestamp_leaping_hours_ahead_opens_no_hours_of_silence(h: Harness) -> None:
+    """One packet whose RTP timestamp leaps 2^31 - 1 ticks ahead (74 h at 8 kHz: a sender that reset
+    its clock, or a forged packet) is re-anchored where it arrives; trusted, it would have padded
+    gigabytes of silence into memory and the spool (found by review)."""
+    t = h.call.answer_at + 0.05
+    before = [h.up(t + i * 0.02, i, i * SPP, chunk(i)) for i in range(5)]
+    leap = [h.up(t + 0.1 + i * 0.02, 5 + i, 0x7FFFFFFF + i * SPP, chunk(5 + i)) for i in range(5)]
+    h.feed(before + leap)
+    rec = next(iter(h.pipeline.tracker.calls.values())).handle
+    assert len(rec.bufs[0]) <= 20_000
+    ch1, _, streams = h.finish()
+    p = start_pos(h, t)
+    assert ch1[p : p + 10 * SPP] == b"".join(chunk(i) for i in range(10))  # continuous, as it arrived
+    assert len(ch1) < 10 * 8000  # seconds, not hours
+    assert len(streams[1]["anchors"]) == 2
