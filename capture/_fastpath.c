@@ -310,8 +310,6 @@ static int core_set_transit(StreamCore *s, PyObject *v, void *c) {
     return 0;
 }
 
-static PyObject *core_get_armed(StreamCore *s, void *c) { return PyBool_FromLong(s->armed); }
-
 static PyMemberDef core_members[] = {
     {"base_ts", T_LONGLONG, offsetof(StreamCore, base_ts), 0, NULL},
     {"base_pos", T_LONGLONG, offsetof(StreamCore, base_pos), 0, NULL},
@@ -333,7 +331,6 @@ static PyMemberDef core_members[] = {
 static PyGetSetDef core_getset[] = {
     {"ssrc", (getter)core_get_ssrc, (setter)core_set_ssrc, NULL, NULL},
     {"last_transit", (getter)core_get_transit, (setter)core_set_transit, NULL, NULL},
-    {"armed", (getter)core_get_armed, NULL, "whether the steady case runs in C", NULL},
     {NULL},
 };
 
@@ -455,8 +452,13 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
     long long stop = pos + payload_len;
     if (stop > s->end) s->end = stop;
     const unsigned char *payload = frame + payload_off;
-    if (s->lane == NULL) {
-        PyObject *r = PyObject_CallMethod(s->handle, "audio", "iLy#", s->channel, pos, payload, payload_len);
+    if (s->lane == NULL) { /* a codec the handle decodes (G.722, Opus, L16): its audio() */
+        PyObject *ch = PyLong_FromLong(s->channel), *at = PyLong_FromLongLong(pos);
+        PyObject *data = PyBytes_FromStringAndSize((const char *)payload, payload_len);
+        PyObject *r = ch && at && data ? PyObject_CallMethodObjArgs(s->handle, str_audio, ch, at, data, NULL) : NULL;
+        Py_XDECREF(ch);
+        Py_XDECREF(at);
+        Py_XDECREF(data);
         if (r == NULL) return FAILED;
         Py_DECREF(r);
         return DONE;

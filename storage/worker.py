@@ -40,7 +40,6 @@ class StoreWorker:
         self.kept = 0
         self.erased = 0  # recordings erased by retention runs (read by the service for its counters)
         self.failed = 0  # keeps that failed at least once
-        self.lost = 0  # keeps dropped from the retry list (their spool files stay for recovery)
 
     def start(self) -> StoreWorker:
         self._thread.start()
@@ -55,9 +54,6 @@ class StoreWorker:
         if not self._retention_queued:
             self._retention_queued = True
             self._queue.put(_RETENTION)
-
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     def drain(self) -> None:
         """Wait until everything queued so far is done."""
@@ -105,12 +101,11 @@ class StoreWorker:
         except Exception as exc:  # noqa: BLE001  (a full disk, a failing one: the recorder goes on)
             if not retry:
                 self.failed += 1
-                if len(self._retry) < MAX_RETRIES:
+                retried = len(self._retry) < MAX_RETRIES
+                if retried:
                     self._retry.append(job)
-                else:
-                    self.lost += 1
-                log.critical("recording %s could not be kept (%s): its spool files stay; tried again each "
-                             "minute, and recovered at the next start", job["recording_id"], exc,
+                log.critical("recording %s could not be kept (%s): its spool files stay; %srecovered at the "
+                             "next start", job["recording_id"], exc, "tried again each minute, and " if retried else "",
                              extra={"EVENT": "keep-failed", "RECORDING_ID": job["recording_id"],
                                     "DID_LABEL": getattr(job["call"], "did_label", "")})  # fmt: skip
             return False

@@ -6,7 +6,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, small_tmpfs
 from generator import SipCall, rtp_packet, udp_frame
 
 from capture.pipeline import CapturePipeline
@@ -149,18 +149,10 @@ def test_dtmf_and_comfort_noise_are_not_mixed_in(h: Harness) -> None:
 def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_path: Path) -> None:
     """A real full filesystem (a 64 KiB tmpfs): the write that fails is reported once, the frames
     before it stay a valid capture, and the buffer does not grow with the frames that follow."""
-    import os
-    import subprocess
-
     from capture.source import CaptureFile
     from storage.evidence import EvidencePcap
 
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
         errors: list[OSError] = []
         pcap = EvidencePcap(str(tiny / "call.pcap"), errors.append)
         frame = udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000, rtp_packet(0, 1, 0, 1, bytes(160)))
@@ -172,8 +164,6 @@ def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_pat
         with CaptureFile(tiny / "call.pcap") as capture:
             kept = [f for b in capture.batches() for _, _, f in b]
         assert 0 < len(kept) < 2000 and all(f == frame for f in kept)
-    finally:
-        subprocess.run(["umount", "--lazy", str(tiny)], check=True)
 
 
 def test_a_timestamp_leaping_hours_ahead_opens_no_hours_of_silence(h: Harness) -> None:

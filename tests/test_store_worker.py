@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, resize_tmpfs, small_tmpfs
 from generator import SipCall
 
 from capture.pipeline import CapturePipeline
@@ -74,12 +73,8 @@ def test_calls_are_kept_by_the_worker_thread_and_all_are_in_before_close_returns
 
 def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
     store = make_store(tmp_path)
-    recordings = Path(store.recordings_dir)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(recordings)], check=True)
-    try:
+    with small_tmpfs(Path(store.recordings_dir), "16k") as recordings:
         worker = StoreWorker(opener(tmp_path)).start()
         with caplog.at_level(logging.CRITICAL):
             record(store, worker, calls=1, talk=3.0)  # ~100 KB of WAV and pcap for 16 KiB of room
@@ -91,11 +86,9 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         assert [n.split(".", 1)[1] for n in spool] == ["call.json", "pcap", "wav"]  # all of it, in the spool
         assert not list(recordings.rglob("*.part")) and store.recordings() == []
 
-        subprocess.run(["mount", "-o", "remount,size=64m", str(recordings)], check=True)  # room again
+        resize_tmpfs(recordings, "64m")  # room again
         worker.retention()
         worker.close()
         [row] = store.recordings()
         assert worker.kept == 1 and row.frames > 3 * 8000 * 0.9 and os.listdir(store.spool_dir) == []
         assert store.verify() == []  # decrypts, and its SHA-256 matches
-    finally:
-        subprocess.run(["umount", "--lazy", str(recordings)], check=True)
