@@ -7,7 +7,7 @@ import sys
 
 from storage.store import StoreError
 
-from . import service
+from . import service, version
 
 DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
 
@@ -15,6 +15,7 @@ DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recorderd", description="Passive call recorder for designated numbers.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="site config (default %(default)s)")
+    parser.add_argument("--version", action="version", version=f"recorderd {version()}")
     sub = parser.add_subparsers(dest="command")
     rp = sub.add_parser("replay", help="feed capture files through the pipeline, as if from the SPAN port")
     rp.add_argument("pcaps", nargs="+", metavar="PCAP")

@@ -20,7 +20,7 @@ from typing import Any
 
 from storage.store import StoreError
 
-from . import control, ops, roles, service, wire
+from . import control, ops, roles, service, version, wire
 from .config import Config
 
 UNREACHABLE = 4
@@ -45,6 +45,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recorderctl", description="Work with recorderd's recordings (audited).")
     parser.add_argument("--config", default="/etc/recorderd/recorderd.yaml", help="site config")
+    parser.add_argument("--version", action="version", version=f"recorderctl {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _sub(sub, "init", "init", "create the store (idempotent; root or the service user)")
     _sub(sub, "status", "status", "capture, drops, active calls, store use, last erasure, next due")
