@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("replay", help="feed capture files through the pipeline, as if from the SPAN port")
     rp.add_argument("pcaps", nargs="+", metavar="PCAP")
     rp.add_argument("--config", default=argparse.SUPPRESS, help="site config")
+    pf = sub.add_parser("preflight", help="say what is missing before the service may capture (exit 1 then)")
+    pf.add_argument("--config", default=argparse.SUPPRESS, help="site config")
     args = parser.parse_args(argv)
+    if args.command == "preflight":
+        from . import preflight
+
+        return preflight.main(args.config)
     if args.command != "replay":
         from .daemon import Daemon
 
