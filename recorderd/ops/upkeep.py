@@ -12,14 +12,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict
 from typing import Any
 
 from storage.audit import AuditEvent
 from storage.decommission import decommission
-from storage.erasure import erase_file
+from storage.erasure import Unreachable, erase_copy
 from storage.retention import RetentionWorker
 from storage.retention import iso as iso_ms
 from storage.store import Actor
@@ -62,19 +61,17 @@ def verify(ctx: Context, args: Args) -> Reply:
 
 
 def _copy_state(copy: dict[str, Any]) -> str | None:
-    """Erase an expired copy if it can be reached and is unchanged; else say why not."""
-    digest = hashlib.sha256()
+    """Erase an expired copy if it can be reached and is unchanged; else say why not. The file is
+    opened once, never through a link, and must be a regular file of the copy's holder: a FIFO
+    serving the exported bytes with a link swapped in at the last moment erases nothing."""
     try:
-        with open(copy["out"], "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        erase_copy(copy["out"], int(copy["uid"]), copy["sha256"])
+    except Unreachable as exc:
+        return str(exc)
     except FileNotFoundError:
         return "not found there (moved, or deleted without confirmation)"
     except OSError as exc:
-        return f"cannot be reached from here ({exc.strerror})"
-    if digest.hexdigest() != copy["sha256"]:
-        return "a different file is there now (left alone)"
-    erase_file(copy["out"])
+        return f"cannot be reached from here ({exc.strerror or exc})"
     return None
 
 
