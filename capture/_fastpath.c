@@ -11,7 +11,8 @@
  *                 placed at or after the spool's frontier;
  *   FastPath      CapturePipeline.feed's fast path: Ethernet, IPv4 without options, UDP, RTP v2,
  *                 one hash lookup on the destination; media of calls not recorded is counted and
- *                 dropped, steady RTP of recorded calls is handled whole.
+ *                 dropped, media from another source than the direction's learned one is counted
+ *                 and dropped, steady RTP of recorded calls is handled whole.
  *
  * Anything else (SIP, the first packet of a source, a re-anchoring, DTMF, comfort noise, a late
  * payload to patch, another link type, a tick of housekeeping due) stops the loop *before* anything
@@ -170,6 +171,11 @@ typedef struct {
     double jitter, last_transit, last_arrival, max_gap;
     char has_transit, learned;
     int channel;
+    /* where this direction's packets come from (StreamAssembler.source): the Python object, and its
+     * key as the FastPath table spells an IPv4 endpoint (0: none yet, 1: not IPv4) */
+    PyObject *source;
+    uint64_t src_key;
+    long long other_source; /* packets from another source, dropped */
     /* armed by the call once its recording is open: what the steady case needs of the call */
     char armed;
     int audio_pt;
@@ -185,6 +191,7 @@ typedef struct {
 } StreamCore;
 
 static int core_traverse(StreamCore *s, visitproc visit, void *arg) {
+    Py_VISIT(s->source);
     Py_VISIT(s->handle);
     Py_VISIT(s->lane);
     Py_VISIT(s->evidence);
@@ -205,6 +212,7 @@ static void core_dealloc(StreamCore *s) {
     PyTypeObject *tp = Py_TYPE(s);
     PyObject_GC_UnTrack(s);
     core_clear(s);
+    Py_CLEAR(s->source);
     tp->tp_free((PyObject *)s);
 }
 
@@ -293,6 +301,41 @@ static int core_set_ssrc(StreamCore *s, PyObject *v, void *c) {
     return 0;
 }
 
+static int endpoint_key(PyObject *addr, int port, uint64_t *key);
+
+static PyObject *core_get_source(StreamCore *s, void *c) {
+    PyObject *v = s->source ? s->source : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+/* source = None, or (address bytes, port) */
+static int core_set_source(StreamCore *s, PyObject *v, void *c) {
+    uint64_t key = 0;
+    if (v != NULL && v != Py_None) {
+        if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(v, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(v, 1))) {
+            PyErr_SetString(PyExc_TypeError, "source must be None or (address bytes, port)");
+            return -1;
+        }
+        long port = PyLong_AsLong(PyTuple_GET_ITEM(v, 1));
+        if (port == -1 && PyErr_Occurred()) return -1;
+        if (port < 0 || port > 0xFFFF) {
+            PyErr_SetString(PyExc_ValueError, "source port must be 0-65535");
+            return -1;
+        }
+        int r = endpoint_key(PyTuple_GET_ITEM(v, 0), (int)port, &key);
+        if (r < 0) return -1;
+        if (r == 0) key = 1; /* IPv6: no IPv4 packet comes from it */
+        Py_INCREF(v);
+    } else {
+        v = NULL;
+    }
+    Py_XSETREF(s->source, v);
+    s->src_key = key;
+    return 0;
+}
+
 static PyObject *core_get_transit(StreamCore *s, void *c) {
     if (!s->has_transit) Py_RETURN_NONE;
     return PyFloat_FromDouble(s->last_transit);
@@ -324,6 +367,7 @@ static PyMemberDef core_members[] = {
     {"last_arrival", T_DOUBLE, offsetof(StreamCore, last_arrival), 0, NULL},
     {"max_gap", T_DOUBLE, offsetof(StreamCore, max_gap), 0, NULL},
     {"learned", T_BOOL, offsetof(StreamCore, learned), 0, NULL},
+    {"other_source", T_LONGLONG, offsetof(StreamCore, other_source), 0, "packets from another source, dropped"},
     {"channel", T_INT, offsetof(StreamCore, channel), 0, NULL},
     {NULL},
 };
@@ -331,6 +375,7 @@ static PyMemberDef core_members[] = {
 static PyGetSetDef core_getset[] = {
     {"ssrc", (getter)core_get_ssrc, (setter)core_set_ssrc, NULL, NULL},
     {"last_transit", (getter)core_get_transit, (setter)core_set_transit, NULL, NULL},
+    {"source", (getter)core_get_source, (setter)core_set_source, NULL, NULL},
     {NULL},
 };
 
@@ -492,6 +537,7 @@ typedef struct {
     Slot *slots;
     size_t mask, used, filled; /* filled counts deleted slots too */
     long long not_recorded;
+    long long other_source; /* RTP from another source than its direction's, dropped */
     long long handled; /* RTP packets of recorded calls handled whole here */
 } FastPath;
 
@@ -634,6 +680,12 @@ static PyObject *fp_take_not_recorded(FastPath *fp, PyObject *unused) {
     return PyLong_FromLongLong(n);
 }
 
+static PyObject *fp_take_other_source(FastPath *fp, PyObject *unused) {
+    long long n = fp->other_source;
+    fp->other_source = 0;
+    return PyLong_FromLongLong(n);
+}
+
 /* run(batch, i, now, next_tick) -> (i, now): handle packets from batch[i] on until one needs Python
  * (returned as i; len(batch) when all were handled). ``now`` is the pipeline's packet time; a packet
  * that moves it to or past ``next_tick`` is left to Python, which runs the housekeeping first. */
@@ -675,8 +727,15 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         PyObject *stream = sl->value;
         if (!PyObject_TypeCheck(stream, &StreamCoreType)) break;
         StreamCore *s = (StreamCore *)stream;
+        uint64_t src = (uint64_t)f[26] << 24 | (uint64_t)f[27] << 16 | (uint64_t)f[28] << 8 | f[29];
+        if (2 + ((src << 16) | (uint64_t)((f[34] << 8) | f[35])) != s->src_key) {
+            if (!s->learned) break; /* its source is to be learned: Python */
+            s->other_source++;      /* not the direction's sender: dropped (as the Python loop) */
+            fp->other_source++;
+            continue;
+        }
         int pt = f[43] & 0x7F;
-        if (!s->learned || f[42] != 0x80 || (pt >= RTCP_PT_FIRST && pt <= RTCP_PT_LAST)) break;
+        if (f[42] != 0x80 || (pt >= RTCP_PT_FIRST && pt <= RTCP_PT_LAST)) break;
         long seq = (f[44] << 8) | f[45];
         long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
         long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
@@ -698,6 +757,8 @@ static PyMethodDef fp_methods[] = {
     {"run", (PyCFunction)fp_run, METH_VARARGS, "Handle packets of a batch until one needs Python."},
     {"take_not_recorded", (PyCFunction)fp_take_not_recorded, METH_NOARGS,
      "Packets dropped as media of calls not recorded since the last call."},
+    {"take_other_source", (PyCFunction)fp_take_other_source, METH_NOARGS,
+     "Packets dropped as coming from another source than their direction's since the last call."},
     {NULL},
 };
 

@@ -15,6 +15,13 @@ arrival clock and the audio written by more than ``DRIFT_LIMIT_S`` (a sender tha
 or a forged packet) is re-anchored: trusted, one packet could open hours of silence (2^31 ticks
 are 74 hours at 8 kHz) and fill memory and disk with it.
 Packets of other payload types (DTMF events, comfort noise, other codecs) are counted, not mixed in.
+
+A direction's packets come from one source (``source``: address bytes and port), learned from its
+first packet (``learned``; the pipeline checks it before a packet reaches :meth:`packet`): packets
+from any other address or port are not the call's sender (a flood, a spoofed SSRC) and are dropped
+and counted (``other_source``). When the other side announces a new media address (a re-INVITE)
+the direction learns its source again: the old source still counts as its own until a packet from
+a new one arrives. At most ``MAX_SSRCS`` SSRCs are kept for the record.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ MAX_EVENTS = 1000  # DTMF events kept per direction
 DTMF = "0123456789*#ABCD"
 PT_CN = 13
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
+MAX_SSRCS = 32  # SSRCs kept for the record (each change adds one)
 
 
 class _PyStreamCore:
@@ -40,7 +48,7 @@ class _PyStreamCore:
 
     __slots__ = (
         "channel", "ssrc", "base_ts", "base_pos", "end", "max_seq", "seen", "ext_max", "received", "packets",
-        "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned",
+        "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned", "source", "other_source",
     )  # fmt: skip
 
     def arm(self, *recording: object) -> None:
@@ -83,6 +91,8 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.ignorable = 0  # DTMF events and comfort noise: not audio, not a codec problem
         self.events: list[list[float | str]] = []  # DTMF: [seconds into the recording, digit, duration ms]
         self.learned = False  # whether this direction's real source address was learned (NAT)
+        self.source: tuple[bytes, int] | None = None  # (address, port) its packets come from, once learned
+        self.other_source = 0  # packets from another source: not this direction's sender, dropped
         self.early = 0  # packets whose place would be before the recording's start: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
@@ -165,11 +175,16 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         elif len(self.events) < MAX_EVENTS:
             self.events.append([at, DTMF[payload[0]], duration_ms])
 
+    def relearn_source(self) -> None:
+        """Its sender announced a new media address: the next packet from a new source is its own."""
+        self.learned = False
+
     def _new_source(self, ts: float, seq: int, rtp_ts: int, ssrc: int) -> None:
         if self.ssrc is not None:
             self.expected_before += self.ext_max - self.first_ext + 1
         self.ssrc = ssrc
-        self.ssrcs.append(ssrc)
+        if len(self.ssrcs) < MAX_SSRCS:
+            self.ssrcs.append(ssrc)
         self.base_ts = rtp_ts
         self.base_pos = max(int((ts - self.call.t0) * self.call.clock + 0.5), self.end)
         self.max_seq = seq
@@ -196,4 +211,5 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
             jitter_ms=round(self.jitter / self.call.clock * 1000.0, 3),
             max_gap_ms=round(self.max_gap * 1000.0, 1),
             events=tuple((float(a), str(d), float(ms)) for a, d, ms in self.events),
+            other_source=self.other_source,
         )

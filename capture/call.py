@@ -117,6 +117,13 @@ class Call:
         elif len(self.pending_frames) < MAX_PENDING_FRAMES:
             self.pending_frames.append((ts, linktype, frame))
 
+    def media_moved(self, into: StreamAssembler) -> None:
+        """A side announced a new media address (``into``: the direction flowing to it). It may now
+        send from another address too (symmetric RTP, a transfer to another media server): its own
+        direction learns its source again."""
+        sender = self.streams[1] if into is self.streams[0] else self.streams[0]
+        sender.relearn_source()
+
     def is_telephone_event(self, pt: int) -> bool:
         codec = self.codecs.get(pt)
         return codec is not None and codec.name == "TELEPHONE-EVENT"

@@ -4,8 +4,10 @@ IP fragments and TCP segments leave the loop for their own (rare) paths: fragmen
 SIP-over-TCP stream reassembly; what they complete joins the same dispatch.
 
 This is the hot path. Per packet it decodes link/IP/UDP with ``struct``, sends an RTP-looking
-payload through one MediaMap lookup on its destination (no match: counted and dropped), and hands
-anything that looks like SIP to the parser and the tracker. Errors in a packet are counted by kind
+payload through one MediaMap lookup on its destination (no match: counted and dropped) and one
+compare of its source with its direction's (learned from the direction's first packet; another
+source is counted as ``rtp_other_source`` and dropped), and hands anything that looks like SIP to
+the parser and the tracker. Errors in a packet are counted by kind
 and the packet is dropped; nothing is logged per packet. Time is packet time only.
 """
 from __future__ import annotations
@@ -62,13 +64,16 @@ class CapturePipeline:
         not_recorded = table.take_not_recorded()
         if not_recorded:
             self.counters["rtp_not_recorded"] += not_recorded
+        other_source = table.take_other_source()
+        if other_source:
+            self.counters["rtp_other_source"] += other_source
 
     def _feed(self, batch: Iterable[Packet]) -> None:
         """The per-packet path in Python (all of it without the C module, else its rare cases)."""
         counters = self.counters
         media_get = self.media.get
         on_sip = self.on_sip_payload
-        learn = self.tracker.learn_source
+        from_source = self._from_source
         unpack_ii = _II.unpack_from
         now = self.now
         next_tick = self._next_tick
@@ -93,8 +98,9 @@ class CapturePipeline:
                     if stream is None:
                         not_recorded += 1
                         continue
-                    if not stream.learned:
-                        learn(stream, frame[26:30], (frame[34] << 8) | frame[35])
+                    source = (frame[26:30], (frame[34] << 8) | frame[35])
+                    if source != stream.source and not from_source(stream, source):
+                        continue
                     pt = frame[43] & 0x7F
                     if frame[42] == 0x80 and not RTCP_PT_FIRST <= pt <= RTCP_PT_LAST:  # no CSRC, extension, padding
                         rtp_ts, ssrc = unpack_ii(frame, 46)
@@ -117,8 +123,9 @@ class CapturePipeline:
                 if stream is None:
                     not_recorded += 1
                     continue
-                if not stream.learned:
-                    learn(stream, src, sport)
+                source = (src, sport)
+                if source != stream.source and not from_source(stream, source):
+                    continue
                 self._rtp(ts, stream, payload, frame, linktype)
             elif looks_like_sip(payload):
                 on_sip(ts, src, dst, payload, frame, linktype)
@@ -129,6 +136,17 @@ class CapturePipeline:
             counters["rtp_not_recorded"] += not_recorded
         self.now = now
         self._next_tick = next_tick
+
+    def _from_source(self, stream: StreamAssembler, source: tuple[bytes, int]) -> bool:
+        """A packet from another source than its direction's: its first (the source is learned
+        now, as behind NAT), or not the call's sender at all (dropped and counted)."""
+        if stream.learned:
+            stream.other_source += 1
+            self.counters["rtp_other_source"] += 1
+            return False
+        stream.source = source
+        self.tracker.learn_source(stream, *source)
+        return True
 
     def _rtp(self, ts: float, stream: StreamAssembler, payload: bytes, frame: bytes = b"", linktype: int = 1) -> None:
         """RTP with CSRCs, an extension or padding (or RTCP multiplexed on the port)."""
@@ -190,8 +208,9 @@ class CapturePipeline:
             if stream is None:
                 self.counters["rtp_not_recorded"] += 1
                 return
-            if not stream.learned:
-                self.tracker.learn_source(stream, src, sport)
+            source = (src, sport)
+            if source != stream.source and not self._from_source(stream, source):
+                return
             self._rtp(ts, stream, payload)
         elif looks_like_sip(payload):
             self.on_sip_payload(ts, src, dst, payload)

@@ -39,6 +39,7 @@ class StreamStats:
     jitter_ms: float
     max_gap_ms: float = 0.0  # longest time between two packets of this direction
     events: tuple[tuple[float, str, float], ...] = ()  # DTMF (s into the recording, digit, ms): never logged
+    other_source: int = 0  # packets from another address or port than this direction's sender: dropped
 
 
 @dataclass(frozen=True, slots=True)

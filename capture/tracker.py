@@ -203,7 +203,10 @@ class CallTracker:
             if call.sdp_codec is None or not from_caller:
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
-            self._route(call, endpoint(m.address, m.port), stream)  # type: ignore[arg-type]
+            key = endpoint(m.address, m.port)  # type: ignore[arg-type]
+            if key not in call.endpoints:
+                call.media_moved(stream)  # a new address (re-INVITE): its sender's source is learned again
+            self._route(call, key, stream)
 
     def _route(self, call: Call, key: Endpoint, stream: object) -> None:
         if key not in call.endpoints:

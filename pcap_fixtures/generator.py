@@ -5,7 +5,7 @@ RTP both ways, BYE, 200 — or CANCEL, or a rejection) between a caller on the t
 contact centre's PBX, with the odd things real ports carry switched on by its fields: VLAN/QinQ
 tags, IPv6, IP-fragmented SIP, SIP over TCP (split and coalesced segments), hold by re-INVITE, a
 caller behind NAT, SSRC change, sequence/timestamp wrap-around, loss, reordering, duplicates,
-DTMF, forking, a B2BUA second leg, an SRTP offer. It knows the audio it sends, so it can say what a
+DTMF, forking, a B2BUA second leg, an SRTP offer, a flood of RTP from another address. It knows the audio it sends, so it can say what a
 correct recorder must write: each WAV channel byte for byte (:meth:`SipCall.expected_channels`).
 
 Used by ``make_fixtures.py`` (the fixtures in this folder), the tests, and the benchmark.
@@ -91,6 +91,7 @@ class SipCall:
     b2bua: bool = False  # the PBX also originates a second leg to an extension (same conversation)
     srtp: bool = False  # the SDP offers and answers RTP/SAVP with a=crypto
     multipart: bool = False  # the INVITE's SDP travels in a multipart/mixed body beside an ISUP part
+    flood: int = 0  # RTP packets from another address into each direction (half with its sender's SSRC)
 
     def __post_init__(self) -> None:
         self.from_tag = f"ft{self.seed}"
@@ -308,6 +309,25 @@ class SipCall:
             for t, seq, ts, payload, pt, ssrc, _anchor in d.packets:
                 data = rtp_packet(pt, seq, ts, ssrc, payload)
                 out.append((t, udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1], data, **self.frame_kw)[0]))  # type: ignore[arg-type]
+        return out + self._flood()
+
+    def _flood(self) -> list[tuple[float, bytes]]:
+        """RTP sent at the call's media endpoints from an address that is not in the call, after each
+        direction's first packet: every other packet spoofs the direction's SSRC with sequence
+        numbers and timestamps running ahead of it. None of it is the call's audio."""
+        if not self.flood or self.outcome != "answered":
+            return []
+        rng = random.Random(self.seed + 9000)
+        size = round(self.ptime * 1000) * PAYLOAD_BYTES_PER_MS[self.codec]
+        pt = PAYLOAD_TYPE.get(self.codec, 0)
+        out = []
+        for d in self.media():
+            first_t, seq, ts = d.packets[0][0], d.packets[-1][1], d.packets[-1][2]
+            for k in range(self.flood):
+                t = first_t + 0.001 + k * self.talk / self.flood
+                ssrc = d.ssrc if k % 2 else rng.randrange(1 << 32)
+                data = rtp_packet(pt, (seq + 1 + k) & 0xFFFF, (ts + (k + 1) * 160) & 0xFFFFFFFF, ssrc, rng.randbytes(size))
+                out.append((t, udp_frames("198.51.100.66", 40000 + k % 4, d.dst[0], d.dst[1], data, **self.frame_kw)[0]))  # type: ignore[arg-type]
         return out
 
     def packets(self) -> list[tuple[float, bytes]]:

@@ -166,6 +166,11 @@ def fixtures() -> dict[str, tuple[str, list[tuple[SipCall, str | None]]]]:
             "passively, so it is not recorded, and that is counted and said.",
             [(call("call-srtp-1", "0442003939", seed=85, srtp=True), None)],
         ),
+        "rtp-foreign-source": (
+            "An inbound call whose media endpoints are flooded with RTP from an address not in the call, half of "
+            "it with the sender's SSRC spoofed: dropped and counted, the WAV is the clean call's.",
+            [(call("call-foreign-1", "0442003939", seed=88, flood=300), "0442003939")],
+        ),
         "loss-gap": (
             "An inbound call where 5 caller packets are lost in the network: the gap is silence, the rest in place.",
             [(SipCall("call-loss-1@203.0.113.5", "sip:0448563113@192.0.2.10", "sip:0448563113@192.0.2.10",
@@ -189,7 +194,9 @@ COUNTERS = {
     "b2bua": {"calls_second_leg": 1, "calls_recorded": 1},
     "srtp-offer": {"srtp_media": 2, "calls_codec_unsupported": 1, "calls_recorded": 0},
     "nat": {"media_source_learned": 1},
+    "rtp-foreign-source": {"rtp_other_source": 600, "calls_recorded": 1},
 }
+NOT_IN_DEMO = ("rtp-foreign-source",)  # a flood is not a morning's mix
 
 
 def derived_counters(name: str, entries: list[tuple[SipCall, str | None]]) -> dict[str, int]:
@@ -207,6 +214,8 @@ def demo_calls() -> list[tuple[SipCall, str | None]]:
     """The demo capture for ``make run``: a morning's mix at the contact centre."""
     calls: list[tuple[SipCall, str | None]] = []
     for name, (_, entries) in fixtures().items():
+        if name in NOT_IN_DEMO:
+            continue
         offset = len(calls) * 20.0
         for call, number in entries:
             call = dataclasses.replace(call, start=call.start + offset)

@@ -19,8 +19,11 @@ COUNTERS = {
     "calls_not_inbound": "Calls not recorded: not from the trunk side",
     "calls_unanswered": "Designated calls not recorded: unanswered, no media",
     "calls_lost_store_full": "Designated calls lost: store full",
+    "calls_over_capacity": "Designated calls not tracked or dropped unanswered: call table or a source's share full",
     "sip_malformed": "Malformed SIP messages dropped",
+    "sip_header_not_utf8": "SIP messages with a header that is not UTF-8 (read as latin-1, kept)",
     "rtp_malformed": "Malformed RTP packets dropped",
+    "rtp_other_source": "RTP packets dropped: from another address than the call's sender",
     "erasures": "Recordings erased by retention",
 }
 

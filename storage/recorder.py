@@ -221,6 +221,12 @@ class SpoolRecording:
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
+        strangers = sum(s["other_source"] for s in streams)
+        if strangers:
+            log.warning("recording %s: %d RTP packets from another address than the call's sender were dropped "
+                        "(a flood or spoofed media)", self.id, strangers,
+                        extra={"EVENT": "rtp-other-source", "RECORDING_ID": self.id,
+                               "DID_LABEL": self.call.did_label})  # fmt: skip
         errors = [e for e in (self.error, self.evidence_error and f"evidence pcap: {self.evidence_error}") if e]
         complete = bool(result.complete) and not errors
         reason = "; ".join([result.reason, *errors])
@@ -261,6 +267,7 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "anchors": [list(a) for a in stats.anchors],
         "jitter_ms": stats.jitter_ms,
         "max_gap_ms": stats.max_gap_ms,
+        "other_source": getattr(stats, "other_source", 0),  # packets from another source: dropped
         "dtmf": [list(e) for e in stats.events],  # kept with the recording, erased with it, never logged
     }
 

@@ -115,10 +115,11 @@ def test_every_public_capture_is_kept_byte_for_byte_the_same_by_c_and_python(tmp
     compare(pcaps, tmp_path)
 
 
-def mangled_calls(seed: int) -> list[tuple[float, bytes]]:
+def mangled_calls(seed: int, flood: int = 0) -> list[tuple[float, bytes]]:
     """Several overlapping designated calls (and one not designated) whose media is lost,
     duplicated, reordered, delayed in bursts (a stall), shifted past the drift limit and whose
-    sender changes SSRC: every way out of the C steady case and back."""
+    sender changes SSRC: every way out of the C steady case and back. ``flood``: packets from an
+    address not in the calls into each direction of each call (dropped as another source)."""
     from generator import SipCall
 
     rng = random.Random(seed)
@@ -128,7 +129,8 @@ def mangled_calls(seed: int) -> list[tuple[float, bytes]]:
         call = SipCall(f"mangle-{seed}-{i}", f"sip:{did}@192.0.2.10", f"sip:{did}@192.0.2.10", "09011112222",
                        1_790_000_000.0 + i * 0.37, talk=6.0, seed=seed * 10 + i,
                        caller_media=("203.0.113.20", 40000 + 2 * i), pbx_media=("192.0.2.20", 20000 + 2 * i),
-                       ssrc_change_at=150 if i == 1 else None, dtmf=((40, "5"),) if i == 2 else ())  # fmt: skip
+                       ssrc_change_at=150 if i == 1 else None, dtmf=((40, "5"),) if i == 2 else (),
+                       flood=flood)  # fmt: skip
         packets.extend(call.packets())
     packets.sort(key=lambda p: p[0])
     out: list[tuple[float, bytes]] = []
@@ -156,6 +158,16 @@ def test_mangled_calls_are_kept_the_same_by_c_and_python(seed: int, tmp_path: Pa
 
     pcap = tmp_path / f"mangled-{seed}.pcap"
     write_pcap(str(pcap), mangled_calls(seed))
+    assert compare([pcap], tmp_path) > 0.5
+
+
+def test_media_from_another_source_is_dropped_the_same_by_c_and_python(tmp_path: Path) -> None:
+    """Mangled calls flooded from an address not in them (half with the senders' SSRCs): C drops
+    and counts what Python drops and counts, per recording and in the counters."""
+    from frames import write_pcap
+
+    pcap = tmp_path / "flooded.pcap"
+    write_pcap(str(pcap), mangled_calls(4, flood=400))
     assert compare([pcap], tmp_path) > 0.5
 
 

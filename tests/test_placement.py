@@ -181,3 +181,119 @@ def test_a_timestamp_leaping_hours_ahead_opens_no_hours_of_silence(h: Harness) -
     assert ch1[p : p + 10 * SPP] == b"".join(chunk(i) for i in range(10))  # continuous, as it arrived
     assert len(ch1) < 10 * 8000  # seconds, not hours
     assert len(streams[1]["anchors"]) == 2
+
+
+# -- media from another source than the call's sender (issue 16, item 3) -----------------------------
+
+FLOODER = ("198.51.100.66", 40000)
+
+
+@pytest.fixture(params=["c", "python"])
+def both(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    """The harness with the C fast path, and with the Python loops alone (the specification)."""
+    if request.param == "python":
+        import capture.media
+
+        original = capture.media.fastpath
+        capture.media.fastpath = None  # this pipeline's MediaMap gets no C table
+        try:
+            return Harness(tmp_path)
+        finally:
+            capture.media.fastpath = original
+    harness = Harness(tmp_path)
+    if harness.pipeline.media.table is None:
+        pytest.skip("capture/_fastpath.c is not built")
+    return harness
+
+
+def from_address(h: Harness, src: tuple[str, int], t: float, seq: int, ts: int, payload: bytes,
+                 ssrc: int = 0xAAAA) -> tuple[float, bytes]:  # fmt: skip
+    return t, udp_frame(*src, *h.call.pbx_media, rtp_packet(0, seq, ts, ssrc, payload))
+
+
+def test_rtp_from_another_source_is_dropped_and_counted(both: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A flood into the caller's direction from another address, half of it with the caller's SSRC
+    and sequence numbers running ahead, half with SSRCs of its own: the WAV is the caller's audio
+    alone, no longer than the call; each dropped packet is counted in the recording and the
+    pipeline, and one warning names the recording (found by review: 100,000 such packets made a
+    5-second call a 33-minute WAV and a 1.1 MB index row)."""
+    h = both
+    t = h.call.answer_at + 0.05
+    genuine = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(50)]
+    flood = [from_address(h, FLOODER, t + 0.005 + k * 0.0004, 150 + k, 5000 + (50 + k) * SPP, b"\x42" * SPP,
+                          ssrc=0xAAAA if k % 2 else 0x5000 + k) for k in range(2000)]  # fmt: skip
+    h.feed(sorted(genuine + flood, key=lambda p: p[0]))
+    with caplog.at_level("WARNING"):
+        ch1, ch2, streams = h.finish()
+    p = start_pos(h, t)
+    assert ch1[: p + 50 * SPP] == b"\xff" * p + b"".join(chunk(i) for i in range(50))
+    assert len(ch1) == len(ch2) == p + 50 * SPP  # not one sample longer than the caller spoke
+    assert h.pipeline.counters["rtp_other_source"] == 2000
+    assert streams[1]["other_source"] == 2000 and streams[2]["other_source"] == 0
+    assert streams[1]["ssrcs"] == [0xAAAA] and streams[1]["packets"] == 50 and streams[1]["lost"] == 0
+    [row] = h.store.recordings()
+    [warning] = [r for r in caplog.records if getattr(r, "EVENT", "") == "rtp-other-source"]
+    assert warning.RECORDING_ID == row.id and row.id in warning.getMessage()  # type: ignore[attr-defined]
+    assert "2000" in warning.getMessage() and h.call.caller not in warning.getMessage()
+
+
+def test_ssrcs_kept_for_the_record_are_capped(both: Harness) -> None:
+    """A sender (or a spoofer on its address) changing SSRC at every packet: its audio is placed as
+    it always was, but the index row keeps at most 32 of them, not one per packet."""
+    h = both
+    t = h.call.answer_at + 0.05
+    h.feed([h.up(t + i * 0.02, i, i * SPP, chunk(i), ssrc=0x7000 + i) for i in range(200)])
+    _, _, streams = h.finish()
+    assert streams[1]["ssrcs"] == [0x7000 + i for i in range(32)]
+    assert streams[1]["packets"] == 200
+
+
+def reinvite(h: Harness, t: float, caller_media: tuple[str, int]) -> list[tuple[float, bytes]]:
+    """The caller's re-INVITE moving its media to ``caller_media`` (a transfer to another media
+    server), the PBX's 200 with its unchanged SDP, the ACK."""
+    c = h.call
+    invite = c._message(f"INVITE {c.called} SIP/2.0", "2 INVITE", to_tag=True, body=c._sdp(caller_media, 3))
+    ok = c._response("200 OK", "2 INVITE", to_tag=True, body=c._sdp(c.pbx_media, 4))
+    ack = c._message(f"ACK {c.called} SIP/2.0", "2 ACK", to_tag=True)
+    there = (c.sip_src[0], int(c.sip_src[1]), c.sip_dst[0], int(c.sip_dst[1]))
+    back = (c.sip_dst[0], int(c.sip_dst[1]), c.sip_src[0], int(c.sip_src[1]))
+    return [(t, udp_frame(*there, invite)), (t + 0.01, udp_frame(*back, ok)), (t + 0.02, udp_frame(*there, ack))]
+
+
+def test_a_reinvite_to_a_new_media_address_moves_the_source(both: Harness) -> None:
+    """The caller re-INVITEs with a new media address and sends from there: its audio is recorded
+    from the new address on; a packet of the old one still in flight before the first from the new
+    address is the caller's, and after it the old address is another source."""
+    h = both
+    t = h.call.answer_at + 0.05
+    old = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(10)]
+    moved = reinvite(h, t + 0.19, ("203.0.113.99", 41000))
+    in_flight = [h.up(t + 0.2, 110, 5000 + 10 * SPP, chunk(10))]
+    new = [from_address(h, ("203.0.113.99", 41000), t + 0.22 + i * 0.02, 111 + i, 5000 + (11 + i) * SPP, chunk(11 + i))
+           for i in range(10)]  # fmt: skip
+    stale = [h.up(t + 0.23 + i * 0.02, 111 + i, 5000 + (11 + i) * SPP, b"\x42" * SPP) for i in range(5)]
+    h.feed(sorted(old + moved + in_flight + new + stale, key=lambda p: p[0]))
+    ch1, _, streams = h.finish()
+    p = start_pos(h, t)
+    assert ch1[p : p + 21 * SPP] == b"".join(chunk(i) for i in range(21))
+    assert streams[1]["other_source"] == 5 and streams[1]["packets"] == 21
+
+
+def test_the_other_source_count_reaches_the_metrics(h: Harness) -> None:
+    """What the technician watches: the pipeline's count of media dropped as another source."""
+    import urllib.request
+    from types import SimpleNamespace
+
+    from recorderd.metrics import MetricsServer
+
+    t = h.call.answer_at + 0.05
+    h.feed([h.up(t, 1, 0, chunk(0))] + [from_address(h, FLOODER, t + 0.01 + k * 0.001, 2 + k, (1 + k) * SPP,
+                                                      chunk(k)) for k in range(7)])  # fmt: skip
+    server = MetricsServer("127.0.0.1:0")
+    try:
+        server.publish(h.pipeline.counters, 1, SimpleNamespace(free_bytes=1))
+        port = server.httpd.server_address[1]
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.stop()
+    assert "recorderd_rtp_other_source_total 7" in body
