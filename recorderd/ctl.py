@@ -203,6 +203,8 @@ def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Repl
     except PermissionError as exc:
         return ops.Reply(UNREACHABLE, error=f"cannot create the store at {config.store_path}: {exc.strerror} "
                                             "(run init as root or as the service user)")  # fmt: skip
+    except StoreError as exc:  # e.g. a store whose recordings need the master key that is missing
+        return ops.Reply(1, error=str(exc))
     return direct(config, "init", request, socket_path)
 
 

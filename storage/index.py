@@ -138,6 +138,26 @@ class Index:
         ).fetchone()
         return row is not None
 
+    # -- store_meta: small named values of the store (key check value, clock reference) ----------
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM store_meta WHERE key = ?", (key,))
+
+    def wrapped_key_sample(self) -> tuple[str, bytes] | None:
+        """One recording's id and wrapped data key (None: no recording holds a key)."""
+        row = self.db.execute("SELECT id, wrapped_key FROM recordings WHERE wrapped_key IS NOT NULL LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def wrapped_keys(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM recordings WHERE wrapped_key IS NOT NULL").fetchone()[0])
+
     def add(self, row: RecordingRow) -> None:
         values = [getattr(row, c) for c in COLUMNS]
         values[COLUMNS.index("streams")] = json.dumps(row.streams, separators=(",", ":"))

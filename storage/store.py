@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 SUFFIX = ".rdv"
 PCAP_SUFFIX = ".pcap.rdv"
+KEY_CHECK = "master_key_check"  # store_meta: vault.key_check of the store's master key
 
 
 class StoreError(Exception):
@@ -96,22 +98,41 @@ class Store:
 
     def init(self) -> bool:
         """Create the store and, unless a systemd credential provides it, the master key file
-        (idempotent). Returns True when the store was created now."""
+        (idempotent), and record the key's check value. Returns True when the store was created now.
+
+        A new key is never made for a store whose recordings hold keys wrapped by another one: it
+        would open none of them. Init then refuses, and says to restore the key from its backup."""
         created = not os.path.exists(self.index_path)
         for path in (self.root, self.spool_dir, self.recordings_dir):
             os.makedirs(path, mode=DIR_MODE, exist_ok=True)
             os.chmod(path, DIR_MODE)
         index = Index(self.index_path)
-        index.create()
-        index.close()
-        audit = AuditLog(self.audit_path)
-        audit.create()
-        audit.close()
-        for path in (self.index_path, self.audit_path):
-            os.chmod(path, 0o600)
-        if not self._credential_present():
-            vault.create_key_file(self.key_file)
+        try:
+            index.create()
+            audit = AuditLog(self.audit_path)
+            audit.create()
+            audit.close()
+            for path in (self.index_path, self.audit_path):
+                os.chmod(path, 0o600)
+            made = False
+            if not self._credential_present():
+                wrapped = index.wrapped_keys()
+                if wrapped and not os.path.exists(self.key_file):
+                    raise StoreError(self._restore_advice(f"the master key file {self.key_file} is missing", wrapped)
+                                     + "; init does not make a new key for a store that holds recordings")  # fmt: skip
+                made = vault.create_key_file(self.key_file)
+            if made:  # a store without wrapped keys: its old check value (if any) is for a key gone
+                index.delete_meta(KEY_CHECK)
+            self._master = None
+            self.master_key(index)
+        finally:
+            index.close()
         return created
+
+    def _restore_advice(self, what: str, wrapped: int) -> str:
+        return (f"{what}: the store at {self.root} holds {wrapped} recording(s) whose keys only the store's own "
+                f"master key opens; restore that key from its backup to {self.key_file} (mode 0400, owned by the "
+                "service user) or load it as the systemd credential master-key, then start again")  # fmt: skip
 
     def _credential_present(self) -> bool:
         return bool(self.credentials_dir) and os.path.exists(os.path.join(self.credentials_dir, vault.CREDENTIAL))  # type: ignore[arg-type]
@@ -141,18 +162,56 @@ class Store:
                             extra={"EVENT": "retention-changed"})  # fmt: skip
 
     def check_key(self) -> None:
-        """Load the master key now (the daemon refuses to start without a usable one)."""
+        """Load the master key now and check it is the store's (the daemon refuses to start without
+        the right one)."""
         self.master_key()
 
-    def master_key(self) -> bytes:
+    def master_key(self, index: Index | None = None) -> bytes:
+        """The master key, checked against the store's key check value (recorded at init; a store
+        made before there was one gets it from the first key that opens one of its recordings)."""
         if self._master is None:
+            index = index or self.index
             try:
-                self._master = vault.load_master_key(self.key_file, self.credentials_dir)
+                key = vault.load_master_key(self.key_file, self.credentials_dir)
+            except vault.MissingKey as exc:
+                wrapped = index.wrapped_keys() if index is not None else 0
+                if wrapped:
+                    raise StoreError(self._restore_advice(str(exc), wrapped) + "; do not run init") from None
+                raise StoreError(f"{exc}: run 'recorderctl --config PATH init'") from None
             except OSError as exc:
                 raise StoreError(f"cannot read the master key {self.key_file}: {exc.strerror}") from None
             except vault.VaultError as exc:
                 raise StoreError(str(exc)) from None
+            if index is not None:
+                self._check_key(key, index)
+            self._master = key
         return self._master
+
+    def _check_key(self, key: bytes, index: Index) -> None:
+        check = vault.key_check(key)
+        source = (f"the systemd credential {vault.CREDENTIAL}" if self._credential_present() else f"the key file {self.key_file}")
+        stored = index.meta(KEY_CHECK)
+        if stored is not None:
+            if not vault.same_check(stored, check):
+                raise StoreError(self._restore_advice(f"the master key in {source} is not this store's (its check "
+                                                      "value differs from the one recorded when the store was made)",
+                                                      index.wrapped_keys()) + "; do not run init")  # fmt: skip
+            return
+        sample = index.wrapped_key_sample()
+        if sample is not None:
+            try:
+                vault.unwrap(key, sample[1], sample[0])
+            except vault.VaultError:
+                raise StoreError(self._restore_advice(f"the master key in {source} does not open recording {sample[0]}",
+                                                      index.wrapped_keys()) + "; do not run init") from None  # fmt: skip
+        try:
+            index.set_meta(KEY_CHECK, check)
+        except sqlite3.Error as exc:  # a full or read-only disk: checked by a recording's key until then
+            log.warning("the master key's check value could not be recorded (%s): it is recorded at the next start", exc)
+        else:
+            if sample is not None:
+                log.info("the master key opens the store's recordings: its check value is recorded now",
+                         extra={"EVENT": "key-check-recorded"})  # fmt: skip
 
     def close(self) -> None:
         for part in (self.index, self.audit):

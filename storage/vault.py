@@ -15,6 +15,7 @@ wrapped key is the crypto-erase (NIST SP 800-88 "purge").
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat
 import struct
@@ -31,10 +32,15 @@ HEADER = 16
 KEY_BYTES = 32
 CREDENTIAL = "master-key"
 _WRAP_AAD = b"recorderd data key v1"
+_CHECK_INFO = b"recorderd key check v1"
 
 
 class VaultError(Exception):
     pass
+
+
+class MissingKey(VaultError):
+    """No master key where it should be (the store says what to do about it)."""
 
 
 # -- master key ---------------------------------------------------------------------------------
@@ -64,13 +70,23 @@ def load_master_key(key_file: str, credentials_dir: str | None = None) -> bytes:
     try:
         st = os.stat(key_file)
     except FileNotFoundError:
-        raise VaultError(f"master key file {key_file} does not exist: run 'recorderctl --config PATH init'") from None
+        raise MissingKey(f"master key file {key_file} does not exist") from None
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise VaultError(
             f"master key file {key_file} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
             "refusing to use it; chmod 0400 it and make the service user its owner"
         )
     return _read_key(key_file)
+
+
+def key_check(master: bytes) -> str:
+    """A value that tells whether a key is the store's, and says nothing about the key:
+    HMAC-SHA256(master, "recorderd key check v1"), first 16 bytes, hex."""
+    return hmac.new(master, _CHECK_INFO, hashlib.sha256).hexdigest()[:32]
+
+
+def same_check(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def _read_key(path: str) -> bytes:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from storage import vault
+from storage.store import StoreError
 from storage.vault import CHUNK, HEADER, TAG, VaultError
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "pcap_fixtures"
 
 KEY = bytes(range(32))
 
@@ -78,3 +81,90 @@ def test_key_file_created_private_and_checked(tmp_path: Path) -> None:
     cred.mkdir()
     (cred / "master-key").write_bytes(b"\x01" * 32)
     assert vault.load_master_key(str(path), str(cred)) == b"\x01" * 32  # the systemd credential wins
+
+
+# -- the store's own master key (issue 16, item 6) -------------------------------------------------
+
+
+def _recorded_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    from conftest import FIXTURES, Site
+
+    site = Site(tmp_path).init()
+    assert site.replay(FIXTURES / "inbound-mulaw.pcap") == 0
+    [rec] = site.list(capsys)
+    return site, rec, site.root / "master.key"
+
+
+def _swap_key(key_file: Path, key: bytes) -> None:
+    os.chmod(key_file, 0o600)
+    key_file.write_bytes(key)
+    os.chmod(key_file, 0o400)
+
+
+def test_init_refuses_a_new_key_for_a_store_with_recordings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the key file gone, the advice is to restore it, and init does not make a new one (which
+    would have opened none of the recordings from then on)."""
+    site, rec, key_file = _recorded_site(tmp_path, capsys)
+    original = key_file.read_bytes()
+    key_file.unlink()
+    capsys.readouterr()
+    assert site.ctl("export", rec["id"], "--out", str(tmp_path / "a.wav"), "--purpose", "quality") == 1
+    err = capsys.readouterr().err
+    assert "restore that key from its backup" in err and "do not run init" in err and "run 'recorderctl" not in err
+    assert site.ctl("init") == 1
+    err = capsys.readouterr().err
+    assert "init does not make a new key for a store that holds recordings" in err and "1 recording(s)" in err
+    assert not key_file.exists()
+    key_file.write_bytes(original)  # the backup, restored
+    os.chmod(key_file, 0o400)
+    assert site.ctl("export", rec["id"], "--out", str(tmp_path / "a.wav"), "--purpose", "quality") == 0
+    assert site.wav_bytes(rec) == (tmp_path / "a.wav").read_bytes()
+
+
+def test_start_refuses_a_key_that_is_not_the_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another key (a new one from an init elsewhere, a wrong backup) is refused at start, by the
+    check value recorded at init, before a single recording is written with it."""
+    from recorderd.daemon import Daemon
+
+    site, rec, key_file = _recorded_site(tmp_path, capsys)
+    original = key_file.read_bytes()
+    _swap_key(key_file, os.urandom(32))
+    daemon_config = tmp_path / "daemon.yaml"  # the service needs the trunk side told (it never gets to capture here)
+    daemon_config.write_text(site.config.read_text() + "capture: {trunk_networks: [192.0.2.0/24]}\n", encoding="utf-8")
+    capsys.readouterr()
+    assert Daemon(str(daemon_config)).run() == 2
+    err = capsys.readouterr().err
+    assert "is not this store's (its check value differs" in err and "restore that key from its backup" in err
+    assert site.replay(FIXTURES_DIR / "inbound-alaw.pcap") == 2  # nothing is recorded with the wrong key
+    assert site.ctl("init") == 1 and "is not this store's" in capsys.readouterr().err
+    _swap_key(key_file, original)
+    assert site.ctl("verify") == 0
+
+
+def test_a_store_from_before_gets_its_check_value_from_a_key_that_opens_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    site, rec, key_file = _recorded_site(tmp_path, capsys)
+    original = key_file.read_bytes()
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        db.execute("DELETE FROM store_meta WHERE key = 'master_key_check'")  # as a store made before there was one
+    _swap_key(key_file, os.urandom(32))
+    store = site.open_store()
+    with pytest.raises(StoreError, match=f"does not open recording {rec['id']}"):
+        store.check_key()
+    store.close()
+    _swap_key(key_file, original)
+    store = site.open_store()
+    store.check_key()
+    assert store.db().meta("master_key_check") == vault.key_check(original)
+    store.close()
+
+
+def test_a_store_without_recordings_may_get_a_new_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import Site
+
+    site = Site(tmp_path).init()
+    (site.root / "master.key").unlink()
+    assert site.ctl("init") == 0  # nothing is wrapped by the lost key: a new one is harmless
+    assert site.replay(FIXTURES_DIR / "inbound-mulaw.pcap") == 0
+    assert site.ctl("verify") == 0
