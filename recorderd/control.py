@@ -7,6 +7,15 @@ casework connections (SQLite connections are not shared across threads, and the 
 never touched). The operations are those of direct mode (:mod:`recorderd.ops`), so the role checks
 and the audit are the same either way.
 
+Any local user may connect, so a connection is given little: the whole request must arrive within
+``REQUEST_DEADLINE`` however it trickles, and the caller's roles are read from the group database
+only once it has (a user removed from a group is refused, whenever they connected). At most
+``MAX_CLIENTS`` requests are served at once and at most ``MAX_PER_UID`` for one uid, so one user
+cannot take every slot from a manager. A connection refused for want of a slot gets a "busy" answer
+(``BUSY``, recorderctl's exit status for it); refusals and cut-off requests are counted
+(``control_*`` in the service's counters: ``status`` and the metrics show them) and logged with the
+uid, at most one line a minute for each kind.
+
 The server thread also keeps the books the period report needs: a snapshot of the capture counters
 every ``SNAPSHOT_PERIOD`` when they changed, and the audit log's pruning (``audit.retention_days``)
 every ``PRUNE_PERIOD``. Stop order: stop accepting, remove the socket, last snapshot, wait a moment
@@ -23,7 +32,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from storage.store import Store, StoreError
@@ -34,8 +44,14 @@ from .ops import upkeep
 
 log = logging.getLogger(__name__)
 
-IO_TIMEOUT = 60.0
-MAX_CLIENTS = 8
+REQUEST_DEADLINE = 5.0  # the whole request, from accept to its last byte
+ANSWER_TIMEOUT = 60.0  # each send of the answer, and the client's word that a copy is in place
+MAX_CLIENTS = 16  # requests served at once
+MAX_PER_UID = 4  # of which one uid may hold this many
+BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit status for it)
+CONNECT_WAIT = 5  # s the client waits in a full listen queue before it says "busy"
+REFUSAL_LOG_PERIOD = 60.0
+COUNTERS = ("control_refused_busy", "control_refused_uid_limit", "control_request_timeouts")
 SNAPSHOT_PERIOD = 600.0
 PRUNE_PERIOD = 3600.0
 SNAPSHOT_KEYS = ("calls_recorded", "calls_not_designated", "calls_not_inbound", "calls_second_leg", "calls_unanswered",
@@ -84,11 +100,73 @@ class RemoteOutput:
             wire.send_frame(self.conn, wire.DATA, chunk[off : off + (1 << 20)])
 
     def commit(self, sha256: str) -> None:
+        """Ask the client to put the copy in place; returns only once it says it is there."""
         wire.send_json(self.conn, {"t": "commit", "path": self.path, "sha256": sha256})
+        try:
+            answer = wire.recv_json(self.conn, limit=wire.MAX_REQUEST, deadline=time.monotonic() + ANSWER_TIMEOUT)
+        except (wire.WireError, OSError) as exc:
+            raise ops.OpError(f"recorderctl did not confirm that the copy is at {self.path} ({exc})") from None
+        if answer.get("t") != "placed" or answer.get("path") != self.path:
+            raise ops.OpError(f"recorderctl did not confirm that the copy is at {self.path}")
+        if answer.get("ok") is not True:
+            raise ops.OpError(f"the copy could not be put at {self.path}: {str(answer.get('error'))[:300]}")
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             wire.send_json(self.conn, {"t": "abort", "path": self.path})
+
+
+class Slots:
+    """The request slots: ``total`` at once, ``per_uid`` of them for any one uid."""
+
+    def __init__(self, total: int, per_uid: int) -> None:
+        self.total, self.per_uid = total, per_uid
+        self.held: Counter[int] = Counter()
+        self.cond = threading.Condition()
+
+    def take(self, uid: int) -> str | None:
+        """None: taken (give it back with :meth:`give`); else why not: ``busy`` or ``uid-limit``."""
+        with self.cond:
+            if sum(self.held.values()) >= self.total:
+                return "busy"
+            if self.held[uid] >= self.per_uid:
+                return "uid-limit"
+            self.held[uid] += 1
+            return None
+
+    def give(self, uid: int) -> None:
+        with self.cond:
+            self.held[uid] -= 1
+            if self.held[uid] <= 0:
+                del self.held[uid]
+            self.cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: not self.held, timeout)
+
+
+class RefusalLog:
+    """A warning per kind of refusal at most once a ``period``, saying how many went unsaid since:
+    a flood of connections must not flood the journal."""
+
+    def __init__(self, period: float = REFUSAL_LOG_PERIOD) -> None:
+        self.period = period
+        self.quiet_until: dict[str, float] = {}
+        self.unsaid: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if now < self.quiet_until.get(kind, 0.0):
+                self.unsaid[kind] += 1
+                return
+            self.quiet_until[kind] = now + self.period
+            unsaid = self.unsaid.pop(kind, 0)
+        if unsaid:
+            message += f" ({unsaid} more since the last such line)"
+        log.warning(message, *args, extra={"EVENT": "control-refused"})
 
 
 class ControlServer:
@@ -98,7 +176,13 @@ class ControlServer:
         self.path = socket_path(config)
         self.view = ServiceView(pipeline, health, time.time()) if pipeline is not None else None
         self.open_store = open_store
-        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.slots = Slots(MAX_CLIENTS, MAX_PER_UID)
+        self.refusals = RefusalLog()
+        # The counts go with the capture counters when there are any (status and metrics show them).
+        self.counters: MutableMapping[str, int] = pipeline.counters if pipeline is not None else Counter()
+        for key in COUNTERS:
+            self.counters.setdefault(key, 0)  # set now: the capture thread may be copying the dict
+        self._count_lock = threading.Lock()
         self.stopping = threading.Event()
         self.sock: socket.socket | None = None
         self.thread: threading.Thread | None = None
@@ -138,9 +222,7 @@ class ControlServer:
                 if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
             self._housekeeping(final=True)
-        for _ in range(MAX_CLIENTS):  # requests in progress get a moment to finish
-            if not self.slots.acquire(timeout=2.0):
-                break
+        self.slots.drain(timeout=5.0)  # requests in progress get a moment to finish
 
     def _listen(self) -> socket.socket:
         if os.path.exists(self.path):
@@ -159,7 +241,7 @@ class ControlServer:
                 sock.bind(address)
             os.chmod(self.path, 0o666)
             self._inode = os.stat(self.path).st_ino
-            sock.listen(16)
+            sock.listen(64)
             sock.settimeout(1.0)
         except OSError:
             sock.close()
@@ -190,34 +272,65 @@ class ControlServer:
                 self._housekeeping(prune=prune)
 
     def _dispatch(self, conn: socket.socket) -> None:
-        if not self.slots.acquire(blocking=False):
-            with conn, contextlib.suppress(OSError):
-                wire.send_json(conn, ops.Reply(1, error=f"recorderd is busy ({MAX_CLIENTS} requests in progress): "
-                                                        "try again in a moment").wire())  # fmt: skip
+        """In the accept loop: never wait on the client here."""
+        try:
+            pid, uid, _gid = PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+        except OSError:
+            conn.close()
             return
-        threading.Thread(target=self._handle, args=(conn,), name="control-request", daemon=True).start()
+        refused = self.slots.take(uid)
+        if refused is None:
+            try:
+                threading.Thread(target=self._handle, args=(conn, pid, uid), name="control-request", daemon=True).start()
+                return
+            except RuntimeError:  # no thread to be had: as busy as it gets
+                self.slots.give(uid)
+                refused = "busy"
+        if refused == "busy":
+            self._count("control_refused_busy")
+            self.refusals.warn("busy", "control socket: refused a connection from uid %d: %d requests in progress",
+                               uid, MAX_CLIENTS)  # fmt: skip
+            error = f"recorderd is busy ({MAX_CLIENTS} requests in progress): try again in a moment"
+        else:
+            self._count("control_refused_uid_limit")
+            self.refusals.warn("uid-limit", "control socket: refused a connection from uid %d: it has %d requests "
+                               "in progress already", uid, MAX_PER_UID)  # fmt: skip
+            error = (f"recorderd is busy: you have {MAX_PER_UID} requests in progress already; try again when "
+                     "one has ended")  # fmt: skip
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(0.5)
+            wire.send_json(conn, ops.Reply(BUSY, error=error).wire())
+
+    def _count(self, key: str) -> None:
+        with self._count_lock:
+            self.counters[key] = self.counters.get(key, 0) + 1
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket, pid: int, uid: int) -> None:
         try:
             with conn:
-                conn.settimeout(IO_TIMEOUT)
-                reply = self._answer(conn)
+                reply = self._answer(conn, pid, uid)
                 if reply is not None:
                     with contextlib.suppress(OSError):
                         wire.send_json(conn, reply.wire())
         finally:
-            self.slots.release()
+            self.slots.give(uid)
 
-    def _answer(self, conn: socket.socket) -> ops.Reply | None:
+    def _answer(self, conn: socket.socket, pid: int, uid: int) -> ops.Reply | None:
         try:
-            pid, uid, _gid = PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
-            caller = roles.resolve(uid, self.config, via="socket", pid=pid)
-            request = wire.recv_json(conn)
+            request = wire.recv_json(conn, limit=wire.MAX_REQUEST, deadline=time.monotonic() + REQUEST_DEADLINE)
+        except wire.Deadline:
+            self._count("control_request_timeouts")
+            self.refusals.warn("deadline", "control socket: a request from uid %d did not arrive in full within "
+                               "%.0f s: cut off", uid, REQUEST_DEADLINE)  # fmt: skip
+            conn.settimeout(0.5)
+            return ops.Reply(1, error=f"the request did not arrive in full within {REQUEST_DEADLINE:.0f} s")
         except (wire.WireError, OSError) as exc:
             log.debug("control request not read: %s", exc)
             return None
+        conn.settimeout(ANSWER_TIMEOUT)
+        caller = roles.resolve(uid, self.config, via="socket", pid=pid)  # now, with the whole request here
         if request.get("t") != "request" or request.get("v") != wire.VERSION:
             return ops.Reply(2, error="unsupported request: recorderctl and recorderd are different versions")
         action = str(request.get("action"))[:50]
@@ -275,37 +388,79 @@ class Unreachable(Exception):
     """Nothing answers on the control socket (the service is not running)."""
 
 
+class Busy(Exception):
+    """The service took no request from us: every slot was taken, and it closed before reading."""
+
+
 def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, wire.FileSink]) -> ops.Reply:
-    """Send one request and take the answer; copies go to ``sinks`` (made beforehand, by path)."""
+    """Send one request and take the answer; copies go to ``sinks`` (made beforehand, by path).
+
+    A service with every slot taken answers "busy" and closes without reading the request: the send
+    then fails (EPIPE, ECONNRESET) with that answer waiting to be read, and a listen queue that stays
+    full refuses the connect after ``CONNECT_WAIT`` s. Either way, :class:`Busy` or the busy reply,
+    never a broken pipe."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", CONNECT_WAIT, 0))
         try:
             with wire.unix_address(path) as address:
                 sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise Unreachable(f"nothing answers on {path} ({exc.strerror})") from None
-        wire.send_json(sock, {"t": "request", "v": wire.VERSION, "action": action, "args": args})
-        current: wire.FileSink | None = None
-        while True:
-            kind, payload = wire.recv_frame(sock)
-            if kind == wire.DATA:
-                if current is None:
-                    raise wire.WireError("data for no open copy")
-                current.write(payload)
-                continue
-            msg = json.loads(payload)
-            if msg.get("t") == "reply":
-                return ops.Reply(int(msg.get("rc", 1)), msg.get("text") or "", msg.get("data"), msg.get("error") or "")
-            sink = sinks.get(str(msg.get("path")))
-            if sink is None:
-                raise wire.WireError(f"the service named a copy this request did not ask for: {msg.get('path')!r}")
-            if msg.get("t") == "open":
-                current = sink
-            elif msg.get("t") == "commit":
-                sink.commit(str(msg.get("sha256")))
-                current = None
-            elif msg.get("t") == "abort":
-                sink.abort()
-                current = None
+        except BlockingIOError:
+            raise Busy(f"the queue of {path} stayed full for {CONNECT_WAIT} s") from None
+        try:
+            wire.send_json(sock, {"t": "request", "v": wire.VERSION, "action": action, "args": args})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed before it read us: its answer, if it sent one, is waiting below
+        except BlockingIOError:
+            raise Busy("the service did not take the request") from None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+        return _conversation(sock, sinks)
     finally:
         sock.close()
+
+
+def _conversation(sock: socket.socket, sinks: dict[str, wire.FileSink]) -> ops.Reply:
+    current: wire.FileSink | None = None
+    failed: dict[str, str] = {}  # path -> why its copy cannot be put in place
+    heard = False
+    while True:
+        try:
+            kind, payload = wire.recv_frame(sock)
+        except (ConnectionResetError, BrokenPipeError, wire.Closed):
+            if heard:
+                raise
+            raise Busy("the service closed the connection without an answer") from None
+        heard = True
+        if kind == wire.DATA:
+            if current is None:
+                raise wire.WireError("data for no open copy")
+            if current.path not in failed:
+                try:
+                    current.write(payload)
+                except OSError as exc:  # a full disk, say: the service is told at the commit
+                    failed[current.path] = exc.strerror or str(exc)
+                    current.abort()
+            continue
+        msg = json.loads(payload)
+        if msg.get("t") == "reply":
+            return ops.Reply(int(msg.get("rc", 1)), msg.get("text") or "", msg.get("data"), msg.get("error") or "")
+        target = str(msg.get("path"))
+        sink = sinks.get(target)
+        if sink is None:
+            raise wire.WireError(f"the service named a copy this request did not ask for: {msg.get('path')!r}")
+        if msg.get("t") == "open":
+            current = sink
+        elif msg.get("t") == "commit":
+            why = failed.pop(sink.path, None)
+            if why is None:
+                try:
+                    sink.commit(str(msg.get("sha256")))
+                except wire.NotPlaced as exc:
+                    why = exc.why
+            wire.send_json(sock, {"t": "placed", "path": target, "ok": why is None, "error": why})
+            current = None
+        elif msg.get("t") == "abort":
+            sink.abort()
+            current = None

@@ -6,8 +6,10 @@ caller can open the store (root or the service user), it works on the store dire
 uid. Either way the same operations run (:mod:`recorderd.ops`), with the same role checks and the
 same audit. ``init`` always works directly.
 
-Exit status: 0 done, 1 failed (e.g. an integrity problem), 2 usage or config error, 3 not allowed
-(refused, and the refusal audited), 4 the service is not running and the store cannot be opened.
+Exit status: 0 done, 1 failed (e.g. an integrity problem, a copy that could not be put in place),
+2 usage or config error, 3 not allowed (refused, and the refusal audited), 4 the service is not
+running and the store cannot be opened, 5 the service is busy (every request slot taken, or this
+user's share of them): nothing was done, try again.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from . import control, ops, roles, service, version, wire
 from .config import Config
 
 UNREACHABLE = 4
+BUSY = control.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
 
 
@@ -221,6 +224,8 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
             return ops.Reply(1, error=f"cannot write {out}: {exc.strerror}")
     try:
         return control.call(path, action, request, sinks)
+    except control.Busy:
+        return ops.Reply(BUSY, error="recorderd is busy: try again in a moment (nothing was done)")
     except control.Unreachable:
         for sink in sinks.values():
             sink.abort()
