@@ -5,6 +5,11 @@ Japanese numbers are compared in E.164: ``044-200-3939``, ``0442003939``, ``+814
 international-prefix form ``01081442003939`` are one number. A configured entry that is not a
 phone number (a bare extension such as ``2301`` or a SIP user such as ``reception``) matches the
 signalled user part literally (case-insensitively for names).
+
+A local number with a ``phone-context`` (RFC 3966) is completed with the context's digits before
+it is compared: ``2003939`` in ``+81-44`` is ``+81442003939`` (a national number, ``0...``, in a
+``+81`` context stays itself). A context that is a domain name leaves it a local number: it then
+matches only an entry that is that extension.
 """
 from __future__ import annotations
 
@@ -34,6 +39,25 @@ def to_e164(text: str) -> str | None:
     if digits.startswith("0") and not digits.startswith("00") and len(digits) in (10, 11):
         return "+" + COUNTRY_CODE + digits[1:]
     return None
+
+
+def complete_number(user: str, context: str = "") -> str | None:
+    """The E.164 form of a called user part with its phone-context ('' when none), or None when it
+    is not a complete number (an extension, a SIP user, a local number in a domain's context)."""
+    if not context:
+        return to_e164(user)
+    digits = _VISUAL.sub("", user)
+    if digits.startswith("+"):
+        return to_e164(digits)  # a global number: a context does not apply (RFC 3966 5.1.5)
+    prefix = _VISUAL.sub("", context)
+    if not prefix.startswith("+") or not prefix[1:].isdigit() or not digits.isdigit():
+        return None  # a domain name (or nonsense): a local number
+    if prefix.startswith("+" + COUNTRY_CODE) and digits.startswith("0"):
+        return to_e164(digits)  # a national number, trunk prefix included
+    e164 = to_e164(prefix + digits)
+    if e164 is not None and e164.startswith("+" + COUNTRY_CODE) and len(e164) not in (12, 13):
+        return None  # not a Japanese number (9 or 10 digits after +81): e.g. an extension under the area's context
+    return e164
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +107,12 @@ class DidDirectory:
     def __len__(self) -> int:
         return len(self.dids)
 
-    def match(self, user: str) -> Did | None:
-        """The designated number that ``user`` (a URI user part or tel number) is, if any."""
+    def match(self, user: str, context: str = "") -> Did | None:
+        """The designated number that ``user`` (a URI user part or tel number, with the URI's
+        phone-context if it has one) is, if any."""
         if not user:
             return None
-        e164 = to_e164(user)
+        e164 = complete_number(user, context)
         if e164 is not None:
             found = self._by_key.get(e164)
             if found is not None:

@@ -56,8 +56,8 @@ class SessionDescription:
             raise ValueError(f"SDP of {len(data)} bytes exceeds {MAX_SDP}")
         try:
             text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"SDP is not UTF-8 (byte {exc.start})") from None
+        except UnicodeDecodeError:  # a Shift_JIS session name (s=, i=): only ASCII fields are read
+            text = data.decode("latin-1")
         lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
         if not lines or not lines[0].startswith("v="):
             raise ValueError("SDP does not start with v=")

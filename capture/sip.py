@@ -3,6 +3,11 @@
 ``SipMessage.parse(data)`` turns one SIP message into a frozen dataclass, or raises ``ValueError``
 saying what was wrong. Header names are case-insensitive and compact forms are expanded; folded
 header lines are joined. The tracker applies what this returns; nothing here keeps state.
+
+Headers are read tolerantly: a header line that is not UTF-8 (a Shift_JIS display name from a
+Japanese PBX or phone) is read as latin-1, one character per byte, so its structure (quotes, <>,
+parameters) survives and the message is kept; ``not_utf8`` counts such lines for the tracker. The
+URI and tag comparisons only ever look at ASCII, so a display name can never lose a call.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ METHODS = frozenset(
     b"INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK UPDATE INFO SUBSCRIBE NOTIFY REFER MESSAGE PUBLISH".split()
 )
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_QUOTE_THEN_URI = re.compile(r'"[ \t]*<')
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,7 @@ class SipMessage:
     headers: dict[str, tuple[str, ...]]  # lower-case full names -> values in order
     body: bytes
     size: int  # bytes this message took in the input (head + body)
+    not_utf8: int = 0  # header lines read as latin-1 because they were not UTF-8
 
     @property
     def is_request(self) -> bool:
@@ -74,11 +81,7 @@ class SipMessage:
             sep = 2
         if head_end < 0:
             raise ValueError("no blank line ending the headers")
-        try:
-            head = data[:head_end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"headers are not UTF-8 (byte {exc.start})") from None
-        lines = head.replace("\r\n", "\n").split("\n")
+        lines, not_utf8 = _head_lines(data[:head_end])
         method, request_uri, status = _start_line(lines[0])
         headers = _headers(lines[1:])
         body_start = head_end + sep
@@ -97,7 +100,25 @@ class SipMessage:
             if required not in headers:
                 raise ValueError(f"missing {required} header")
         body = data[body_start : body_start + length]
-        return cls(method, request_uri, status, headers, body, body_start + length)
+        return cls(method, request_uri, status, headers, body, body_start + length, not_utf8)
+
+
+def _head_lines(head: bytes) -> tuple[list[str], int]:
+    """The header block's lines, and how many of them were not UTF-8 (read as latin-1 instead).
+    Line by line, so a line that is UTF-8 reads the same in every message of a dialog."""
+    try:
+        return head.decode("utf-8").replace("\r\n", "\n").split("\n"), 0
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    odd = 0
+    for raw in head.replace(b"\r\n", b"\n").split(b"\n"):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("latin-1"))
+            odd += 1
+    return lines, odd
 
 
 def _start_line(line: str) -> tuple[str | None, str, int]:
@@ -150,13 +171,20 @@ def looks_like_sip(payload: bytes) -> bool:
 
 
 def split_list(value: str) -> list[str]:
-    """Split a comma-separated header value, respecting quotes and <...>."""
+    """Split a comma-separated header value, respecting quotes and <...>. When a backslash left a
+    quote open to the end (a Shift_JIS character whose second byte is 0x5C, read as latin-1), the
+    value is split again with backslashes taken literally."""
+    items, closed = _split_list(value, escapes=True)
+    return items if closed else _split_list(value, escapes=False)[0]
+
+
+def _split_list(value: str, *, escapes: bool) -> tuple[list[str], bool]:
     items: list[str] = []
     depth = 0
     quoted = False
     start = 0
     for i, ch in enumerate(value):
-        if ch == '"' and (i == 0 or value[i - 1] != "\\"):
+        if ch == '"' and (i == 0 or not escapes or value[i - 1] != "\\"):
             quoted = not quoted
         elif quoted:
             continue
@@ -168,16 +196,14 @@ def split_list(value: str) -> list[str]:
             items.append(value[start:i].strip())
             start = i + 1
     items.append(value[start:].strip())
-    return [item for item in items if item]
+    return [item for item in items if item], not quoted
 
 
 def name_addr(value: str) -> tuple[str, dict[str, str]]:
     """``(uri, header parameters)`` of a From/To/Contact-style value."""
     value = value.strip()
     if value.startswith('"'):
-        close = value.find('"', 1)
-        while close > 0 and value[close - 1] == "\\":
-            close = value.find('"', close + 1)
+        close = _display_name_end(value)
         if close < 0:
             raise ValueError("unterminated display name")
         value = value[close + 1 :].strip()
@@ -200,6 +226,26 @@ def name_addr(value: str) -> tuple[str, dict[str, str]]:
     return uri, params
 
 
+def _display_name_end(value: str) -> int:
+    """Where the quoted display name at the start of ``value`` closes (-1: it does not). RFC 3261
+    escapes first; when that close is not followed by '<', the first quote that is: a Shift_JIS
+    character's second byte can be 0x5C (a backslash in latin-1) and seem to escape the quote."""
+    i, n = 1, len(value)
+    while i < n:
+        ch = value[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            break
+        i += 1
+    close = i if i < n else -1
+    if close >= 0 and value[close + 1 :].lstrip().startswith("<"):
+        return close
+    literal = _QUOTE_THEN_URI.search(value, 1)
+    return literal.start() if literal else close
+
+
 def header_tag(value: str | None) -> str:
     """The ``tag`` parameter of a From or To value ('' when absent or unreadable)."""
     if not value:
@@ -212,18 +258,32 @@ def header_tag(value: str | None) -> str:
 
 def uri_user(uri: str) -> str:
     """The user part of a sip:, sips: or tel: URI, unescaped; '' when there is none."""
+    return uri_user_context(uri)[0]
+
+
+def uri_user_context(uri: str) -> tuple[str, str]:
+    """``(user, phone-context)`` of a sip:, sips: or tel: URI, unescaped: the phone-context
+    parameter (RFC 3966 5.1.5) of a local number, e.g. ``sip:2003939;phone-context=+8144@pbx`` or
+    ``tel:200-3939;phone-context=+81-44`` ('' when absent); ``("", "")`` when there is no user."""
     scheme, colon, rest = uri.partition(":")
     if not colon:
-        return ""
+        return "", ""
     scheme = scheme.strip().lower()
     if scheme == "tel":
-        number = rest.split(";", 1)[0]
+        user = rest
     elif scheme in ("sip", "sips"):
         rest = rest.split("?", 1)[0]
         at = rest.rfind("@")
         if at < 0:
-            return ""
-        number = rest[:at].split(":", 1)[0].split(";", 1)[0]
+            return "", ""
+        user = rest[:at].split(":", 1)[0]
     else:
-        return ""
-    return unquote(number).strip()
+        return "", ""
+    number, _, params = user.partition(";")
+    context = ""
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "phone-context":
+            context = unquote(value).strip()
+            break
+    return unquote(number).strip(), context

@@ -2,14 +2,23 @@
 
 The tracker keeps dict registries (Call-ID -> call; endpoint -> stream in the MediaMap) and applies
 what the SIP and SDP parsers return. It decides which calls are recorded: an INVITE (not in an
-existing dialog) whose *called* number is designated — taken from the Request-URI, then To, then
-P-Called-Party-ID, Diversion and History-Info — and, where trunk networks are configured, that came
-from the trunk side. Every other call is counted and forgotten: no audio, no metadata.
+existing dialog) whose *called* number is designated and, where trunk networks are configured, that
+came from the trunk side. Every other call is counted and forgotten: no audio, no metadata. The
+called number is the Request-URI's; only when that is not a complete number (an extension, a PBX's
+trunk user) do To, P-Called-Party-ID, Diversion and History-Info say which number was called: a
+call to another complete number that merely carries a designated one in its retargeting headers
+is not a call to it.
+
+Unanswered calls are bounded apart from answered ones (``RingingCalls``): a source holding
+``ringing_per_source`` of them loses its oldest to its newest, and a full table drops the oldest
+unanswered call of the largest source, never an answered one; each dropped or refused call counts
+in ``calls_over_capacity``.
 
 A PBX that is a B2BUA shows one conversation as two calls: the trunk leg, then the leg it originates
 itself towards the extension. A designated INVITE that comes *from* the address an active designated
 call's INVITE went *to*, from the same caller, within ``LEG_WINDOW`` s, is that second leg: it is
-not recorded again.
+not recorded again. The active calls are indexed by (INVITE destination, caller), so finding the
+first leg costs one lookup, not a scan of the table.
 
 A recording starts with the call's first G.711 packet (or, for an answered call that never
 carried media, at its end) and ends on BYE, CANCEL, a final error, an inactivity timeout measured
@@ -21,15 +30,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from .call import CALLEE, CALLER, MAX_ENDPOINTS, NOT_AUDIO, Call
-from .dids import Did, DidDirectory
+from .dids import Did, DidDirectory, complete_number
 from .media import Endpoint, MediaMap, endpoint
+from .ringing import RingingCalls
 from .sdp import SessionDescription, sdp_in_body
 from .sink import CallEnd, RecordingSink
-from .sip import SipMessage, header_tag, name_addr, split_list, uri_user
+from .sip import SipMessage, header_tag, name_addr, split_list, uri_user, uri_user_context
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,7 @@ CALLED_NUMBER_HEADERS = ("p-called-party-id", "diversion", "history-info")
 AUTH_CHALLENGES = (401, 407)  # the caller retries the INVITE with credentials in the same dialog
 END_LINGER = 1.0  # s of packet time a signalled end waits for media still in flight
 LEG_WINDOW = 30.0  # s after the first leg's INVITE within which a B2BUA's second leg appears
+LEGS_PER_KEY = 16  # calls kept per (INVITE destination, caller) for second-leg matching
 WARN_EVERY = 600.0  # s between repeated warnings of one kind (wall clock: this is for people)
 
 
@@ -54,6 +65,7 @@ class CallTracker:
         ring_timeout: float = 180.0,
         idle_timeout: float = 900.0,
         max_calls: int = 10_000,
+        ringing_per_source: int | None = None,
     ) -> None:
         self.dids = dids
         self.sink = sink
@@ -67,11 +79,15 @@ class CallTracker:
         self.ignored: dict[str, float] = {}  # Call-ID -> when; never the numbers
         self.ended: dict[str, tuple[float, int]] = {}  # Call-ID -> (when, CSeq of its INVITE)
         self.closing: dict[str, Call] = {}  # ended calls whose media may still be in flight
+        self.ringing: RingingCalls[Call] = RingingCalls(ringing_per_source or max(1, max_calls // 4))
+        self._legs: dict[tuple[bytes, str], deque[Call]] = {}  # (INVITE dst, caller) -> calls, oldest first
         self._warned: dict[str, float] = {}
 
     # -- SIP ----------------------------------------------------------------------------------
 
     def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage, frame: bytes = b"", linktype: int = 1) -> None:
+        if msg.not_utf8:
+            self.counters["sip_header_not_utf8"] += 1  # read as latin-1 (a Shift_JIS display name): kept
         call = self.calls.get(msg.call_id)
         if call is None:
             closing = self.closing.get(msg.call_id)
@@ -111,6 +127,7 @@ class CallTracker:
             status = msg.status
             if 200 <= status < 300 and call.answered_at is None:
                 call.answered_at = ts
+                self.ringing.discard(call.call_id)
             elif status >= 300 and call.answered_at is None and status not in AUTH_CHALLENGES:
                 self.end(call, ts, complete=True, reason=f"rejected-{status}")
                 return
@@ -138,16 +155,51 @@ class CallTracker:
             caller = ""
         if self._first_leg(ts, src, caller) is not None:
             return self._ignore(cid, ts, "calls_second_leg")
-        if len(self.calls) >= self.max_calls:
-            self.warn("call-table-full", f"call table full ({self.max_calls} calls): designated calls are not recorded",
-                       did.label, logging.ERROR)  # fmt: skip
+        if not self._make_room(ts, src, did):
             return self._ignore(cid, ts, "calls_over_capacity")
         call = Call(cid, did, caller, header_tag(msg.header("from")), ts, src, dst)
         call.invite_cseq = _cseq_number(msg)
         call.sink = self.sink
         self.calls[cid] = call
+        self.ringing.add(src, cid, call)
+        legs = self._legs.get((dst, caller))
+        if legs is None:
+            legs = self._legs[(dst, caller)] = deque(maxlen=LEGS_PER_KEY)
+        legs.append(call)
         self.counters["calls_designated"] += 1
         return call
+
+    def _make_room(self, ts: float, src: bytes, did: Did) -> bool:
+        """Room for one more call from ``src``: its oldest unanswered call goes when it holds its
+        share; in a full table the oldest unanswered call of the largest source. False (the new
+        call is not tracked) only when every call in the table is answered."""
+        if self.ringing.count(src) >= self.ringing.per_source:
+            oldest = self.ringing.oldest_of(src, _still_ringing)
+            if oldest is not None:
+                self._drop(oldest, ts, did.label, "unanswered INVITEs from one source exceed "
+                           f"{self.ringing.per_source}: the oldest are dropped (an INVITE flood?)")  # fmt: skip
+        if len(self.calls) < self.max_calls:
+            return True
+        oldest = self.ringing.oldest_of_largest(_still_ringing)
+        if oldest is not None:
+            self._drop(oldest, ts, did.label, f"call table full ({self.max_calls} calls): the oldest unanswered "
+                       "calls are dropped (an INVITE flood?)")  # fmt: skip
+            return True
+        self.warn("call-table-full", f"call table full ({self.max_calls} answered calls): designated calls are "
+                  "not recorded", did.label, logging.ERROR)  # fmt: skip
+        return False
+
+    def _drop(self, call: Call, ts: float, did_label: str, message: str) -> None:
+        """An unanswered call (no recording open) leaves the table to make room: counted, not kept."""
+        self.warn("ringing-dropped", message, did_label, logging.ERROR)
+        self.calls.pop(call.call_id, None)
+        self.ringing.discard(call.call_id)
+        _remember(self.ended, call.call_id, (ts, call.invite_cseq))  # its retransmissions open nothing
+        call.end = CallEnd(ts, False, "over-capacity")
+        for key in call.endpoints:
+            for stream in call.streams:
+                self.media.unregister(key, stream)
+        self.counters["calls_over_capacity"] += 1
 
     def _ignore(self, cid: str, ts: float, counter: str) -> None:
         self.counters[counter] += 1
@@ -157,22 +209,30 @@ class CallTracker:
     def _first_leg(self, ts: float, src: bytes, caller: str) -> Call | None:
         """The active call whose INVITE went to ``src`` from the same caller just before: this new
         INVITE is the B2BUA's second leg of that conversation."""
-        for call in self.calls.values():
-            if call.invite_dst == src and call.caller == caller and 0 <= ts - call.created_at <= LEG_WINDOW:
-                return call
-        return None
+        key = (src, caller)
+        legs = self._legs.get(key)
+        if legs is None:
+            return None
+        _prune_legs(legs, ts)
+        if not legs:
+            del self._legs[key]
+            return None
+        return legs[0] if ts >= legs[0].created_at else None
 
     def called_did(self, msg: SipMessage) -> Did | None:
-        """The designated number this INVITE calls, if any."""
+        """The designated number this INVITE calls, if any. A Request-URI that is a complete
+        number is authoritative; only one that is not (an extension, a trunk user) lets To and
+        the retargeting headers name the called number."""
         match = self.dids.match
-        found = match(uri_user(msg.request_uri))
-        if found is not None:
+        user, context = uri_user_context(msg.request_uri)
+        found = match(user, context)
+        if found is not None or complete_number(user, context) is not None:
             return found
         for name in ("to", *CALLED_NUMBER_HEADERS):
             for value in msg.headers.get(name, ()):
                 for item in split_list(value):
                     try:
-                        found = match(uri_user(name_addr(item)[0]))
+                        found = match(*uri_user_context(name_addr(item)[0]))
                     except ValueError:
                         continue
                     if found is not None:
@@ -244,6 +304,10 @@ class CallTracker:
                 self.end(call, call.last_activity, complete=False, reason="timeout")  # ended when last heard
         for call in [c for c in self.closing.values() if now >= c.linger_until]:
             self._finalise(call)
+        for key, legs in list(self._legs.items()):
+            _prune_legs(legs, now)
+            if not legs:
+                del self._legs[key]
         horizon = now - FORGET_AFTER
         for registry in (self.ignored, self.ended):
             while registry:
@@ -264,6 +328,7 @@ class CallTracker:
         """The call is over. A recording stays open ``END_LINGER`` s longer (packet time) for the
         media still in flight when the BYE crossed the wire; then it is finalised."""
         self.calls.pop(call.call_id, None)
+        self.ringing.discard(call.call_id)
         _remember(self.ended, call.call_id, (ts, call.invite_cseq))  # late retransmissions must not reopen it
         call.end = CallEnd(ts, complete, reason)
         if call.handle is None or not complete:
@@ -318,6 +383,17 @@ def _remember(registry: dict, cid: str, value: object) -> None:  # type: ignore[
     registry[cid] = value
     if len(registry) > MAX_REMEMBERED:
         del registry[next(iter(registry))]
+
+
+def _still_ringing(call: Call) -> bool:
+    """Unanswered, no recording open (no early media), not over: a call a flood may push out."""
+    return call.answered_at is None and call.handle is None and call.end is None
+
+
+def _prune_legs(legs: deque[Call], now: float) -> None:
+    """Drop from the front the calls that ended or are past the second-leg window."""
+    while legs and (legs[0].end is not None or now - legs[0].created_at > LEG_WINDOW):
+        legs.popleft()
 
 
 def _cseq_number(msg: SipMessage) -> int:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         f"replayed {result.packets} packets from {result.files} file(s): "
         f"{c['calls_recorded']} recorded, {c['calls_not_designated']} not designated, "
         f"{c['calls_not_inbound']} not inbound, {c['calls_unanswered']} unanswered, "
-        f"{c['calls_codec_unsupported']} without G.711 audio; "
+        f"{c['calls_codec_unsupported']} without G.711 audio, {c['calls_over_capacity']} over capacity; "
         f"malformed: {c['sip_malformed']} SIP, {c['rtp_malformed']} RTP"
         + (f"; {len(result.errors)} damaged file(s)" if result.errors else "")
     )

@@ -147,3 +147,70 @@ def test_sip_over_tls_is_counted_and_said(site: Site, tmp_path: Path, capsys: py
     packets = [(T + i, tcp_frame("203.0.113.5", 40000 + i, "192.0.2.10", 5061, 1, 0, 0x18, hello)) for i in range(3)]
     assert replay(site, tmp_path, packets, capsys) == []
     assert site.log.count("SIP over TLS seen on port 5061") == 1  # type: ignore[attr-defined]  # said once
+
+
+# -- a display name that is not UTF-8 (issue 16, item 8) ----------------------------------------------
+
+
+class ShiftJisCall(SipCall):
+    """A call whose caller's display name is Shift_JIS, as a Japanese phone or PBX sends it: 川崎ソ,
+    whose last byte (0x5C) is a backslash to a parser reading latin-1."""
+
+    def _message(self, *args: object, **kw: object) -> bytes:
+        return super()._message(*args, **kw).replace(b'"Caller"', b'"' + "川崎ソ".encode("shift_jis") + b'"')  # type: ignore[arg-type]
+
+
+def test_shift_jis_display_name_does_not_lose_the_call(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from storage.wav import channel_bytes
+
+    c = ShiftJisCall(**{f.name: getattr(call(), f.name) for f in dataclasses.fields(SipCall)})
+    assert "川崎ソ".encode("shift_jis") in c.packets()[0][1]
+    [rec] = replay(site, tmp_path, c.packets(), capsys)
+    assert (rec["did"], rec["caller"], rec["state"]) == ("+81442003939", "09011112222", "complete")
+    data = site.wav_bytes(rec)
+    assert [channel_bytes(data, 1), channel_bytes(data, 2)] == c.expected_channels()
+    assert "malformed: 0 SIP" in site.summary  # type: ignore[attr-defined]
+
+
+# -- the Request-URI is authoritative; phone-context (issue 16, item 9) --------------------------------
+
+
+@pytest.mark.parametrize("called", [
+    "sip:0312345678@192.0.2.10",  # another complete number
+    "sip:+81312345678@192.0.2.10;user=phone",
+    "sip:2003940;phone-context=+8144@192.0.2.10",  # complete once its context is applied
+])  # fmt: skip
+def test_designated_number_in_to_or_diversion_does_not_make_another_number_recorded(
+        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    c = call(called=called, to="sip:0442003939@192.0.2.10",
+             extra_headers=("Diversion: <sip:0442002111@192.0.2.10>;reason=unconditional;counter=1",
+                            "P-Called-Party-ID: <tel:+81-44-200-3939>"))  # fmt: skip
+    assert replay(site, tmp_path, c.packets(), capsys) == []
+    assert "0 recorded, 1 not designated" in site.summary  # type: ignore[attr-defined]
+    assert site.stored_files() == [] and site.spool_files() == []
+
+
+def test_to_names_the_called_number_when_the_request_uri_is_an_extension(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    c = call(called="sip:3001@192.0.2.10", to="sip:0442003939@192.0.2.10")
+    [rec] = replay(site, tmp_path, c.packets(), capsys)
+    assert rec["did"] == "+81442003939"
+
+
+@pytest.mark.parametrize("called", [
+    "sip:2003939;phone-context=+8144@192.0.2.10;user=phone",
+    "tel:200-3939;phone-context=+81-44",
+])  # fmt: skip
+def test_local_number_with_phone_context_is_the_designated_number(
+        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    c = call(called=called, to=called)
+    [rec] = replay(site, tmp_path, c.packets(), capsys)
+    assert (rec["did"], rec["did_label"]) == ("+81442003939", "サンキューコールかわさき")
+
+
+def test_local_number_in_a_domains_context_stays_local(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local = "sip:2003939;phone-context=pbx.example.jp@192.0.2.10"
+    assert replay(site, tmp_path, call(called=local, to=local).packets(), capsys) == []
+    assert "1 not designated" in site.summary  # type: ignore[attr-defined]
+    # not a complete number, so To may name the number called
+    [rec] = replay(site, tmp_path, call(call_id="sel-2", called=local, seed=8, start=T + 10).packets(), capsys)
+    assert rec["call_id"] == "sel-2" and rec["did"] == "+81442003939"

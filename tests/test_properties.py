@@ -106,6 +106,52 @@ def test_pipeline_survives_arbitrary_frames(packets: list[tuple[float, int, byte
     assert len(pipeline.media) == 0 and not pipeline.tracker.calls
 
 
+DISPLAY_NAME = st.binary(max_size=60).filter(lambda b: not any(c in b for c in b'"\r\n'))
+
+
+@given(DISPLAY_NAME)
+def test_any_display_name_bytes_keep_the_message(name: bytes) -> None:
+    """Shift_JIS, EUC-JP, stray bytes, a trailing backslash: the message parses, the From address
+    and tag read as without it, and a line that is not UTF-8 is counted."""
+    line = b'From: "' + name + b'" <sip:09011112222@203.0.113.5>;tag=1928301774'
+    msg = SipMessage.parse(INVITE.replace(b'From: "Taro" <sip:09011112222@203.0.113.5>;tag=1928301774', line))
+    assert msg.call_id == "a84b4c76e66710@203.0.113.5" and msg.cseq == (314159, "INVITE")
+    assert name_addr(msg.header("from")) == ("sip:09011112222@203.0.113.5", {"tag": "1928301774"})  # type: ignore[arg-type]
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        assert msg.not_utf8 == 1
+    else:
+        assert msg.not_utf8 == 0
+
+
+@given(st.binary(max_size=80).filter(lambda b: b"\r" not in b and b"\n" not in b))
+def test_any_header_value_bytes_parse_or_say_why(value: bytes) -> None:
+    """Arbitrary bytes in a header value never raise anything but ValueError, and never cost the
+    message its Call-ID."""
+    msg = SipMessage.parse(INVITE.replace(b"Max-Forwards: 70", b"Subject: " + value))
+    assert msg.call_id == "a84b4c76e66710@203.0.113.5"
+    raises_only_value_error(name_addr, msg.header("subject") or "")
+    assert isinstance(split_list(msg.header("subject") or ""), list)
+
+
+@settings(max_examples=int(os.environ.get("PIPELINE_EXAMPLES", "100")))
+@given(DISPLAY_NAME)
+def test_a_designated_call_is_never_lost_for_its_display_name(name: bytes) -> None:
+    from generator import SipCall
+
+    class Named(SipCall):
+        def _message(self, *args, **kw):  # type: ignore[no-untyped-def]
+            return super()._message(*args, **kw).replace(b'"Caller"', b'"' + name + b'"')
+
+    packets = Named("prop-name", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
+                    1_790_000_000.0, talk=0.2).packets()  # fmt: skip
+    pipeline = CapturePipeline(DIDS, NullSink())
+    pipeline.feed([(ts, 1, frame) for ts, frame in sorted(packets, key=lambda p: p[0])])
+    pipeline.finish("capture-end")
+    assert pipeline.counters["calls_recorded"] == 1 and pipeline.counters["sip_malformed"] == 0
+
+
 def _call_packets() -> list[tuple[float, bytes]]:
     from generator import SipCall
 

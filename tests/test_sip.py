@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from capture.sip import SipMessage, header_tag, looks_like_sip, name_addr, split_list, uri_user
+from capture.sip import SipMessage, header_tag, looks_like_sip, name_addr, split_list, uri_user, uri_user_context
 
 INVITE = (
     b"INVITE sip:0442003939@192.0.2.10;user=phone SIP/2.0\r\n"
@@ -68,11 +68,60 @@ def test_body_beyond_content_length_is_not_part_of_message() -> None:
     (INVITE.replace(b"CSeq: 314159 INVITE\r\n", b""), "missing cseq"),
     (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards 70"), "header line without a name"),
     (b"INVITE sip:x SIP/2.0\r\n Call-ID: 1\r\n\r\n", "continuation line before any header"),
-    (INVITE.replace(b"Taro", b"\xff\xfe"), "not UTF-8"),
 ])  # fmt: skip
 def test_malformed_messages_say_what_is_wrong(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SipMessage.parse(data)
+
+
+SJIS_NAME = "川崎ソ".encode("shift_jis")  # its last byte is 0x5C: a backslash before the closing quote
+
+
+def test_shift_jis_display_name_is_read_and_counted_not_refused() -> None:
+    data = INVITE.replace(b'"Taro"', b'"' + SJIS_NAME + b'"')
+    msg = SipMessage.parse(data)
+    assert msg.not_utf8 == 1 and msg.call_id == "a84b4c76e66710@203.0.113.5"
+    uri, params = name_addr(msg.header("from"))  # type: ignore[arg-type]
+    assert (uri, params) == ("sip:09011112222@203.0.113.5", {"tag": "1928301774"})
+    assert header_tag(msg.header("from")) == "1928301774"
+    assert SipMessage.parse(INVITE).not_utf8 == 0
+
+
+def test_a_utf8_header_reads_the_same_beside_a_shift_jis_one() -> None:
+    """Line by line: the UTF-8 lines of a message with one Shift_JIS line read as UTF-8 (a dialog's
+    Call-ID and tags compare equal whatever its other messages carry)."""
+    utf8 = INVITE.replace(b"a84b4c76e66710", "通話".encode()).replace(b'"Taro"', '"太郎"'.encode())
+    mixed = utf8.replace('"太郎"'.encode(), b'"' + SJIS_NAME + b'"')
+    assert SipMessage.parse(utf8).call_id == SipMessage.parse(mixed).call_id == "通話@203.0.113.5"
+    assert SipMessage.parse(mixed).not_utf8 == 1
+
+
+@pytest.mark.parametrize("value,uri,tag", [
+    ('"\x83\\" <sip:1@h>;tag=a', "sip:1@h", "a"),  # Shift_JIS ソ read as latin-1
+    ('"\x95\\\x8e\xa6" <sip:1@h>;tag=b', "sip:1@h", "b"),  # 表示
+    ('"a\\"b" <sip:1@h>;tag=c', "sip:1@h", "c"),  # an RFC 3261 escaped quote still works
+    ('"x" <sip:1@h>;tag=d;p="q"', "sip:1@h", "d"),
+    ('"\x83\\" <sip:1@h>;tag=e;p="q"', "sip:1@h", "e"),
+])  # fmt: skip
+def test_display_name_with_a_backslash_trail_byte(value: str, uri: str, tag: str) -> None:
+    assert name_addr(value)[0] == uri and header_tag(value) == tag
+
+
+def test_split_list_with_a_backslash_trail_byte() -> None:
+    assert split_list('"\x83\\" <sip:1@h>, "b" <sip:2@h>') == ['"\x83\\" <sip:1@h>', '"b" <sip:2@h>']
+
+
+@pytest.mark.parametrize("uri,user,context", [
+    ("sip:2003939;phone-context=+8144@192.0.2.10;user=phone", "2003939", "+8144"),
+    ("tel:200-3939;phone-context=+81-44", "200-3939", "+81-44"),
+    ("tel:2003939;isub=1;Phone-Context=%2B8144", "2003939", "+8144"),
+    ("sip:2003939;phone-context=pbx.example.jp@192.0.2.10", "2003939", "pbx.example.jp"),
+    ("sip:0442003939@192.0.2.10", "0442003939", ""),
+    ("sip:pbx.example.com", "", ""),
+])  # fmt: skip
+def test_uri_user_context(uri: str, user: str, context: str) -> None:
+    assert uri_user_context(uri) == (user, context)
+    assert uri_user(uri) == user
 
 
 def test_every_truncated_prefix_is_parsed_or_rejected_with_a_reason() -> None:
