@@ -76,3 +76,21 @@ def test_full_table_drops_an_unanswered_call_never_an_answered_one(tmp_path: Pat
         assert_exact(site, got[call.call_id], call)
     # 49 + 49 pushed out by their own source's newer INVITEs, 1 by the genuine call; 1 rings to the end
     assert "3 recorded" in summary and "1 unanswered" in summary and "99 over capacity" in summary
+
+
+def test_ringing_calls_pick_the_largest_source_oldest_first() -> None:
+    from capture.ringing import RingingCalls
+
+    ringing: RingingCalls[str] = RingingCalls(per_source=10)
+    for cid, source in [("a1", b"A"), ("b1", b"B"), ("a2", b"A"), ("a3", b"A"), ("b2", b"B")]:
+        ringing.add(source, cid, cid)
+    always = lambda call: True  # noqa: E731
+    assert ringing.oldest_of_largest(always) == "a1"
+    ringing.discard("a1")
+    ringing.discard("a2")  # A holds 1 now, B 2
+    assert ringing.oldest_of_largest(always) == "b1"
+    assert ringing.oldest_of(b"A", lambda call: call != "a3") is None  # answered meanwhile: passed over, dropped
+    assert ringing.count(b"A") == 0 and len(ringing) == 2
+    ringing.discard("b1")
+    ringing.discard("b2")
+    assert ringing.oldest_of_largest(always) is None and len(ringing) == 0
