@@ -12,7 +12,7 @@ from .assembler import StreamAssembler
 from .dids import Did
 from .media import Endpoint
 from .sdp import Codec
-from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink
+from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class Call:
             log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
                          extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
             return False
+        if hasattr(self.handle, "figures"):
+            self.handle.figures = self.figures  # the figures so far, saved by the sink as it writes
         self.evidence = self.handle.packet if getattr(self.handle, "keeps_packets", False) else None
         if self.evidence is not None:
             for when, linktype, frame in self.pending_frames:
@@ -116,6 +118,10 @@ class Call:
                 self.evidence(ts, linktype, frame)
         elif len(self.pending_frames) < MAX_PENDING_FRAMES:
             self.pending_frames.append((ts, linktype, frame))
+
+    def figures(self) -> tuple[StreamStats, ...]:
+        """Both directions' figures (and DTMF events) so far."""
+        return tuple(s.stats() for s in self.streams)
 
     def media_moved(self, into: StreamAssembler) -> None:
         """A side announced a new media address (``into``: the direction flowing to it). It may now

@@ -69,6 +69,8 @@ class RecordingHandle(Protocol):
     #       ``lane_limit`` bytes. A position before ``frontier`` still goes to ``audio()``.
     #   evidence: an object with ``buf`` (bytearray of pcap records), ``linktype``, ``flush_bytes``
     #       and ``flush()``: what ``packet()`` appends to.
+    # And where the handle has a ``figures`` attribute, capture sets it to a callable returning the
+    # streams' StreamStats so far: the sink saves them as it writes (for crash recovery).
 
 
 class RecordingSink(Protocol):

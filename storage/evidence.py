@@ -20,7 +20,8 @@ _record = struct.Struct("<IIII")
 class EvidencePcap:
     flush_bytes = FLUSH_BYTES  # capture's C fast path appends to ``buf`` and calls flush() past this
 
-    def __init__(self, path: str, on_error: Callable[[OSError], None] | None = None) -> None:
+    def __init__(self, path: str, on_error: Callable[[OSError], None] | None = None,
+                 on_flush: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.path = path
         self.linktype: int | None = None
         self.buf = bytearray()
@@ -28,6 +29,7 @@ class EvidencePcap:
         self.skipped = 0  # frames of another link type, or with a time a pcap record cannot carry
         self.error: OSError | None = None  # the write that failed (a full store): frames after it are lost
         self.on_error = on_error
+        self.on_flush = on_flush  # after each write of the buffer (the recording's figures are saved at this pace)
 
     def add(self, ts: float, linktype: int, frame: bytes) -> None:
         if not 0.0 <= ts < 4294967296.0:  # a time a pcap record cannot carry (a damaged capture)
@@ -60,6 +62,8 @@ class EvidencePcap:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
                 self._failed(exc)
+            if self.on_flush is not None:
+                self.on_flush()
         self.buf.clear()  # after a failure too: a full disk must not grow the buffer
 
     def _cut(self, written: int) -> None:

@@ -12,13 +12,16 @@ disk (a burst after a network stall) is patched into the file in place: nothing 
 Memory per G.711 call stays under ~40 KiB, and at most about one second of audio is ever in memory
 only (what a crash may lose).
 
+The call's sidecar (``storage/sidecar.py``) is written first, whole or not at all, and gets the
+streams' quality figures and DTMF events so far every ``PROGRESS_EVERY`` s of audio written, so a
+recording recovered after a crash keeps them up to then.
+
 At the end the header is completed and fsynced, and the store encrypts it into the locked store.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 from datetime import datetime
@@ -26,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import codecs, wav
 from .evidence import EvidencePcap
+from .sidecar import FIELDS as SIDECAR_FIELDS  # noqa: F401  (recovery and the store name them from here)
+from .sidecar import PROGRESS_EVERY, SIDECAR, CallSidecar  # noqa: F401
 
 if TYPE_CHECKING:
     from .store import Store
@@ -63,7 +68,18 @@ class SpoolSink:
 class SpoolRecording:
     """One call being written (``RecordingHandle`` of capture): its WAV and its evidence pcap."""
 
+    figures: Any = None  # set by capture: the streams' StreamStats so far, for the sidecar
+
     def __init__(self, sink: SpoolSink, recording_id: str, call: Any) -> None:
+        base = os.path.join(sink.store.spool_dir, recording_id)
+        self.sidecar = CallSidecar(base, call)  # first, so the spool files always have their call beside them
+        try:
+            self._open(sink, recording_id, call, base)
+        except BaseException:
+            self.sidecar.discard()
+            raise
+
+    def _open(self, sink: SpoolSink, recording_id: str, call: Any, base: str) -> None:
         self.sink = sink
         self.id = recording_id
         self.call = call
@@ -72,10 +88,10 @@ class SpoolRecording:
         self.fmt = codecs.audio_format(call.codec, clock, channels)  # None: not decoded here
         self.error: str | None = None  # the WAV's write failure
         self.evidence_error: str | None = None
-        base = os.path.join(sink.store.spool_dir, recording_id)
-        write_sidecar(base, call)  # first, so the spool files always have their call beside them
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
-        self.evidence = EvidencePcap(base + ".pcap", self._evidence_failed) if self.keeps_packets else None
+        progress = self._evidence_flushed if self.fmt is None else None  # no WAV: the pcap's writes pace it
+        self.evidence = EvidencePcap(base + ".pcap", self._evidence_failed, progress) if self.keeps_packets else None
+        self._progress_at = 0  # spool position (samples; evidence flushes without a WAV) of the next figures
         if self.evidence is not None:
             self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
@@ -94,6 +110,7 @@ class SpoolRecording:
         self.reorder_margin, self.max_lag = REORDER_MARGIN * scale, MAX_LAG * scale
         self.flush_at, self.min_write = FLUSH_AT * scale * fmt.width, MIN_WRITE * scale
         self.silence = bytes([fmt.silence]) * (self.max_lag * fmt.width)
+        self.progress_every = int(PROGRESS_EVERY * fmt.rate)
         self.decoders = (codecs.new_decoder(fmt, clock, channels), codecs.new_decoder(fmt, clock, channels))
         self.bufs = (bytearray(), bytearray())
         if fmt.exact:
@@ -196,6 +213,20 @@ class SpoolRecording:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             except OSError as exc:
                 self._write_failed(exc)  # the header repair at the end keeps the whole frames written
+        if not final and self.frontier >= self._progress_at:
+            self._progress_at = self.frontier + self.progress_every
+            self._save_progress()
+
+    def _evidence_flushed(self) -> None:
+        """Without a WAV, every few evidence writes (16 KiB each, ~0.75 s of G.711 packets)."""
+        self._progress_at += 1
+        if self._progress_at % 7 == 0:
+            self._save_progress()
+
+    def _save_progress(self) -> None:
+        """The streams' figures and DTMF events so far into the sidecar (for crash recovery)."""
+        if self.figures is not None:
+            self.sidecar.progress([stream_record(s, self.late[s.channel - 1]) for s in self.figures()])
 
     def _write_failed(self, exc: OSError) -> None:
         self.error = self._failure(exc, "", "audio from here on is lost")
@@ -220,6 +251,8 @@ class SpoolRecording:
             frames = wav.repair_header(self.path, sync=False)  # encrypted into the store (and synced) next
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
+        self.sidecar.close()
+        self.figures = None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
         strangers = sum(s["other_source"] for s in streams)
         if strangers:
@@ -241,17 +274,6 @@ class SpoolRecording:
 def audio_kind(fmt: Any) -> str:
     """"exact" (G.711 bytes as on the wire), "transcoded" (decoded to PCM) or "not-decoded"."""
     return "not-decoded" if fmt is None else "exact" if fmt.exact else "transcoded"
-
-
-SIDECAR_FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec", "clock_rate", "channels")
-SIDECAR = ".call.json"
-
-
-def write_sidecar(base: str, call: Any) -> None:
-    """The call's metadata beside its spool files, for crash recovery (same lock as the index)."""
-    fd = os.open(base + SIDECAR, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({k: getattr(call, k, None) for k in SIDECAR_FIELDS}, f, ensure_ascii=False)
 
 
 def stream_record(stats: Any, late: int) -> dict[str, Any]:

@@ -4,11 +4,12 @@ loss) are finalised at the next start as ``incomplete``, with all the audio that
 Each call's spool files (WAV, evidence pcap) have its metadata beside them (written first), so
 the recovered recording is indexed like any other: WAV header rebuilt from the data actually
 written, a half-written last pcap record cut, encrypted into the store, the spool copies erased. A
-sidecar with no other file (death between the creations) holds no audio and is erased.
+sidecar with no other file (death between the creations) holds no audio and is erased, and so is a
+sidecar's staging copy (death while it was written). The quality figures and DTMF events are those
+the sidecar had at its last line (a few seconds before the stop): the recording's note says so.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -19,6 +20,7 @@ from . import wav
 from .erasure import erase_file
 from . import codecs
 from .recorder import SIDECAR, SIDECAR_FIELDS, audio_kind
+from .sidecar import PROGRESS_EVERY, STAGING, read_sidecar
 
 if TYPE_CHECKING:
     from .store import Store
@@ -26,12 +28,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REASON = "recovered after an unclean stop"
+SOME_FIGURES = f"quality figures and DTMF events up to the last save (at most {PROGRESS_EVERY:g} s before the stop)"
+NO_FIGURES = "no quality figures or DTMF events (the call stopped before they were first saved)"
 
 
 def recover_spool(store: Store) -> list[str]:
     """Finalise every recording left in the spool; returns their ids."""
     recovered = []
     for name in sorted(os.listdir(store.spool_dir)):
+        if name.endswith(STAGING):
+            erase_file(os.path.join(store.spool_dir, name))  # a sidecar never put in place: no call's
+            continue
         if not name.endswith(SIDECAR):
             continue
         recording_id = name[: -len(SIDECAR)]
@@ -42,8 +49,7 @@ def recover_spool(store: Store) -> list[str]:
             erase_file(base + SIDECAR)  # died before anything was written: nothing to keep
             continue
         try:
-            with open(base + SIDECAR, encoding="utf-8") as f:
-                meta = json.load(f)
+            meta, streams = read_sidecar(base + SIDECAR)
             call = SimpleNamespace(**{k: meta.get(k) for k in SIDECAR_FIELDS})
             call.clock_rate, call.channels = call.clock_rate or 8000, call.channels or 1
         except (OSError, ValueError) as exc:
@@ -57,7 +63,8 @@ def recover_spool(store: Store) -> list[str]:
         seconds = frames / fmt.rate if fmt and frames else 0.0
         store.keep(
             recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
-            end_reason=REASON, streams=[], pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
+            end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
+            pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
         )  # fmt: skip
         recovered.append(recording_id)
         log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,
