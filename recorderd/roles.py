@@ -15,9 +15,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from storage.scrub import scrub  # noqa: F401 (free text bound for the audit log: see storage.scrub)
 
 from .config import Config
 
@@ -104,20 +105,9 @@ def has_role(user: str, role: str, config: Config) -> bool:
 
 # -- caller numbers: masked for technicians, never in the audit log ------------------------------
 
-_LONG_NUMBER = re.compile(r"\+?\d[\d\-]{8,}\d")
-
 
 def mask_number(number: str) -> str:
     """``09011112222`` -> ``*********22``: the last two digits only, the form kept."""
     digits = [i for i, ch in enumerate(number) if ch.isdigit()]
     keep = set(digits[-2:])
     return "".join(ch if (not ch.isdigit() or i in keep) else "*" for i, ch in enumerate(number))
-
-
-def scrub(text: str) -> str:
-    """Free text bound for the audit log with anything that looks like a phone number (10 digits
-    or more, with or without hyphens) replaced."""
-    def replace(m: re.Match[str]) -> str:
-        return "[number removed]" if sum(ch.isdigit() for ch in m.group()) >= 10 else m.group()
-
-    return _LONG_NUMBER.sub(replace, text)

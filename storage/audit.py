@@ -1,7 +1,9 @@
 """The audit log: append-only, every row hash-chained to the one before (SHA-256).
 
 Each row records when, who (user name and uid), what action, on which recording, for which purpose,
-and whether it was allowed. Caller numbers never go in it. ``verify`` recomputes the chain and
+and whether it was allowed. Caller numbers never go in it: every row's detail (through its dicts
+and lists), result and recording id is scrubbed here, on the way in, whoever wrote it
+(:mod:`storage.scrub`), so the chain is over what is kept. ``verify`` recomputes the chain and
 names every row that does not hold: altered, removed, or moved to another place.
 
 :meth:`AuditLog.protect` adds what the chain alone cannot give: triggers that refuse UPDATE and
@@ -17,6 +19,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from .scrub import scrub, scrub_tree
 
 GENESIS = "0" * 64
 SCHEMA = """
@@ -61,6 +65,12 @@ class AuditEvent:
     result: str  # "allowed" | "denied: <why>" | "failed: <why>"
 
 
+def _kept(event: AuditEvent) -> AuditEvent:
+    """What the log keeps of ``event``: its free text without anything that looks like a phone number."""
+    rid = None if event.recording_id is None else scrub(event.recording_id)
+    return AuditEvent(event.at, event.user, event.uid, event.action, rid, scrub_tree(event.detail), scrub(event.result))
+
+
 def _digest(seq: int, event: AuditEvent, prev_hash: str) -> str:
     body = json.dumps(
         [seq, repr(event.at), event.user, event.uid, event.action, event.recording_id,
@@ -94,6 +104,7 @@ class AuditLog:
 
     def _insert(self, event: AuditEvent) -> int:
         """Chain ``event`` after the last row (inside the caller's transaction)."""
+        event = _kept(event)
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         if last is None:
             anchor = self.anchor()

@@ -10,7 +10,8 @@ personal metadata that goes with each recording at erasure and entirely at decom
 casework must outlast the recordings it mentions (an incident report or a provision record is needed
 long after the 14 days) and stays, like the audit log, when the box is decommissioned. It refers to
 recordings by id only and holds no caller numbers: a disclosure search uses the number and keeps the
-recordings found, not the number. Free text (summaries, notes) is whatever the manager types.
+recordings found, not the number. Free text (summaries, notes, reasons, recipients, outcomes) is
+kept scrubbed of anything that looks like a phone number (:mod:`storage.scrub`), whatever was typed.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import json
 import os
 import sqlite3
 from typing import Any
+
+from .scrub import scrub, scrub_tree
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS copies (
@@ -65,6 +68,12 @@ CREATE TABLE IF NOT EXISTS capture_stats (
 """
 
 
+# Kept as given: hashes, the copy's path (needed to erase it), user names from the system, and the
+# recording lists (scrubbed as lists before they are encoded). Every other text value is scrubbed.
+VERBATIM = frozenset({"out", "sha256", "recording_sha256", "fingerprint", "recordings", "user", "approved_by",
+                      "opened_by", "by", "provided_by", "recorded_by", "decided_by", "closed_by"})  # fmt: skip
+
+
 class CaseworkError(Exception):
     pass
 
@@ -94,6 +103,7 @@ class Casework:
         self.db.close()
 
     def _insert(self, table: str, **values: Any) -> int:
+        values = {k: scrub(v) if isinstance(v, str) and k not in VERBATIM else v for k, v in values.items()}
         cols = ", ".join(values)
         cur = self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
         return int(cur.lastrowid or 0)
@@ -123,7 +133,7 @@ class Casework:
 
     def dispose_copy(self, copy_id: int, at: float, how: str) -> None:
         self.db.execute("UPDATE copies SET disposed_at = ?, disposed_how = ? WHERE id = ? AND disposed_at IS NULL",
-                        (at, how, copy_id))  # fmt: skip
+                        (at, scrub(how), copy_id))  # fmt: skip
 
     def add_provision(self, **values: Any) -> int:
         return self._insert("provisions", **values)
@@ -164,7 +174,7 @@ class Casework:
 
     def decide_disclosure(self, request_id: int, decision: str, reason: str, by: str, at: float) -> None:
         self.db.execute("UPDATE disclosures SET state = 'decided', decision = ?, decision_reason = ?, decided_by = ?, "
-                        "decided_at = ? WHERE id = ?", (decision, reason, by, at, request_id))  # fmt: skip
+                        "decided_at = ? WHERE id = ?", (decision, scrub(reason), by, at, request_id))  # fmt: skip
 
     def close_disclosure(self, request_id: int, by: str, at: float) -> None:
         self.db.execute("UPDATE disclosures SET state = 'closed', closed_by = ?, closed_at = ? WHERE id = ?",
@@ -175,7 +185,7 @@ class Casework:
     def open_incident(self, kind: str, summary: str, occurred_at: float, recordings: list[str], by: str, at: float,
                       *, automatic: bool = False, fingerprint: str | None = None) -> int:  # fmt: skip
         return self._insert("incidents", kind=kind, summary=summary, occurred_at=occurred_at,
-                            recordings=json.dumps(recordings), opened_by=by, opened_at=at, automatic=int(automatic),
+                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at, automatic=int(automatic),
                             fingerprint=fingerprint)  # fmt: skip
 
     def open_incident_with(self, fingerprint: str) -> int | None:
@@ -202,7 +212,7 @@ class Casework:
     def open_complaint(self, summary: str, channel: str, received_at: float, recordings: list[str], by: str,
                        at: float) -> int:  # fmt: skip
         return self._insert("complaints", summary=summary, channel=channel, received_at=received_at,
-                            recordings=json.dumps(recordings), opened_by=by, opened_at=at, state="open")  # fmt: skip
+                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at, state="open")  # fmt: skip
 
     def complaint(self, complaint_id: int) -> dict[str, Any]:
         row = self._one("complaints", complaint_id, "complaint")
@@ -217,7 +227,7 @@ class Casework:
 
     def close_complaint(self, complaint_id: int, outcome: str, by: str, at: float) -> None:
         self.db.execute("UPDATE complaints SET state = 'closed', outcome = ?, closed_by = ?, closed_at = ? WHERE id = ?",
-                        (outcome, by, at, complaint_id))  # fmt: skip
+                        (scrub(outcome), by, at, complaint_id))  # fmt: skip
 
     # -- capture counters (for the period report) -----------------------------------------------
 

@@ -203,3 +203,54 @@ def test_notice_through_the_service_uses_the_dids_it_records(site: Site, capsys:
         store.close()
     assert notice["numbers"] == [{"label": "麻生区役所", "number": "044-965-5100"}]  # type: ignore[index]
     assert status["service"]["running"] and status["service"]["active_calls"] == 0  # type: ignore[index]
+
+
+# The one caller number, written the ways people write it (issue 16, item 7).
+NUMBER_FORMS = ("090-8765-4321", "090 8765 4321", "090.8765.4321", "(090)8765-4321", "090\u20108765\u20104321",
+                "090ー8765ー4321", "+81 90 8765 4321", "+81-90-8765-4321", "０９０－８７６５－４３２１",
+                "０９０ー８７６５ー４３２１", "09087654321", "090\u200b8765\u200b4321", "090/8765/4321")  # fmt: skip
+
+
+def test_a_caller_number_in_any_written_form_is_kept_in_no_file(site: Site, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Every command that keeps text gets the number in every form; then the raw bytes of the audit
+    log, the casework file and the index (WAL files included) hold none of them."""
+    site.replay(FIXTURES / "inbound-mulaw.pcap")
+    [rec] = site.list(capsys)
+    opened = run_json(site, capsys, "disclosure", "open", "--requester-type", "self", "--ref", "D-2026-7",
+                      "--note", "本人 090-8765-4321 から電話")  # fmt: skip
+    request = str(opened["request"])  # type: ignore[index]
+    for i, form in enumerate(NUMBER_FORMS):
+        site.ctl("search", "--did", form)
+        site.ctl("search", "--did", form, "--caller", form)
+        site.ctl("export", form, "--out", str(tmp_path / f"{i}.wav"), "--purpose", "quality")  # a number for an id
+        site.ctl("export", rec["id"], "--out", str(tmp_path / f"{i}.wav"), "--purpose", f"call from {form}")
+        site.ctl("hold", rec["id"], "--until", "2099-01-01", "--reason", f"発信者{form}の苦情", "--ref", f"K-2026-0012, {form}")
+        site.ctl("complaint", "new", "--summary", f"発信者{form}から苦情", "--recordings", form)
+        site.ctl("complaint", "close", str(i + 1), "--outcome", f"called back on {form}")
+        site.ctl("incident", "new", "--kind", "other", "--summary", f"caller ({form}) heard", "--recordings",
+                 f"{rec['id']},{form}", "--action", f"rang {form}")  # fmt: skip
+        site.ctl("incident", "action", str(i + 1), "--text", f"number was {form}")
+        site.ctl("disclosure", "check", request, "--document", "passport", "--checked-by", "clerk-a", "--date",
+                 "2026-09-25", "--matched-with", f"phone {form}")  # fmt: skip
+        site.ctl("provide", rec["id"], "--to", f"police, tel {form}", "--basis", "law", "--note", f"re {form}",
+                 "--out", str(tmp_path / f"p{i}.wav"))  # fmt: skip
+        site.ctl("copies", "destroyed", str(2 * i + 1), "--note", f"shredded, told {form}")
+    site.ctl("disclosure", "decide", request, "--decision", "refuse", "--reason", "not the caller of 090 8765 4321")
+    capsys.readouterr()
+    rows = audit_rows(site)
+    assert len(rows) > 12 * len(NUMBER_FORMS)
+    assert any(e.action == "search" and e.detail["filters"]["did"] == "[number removed]" for e in rows)
+    # Recording ids and dates survive the scrubbing.
+    assert any(e.action == "hold" and e.recording_id == rec["id"] and e.detail["until_local"].startswith("2099-01-02T")
+               and e.detail["reason"] == "発信者[number removed]の苦情"
+               and e.detail["ref"] == "K-2026-0012, [number removed]" for e in rows)  # fmt: skip
+    raw = b"".join(p.read_bytes() for p in site.store.glob("*.sqlite*"))
+    import unicodedata
+
+    for form in NUMBER_FORMS:
+        for text in {form, unicodedata.normalize("NFKC", form)}:
+            tail = text[-9:]  # "8765-4321" with its separators: 9 characters, rare by chance
+            for encoded in (tail.encode(), json.dumps(tail)[1:-1].encode()):
+                assert encoded not in raw, (form, encoded)
+    assert b"9087654321" not in raw and b"87654321" not in raw

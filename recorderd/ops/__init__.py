@@ -9,8 +9,8 @@ the process's uid) both build a :class:`Context` with :func:`session` and call :
 
 Arguments come from the client and are not trusted: every operation reads them through
 :class:`Args`, which checks types and lengths, and does its own validation (purposes, bases, roles
-of an approver). Caller numbers never reach the audit log: free text is scrubbed of anything that
-looks like a phone number and a caller filter is recorded only as its kind.
+of an approver). Caller numbers never reach the audit log: a caller filter is recorded only as its
+kind, and the log scrubs every row of anything that looks like a phone number (``storage.scrub``).
 """
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ from typing import Any, Protocol
 
 from storage.audit import AuditEvent
 from storage.casework import Casework, CaseworkError
+from storage.scrub import MASK, MIN_DIGITS
 from storage.store import Store, StoreError
 
 from .. import service
 from ..config import Config
-from ..roles import GROUP_KEYS, ROLES, Caller, scrub
+from ..roles import GROUP_KEYS, ROLES, Caller
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class Context:
 
     def audit(self, action: str, recording_id: str | None, detail: dict[str, Any], result: str = "allowed") -> None:
         """An audit row of the operation's own (beside the outcome row)."""
-        row = {**self._who(), **_scrubbed(detail)}
+        row = {**self._who(), **detail}  # scrubbed by the audit log itself
         self.store.audit_log().append(_event(self, action, recording_id, row, result))
 
     def _who(self) -> dict[str, Any]:
@@ -155,16 +156,15 @@ class Context:
 
 
 def _event(ctx: Context, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> AuditEvent:
-    return AuditEvent(ctx.now, ctx.caller.user, ctx.caller.uid, action, recording_id, detail, scrub(result))
+    return AuditEvent(ctx.now, ctx.caller.user, ctx.caller.uid, action, recording_id, detail, result)
 
 
-def _scrubbed(detail: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in detail.items():
-        if isinstance(value, str) and key not in ("sha256", "recording_sha256", "through_hash"):
-            value = scrub(value)
-        out[key] = value
-    return out
+def _as_noted(value: Any) -> Any:
+    """A request argument as the outcome row may carry it: a number of phone-number length (a
+    request id that was really a caller's number) is not kept."""
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) >= MIN_DIGITS:
+        return MASK
+    return value
 
 
 # -- the registry -----------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def run(ctx: Context, name: str, raw: Any) -> Reply:
     spec = ACTIONS.get(name)
     rid = args.raw.get("id")
     ctx.note(rid if isinstance(rid, str) and len(rid) < 100 else None,
-             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
+             **{k: _as_noted(args.raw[k]) for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
     if spec is None:
         return _outcome(ctx, str(name)[:50], Reply(2, error=f"unknown command {str(name)[:50]!r}"), "denied: unknown command")
     why = _refusal(ctx, spec)

@@ -2,7 +2,9 @@
 
 Staff and managers see caller numbers; technicians see them masked (the last two digits), with the
 Call-ID hidden, and may not search by caller number (that would answer "did this person call?").
-A caller filter is audited as its kind (exact / last digits), never its value.
+A caller filter is audited as its kind (exact / last digits), never its value; a DID filter as the
+label of the designated number it names (anything else is scrubbed by the audit log, like every
+row). Hold reasons and references are kept scrubbed of phone numbers, in the index too.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from capture.dids import parse_did, to_e164
 from storage.index import RecordingRow
+from storage.scrub import scrub
 from storage.store import one_way_audio
 from storage.retention import iso as iso_ms_tz
 
@@ -79,7 +82,9 @@ def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]
     hi = parse_when(end, ctx, end=True, what="--to") if end else None
     did_key = None
     if did:
-        shown["did"] = did
+        dids = ctx.live.dids() if ctx.live else ctx.config.dids
+        designated = dids.match(did) or next((d for d in dids.dids if d.label == did), None)
+        shown["did"] = designated.label if designated else did
         try:
             did_key = parse_did(did)
         except ValueError:
@@ -185,7 +190,7 @@ def place_hold(ctx: Context, recording_id: str, until: float, reason: str, ref: 
     """A hold on one recording (``hold`` and disclosure searches; each audits it)."""
     if until <= ctx.now:
         raise UsageError("a hold must end in the future")
-    return ctx.store.hold(recording_id, until=until, reason=reason, ref=ref, by=ctx.caller.user)
+    return ctx.store.hold(recording_id, until=until, reason=scrub(reason), ref=scrub(ref), by=ctx.caller.user)
 
 
 @action("hold", MANAGER)
