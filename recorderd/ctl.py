@@ -101,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "notice", "notice", "the public notice text from the live config (Art. 4(1))")
     p.add_argument("--lang", default="ja", choices=("ja", "en"))
     _sub(sub, "verify", "verify", "decrypt and check every recording, and the audit chain")
-    p = _sub(sub, "retention", "retention-run", "retention: erase every recording due now")
-    p.add_argument("run", choices=["run"])
+    retention = sub.add_parser("retention", help="retention: erasure when it is due").add_subparsers(dest="sub", required=True)
+    _sub(retention, "run", "retention-run", "erase every recording due now")
+    _sub(retention, "confirm-clock", "retention-confirm-clock",
+         "the clock was checked and is right: retention, stopped by a clock jump, resumes (manager)")
     p = _sub(sub, "decommission", "decommission", "erase everything at contract end (technician, Art. 6(4))")
     p.add_argument("--confirm", action="store_true")
     p.add_argument("--certificate", required=True, help="where to write the erasure certificate (.json and .txt)")

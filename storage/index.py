@@ -215,6 +215,10 @@ class Index:
         """Every file the index knows (WAVs and evidence pcaps), relative to the recordings tree."""
         return {p for (a, b) in self.db.execute("SELECT path, pcap_path FROM recordings") for p in (a, b) if p}
 
+    def newest_start(self) -> float | None:
+        row = self.db.execute("SELECT max(started_at) FROM recordings").fetchone()
+        return row[0] if row else None
+
     def next_deadline(self) -> float | None:
         row = self.db.execute("SELECT min(retain_until) FROM recordings").fetchone()
         return row[0] if row else None

@@ -22,6 +22,8 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from . import clock
+from .clock import ClockGuard, ClockJump
 from .erasure import erase_file
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 METHOD = "crypto-erase (AES-256-GCM data key destroyed) + random overwrite + unlink, verified"
 LATE_AFTER = 3600.0  # s past the deadline before a recording still present is CRITICAL
 PERIOD = 60.0  # s between runs in the daemon
+REMIND_PERIOD = 3600.0  # s between CRITICAL reminders while a clock jump waits for confirmation
 SWEEP_PERIOD = 3600.0  # s between walks of the store for files with no index row
 _ONE_RUN_AT_A_TIME = threading.Lock()
 
@@ -68,25 +71,40 @@ class RunReport:
     orphans: list[str]  # files in the store with no index row, erased
     spool_leftovers: list[str]
     failures: list[str]
+    clock_jump: ClockJump | None = None  # set: the clock is in question and nothing was erased
 
 
 class RetentionWorker:
     """Erases due recordings; the daemon calls :meth:`run` every ``PERIOD`` seconds, and
     ``recorderctl retention run`` calls it once."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] | None = None,
+                 steady: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.store = store
         self.clock = clock or store.clock
+        self.steady = steady or store.steady
         self.last_sweep = float("-inf")
+        self.reminded = float("-inf")  # boot clock of the last reminder of a clock jump
 
     def run(self) -> RunReport:
         with _ONE_RUN_AT_A_TIME:  # the service's minute and a `recorderctl retention run` over its socket
             return self._run()
 
     def _run(self) -> RunReport:
-        now = self.clock()
         index = self.store.db()
         report = RunReport([], [], [], [])
+        waiting = clock.pending(index) is not None
+        jump = ClockGuard(index, self.clock, self.steady, self.store.boot_id).check()
+        if jump is not None:  # erasing by a clock that jumped cannot be undone: wait for a manager
+            report.clock_jump = jump
+            mono = self.steady()
+            if not waiting:  # just found (and logged CRITICAL by the guard)
+                self.reminded = mono
+            elif mono - self.reminded >= REMIND_PERIOD:
+                self.reminded = mono
+                log.critical("retention is still stopped: %s", jump.text(self.store.tz), extra={"EVENT": "clock-jump"})
+            return report
+        now = self.clock()
         for row in index.due(now):
             try:
                 report.erased.append(self._erase(row, now))

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from . import recorder, vault
 from .audit import AuditEvent, AuditLog
+from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
 from .index import Index, RecordingRow
 from .retention import retain_until
@@ -77,6 +78,7 @@ class Store:
         key_file: str | None = None,
         credentials_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        steady: Callable[[], float] = boot_clock,
     ) -> None:
         self.root = os.path.abspath(root)
         self.tz = tz
@@ -86,6 +88,8 @@ class Store:
         self.key_file = key_file or os.path.join(self.root, "master.key")
         self.credentials_dir = credentials_dir
         self.clock = clock
+        self.steady = steady  # what a step of ``clock`` does not move (retention checks one against the other)
+        self.boot_id = boot_id
         self.spool_dir = os.path.join(self.root, "spool")
         self.recordings_dir = os.path.join(self.root, "recordings")
         self.index_path = os.path.join(self.root, "index.sqlite")

@@ -46,11 +46,21 @@ def test_deadline_follows_the_configured_days() -> None:
 
 
 class Clock:
+    """The wall clock and the boot clock beside it: setting ``t`` is time passing (both move);
+    :meth:`step` moves the wall clock alone, as setting the system clock does."""
+
     def __init__(self, t: float) -> None:
         self.t = t
+        self.offset = 0.0
 
     def __call__(self) -> float:
-        return self.t
+        return self.t + self.offset
+
+    def steady(self) -> float:
+        return self.t - 1_700_000_000.0
+
+    def step(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @pytest.fixture
@@ -60,7 +70,7 @@ def kept(site: Site, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-unt
     recs = site.list(capsys)
     clock = Clock(jst("2026-09-22 12:00:00"))
     store = site.open_store()
-    store.clock = clock
+    store.clock, store.steady = clock, clock.steady
     yield site, store, clock, recs
     store.close()
 
@@ -174,7 +184,7 @@ def test_kill_9_during_erasure_then_retention_run(tmp_path: Path, capsys: pytest
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     store = site.open_store()
-    store.clock = Clock(jst(DEADLINE) + 7200)
+    store.clock = Clock(jst(DEADLINE) + 3660)  # a minute on, by the wall clock: the boot clock agrees
     RetentionWorker(store).run()
     assert store.recordings() == [] and site.stored_files() == []
     assert len(store.db().erasures()) == n
@@ -270,3 +280,118 @@ def test_failed_and_late_erasure_is_critical(kept, caplog: pytest.LogCaptureFixt
     messages = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
     assert any("erasure of recording" in m for m in messages)
     assert any("still stored 60 min after its retention deadline" in m for m in messages)
+
+
+# -- the clock (issue 16, item 2) -----------------------------------------------------------------
+
+
+def _confirm_clock(site: Site, clock: Clock) -> object:
+    """``recorderctl retention confirm-clock`` by the manager, on the store seen through ``clock``."""
+    from recorderd import ops, roles, wire
+    from recorderd.config import load
+
+    config = load(str(site.config))
+    store = site.open_store()
+    store.clock, store.steady = clock, clock.steady
+    caller = roles.resolve(os.getuid(), config, via="direct", pid=os.getpid())
+    with ops.session(config, caller, wire.FileSink, store=store) as ctx:
+        return ops.run(ctx, "retention-confirm-clock", {})
+
+
+def _clock_events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "EVENT", "") == "clock-jump" and r.levelname == "CRITICAL"]
+
+
+def test_a_clock_stepped_forward_stops_erasure_until_a_manager_confirms(kept, caplog: pytest.LogCaptureFixture,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The wall clock set 20 days ahead (the boot clock moved a second): nothing is erased, CRITICAL
+    once, status says so, until the manager confirms; then what is due by the clock is erased."""
+    site, store, clock, recs = kept
+    worker = RetentionWorker(store)
+    assert worker.run().erased == [] and worker.run().clock_jump is None
+    clock.step(20 * 86400)
+    clock.t += 1
+    with caplog.at_level("INFO"):
+        report = worker.run()
+        clock.t += 60
+        again = worker.run()
+    assert report.erased == [] and again.erased == [] and len(site.stored_files()) == 2
+    assert report.clock_jump is not None and report.clock_jump.kind == "forward"
+    assert 20 * 86400 - 5 < report.clock_jump.seconds < 20 * 86400 + 5
+    assert len(_clock_events(caplog)) == 1 and "recording-erased" not in caplog.text
+    capsys.readouterr()
+    assert site.ctl("status") == 0
+    assert "RETENTION STOPPED: the clock jumped 20.0 days forward" in capsys.readouterr().out
+    assert site.ctl("retention", "run") == 1  # directly, on the real clock: still stopped
+    assert "STOPPED: the clock jumped" in capsys.readouterr().out and len(site.stored_files()) == 2
+    assert site.ctl("status", "--json") == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["retention"]["clock_jump"]["kind"] == "forward"
+    reply = _confirm_clock(site, clock)
+    assert reply.rc == 0 and "clock confirmed as 2026-10-12" in reply.text  # type: ignore[attr-defined]
+    [row] = [e for e in store.audit_log().select(None, None) if e[1].action == "retention-confirm-clock"]
+    assert row[1].result == "allowed" and row[1].detail["clock_jump"]["kind"] == "forward"
+    assert sorted(e.id for e in worker.run().erased) == sorted(r["id"] for r in recs)  # due by the confirmed clock
+
+
+def test_a_clock_stepped_back_stops_erasure_and_says_so(kept, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Set back two days just before the deadline: the recordings would stay past it without a word."""
+    site, store, clock, recs = kept
+    worker = RetentionWorker(store)
+    clock.t = jst(DEADLINE) - 600
+    assert worker.run().clock_jump is None
+    clock.step(-2 * 86400)
+    clock.t = jst(DEADLINE) + 3600  # an hour past the deadline by the boot clock
+    with caplog.at_level("CRITICAL"):
+        report = worker.run()
+    assert report.clock_jump is not None and report.clock_jump.kind == "back" and report.erased == []
+    assert len(_clock_events(caplog)) == 1
+    clock.offset = 0.0  # someone puts the clock right: still stopped until confirmed
+    assert worker.run().clock_jump is not None
+    assert _confirm_clock(site, clock).rc == 0  # type: ignore[attr-defined]
+    assert len(worker.run().erased) == 2
+
+
+@pytest.mark.parametrize("wall,kind", [(-3600.0, "back"), (2 * 86400.0, "forward"), (3 * 3600.0, None)])
+def test_across_a_reboot_the_last_run_is_the_reference(kept, wall: float, kind: str | None) -> None:  # type: ignore[no-untyped-def]
+    """After a reboot the boot clock starts again: earlier than the last run is a step back, more
+    than a day after it needs a confirmation, a few hours (the box was off) is fine."""
+    site, store, clock, recs = kept
+    assert RetentionWorker(store).run().clock_jump is None
+    store.boot_id = lambda: "another boot"
+    clock.t += wall
+    jump = RetentionWorker(store).run().clock_jump
+    assert (jump.kind if jump else None) == kind
+
+
+def test_a_clock_before_the_newest_recording_is_a_step_back(kept) -> None:  # type: ignore[no-untyped-def]
+    site, store, clock, recs = kept
+    clock.t = jst("2026-09-21 12:00:00")  # the calls started at 23:13 that day; no run before
+    jump = RetentionWorker(store).run().clock_jump
+    assert jump is not None and jump.kind == "back" and "newest recording" in jump.why
+
+
+def test_clock_jump_under_faketime_directly(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """``recorderctl retention run`` as root, the service stopped, with libfaketime moving the wall
+    clock only (FAKETIME_DONT_FAKE_MONOTONIC: the boot clock goes on, as when the clock is set)."""
+    faketime = needs_tool("faketime")
+    site.replay(FIXTURES / "inbound-mulaw.pcap")  # a call on 2026-09-21 JST, due 2026-10-06
+    [rec] = site.list(capsys)
+    env = {**os.environ, "TZ": "UTC", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+    def at(utc: str, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [faketime, utc, sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+    first = at("2026-09-22 03:00:00", "retention", "run")
+    assert first.returncode == 0 and "0 recording(s) erased" in first.stdout, first.stdout + first.stderr
+    stepped = at("2026-10-12 03:00:00", "retention", "run")  # 20 days later, a second after
+    assert stepped.returncode == 1 and "STOPPED: the clock jumped 20.0 days forward" in stepped.stdout, stepped.stdout + stepped.stderr
+    assert len(site.stored_files()) == 1
+    assert "RETENTION STOPPED" in at("2026-10-12 03:00:05", "status").stdout
+    confirmed = at("2026-10-12 03:00:10", "retention", "confirm-clock")
+    assert confirmed.returncode == 0 and "clock confirmed" in confirmed.stdout, confirmed.stdout + confirmed.stderr
+    after = at("2026-10-12 03:00:20", "retention", "run")
+    assert after.returncode == 0 and f"erased {rec['id']}" in after.stdout, after.stdout + after.stderr
+    assert site.stored_files() == []

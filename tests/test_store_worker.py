@@ -92,3 +92,34 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         [row] = store.recordings()
         assert worker.kept == 1 and row.frames > 3 * 8000 * 0.9 and os.listdir(store.spool_dir) == []
         assert store.verify() == []  # decrypts, and its SHA-256 matches
+
+
+def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The running service's retention (its store thread, each minute) with a clock pair injected:
+    the wall clock stepped 20 days ahead erased recordings seconds old; now it stops, CRITICAL."""
+    wall = [T0 + 10.0]  # the calls ended seconds ago
+    steady = [500.0]
+
+    def open_store() -> Store:
+        store = make_store(tmp_path)
+        store.clock, store.steady = (lambda: wall[0]), (lambda: steady[0])
+        return store
+
+    store = make_store(tmp_path)
+    worker = StoreWorker(open_store).start()
+    try:
+        record(store, worker, calls=3)
+        worker.retention()
+        worker.drain()
+        assert len(store.recordings()) == 3
+        wall[0] += 20 * 86400 + 1  # the clock set 20 days ahead; one second passed
+        steady[0] += 1
+        with caplog.at_level(logging.INFO):
+            worker.retention()
+            worker.drain()
+        assert worker.erased == 0 and len(store.recordings()) == 3
+        jumps = [r for r in caplog.records if getattr(r, "EVENT", "") == "clock-jump"]
+        assert [r.levelname for r in jumps] == ["CRITICAL"]
+        assert not [r for r in caplog.records if getattr(r, "EVENT", "") == "recording-erased"]
+    finally:
+        worker.close()

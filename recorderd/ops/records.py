@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from dataclasses import asdict
 from typing import Any
 
 from capture.dids import parse_did, to_e164
+from storage.clock import pending as pending_clock_jump
 from storage.index import RecordingRow
 from storage.scrub import scrub
 from storage.store import one_way_audio
@@ -157,7 +159,9 @@ def status(ctx: Context, args: Args) -> Reply:
         "store": {"path": ctx.store.root, "recordings": count, "bytes": size, "on_hold": held,
                   "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize},
         "retention": {"days": ctx.store.retention_days, "last_erasure": iso(last[1], ctx) if last else None,
-                      "last_erased_id": last[0] if last else None, "next_due": iso(nxt, ctx)},
+                      "last_erased_id": last[0] if last else None, "next_due": iso(nxt, ctx),
+                      "clock_jump": ({**asdict(jump), "text": jump.text(ctx.store.tz)}
+                                     if (jump := pending_clock_jump(ctx.store.db())) else None)},
         "copies_past_expiry": len(ctx.casework.copies(expired_by=now)),
     }  # fmt: skip
     return Reply(text=status_text(data), data=data)
@@ -180,6 +184,7 @@ def status_text(d: dict[str, Any]) -> str:
         f"retention: {ret['days']} days; last erasure {ret['last_erasure'] or 'none yet'}"
         + (f" ({ret['last_erased_id']})" if ret["last_erased_id"] else "") + f"; next due {ret['next_due'] or 'none'}",
         f"exported copies past expiry: {d['copies_past_expiry']}",
+        *([f"RETENTION STOPPED: {ret['clock_jump']['text']}"] if ret.get("clock_jump") else []),
     ])  # fmt: skip
 
 

@@ -8,15 +8,19 @@
 - ``retention run`` (manager, technician) erases what is due, then deals with exported copies past
   their expiry: a copy it can reach whose bytes are still those exported is erased like a recording;
   every other one is reported, for its holder to destroy and confirm (``copies destroyed``). Then it
-  removes audit rows older than ``audit.retention_days`` (a chained pruning row records it).
+  removes audit rows older than ``audit.retention_days`` (a chained pruning row records it). When
+  the clock jumped (storage/clock.py) it erases nothing and says so, until ``retention
+  confirm-clock`` (manager) says the clock is right.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict
 from typing import Any
 
 from storage.audit import AuditEvent
+from storage.clock import ClockGuard
 from storage.decommission import decommission
 from storage.erasure import Unreachable, erase_copy
 from storage.retention import RetentionWorker
@@ -26,6 +30,8 @@ from storage.store import Actor
 from ..roles import AUDITOR, MANAGER, TECHNICIAN
 from . import Args, Context, OpError, Reply, UsageError, action, iso
 from .casework import integrity_incident
+
+log = logging.getLogger(__name__)
 
 
 @action("init", no_role=True, direct_only=True)
@@ -106,6 +112,13 @@ def prune_audit(ctx: Context) -> int:
 @action("retention-run", MANAGER, TECHNICIAN)
 def retention_run(ctx: Context, args: Args) -> Reply:
     report = RetentionWorker(ctx.store).run()
+    if report.clock_jump is not None:  # nothing erased by a clock in question: no recording, copy nor audit row
+        jump = report.clock_jump
+        ctx.note(clock_jump={"kind": jump.kind, "seconds": round(jump.seconds)})
+        ctx.result = f"failed: clock jump ({jump.kind}, {jump.seconds:.0f} s): retention stopped"
+        return Reply(rc=1, text=f"STOPPED: {jump.text(ctx.store.tz)}", error="retention stopped: the clock jumped",
+                     data={"erased": [], "failures": [], "copies_erased": [], "copies_unreachable": 0,
+                           "audit_rows_pruned": 0, "clock_jump": asdict(jump)})  # fmt: skip
     lines = []
     for e in report.erased:
         late = f", {e.late_s / 60:.0f} min late" if e.late_s > 60 else ""
@@ -126,6 +139,24 @@ def retention_run(ctx: Context, args: Args) -> Reply:
     data = {"erased": [e.id for e in report.erased], "failures": report.failures, "copies_erased": copies_erased,
             "copies_unreachable": unreachable, "audit_rows_pruned": pruned}  # fmt: skip
     return Reply(rc=1 if report.failures else 0, text="\n".join(lines), data=data)
+
+
+@action("retention-confirm-clock", MANAGER)
+def retention_confirm_clock(ctx: Context, args: Args) -> Reply:
+    """The manager has checked the clock (against a time signal, the PBX, a phone): retention goes by it
+    again from now, and the jump it was stopped for is in the audit row."""
+    jump = ClockGuard(ctx.store.db(), ctx.store.clock, ctx.store.steady, ctx.store.boot_id).confirm()
+    now = iso(ctx.now, ctx)
+    if jump is None:
+        ctx.note(clock_jump=None, clock_now=now)
+        return Reply(text=f"the clock was not in question; it reads {now} (retention goes on)",
+                     data={"confirmed": None, "clock_now": now})  # fmt: skip
+    ctx.note(clock_jump={"kind": jump.kind, "seconds": round(jump.seconds), "seen_at": iso(jump.seen_at, ctx)},
+             clock_now=now)  # fmt: skip
+    log.warning("clock confirmed by %s at %s after a jump %s of %.0f s: retention resumes", ctx.caller.user, now,
+                jump.kind, abs(jump.seconds), extra={"EVENT": "clock-confirmed"})  # fmt: skip
+    return Reply(text=f"clock confirmed as {now}: retention resumes and erases what is due by it at the next run",
+                 data={"confirmed": asdict(jump), "clock_now": now})  # fmt: skip
 
 
 @action("decommission", TECHNICIAN, direct_only=True)
