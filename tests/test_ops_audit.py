@@ -140,3 +140,34 @@ def test_audit_export_carries_what_recomputes_the_chain(busy: Site, tmp_path: Pa
         event = AuditEvent(r["at"], r["user"], r["uid"], r["action"], r["recording_id"], r["detail"], r["result"])
         assert r["prev_hash"] == prev and _digest(r["seq"], event, prev) == r["hash"]
         prev = r["hash"]
+
+
+def test_a_number_searched_through_the_service_is_not_in_the_audit_file(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """recorderctl search --did/--caller through the control socket: the rows say a number was
+    searched, and the raw bytes of audit.sqlite (and its WAL) hold none of its digits."""
+    from recorderd.config import load
+    from recorderd.control import ControlServer
+    from recorderd.service import build_pipeline
+
+    config = load(str(site.config))
+    store = site.open_store()
+    server = ControlServer(config, pipeline=build_pipeline(config, store))
+    assert server.start()
+    forms = ("090 8765 4321", "090.8765.4321", "(090)8765-4321", "090\u20108765\u20104321", "090ー8765ー4321",
+             "+81 90 8765 4321", "０９０－８７６５－４３２１")  # fmt: skip
+    try:
+        for form in forms:
+            assert site.ctl("search", "--did", form) == 0
+            assert site.ctl("search", "--caller", form, "--from", "2026-12-01") == 0
+    finally:
+        server.stop()
+        store.close()
+    capsys.readouterr()
+    with sqlite3.connect(site.store / "audit.sqlite") as db:
+        rows = db.execute("SELECT detail FROM audit WHERE action = 'search'").fetchall()
+    searches = [json.loads(detail) for (detail,) in rows]
+    assert [s["via"] for s in searches] == ["socket"] * 2 * len(forms)
+    assert [s["filters"] for s in searches] == [{"did": "[number removed]"}, {"caller": "exact", "from": "2026-12-01"}] * len(forms)
+    raw = b"".join(p.read_bytes() for p in site.store.glob("audit.sqlite*"))
+    for needle in {*(form[-9:] for form in forms), "8765-4321", "87654321"}:  # 9 characters: not there by chance
+        assert needle.encode() not in raw and json.dumps(needle)[1:-1].encode() not in raw, needle

@@ -237,10 +237,15 @@ def test_a_caller_number_in_any_written_form_is_kept_in_no_file(site: Site, tmp_
                  "--out", str(tmp_path / f"p{i}.wav"))  # fmt: skip
         site.ctl("copies", "destroyed", str(2 * i + 1), "--note", f"shredded, told {form}")
     site.ctl("disclosure", "decide", request, "--decision", "refuse", "--reason", "not the caller of 090 8765 4321")
+    site.ctl("disclosure", "check", "09087654321", "--document", "passport", "--checked-by", "x", "--date", "2026-09-25")
+    site.ctl("complaint", "close", "09087654321", "--outcome", "typed the number for the complaint's")
+    site.ctl("search", "--did", "044-200-3939")  # a designated number: audited by its label
     capsys.readouterr()
     rows = audit_rows(site)
     assert len(rows) > 12 * len(NUMBER_FORMS)
     assert any(e.action == "search" and e.detail["filters"]["did"] == "[number removed]" for e in rows)
+    assert rows[-1].detail["filters"]["did"] == "サンキューコールかわさき"
+    assert rows[-3].detail["request"] == "[number removed]" and rows[-2].detail["complaint"] == "[number removed]"
     # Recording ids and dates survive the scrubbing.
     assert any(e.action == "hold" and e.recording_id == rec["id"] and e.detail["until_local"].startswith("2099-01-02T")
                and e.detail["reason"] == "発信者[number removed]の苦情"

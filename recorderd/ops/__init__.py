@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CASEWORK_FILE = "casework.sqlite"
 SAFE_KEYS = ("id", "purpose", "basis", "format", "kind", "request", "incident", "complaint", "copy", "hold", "decision")
+ID_KEYS = frozenset({"request", "incident", "complaint", "copy", "hold", "hold_id", "provision"})  # numbers a user types
 
 
 class OpError(Exception):
@@ -140,7 +141,7 @@ class Context:
 
     def audit(self, action: str, recording_id: str | None, detail: dict[str, Any], result: str = "allowed") -> None:
         """An audit row of the operation's own (beside the outcome row)."""
-        row = {**self._who(), **detail}  # scrubbed by the audit log itself
+        row = {**self._who(), **{k: _as_noted(v) if k in ID_KEYS else v for k, v in detail.items()}}  # text: scrubbed by the log
         self.store.audit_log().append(_event(self, action, recording_id, row, result))
 
     def _who(self) -> dict[str, Any]:
@@ -160,8 +161,8 @@ def _event(ctx: Context, action: str, recording_id: str | None, detail: dict[str
 
 
 def _as_noted(value: Any) -> Any:
-    """A request argument as the outcome row may carry it: a number of phone-number length (a
-    request id that was really a caller's number) is not kept."""
+    """An id as an audit row may carry it: a number of phone-number length (a request id that was
+    really a caller's number) is not kept."""
     if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) >= MIN_DIGITS:
         return MASK
     return value
@@ -216,7 +217,7 @@ def run(ctx: Context, name: str, raw: Any) -> Reply:
     spec = ACTIONS.get(name)
     rid = args.raw.get("id")
     ctx.note(rid if isinstance(rid, str) and len(rid) < 100 else None,
-             **{k: _as_noted(args.raw[k]) for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
+             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
     if spec is None:
         return _outcome(ctx, str(name)[:50], Reply(2, error=f"unknown command {str(name)[:50]!r}"), "denied: unknown command")
     why = _refusal(ctx, spec)
