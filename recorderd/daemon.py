@@ -197,7 +197,7 @@ class Daemon:
         c = pipeline.counters
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
-                "rtp_malformed", "ip_fragment", "tcp_messages", "erasures", "keep_failures")  # fmt: skip
+                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "erasures", "keep_failures")  # fmt: skip
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys), extra={"EVENT": "stats"})
 
 
