@@ -5,8 +5,9 @@ RTP both ways, BYE, 200 — or CANCEL, or a rejection) between a caller on the t
 contact centre's PBX, with the odd things real ports carry switched on by its fields: VLAN/QinQ
 tags, IPv6, IP-fragmented SIP, SIP over TCP (split and coalesced segments), hold by re-INVITE, a
 caller behind NAT, SSRC change, sequence/timestamp wrap-around, loss, reordering, duplicates,
-DTMF, forking, a B2BUA second leg, an SRTP offer, a flood of RTP from another address. It knows the audio it sends, so it can say what a
-correct recorder must write: each WAV channel byte for byte (:meth:`SipCall.expected_channels`).
+DTMF, forking, a B2BUA second leg, an SRTP offer, a flood of RTP from another address. It knows
+the audio it sends, so it can say what a correct recorder must write: each WAV channel byte for
+byte (:meth:`SipCall.expected_channels`).
 
 Used by ``make_fixtures.py`` (the fixtures in this folder), the tests, and the benchmark.
 Deterministic: the same arguments give the same bytes.
