@@ -102,7 +102,7 @@ install:
 # must pass (every override is explained in debian/recorderd.lintian-overrides).
 DEB_OUT   := build/deb
 DEB_DEPS  := debhelper dpkg-dev gcc libsystemd-dev pkg-config python3-dev python3-venv lintian
-VERSION   := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | sed -E 's/\.?(a|b|rc|dev)([0-9]+)/~\1\2/g')
 DEB       := $(DEB_OUT)/recorderd_$(VERSION)_amd64.deb
 deb-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
