@@ -49,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         worker.close()  # every finished call kept before the summary
         store.close()
     c = pipeline.counters
+    not_kept = c["calls_recorded"] - worker.kept  # failed keeps, or a worker that could not open the store
     print(
-        f"replayed {result.packets} packets from {result.files} file(s): "
-        f"{c['calls_recorded']} recorded, {c['calls_not_designated']} not designated, "
+        f"replayed {result.packets} packets from {result.files} file(s): {worker.kept} recorded, "
+        + (f"{not_kept} could not be kept (left in the spool), " if not_kept else "")
+        + (f"{c['calls_lost_store_full']} lost (store full), " if c["calls_lost_store_full"] else "")
+        + f"{c['calls_not_designated']} not designated, "
         f"{c['calls_not_inbound']} not inbound, {c['calls_unanswered']} unanswered, "
         f"{c['calls_codec_unsupported']} without G.711 audio, {c['calls_over_capacity']} over capacity; "
         f"malformed: {c['sip_malformed']} SIP, {c['rtp_malformed']} RTP"
@@ -59,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for error in result.errors:
         print(f"recorderd: damaged capture: {error}", file=sys.stderr)
-    if worker.failed:
-        print(f"recorderd: {worker.failed} recording(s) could not be kept (see the log): their spool files "
+    if not_kept:
+        print(f"recorderd: {not_kept} recording(s) could not be kept (see the log): their spool files "
               "stay, and are recovered at the next start", file=sys.stderr)  # fmt: skip
-    return 1 if result.errors or worker.failed else 0
+    if c["calls_lost_store_full"]:
+        print(f"recorderd: {c['calls_lost_store_full']} designated call(s) could not be recorded: the store "
+              "(its spool) is full", file=sys.stderr)  # fmt: skip
+    return 1 if result.errors or not_kept or c["calls_lost_store_full"] else 0
 
 
 if __name__ == "__main__":
