@@ -15,8 +15,10 @@ of 7 or more digits, however separated, with ``[number removed]``:
 Seven digits is a local number without its area code (``200-3939``); Japanese numbers are 10-11
 digits, or ``+81`` and 9-10. Kept as written, because they are not numbers: recording ids
 (``20261201-100409-3f9a0c12b4``), dates (``2026-12-01``, ``2026/12/01``) and times (``10:04:09``),
-ISO date-times with an offset, and year-based references glued to letters (``K-2026-0012``). None of
-these can be a Japanese number: those start with ``0`` or ``+``, these with ``19``/``20`` or a time.
+ISO date-times with an offset, and year-based references glued to letters (``K-2026-0012``), where
+they start a run of digits or follow another kept one (``2026-12-01 - 2026-12-05``); a date right
+after other digits is part of their run, and masked with it. None of these can be a Japanese
+number: those start with ``0`` or ``+``, these with ``19``/``20`` or a time (``HH:MM``).
 
 :func:`scrub_tree` does the same through dicts and lists (keys too); a value under a hash key is
 kept only when it is a hex digest.
@@ -48,6 +50,7 @@ _KEEP = (
 _STARTS_RUN = rf"(?<!\d)(?<!\d{_SEP})(?<!\d{_SEP}{_SEP})(?<!\d{_SEP}{_SEP}{_SEP})"
 _DIGITS = rf"\d(?:{_SEP}{{0,3}}\d)*"
 _TOKEN = re.compile(rf"{_STARTS_RUN}(?P<keep>{_KEEP})|(?P<run>(?:[(]?\+|[(])(?!{_KEEP}){_DIGITS}|{_DIGITS})")
+_ONLY_KEPT = re.compile(rf"(?:{_KEEP})(?:{_SEP}{{1,3}}(?:{_KEEP}))*")  # "2026-12-01 2026-12-05" after a kept one
 
 
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[tnr])")
@@ -87,7 +90,8 @@ def scrub(text: str) -> str:
     view, starts, ends = _normal_view(text)
     cuts: list[tuple[int, int]] = []
     for m in _TOKEN.finditer(view):
-        if m.group("run") is not None and sum(ch.isdigit() for ch in m.group("run")) >= MIN_DIGITS:
+        run = m.group("run")
+        if run is not None and sum(ch.isdigit() for ch in run) >= MIN_DIGITS and not _ONLY_KEPT.fullmatch(run):
             cuts.append((starts[m.start()], ends[m.end() - 1]))
     if not cuts:
         return text

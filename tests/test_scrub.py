@@ -29,7 +29,7 @@ def test_every_written_form_is_masked(form: str) -> None:
     "20261201-100409-3f9a0c12b4", "20261201-100409-1234567890", "/home/alice/20261201-100409-3f9a0c12b4.wav",
     "hold until 2026-10-01, ref K-2026-0012", "2026-12-01T10:04:09+09:00", "2026-12-01 10:04:09.123",
     "(2026-12-01)", "2026/12/01 10:04", "2026.1.5", "10:04:09", "10:00-12:00", "extension 2301 and 110",
-    "2026-12-01 3 calls", "row 123456 of 999999", "本庁舎代表", "", "no digits at all",
+    "2026-12-01 3 calls", "row 123456 of 999999", "2026-12-01 - 2026-12-05", "10:00 2026-12-01 11:00:00", "本庁舎代表", "", "no digits at all",
 ])  # fmt: skip
 def test_ids_dates_times_and_short_numbers_are_kept(text: str) -> None:
     assert scrub(text) == text
