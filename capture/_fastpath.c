@@ -728,9 +728,13 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         if (!PyObject_TypeCheck(stream, &StreamCoreType)) break;
         StreamCore *s = (StreamCore *)stream;
         uint64_t src = (uint64_t)f[26] << 24 | (uint64_t)f[27] << 16 | (uint64_t)f[28] << 8 | f[29];
-        if (2 + ((src << 16) | (uint64_t)((f[34] << 8) | f[35])) != s->src_key) {
-            if (!s->learned) break; /* its source is to be learned: Python */
-            s->other_source++;      /* not the direction's sender: dropped (as the Python loop) */
+        uint64_t src_key = 2 + ((src << 16) | (uint64_t)((f[34] << 8) | f[35]));
+        if (src_key != s->src_key) {
+            /* its source is to be learned, or it comes from a media endpoint of a call (perhaps
+             * one the sender's SDP announced): Python decides; from anywhere else it is not the
+             * sender's, dropped as in Python */
+            if (!s->learned || table_find(fp, src_key)->key != EMPTY) break;
+            s->other_source++;
             fp->other_source++;
             continue;
         }

@@ -19,9 +19,10 @@ Packets of other payload types (DTMF events, comfort noise, other codecs) are co
 A direction's packets come from one source (``source``: address bytes and port), learned from its
 first packet (``learned``; the pipeline checks it before a packet reaches :meth:`packet`): packets
 from any other address or port are not the call's sender (a flood, a spoofed SSRC) and are dropped
-and counted (``other_source``). When the other side announces a new media address (a re-INVITE)
-the direction learns its source again: the old source still counts as its own until a packet from
-a new one arrives. At most ``MAX_SSRCS`` SSRCs are kept for the record.
+and counted (``other_source``), unless they come from an address the sender's SDP announced
+(``announced``: symmetric RTP), to which the source then moves. When the sender announces a new media address (a re-INVITE), a packet from elsewhere that
+carries its SSRC also moves the source (a sender behind NAT): until then the old source still
+counts as its own. At most ``MAX_SSRCS`` SSRCs are kept for the record.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ _StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
 class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
     __slots__ = (
         "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
+        "announced",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:
@@ -93,6 +95,7 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.learned = False  # whether this direction's real source address was learned (NAT)
         self.source: tuple[bytes, int] | None = None  # (address, port) its packets come from, once learned
         self.other_source = 0  # packets from another source: not this direction's sender, dropped
+        self.announced: set[tuple[bytes, int]] = set()  # its sender's media addresses, as its SDP announced them
         self.early = 0  # packets whose place would be before the recording's start: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",

@@ -123,12 +123,15 @@ class Call:
         """Both directions' figures (and DTMF events) so far."""
         return tuple(s.stats() for s in self.streams)
 
-    def media_moved(self, into: StreamAssembler) -> None:
-        """A side announced a new media address (``into``: the direction flowing to it). It may now
-        send from another address too (symmetric RTP, a transfer to another media server): its own
-        direction learns its source again."""
+    def media_announced(self, key: Endpoint, into: StreamAssembler) -> None:
+        """A side's SDP announced ``key`` (``into``: the direction flowing to it). With symmetric RTP
+        that side also sends from there; a new address (a re-INVITE: a transfer, another media
+        server) may move its sender elsewhere: its own direction learns its source again."""
         sender = self.streams[1] if into is self.streams[0] else self.streams[0]
-        sender.relearn_source()
+        if key not in self.endpoints:
+            sender.relearn_source()
+        if len(sender.announced) < MAX_ENDPOINTS and (key in self.endpoints or len(self.endpoints) < MAX_ENDPOINTS):
+            sender.announced.add(key)  # (only what the tracker routes: the C loop asks Python about those)
 
     def is_telephone_event(self, pt: int) -> bool:
         codec = self.codecs.get(pt)

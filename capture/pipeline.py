@@ -99,7 +99,7 @@ class CapturePipeline:
                         not_recorded += 1
                         continue
                     source = (frame[26:30], (frame[34] << 8) | frame[35])
-                    if source != stream.source and not from_source(stream, source):
+                    if source != stream.source and not from_source(stream, source, frame[50:54]):
                         continue
                     pt = frame[43] & 0x7F
                     if frame[42] == 0x80 and not RTCP_PT_FIRST <= pt <= RTCP_PT_LAST:  # no CSRC, extension, padding
@@ -124,7 +124,7 @@ class CapturePipeline:
                     not_recorded += 1
                     continue
                 source = (src, sport)
-                if source != stream.source and not from_source(stream, source):
+                if source != stream.source and not from_source(stream, source, payload[8:12]):
                     continue
                 self._rtp(ts, stream, payload, frame, linktype)
             elif looks_like_sip(payload):
@@ -137,13 +137,19 @@ class CapturePipeline:
         self.now = now
         self._next_tick = next_tick
 
-    def _from_source(self, stream: StreamAssembler, source: tuple[bytes, int]) -> bool:
-        """A packet from another source than its direction's: its first (the source is learned
-        now, as behind NAT), or not the call's sender at all (dropped and counted)."""
-        if stream.learned:
-            stream.other_source += 1
-            self.counters["rtp_other_source"] += 1
-            return False
+    def _from_source(self, stream: StreamAssembler, source: tuple[bytes, int], ssrc: bytes) -> bool:
+        """A packet from another source than its direction's (``ssrc``: its SSRC field). It is
+        the sender's when it is the direction's first (the source is learned now, as behind NAT),
+        when it comes from an address the sender's SDP announced (symmetric RTP), or, after the
+        sender announced a new address (a re-INVITE), when it carries the sender's SSRC (a sender
+        behind NAT that moved); the source moves to it. Anything else is not the call's sender:
+        dropped and counted."""
+        if stream.source is not None and (source not in stream.announced or self.media.owner(source) is None):
+            # (an announced address no longer routed is as the C loop sees it: not the call's)
+            if stream.learned or len(ssrc) < 4 or int.from_bytes(ssrc, "big") != stream.ssrc:
+                stream.other_source += 1
+                self.counters["rtp_other_source"] += 1
+                return False
         stream.source = source
         self.tracker.learn_source(stream, *source)
         return True
@@ -209,7 +215,7 @@ class CapturePipeline:
                 self.counters["rtp_not_recorded"] += 1
                 return
             source = (src, sport)
-            if source != stream.source and not self._from_source(stream, source):
+            if source != stream.source and not self._from_source(stream, source, payload[8:12]):
                 return
             self._rtp(ts, stream, payload)
         elif looks_like_sip(payload):

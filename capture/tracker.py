@@ -264,8 +264,7 @@ class CallTracker:
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
             key = endpoint(m.address, m.port)  # type: ignore[arg-type]
-            if key not in call.endpoints:
-                call.media_moved(stream)  # a new address (re-INVITE): its sender's source is learned again
+            call.media_announced(key, stream)  # before it is routed: its sender's own address, perhaps a new one
             self._route(call, key, stream)
 
     def _route(self, call: Call, key: Endpoint, stream: object) -> None:

@@ -262,21 +262,59 @@ def reinvite(h: Harness, t: float, caller_media: tuple[str, int]) -> list[tuple[
 
 def test_a_reinvite_to_a_new_media_address_moves_the_source(both: Harness) -> None:
     """The caller re-INVITEs with a new media address and sends from there: its audio is recorded
-    from the new address on; a packet of the old one still in flight before the first from the new
-    address is the caller's, and after it the old address is another source."""
+    from the new address on (a packet of the old one still in flight too), and a flood from an
+    address not in the call stays out before and after the move."""
     h = both
     t = h.call.answer_at + 0.05
     old = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(10)]
     moved = reinvite(h, t + 0.19, ("203.0.113.99", 41000))
-    in_flight = [h.up(t + 0.2, 110, 5000 + 10 * SPP, chunk(10))]
+    in_flight = [h.up(t + 0.23, 110, 5000 + 10 * SPP, chunk(10))]
     new = [from_address(h, ("203.0.113.99", 41000), t + 0.22 + i * 0.02, 111 + i, 5000 + (11 + i) * SPP, chunk(11 + i))
            for i in range(10)]  # fmt: skip
-    stale = [h.up(t + 0.23 + i * 0.02, 111 + i, 5000 + (11 + i) * SPP, b"\x42" * SPP) for i in range(5)]
-    h.feed(sorted(old + moved + in_flight + new + stale, key=lambda p: p[0]))
+    flood = [from_address(h, FLOODER, t + 0.001 + k * 0.004, 100 + k, 5000 + k * SPP, b"\x42" * SPP, ssrc=0x5000 + k)
+             for k in range(100)]  # fmt: skip
+    h.feed(sorted(old + moved + in_flight + new + flood, key=lambda p: p[0]))
     ch1, _, streams = h.finish()
     p = start_pos(h, t)
     assert ch1[p : p + 21 * SPP] == b"".join(chunk(i) for i in range(21))
-    assert streams[1]["other_source"] == 5 and streams[1]["packets"] == 21
+    assert len(ch1) == p + 21 * SPP
+    assert streams[1]["other_source"] == 100 and streams[1]["packets"] == 21
+
+
+def test_a_caller_behind_nat_that_moves_keeps_its_audio(both: Harness) -> None:
+    """A caller behind NAT re-INVITEs with a new private address and its packets come from a new
+    public one, with its SSRC: the source moves there; before the re-INVITE such packets are another
+    source's."""
+    h = both
+    t = h.call.answer_at + 0.05
+    moved_to = ("198.51.100.200", 52000)  # the NAT's new public address: in no SDP
+    old = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(10)]
+    early = [from_address(h, moved_to, t + 0.101, 900, 5000 + 5 * SPP, b"\x42" * SPP)]  # before the re-INVITE
+    moved = reinvite(h, t + 0.19, ("10.0.0.77", 41000))
+    new = [from_address(h, moved_to, t + 0.2 + i * 0.02, 110 + i, 5000 + (10 + i) * SPP, chunk(10 + i)) for i in range(10)]
+    h.feed(sorted(old + early + moved + new, key=lambda p: p[0]))
+    ch1, _, streams = h.finish()
+    p = start_pos(h, t)
+    assert ch1[p : p + 20 * SPP] == b"".join(chunk(i) for i in range(20))
+    assert streams[1]["other_source"] == 1 and streams[1]["packets"] == 20
+
+
+def test_a_flood_that_starts_before_the_caller_loses_to_the_callers_own_address(both: Harness) -> None:
+    """A flood that reaches the caller's direction before the caller's first packet is learned as
+    its source (3 packets get in); the caller's packets, from the address its SDP announced (where
+    the call sends it media), take the source back, and the flood is dropped from then on."""
+    h = both
+    t = h.call.answer_at + 0.05
+    flood = [from_address(h, FLOODER, t - 0.01 + k * 0.004, 7000 + k, 90000 + k * SPP, b"\x42" * SPP, ssrc=0x5555)
+             for k in range(200)]  # fmt: skip
+    genuine = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(30)]
+    h.feed(sorted(genuine + flood, key=lambda p: p[0]))
+    ch1, _, streams = h.finish()
+    assert streams[1]["ssrcs"] == [0x5555, 0xAAAA]
+    at = streams[1]["anchors"][-1][2]  # the caller's audio, anchored after the 3 flood packets' place
+    assert 0 <= at - start_pos(h, t) <= 3 * SPP
+    assert ch1[at : at + 30 * SPP] == b"".join(chunk(i) for i in range(30)) and len(ch1) == at + 30 * SPP
+    assert streams[1]["other_source"] == 197 and streams[1]["packets"] == 33
 
 
 def test_the_other_source_count_reaches_the_metrics(h: Harness) -> None:
