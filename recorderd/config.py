@@ -2,12 +2,15 @@
 the key path and the bad value (``dids.yaml: dids[3].number: "044-200-39x9" is not a phone number``).
 
 Relative paths (``store.path``, ``dids_file``, ``vault.key_file``) are taken relative to the file
-that names them.
+that names them. A file is read once through one descriptor, at most ``MAX_FILE_BYTES``, and must be
+UTF-8 (a byte-order mark is allowed): Shift_JIS or UTF-16 from a Windows editor, a key given twice
+(YAML would keep the last silently), nesting too deep to read, are config errors like any other.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,12 @@ import yaml
 from capture.dids import Did, DidDirectory, parse_did, parse_user
 
 
-class ConfigError(Exception):
+MAX_FILE_BYTES = 1 << 20  # 11 designated numbers fit in a few KB; a site config in less
+
+_BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+class ConfigError(ValueError):
     def __init__(self, file: str, key: str, message: str) -> None:
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
         self.file = file
@@ -99,6 +107,7 @@ def _bool(v: Any) -> bool:
 SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.interfaces": (_str_list, ["eth1"]),
     "capture.trunk_networks": (_networks, []),
+    "capture.direction": (_choice("inbound", "unknown"), "inbound"),
     "capture.ring_timeout_s": (_int(5, 3600), 180),
     "capture.idle_timeout_s": (_int(30, 86400), 900),
     "capture.max_calls": (_int(1, 1_000_000), 10_000),
@@ -107,6 +116,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.promiscuous": (_bool, True),
     "store.path": (_str, None),
     "store.keep_pcap": (_bool, True),
+    "store.require_encrypted_volume": (_bool, True),
     "store.warn_free_percent": (_int(0, 99), 10),
     "store.critical_free_mb": (_int(0, 1_000_000), 512),
     "retention.days": (_int(1, 3650), 14),
@@ -132,10 +142,18 @@ PATH_KEYS = ("store.path", "dids_file", "vault.key_file")
 class Config:
     file: str
     values: dict[str, Any]
-    dids: DidDirectory
+    did_directory: DidDirectory | None
+    dids_error: ConfigError | None = None  # the DID file on disk is broken (``load(..., dids_optional=True)``)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    @property
+    def dids(self) -> DidDirectory:
+        """The designated numbers from the file on disk; its error when that file is broken."""
+        if self.did_directory is None:
+            raise self.dids_error or ConfigError(os.path.basename(self.values["dids_file"]), "", "not read")
+        return self.did_directory
 
     @property
     def store_path(self) -> str:
@@ -146,17 +164,103 @@ class Config:
         return self.values["retention.timezone"]
 
 
-def _read_yaml(path: str) -> Any:
+def read_text(path: str) -> str:
+    """A config file's text: opened once (a FIFO or device is refused without waiting on it), at most
+    MAX_FILE_BYTES, UTF-8 with or without a byte-order mark."""
     name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(name, "", "is not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ConfigError(name, "", f"is {st.st_size} bytes, more than a config file may be ({MAX_FILE_BYTES >> 20} MiB)")
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:  # it grew while we read
+        raise ConfigError(name, "", f"is more than a config file may be ({MAX_FILE_BYTES >> 20} MiB)")
+    return decode(name, data)
+
+
+def decode(name: str, data: bytes) -> str:
+    """UTF-8 (a UTF-8 byte-order mark is dropped); anything else is an error naming the byte offset."""
+    skipped = 0
+    for bom, encoding in _BOMS.items():
+        if data.startswith(bom):
+            if encoding != "UTF-8":
+                raise ConfigError(name, "", f"is {encoding} (byte-order mark at byte 0), not UTF-8: save it as UTF-8")
+            skipped = len(bom)
+            break
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(name, "", f"not UTF-8 text: a NUL byte at byte {nul} (UTF-16 without a byte-order mark?): "
+                                    "save it as UTF-8")  # fmt: skip
+    try:
+        text = data[skipped:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = skipped + exc.start  # in the file as it is on disk
+        line = data.count(b"\n", 0, at) + 1
+        raise ConfigError(name, "", f"not UTF-8 at byte {at} (line {line}): save it as UTF-8 "
+                                    "(Shift_JIS and UTF-16 are not read)") from None  # fmt: skip
+    return text
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _read_yaml(path: str) -> Any:
+    name = os.path.basename(path)
+    text = read_text(path)
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _refuse_duplicates(name, node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise ConfigError(name, "", f"not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(name, "", "not read: nested too deeply") from None
+
+
+def _refuse_duplicates(name: str, root: yaml.Node) -> None:
+    """A key given twice in one mapping is refused (YAML would keep the last one silently). Each node
+    is visited once, so aliases (and YAML bombs made of them) cost nothing more."""
+    seen_nodes: set[int] = set()
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    while todo:
+        node, path = todo.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = (key_node.tag, key_node.value)
+                    where = f"{path}.{key_node.value}" if path else str(key_node.value)
+                    line = key_node.start_mark.line + 1
+                    if key in keys and key_node.value != "<<":
+                        raise ConfigError(name, where, f"is given twice (lines {keys[key]} and {line}): "
+                                                       "YAML would silently keep the last one; remove one")  # fmt: skip
+                    keys[key] = line
+                else:
+                    where = path
+                todo.append((value_node, where))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
 
 
 def _flatten(data: dict[str, Any], prefix: str, name: str) -> dict[str, Any]:
@@ -170,8 +274,10 @@ def _flatten(data: dict[str, Any], prefix: str, name: str) -> dict[str, Any]:
     return out
 
 
-def load(path: str) -> Config:
-    """Read and validate the site config and the DID file it names."""
+def load(path: str, *, dids_optional: bool = False) -> Config:
+    """Read and validate the site config and the DID file it names. With ``dids_optional`` a broken
+    DID file does not stop the rest (``recorderctl``: the running service keeps its own list); the
+    config then raises its error only where the list is used (``Config.dids``)."""
     path = os.path.abspath(path)
     name = os.path.basename(path)
     data = _read_yaml(path)
@@ -193,10 +299,29 @@ def load(path: str) -> Config:
             values[key] = check(value)
         except ValueError as exc:
             raise ConfigError(name, key, str(exc)) from None
+    if values["capture.direction"] == "unknown" and values["capture.trunk_networks"]:
+        raise ConfigError(name, "capture.direction", '"unknown" while capture.trunk_networks names the trunk side: '
+                                                     "remove capture.direction (calls are inbound when they come from the trunk)")  # fmt: skip
     base = os.path.dirname(path)
     for key in PATH_KEYS:
         values[key] = os.path.normpath(os.path.join(base, values[key]))
-    return Config(path, values, load_dids(values["dids_file"]))
+    if not dids_optional:
+        return Config(path, values, load_dids(values["dids_file"]))
+    try:
+        return Config(path, values, load_dids(values["dids_file"]))
+    except ConfigError as exc:
+        return Config(path, values, None, exc)
+
+
+def direction_problem(config: Config) -> str | None:
+    """Why the live service may not start as configured (None: it may). With no trunk networks it
+    cannot tell an inbound call from an internal or outbound one (Art. 2(1): inbound only)."""
+    if config["capture.trunk_networks"] or config["capture.direction"] == "unknown":
+        return None
+    return (f"{os.path.basename(config.file)}: capture.trunk_networks: is empty, so inbound calls cannot be told from "
+            "internal and outbound ones (only inbound calls may be recorded, Art. 2(1)): set it to the trunk "
+            "side's networks, e.g. [203.0.113.0/24], or set capture.direction: unknown to record every call "
+            "to a designated number, internal and outbound ones too")  # fmt: skip
 
 
 def load_dids(path: str) -> DidDirectory:

@@ -244,10 +244,12 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = service.start("recorderctl", args.config)
+    config = service.start("recorderctl", args.config, mode="ctl")  # a broken DID file stops only what needs it
     if config is None:
         return 2
     reply = perform(config, args.op, request_args(args))
+    if args.op == "status":
+        reply = service.annotate_status(config, reply)
     if args.json and reply.data is not None:
         json.dump(reply.data, sys.stdout, ensure_ascii=False, indent=2)
         print()

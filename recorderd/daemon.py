@@ -1,12 +1,14 @@
 """The service: live capture on the SPAN port, recording, retention, health — until SIGTERM.
 
-Start order: umask, config, logging, store (must be initialised, key usable), crash recovery of the
-spool, the store worker thread (keeping finished calls and retention: storage/worker.py), pipeline,
+Start order: umask, config (the trunk side named, or ``capture.direction: unknown`` chosen), logging,
+store (must be initialised, key usable, on an encrypted volume unless the site opted out), crash
+recovery of the spool, the store worker thread (keeping finished calls and retention: storage/worker.py), pipeline,
 capture ring, DID-file watcher, metrics, the spool-sync thread (every second), READY=1. The main
 loop reads ring blocks and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS
 every second, store health every 10 s, a retention run queued every minute, a stats line every
-``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list (an invalid
-file is refused and the old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
+``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list: read and checked
+in a thread of its own, swapped in by the loop between two blocks (an invalid file is refused and the
+old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
 capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, let the
 store worker keep them, stop the watcher and metrics, close the store. Live packet time is the
 kernel's capture time, so while the port is silent the pipeline's clock is moved on with the wall
@@ -32,16 +34,17 @@ from storage.store import StoreError
 from storage.worker import StoreWorker
 
 from . import service
-from .config import ConfigError, load_dids
+from .config import Config
 from .control import ControlServer
 from .health import StoreHealth
 from .metrics import MetricsServer
 from .notify import Notifier
-from .watch import FileWatch
+from .watch import DidReloader, FileWatch
 
 log = logging.getLogger(__name__)
 
 HEALTH_PERIOD = 10.0
+ALERTS = ("direction_unknown", "store_volume_unencrypted", "did_file_broken")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -52,6 +55,7 @@ class Daemon:
         self.reload_requested = False
         self.notifier = Notifier()
         self.started = time.time()
+        self.alerts: dict[str, str] = {}  # standing conditions, first in STATUS= and recorderctl status
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -64,16 +68,24 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        config = service.start("recorderd", self.config_path)
+        config = service.start("recorderd", self.config_path, mode="service")
         if config is None:
             return 2
         self.config = config
+        if config["capture.direction"] == "unknown":
+            self.alerts["direction_unknown"] = "DIRECTION UNKNOWN: internal and outbound calls are recorded too"
+            log.critical("capture.direction is unknown (no capture.trunk_networks): every call to a designated number "
+                         "is recorded, internal and outbound ones too, where only inbound calls may be (Art. 2(1)); "
+                         "set capture.trunk_networks", extra={"EVENT": "direction-unknown"})  # fmt: skip
         store = service.open_store(config)
         try:
             store.open()
             store.check_key()
         except StoreError as exc:
             log.critical("%s", exc, extra={"EVENT": "store-unusable"})
+            return 2
+        if not self._volume_allowed(config):
+            store.close()
             return 2
         recovered = recover_spool(store)
         worker = service.store_worker(config)  # keeping and retention, off the capture loop
@@ -91,7 +103,8 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         faulthandler.register(signal.SIGUSR1)  # a technician can dump the stacks: kill -USR1
-        watch = FileWatch(config["dids_file"], self._on_did_file_changed)
+        self.reloader = DidReloader(config["dids_file"], on_start=self.notifier.reloading)
+        watch = FileWatch(config["dids_file"], self.reloader.request)
         metrics = MetricsServer(config["metrics.listen"]) if config["metrics.listen"] else None
         health = StoreHealth(store, config["store.warn_free_percent"], config["store.critical_free_mb"])
         store_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -116,6 +129,7 @@ class Daemon:
             _syncfs(store_fd)
             os.close(store_fd)
             watch.stop()
+            self.reloader.stop()
             if metrics:
                 metrics.stop()
             store.close()
@@ -139,7 +153,9 @@ class Daemon:
                 return
             if self.reload_requested:
                 self.reload_requested = False
-                self._reload_dids(pipeline)
+                self.reloader.request()
+            if self.reloader.result is not None:
+                self._swap_dids(pipeline)
             now = time.monotonic()
             if now < next_second:
                 continue
@@ -147,6 +163,8 @@ class Daemon:
             self._capture_stats(pipeline, source)
             pipeline.counters["erasures"] = worker.erased
             pipeline.counters["keep_failures"] = worker.failed
+            for alert in ALERTS:  # for recorderctl status, through the service's status reply
+                pipeline.counters[alert] = int(alert in self.alerts)
             self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
             if metrics:
                 metrics.publish(pipeline.counters, len(pipeline.tracker.calls), health)
@@ -163,18 +181,35 @@ class Daemon:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def _on_did_file_changed(self) -> None:
-        self.reload_requested = True
+    def _volume_allowed(self, config: Config) -> bool:
+        """The store on an encrypted volume, or the site's opt-out said loudly at each start."""
+        volume = service.store_volume(config)
+        if volume is not None and volume.encrypted:
+            log.info("store volume: %s", volume.how, extra={"EVENT": "store-volume"})
+            return True
+        how = volume.how if volume is not None else "not readable"
+        if config["store.require_encrypted_volume"]:
+            log.critical("the store %s is not on an encrypted volume (%s): not starting. Put it on a LUKS volume "
+                         "(cryptsetup luksFormat), or set store.require_encrypted_volume: false if the site has "
+                         "decided otherwise", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})  # fmt: skip
+            return False
+        self.alerts["store_volume_unencrypted"] = "STORE VOLUME NOT ENCRYPTED"
+        log.critical("the store %s is NOT on an encrypted volume (%s); running because store.require_encrypted_volume "
+                     "is false", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})  # fmt: skip
+        return True
 
-    def _reload_dids(self, pipeline: CapturePipeline) -> None:
-        self.notifier.reloading()
-        path = self.config["dids_file"]
-        try:
-            dids = load_dids(path)
-        except ConfigError as exc:
+    def _swap_dids(self, pipeline: CapturePipeline) -> None:
+        """The reader thread's outcome: the new list in force at once, or the old one kept, said."""
+        outcome = self.reloader.take()
+        if outcome is None:
+            return
+        dids, error = outcome
+        if error is not None:
+            self.alerts["did_file_broken"] = f"DID FILE REFUSED: the previous list ({len(pipeline.tracker.dids)}) in force"
             log.error("DID list not reloaded, the previous list (%d numbers) stays in force: %s",
-                      len(pipeline.tracker.dids), exc, extra={"EVENT": "reload-failed"})  # fmt: skip
-        else:
+                      len(pipeline.tracker.dids), error, extra={"EVENT": "reload-failed"})  # fmt: skip
+        elif dids is not None:
+            self.alerts.pop("did_file_broken", None)
             pipeline.tracker.dids = dids  # one reference swap: calls in progress keep their DID
             log.info("DID list reloaded: %d designated numbers (%s)", len(dids),
                      ", ".join(d.label for d in dids.dids), extra={"EVENT": "reload"})  # fmt: skip
@@ -190,7 +225,8 @@ class Daemon:
 
     def _status(self, pipeline: CapturePipeline, source: RingSource, health: StoreHealth) -> str:
         c = pipeline.counters
-        return (f"{len(pipeline.tracker.calls)} active calls, {c['calls_recorded']} recorded, "
+        alerts = "".join(f"{text}; " for text in self.alerts.values())
+        return (f"{alerts}{len(pipeline.tracker.calls)} active calls, {c['calls_recorded']} recorded, "
                 f"{c['kernel_drops']} drops, store {health.free_text()} free")  # fmt: skip
 
     def _stats_line(self, pipeline: CapturePipeline) -> None:

@@ -1,6 +1,7 @@
 """``python -m recorderd.demo CONFIG OUT``: the bundled config for ``make run``, acting as whoever runs
 it — that user's group is given every role (recorderctl refuses a user in no role group, root too),
-and the control socket sits beside the demo store instead of in /run."""
+the control socket sits beside the demo store instead of in /run, and the trunk side is that of the
+bundled captures."""
 from __future__ import annotations
 
 import grp
@@ -12,6 +13,9 @@ import yaml
 from .config import load
 
 ROLES = ("manager", "staff", "technician", "auditor")
+# The carrier side of the bundled captures (pcap_fixtures/generator.py: TRUNK and the IPv6 call's
+# SBC): calls from there are inbound, the rest (an extension dialling out) are not recorded.
+DEMO_TRUNK = ["203.0.113.0/24", "2001:db8:5::/48"]
 
 
 def main(argv: list[str]) -> int:
@@ -19,6 +23,7 @@ def main(argv: list[str]) -> int:
     config = load(source)
     group = grp.getgrgid(os.getgid()).gr_name
     demo = {
+        "capture": {"trunk_networks": config["capture.trunk_networks"] or DEMO_TRUNK},
         "store": {"path": config.store_path},
         "dids_file": config["dids_file"],
         "vault": {"key_file": config["vault.key_file"]},

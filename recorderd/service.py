@@ -1,4 +1,4 @@
-"""Wiring: config -> store -> capture pipeline, shared by replay and (later) the live service."""
+"""Wiring: config -> store -> capture pipeline, shared by replay, the live service and recorderctl."""
 from __future__ import annotations
 
 import logging
@@ -11,27 +11,85 @@ from typing import Any
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
 from storage.store import Store
+from storage.volume import Volume, examine
 from storage.worker import StoreWorker
 
 from . import journal
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, direction_problem, load
 
 log = logging.getLogger(__name__)
 
 UMASK = 0o077
 
 
-def start(prog: str, config_path: str) -> Config | None:
+def start(prog: str, config_path: str, *, mode: str = "replay") -> Config | None:
     """What every entry point does first: umask 077, the config (an error is printed, naming the
-    file, key and value: None), then logging at the configured level."""
+    file, key and value: None), then logging at the configured level.
+
+    ``mode``: ``service`` (the live service: it may not start without knowing which calls are inbound),
+    ``replay`` (an analysis tool: the same, said in one warning line) or ``ctl`` (recorderctl: a
+    broken DID file does not stop the commands that do not need it, the running service has its own)."""
     set_umask()
     try:
-        config = load(config_path)
+        config = load(config_path, dids_optional=mode == "ctl")
     except ConfigError as exc:
         print(f"{prog}: config error: {exc}", file=sys.stderr, flush=True)
         return None
+    problem = direction_problem(config)
+    if problem and mode == "service":
+        print(f"{prog}: config error: {problem}", file=sys.stderr, flush=True)
+        return None
+    if problem and mode == "replay":
+        print(f"{prog}: warning: capture.trunk_networks is empty: every call to a designated number is taken as "
+              "inbound, internal and outbound ones too (the live service refuses this)", file=sys.stderr, flush=True)  # fmt: skip
     journal.setup(config["logging.level"])
     return config
+
+
+def store_volume(config: Config) -> Volume | None:
+    """What the store's volume is (None: the store cannot be reached from here)."""
+    try:
+        return examine(config.store_path)
+    except OSError:
+        return None
+
+
+def status_warnings(config: Config, service: dict[str, Any]) -> list[str]:
+    """What ``recorderctl status`` must say first: the service's standing conditions (from its
+    status reply when it runs, else from the config), and a DID file on disk that is broken."""
+    running = bool(service.get("running"))
+    counters = service.get("counters") or {}
+    notes = []
+    if config.dids_error is not None:
+        notes.append(f"the DID file on disk is broken ({config.dids_error}): " + (
+            "the service runs on the previous list; fix the file (its reload is refused until then)" if running
+            else "the service cannot start until it is fixed"))  # fmt: skip
+    if counters.get("direction_unknown") if running else config["capture.direction"] == "unknown":
+        notes.append("capture.direction: unknown: every call to a designated number is recorded, internal and "
+                     "outbound ones too (Art. 2(1): inbound only); set capture.trunk_networks")  # fmt: skip
+    elif not running and direction_problem(config):
+        notes.append(f"the service will not start: {direction_problem(config)}")
+    if running:
+        unencrypted = bool(counters.get("store_volume_unencrypted"))
+    else:
+        volume = store_volume(config)
+        unencrypted = volume is not None and not volume.encrypted
+    if unencrypted:
+        notes.append("the store is not on an encrypted volume" + (
+            " (store.require_encrypted_volume: false)" if not config["store.require_encrypted_volume"]
+            else ": the service will not start (put it on LUKS, or set store.require_encrypted_volume: false)"))  # fmt: skip
+    return notes
+
+
+def annotate_status(config: Config, reply: Any) -> Any:
+    """``recorderctl status``'s reply with :func:`status_warnings` first (text) and as ``warnings`` (JSON)."""
+    if getattr(reply, "rc", 1) != 0 or not isinstance(reply.data, dict):
+        return reply
+    notes = status_warnings(config, reply.data.get("service") or {})
+    reply.data["warnings"] = notes
+    if notes:
+        reply.text = "\n".join([*(f"WARNING: {n}" for n in notes), reply.text])
+    return reply
 
 
 def open_store(config: Config) -> Store:

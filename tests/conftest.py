@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +30,20 @@ settings.register_profile("fuzz", max_examples=100_000, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Each site has its own control socket, and the user running the tests has every role through its
-# own primary group (the role tests give a site groups of their own: later YAML keys win).
+# own primary group (the role tests give a site groups of their own: a top-level key of a test's
+# settings replaces the default one, as a later YAML key did). The tests' stores are not on LUKS:
+# their configs opt out (store.require_encrypted_volume: false) unless a test says otherwise.
 _RUNNER_GROUP = grp.getgrgid(os.getgid()).gr_name
 SITE_DEFAULTS = "control: {socket: control.sock}\nroles: {%s}\n" % ", ".join(
     f"{role}_group: {_RUNNER_GROUP}" for role in ("manager", "staff", "technician", "auditor"))
+
+
+def _merged(*texts: str) -> dict:
+    out: dict = {}
+    for text in texts:
+        out.update(yaml.safe_load(text) or {})
+    out["store"].setdefault("require_encrypted_volume", False)
+    return out
 
 
 class Site:
@@ -45,7 +56,8 @@ class Site:
             shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
         else:
             (root / "dids.yaml").write_text(json.dumps({"dids": dids}, ensure_ascii=False), encoding="utf-8")
-        self.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\n{SITE_DEFAULTS}{settings}", encoding="utf-8")
+        config = _merged("store: {path: store}\ndids_file: dids.yaml\n", SITE_DEFAULTS, settings)
+        self.config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
         self.store = root / "store"
 
     def ctl(self, *args: str) -> int:
