@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from . import database
 from .scrub import scrub, scrub_tree
 
 GENESIS = "0" * 64
@@ -82,9 +82,7 @@ def _digest(seq: int, event: AuditEvent, prev_hash: str) -> str:
 
 class AuditLog:
     def __init__(self, path: str) -> None:
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        self.db = database.connect(path)  # WAL, full sync; read-only on a full disk
 
     def create(self) -> None:
         self.db.executescript(SCHEMA)

@@ -20,6 +20,7 @@ import os
 import sqlite3
 from typing import Any
 
+from . import database
 from .scrub import scrub, scrub_tree
 
 SCHEMA = """
@@ -88,11 +89,9 @@ class Casework:
         """Open (and create, 0600, owned like the store) the casework file at ``path``."""
         fresh = not os.path.exists(path)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
+        self.db = database.connect(path, foreign_keys=True)  # read-only on a full disk
+        if fresh or not database.is_read_only(self.db):
+            self.db.executescript(SCHEMA)
         if fresh:
             os.chmod(path, 0o600)
             st = os.stat(os.path.dirname(path))

@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from . import database
+
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,11 +115,7 @@ class DuplicateRecording(Exception):
 class Index:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA secure_delete = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db = database.connect(path, foreign_keys=True, secure_delete=True)  # read-only on a full disk
 
     def close(self) -> None:
         self.db.close()

@@ -150,7 +150,10 @@ class Store:
         if not self.index.initialised():
             raise StoreNotInitialised(f"{self.index_path} is not a recorderd index: run 'recorderctl init'")
         self.audit = AuditLog(self.audit_path)
-        self._note_retention_policy()
+        try:
+            self._note_retention_policy()
+        except sqlite3.Error as exc:  # a full disk (the index is read-only then): noted at a later open
+            log.warning("the retention policy could not be noted in the index (%s)", exc)
         return self
 
     def _note_retention_policy(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from storage import database
 from storage.audit import AuditEvent
 from storage.casework import Casework, CaseworkError
 from storage.scrub import MASK, MIN_DIGITS
@@ -236,14 +237,35 @@ def run(ctx: Context, name: str, raw: Any) -> Reply:
     return _outcome(ctx, name, reply, ctx.result)
 
 
+ANSWERED_UNAUDITED = ("status",)  # nothing personal in it: answered (and said so) when the audit log is full
+
+
 def _outcome(ctx: Context, name: str, reply: Reply, result: str) -> Reply:
     try:
         ctx.audit(name, ctx.recording_id, ctx.detail, result)
     except Exception:
-        log.exception("could not write the audit row for %s by %s", name, ctx.caller.user)
+        full = _store_full(ctx)
+        if full:
+            log.error("could not write the audit row for %s by %s: the store's disk is full", name, ctx.caller.user,
+                      extra={"EVENT": "audit-failed"})  # fmt: skip
+        else:
+            log.exception("could not write the audit row for %s by %s", name, ctx.caller.user)
+        if name in ANSWERED_UNAUDITED and reply.rc == 0:
+            reply.text += "\n(this request is not in the audit log: " + ("the store's disk is full)" if full else "it cannot be written)")
+            return reply
+        if full:
+            return Reply(1, error="the store's disk is full, so the audit log cannot be written: nothing is shown or done "
+                                  "without a record of it; free space on the store ('recorderctl status' shows it)")  # fmt: skip
         return Reply(1, error="the audit log cannot be written: nothing was done without a record of it"
                      if reply.rc != 0 else "the action was done but its audit row could not be written")  # fmt: skip
     return reply
+
+
+def _store_full(ctx: Context) -> bool:
+    try:
+        return database.free_bytes(ctx.store.audit_path) < database.FULL_BELOW
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

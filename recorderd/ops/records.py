@@ -157,7 +157,8 @@ def status(ctx: Context, args: Args) -> Reply:
     data = {
         "service": ctx.live.status() if ctx.live else {"running": False},
         "store": {"path": ctx.store.root, "recordings": count, "bytes": size, "on_hold": held,
-                  "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize},
+                  "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
+                  "full": st.f_bavail * st.f_frsize < int(ctx.config["store.critical_free_mb"]) << 20},
         "retention": {"days": ctx.store.retention_days, "last_erasure": iso(last[1], ctx) if last else None,
                       "last_erased_id": last[0] if last else None, "next_due": iso(nxt, ctx),
                       "clock_jump": ({**asdict(jump), "text": jump.text(ctx.store.tz)}
@@ -180,12 +181,18 @@ def status_text(d: dict[str, Any]) -> str:
     return "\n".join([
         service,
         f"store: {store['path']}: {store['recordings']} recording(s), {store['bytes'] / 2**20:.1f} MiB, "
-        f"{store['on_hold']} on hold; {store['free_bytes'] / 2**30:.1f} GiB ({free:.0f}%) free",
+        f"{store['on_hold']} on hold; {_size(store['free_bytes'])} ({free:.0f}%) free"
+        + ("; FULL: below store.critical_free_mb, new calls are not recorded (nothing kept is deleted to make "
+           "room: free space on the store)" if store.get("full") else ""),
         f"retention: {ret['days']} days; last erasure {ret['last_erasure'] or 'none yet'}"
         + (f" ({ret['last_erased_id']})" if ret["last_erased_id"] else "") + f"; next due {ret['next_due'] or 'none'}",
         f"exported copies past expiry: {d['copies_past_expiry']}",
         *([f"RETENTION STOPPED: {ret['clock_jump']['text']}"] if ret.get("clock_jump") else []),
     ])  # fmt: skip
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # -- holds (Art. 5(2)) ---------------------------------------------------------------------------
