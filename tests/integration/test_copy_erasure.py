@@ -79,10 +79,8 @@ def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
     try:
         subprocess.run(["groupadd", group], check=True, capture_output=True)
         subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, user], check=True, capture_output=True)
-        site = Site(base)
-        site.config.write_text("store: {path: store}\ndids_file: dids.yaml\ncontrol: {socket: control.sock}\n"
-                               f"roles: {{manager_group: root, staff_group: {group}, technician_group: root, "
-                               "auditor_group: root}\n", encoding="utf-8")  # fmt: skip
+        site = Site(base, None, f"roles: {{manager_group: root, staff_group: {group}, technician_group: root, "
+                                "auditor_group: root}\n")  # fmt: skip
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)
         site.init()
