@@ -119,11 +119,15 @@ class ClockGuard:
         """A manager says the clock is right now: the jump (if any) is cleared and measured from here."""
         waiting = pending(self.index)
         self.index.delete_meta(JUMP)
-        self._set_reference(self.wall(), self.steady(), self.boot())
+        # Recordings kept while the clock was wrong keep their times: the newest of them is not a
+        # new step back once the manager has said the clock is right.
+        self._set_reference(self.wall(), self.steady(), self.boot(), accepted=self.index.newest_start())
         return waiting
 
-    def _set_reference(self, now: float, mono: float, boot: str) -> None:
-        self._save(REFERENCE, {"wall": now, "steady": mono, "boot": boot})
+    def _set_reference(self, now: float, mono: float, boot: str, accepted: float | None = None) -> None:
+        if accepted is None:
+            accepted = (self._reference() or {}).get("accepted")
+        self._save(REFERENCE, {"wall": now, "steady": mono, "boot": boot, "accepted": accepted})
 
     def _save(self, key: str, value: dict[str, Any]) -> None:
         try:
@@ -157,6 +161,7 @@ class ClockGuard:
                 return ClockJump("forward", now - ref["wall"], now, "since the last retention run, across a restart of "
                                  "the machine: the time between cannot be measured")  # fmt: skip
         newest = self.index.newest_start()
-        if newest is not None and now < newest - BACK_TOLERANCE:
+        accepted = (ref or {}).get("accepted")
+        if newest is not None and now < newest - BACK_TOLERANCE and not (isinstance(accepted, (int, float)) and newest <= accepted):
             return ClockJump("back", now - newest, now, "earlier than the start of the newest recording")
         return None

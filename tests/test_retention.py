@@ -395,3 +395,14 @@ def test_clock_jump_under_faketime_directly(site: Site, capsys: pytest.CaptureFi
     after = at("2026-10-12 03:00:20", "retention", "run")
     assert after.returncode == 0 and f"erased {rec['id']}" in after.stdout, after.stdout + after.stderr
     assert site.stored_files() == []
+
+
+def test_recordings_made_while_the_clock_was_ahead_do_not_stop_retention_again(kept) -> None:  # type: ignore[no-untyped-def]
+    """After a confirmed correction, a recording that started by the wrong clock (later than now) is
+    not a new step back: retention goes on."""
+    site, store, clock, recs = kept
+    clock.t = jst("2026-09-21 12:00:00")  # earlier than the newest call's start
+    assert RetentionWorker(store).run().clock_jump is not None
+    assert _confirm_clock(site, clock).rc == 0  # type: ignore[attr-defined]
+    clock.t += 60
+    assert RetentionWorker(store).run().clock_jump is None
