@@ -162,6 +162,7 @@ class ClockGuard:
                                  "the machine: the time between cannot be measured")  # fmt: skip
         newest = self.index.newest_start()
         accepted = (ref or {}).get("accepted")
-        if newest is not None and now < newest - BACK_TOLERANCE and not (isinstance(accepted, (int, float)) and newest <= accepted):
+        known = isinstance(accepted, (int, float)) and newest is not None and newest <= accepted
+        if newest is not None and now < newest - BACK_TOLERANCE and not known:
             return ClockJump("back", now - newest, now, "earlier than the start of the newest recording")
         return None
