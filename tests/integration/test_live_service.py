@@ -23,6 +23,7 @@ from storage.wav import channel_bytes
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
+TRUNK = "trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"]"  # the fixtures' carrier side (generator.TRUNK)
 
 
 def _root_netns() -> None:
@@ -64,6 +65,7 @@ class Service:
         self.notify.bind(self.notify_path)
         self.notify.settimeout(0.2)
         self.messages: list[str] = []
+        self.stamps: list[float] = []  # when each message arrived (time.monotonic())
         self.log = tmp / f"service-{uuid.uuid4().hex[:6]}.log"
         env = {**os.environ, "NOTIFY_SOCKET": self.notify_path, "WATCHDOG_USEC": "2000000"}
         env.pop("JOURNAL_STREAM", None)
@@ -78,7 +80,9 @@ class Service:
     def _read(self) -> None:
         while True:
             try:
-                self.messages.append(self.notify.recv(4096).decode())
+                message = self.notify.recv(4096).decode()
+                self.stamps.append(time.monotonic())
+                self.messages.append(message)
             except TimeoutError:
                 continue
             except OSError:
@@ -126,7 +130,7 @@ def span():  # type: ignore[no-untyped-def]
 def live_site(tmp: Path, name: str, dids: list[dict] | None = None) -> Site:
     root = tmp / name
     root.mkdir()
-    settings = "capture: {interfaces: [span-rx], ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}\n"
+    settings = f"capture: {{interfaces: [span-rx], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}}\n"
     return Site(root, dids, settings).init()
 
 
@@ -254,6 +258,67 @@ def test_did_list_reload_by_edit_and_sighup_and_a_bad_file(span: Span, tmp_path:
     assert any("RELOADING=1" in m for m in service.messages)
 
 
+def test_a_shift_jis_or_huge_did_file_is_refused_while_capture_goes_on(span: Span, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Issue 16, items 5, 16, 17: a Windows editor's Shift_JIS file crashed the service; a broken file
+    made every recorderctl command fail; a large file stalled capture on the capture thread."""
+    site = live_site(tmp_path, "live", [{"number": "044-200-2111", "label": "本庁舎代表"}])
+    service = Service(span, site, tmp_path)
+    dids = site.root / "dids.yaml"
+    dids.write_bytes('dids:\n  - {number: "044-200-3939", label: "サンキューコールかわさき"}\n'.encode("shift_jis"))
+    service.wait_log("dids.yaml: not UTF-8 at byte 43 (line 2): save it as UTF-8")
+    assert "the previous list (1 numbers) stays in force" in service.log.read_text()
+    service.wait_for("DID FILE REFUSED: the previous list (1) in force", 5)  # systemctl status
+    capsys.readouterr()
+    assert site.ctl("status") == 0  # through the socket
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: the DID file on disk is broken (dids.yaml: not UTF-8 at byte 43 (line 2)")
+    assert "the service runs on the previous list" in out and "service: running" in out
+    assert site.list(capsys) == []
+    lines = ["dids:"] + [f'  - {{number: "044-{i // 10000 % 1000:03d}-{i % 10000:04d}", label: "l{i}"}}' for i in range(22_000)]
+    dids.write_text("\n".join(lines) + '\n  - {number: "044-200-39x9", label: broken}\n', encoding="utf-8")  # < 1 MiB
+    start = time.monotonic()
+    service.wait_log('dids[22000].number: "044-200-39x9" is not a phone number', 90)
+    took = time.monotonic() - start
+    beats = [t for t, m in zip(service.stamps, service.messages) if "WATCHDOG=1" in m and t >= start]
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert took > 2 and len(beats) >= took - 2 and max(gaps) < 2.5, (took, gaps)  # the loop never waited on it
+    dids.write_text('dids:\n  - {number: "044-200-3939", label: サンキューコールかわさき}\n', encoding="utf-8")
+    service.wait_log("DID list reloaded: 1 designated numbers (サンキューコールかわさき)")
+    pcap = tmp_path / "after.pcap"
+    write_pcap(str(pcap), _call("after-fix", 1_790_000_000.0, talk=0.5, seed=5).packets())
+    span.replay(pcap, multiplier=5)
+    time.sleep(1.3)
+    assert service.stop() == 0
+    assert [r["call_id"] for r in site.list(capsys)] == ["after-fix"]
+
+
+def test_direction_unknown_starts_loudly_and_says_so(span: Span, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16, items 9 and 12: a site that cannot name its trunk side chooses capture.direction:
+    unknown, and every start, STATUS= and recorderctl status say so; likewise the volume opt-out."""
+    root = tmp_path / "live"
+    root.mkdir()
+    site = Site(root, None, "capture: {interfaces: [span-rx], direction: unknown, ring_mb: 8, block_timeout_ms: 20}\n").init()
+    service = Service(span, site, tmp_path)
+    log = service.log.read_text()
+    assert ("CRITICAL recorderd.daemon: capture.direction is unknown (no capture.trunk_networks): every call to a "
+            "designated number is recorded, internal and outbound ones too") in log  # fmt: skip
+    assert "[EVENT=direction-unknown]" in log and "[EVENT=store-volume-unencrypted]" in log
+    assert any("STATUS=DIRECTION UNKNOWN: internal and outbound calls are recorded too; STORE VOLUME NOT ENCRYPTED; "
+               in m for m in service.messages)  # fmt: skip
+    service.wait_for("WATCHDOG=1", 5)
+    time.sleep(1.2)  # the counters the status reply carries are set each second
+    capsys.readouterr()
+    assert site.ctl("status") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        "WARNING: capture.direction: unknown: every call to a designated number is recorded, internal and outbound "
+        "ones too (Art. 2(1): inbound only); set capture.trunk_networks",
+        "WARNING: the store is not on an encrypted volume (store.require_encrypted_volume: false)",
+    ]  # fmt: skip
+    assert service.stop() == 0
+
+
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = needs_tool("systemd-analyze")
     root = Path(__file__).resolve().parents[2]
@@ -269,7 +334,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_store_full_is_loud_and_deletes_nothing(span: Span, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "live"
     root.mkdir()
-    site = Site(root, None, "capture: {interfaces: [span-rx], ring_mb: 8, block_timeout_ms: 20}\n"
+    site = Site(root, None, f"capture: {{interfaces: [span-rx], {TRUNK}, ring_mb: 8, block_timeout_ms: 20}}\n"
                             "store: {path: store, critical_free_mb: 999999}\n").init()  # fmt: skip
     site.replay(FIXTURES / "inbound-alaw.pcap")  # one recording already kept
     kept = site.list(capsys)

@@ -128,7 +128,7 @@ def env() -> Iterator[Env]:
             _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *extra, user)
             users[role] = user
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in (M, S, T, A))
-        settings = ("capture: {interfaces: [span-rx], ring_mb: 8, block_timeout_ms: 20}\n"
+        settings = ("capture: {interfaces: [span-rx], trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"], ring_mb: 8, block_timeout_ms: 20}\n"
                     f"roles: {{{roles}}}\n")  # fmt: skip
         site = Site(base, None, settings)
         for name in ("recorderd.yaml", "dids.yaml"):

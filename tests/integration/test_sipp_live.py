@@ -63,7 +63,7 @@ def test_sipp_call_with_hold_is_recorded_live(link: tuple[str, str], tmp_path: P
 
     root = tmp_path / "site"
     root.mkdir()
-    site = Site(root, None, "capture: {interfaces: [pbx0], ring_mb: 8, block_timeout_ms: 20}\n").init()
+    site = Site(root, None, f"capture: {{interfaces: [pbx0], trunk_networks: [{CALLER_IP}/32], ring_mb: 8, block_timeout_ms: 20}}\n").init()
     service = subprocess.Popen(["ip", "netns", "exec", pbx, str(Path(sys.executable).parent / "recorderd"),
                                 "--config", str(site.config)], stdout=open(tmp_path / "service.log", "w"),
                                stderr=subprocess.STDOUT)  # fmt: skip
