@@ -25,6 +25,9 @@ COUNTERS = {
     "rtp_malformed": "Malformed RTP packets dropped",
     "rtp_other_source": "RTP packets dropped: from another address than the call's sender",
     "erasures": "Recordings erased by retention",
+    "control_refused_busy": "recorderctl connections refused: every request slot taken",
+    "control_refused_uid_limit": "recorderctl connections refused: that uid had its share of the slots",
+    "control_request_timeouts": "recorderctl requests cut off: not whole within the request deadline",
 }
 
 

@@ -14,14 +14,17 @@ import logging
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import FIXTURES, ROOT, Site, needs_tool
@@ -29,6 +32,7 @@ from conftest import FIXTURES, ROOT, Site, needs_tool
 from recorderd import control
 from recorderd.config import load
 from recorderd.control import MAX_PER_UID, REQUEST_DEADLINE, ControlServer
+from recorderd.metrics import MetricsServer
 from recorderd.service import build_pipeline
 from storage.audit import AuditLog
 from storage.casework import Casework
@@ -281,6 +285,18 @@ print(json.dumps({"after": time.monotonic() - began, "cut": cut}), flush=True)
     lines = [r.getMessage() for r in caplog.records if "refused a connection" in r.getMessage()]
     assert lines == [f"control socket: refused a connection from uid {env.uid('idler')}: it has 4 requests in progress already"]
     assert env.users["idler"] not in " ".join(r.getMessage() for r in caplog.records)  # the uid, not who it is
+    # The service publishes its counters (these among them) to the metrics endpoint as they are.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = MetricsServer(f"127.0.0.1:{port}")
+    try:
+        metrics.publish(env.server.counters, 0, SimpleNamespace(free_bytes=1))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        metrics.stop()
+    assert f"recorderd_control_refused_uid_limit_total {refused_before + 12 - MAX_PER_UID}" in body
+    assert f"recorderd_control_request_timeouts_total {env.server.counters['control_request_timeouts']}" in body
 
 
 # -- item 20: a crowd gets answers or "busy", never a broken pipe -----------------------------------------
