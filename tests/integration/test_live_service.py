@@ -282,7 +282,7 @@ def test_a_shift_jis_or_huge_did_file_is_refused_while_capture_goes_on(span: Spa
     took = time.monotonic() - start
     beats = [t for t, m in zip(service.stamps, service.messages) if "WATCHDOG=1" in m and t >= start]
     gaps = [b - a for a, b in zip(beats, beats[1:])]
-    assert took > 2 and len(beats) >= took - 2 and max(gaps) < 2.5, (took, gaps)  # the loop never waited on it
+    assert len(beats) >= took - 2 and max(gaps, default=0) < 2.5, (took, gaps)  # the loop never waited on it (5 s here before)
     dids.write_text('dids:\n  - {number: "044-200-3939", label: サンキューコールかわさき}\n', encoding="utf-8")
     service.wait_log("DID list reloaded: 1 designated numbers (サンキューコールかわさき)")
     pcap = tmp_path / "after.pcap"
