@@ -22,7 +22,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,15 +73,17 @@ class Env:
     users: dict[str, str]  # name in the test -> Unix user
     recording: str
     sha256: str
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
     def sock(self) -> str:
         return str(self.base / "control.sock")
 
     def start(self, who: str, code: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-c", PRELUDE + code, self.users[who], str(self.site.config), self.sock],
+        self.procs.append(subprocess.Popen([sys.executable, "-c", PRELUDE + code, self.users[who], str(self.site.config), self.sock],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd="/")  # fmt: skip
+                                cwd="/"))  # fmt: skip
+        return self.procs[-1]
 
     def run(self, who: str, code: str, timeout: float = 60) -> str:
         proc = self.start(who, code)
@@ -139,6 +141,7 @@ def env() -> Iterator[Env]:
     users: dict[str, str] = {}
     groups: list[str] = []
     server = store = None
+    procs: list[subprocess.Popen[str]] = []
     try:
         for role in ROLE_GROUPS:
             _sh("groupadd", f"{tag}-{role[:3]}")
@@ -164,8 +167,12 @@ def env() -> Iterator[Env]:
         config = load(str(site.config))
         server = ControlServer(config, pipeline=build_pipeline(config, store))
         assert server.start()
-        yield Env(base, site, server, tag, users, row.id, row.sha256)
+        yield Env(base, site, server, tag, users, row.id, row.sha256, procs)
     finally:
+        for proc in procs:  # a client left running by a failed test would keep its user from userdel
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if server is not None:
             server.stop()
         if store is not None:
