@@ -15,7 +15,7 @@ import sys
 from storage.store import StoreError
 
 from . import service
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, direction_problem, load
 
 READY = 0
 NOT_READY = 1  # ExecCondition: 1-254 skip the start; 255 or a signal would fail the unit
@@ -29,8 +29,8 @@ def problems(config_path: str) -> list[str]:
     except ConfigError as exc:
         return [f"config error: {exc}"]
     found = _interface_problems(config) + _direction_problems(config)
-    found += _store_problems(config)
-    return found
+    store = _store_problems(config)
+    return found + (store or _volume_problems(config))
 
 
 def _interface_problems(config: Config) -> list[str]:
@@ -43,13 +43,20 @@ def _interface_problems(config: Config) -> list[str]:
 
 
 def _direction_problems(config: Config) -> list[str]:
-    # With no trunk networks the service cannot tell inbound from outbound calls; it then starts only
-    # when the site says so (capture.direction: unknown), where that setting exists.
-    direction = config.values.get("capture.direction")
-    if config["capture.trunk_networks"] or direction in (None, "unknown"):
+    problem = direction_problem(config)  # no trunk networks: inbound calls cannot be told apart
+    return [problem] if problem else []
+
+
+def _volume_problems(config: Config) -> list[str]:
+    if not config["store.require_encrypted_volume"]:
+        return []  # the daemon says it loudly at each start
+    volume = service.store_volume(config)
+    if volume is not None and volume.encrypted:
         return []
-    return [f"capture.trunk_networks is empty: set the trunk side's networks in {config.file} "
-            "(or capture.direction: unknown to record without telling inbound from outbound)"]  # fmt: skip
+    how = volume.how if volume is not None else "not readable"
+    return [f"the store {config.store_path} is not on an encrypted volume ({how}): put it on a LUKS volume "
+            f"(cryptsetup luksFormat), or set store.require_encrypted_volume: false in {config.file} if the site "
+            "has decided otherwise"]  # fmt: skip
 
 
 def _store_problems(config: Config) -> list[str]:

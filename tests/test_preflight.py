@@ -38,7 +38,7 @@ def test_an_interface_the_box_does_not_have(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_store_not_initialised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    site = Site(tmp_path, settings="capture: {interfaces: [lo]}\n")
+    site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n")
     rc, lines = _preflight(site, capsys)
     assert rc == 1
     assert any("is not initialised: run 'sudo -u recorderd recorderctl --config" in line and "init'" in line
@@ -47,7 +47,7 @@ def test_store_not_initialised(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_unreadable_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    site = Site(tmp_path, settings="capture: {interfaces: [lo]}\n").init()
+    site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n").init()
     (tmp_path / "master.key").chmod(0o644)  # readable by others: refused by the vault
     rc, lines = _preflight(site, capsys)
     assert rc == 1
@@ -55,17 +55,34 @@ def test_unreadable_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_config_error_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    site = Site(tmp_path, settings="capture: {interfaces: [lo]}\n").init()
-    site.config.write_text(site.config.read_text() + "capture: {interfaces: [lo], ring_mb: many}\n")
+    site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n").init()
+    site.config.write_text(site.config.read_text().replace("capture:\n", "capture:\n  ring_mb: many\n"))
     rc, lines = _preflight(site, capsys)
     assert rc == 1  # 1, not 2: ExecCondition skips the start rather than failing the unit
     assert any('capture.ring_mb: "many" is not a whole number' in line for line in lines)
 
 
 def test_ready(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    site = Site(tmp_path, settings="capture: {interfaces: [lo]}\n").init()
+    site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n").init()
     rc, lines = _preflight(site, capsys)
     assert (rc, lines) == (0, ["recorderd: ready to record"])
+
+
+def test_no_trunk_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path, settings="capture: {interfaces: [lo]}\n").init()
+    rc, lines = _preflight(site, capsys)
+    assert rc == 1
+    assert any("capture.trunk_networks: is empty" in line for line in lines)
+
+
+def test_store_not_on_an_encrypted_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The test's temporary folder is on no dm-crypt volume: without the site's opt-out the daemon
+    would refuse to start and systemd retry it; the preflight says why and the start is skipped."""
+    site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n"
+                                   "store: {path: store, require_encrypted_volume: true}\n").init()  # fmt: skip
+    rc, lines = _preflight(site, capsys)
+    assert rc == 1
+    assert any("is not on an encrypted volume" in line and "require_encrypted_volume: false" in line for line in lines)
 
 
 def test_shipped_config_names_no_span_port(tmp_path: Path) -> None:
