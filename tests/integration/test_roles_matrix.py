@@ -235,6 +235,8 @@ CELLS = [
     Cell("audit export", "audit-export", frozenset({M, A}), lambda e, r: ["audit", "export", "--out", _out(e, r, "audit.jsonl")]),
     Cell("verify", "verify", frozenset({M, T, A}), lambda e, r: ["verify"]),
     Cell("retention run", "retention-run", frozenset({M, T}), lambda e, r: ["retention", "run"]),
+    Cell("retention confirm-clock", "retention-confirm-clock", frozenset({M}),
+         lambda e, r: ["retention", "confirm-clock"]),
 ]
 
 
