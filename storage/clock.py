@@ -4,7 +4,8 @@ Erasure cannot be undone, so the wall clock is not taken on its word. At each re
 wall time is compared with where it should be: the wall time of the last run plus the time the
 kernel's boot clock (``CLOCK_BOOTTIME``, which a clock step does not move) says has passed since,
 and with the start of the newest recording. A jump forward of more than ``FORWARD_BOUND`` (the
-clock set 20 days ahead would erase recordings seconds old) or any step back (recordings would be
+clock set 20 days ahead would erase recordings seconds old; smaller steps count together, since the
+machine started or the clock was last confirmed) or any step back (recordings would be
 kept past their deadline without a word) is a *clock jump*: it is kept in the store (``store_meta``),
 logged CRITICAL once (``EVENT=clock-jump``), shown by ``recorderctl status``, and no recording, copy
 or audit row is erased by the clock until a manager runs ``recorderctl retention confirm-clock``.
@@ -97,6 +98,7 @@ class ClockGuard:
         self.wall = wall
         self.steady = steady
         self.boot = boot
+        self.ahead = 0.0  # s the wall clock was stepped forward in all (see _measure)
 
     def check(self) -> ClockJump | None:
         """None: the clock holds, and the reference moves on to now. Else the jump (found now, or
@@ -107,7 +109,7 @@ class ClockGuard:
         now, mono, boot = self.wall(), self.steady(), self.boot()
         jump = self._measure(now, mono, boot)
         if jump is None:
-            self._set_reference(now, mono, boot)
+            self._set_reference(now, mono, boot, ahead=self.ahead)
             return None
         self._save(JUMP, asdict(jump))
         log.critical("clock jump: the wall clock is %.0f s %s where it should be (%s): retention is stopped until "
@@ -124,10 +126,11 @@ class ClockGuard:
         self._set_reference(self.wall(), self.steady(), self.boot(), accepted=self.index.newest_start())
         return waiting
 
-    def _set_reference(self, now: float, mono: float, boot: str, accepted: float | None = None) -> None:
+    def _set_reference(self, now: float, mono: float, boot: str, accepted: float | None = None,
+                       ahead: float = 0.0) -> None:  # fmt: skip
         if accepted is None:
             accepted = (self._reference() or {}).get("accepted")
-        self._save(REFERENCE, {"wall": now, "steady": mono, "boot": boot, "accepted": accepted})
+        self._save(REFERENCE, {"wall": now, "steady": mono, "boot": boot, "accepted": accepted, "ahead": ahead})
 
     def _save(self, key: str, value: dict[str, Any]) -> None:
         try:
@@ -144,14 +147,22 @@ class ClockGuard:
             return None
 
     def _measure(self, now: float, mono: float, boot: str) -> ClockJump | None:
+        """The jump, if any; ``self.ahead`` is how far the wall clock was stepped in all since the
+        machine started or a manager last confirmed the clock (steps each under the bound add up)."""
         ref = self._reference()
+        self.ahead = 0.0
         if ref is not None:
             if boot and ref.get("boot") == boot and mono >= ref["steady"]:
                 elapsed = mono - ref["steady"]
                 drift = now - (ref["wall"] + elapsed)
+                before = ref.get("ahead")
+                self.ahead = (before if isinstance(before, (int, float)) else 0.0) + drift
                 if drift > FORWARD_BOUND:
                     return ClockJump("forward", drift, now, f"{_span(elapsed)} passed since the last retention run "
                                      f"by the boot clock, {_span(now - ref['wall'])} by the wall clock")  # fmt: skip
+                if self.ahead > FORWARD_BOUND:
+                    return ClockJump("forward", self.ahead, now, "steps of the wall clock, each smaller, add up to "
+                                     "that since the machine started or the clock was last confirmed")  # fmt: skip
                 if drift < -(BACK_TOLERANCE + SLEW * elapsed):
                     return ClockJump("back", drift, now, f"{_span(elapsed)} passed since the last retention run by "
                                      "the boot clock, the wall clock moved less")  # fmt: skip

@@ -353,6 +353,30 @@ def test_a_clock_stepped_back_stops_erasure_and_says_so(kept, caplog: pytest.Log
     assert len(worker.run().erased) == 2
 
 
+def test_forward_steps_each_under_the_bound_add_up(kept) -> None:  # type: ignore[no-untyped-def]
+    """A clock stepped 50 minutes ahead at each run (each step under the hour): by the second step it
+    is 100 minutes ahead, a jump, and after 17 such steps the recordings would have been erased 14 days early."""
+    site, store, clock, recs = kept
+    worker = RetentionWorker(store)
+    assert worker.run().clock_jump is None
+    clock.step(50 * 60)
+    clock.t += 60
+    assert worker.run().clock_jump is None  # one step of 50 minutes: under the bound
+    clock.step(50 * 60)
+    clock.t += 60
+    report = worker.run()
+    assert report.clock_jump is not None and report.clock_jump.kind == "forward"
+    assert 100 * 60 - 5 < report.clock_jump.seconds < 100 * 60 + 5
+    for _ in range(400):  # on to past the deadline by the stepped clock alone: nothing erased
+        clock.step(50 * 60)
+        clock.t += 60
+        assert worker.run().erased == []
+    assert len(site.stored_files()) == 2
+    assert _confirm_clock(site, clock).rc == 0  # type: ignore[attr-defined]
+    clock.t += 60
+    assert worker.run().clock_jump is None  # measured from the confirmed clock again
+
+
 @pytest.mark.parametrize("wall,kind", [(-3600.0, "back"), (2 * 86400.0, "forward"), (3 * 3600.0, None)])
 def test_across_a_reboot_the_last_run_is_the_reference(kept, wall: float, kind: str | None) -> None:  # type: ignore[no-untyped-def]
     """After a reboot the boot clock starts again: earlier than the last run is a step back, more
