@@ -225,8 +225,10 @@ def make_site(root: Path) -> Path:
     shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
     config = root / "recorderd.yaml"
     config.write_text(
-        "store: {path: store}\ndids_file: dids.yaml\nvault: {key_file: master.key}\ncontrol: {socket: control.sock}\n"
-        f"capture: {{interfaces: [{RX}], ring_mb: {RING_MB}}}\n"
+        # a bench store on a plain disk (no LUKS) and the generator's carrier side as the trunk
+        "store: {path: store, require_encrypted_volume: false}\ndids_file: dids.yaml\nvault: {key_file: master.key}\n"
+        f"control: {{socket: control.sock}}\ncapture: {{interfaces: [{RX}], ring_mb: {RING_MB}, "
+        "trunk_networks: [203.0.113.0/24]}\n"
         f'metrics: {{listen: "127.0.0.1:{METRICS_PORT}"}}\nlogging: {{stats_interval_s: 10}}\n',
         encoding="utf-8",
     )  # fmt: skip
