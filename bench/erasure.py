@@ -220,6 +220,8 @@ def idle(rows: int) -> dict:
             runs.append(time.perf_counter() - t)
             if report.erased or report.orphans:
                 raise RuntimeError("the idle store had something to erase")
+            if report.clock_jump is not None:  # a stopped run is no measure of an idle one
+                raise RuntimeError(f"retention stopped: {report.clock_jump}")
         index = store.db()
         parts: dict[str, list[float]] = {"due_s": [], "recordings_s": [], "walk_s": []}
         for _ in range(3):
