@@ -179,7 +179,7 @@ def day(count: int, seconds: float) -> dict:
 def idle(rows: int) -> dict:
     root = tempfile.mkdtemp(prefix="recorderd-bench-idle-")
     try:
-        now = DAY + 12 * 3600
+        now = DAY + 20 * 3600  # after the day's last call (retention's clock check refuses a clock before it)
         store = new_store(root, Clock(now))
         days = 15  # what 14 days of retention hold
         streams = json.dumps(STREAMS, separators=(",", ":"))
