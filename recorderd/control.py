@@ -33,7 +33,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from storage.store import Store, StoreError
@@ -68,8 +68,9 @@ def socket_path(config: Config) -> str:
 class ServiceView:
     """What the running service can tell a request (read from the capture thread's objects)."""
 
-    def __init__(self, pipeline: Any, health: Any, started: float) -> None:
+    def __init__(self, pipeline: Any, health: Any, started: float, alerts: Mapping[str, str] | None = None) -> None:
         self.pipeline, self.health, self.started = pipeline, health, started
+        self.alerts = alerts if alerts is not None else {}  # the service's standing conditions, by kind
 
     def counters(self) -> dict[str, int]:
         for _ in range(5):  # the capture thread may add a key while we copy
@@ -82,7 +83,7 @@ class ServiceView:
     def status(self) -> dict[str, Any]:
         return {"running": True, "pid": os.getpid(), "uptime_s": int(time.time() - self.started),
                 "active_calls": len(self.pipeline.tracker.calls), "counters": self.counters(),
-                "store_level": getattr(self.health, "level", None)}  # fmt: skip
+                "store_level": getattr(self.health, "level", None), "alerts": sorted(self.alerts)}  # fmt: skip
 
     def dids(self) -> Any:
         return self.pipeline.tracker.dids
@@ -171,10 +172,11 @@ class RefusalLog:
 
 class ControlServer:
     def __init__(self, config: Config, *, pipeline: Any = None, health: Any = None,
+                 alerts: Mapping[str, str] | None = None,
                  open_store: Callable[[Config], Store] = service.open_store) -> None:  # fmt: skip
         self.config = config
         self.path = socket_path(config)
-        self.view = ServiceView(pipeline, health, time.time()) if pipeline is not None else None
+        self.view = ServiceView(pipeline, health, time.time(), alerts) if pipeline is not None else None
         self.open_store = open_store
         self.slots = Slots(MAX_CLIENTS, MAX_PER_UID)
         self.refusals = RefusalLog()

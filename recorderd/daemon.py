@@ -44,7 +44,6 @@ from .watch import DidReloader, FileWatch
 log = logging.getLogger(__name__)
 
 HEALTH_PERIOD = 10.0
-ALERTS = ("direction_unknown", "store_volume_unencrypted", "did_file_broken")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -55,7 +54,7 @@ class Daemon:
         self.reload_requested = False
         self.notifier = Notifier()
         self.started = time.time()
-        self.alerts: dict[str, str] = {}  # standing conditions, first in STATUS= and recorderctl status
+        self.alerts: dict[str, str] = {}  # standing conditions, by kind: first in STATUS=, and in recorderctl status
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -115,7 +114,8 @@ class Daemon:
             log.warning("the C fast path (capture/_fastpath.c) is not built: the capture loops run in Python, "
                         "about 4x slower; reinstall with a C compiler", extra={"EVENT": "slow-capture"})  # fmt: skip
         self.notifier.ready(self._status(pipeline, source, health))
-        control = ControlServer(config, pipeline=pipeline, health=health)  # own thread, own store connections
+        # own thread, own store connections; the alerts are read through, for recorderctl status
+        control = ControlServer(config, pipeline=pipeline, health=health, alerts=self.alerts)
         control.start()
         try:
             self._loop(pipeline, source, worker, health, metrics)
@@ -163,8 +163,6 @@ class Daemon:
             self._capture_stats(pipeline, source)
             pipeline.counters["erasures"] = worker.erased
             pipeline.counters["keep_failures"] = worker.failed
-            for alert in ALERTS:  # for recorderctl status, through the service's status reply
-                pipeline.counters[alert] = int(alert in self.alerts)
             self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
             if metrics:
                 metrics.publish(pipeline.counters, len(pipeline.tracker.calls), health)

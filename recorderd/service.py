@@ -58,19 +58,19 @@ def status_warnings(config: Config, service: dict[str, Any]) -> list[str]:
     """What ``recorderctl status`` must say first: the service's standing conditions (from its
     status reply when it runs, else from the config), and a DID file on disk that is broken."""
     running = bool(service.get("running"))
-    counters = service.get("counters") or {}
+    alerts = service.get("alerts") or ()
     notes = []
     if config.dids_error is not None:
         notes.append(f"the DID file on disk is broken ({config.dids_error}): " + (
             "the service runs on the previous list; fix the file (its reload is refused until then)" if running
             else "the service cannot start until it is fixed"))  # fmt: skip
-    if counters.get("direction_unknown") if running else config["capture.direction"] == "unknown":
+    if "direction_unknown" in alerts if running else config["capture.direction"] == "unknown":
         notes.append("capture.direction: unknown: every call to a designated number is recorded, internal and "
                      "outbound ones too (Art. 2(1): inbound only); set capture.trunk_networks")  # fmt: skip
     elif not running and direction_problem(config):
         notes.append(f"the service will not start: {direction_problem(config)}")
     if running:
-        unencrypted = bool(counters.get("store_volume_unencrypted"))
+        unencrypted = "store_volume_unencrypted" in alerts
     else:
         volume = store_volume(config)
         unencrypted = volume is not None and not volume.encrypted
