@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codecs, wav
 from .evidence import EvidencePcap
-from .sidecar import FIELDS as SIDECAR_FIELDS  # noqa: F401  (recovery and the store name them from here)
-from .sidecar import PROGRESS_EVERY, SIDECAR, CallSidecar  # noqa: F401
+from .sidecar import PROGRESS_EVERY, CallSidecar
 
 if TYPE_CHECKING:
     from .store import Store

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from . import wav
 from .erasure import erase_file
 from . import codecs
-from .recorder import SIDECAR, SIDECAR_FIELDS, audio_kind
-from .sidecar import PROGRESS_EVERY, STAGING, read_sidecar
+from .recorder import audio_kind
+from .sidecar import FIELDS as SIDECAR_FIELDS
+from .sidecar import PROGRESS_EVERY, SIDECAR, STAGING, read_sidecar
 
 if TYPE_CHECKING:
     from .store import Store

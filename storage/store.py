@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import recorder, vault
+from .sidecar import SIDECAR
 from .audit import AuditEvent, AuditLog
 from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
@@ -345,7 +346,7 @@ class Store:
     def discard_spool(self, base: str) -> None:
         """Erase a call's spool files: WAV, evidence pcap, call sidecar (audio and personal data),
         now that their encrypted twins are in the store."""
-        for suffix in (".wav", ".pcap", recorder.SIDECAR):
+        for suffix in (".wav", ".pcap", SIDECAR):
             erase_file(base + suffix, pattern="zeros", sync_dir=False)
         fsync_dir(self.spool_dir)
 
