@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +141,18 @@ def needs_tool(name: str) -> str:
     if found is None:
         pytest.skip(f"{name} is not installed (Debian package; `make deps` installs it as root)")
     return found
+
+
+def python_for(user: str) -> list[str]:
+    """An interpreter a test's Unix user may run: the venv's, or (when it lives in root's home) the
+    system python3 of the same version with the venv's packages on PYTHONPATH."""
+    site_packages = sysconfig.get_paths()["purelib"]
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for cand in ([sys.executable], ["env", f"PYTHONPATH={ROOT}:{site_packages}", f"/usr/bin/python{minor}"]):
+        probe = ["runuser", "-u", user, "--", *cand, "-c", "import recorderd.ctl, cryptography, yaml"]
+        if subprocess.run(probe, capture_output=True, cwd="/").returncode == 0:
+            return cand
+    pytest.skip(f"no Python interpreter that user {user} may run can import recorderd (the venv's is {sys.executable})")
 
 
 os.environ.pop("JOURNAL_STREAM", None)

@@ -16,7 +16,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import textwrap
 import uuid
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, Site, needs_tool
+from conftest import FIXTURES, Site, needs_tool, python_for
 
 from recorderd.config import load
 from recorderd.control import ControlServer
@@ -54,18 +53,6 @@ ATTACK = textwrap.dedent("""
 """)
 
 
-def _python_for(user: str) -> list[str]:
-    """An interpreter the test user may run: the venv's, or (when it lives in root's home) the
-    system python3 of the same version with the venv's packages on PYTHONPATH."""
-    site_packages = sysconfig.get_paths()["purelib"]
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for cand in ([sys.executable], ["env", f"PYTHONPATH={ROOT}:{site_packages}", f"/usr/bin/python{minor}"]):
-        probe = ["runuser", "-u", user, "--", *cand, "-c", "import recorderd.ctl, cryptography, yaml"]
-        if subprocess.run(probe, capture_output=True, cwd="/").returncode == 0:
-            return cand
-    pytest.skip(f"no Python interpreter that user {user} may run can import recorderd (the venv's is {sys.executable})")
-
-
 @pytest.fixture
 def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
     if os.geteuid() != 0:
@@ -89,7 +76,7 @@ def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
         outbox.mkdir(mode=0o700)
         pw = pwd.getpwnam(user)
         os.chown(outbox, pw.pw_uid, pw.pw_gid)
-        yield site, user, outbox, _python_for(user)
+        yield site, user, outbox, python_for(user)
     finally:
         subprocess.run(["userdel", user], capture_output=True)
         subprocess.run(["groupdel", group], capture_output=True)

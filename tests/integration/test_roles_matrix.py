@@ -18,8 +18,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 import uuid
@@ -28,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, Site, needs_tool
+from conftest import FIXTURES, Site, needs_tool, python_for
 
 from recorderd import cli, ctl
 from storage.audit import AuditLog
@@ -92,20 +90,6 @@ def _sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def _python_for(user: str) -> list[str]:
-    """An interpreter the test users can run: the venv's, or (when it lives in root's home) the
-    system python3 of the same version with the venv's packages on PYTHONPATH."""
-    probe = "import recorderd.ctl, cryptography, yaml"
-    site_packages = sysconfig.get_paths()["purelib"]
-    candidates = [[sys.executable],
-                  ["env", f"PYTHONPATH={ROOT}:{site_packages}", f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"]]  # fmt: skip
-    for cand in candidates:
-        done = subprocess.run(["runuser", "-u", user, "--", *cand, "-c", probe], capture_output=True, cwd="/")
-        if done.returncode == 0:
-            return cand
-    pytest.skip(f"no Python interpreter that user {user} may run can import recorderd (the venv's is {sys.executable})")
-
-
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     if os.geteuid() != 0:
@@ -141,7 +125,7 @@ def env() -> Iterator[Env]:
             box.mkdir(mode=0o700)
             pw = pwd.getpwnam(user)
             os.chown(box, pw.pw_uid, pw.pw_gid)
-        env = Env(base, site, tag, users, _python_for(users[M]))
+        env = Env(base, site, tag, users, python_for(users[M]))
         store = site.open_store()
         try:  # the fixture's calls may be past their retention already: keep them for the test
             for row in store.recordings():
