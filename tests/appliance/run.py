@@ -193,9 +193,10 @@ class Container:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for group in reversed(self.cgroups):
-            with contextlib.suppress(OSError):
-                group.rmdir()
+        for group in self.cgroups:  # with what the container's systemd made below it (payload/...)
+            for below, _dirs, _files in os.walk(group, topdown=False):
+                with contextlib.suppress(OSError):
+                    os.rmdir(below)
         nspawn = Path("/run/systemd/nspawn")
         shutil.rmtree(nspawn / "propagate" / MACHINE, ignore_errors=True)
         if not self.nspawn_dir_existed:
