@@ -6,7 +6,7 @@ of 7 or more digits, however separated, with ``[number removed]``:
 
 - it looks at each character's NFKC form (full-width ``０９０`` is ``090``, ``＋`` is ``+``) and treats
   kanji digits (``〇一二...九``) as digits; what is not masked is left exactly as written;
-- between digits it allows up to three separators: white space, ``. - ( ) / : ・``, every dash
+- between digits it allows up to three separators: white space, ``. , 、 _ ~ 〜 - ( ) / : ・``, every dash
   (U+2010-U+2015, U+2212, ``ー``, ``－``); invisible characters (format controls such as U+200B,
   combining marks) do not count at all, so they cannot split a number, and the escapes of a
   Python repr (``\\u200b``, ``\\u3000``: error texts quote what was typed) are read as characters;
@@ -16,7 +16,8 @@ Seven digits is a local number without its area code (``200-3939``); Japanese nu
 digits, or ``+81`` and 9-10. Kept as written, because they are not numbers: recording ids
 (``20261201-100409-3f9a0c12b4``), dates (``2026-12-01``, ``2026/12/01``) and times (``10:04:09``),
 ISO date-times with an offset, and year-based references glued to letters (``K-2026-0012``), where
-they start a run of digits or follow another kept one (``2026-12-01 - 2026-12-05``); a date right
+they start a run of digits or follow another kept one (``2026-12-01 - 2026-12-05``, recording ids
+in a list); a date right
 after other digits is part of their run, and masked with it. None of these can be a Japanese
 number: those start with ``0`` or ``+``, these with ``19``/``20`` or a time (``HH:MM``).
 
@@ -34,7 +35,7 @@ MIN_DIGITS = 7
 HASH_KEYS = frozenset({"sha256", "recording_sha256", "through_hash", "fingerprint", "hash", "prev_hash"})
 
 _KANJI_DIGITS = dict(zip("〇一二三四五六七八九", "0123456789"))
-_SEPARATORS = " .-()/:・\u2010\u2011\u2012\u2013\u2014\u2015\u2212ー"  # after NFKC: － is -, （ is (, 　 is space
+_SEPARATORS = " .,、_~〜-()/:・\u2010\u2011\u2012\u2013\u2014\u2015\u2212ー"  # after NFKC: － is -, ， is ,, ～ is ~
 _SEP = "[" + re.escape(_SEPARATORS) + r"\s]"
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?"
 _DAY = r"(?:0?[1-9]|1[0-2])%s(?:0?[1-9]|[12]\d|3[01])"
@@ -51,6 +52,8 @@ _STARTS_RUN = rf"(?<!\d)(?<!\d{_SEP})(?<!\d{_SEP}{_SEP})(?<!\d{_SEP}{_SEP}{_SEP}
 _DIGITS = rf"\d(?:{_SEP}{{0,3}}\d)*"
 _TOKEN = re.compile(rf"{_STARTS_RUN}(?P<keep>{_KEEP})|(?P<run>(?:[(]?\+|[(])(?!{_KEEP}){_DIGITS}|{_DIGITS})")
 _ONLY_KEPT = re.compile(rf"(?:{_KEEP})(?:{_SEP}{{1,3}}(?:{_KEEP}))*")  # "2026-12-01 2026-12-05" after a kept one
+_KEPT_FORM = re.compile(_KEEP)
+_GAP = re.compile(rf"{_SEP}{{1,3}}")
 
 
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[tnr])")
@@ -89,9 +92,17 @@ def scrub(text: str) -> str:
         return text  # no digit of any kind: nothing to look at
     view, starts, ends = _normal_view(text)
     cuts: list[tuple[int, int]] = []
-    for m in _TOKEN.finditer(view):
+    pos, kept_end = 0, -1
+    while (m := _TOKEN.search(view, pos)) is not None:
+        pos = m.end()
         run = m.group("run")
-        if run is not None and sum(ch.isdigit() for ch in run) >= MIN_DIGITS and not _ONLY_KEPT.fullmatch(run):
+        if run is None:
+            kept_end = pos
+            continue
+        if kept_end >= 0 and _GAP.fullmatch(view, kept_end, m.start()) and (kept := _KEPT_FORM.match(view, m.start())):
+            pos = kept_end = kept.end()  # a kept form right after another (ids in a list): kept, the rest judged anew
+            continue
+        if sum(ch.isdigit() for ch in run) >= MIN_DIGITS and not _ONLY_KEPT.fullmatch(run):
             cuts.append((starts[m.start()], ends[m.end() - 1]))
     if not cuts:
         return text

@@ -19,6 +19,7 @@ from storage.scrub import MASK, scrub, scrub_tree
     "+81 90 8765 4321", "+81-90-8765-4321", "+819087654321", "(+81) 90-8765-4321", "＋８１　９０　８７６５　４３２１",
     "０９０－８７６５－４３２１", "０９０ー８７６５ー４３２１", "09087654321", "090\u200b8765\u200b4321", "090\u00ad8765\u00ad4321",
     "〇九〇ー八七六五ー四三二一", "090\\u200b8765\\u30004321", "044-200-3939", "0120-123-456", "200-3939", "090・8765・4321",
+    "090、8765、4321", "090,8765,4321", "090，8765，4321", "090_8765_4321", "090〜8765〜4321", "090～8765～4321",
 ])  # fmt: skip
 def test_every_written_form_is_masked(form: str) -> None:
     assert scrub(f"caller {form} was rude") == f"caller {MASK} was rude"
@@ -30,6 +31,7 @@ def test_every_written_form_is_masked(form: str) -> None:
     "hold until 2026-10-01, ref K-2026-0012", "2026-12-01T10:04:09+09:00", "2026-12-01 10:04:09.123",
     "(2026-12-01)", "2026/12/01 10:04", "2026.1.5", "10:04:09", "10:00-12:00", "extension 2301 and 110",
     "2026-12-01 3 calls", "row 123456 of 999999", "2026-12-01 - 2026-12-05", "10:00 2026-12-01 11:00:00", "本庁舎代表", "", "no digits at all",
+    "20261201-100409-3f9a0c1234 20261201-100410-3f9a0c12b4", "ids 20261201-100409-3f9a0c12b4, 20261201-100410-3f9a0c12b4",
 ])  # fmt: skip
 def test_ids_dates_times_and_short_numbers_are_kept(text: str) -> None:
     assert scrub(text) == text
@@ -57,7 +59,7 @@ def test_scrub_tree_goes_through_dicts_and_lists_and_keeps_digests() -> None:
 # -- properties: a generated Japanese number, written any way, leaves no digit behind -------------
 
 SEPARATORS = [" ", "-", ".", "/", "(", ")", "・", "ー", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015",
-              "\u2212", "－", "　", "．", "／", "\u3000"]  # fmt: skip
+              "\u2212", "－", "　", "．", "／", "\u3000", ",", "、", "，", "_", "~", "〜", "～"]  # fmt: skip
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u200e"]
 CONTEXT = st.text(st.characters(blacklist_categories=("Nd", "No", "Nl", "Cs")).filter(
     lambda ch: not any(c.isdigit() for c in unicodedata.normalize("NFKC", ch)) and ch not in "〇一二三四五六七八九+＋(（"), max_size=12)  # fmt: skip
