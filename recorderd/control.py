@@ -328,7 +328,13 @@ class ControlServer:
                                "%.0f s: cut off", uid, REQUEST_DEADLINE)  # fmt: skip
             conn.settimeout(0.5)
             return ops.Reply(1, error=f"the request did not arrive in full within {REQUEST_DEADLINE:.0f} s")
-        except (wire.WireError, OSError) as exc:
+        except wire.Closed:
+            return None
+        except wire.WireError as exc:  # too large, or not a frame: say so (the client would call silence "busy")
+            log.debug("control request refused: %s", exc)
+            conn.settimeout(0.5)
+            return ops.Reply(2, error=f"the request was not understood ({exc})")
+        except OSError as exc:
             log.debug("control request not read: %s", exc)
             return None
         conn.settimeout(ANSWER_TIMEOUT)
