@@ -149,3 +149,20 @@ def test_expired_copies_are_erased_where_reachable_and_reported_otherwise(site: 
     states = {c["copy"]: (c["state"], c["disposed"]) for c in json.loads(capsys.readouterr().out)}
     assert states[1] == ("destroyed", "erased by retention run")
     assert states[3][0] == "destroyed" and "shredded the USB stick" in states[3][1]
+
+
+def test_a_pcap_export_says_what_it_is_and_prints_its_own_hash(site: Site, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`export --format pcap` of a G.711 call wrote the evidence pcap but said "16-bit PCM" and printed the
+    WAV's SHA-256 as if it checked the file (hardening item 14)."""
+    site.replay(FIXTURES / "inbound-mulaw.pcap")
+    [rec] = site.list(capsys)
+    for command in (["export", rec["id"], "--purpose", "quality"], ["provide", rec["id"], "--to", "police", "--basis", "law"]):
+        out = tmp_path / f"{command[0]}.pcap"
+        capsys.readouterr()
+        assert site.ctl(*command, "--out", str(out), "--format", "pcap") == 0
+        said = capsys.readouterr().out
+        copy_hash = hashlib.sha256(out.read_bytes()).hexdigest()
+        assert out.read_bytes()[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\x0a\x0d\x0d\x0a")
+        assert f"evidence pcap, SHA-256 {copy_hash}" in said, said
+        assert "16-bit PCM" not in said and rec["sha256"] not in said, said

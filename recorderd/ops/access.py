@@ -103,6 +103,15 @@ def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
     return written.hexdigest()
 
 
+def _what_was_written(row: RecordingRow, fmt: str, sha256: str) -> str:
+    """What the copy is, and the SHA-256 that checks it (the copy's own, and the recording's beside it)."""
+    if fmt == "pcap":
+        return f"the call's evidence pcap, SHA-256 {sha256}"
+    if sha256 == row.sha256:
+        return f"SHA-256 {row.sha256}"
+    return f"16-bit PCM, SHA-256 of the copy {sha256}; of the recording {row.sha256}"
+
+
 def _register(ctx: Context, row: RecordingRow, kind: str, purpose: str, out: str, fmt: str, sha256: str,
               approved_by: str | None = None, approval_ref: str | None = None) -> tuple[int, float]:  # fmt: skip
     expires = ctx.now + int(ctx.config["export.expiry_days"]) * 86400
@@ -133,9 +142,8 @@ def export(ctx: Context, args: Args) -> Reply:
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
-    note = "" if fmt == "wav" else f", 16-bit PCM, SHA-256 of the copy {sha256}"
-    text = (f"exported {row.id} to {out} (SHA-256 {row.sha256}{note}); copy {copy_id}, to be destroyed by "
-            f"{iso(expires, ctx)}")  # fmt: skip
+    text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
+            f"by {iso(expires, ctx)}")  # fmt: skip
     return Reply(text=text, data={"id": row.id, "out": out, "sha256": sha256, "recording_sha256": row.sha256,
                                   "copy": copy_id, "expires": iso(expires, ctx)})  # fmt: skip
 
@@ -163,7 +171,7 @@ def provide(ctx: Context, args: Args) -> Reply:
                                            provided_at=ctx.now)  # fmt: skip
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, provision=provision)
     text = (f"provision {provision}: {row.id} to {recipient} under {BASES[basis]}; written to {out} "
-            f"(recording SHA-256 {row.sha256}); copy {copy_id}, to be destroyed here once handed over, by "
+            f"({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed over, by "
             f"{iso(expires, ctx)}")  # fmt: skip
     return Reply(text=text, data={"provision": provision, "id": row.id, "recipient": recipient, "basis": basis,
                                   "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id})  # fmt: skip
