@@ -6,18 +6,23 @@ STAMP  := $(VENV)/.installed
 DEMO   := pcap_fixtures/demo-day.pcap
 CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing).
-DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0
+DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0 cryptsetup-bin
 
-.PHONY: run test deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-test
+.PHONY: run test deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-deps appliance-test
 
-deps:
+# $(call apt_missing,PACKAGES): install those of PACKAGES that are missing, when we are root on Debian
+define apt_missing
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
-	else echo "not root: skipping Debian packages ($(DEBS)); tests that need them will skip"; fi
+	else echo "not root: skipping Debian packages ($(1)); what needs them will skip or stop"; fi
+endef
+
+deps:
+	$(call apt_missing,$(DEBS))
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -105,13 +110,7 @@ DEB_DEPS  := debhelper dpkg-dev gcc libsystemd-dev pkg-config python3-dev python
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | sed -E 's/\.?(a|b|rc|dev)([0-9]+)/~\1\2/g')
 DEB       := $(DEB_OUT)/recorderd_$(VERSION)_amd64.deb
 deb-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then \
-	    echo "installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  fi; \
-	fi
+	$(call apt_missing,$(DEB_DEPS))
 deb: deb-deps
 	debian/build-deb . $(DEB_OUT)
 	lintian --fail-on error,warning --tag-display-limit 0 $(DEB)
@@ -121,5 +120,8 @@ deb: deb-deps
 # .deb installed, upgraded from the previous commit's, run, killed, rebooted, removed; one line per
 # check. Root only. The tree is cached in $(APPLIANCE_CACHE) (made again when absent).
 APPLIANCE_CACHE ?= /var/cache/recorderd-appliance
-appliance-test: deb
+APPLIANCE_DEBS := systemd-container mmdebstrap tcpreplay iproute2 faketime
+appliance-deps:
+	$(call apt_missing,$(APPLIANCE_DEBS))
+appliance-test: appliance-deps deb
 	APPLIANCE_CACHE=$(APPLIANCE_CACHE) $(PYTHON) tests/appliance/run.py --deb $(DEB)
