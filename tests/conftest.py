@@ -143,6 +143,17 @@ def needs_tool(name: str) -> str:
     return found
 
 
+USER_TOOLS = ("useradd", "groupadd", "userdel", "groupdel")  # what a test with real Unix users needs
+
+
+def needs_root(why: str, *tools: str) -> None:
+    """Skip unless root, saying ``why`` root is needed, and unless each of ``tools`` is installed."""
+    if os.geteuid() != 0:
+        pytest.skip(f"{why}: needs root")
+    for tool in tools:
+        needs_tool(tool)
+
+
 def python_for(user: str) -> list[str]:
     """An interpreter a test's Unix user may run: the venv's, or (when it lives in root's home) the
     system python3 of the same version with the venv's packages on PYTHONPATH."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import FIXTURES, ROOT, Site, needs_tool
+from conftest import FIXTURES, ROOT, USER_TOOLS, Site, needs_root
 
 from recorderd import control
 from recorderd.config import load
@@ -130,10 +130,7 @@ def _sh(*cmd: str) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    if os.geteuid() != 0:
-        pytest.skip("these tests create Unix users and groups and drop to them: needs root")
-    for tool in ("useradd", "groupadd", "userdel", "groupdel", "gpasswd"):
-        needs_tool(tool)
+    needs_root("these tests create Unix users and groups and drop to them", *USER_TOOLS, "gpasswd")
     tag = f"a{uuid.uuid4().hex[:6]}"
     base = Path(tempfile.mkdtemp(prefix="rdctlA-", dir="/tmp"))
     os.chmod(base, 0o755)

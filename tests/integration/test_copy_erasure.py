@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, Site, needs_tool, python_for
+from conftest import FIXTURES, USER_TOOLS, Site, needs_root, needs_tool, python_for
 
 from recorderd.config import load
 from recorderd.control import ControlServer
@@ -55,10 +55,7 @@ ATTACK = textwrap.dedent("""
 
 @pytest.fixture
 def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
-    if os.geteuid() != 0:
-        pytest.skip("this test makes a Unix user and group and erases as root: needs root")
-    for tool in ("useradd", "groupadd", "userdel", "groupdel", "runuser"):
-        needs_tool(tool)
+    needs_root("this test makes a Unix user and group and erases as root", *USER_TOOLS, "runuser")
     tag = f"ccp{uuid.uuid4().hex[:5]}"
     base = Path(tempfile.mkdtemp(prefix="rdcopies-", dir="/tmp"))
     os.chmod(base, 0o755)

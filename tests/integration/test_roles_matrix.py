@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, Site, needs_tool, python_for
+from conftest import FIXTURES, USER_TOOLS, Site, needs_root, python_for
 
 from recorderd import cli, ctl
 from storage.audit import AuditLog
@@ -92,10 +92,8 @@ def _sh(*cmd: str) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    if os.geteuid() != 0:
-        pytest.skip("the role matrix creates Unix users and groups and a network namespace: needs root")
-    for tool in ("useradd", "groupadd", "userdel", "groupdel", "gpasswd", "runuser", "ip"):
-        needs_tool(tool)
+    needs_root("the role matrix creates Unix users and groups and a network namespace", *USER_TOOLS, "gpasswd",
+               "runuser", "ip")  # fmt: skip
     tag = f"rdt{uuid.uuid4().hex[:5]}"
     base = Path(tempfile.mkdtemp(prefix="rdroles-", dir="/tmp"))
     os.chmod(base, 0o755)
