@@ -13,7 +13,7 @@ Memory per G.711 call stays under ~40 KiB, and at most about one second of audio
 only (what a crash may lose).
 
 The call's sidecar (``storage/sidecar.py``) is written first, whole or not at all, and gets the
-streams' quality figures and DTMF events so far every ``PROGRESS_EVERY`` s of audio written, so a
+streams' quality figures and DTMF events so far after ``FIRST_PROGRESS`` s of audio, then every ``PROGRESS_EVERY`` s, so a
 recording recovered after a crash keeps them up to then.
 
 At the end the header is completed and fsynced, and the store encrypts it into the locked store.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codecs, wav
 from .evidence import EvidencePcap
-from .sidecar import PROGRESS_EVERY, CallSidecar
+from .sidecar import FIRST_PROGRESS, PROGRESS_EVERY, CallSidecar
 
 if TYPE_CHECKING:
     from .store import Store
@@ -91,6 +91,8 @@ class SpoolRecording:
         progress = self._evidence_flushed if self.fmt is None else None  # no WAV: the pcap's writes pace it
         self.evidence = EvidencePcap(base + ".pcap", self._evidence_failed, progress) if self.keeps_packets else None
         self._progress_at = 0  # spool position (samples; evidence flushes without a WAV) of the next figures
+        # (the first after FIRST_PROGRESS s, when the streams and their sources are known, then every
+        # PROGRESS_EVERY s)
         if self.evidence is not None:
             self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
@@ -110,6 +112,7 @@ class SpoolRecording:
         self.flush_at, self.min_write = FLUSH_AT * scale * fmt.width, MIN_WRITE * scale
         self.silence = bytes([fmt.silence]) * (self.max_lag * fmt.width)
         self.progress_every = int(PROGRESS_EVERY * fmt.rate)
+        self._progress_at = int(FIRST_PROGRESS * fmt.rate)
         self.decoders = (codecs.new_decoder(fmt, clock, channels), codecs.new_decoder(fmt, clock, channels))
         self.bufs = (bytearray(), bytearray())
         if fmt.exact:
@@ -217,9 +220,9 @@ class SpoolRecording:
             self._save_progress()
 
     def _evidence_flushed(self) -> None:
-        """Without a WAV, every few evidence writes (16 KiB each, ~0.75 s of G.711 packets)."""
+        """Without a WAV, every 40 evidence writes (16 KiB each, ~0.75 s of G.711 packets: ~30 s)."""
         self._progress_at += 1
-        if self._progress_at % 7 == 0:
+        if self._progress_at % 40 == 0:
             self._save_progress()
 
     def _save_progress(self) -> None:
