@@ -97,6 +97,13 @@ def _listen(v: Any) -> str:
     return v
 
 
+def _host(v: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError(f"{_show(v)} is not an IP address (the console listens on one address of this box)") from None
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"{_show(v)} is not true or false")
@@ -134,8 +141,17 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "roles.auditor_group": (_str, "recorder-auditor"),
     "export.expiry_days": (_int(1, 365), 7),
     "audit.retention_days": (_int(30, 36500), 365),
+    "console.user": (_str, "recorderd-console"),  # the only uid the daemon lets act for a signed-in person
+    "console.listen": (_host, "127.0.0.1"),  # the box's LAN address on a site; loopback for make run
+    "console.port": (_int(1, 65535), 8443),
+    "console.tls_cert": (_str, "/etc/recorderd/console/cert.pem"),
+    "console.tls_key": (_str, "/etc/recorderd/console/key.pem"),
+    "console.idle_timeout_min": (_int(1, 240), 15),
+    "console.absolute_timeout_h": (_int(1, 24), 8),
+    "console.lockout_failures": (_int(1, 100), 5),
+    "console.lockout_min": (_int(1, 1440), 15),
 }
-PATH_KEYS = ("store.path", "dids_file", "vault.key_file")
+PATH_KEYS = ("store.path", "dids_file", "vault.key_file", "console.tls_cert", "console.tls_key")
 
 
 @dataclass(frozen=True)
