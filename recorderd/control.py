@@ -16,6 +16,14 @@ cannot take every slot from a manager. A connection refused for want of a slot g
 (``control_*`` in the service's counters: ``status`` and the metrics show them) and logged with the
 uid, at most one line a minute for each kind.
 
+The web console (its own Unix user, config ``console.user``) sends requests *for* the person
+signed in to it: ``"for": {"user", "ip"}`` in the request. That is accepted only from the console's
+uid (SO_PEERCRED); from any other uid it is refused (rc 3) and audited as a denied attempt. The
+caller is then the named user with the roles their groups give them now, ``via`` "console", and the
+browser's address in every audit row of the request; an unknown user, one in no role, or an address
+that is not an IP literal is refused. The console's uid carries every signed-in person's requests, so
+it may hold ``CONSOLE_SLOTS`` of the slots instead of ``MAX_PER_UID``.
+
 The server thread also keeps the books the period report needs: a snapshot of the capture counters
 every ``SNAPSHOT_PERIOD`` when they changed, and the audit log's pruning (``audit.retention_days``)
 every ``PRUNE_PERIOD``. Stop order: stop accepting, remove the socket, last snapshot, wait a moment
@@ -24,6 +32,7 @@ for requests in progress (their threads do not hold the process up).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +57,8 @@ REQUEST_DEADLINE = 5.0  # the whole request, from accept to its last byte
 ANSWER_TIMEOUT = 60.0  # each send of the answer, and the client's word that a copy is in place
 MAX_CLIENTS = 16  # requests served at once
 MAX_PER_UID = 4  # of which one uid may hold this many
+CONSOLE_SLOTS = 12  # ... and the console's uid (all its signed-in people) this many
+CONSOLE_UID_TTL = 60.0  # s the console's uid is trusted before the user database is read again
 BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit status for it)
 CONNECT_WAIT = 5  # s the client waits in a full listen queue before it says "busy"
 REFUSAL_LOG_PERIOD = 60.0
@@ -125,12 +136,12 @@ class Slots:
         self.held: Counter[int] = Counter()
         self.cond = threading.Condition()
 
-    def take(self, uid: int) -> str | None:
+    def take(self, uid: int, per_uid: int | None = None) -> str | None:
         """None: taken (give it back with :meth:`give`); else why not: ``busy`` or ``uid-limit``."""
         with self.cond:
             if sum(self.held.values()) >= self.total:
                 return "busy"
-            if self.held[uid] >= self.per_uid:
+            if self.held[uid] >= (per_uid or self.per_uid):
                 return "uid-limit"
             self.held[uid] += 1
             return None
@@ -192,6 +203,7 @@ class ControlServer:
         self._last_counters: dict[str, int] | None = None
         self._stopped = False
         self.service_caller = roles.Caller(_user_name(os.getuid()), os.getuid(), (), "service", os.getpid())
+        self._console: tuple[float, int | None] = (-CONSOLE_UID_TTL, None)  # (when read, uid)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -280,7 +292,7 @@ class ControlServer:
         except OSError:
             conn.close()
             return
-        refused = self.slots.take(uid)
+        refused = self.slots.take(uid, CONSOLE_SLOTS if uid == self.console_uid(cached=True) else None)
         if refused is None:
             try:
                 threading.Thread(target=self._handle, args=(conn, pid, uid), name="control-request", daemon=True).start()
@@ -302,6 +314,42 @@ class ControlServer:
         with conn, contextlib.suppress(OSError):
             conn.settimeout(0.5)
             wire.send_json(conn, ops.Reply(BUSY, error=error).wire())
+
+    def console_uid(self, *, cached: bool = False) -> int | None:
+        """The uid of ``console.user`` (None: no such user, so nobody may act for anyone). The accept
+        loop uses a copy at most ``CONSOLE_UID_TTL`` old; the check of a request reads it anew."""
+        read_at, uid = self._console
+        now = time.monotonic()
+        if cached and now - read_at < CONSOLE_UID_TTL:
+            return uid
+        try:
+            uid = pwd.getpwnam(str(self.config["console.user"])).pw_uid
+        except KeyError:
+            uid = None
+        self._console = (now, uid)
+        return uid
+
+    def _acting_for(self, caller: roles.Caller, uid: int, acting: Any) -> tuple[roles.Caller, str | None, dict[str, Any]]:
+        """The caller a request with ``"for"`` is made for, or the reason it is refused (and what the
+        denied row says of whom it asked for)."""
+        name = acting.get("user") if isinstance(acting, dict) else None
+        shown = {"acting_for": name[:64]} if isinstance(name, str) else {}
+        console = str(self.config["console.user"])
+        if uid != self.console_uid():
+            return caller, (f"only the console (user {console}) may act for another user; "
+                            f"{caller.user} asked to act for {shown.get('acting_for', '?')!s}"), shown  # fmt: skip
+        ip = roles.client_address(acting.get("ip")) if isinstance(acting, dict) else None
+        if ip is None:
+            return caller, "the console sent no valid client address (an IPv4 or IPv6 literal)", shown
+        caller = dataclasses.replace(caller, via="console", client_ip=ip, login_uid=None)
+        person = roles.resolve_name(name, self.config, client_ip=ip) if isinstance(name, str) else None
+        if person is None:
+            return caller, "the console asked to act for a user this box does not know", shown
+        if not person.roles:
+            groups = ", ".join(str(self.config[roles.GROUP_KEYS[r]]) for r in roles.ROLES)
+            return person, (f"{person.user} is in none of the recorderd role groups ({groups}): "
+                            "ask the manager to add you to the group of your role"), {}  # fmt: skip
+        return person, None, {}
 
     def _count(self, key: str) -> None:
         with self._count_lock:
@@ -342,10 +390,16 @@ class ControlServer:
         if request.get("t") != "request" or request.get("v") != wire.VERSION:
             return ops.Reply(2, error="unsupported request: recorderctl and recorderd are different versions")
         action = str(request.get("action"))[:50]
+        refusal, shown = None, {}
+        if "for" in request:
+            caller, refusal, shown = self._acting_for(caller, uid, request["for"])
         try:
             with ops.session(self.config, caller, lambda path: RemoteOutput(conn, path), self.view,
                              store=self.open_store(self.config)) as ctx:  # fmt: skip
-                reply = ops.run(ctx, action, request.get("args"))
+                if refusal is not None:
+                    reply = ops.deny(ctx, action, request.get("args"), refusal, **shown)
+                else:
+                    reply = ops.run(ctx, action, request.get("args"))
         except StoreError as exc:
             return ops.Reply(1, error=str(exc))
         except Exception:
@@ -400,8 +454,10 @@ class Busy(Exception):
     """The service took no request from us: every slot was taken, and it closed before reading."""
 
 
-def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, wire.FileSink]) -> ops.Reply:
+def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, Any],
+         acting_for: dict[str, str] | None = None) -> ops.Reply:  # fmt: skip
     """Send one request and take the answer; copies go to ``sinks`` (made beforehand, by path).
+    ``acting_for`` ({"user", "ip"}): the console's request for a signed-in person.
 
     A service with every slot taken answers "busy" and closes without reading the request: the send
     then fails (EPIPE, ECONNRESET) with that answer waiting to be read, and a listen queue that stays
@@ -418,7 +474,10 @@ def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, wire.Fil
         except BlockingIOError:
             raise Busy(f"the queue of {path} stayed full for {CONNECT_WAIT} s") from None
         try:
-            wire.send_json(sock, {"t": "request", "v": wire.VERSION, "action": action, "args": args})
+            request: dict[str, Any] = {"t": "request", "v": wire.VERSION, "action": action, "args": args}
+            if acting_for is not None:
+                request["for"] = acting_for
+            wire.send_json(sock, request)
         except (BrokenPipeError, ConnectionResetError):
             pass  # closed before it read us: its answer, if it sent one, is waiting below
         except BlockingIOError:

@@ -9,12 +9,17 @@ session that still carries the old groups. Root is not a role: root has the role
 
 The kernel's login uid (``/proc/PID/loginuid``, kept across sudo and su) is recorded beside the uid
 when it differs, so that "root" in the audit log still says who logged in.
+
+The web console asks *for* a signed-in person (:func:`resolve_name`): the caller is then that user,
+with the roles the group database gives them now, ``via`` "console" and the browser's address.
 """
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
 import pwd
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,9 +38,10 @@ class Caller:
     user: str
     uid: int
     roles: tuple[str, ...]
-    via: str  # "socket" | "direct"
+    via: str  # "socket" | "direct" | "console"
     pid: int | None = None
     login_uid: int | None = None  # only when set and different from uid
+    client_ip: str | None = None  # via the console: the browser's address
 
     def role_for(self, allowed: Iterable[str]) -> str | None:
         """The role under which the caller may do something allowed to ``allowed`` (None: none)."""
@@ -82,6 +88,32 @@ def resolve(uid: int, config: Config, *, via: str, pid: int | None = None) -> Ca
         user, gid = f"uid-{uid}", None
     lu = login_uid(pid)
     return Caller(user, uid, roles_of(user, gid, config), via, pid, lu if lu is not None and lu != uid else None)
+
+
+USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")  # a login name (also user@domain through sssd)
+
+
+def client_address(text: object) -> str | None:
+    """``text`` as an IPv4 or IPv6 address literal (normalised), or None when it is anything else
+    (a host name, a zone id, a port, spaces)."""
+    if not isinstance(text, str) or not 2 <= len(text) <= 45 or "%" in text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def resolve_name(name: str, config: Config, *, client_ip: str, via: str = "console") -> Caller | None:
+    """The user called ``name`` with the roles the group database gives them now (None: no such
+    user). Nothing of the asking process (its groups, its login uid) is carried over."""
+    if not USER_NAME.fullmatch(name):
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return Caller(pw.pw_name, pw.pw_uid, roles_of(pw.pw_name, pw.pw_gid, config), via, None, None, client_ip)
 
 
 def members(role: str, config: Config) -> set[str]:

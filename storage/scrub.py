@@ -26,6 +26,7 @@ kept only when it is a hex digest.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 MASK = "[number removed]"
 MIN_DIGITS = 7
 HASH_KEYS = frozenset({"sha256", "recording_sha256", "through_hash", "fingerprint", "hash", "prev_hash"})
+ADDRESS_KEYS = frozenset({"client_ip"})  # the console's browser address: kept when it is an IP literal
 
 _KANJI_DIGITS = dict(zip("〇一二三四五六七八九", "0123456789"))
 _SEPARATORS = " .,、_~〜-()/:・\u2010\u2011\u2012\u2013\u2014\u2015\u2212ー"  # after NFKC: － is -, ， is ,, ～ is ~
@@ -118,11 +120,21 @@ def scrub(text: str) -> str:
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def _is_address(text: str) -> bool:
+    try:
+        return len(text) <= 45 and "%" not in text and str(ipaddress.ip_address(text)) == text
+    except ValueError:
+        return False
+
+
 def scrub_tree(value: Any, key: str | None = None) -> Any:
     """``value`` (a JSON-like tree) with every string scrubbed, dict keys included; numbers,
-    booleans and None as they are; a hex digest under a hash key as it is."""
+    booleans and None as they are; a hex digest under a hash key as it is, and an IP address
+    (in its normal form) under ``client_ip``."""
     if isinstance(value, str):
         if key in HASH_KEYS and _DIGEST.fullmatch(value):
+            return value
+        if key in ADDRESS_KEYS and _is_address(value):
             return value
         return scrub(value)
     if isinstance(value, dict):

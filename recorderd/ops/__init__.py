@@ -151,6 +151,8 @@ class Context:
             who["roles"] = list(self.caller.roles)
         if self.caller.login_uid is not None:
             who["login_uid"] = self.caller.login_uid
+        if self.caller.client_ip is not None:
+            who["client_ip"] = self.caller.client_ip
         return who
 
     def group(self, role: str) -> str:
@@ -212,13 +214,24 @@ def _refusal(ctx: Context, spec: Action) -> str | None:
     return None
 
 
+def _note_request(ctx: Context, args: Args) -> None:
+    rid = args.raw.get("id")
+    ctx.note(rid if isinstance(rid, str) and len(rid) < 100 else None,
+             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
+
+
+def deny(ctx: Context, name: str, raw: Any, why: str, **detail: Any) -> Reply:
+    """Refuse a request before anything is run (the way it came in was not allowed), on the record."""
+    _note_request(ctx, Args(raw))
+    ctx.note(**detail)
+    return _outcome(ctx, str(name)[:50], Reply(NotAllowed.rc, error=why), f"denied: {why}")
+
+
 def run(ctx: Context, name: str, raw: Any) -> Reply:
     """Check, run and audit one request."""
     args = Args(raw)
     spec = ACTIONS.get(name)
-    rid = args.raw.get("id")
-    ctx.note(rid if isinstance(rid, str) and len(rid) < 100 else None,
-             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
+    _note_request(ctx, args)
     if spec is None:
         return _outcome(ctx, str(name)[:50], Reply(2, error=f"unknown command {str(name)[:50]!r}"), "denied: unknown command")
     why = _refusal(ctx, spec)
