@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -452,6 +453,50 @@ class Unreachable(Exception):
 
 class Busy(Exception):
     """The service took no request from us: every slot was taken, and it closed before reading."""
+
+
+class CallbackSink:
+    """An output handed chunk by chunk to ``deliver`` instead of a file (the console streams a
+    download or audio to the browser and keeps nothing on disk). At the commit, ``delivered(sha256)``
+    must return only once the consumer has passed every byte on (raise to say it could not): the
+    daemon hears "placed" ok only then, and registers a copy only on ok. A ``deliver`` that raises
+    (the browser went away) makes the commit fail; the daemon is told, nothing more is handed on."""
+
+    def __init__(self, path: str, deliver: Callable[[bytes], None],
+                 delivered: Callable[[str], None] | None = None, aborted: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self.path = path  # the name the request gave the output (its "out"), not a file
+        self.deliver, self.delivered, self.aborted = deliver, delivered, aborted
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.failed: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.failed is not None:
+            raise OSError(self.failed)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        try:
+            self.deliver(chunk)
+        except Exception as exc:
+            self.failed = f"the consumer did not take the bytes ({type(exc).__name__}: {exc})"[:300]
+            raise OSError(self.failed) from None
+
+    def commit(self, sha256: str | None = None) -> None:
+        if self.failed is not None:
+            raise wire.not_placed(self.path, self.failed)
+        if sha256 is not None and self.digest.hexdigest() != sha256:
+            self.abort()
+            raise wire.not_placed(self.path, "what arrived differs from what was sent (SHA-256 mismatch)")
+        try:
+            if self.delivered is not None:
+                self.delivered(self.digest.hexdigest())
+        except Exception as exc:
+            raise wire.not_placed(self.path, f"the consumer did not confirm delivery ({type(exc).__name__}: {exc})"[:300]) from None
+
+    def abort(self) -> None:
+        if self.aborted is not None:
+            with contextlib.suppress(Exception):
+                self.aborted()
 
 
 def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, Any],

@@ -251,9 +251,13 @@ def run(ctx: Context, name: str, raw: Any) -> Reply:
 
 
 ANSWERED_UNAUDITED = ("status",)  # nothing personal in it: answered (and said so) when the audit log is full
+# Parts of an audited play (by its ticket): their success is not a row of its own; a refusal is.
+QUIET_WHEN_ALLOWED = frozenset({"play-audio", "play-check", "waveform"})
 
 
 def _outcome(ctx: Context, name: str, reply: Reply, result: str) -> Reply:
+    if name in QUIET_WHEN_ALLOWED and reply.rc == 0:
+        return reply
     try:
         ctx.audit(name, ctx.recording_id, ctx.detail, result)
     except Exception:
@@ -322,4 +326,4 @@ def iso(ts: float | None, ctx: Context) -> str | None:
 
 
 # The modules that register the actions.
-from . import access, casework, records, reporting, upkeep  # noqa: E402,F401
+from . import access, casework, playback, records, reporting, upkeep  # noqa: E402,F401
