@@ -1,9 +1,132 @@
-"""Status (everyone; the technician's page) and the public notice (Art. 4(1))."""
+"""Status (everyone; the technician's page) and the public notice (Art. 4(1)).
+
+The status page shows what the daemon's ``status`` says about capture and the store, each figure
+under a readable label (never a raw key), and nothing personal: no caller number, no audio, no
+recording's metadata beyond the id of the last erasure. Packets per second come from the daemon
+when it says them, else from two of its packet counts this console saw a moment apart.
+"""
 from __future__ import annotations
+
+import threading
+import time
+from typing import Any
 
 from starlette.responses import Response
 
+from .. import i18n
 from ..web import EVERYONE, Req, page
+
+i18n.add({
+    "status.capture": ("録音（キャプチャ）", "Capture"),
+    "status.running": ("稼働中（{hours} 時間 {minutes} 分）", "running (for {hours} h {minutes} min)"),
+    "status.stopped": ("停止中（録音されていません）", "not running (nothing is being recorded)"),
+    "status.packets_per_s": ("受信パケット数／秒", "Packets per second"),
+    "status.kernel_drops": ("取りこぼしパケット数（カーネル）", "Packets dropped by the kernel"),
+    "status.active_calls": ("通話中の件数", "Calls in progress"),
+    "status.recorded": ("録音した通話（起動後）", "Calls recorded (since start)"),
+    "status.store_free": ("保存領域の空き", "Store free space"),
+    "status.store_full": ("保存領域が一杯です。新しい通話は録音されません。", "The store is full: new calls are not recorded."),
+    "status.recordings": ("保管中の録音", "Recordings kept"),
+    "status.on_hold": ("保管延長中", "On hold"),
+    "status.last_erasure": ("前回の消去", "Last erasure"),
+    "status.next_erasure": ("次回の消去予定", "Next erasure due"),
+    "status.none": ("なし", "none"),
+    "status.keep_failures": ("保存に失敗した通話", "Calls that could not be kept"),
+    "status.lost_store_full": ("保存領域不足で失われた通話", "Calls lost (store full)"),
+    "status.copies_past_expiry": ("期限を過ぎた持出し複製", "Exported copies past expiry"),
+    "status.warnings": ("最近の警告", "Recent warnings"),
+    "status.no_warnings": ("警告はありません。", "No warnings."),
+    "status.unknown": ("—", "—"),
+    "status.clock_jump": ("時計のずれを検出したため、消去を止めています（管理責任者の確認が必要です）。",
+                          "Erasure is stopped: the clock jumped (a manager must confirm it)."),
+    "alert.direction_unknown": ("着信・発信の区別ができません（trunk_networks が未設定）。",
+                                "Call direction unknown (capture.trunk_networks is not set)."),
+    "alert.store_volume_unencrypted": ("保存領域が暗号化ボリューム上にありません。", "The store is not on an encrypted volume."),
+    "alert.did_file_refused": ("対象番号ファイルが受け付けられませんでした。", "The designated-number file was refused."),
+    "alert.other": ("その他の警告（{kind}）", "Other warning ({kind})"),
+    "notice.english": ("英語", "English"),
+    "notice.japanese": ("日本語", "Japanese"),
+})
+
+_RATE_LOCK = threading.Lock()
+_LAST_COUNT: dict[str, tuple[float, int]] = {}  # pid -> (when, packets) last seen: for packets per second
+
+
+def packets_per_s(service: dict[str, Any], now: float | None = None) -> float | None:
+    """The daemon's own figure if it gives one, else the rate between this and the previous look."""
+    for key in ("packets_per_s", "packets_per_second"):
+        if isinstance(service.get(key), (int, float)):
+            return float(service[key])
+    counters = service.get("counters") or {}
+    packets = counters.get("kernel_packets") or counters.get("packets")
+    if not isinstance(packets, int):
+        return None
+    now = time.monotonic() if now is None else now
+    key = str(service.get("pid"))
+    with _RATE_LOCK:
+        before = _LAST_COUNT.get(key)
+        _LAST_COUNT.clear()  # one service at a time: nothing grows
+        _LAST_COUNT[key] = (now, packets)
+    if before is None or now - before[0] < 0.5 or packets < before[1]:
+        return None
+    return (packets - before[1]) / (now - before[0])
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _alert(r: Req, kind: str) -> str:
+    key = "alert." + kind
+    return r.t(key) if key in i18n.MESSAGES else r.t("alert.other", kind=kind[:60])
+
+
+def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, value) rows and the warnings, from ``status`` data: labels, counts and times only."""
+    svc, store, ret = data.get("service") or {}, data.get("store") or {}, data.get("retention") or {}
+    counters = svc.get("counters") or {}
+    unknown = r.t("status.unknown")
+
+    def count(value: Any) -> str:
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else unknown
+
+    rows: list[tuple[str, str]] = []
+    if svc.get("running"):
+        up = int(svc.get("uptime_s") or 0)
+        rows.append((r.t("status.capture"), r.t("status.running", hours=up // 3600, minutes=up % 3600 // 60)))
+        rate = packets_per_s(svc)
+        rows.append((r.t("status.packets_per_s"), f"{rate:,.0f}" if rate is not None else unknown))
+        rows.append((r.t("status.kernel_drops"), count(counters.get("kernel_drops", 0))))
+        rows.append((r.t("status.active_calls"), count(svc.get("active_calls"))))
+        rows.append((r.t("status.recorded"), count(counters.get("calls_recorded", 0))))
+    else:
+        rows.append((r.t("status.capture"), r.t("status.stopped")))
+    free, total = store.get("free_bytes"), store.get("total_bytes")
+    if isinstance(free, int) and isinstance(total, int) and total > 0:
+        rows.append((r.t("status.store_free"), f"{_size(free)} ({100 * free / total:.0f}%)"))
+    rows.append((r.t("status.recordings"), count(store.get("recordings"))))
+    rows.append((r.t("status.on_hold"), count(store.get("on_hold"))))
+    rows.append((r.t("status.last_erasure"), r.time(ret.get("last_erasure")) or r.t("status.none")))
+    rows.append((r.t("status.next_erasure"), r.time(ret.get("next_due")) or r.t("status.none")))
+    failures = svc.get("keep_failures", counters.get("keep_failures", 0))
+    rows.append((r.t("status.keep_failures"), count(failures)))
+    rows.append((r.t("status.lost_store_full"), count(counters.get("calls_lost_store_full", 0))))
+    rows.append((r.t("status.copies_past_expiry"), count(data.get("copies_past_expiry"))))
+
+    warnings: list[str] = []
+    if store.get("full"):
+        warnings.append(r.t("status.store_full"))
+    if ret.get("clock_jump"):
+        warnings.append(r.t("status.clock_jump"))
+    for kind in svc.get("alerts") or ():
+        if isinstance(kind, str):
+            warnings.append(_alert(r, kind))
+    for w in svc.get("warnings") or data.get("warnings") or ():  # [{kind, at, count}], from the daemon
+        if isinstance(w, dict) and isinstance(w.get("kind"), str):
+            when = r.time(w.get("at")) if isinstance(w.get("at"), (str, int, float)) else ""
+            times = f" ×{w['count']}" if isinstance(w.get("count"), int) and w["count"] > 1 else ""
+            warnings.append(f"{when} {_alert(r, w['kind'])}{times}".strip())
+    return rows, warnings
 
 
 @page("/status", EVERYONE)
@@ -11,12 +134,18 @@ async def status(r: Req) -> Response:
     reply = await r.call("status")
     if reply.rc != 0:
         return r.refused(reply)
-    return r.render("status.html", status_data=reply.data or {})
+    rows, warnings = status_rows(r, reply.data or {})
+    return r.render("status.html", rows=rows, warnings=warnings)
 
 
 @page("/notice", EVERYONE)
 async def notice(r: Req) -> Response:
-    reply = await r.call("notice")
+    """The notice in Japanese; in English, the Japanese text (the one posted) with the English beside."""
+    reply = await r.call("notice", {"lang": "ja"})
     if reply.rc != 0:
         return r.refused(reply)
-    return r.render("notice.html", notice=reply.data or {}, text=reply.text)
+    english = None
+    if r.lang == "en":
+        en = await r.call("notice", {"lang": "en"})
+        english = en.text if en.rc == 0 else None
+    return r.render("notice.html", japanese=reply.text, english=english)

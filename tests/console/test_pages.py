@@ -1,0 +1,340 @@
+"""The console's everyday pages (search, recording, playback, audit, status, notice) through
+Starlette's TestClient against ``create_app`` and the REAL daemon: a ControlServer on a real store
+made by replaying fixtures, reached over its real socket, acting for real Unix users (prefix
+``w1``) in each role. The password check is a function of the test's (PAM is tested with a real
+browser in test_browser*.py); everything after the sign-in is the console's and the daemon's own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, USER_TOOLS, Site, needs_root
+from starlette.testclient import TestClient
+
+from console.app import create_app
+from recorderd.config import load
+from recorderd.control import ControlServer
+
+PASSWORD = "w1-correct horse"
+ROLES = ("manager", "staff", "technician", "auditor")
+USERS = {role: f"w1{role[:4]}" for role in ROLES}  # w1mana, w1staf, w1tech, w1audi
+GROUP = "w1-{}".format
+CALLS = ("inbound-alaw.pcap", "inbound-e164.pcap", "dtmf.pcap")
+ALAW_CALLER, E164_CALLER = "0311112222", "+819033334444"
+CALLERS = (ALAW_CALLER, "09011112222", E164_CALLER, "819033334444", "9033334444")
+
+
+def _remove_users() -> None:
+    for user in USERS.values():
+        subprocess.run(["userdel", "-f", user], capture_output=True)
+    for role in ROLES:
+        subprocess.run(["groupdel", GROUP(role)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def people() -> Iterator[dict[str, str]]:
+    needs_root("the console pages act for real Unix users in each role (useradd)", *USER_TOOLS)
+    _remove_users()
+    try:
+        for role, user in USERS.items():
+            subprocess.run(["groupadd", GROUP(role)], check=True, capture_output=True)
+            subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", GROUP(role), user],
+                           check=True, capture_output=True)  # fmt: skip
+        yield USERS
+    finally:
+        _remove_users()
+
+
+@pytest.fixture(scope="module")
+def daemon(people: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, ControlServer]]:
+    runner = pwd.getpwuid(os.getuid()).pw_name  # the daemon trusts acting_for from this uid: the console's
+    roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
+    site = Site(tmp_path_factory.mktemp("w1site"), settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}}}\n")
+    site.init()
+    for pcap in CALLS:
+        assert site.replay(FIXTURES / pcap) == 0
+    server = ControlServer(load(str(site.config)))
+    assert server.start()
+    try:
+        yield site, server
+    finally:
+        server.stop()
+
+
+def _check(user: str, password: str) -> bool:
+    return user in USERS.values() and password == PASSWORD
+
+
+@pytest.fixture(scope="module")
+def app(daemon: tuple[Site, ControlServer]):  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    return create_app(load(str(site.config), dids_optional=True), authenticate=_check)
+
+
+def signed_in(app, role: str, lang: str = "ja") -> TestClient:  # type: ignore[no-untyped-def]
+    client = TestClient(app, base_url="https://testserver", client=("192.0.2.10", 50000), follow_redirects=False)
+    client.cookies.set("lang", lang)
+    reply = client.post("/signin", data={"user": USERS[role], "password": PASSWORD})
+    assert reply.status_code == 303, reply.text[:500]
+    return client
+
+
+def csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page) or re.search(r'data-csrf="([^"]+)"', page)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def rows_of(page: str) -> list[str]:
+    return re.findall(r'<tr class="recording" data-id="([^"]+)"', page)
+
+
+def recordings(site: Site) -> dict[str, object]:
+    store = site.open_store()
+    try:
+        return {r.caller: r for r in store.recordings()}
+    finally:
+        store.close()
+
+
+def audit_rows(site: Site) -> list:
+    from storage.audit import AuditLog
+
+    log = AuditLog(str(site.store / "audit.sqlite"))
+    try:
+        return [r[1] for r in log.rows()]
+    finally:
+        log.close()
+
+
+# -- search -------------------------------------------------------------------------------------------
+
+
+def test_search_by_the_callers_last_digits_finds_the_call(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rows = recordings(site)
+    staff = signed_in(app, "staff")
+    page = staff.get("/search", params={"caller": "4444", "match": "ends"})
+    assert page.status_code == 200, page.text[:500]
+    assert rows_of(page.text) == [rows[E164_CALLER].id]
+    assert E164_CALLER in page.text and 'class="open" href="/recordings/' in page.text
+    whole = staff.get("/search", params={"caller": "03-1111-2222", "match": "exact"})
+    assert rows_of(whole.text) == [rows[ALAW_CALLER].id]
+    everything = staff.get("/search")
+    found = rows_of(everything.text)
+    assert sorted(found) == sorted(r.id for r in rows.values())
+    started = {r.id: r.started_at for r in rows.values()}
+    assert found == sorted(found, key=lambda i: -started[i])  # newest first
+    assert len(everything.content) < 200_000
+    [row] = [r for r in audit_rows(site) if r.action == "find" and r.detail.get("filters", {}).get("caller") == "last digits"]
+    assert "4444" not in json.dumps(row.detail, ensure_ascii=False)  # the kind of filter, never the digits
+
+
+def test_search_filters_by_did_label_and_duration(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rows = recordings(site)
+    manager = signed_in(app, "manager")
+    label = rows[ALAW_CALLER].did_label
+    page = manager.get("/search", params={"did": label})
+    assert rows_of(page.text) == [rows[ALAW_CALLER].id]
+    assert f"<option selected>{label}</option>" in page.text  # the designated labels are offered
+    longest = max(r.ended_at - r.started_at for r in rows.values())
+    assert rows_of(manager.get("/search", params={"min_duration": str(int(longest) + 1)}).text) == []
+
+
+def test_a_technician_sees_masked_numbers_and_no_caller_filter(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    tech = signed_in(app, "technician")
+    page = tech.get("/search")
+    assert page.status_code == 200
+    assert len(rows_of(page.text)) == len(CALLS)
+    assert 'name="caller"' not in page.text
+    for number in CALLERS:
+        assert number not in page.text
+    assert "********22" in page.text  # 0311112222 masked: the last two digits only
+    assert 'class="open"' not in page.text  # the recording page is not theirs
+    typed = tech.get("/search", params={"caller": "2222", "match": "ends"})  # typed into the URL
+    assert typed.status_code == 403 and "2222" not in typed.text
+    assert tech.get(f"/recordings/{recordings(site)[ALAW_CALLER].id}").status_code == 403
+
+
+# -- the recording page and playback ------------------------------------------------------------------
+
+
+def _play(client: TestClient, rid: str, purpose: str = "quality") -> dict:
+    page = client.get(f"/recordings/{rid}")
+    assert page.status_code == 200, page.text[:500]
+    reply = client.post(f"/recordings/{rid}/play", data={"purpose": purpose}, headers={"x-csrf-token": csrf(page.text)})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rid = recordings(site)[ALAW_CALLER].id
+    staff = signed_in(app, "staff")
+    before = staff.get(f"/recordings/{rid}").text
+    for needed in ('id="purpose"', 'id="play"', '<audio id="player"', '<canvas id="waveform"', 'id="integrity"',
+                   'id="history"', 'id="export-form"', 'id="request-form"', recordings(site)[ALAW_CALLER].sha256):
+        assert needed in before, needed
+    assert 'id="hold-form"' not in before  # a manager's
+    _play(staff, rid, "suspicious_call")
+    history = re.search(r'<table id="history">(.*?)</table>', staff.get(f"/recordings/{rid}").text, re.S).group(1)
+    [play] = [row for row in re.findall(r"<tr>(.*?)</tr>", history, re.S) if "<td>再生</td>" in row]
+    assert f"<td>{USERS['staff']}</td>" in play and "<td>不審な電話への対応</td>" in play and "<td>画面</td>" in play
+    [row] = [r for r in audit_rows(site) if r.action == "play"]
+    assert row.user == USERS["staff"] and row.detail["purpose"] == "suspicious_call" and row.detail["via"] == "console"
+    assert 'id="hold-form"' in signed_in(app, "manager").get(f"/recordings/{rid}").text
+
+
+def test_no_audio_without_a_purpose(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rid = recordings(site)[ALAW_CALLER].id
+    staff = signed_in(app, "staff")
+    token = csrf(staff.get(f"/recordings/{rid}").text)
+    plays = len([r for r in audit_rows(site) if r.action == "play"])
+    for purpose in ("", "curiosity"):
+        reply = staff.post(f"/recordings/{rid}/play", data={"purpose": purpose}, headers={"x-csrf-token": token})
+        assert reply.status_code == 400 and "ticket" not in reply.text and "/audio/" not in reply.text
+    assert len([r for r in audit_rows(site) if r.action == "play"]) == plays
+
+
+def _alaw(byte: int) -> int:
+    """ITU-T G.711 A-law expansion (the reference: written here, not the daemon's table)."""
+    a = byte ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = t + 8 if seg == 0 else (t + 0x108) << (seg - 1) if seg > 1 else t + 0x108
+    return t if a & 0x80 else -t
+
+
+def _data_chunk(wav: bytes) -> tuple[dict, bytes]:
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+    pos, fmt = 12, {}
+    while pos + 8 <= len(wav):
+        cid, size = wav[pos : pos + 4], struct.unpack("<I", wav[pos + 4 : pos + 8])[0]
+        body = wav[pos + 8 : pos + 8 + size]
+        if cid == b"fmt ":
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            fmt = {"tag": tag, "channels": channels, "rate": rate, "bits": bits}
+        if cid == b"data":
+            return fmt, body
+        pos += 8 + size + (size & 1)
+    raise AssertionError("no data chunk")
+
+
+def test_range_requests_return_the_bytes_of_the_pcm_rendition(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    row = recordings(site)[ALAW_CALLER]
+    rid = row.id
+    wav = site.wav_bytes({"id": rid})  # what an export for quality writes (the stored WAV, its SHA-256 the index's)
+    assert hashlib.sha256(wav).hexdigest() == row.sha256
+    fmt, alaw = _data_chunk(wav)
+    assert fmt["tag"] == 6 and fmt["channels"] == 2  # A-law, stereo: as on the wire
+    samples = b"".join(struct.pack("<h", _alaw(b)) for b in alaw)
+
+    staff = signed_in(app, "staff")
+    played = _play(staff, rid)
+    size = played["size"]
+    assert size == 44 + len(samples)
+    head = staff.get(played["audio"], headers={"range": "bytes=0-43"})
+    assert head.status_code == 206 and head.headers["content-range"] == f"bytes 0-43/{size}"
+    assert _data_chunk(head.content + samples) == ({"tag": 1, "channels": 2, "rate": 8000, "bits": 16}, samples)
+    rendition = head.content + samples
+    for asked, first, last in (("bytes=0-", 0, min(size, 1 << 20) - 1), ("bytes=1000-1999", 1000, 1999),
+                               ("bytes=-100", size - 100, size - 1), (f"bytes={size - 10}-{size + 500}", size - 10, size - 1),
+                               ("bytes=44-44", 44, 44)):  # fmt: skip
+        reply = staff.get(played["audio"], headers={"range": asked})
+        assert reply.status_code == 206, (asked, reply.status_code)
+        assert reply.headers["content-range"] == f"bytes {first}-{last}/{size}", asked
+        assert reply.content == rendition[first : last + 1], asked
+        assert reply.headers["content-type"] == "audio/wav" and reply.headers["cache-control"] == "no-store"
+        assert reply.headers["accept-ranges"] == "bytes"
+    whole = staff.get(played["audio"])  # no Range: the whole rendition
+    assert whole.status_code == 200 and whole.content == rendition
+    assert staff.get(played["audio"], headers={"range": f"bytes={size}-"}).status_code == 416
+    wave = staff.get(played["waveform"])
+    assert wave.status_code == 200 and wave.json()
+    check = staff.get(played["check"]).json()
+    assert check["state"] in ("checking", "checked")
+
+
+def test_a_ticket_from_another_session_is_refused(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rid = recordings(site)[ALAW_CALLER].id
+    first = signed_in(app, "staff")
+    played = _play(first, rid)
+    assert first.get(played["audio"], headers={"range": "bytes=0-99"}).status_code == 206
+    for other in (signed_in(app, "staff"), signed_in(app, "manager")):  # the same person elsewhere; someone else
+        for url in (played["audio"], played["waveform"], played["check"]):
+            reply = other.get(url, headers={"range": "bytes=0-99"})
+            assert reply.status_code == 403 and b"RIFF" not in reply.content, url
+    assert signed_in(app, "staff").get("/audio/" + "A" * 22, headers={"range": "bytes=0-9"}).status_code == 403
+
+
+# -- audit ----------------------------------------------------------------------------------------------
+
+
+def test_audit_verify_shows_that_the_chain_holds(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    auditor = signed_in(app, "auditor")
+    page = auditor.get("/audit")
+    assert page.status_code == 200 and '<table id="audit"' in page.text
+    reply = auditor.post("/audit/verify", data={"csrf": csrf(page.text)})
+    assert reply.status_code == 200
+    result = re.search(r'<div id="verify-result" class="ok"[^>]*><p>(.*?)</p>', reply.text, re.S)
+    assert result and "監査ログは改ざんされていません" in result.group(1)
+    assert auditor.post("/audit/verify", data={}).status_code == 403  # no CSRF token
+    assert signed_in(app, "staff").get("/audit").status_code == 403
+
+
+def test_audit_filters_and_export(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    manager = signed_in(app, "manager")
+    page = manager.get("/audit", params={"action": "find", "user": USERS["manager"]})
+    assert page.status_code == 200
+    actions = re.findall(r"<td>(find|play|status|audit-show|console-signin)</td>", page.text)
+    assert actions and set(actions) == {"find"} or "該当する記録はありません" in page.text
+    exported = manager.get("/audit/export", params={"format": "json"})
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    lines = [json.loads(x) for x in exported.text.splitlines()]
+    assert lines[0]["recorderd_audit_export"] == 1 and all("hash" in x for x in lines[1:])
+    as_csv = manager.get("/audit/export", params={"format": "csv"})
+    assert as_csv.status_code == 200 and as_csv.text.lstrip("\ufeff").startswith("seq,at,user,uid,action")
+    assert len(as_csv.text.strip().splitlines()) >= len(lines) - 1  # one line a row (and the header)
+    for number in CALLERS:
+        assert number not in as_csv.text
+    assert not list(Path(site.root).rglob("audit-export*"))  # nothing kept on disk
+
+
+# -- status and notice ----------------------------------------------------------------------------------
+
+
+def test_the_status_page_for_a_technician_shows_no_caller_number(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    tech = signed_in(app, "technician")
+    page = tech.get("/status")
+    assert page.status_code == 200
+    table = re.search(r'<table class="kv" id="status">(.*?)</table>', page.text, re.S).group(1)
+    for label in ("録音（キャプチャ）", "保存領域の空き", "前回の消去", "次回の消去予定", "保存に失敗した通話"):
+        assert f"<th>{label}</th>" in table, label
+    for raw in ("free_bytes", "kernel_drops", "next_due", "copies_past_expiry", "last_erased_id"):
+        assert raw not in page.text
+    for number in CALLERS:
+        assert number not in page.text
+    english = signed_in(app, "technician", lang="en").get("/status").text
+    assert "<th>Store free space</th>" in english
+
+
+def test_the_notice_in_english_keeps_the_japanese_beside(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    ja = signed_in(app, "staff").get("/notice")
+    assert ja.status_code == 200 and "通話録音についてのお知らせ" in ja.text and "Notice: calls are recorded" not in ja.text
+    en = signed_in(app, "staff", lang="en").get("/notice")
+    assert "通話録音についてのお知らせ" in en.text and "Notice: calls are recorded" in en.text
