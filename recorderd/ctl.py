@@ -20,6 +20,7 @@ import sqlite3
 import sys
 from typing import Any
 
+from storage import signing
 from storage.store import StoreError
 
 from . import control, ops, roles, service, version, wire
@@ -28,6 +29,7 @@ from .config import Config
 UNREACHABLE = 4
 BUSY = control.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
+SIGNED_ACTIONS = ("export", "provide")  # their copy comes with a signed manifest beside it
 
 
 def _sub(sub: Any, name: str, action: str, help: str) -> argparse.ArgumentParser:
@@ -101,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "notice", "notice", "the public notice text from the live config (Art. 4(1))")
     p.add_argument("--lang", default="ja", choices=("ja", "en"))
     _sub(sub, "verify", "verify", "decrypt and check every recording, and the audit chain")
+    p = _sub(sub, "verify-export", "verify-export", "check a copy against its signed manifest (FILE.manifest.json, .sig)")
+    p.add_argument("file")
+    p.add_argument("--pubkey", help="the recorder's public key (PEM, as 'recorderctl pubkey' prints it): checks "
+                                    "without the store, a config or an account; default: the store's key")  # fmt: skip
+    _sub(sub, "pubkey", "pubkey", "the recorder's public key (PEM) and key id, which check its signed copies (any role)")
     retention = sub.add_parser("retention", help="retention: erasure when it is due").add_subparsers(dest="sub", required=True)
     _sub(retention, "run", "retention-run", "erase every recording due now")
     _sub(retention, "confirm-clock", "retention-confirm-clock",
@@ -220,10 +227,14 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
     sinks: dict[str, wire.FileSink] = {}
     out = request.get("out")
     if action in OUTPUT_ACTIONS and isinstance(out, str):
-        try:
-            sinks[out] = wire.FileSink(out)  # before asking: a copy that cannot be written is not made
-        except OSError as exc:
-            return ops.Reply(1, error=f"cannot write {out}: {exc.strerror}")
+        paths = [out, *signing.manifest_paths(out)] if action in SIGNED_ACTIONS else [out]
+        for target in paths:
+            try:
+                sinks[target] = wire.FileSink(target)  # before asking: a copy that cannot be written is not made
+            except OSError as exc:
+                for sink in sinks.values():
+                    sink.abort()
+                return ops.Reply(1, error=f"cannot write {target}: {exc.strerror}")
     try:
         return control.call(path, action, request, sinks)
     except control.Busy:
@@ -242,11 +253,52 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
             sink.abort()  # a copy not committed leaves nothing behind
 
 
+def verify_export(args: argparse.Namespace, config: Config | None) -> int:
+    """Check a copy and its manifest here, in this process: with ``--pubkey`` against that key (no
+    store, config nor role needed: the police check what they were given), else against the store's
+    (asked for through ``pubkey``, so the request is audited like any other)."""
+    if args.pubkey:
+        try:
+            with open(args.pubkey, "rb") as f:
+                public = signing.PublicKey.from_pem(f.read(1 << 16))
+        except (OSError, ValueError) as exc:
+            print(f"recorderctl: --pubkey {args.pubkey}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+    else:
+        if config is None:
+            return 2
+        reply = perform(config, "pubkey", {})
+        if reply.rc != 0:
+            print(f"recorderctl: cannot get the recorder's public key: {reply.error}", file=sys.stderr)
+            return reply.rc
+        public = signing.PublicKey.from_pem(str(reply.data["public_key"]).encode())
+    verdict = signing.verify_export(os.path.abspath(args.file), public)
+    m = verdict.manifest or {}
+    if args.json:
+        json.dump({"file": verdict.path, "ok": verdict.ok, "key_id": verdict.key_id, "sha256": verdict.sha256,
+                   "problems": verdict.problems, "manifest": m}, sys.stdout, ensure_ascii=False, indent=2)  # fmt: skip
+        print()
+        return 0 if verdict.ok else 1
+    for problem in verdict.problems:
+        print(f"FAIL {problem}")
+    if verdict.ok:
+        print(f"OK {verdict.path}: signed by the recorder's key {verdict.key_id} (copy {m.get('copy_id')} of "
+              f"recording {m.get('recording_id')}, made by {(m.get('signer') or {}).get('user')} at "
+              f"{m.get('created_at')}); SHA-256 {verdict.sha256} is the manifest's")  # fmt: skip
+        return 0
+    print(f"recorderctl: {args.file} does not verify: {len(verdict.problems)} problem(s)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.op == "verify-export" and args.pubkey:
+        return verify_export(args, None)
     config = service.start("recorderctl", args.config, mode="ctl")  # a broken DID file stops only what needs it
     if config is None:
         return 2
+    if args.op == "verify-export":
+        return verify_export(args, config)
     reply = perform(config, args.op, request_args(args))
     if args.op == "status":
         reply = service.annotate_status(config, reply)

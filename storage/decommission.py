@@ -2,7 +2,9 @@
 and the master key so that nothing can be restored, and write an erasure certificate.
 
 Order: each recording as the retention worker does it (key destroyed, file overwritten, unlinked),
-then the spool, then the index files (overwritten, unlinked), the master key file last. The audit
+then the spool, then the index files (overwritten, unlinked), the recorder's signing key (its
+private key wrapped by the master key: no copy can be signed as this recorder's afterwards), the
+master key file last. The audit
 log and the casework file (incidents, complaints, provision records: no audio, no caller numbers)
 stay, with the decommission as the audit log's last rows, so the city can still account for every
 access; the certificate names both. What the software cannot do (a whole-device purge) is in the README.
@@ -15,6 +17,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from . import signing
 from .erasure import erase_file
 from .retention import METHOD, iso
 
@@ -35,6 +38,7 @@ class Certificate:
     spool_files_erased: int
     index_files_erased: list[str]
     master_key_erased: bool
+    signing_key_erased: bool
     method: str
     verification: str
     audit_log_kept: str
@@ -53,6 +57,7 @@ class Certificate:
             f"Spool files erased:      {self.spool_files_erased}",
             f"Index files erased:      {', '.join(self.index_files_erased) or 'none'}",
             f"Master key erased:       {'yes' if self.master_key_erased else 'no (held as a systemd credential: remove it)'}",
+            f"Signing key erased:      {'yes' if self.signing_key_erased else 'none was there'}",
             f"Method:                  {self.method}",
             f"Verification:            {self.verification}",
             f"Audit log kept at:       {self.audit_log_kept}",
@@ -93,11 +98,16 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
         if os.path.exists(store.index_path + suffix):
             erase_file(store.index_path + suffix)
             index_files.append(os.path.basename(store.index_path + suffix))
+    signing_file = signing.key_path(store.root)
+    signing_erased = os.path.lexists(signing_file)
+    for name in sorted(os.listdir(store.root)):  # the key, and any staging copy a crash left beside it
+        if name == signing.KEY_FILE or name.startswith(signing.KEY_FILE + ".part-"):
+            erase_file(os.path.join(store.root, name))
     key_erased = os.path.exists(store.key_file)
     erase_file(store.key_file)
     left = [os.path.join(d, f) for d, _, fs in os.walk(store.recordings_dir) for f in fs]
     left += os.listdir(store.spool_dir)
-    gone = not left and not os.path.exists(store.index_path) and not os.path.exists(store.key_file)
+    gone = not left and not any(os.path.lexists(p) for p in (store.index_path, store.key_file, signing_file))
     cert = Certificate(
         host=socket.gethostname(),
         store_path=store.root,
@@ -110,8 +120,9 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
         spool_files_erased=spool,
         index_files_erased=index_files,
         master_key_erased=key_erased,
+        signing_key_erased=signing_erased,
         method=METHOD,
-        verification="passed: no recording, spool file, index or key file remains" if gone
+        verification="passed: no recording, spool file, index, signing key or master key file remains" if gone
         else f"FAILED: {len(left)} file(s) remain",
         audit_log_kept=store.audit_path,
         casework_kept=os.path.join(store.root, "casework.sqlite"),

@@ -7,20 +7,30 @@ decodes G.711 to 16-bit PCM for players without G.711. Every copy is registered 
 needs a manager's approval named with its reference (``--approved-by``, ``--approval-ref``), and the
 approver must be in the manager group now. Providing to an outside party needs one of the APPI
 Art. 69 bases and records the recipient and basis with the recording's hash.
+
+Beside every copy ``FILE`` go ``FILE.manifest.json`` and ``FILE.manifest.sig``: what the copy is
+(recording id, DID label, start and end, codec, format, its SHA-256, the recording's and the evidence
+pcap's), who made it and why, signed with the recorder's key (:mod:`storage.signing`), so that
+whoever receives it can check it came from this recorder unaltered (``recorderctl verify-export``,
+or ``openssl`` with the key ``recorderctl pubkey`` prints). No caller number is in it. They are
+written like the copy (by the client, through a staging name), after it, once it is registered.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from typing import Any
 
-from storage import vault
+from storage import signing, vault
 from storage.codecs import g711
 from storage.index import RecordingRow
+from storage.retention import iso as iso_ms
 from storage.store import IntegrityError
 from storage.wav import read_info
 
-from ..roles import MANAGER, STAFF, has_role
+from .. import version
+from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, has_role
 from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 
 PURPOSES = ("quality", "suspicious_call")
@@ -103,6 +113,64 @@ def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
     return written.hexdigest()
 
 
+def signing_key(ctx: Context, *, own_row: bool = True) -> tuple[signing.SigningKey, bool]:
+    """The recorder's signing key, and whether it was made now: for a store made before there was
+    one, at its first copy, audited in a ``signing-key-created`` row (``own_row``; ``init`` says it
+    in its own row instead)."""
+    try:
+        key, created = signing.ensure(ctx.store.root, ctx.store.master_key())
+    except signing.SigningError as exc:
+        raise OpError(str(exc)) from None
+    if created and own_row:
+        ctx.audit("signing-key-created", None, {"signing_key": key.public.audited()})
+    return key, created
+
+
+def _put(ctx: Context, path: str, data: bytes) -> None:
+    sink = ctx.outputs(path)
+    try:
+        sink.write(data)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit(hashlib.sha256(data).hexdigest())
+
+
+def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha256: str, copy_id: int, kind: str,
+                   purpose: str | None = None, basis: str | None = None, approved_by: str | None = None,
+                   approval_ref: str | None = None, provision: int | None = None) -> str:  # fmt: skip
+    """Write the signed manifest of the copy at ``out`` beside it (``out.manifest.json``, ``.sig``);
+    returns the signing key's id. The copy is already in place and registered: a manifest that cannot
+    be put beside it is said (rc 1), and the copy stays registered, to be destroyed at its expiry."""
+    key, _ = signing_key(ctx)
+    fields: dict[str, Any] = {
+        "file": os.path.basename(out), "file_format": fmt, "file_sha256": sha256,
+        "copy_id": copy_id, "copy_kind": kind, "created_at": iso(ctx.now, ctx),
+        "recording_id": row.id, "did_label": row.did_label,
+        "started_at": iso_ms(row.started_at, ctx.store.tz), "ended_at": iso_ms(row.ended_at, ctx.store.tz),
+        "codec": row.codec, "channels": row.channels,
+        "recording_sha256": row.sha256, "evidence_pcap_sha256": row.pcap_sha256 or None,
+        "signer": {"user": ctx.caller.user, "role": ctx.role, "via": ctx.caller.via},
+    }  # fmt: skip
+    if basis is not None:
+        fields["legal_basis"] = {"basis": basis, "article": BASES[basis], "provision": provision}
+    else:
+        fields["purpose"] = purpose
+        if approved_by:
+            fields["approval"] = {"approved_by": approved_by, "approval_ref": approval_ref}
+    fields["recorder"] = {"key_id": key.public.key_id, "public_key": key.public.pem, "software": f"recorderd {version()}"}
+    body = signing.manifest_bytes(fields)
+    manifest_path, sig_path = signing.manifest_paths(out)
+    try:
+        _put(ctx, manifest_path, body)
+        _put(ctx, sig_path, key.sign(body))
+    except (OpError, OSError) as exc:
+        raise OpError(f"the copy is at {out} (copy {copy_id}), but its signed manifest could not be put beside it: "
+                      f"{exc}") from None  # fmt: skip
+    ctx.note(signing_key=key.public.audited())
+    return key.public.key_id
+
+
 def _what_was_written(row: RecordingRow, fmt: str, sha256: str) -> str:
     """What the copy is, and the SHA-256 that checks it (the copy's own, and the recording's beside it)."""
     if fmt == "pcap":
@@ -142,10 +210,13 @@ def export(ctx: Context, args: Args) -> Reply:
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
+    key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export", purpose=purpose,
+                            approved_by=approved_by, approval_ref=ref)  # fmt: skip
     text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
-            f"by {iso(expires, ctx)}")  # fmt: skip
+            f"by {iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id})")  # fmt: skip
     return Reply(text=text, data={"id": row.id, "out": out, "sha256": sha256, "recording_sha256": row.sha256,
-                                  "copy": copy_id, "expires": iso(expires, ctx)})  # fmt: skip
+                                  "copy": copy_id, "expires": iso(expires, ctx),
+                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id})  # fmt: skip
 
 
 @action("provide", MANAGER)
@@ -170,11 +241,24 @@ def provide(ctx: Context, args: Args) -> Reply:
                                            recording_sha256=row.sha256, copy_id=copy_id, provided_by=ctx.caller.user,
                                            provided_at=ctx.now)  # fmt: skip
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, provision=provision)
+    key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision", basis=basis,
+                            provision=provision)  # fmt: skip
     text = (f"provision {provision}: {row.id} to {recipient} under {BASES[basis]}; written to {out} "
             f"({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed over, by "
-            f"{iso(expires, ctx)}")  # fmt: skip
+            f"{iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id}): hand "
+            "over all three files")  # fmt: skip
     return Reply(text=text, data={"provision": provision, "id": row.id, "recipient": recipient, "basis": basis,
-                                  "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id})  # fmt: skip
+                                  "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id,
+                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id})  # fmt: skip
+
+
+@action("pubkey", MANAGER, STAFF, TECHNICIAN, AUDITOR)
+def pubkey(ctx: Context, args: Args) -> Reply:
+    """The recorder's public key (PEM) and key id: what checks its signed copies, anywhere."""
+    public = signing_key(ctx)[0].public
+    ctx.note(signing_key=public.audited())
+    return Reply(text=f"{public.pem.rstrip()}\nkey id {public.key_id}",
+                 data={"key_id": public.key_id, "public_key": public.pem})  # fmt: skip
 
 
 def copy_json(c: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Upkeep of the store: ``init``, ``verify``, ``retention run``, ``decommission``.
 
 - ``init`` needs no role, only the right to create the store (root or the service user), and runs
-  directly. ``decommission`` is the contractor's (technician, Art. 6(4)) and runs only directly, with
-  the service stopped: it is not something to do to a store a running service writes to.
+  directly; it makes the recorder's signing key if the store has none (never replacing one).
+  ``decommission`` is the contractor's (technician, Art. 6(4)) and runs only directly, with the
+  service stopped: it is not something to do to a store a running service writes to.
 - ``verify`` (manager, technician, auditor) checks every recording and the audit chain; a failure
   opens an incident by itself (Art. 7).
 - ``retention run`` (manager, technician) erases what is due, then deals with exported copies past
@@ -29,6 +30,7 @@ from storage.store import Actor
 
 from ..roles import AUDITOR, MANAGER, TECHNICIAN
 from . import Args, Context, OpError, Reply, UsageError, action, iso
+from .access import signing_key
 from .casework import integrity_incident
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ log = logging.getLogger(__name__)
 def init(ctx: Context, args: Args) -> Reply:
     created = args.flag("created")
     ctx.note(store=ctx.store.root, created=created)
-    return Reply(text=f"store {'created' if created else 'already initialised'} at {ctx.store.root}",
-                 data={"store": ctx.store.root, "created": created})  # fmt: skip
+    key, made = signing_key(ctx, own_row=False)
+    key_id = key.public.key_id
+    ctx.note(signing_key={**key.public.audited(), "created": made})
+    return Reply(text=f"store {'created' if created else 'already initialised'} at {ctx.store.root}; signing key {key_id}",
+                 data={"store": ctx.store.root, "created": created, "signing_key": key_id})  # fmt: skip
 
 
 @action("verify", MANAGER, TECHNICIAN, AUDITOR)
