@@ -194,7 +194,7 @@ def idle(rows: int) -> dict:
                 "retain_until": retain_until(started, 14, TZ), "state": "complete", "end_reason": "bye",
                 "path": store.relative_path(rid, started), "streams": streams, "created_at": started + 181.0,
                 "wrapped_key": os.urandom(60), "erasing_at": None, "audio": "exact", "rate": 8000,
-                "pcap_path": "", "pcap_sha256": "", "pcap_size": 0,
+                "pcap_path": "", "pcap_sha256": "", "pcap_size": 0, "sealed": b"",  # no personal fields
             }  # fmt: skip
             values.append([row[c] for c in COLUMNS])
         db = store.db().db

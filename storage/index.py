@@ -1,27 +1,38 @@
 """The SQLite index of kept recordings (and their holds).
 
 One row per kept recording. ``secure_delete`` is on so that erased rows do not linger in free pages.
-The index holds the caller's number (personal data): it lives in the locked store, readable by the
-service user alone, and goes with the recording when it is erased.
+The personal fields of a recording (the caller's number, the SIP Call-ID, which often carries an
+address or a number, and the DTMF digits its streams carried: PINs, card numbers) are not columns:
+they are sealed together (AES-256-GCM, the recording id as associated data) under the recording's
+own data key, so destroying its wrapped key (crypto-erase) makes them unreadable with the audio.
+They are opened only for the rows shown. The caller's number is searched through keyed digests
+(``storage/search.py``). The recording id is the local start time and a digest of the Call-ID, DID
+and start (``storage/recorder.py``): no caller number.
+
+``schema_version`` in ``store_meta`` says which layout the file has; :meth:`Index.migrate` brings an
+older one up to :data:`SCHEMA_VERSION` once, and a newer one is refused.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import database
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-SCHEMA_VERSION = 1
+from . import database, keys, search, vault
+
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recordings (
     id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
     did TEXT NOT NULL,
     did_label TEXT NOT NULL,
-    caller TEXT NOT NULL,
     started_at REAL NOT NULL,
     ended_at REAL NOT NULL,
     codec TEXT NOT NULL,
@@ -33,7 +44,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     state TEXT NOT NULL CHECK (state IN ('complete', 'incomplete')),
     end_reason TEXT NOT NULL,
     path TEXT NOT NULL,
-    streams TEXT NOT NULL,
+    streams TEXT NOT NULL,           -- quality per direction (DTMF digits are sealed)
     created_at REAL NOT NULL,
     wrapped_key BLOB,                -- NULL once crypto-erased
     erasing_at REAL,                 -- set when erasure began (an interrupted one is finished next run)
@@ -41,10 +52,9 @@ CREATE TABLE IF NOT EXISTS recordings (
     rate INTEGER NOT NULL DEFAULT 8000,
     pcap_path TEXT NOT NULL DEFAULT '',    -- the evidence pcap ('' when not kept)
     pcap_sha256 TEXT NOT NULL DEFAULT '',
-    pcap_size INTEGER NOT NULL DEFAULT 0
+    pcap_size INTEGER NOT NULL DEFAULT 0,
+    sealed BLOB NOT NULL DEFAULT x''       -- caller, Call-ID, DTMF under the data key (x'' once erased)
 );
-CREATE INDEX IF NOT EXISTS recordings_started ON recordings (started_at);
-CREATE INDEX IF NOT EXISTS recordings_retain ON recordings (retain_until);
 CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY,
     recording_id TEXT NOT NULL REFERENCES recordings (id),
@@ -55,7 +65,6 @@ CREATE TABLE IF NOT EXISTS holds (
     created_at REAL NOT NULL,
     released_at REAL
 );
-CREATE INDEX IF NOT EXISTS holds_recording ON holds (recording_id);
 CREATE TABLE IF NOT EXISTS erasures (       -- the minimal record left of an erased recording
     id TEXT PRIMARY KEY,
     did_label TEXT NOT NULL,
@@ -66,12 +75,31 @@ CREATE TABLE IF NOT EXISTS erasures (       -- the minimal record left of an era
     sha256 TEXT NOT NULL
 );
 """
+# Tables and indexes of the second edition (also made by the migration from version 1).
+SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS caller_digests (  -- keyed digests of the caller's number (storage/search.py)
+    digest BLOB NOT NULL,
+    recording_id TEXT NOT NULL REFERENCES recordings (id),
+    PRIMARY KEY (digest, recording_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS caller_digests_recording ON caller_digests (recording_id);
+CREATE INDEX IF NOT EXISTS recordings_newest ON recordings (started_at, id);
+CREATE INDEX IF NOT EXISTS recordings_retain ON recordings (retain_until);
+CREATE INDEX IF NOT EXISTS recordings_did ON recordings (did, started_at, id);
+CREATE INDEX IF NOT EXISTS recordings_did_label ON recordings (did_label, started_at, id);
+CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, started_at, id);
+CREATE INDEX IF NOT EXISTS recordings_duration ON recordings ((ended_at - started_at));
+CREATE INDEX IF NOT EXISTS holds_recording ON holds (recording_id);
+CREATE INDEX IF NOT EXISTS holds_in_force ON holds (until) WHERE released_at IS NULL;
+"""
 COLUMNS = (
-    "id", "call_id", "did", "did_label", "caller", "started_at", "ended_at", "codec", "channels",
-    "frames", "size", "sha256", "retain_until", "state", "end_reason", "path", "streams", "created_at",
-    "wrapped_key", "erasing_at", "audio", "rate", "pcap_path", "pcap_sha256", "pcap_size",
+    "id", "did", "did_label", "started_at", "ended_at", "codec", "channels", "frames", "size", "sha256",
+    "retain_until", "state", "end_reason", "path", "streams", "created_at", "wrapped_key", "erasing_at",
+    "audio", "rate", "pcap_path", "pcap_sha256", "pcap_size", "sealed",
 )  # fmt: skip
-# Columns added after the first stores were made: (name, declaration) for ALTER TABLE.
+PERSONAL = ("caller", "call_id")  # RecordingRow fields kept sealed (with the streams' DTMF digits)
+_SEAL_AAD = b"recorderd index fields v1\0"
+# Columns the first edition added after its first stores were made: (name, declaration) for ALTER TABLE.
 ADDED_COLUMNS = (
     ("audio", "TEXT NOT NULL DEFAULT 'exact'"), ("rate", "INTEGER NOT NULL DEFAULT 8000"),
     ("pcap_path", "TEXT NOT NULL DEFAULT ''"), ("pcap_sha256", "TEXT NOT NULL DEFAULT ''"),
@@ -112,23 +140,111 @@ class DuplicateRecording(Exception):
     pass
 
 
+class SchemaError(Exception):
+    """The index's layout is one this code cannot use (newer than it, or not migrated)."""
+
+
 class Index:
     def __init__(self, path: str) -> None:
         self.path = path
         self.db = database.connect(path, foreign_keys=True, secure_delete=True)  # read-only on a full disk
+        # The master key, when the personal fields are to be sealed, opened or searched (set by the store).
+        self.master: Callable[[], bytes] | None = None
+        self._digest_key: bytes | None = None
 
     def close(self) -> None:
         self.db.close()
 
     def create(self) -> None:
-        self.db.executescript(SCHEMA)
+        """A new index; an existing one gets what its own edition added later (the second
+        edition's changes are :meth:`migrate`'s)."""
+        if not self._table("recordings"):
+            self.db.executescript(SCHEMA + SCHEMA_2)
+            self.db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),))  # fmt: skip
+            return
+        self.db.executescript(SCHEMA)  # store_meta, holds, erasures of a partial first-edition file
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise self._too_new(version)
+        if version == 1:
+            self._add_first_edition_columns()
+        self.db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', '1')")
+
+    def _table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    def _add_first_edition_columns(self) -> None:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
         for name, declaration in ADDED_COLUMNS:
             if name not in have:
                 self.db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {declaration}")
-        self.db.execute(
-            "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+
+    # -- schema version and migration ------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        value = self.meta("schema_version") if self._table("store_meta") else None
+        try:
+            return int(value) if value is not None else 1  # the first stores had none
+        except ValueError:
+            raise SchemaError(f"the index {self.path} has a schema_version that is not a number ({value[:20]!r})") from None
+
+    def _too_new(self, version: int) -> SchemaError:
+        return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
+                           f"reads versions up to {SCHEMA_VERSION}: install the release that made it (or a newer one); "
+                           "nothing was changed")  # fmt: skip
+
+    def check_version(self) -> int:
+        """The file's version; a newer one than this code's is refused."""
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise self._too_new(version)
+        return version
+
+    def migrate(self, master: bytes) -> tuple[int, int, int] | None:
+        """Bring a first-edition index to this edition, once: every caller number, Call-ID and DTMF
+        sealed under its recording's data key, its digests made, the plaintext columns dropped, then
+        VACUUM and a WAL checkpoint so the old values leave the file. ``(from, to, rows)``, or None
+        when there was nothing to do. All or nothing (one transaction)."""
+        if self.check_version() == SCHEMA_VERSION:
+            return None
+        if database.is_read_only(self.db):
+            raise SchemaError(f"the index {self.path} is schema version 1 and must be migrated to {SCHEMA_VERSION}, "
+                              "which needs room on the store's disk: free some space, then start again")  # fmt: skip
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.check_version()
+            if version == SCHEMA_VERSION:  # another process did it meanwhile
+                self.db.execute("ROLLBACK")
+                return None
+            self._add_first_edition_columns()
+            self.db.execute("ALTER TABLE recordings ADD COLUMN sealed BLOB NOT NULL DEFAULT x''")
+            self.db.execute("DROP INDEX IF EXISTS recordings_started")  # recordings_newest is its successor
+            for statement in SCHEMA_2.split(";"):  # not executescript: it would commit
+                if statement.strip():
+                    self.db.execute(statement)
+            digest_key = keys.derive(master, "caller-digest")
+            rows = self.db.execute("SELECT id, caller, call_id, streams, wrapped_key FROM recordings").fetchall()
+            for rid, caller, call_id, streams_text, wrapped in rows:
+                streams = json.loads(streams_text)
+                public, dtmf = _split_dtmf(streams)
+                sealed = b""
+                if wrapped is not None:  # an erasure begun: its key is gone, nothing is kept
+                    data_key = vault.unwrap(master, wrapped, rid)
+                    sealed = _seal(data_key, rid, caller, call_id, dtmf)
+                    self._add_digests(rid, caller, digest_key)
+                self.db.execute("UPDATE recordings SET sealed = ?, streams = ? WHERE id = ?",
+                                (sealed, _dumps(public), rid))  # fmt: skip
+            self.db.execute("ALTER TABLE recordings DROP COLUMN caller")
+            self.db.execute("ALTER TABLE recordings DROP COLUMN call_id")
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("VACUUM")
+        self.checkpoint()
+        return version, SCHEMA_VERSION, len(rows)
 
     def initialised(self) -> bool:
         row = self.db.execute(
@@ -156,24 +272,76 @@ class Index:
     def wrapped_keys(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM recordings WHERE wrapped_key IS NOT NULL").fetchone()[0])
 
-    def add(self, row: RecordingRow) -> None:
-        values = [getattr(row, c) for c in COLUMNS]
-        values[COLUMNS.index("streams")] = json.dumps(row.streams, separators=(",", ":"))
+    def digest_key(self) -> bytes:
+        if self._digest_key is None:
+            self._digest_key = keys.derive(self._master(), "caller-digest")
+        return self._digest_key
+
+    def _master(self) -> bytes:
+        if self.master is None:
+            raise SchemaError("the index was opened without the master key: its personal fields stay sealed")
+        return self.master()
+
+    def _add_digests(self, recording_id: str, caller: str, key: bytes) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)",
+                            [(d, recording_id) for d in search.caller_digests(key, caller)])  # fmt: skip
+
+    def add(self, row: RecordingRow, data_key: bytes | None = None) -> None:
+        """Index a kept recording: its personal fields sealed under its data key (given, or
+        unwrapped from the row), its caller's digests beside it, in one transaction."""
+        if row.wrapped_key is None:
+            raise ValueError(f"recording {row.id} has no data key: its personal fields could not be sealed")
+        if data_key is None:
+            data_key = vault.unwrap(self._master(), row.wrapped_key, row.id)
+        public, dtmf = _split_dtmf(row.streams)
+        values = {c: getattr(row, c) for c in COLUMNS if c != "sealed"}
+        values["streams"] = _dumps(public)
+        values["sealed"] = _seal(data_key, row.id, row.caller, row.call_id, dtmf)
+        digest_key = self.digest_key()
+        self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(
-                f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values
+                f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                [values[c] for c in COLUMNS],
             )
+            self._add_digests(row.id, row.caller, digest_key)
+            self.db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
+            self.db.execute("ROLLBACK")
             raise DuplicateRecording(row.id) from exc
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def get(self, recording_id: str) -> RecordingRow | None:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE id = ?", (recording_id,))
         found = cur.fetchone()
-        return _row(found) if found else None
+        return self._row(found) if found else None
+
+    def rows(self, ids: Iterable[str]) -> list[RecordingRow]:
+        """The recordings of ``ids``, in that order (those not there left out), opened."""
+        ids = list(ids)
+        found: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE id IN ({', '.join('?' * len(part))})", part)
+            found.update((r[0], r) for r in cur.fetchall())
+        return [self._row(found[i]) for i in ids if i in found]
 
     def all(self) -> list[RecordingRow]:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings ORDER BY started_at, id")
-        return [_row(r) for r in cur.fetchall()]
+        return [self._row(r) for r in cur.fetchall()]
+
+    def _row(self, values: tuple[Any, ...]) -> RecordingRow:
+        data = dict(zip(COLUMNS, values))
+        sealed = data.pop("sealed")
+        streams = json.loads(data["streams"])
+        personal: dict[str, Any] = {"caller": "", "call_id": "", "dtmf": []}
+        if sealed and data["wrapped_key"] is not None:
+            personal = _open(vault.unwrap(self._master(), data["wrapped_key"], data["id"]), data["id"], sealed)
+        dtmf = personal["dtmf"]
+        data["streams"] = [{**s, "dtmf": dtmf[i] if i < len(dtmf) else []} for i, s in enumerate(streams)]
+        return RecordingRow(caller=personal["caller"], call_id=personal["call_id"], **data)
 
     def holds(self, recording_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """Holds not released (and, given ``now``, not yet past their end)."""
@@ -207,7 +375,7 @@ class Index:
             "AND h.until > ?)) ORDER BY retain_until, id",
             (now, now),
         )
-        return [_row(r) for r in cur.fetchall()]
+        return [self._row(r) for r in cur.fetchall()]
 
     def paths(self) -> set[str]:
         """Every file the index knows (WAVs and evidence pcaps), relative to the recordings tree."""
@@ -222,14 +390,22 @@ class Index:
         return row[0] if row else None
 
     def begin_erasure(self, recording_id: str, at: float) -> None:
-        """Mark the erasure begun and destroy the wrapped data key (secure_delete zeroes it)."""
-        self.db.execute(
-            "UPDATE recordings SET erasing_at = coalesce(erasing_at, ?), wrapped_key = NULL WHERE id = ?",
-            (at, recording_id),
-        )
+        """Mark the erasure begun and destroy the wrapped data key, the sealed fields with it, and
+        the caller's digests (secure_delete zeroes them)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "UPDATE recordings SET erasing_at = coalesce(erasing_at, ?), wrapped_key = NULL, sealed = x'' WHERE id = ?",
+                (at, recording_id),
+            )
+            self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (recording_id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def finish_erasure(self, row: RecordingRow, call_date: str, erased_at: float, method: str) -> None:
-        """Replace the recording's row (caller, Call-ID, ...) by the minimal deletion record."""
+        """Replace the recording's row (and its sealed fields and digests) by the minimal deletion record."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(
@@ -238,6 +414,7 @@ class Index:
                 (row.id, row.did_label, call_date, row.retain_until, erased_at, method, row.sha256),
             )
             self.db.execute("DELETE FROM holds WHERE recording_id = ?", (row.id,))
+            self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (row.id,))
             self.db.execute("DELETE FROM recordings WHERE id = ?", (row.id,))
             self.db.execute("COMMIT")
         except BaseException:
@@ -256,7 +433,24 @@ class Index:
         return [dict(zip(keys, r)) for r in cur.fetchall()]
 
 
-def _row(values: tuple[Any, ...]) -> RecordingRow:
-    data = dict(zip(COLUMNS, values))
-    data["streams"] = json.loads(data["streams"])
-    return RecordingRow(**data)
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _split_dtmf(streams: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The streams' figures without their DTMF events, and the events (one list per stream)."""
+    return [{k: v for k, v in s.items() if k != "dtmf"} for s in streams], [s.get("dtmf", []) for s in streams]
+
+
+def _seal(data_key: bytes, recording_id: str, caller: str, call_id: str, dtmf: list[Any]) -> bytes:
+    nonce = os.urandom(12)
+    plain = _dumps({"caller": caller, "call_id": call_id, "dtmf": dtmf}).encode()
+    return nonce + AESGCM(data_key).encrypt(nonce, plain, _SEAL_AAD + recording_id.encode())
+
+
+def _open(data_key: bytes, recording_id: str, sealed: bytes) -> dict[str, Any]:
+    try:
+        plain = AESGCM(data_key).decrypt(sealed[:12], sealed[12:], _SEAL_AAD + recording_id.encode())
+    except InvalidTag:
+        raise vault.VaultError(f"recording {recording_id}: its sealed index fields do not open with its key") from None
+    return json.loads(plain)

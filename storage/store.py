@@ -2,7 +2,7 @@
 
 Layout below ``store.path``::
 
-    index.sqlite        recordings, holds, erasure records (personal metadata: caller numbers)
+    index.sqlite        recordings, holds, erasure records (caller, Call-ID, DTMF sealed per recording)
     audit.sqlite        the hash-chained audit log
     spool/              plaintext WAVs of calls in progress (erased once the call is stored)
     recordings/YYYY/MM/DD/<id>.rdv   finalised recordings, encrypted (local date of the call)
@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from .sidecar import SIDECAR
 from .audit import AuditEvent, AuditLog
 from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
-from .index import Index, RecordingRow
+from .index import SCHEMA_VERSION as INDEX_SCHEMA, Index, RecordingRow, SchemaError
 from .retention import retain_until
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ class StoreNotInitialised(StoreError):
 
 class IntegrityError(StoreError):
     pass
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def one_way_audio(streams: list[dict[str, Any]]) -> bool:
@@ -113,7 +121,10 @@ class Store:
             os.chmod(path, DIR_MODE)
         index = Index(self.index_path)
         try:
-            index.create()
+            try:
+                index.create()
+            except SchemaError as exc:
+                raise StoreError(str(exc)) from None
             audit = AuditLog(self.audit_path)
             audit.create()
             audit.close()
@@ -150,12 +161,33 @@ class Store:
         self.index = Index(self.index_path)
         if not self.index.initialised():
             raise StoreNotInitialised(f"{self.index_path} is not a recorderd index: run 'recorderctl init'")
+        self.index.master = self.master_key  # the personal fields open with each recording's key
+        try:
+            version = self.index.check_version()
+        except SchemaError as exc:
+            raise StoreError(str(exc)) from None
         self.audit = AuditLog(self.audit_path)
+        if version < INDEX_SCHEMA:
+            self._migrate_index()
         try:
             self._note_retention_policy()
         except sqlite3.Error as exc:  # a full disk (the index is read-only then): noted at a later open
             log.warning("the retention policy could not be noted in the index (%s)", exc)
         return self
+
+    def _migrate_index(self) -> None:
+        """An index of an older edition brought up to this one, once, and audited."""
+        try:
+            done = self.db().migrate(self.master_key())
+        except SchemaError as exc:
+            raise StoreError(str(exc)) from None
+        if done is not None:
+            old, new, rows = done
+            self.record(Actor(_user_name(), os.getuid()), "index-migrated", None,
+                        {"from_version": old, "to_version": new, "recordings": rows}, "allowed")  # fmt: skip
+            log.warning("the index was migrated from schema version %d to %d (%d recording(s)): caller numbers, "
+                        "Call-IDs and DTMF digits are now sealed under each recording's key", old, new, rows,
+                        extra={"EVENT": "index-migrated"})  # fmt: skip
 
     def _note_retention_policy(self) -> None:
         """A change of retention days or anchor applies to recordings made from now on; say so."""
@@ -312,7 +344,7 @@ class Store:
             pcap_sha256=pcap_sha,
             pcap_size=pcap_size,
         )
-        index.add(row)
+        index.add(row, data_key)
         self.discard_spool(base)
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "

@@ -13,9 +13,12 @@ import hashlib
 from datetime import date
 from typing import Any
 
+from storage.search import Filters
+from storage.search import search as search_index
+
 from ..roles import MANAGER, STAFF
 from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso, parse_when
-from .records import matches_caller, place_hold
+from .records import place_hold
 
 REQUESTERS = ("self", "legal-representative", "appointed-agent")
 IDENTITY_DOCUMENTS = ("my-number-card", "driving-licence", "passport", "residence-card", "health-insurance-card",
@@ -52,7 +55,8 @@ def disclosure_search(ctx: Context, args: Args) -> Reply:
     ctx.note(filters={"caller": "exact", "from": start, "to": end})
     if request["state"] != "open":
         raise OpError(f"disclosure request {request['id']} is {request['state']}: searches belong to open requests")
-    found = [r for r in ctx.store.recordings() if lo <= r.started_at < hi and matches_caller(r, number, None)]
+    _, found = search_index(ctx.store.db(), Filters(start=lo, end=hi, caller=number), now=ctx.now, page_size=0)
+    found.reverse()  # oldest first, as the candidates were always listed
     held = []
     for row in found:
         hold_id = place_hold(ctx, row.id, until, f"disclosure request {request['id']}", request["ref"])

@@ -9,22 +9,23 @@ row). Hold reasons and references are kept scrubbed of phone numbers, in the ind
 from __future__ import annotations
 
 import os
-import re
 import unicodedata
 from dataclasses import asdict
 from typing import Any
 
-from capture.dids import parse_did, to_e164
+from capture.dids import parse_did
 from storage.clock import pending as pending_clock_jump
 from storage.index import RecordingRow
 from storage.scrub import scrub
+from storage.search import MAX_PAGE_SIZE, MIN_SUFFIX, Filters
+from storage.search import search as search_index
 from storage.store import one_way_audio
 from storage.retention import iso as iso_ms_tz
 
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
 from . import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_when
 
-MIN_SUFFIX = 4
+DEFAULT_PAGE_SIZE = 50
 
 
 def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False) -> dict[str, Any]:
@@ -61,27 +62,43 @@ def iso_ms(ts: float, ctx: Context) -> str:
     return iso_ms_tz(ts, ctx.store.tz)
 
 
-def _caller_key(text: str) -> str:
-    return to_e164(text) or re.sub(r"\D", "", text)
+def _number(args: Args, key: str, *, whole: bool = False) -> float | None:
+    """A number from the client: JSON number or its text ('' or absent: None)."""
+    value = args.raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and len(value) <= 20:
+        try:
+            value = int(value) if whole else float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or not 0 <= value < 1e12:
+        raise UsageError(f"--{key.replace('_', '-')}: expected a {'whole ' if whole else ''}number of at least 0")
+    return value
 
 
-def matches_caller(row: RecordingRow, exact: str | None, ends: str | None) -> bool:
-    if exact is not None and _caller_key(row.caller) != _caller_key(exact):
-        return False
-    return ends is None or re.sub(r"\D", "", row.caller).endswith(ends)
+def _yes_no(args: Args, key: str) -> bool | None:
+    value = args.raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("yes", "true", "1", "no", "false", "0"):
+        return value.lower() in ("yes", "true", "1")
+    raise UsageError(f"--{key.replace('_', '-')}: expected yes or no")
 
 
-def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]]:
-    """The recordings matching the filters, and the filters as the audit may show them."""
+def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
+    """The search the request asks for, and its filters as the audit may show them (a caller
+    filter as its kind, never its digits)."""
     start, end = args.opt("from"), args.opt("to")
     did, exact, ends = args.opt("did"), args.opt("caller", 40), args.opt("caller_ends", 20)
+    state = args.opt("state", 20)
     shown: dict[str, Any] = {}
     if start:
         shown["from"] = start
     if end:
         shown["to"] = end
-    lo = parse_when(start, ctx, what="--from") if start else None
-    hi = parse_when(end, ctx, end=True, what="--to") if end else None
     did_key = None
     if did:
         dids = ctx.live.dids() if ctx.live else ctx.config.dids
@@ -94,17 +111,31 @@ def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]
     if exact or ends:
         shown["caller"] = "exact" if exact else "last digits"
     ctx.note(filters=shown)  # before any refusal, so that it carries them too
+    lo = parse_when(start, ctx, what="--from") if start else None
+    hi = parse_when(end, ctx, end=True, what="--to") if end else None
+    low, high = _number(args, "min_duration"), _number(args, "max_duration")
+    on_hold = _yes_no(args, "on_hold")
+    for key, value in (("min_duration", low), ("max_duration", high), ("state", state), ("on_hold", on_hold)):
+        if value is not None:
+            shown[key] = value
+    if state is not None and state not in ("complete", "incomplete"):
+        raise UsageError(f"--state {state!r} is not one of complete, incomplete")
     if exact or ends:
         if ctx.role == TECHNICIAN:
             raise NotAllowed("technicians may not search by caller number (they never see caller numbers)")
         if ends is not None and (not ends.isdigit() or len(ends) < MIN_SUFFIX):
             raise UsageError(f"--caller-ends needs at least {MIN_SUFFIX} digits")
-    rows = [
-        r for r in ctx.store.recordings()
-        if (lo is None or r.started_at >= lo) and (hi is None or r.started_at < hi)
-        and (did is None or r.did == did_key or r.did_label == did)
-        and (not (exact or ends) or matches_caller(r, exact, ends))
-    ]  # fmt: skip
+    wanted = Filters(start=lo, end=hi, did=did_key if did else None, did_label=did, caller=exact, caller_ends=ends,
+                     min_duration=low, max_duration=high, state=state, on_hold=on_hold)  # fmt: skip
+    return wanted, shown
+
+
+def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]]:
+    """The recordings matching the filters (oldest first, as ``list`` always printed them), and
+    the filters as the audit may show them."""
+    wanted, shown = filters(ctx, args)
+    _, rows = search_index(ctx.store.db(), wanted, now=ctx.now, page_size=0)
+    rows.reverse()
     return rows, shown
 
 
@@ -126,6 +157,24 @@ def search(ctx: Context, args: Args) -> Reply:
     if not any(args.opt(k) for k in ("from", "to", "did", "caller", "caller_ends")):
         raise UsageError("search needs at least one of --from, --to, --did, --caller, --caller-ends")
     return _listing(ctx, args)
+
+
+@action("find", MANAGER, STAFF, TECHNICIAN)
+def find(ctx: Context, args: Args) -> Reply:
+    """One page of the recordings matching the filters, newest first, with how many match in all
+    (the console's search). Technicians: masked, and no caller filter, as ``list``."""
+    wanted, shown = filters(ctx, args)
+    page, size = _number(args, "page", whole=True), _number(args, "page_size", whole=True)
+    page, size = int(1 if page is None else page), int(DEFAULT_PAGE_SIZE if size is None else size)
+    if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+        raise UsageError(f"page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}")
+    total, rows = search_index(ctx.store.db(), wanted, now=ctx.now, page=page, page_size=size)
+    masked = ctx.role == TECHNICIAN
+    ctx.note(count=total, page=page, page_size=size, masked=masked, recordings=[r.id for r in rows])
+    data = [recording_json(r, ctx, masked=masked) for r in rows]
+    last = max(1, -(-total // size))
+    text = table(data) + f"\npage {page} of {last} ({total} recording{'s' if total != 1 else ''} in all)"
+    return Reply(text=text, data={"total": total, "page": page, "page_size": size, "rows": data})
 
 
 def table(rows: list[dict[str, Any]]) -> str:
