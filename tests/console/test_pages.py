@@ -119,10 +119,11 @@ def audit_rows(site: Site) -> list:
 # -- search -------------------------------------------------------------------------------------------
 
 
-def test_search_by_the_callers_last_digits_finds_the_call(app, daemon) -> None:  # type: ignore[no-untyped-def]
+def test_search_by_the_callers_last_digits_finds_the_call(app, daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     site, _ = daemon
     rows = recordings(site)
     staff = signed_in(app, "staff")
+    caplog.set_level("DEBUG")
     page = staff.get("/search", params={"caller": "4444", "match": "ends"})
     assert page.status_code == 200, page.text[:500]
     assert rows_of(page.text) == [rows[E164_CALLER].id]
@@ -137,6 +138,21 @@ def test_search_by_the_callers_last_digits_finds_the_call(app, daemon) -> None: 
     assert len(everything.content) < 200_000
     [row] = [r for r in audit_rows(site) if r.action == "find" and r.detail.get("filters", {}).get("caller") == "last digits"]
     assert "4444" not in json.dumps(row.detail, ensure_ascii=False)  # the kind of filter, never the digits
+    console_lines = [r.getMessage() for r in caplog.records if r.name.startswith("console")]
+    assert any("GET /search" in line for line in console_lines)
+    assert not [line for line in console_lines if "4444" in line or "1111" in line]  # no query string in a log
+
+
+def test_search_times_are_tokyo_times(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _ = daemon
+    rows = recordings(site)  # the fixtures' calls start at 2026-09-21 23:13:20 in Tokyo (14:13:20 UTC)
+    manager = signed_in(app, "manager")
+    page = manager.get("/search", params={"from": "2026-09-21T23:13", "to": "2026-09-21T23:14"})
+    assert sorted(rows_of(page.text)) == sorted(r.id for r in rows.values())
+    assert "2026-09-21 23:13:20" in page.text
+    assert rows_of(manager.get("/search", params={"from": "2026-09-21T23:14"}).text) == []
+    assert rows_of(manager.get("/search", params={"to": "2026-09-21T14:14"}).text) == []  # 14:14 UTC is not meant
+    assert manager.get("/search", params={"from": "yesterday"}).status_code == 400
 
 
 def test_search_filters_by_did_label_and_duration(app, daemon) -> None:  # type: ignore[no-untyped-def]
@@ -187,6 +203,7 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
                    'id="history"', 'id="export-form"', 'id="request-form"', recordings(site)[ALAW_CALLER].sha256):
         assert needed in before, needed
     assert 'id="hold-form"' not in before  # a manager's
+    assert len(before.encode()) < 200_000
     _play(staff, rid, "suspicious_call")
     history = re.search(r'<table id="history">(.*?)</table>', staff.get(f"/recordings/{rid}").text, re.S).group(1)
     [play] = [row for row in re.findall(r"<tr>(.*?)</tr>", history, re.S) if "<td>再生</td>" in row]
