@@ -26,7 +26,8 @@ it may hold ``CONSOLE_SLOTS`` of the slots instead of ``MAX_PER_UID``.
 
 The server thread also keeps the books the period report needs: a snapshot of the capture counters
 every ``SNAPSHOT_PERIOD`` when they changed, and the audit log's pruning (``audit.retention_days``)
-every ``PRUNE_PERIOD``. Stop order: stop accepting, remove the socket, last snapshot, wait a moment
+every ``PRUNE_PERIOD``; with each, the audit chain's head goes to the journal (a checkpoint: at the
+start, at least every 10 minutes, at a clean stop). Stop order: stop accepting, remove the socket, last snapshot, wait a moment
 for requests in progress (their threads do not hold the process up).
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any
 
 from storage.store import Store, StoreError
 
-from . import ops, roles, service, wire
+from . import journal, ops, roles, service, wire
 from .config import Config
 from .ops import upkeep
 
@@ -64,7 +65,7 @@ BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit statu
 CONNECT_WAIT = 5  # s the client waits in a full listen queue before it says "busy"
 REFUSAL_LOG_PERIOD = 60.0
 COUNTERS = ("control_refused_busy", "control_refused_uid_limit", "control_request_timeouts")
-SNAPSHOT_PERIOD = 600.0
+SNAPSHOT_PERIOD = 590.0  # under 10 minutes, with the audit checkpoint: at least one every 10 minutes
 PRUNE_PERIOD = 3600.0
 SNAPSHOT_KEYS = ("calls_recorded", "calls_not_designated", "calls_not_inbound", "calls_second_leg", "calls_unanswered",
                  "calls_codec_unsupported", "calls_lost_store_full", "calls_over_capacity", "kernel_packets",
@@ -330,9 +331,11 @@ class ControlServer:
         self._console = (now, uid)
         return uid
 
-    def _acting_for(self, caller: roles.Caller, uid: int, acting: Any) -> tuple[roles.Caller, str | None, dict[str, Any]]:
+    def _acting_for(self, caller: roles.Caller, uid: int, acting: Any,
+                    action: str = "") -> tuple[roles.Caller, str | None, dict[str, Any]]:  # fmt: skip
         """The caller a request with ``"for"`` is made for, or the reason it is refused (and what the
-        denied row says of whom it asked for)."""
+        denied row says of whom it asked for). The console's sign-in accounting is let through for
+        an unknown user (as ``(unknown user)``) or one in no role: the operation records it."""
         name = acting.get("user") if isinstance(acting, dict) else None
         shown = {"acting_for": name[:64]} if isinstance(name, str) else {}
         console = str(self.config["console.user"])
@@ -344,9 +347,11 @@ class ControlServer:
             return caller, "the console sent no valid client address (an IPv4 or IPv6 literal)", shown
         caller = dataclasses.replace(caller, via="console", client_ip=ip, login_uid=None)
         person = roles.resolve_name(name, self.config, client_ip=ip) if isinstance(name, str) else None
+        if person is None and action in ops.SIGN_IN_ACTIONS:
+            return roles.Caller(ops.UNKNOWN_USER, -1, (), "console", None, None, ip), None, {}
         if person is None:
             return caller, "the console asked to act for a user this box does not know", shown
-        if not person.roles:
+        if not person.roles and action not in ops.SIGN_IN_ACTIONS:
             groups = ", ".join(str(self.config[roles.GROUP_KEYS[r]]) for r in roles.ROLES)
             return person, (f"{person.user} is in none of the recorderd role groups ({groups}): "
                             "ask the manager to add you to the group of your role"), {}  # fmt: skip
@@ -393,7 +398,7 @@ class ControlServer:
         action = str(request.get("action"))[:50]
         refusal, shown = None, {}
         if "for" in request:
-            caller, refusal, shown = self._acting_for(caller, uid, request["for"])
+            caller, refusal, shown = self._acting_for(caller, uid, request["for"], action)
         try:
             with ops.session(self.config, caller, lambda path: RemoteOutput(conn, path), self.view,
                              store=self.open_store(self.config)) as ctx:  # fmt: skip
@@ -418,8 +423,6 @@ class ControlServer:
             counters = {k: int(current.get(k, 0)) for k in SNAPSHOT_KEYS}
             if counters == self._last_counters and not final:
                 counters = None
-        if counters is None and not prune:
-            return
         try:
             with ops.session(self.config, self.service_caller, _no_output, self.view,
                              store=self.open_store(self.config)) as ctx:  # fmt: skip
@@ -429,6 +432,8 @@ class ControlServer:
                 if prune:
                     ctx.role = "service"
                     upkeep.prune_audit(ctx)
+                audit = ctx.store.audit_log()
+                journal.audit_checkpoint(*audit.tip(), audit.key_id())
         except Exception:
             log.exception("control housekeeping failed", extra={"EVENT": "control-error"})
 

@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS complaints (
     recordings TEXT NOT NULL, opened_by TEXT NOT NULL, opened_at REAL NOT NULL, state TEXT NOT NULL,
     outcome TEXT, closed_by TEXT, closed_at REAL
 );
+CREATE TABLE IF NOT EXISTS export_requests (
+    id INTEGER PRIMARY KEY, recording_id TEXT NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL,
+    requested_by TEXT NOT NULL, requested_uid INTEGER NOT NULL, requested_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'refused', 'exporting', 'used')),
+    decided_by TEXT, decided_uid INTEGER, decided_at REAL, decision_reason TEXT,
+    copy_id INTEGER REFERENCES copies (id), used_at REAL
+);
 CREATE TABLE IF NOT EXISTS capture_stats (
     run_started REAL NOT NULL, at REAL NOT NULL, counters TEXT NOT NULL, PRIMARY KEY (run_started, at)
 );
@@ -72,7 +79,8 @@ CREATE TABLE IF NOT EXISTS capture_stats (
 # Kept as given: hashes, the copy's path (needed to erase it), user names from the system, and the
 # recording lists (scrubbed as lists before they are encoded). Every other text value is scrubbed.
 VERBATIM = frozenset({"out", "sha256", "recording_sha256", "fingerprint", "recordings", "user", "approved_by",
-                      "opened_by", "by", "provided_by", "recorded_by", "decided_by", "closed_by"})  # fmt: skip
+                      "opened_by", "by", "provided_by", "recorded_by", "decided_by", "closed_by", "requested_by",
+                      "recording_id"})  # fmt: skip
 
 
 class CaseworkError(Exception):
@@ -227,6 +235,44 @@ class Casework:
     def close_complaint(self, complaint_id: int, outcome: str, by: str, at: float) -> None:
         self.db.execute("UPDATE complaints SET state = 'closed', outcome = ?, closed_by = ?, closed_at = ? WHERE id = ?",
                         (scrub(outcome), by, at, complaint_id))  # fmt: skip
+
+    # -- export requests (Art. 5(5): a copy for another purpose, approved by a second person) ----
+
+    def add_export_request(self, recording_id: str, purpose: str, reason: str, by: str, uid: int, at: float) -> int:
+        return self._insert("export_requests", recording_id=recording_id, purpose=purpose, reason=reason,
+                            requested_by=by, requested_uid=uid, requested_at=at, state="pending")  # fmt: skip
+
+    def export_request(self, request_id: int) -> dict[str, Any]:
+        return self._one("export_requests", request_id, "export request")
+
+    def export_requests(self, *, requested_by: str | None = None) -> list[dict[str, Any]]:
+        """All export requests (or one user's), newest first."""
+        sql, args = "SELECT * FROM export_requests", []  # type: ignore[var-annotated]
+        if requested_by is not None:
+            sql, args = sql + " WHERE requested_by = ?", [requested_by]
+        return _dicts(self.db.execute(sql + " ORDER BY id DESC", args))
+
+    def decide_export_request(self, request_id: int, approve: bool, reason: str, by: str, uid: int, at: float) -> bool:
+        """Approve or refuse a pending request; False when it was no longer pending."""
+        cur = self.db.execute("UPDATE export_requests SET state = ?, decided_by = ?, decided_uid = ?, decided_at = ?, "
+                              "decision_reason = ? WHERE id = ? AND state = 'pending'",
+                              ("approved" if approve else "refused", by, uid, at, scrub(reason), request_id))  # fmt: skip
+        return cur.rowcount == 1
+
+    def claim_export_request(self, request_id: int) -> bool:
+        """Take an approved request for its one download (False: not approved, or taken already)."""
+        cur = self.db.execute("UPDATE export_requests SET state = 'exporting' WHERE id = ? AND state = 'approved'",
+                              (request_id,))  # fmt: skip
+        return cur.rowcount == 1
+
+    def finish_export_request(self, request_id: int, copy_id: int | None, at: float) -> None:
+        """The download made copy ``copy_id`` (the request is used), or failed (None: approved again)."""
+        if copy_id is None:
+            self.db.execute("UPDATE export_requests SET state = 'approved' WHERE id = ? AND state = 'exporting'",
+                            (request_id,))  # fmt: skip
+        else:
+            self.db.execute("UPDATE export_requests SET state = 'used', copy_id = ?, used_at = ? WHERE id = ?",
+                            (copy_id, at, request_id))  # fmt: skip
 
     # -- capture counters (for the period report) -----------------------------------------------
 

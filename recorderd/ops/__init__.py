@@ -251,6 +251,9 @@ def run(ctx: Context, name: str, raw: Any) -> Reply:
 
 
 ANSWERED_UNAUDITED = ("status",)  # nothing personal in it: answered (and said so) when the audit log is full
+# The console's sign-in accounting: run for an unknown user or one in no role too (recorderd.control).
+SIGN_IN_ACTIONS = frozenset({"console-signin", "console-signout"})
+UNKNOWN_USER = "(unknown user)"
 # Parts of an audited play (by its ticket): their success is not a row of its own; a refusal is.
 QUIET_WHEN_ALLOWED = frozenset({"play-audio", "play-check", "waveform"})
 
@@ -326,4 +329,4 @@ def iso(ts: float | None, ctx: Context) -> str | None:
 
 
 # The modules that register the actions.
-from . import access, casework, playback, records, reporting, upkeep  # noqa: E402,F401
+from . import access, casework, playback, records, reporting, requests, signin, upkeep  # noqa: E402,F401
