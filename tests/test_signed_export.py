@@ -339,3 +339,26 @@ def test_decommission_erases_a_staging_copy_of_the_key_a_crash_left(site: Site, 
     leftover.write_bytes((site.store / "signing.key").read_bytes())
     assert site.ctl("decommission", "--confirm", "--certificate", str(tmp_path / "cert")) == 0
     assert not list(site.store.glob("signing.key*"))
+
+
+@pytest.mark.parametrize("swapped,refusal", [
+    (("public_key", "key_id"), "does not open with the store's master key"),  # the key id is bound to the wrapped key
+    (("public_key",), "was altered (its key id is not its public key's)"),
+])  # fmt: skip
+def test_a_key_file_with_its_public_key_swapped_signs_nothing(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              swapped: tuple[str, ...], refusal: str) -> None:  # fmt: skip
+    """Whoever can write the store but lacks the master key could put their own public key in the
+    key file, so that the box would vouch for their forgeries: the key file must then refuse to work."""
+    rec = recording(site, capsys)
+    key_file = site.store / "signing.key"
+    obj = json.loads(key_file.read_bytes())
+    theirs = signing.PublicKey.of(Ed25519PrivateKey.generate().public_key())
+    obj.update({k: {"public_key": theirs.pem, "key_id": theirs.key_id}[k] for k in swapped})
+    key_file.write_text(json.dumps(obj))
+    capsys.readouterr()
+    assert site.ctl("pubkey") == 1
+    assert refusal in capsys.readouterr().err
+    assert site.ctl("export", rec["id"], "--out", str(tmp_path / "x.wav"), "--purpose", "quality") == 1
+    assert not (tmp_path / "x.wav.manifest.sig").exists()
+    rc, said = verify(site, capsys, tmp_path / "x.wav")
+    assert rc == 1 and "cannot get the recorder's public key" in said, said

@@ -18,6 +18,7 @@ written like the copy (by the client, through a staging name), after it, once it
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from typing import Any
@@ -32,6 +33,8 @@ from storage.wav import read_info
 from .. import version
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, has_role
 from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+
+log = logging.getLogger(__name__)
 
 PURPOSES = ("quality", "suspicious_call")
 FORMATS = ("wav", "pcm", "pcap")
@@ -121,8 +124,11 @@ def signing_key(ctx: Context, *, own_row: bool = True) -> tuple[signing.SigningK
         key, created = signing.ensure(ctx.store.root, ctx.store.master_key())
     except signing.SigningError as exc:
         raise OpError(str(exc)) from None
-    if created and own_row:
-        ctx.audit("signing-key-created", None, {"signing_key": key.public.audited()})
+    if created:
+        log.info("the recorder's signing key %s was made (its public key: recorderctl pubkey)", key.public.key_id,
+                 extra={"EVENT": "signing-key-created"})  # fmt: skip
+        if own_row:
+            ctx.audit("signing-key-created", None, {"signing_key": key.public.audited()})
     return key, created
 
 
