@@ -109,9 +109,12 @@
         const px = x * w / n, y1 = mid - hi * half / 2, y2 = mid - lo * half / 2;
         g.fillRect(px, y1, Math.max(w / n, 1), Math.max(y2 - y1, 1));
       }
-      g.fillStyle = "#222";
+      const text = labels[i] || "";
       g.font = "12px sans-serif";
-      g.fillText(labels[i] || "", 4, top + 14);
+      g.fillStyle = "rgba(255, 255, 255, 0.85)";
+      g.fillRect(0, top, g.measureText(text).width + 8, 18);
+      g.fillStyle = "#222";
+      g.fillText(text, 4, top + 13);
     });
     g.strokeStyle = "#ccc";
     g.beginPath(); g.moveTo(0, half); g.lineTo(w, half); g.stroke();

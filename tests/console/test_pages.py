@@ -13,6 +13,7 @@ import pwd
 import re
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -355,3 +356,42 @@ def test_the_notice_in_english_keeps_the_japanese_beside(app, daemon) -> None:  
     assert ja.status_code == 200 and "通話録音についてのお知らせ" in ja.text and "Notice: calls are recorded" not in ja.text
     en = signed_in(app, "staff", lang="en").get("/notice")
     assert "通話録音についてのお知らせ" in en.text and "Notice: calls are recorded" in en.text
+
+
+def test_the_status_of_a_running_capture_in_readable_words(people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real capture pipeline (the service's) fed a call half way, its control socket serving the
+    console: capture running, packets per second between two looks, calls in progress; no number."""
+    from capture.source import CaptureFile
+    from recorderd.service import build_pipeline, open_store
+
+    runner = pwd.getpwuid(os.getuid()).pw_name
+    roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
+    site = Site(tmp_path, settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}}}\n").init()
+    config = load(str(site.config))
+    store = open_store(config).open()
+    pipeline = build_pipeline(config, store)
+    with CaptureFile(str(FIXTURES / "hold.pcap")) as source:
+        packets = [p for batch in source.batches() for p in batch]
+    pipeline.feed(packets[: len(packets) // 3])
+    server = ControlServer(config, pipeline=pipeline)
+    assert server.start()
+    try:
+        tech = signed_in(create_app(config, authenticate=_check), "technician")
+        first = tech.get("/status")
+        assert first.status_code == 200
+        pipeline.feed(packets[len(packets) // 3 : 2 * len(packets) // 3])
+        fed = len(packets) // 3
+        time.sleep(0.6)
+        page = tech.get("/status").text
+    finally:
+        server.stop()
+        pipeline.finish("test-end")
+        store.close()
+    cells = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", page))
+    assert cells["録音（キャプチャ）"].startswith("稼働中")
+    assert cells["通話中の件数"] == "1"
+    rate = float(cells["受信パケット数／秒"].replace(",", ""))
+    assert 0 < rate <= fed / 0.6
+    assert cells["取りこぼしパケット数（カーネル）"] == "0"
+    for number in ("09011112222", "9011112222"):  # the held call's caller
+        assert number not in page
