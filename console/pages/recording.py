@@ -24,6 +24,7 @@ from recorderd import control
 
 from .. import i18n
 from ..web import MANAGER, STAFF, Req, page
+from .copies import BASES  # helper W2's provide route takes these
 from .search import duration
 
 PURPOSES = ("quality", "suspicious_call")
@@ -105,6 +106,19 @@ i18n.add({
     "rec.request.purpose": ("目的", "Purpose"),
     "rec.request.reason": ("理由", "Reason"),
     "rec.request.button": ("申請する", "Request"),
+    "rec.provide": ("外部への提供（個人情報保護法第69条）", "Provide to an outside party (APPI Art. 69)"),
+    "rec.provide.basis": ("根拠", "Legal basis"),
+    "rec.provide.to": ("提供先", "Recipient"),
+    "rec.provide.note": ("備考", "Note"),
+    "rec.provide.button": ("提供用にダウンロードする", "Download for the recipient"),
+    "basis.law": ("法令に基づく場合（第69条第1項）", "Based on laws and regulations (Art. 69(1))"),
+    "basis.consent": ("本人の同意がある場合（第69条第2項第1号）", "With the person's consent (Art. 69(2)(i))"),
+    "basis.to-subject": ("本人に提供する場合（第69条第2項第1号）", "To the person themself (Art. 69(2)(i))"),
+    "basis.internal": ("所掌事務の遂行に必要な内部利用（第69条第2項第2号）", "Internal use for the organ's duties (Art. 69(2)(ii))"),
+    "basis.public-body": ("他の行政機関等への提供（第69条第2項第3号）", "To another public body for its duties (Art. 69(2)(iii))"),
+    "basis.statistics": ("統計・学術研究（第69条第2項第4号）", "Statistics or academic research (Art. 69(2)(iv))"),
+    "basis.clear-benefit": ("明らかに本人の利益になる場合（第69条第2項第4号）", "Clearly in the person's interest (Art. 69(2)(iv))"),
+    "basis.special-reason": ("その他特別の理由（第69条第2項第4号）", "Other special reason (Art. 69(2)(iv))"),
     "rec.history": ("アクセス履歴", "Access history"),
     "rec.history.none": ("まだ記録はありません。", "Nothing yet."),
     "rec.history.at": ("日時", "When"),
@@ -267,7 +281,7 @@ async def recording(r: Req) -> Response:
     return r.render(
         "recording.html", rid=rid, rec=rec, quality=quality(r, streams), dtmf=dtmf(r, data.get("dtmf")),
         holds=holds, history=history, one_way=one_way, purposes=PURPOSES, duration=duration,
-        manager=r.session.has(MANAGER), audio_kind=rec.get("audio"),
+        manager=r.session.has(MANAGER), audio_kind=rec.get("audio"), bases=BASES,
     )  # fmt: skip
 
 

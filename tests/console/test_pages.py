@@ -203,7 +203,7 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
     for needed in ('id="purpose"', 'id="play"', '<audio id="player"', '<canvas id="waveform"', 'id="integrity"',
                    'id="history"', 'id="export-form"', 'id="request-form"', recordings(site)[ALAW_CALLER].sha256):
         assert needed in before, needed
-    assert 'id="hold-form"' not in before  # a manager's
+    assert 'id="hold-form"' not in before and 'id="provide-form"' not in before  # a manager's
     assert len(before.encode()) < 200_000
     _play(staff, rid, "suspicious_call")
     history = re.search(r'<table id="history">(.*?)</table>', staff.get(f"/recordings/{rid}").text, re.S).group(1)
@@ -211,7 +211,8 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
     assert f"<td>{USERS['staff']}</td>" in play and "<td>不審な電話への対応</td>" in play and "<td>画面</td>" in play
     [row] = [r for r in audit_rows(site) if r.action == "play"]
     assert row.user == USERS["staff"] and row.detail["purpose"] == "suspicious_call" and row.detail["via"] == "console"
-    assert 'id="hold-form"' in signed_in(app, "manager").get(f"/recordings/{rid}").text
+    as_manager = signed_in(app, "manager").get(f"/recordings/{rid}").text
+    assert 'id="hold-form"' in as_manager and 'id="provide-form"' in as_manager
 
 
 def test_no_audio_without_a_purpose(app, daemon) -> None:  # type: ignore[no-untyped-def]
