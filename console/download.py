@@ -143,8 +143,24 @@ async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, n
         if reply.rc != 0:
             return r.refused(reply)
         return r.error("error.internal", 500)  # done, yet no copy came: never the case
-    return StreamingResponse(_zip_body(download, first, entries), media_type="application/zip",
-                             headers={"content-disposition": f'attachment; filename="{name}.zip"'})  # fmt: skip
+    return _Streamed(download, _zip_body(download, first, entries), media_type="application/zip",
+                     headers={"content-disposition": f'attachment; filename="{name}.zip"'})  # fmt: skip
+
+
+class _Streamed(StreamingResponse):
+    """The response, which says the download is over however it ends (a browser gone mid-way
+    cancels it while a send waits: the daemon's commit must hear of it now, not when the body's
+    generator is collected)."""
+
+    def __init__(self, download: Download, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.download = download
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.download.gone.set()
 
 
 class DownloadFailed(Exception):

@@ -42,7 +42,8 @@ i18n.add({
     "copies.state.pending": ("判断待ち", "Waiting for a manager"),
     "copies.state.approved": ("承認済み（未ダウンロード）", "Approved (not downloaded yet)"),
     "copies.state.refused": ("却下", "Refused"),
-    "copies.state.downloaded": ("ダウンロード済み", "Downloaded"),
+    "copies.state.used": ("ダウンロード済み", "Downloaded"),
+    "copies.state.exporting": ("ダウンロード中", "Being downloaded"),
     "copies.copy": ("複製番号", "Copy"),
     "copies.kind": ("種別", "Kind"),
     "copies.kind.export": ("持出し", "Export"),
@@ -110,7 +111,7 @@ async def request_export(r: Req) -> Response:
     reply = await r.call("export-request", {"id": rid, "purpose": purpose, "reason": reason})
     if reply.rc != 0:
         return r.refused(reply)
-    n = (reply.data or {}).get("request")
+    n = (reply.data or {}).get("id")
     return done(r, r.t("copies.requested", n=n), back="/requests", back_label="copies.back_requests")
 
 
@@ -119,8 +120,13 @@ async def requests(r: Req) -> Response:
     reply = await r.call("export-requests")
     if reply.rc != 0:
         return r.refused(reply)
-    rows = [row for row in (reply.data or []) if isinstance(row, dict)]
-    return r.render("copies.html", view="requests", rows=rows, manager=r.session is not None and r.session.has(MANAGER))
+    return r.render("copies.html", view="requests", rows=_requests(reply.data),
+                    manager=r.session is not None and r.session.has(MANAGER))  # fmt: skip
+
+
+def _requests(data: object) -> list[dict]:
+    rows = data.get("requests") if isinstance(data, dict) else None
+    return [row for row in rows or [] if isinstance(row, dict)]
 
 
 @page("/requests/{n}/decide", (MANAGER,), ("POST",))
@@ -144,7 +150,7 @@ async def download(r: Req) -> Response:
     reply = await r.call("export-requests")
     if reply.rc != 0:
         return r.refused(reply)
-    row = next((x for x in reply.data or [] if isinstance(x, dict) and x.get("request") == n), None)
+    row = next((x for x in _requests(reply.data) if x.get("id") == n), None)
     rid = row.get("recording_id") if row else None
     if not isinstance(rid, str) or not RECORDING_ID.fullmatch(rid):
         rid = f"request-{n}"  # the daemon refuses it anyway: not theirs, or no such request

@@ -1,0 +1,408 @@
+"""The console's casework pages (export downloads, four-eyes requests, holds, disclosures, the period
+report) through Starlette's TestClient against the real console app and the REAL daemon (a
+ControlServer on the site's socket), acting for real Unix users made here in each role (prefix w2).
+
+The console's uid is the test's own (``console.user`` is the user running the test), so the daemon
+trusts its "acting for"; passwords are checked by a function of the test's (PAM is the browser
+tests'). Needs root (useradd).
+"""
+from __future__ import annotations
+
+import grp
+import io
+import json
+import pwd
+import re
+import subprocess
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import anyio
+import pytest
+import yaml
+from conftest import FIXTURES, USER_TOOLS, Site, needs_root
+from starlette.testclient import TestClient
+
+from console.sessions import COOKIE
+from recorderd import ctl
+from recorderd.config import load
+from recorderd.control import ControlServer
+from storage.audit import AuditLog
+from storage.casework import Casework
+
+GROUPS = {"manager": "w2managers", "staff": "w2staff", "technician": "w2techs", "auditor": "w2auditors"}
+PEOPLE = {"w2boss": "manager", "w2boss2": "manager", "w2clerk": "staff", "w2tech": "technician"}
+PASSWORDS = {user: f"pw-{user}-7" for user in PEOPLE}
+ROOT_NAME = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+ROOT_GROUP = subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+FIRST_ID = 47200  # uids and gids of their own, away from those useradd hands out (other tests reuse those)
+
+
+def _remove_people() -> None:
+    for user in PEOPLE:  # --force: a uid reused by a process another test left must not keep ours
+        subprocess.run(["userdel", "--force", user], capture_output=True)
+    for group in GROUPS.values():
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def _free_id(taken: Callable[[int], object], start: int) -> int:
+    n = start
+    while True:
+        try:
+            taken(n)
+        except KeyError:
+            return n
+        n += 1
+
+
+@pytest.fixture(scope="module")
+def people() -> Iterator[None]:
+    needs_root("the casework pages act for real Unix users in each role", *USER_TOOLS)
+    _remove_people()  # a run that was killed leaves them
+    try:
+        for group in GROUPS.values():
+            subprocess.run(["groupadd", "--gid", str(_free_id(grp.getgrgid, FIRST_ID)), group], check=True)
+        for user, role in PEOPLE.items():
+            subprocess.run(["useradd", "--no-create-home", "--uid", str(_free_id(pwd.getpwuid, FIRST_ID)),
+                            "--gid", GROUPS[role], "--shell", "/usr/sbin/nologin", user], check=True)  # fmt: skip
+        yield
+    finally:
+        _remove_people()
+
+
+@dataclass
+class Served:
+    site: Site
+    app: object
+    rid: str
+    direct_wav: bytes  # what `recorderctl export` (direct mode) wrote for the recording
+
+    def client(self, user: str) -> Browser:
+        return Browser.signed_in(self.app, user)
+
+    def copies(self) -> list[dict]:
+        casework = Casework(str(self.site.store / "casework.sqlite"))
+        try:
+            return casework.copies()
+        finally:
+            casework.close()
+
+    def audit(self, action: str) -> list:
+        log = AuditLog(str(self.site.store / "audit.sqlite"))
+        try:
+            return [row[1] for row in log.rows() if row[1].action == action]
+        finally:
+            log.close()
+
+
+class Browser:
+    """A TestClient signed in as one person, with that session's CSRF token."""
+
+    def __init__(self, client: TestClient, csrf: str) -> None:
+        self.client, self.csrf = client, csrf
+
+    @classmethod
+    def signed_in(cls, app: object, user: str) -> Browser:
+        client = TestClient(app, base_url="https://testserver", client=("192.0.2.10", 50123))
+        answer = client.post("/signin", data={"user": user, "password": PASSWORDS[user]}, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        page = client.get("/notice")
+        match = CSRF.search(page.text)
+        assert match, page.text
+        return cls(client, match.group(1))
+
+    def get(self, path: str, **kw):  # type: ignore[no-untyped-def]
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True):  # type: ignore[no-untyped-def]
+        return self.client.post(path, data={**(data or {}), **({"csrf": self.csrf} if csrf else {})}, follow_redirects=False)
+
+
+@pytest.fixture
+def served(people: None, tmp_path: Path) -> Iterator[Served]:
+    roles = {f"{role}_group": group for role, group in GROUPS.items()}
+    site = Site(tmp_path, settings=yaml.safe_dump({"roles": roles, "console": {"user": ROOT_NAME}}))
+    site.init()
+    assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
+    store = site.open_store()
+    try:
+        [row] = store.recordings()
+    finally:
+        store.close()
+    # recorderctl export in direct mode, as a manager: the same store through a config of its own
+    # (no socket answers there) in which the test's own group is the manager group.
+    direct = yaml.safe_load(site.config.read_text())
+    direct["roles"] = {**roles, "manager_group": ROOT_GROUP}
+    direct["control"] = {"socket": "direct.sock"}
+    (tmp_path / "direct.yaml").write_text(yaml.safe_dump(direct, allow_unicode=True))
+    out = tmp_path / "direct-export.wav"
+    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "export", row.id, "--out", str(out), "--purpose", "quality"]) == 0
+    direct_wav = out.read_bytes()
+    config = load(str(site.config))
+    server = ControlServer(config)
+    assert server.start()
+    from console.app import create_app
+
+    app = create_app(config, authenticate=lambda user, password: PASSWORDS.get(user) == password)
+    try:
+        yield Served(site, app, row.id, direct_wav)
+    finally:
+        server.stop()
+
+
+def _zip_members(answer) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert archive.testzip() is None
+    return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def _download_ok(served: Served, answer, *, made_by: str) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    rid = served.rid
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/zip"
+    assert answer.headers["content-disposition"] == f'attachment; filename="{rid}.wav.zip"'
+    assert answer.headers["cache-control"] == "no-store"
+    members = _zip_members(answer)
+    assert sorted(members) == [f"{rid}.wav", f"{rid}.wav.manifest.json", f"{rid}.wav.manifest.sig"]
+    assert members[f"{rid}.wav"] == served.direct_wav  # byte for byte what recorderctl export wrote
+    manifest = json.loads(members[f"{rid}.wav.manifest.json"])
+    assert manifest["recording_id"] == rid and manifest["file"] == f"{rid}.wav"
+    assert manifest["signer"]["user"] == made_by and manifest["signer"]["via"] == "console"
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    public = load_pem_public_key(manifest["recorder"]["public_key"].encode())
+    public.verify(members[f"{rid}.wav.manifest.sig"], members[f"{rid}.wav.manifest.json"])  # raises if forged
+    return members
+
+
+# -- 1. export (Art. 5(5)) as a download ------------------------------------------------------------
+
+
+def test_a_quality_export_downloads_what_recorderctl_exports_and_registers_the_copy(served: Served) -> None:
+    clerk = served.client("w2clerk")
+    before = len(served.copies())  # the direct export's copy
+    answer = clerk.post(f"/recordings/{served.rid}/export", {"purpose": "quality"})
+    _download_ok(served, answer, made_by="w2clerk")
+    copies = served.copies()
+    assert len(copies) == before + 1
+    copy = copies[-1]
+    assert (copy["user"], copy["purpose"], copy["kind"], copy["recording_id"]) == ("w2clerk", "quality", "export", served.rid)
+    assert copy["expires_at"] > copy["made_at"]
+    [row] = [e for e in served.audit("export") if e.user == "w2clerk"]
+    assert row.result == "allowed" and row.detail["via"] == "console" and row.detail.get("client_ip") == "192.0.2.10"
+    listed = clerk.get("/copies")
+    assert listed.status_code == 200 and served.rid in listed.text and "保持中" in listed.text
+
+
+def test_a_browser_gone_mid_download_leaves_no_copy_registered(served: Served) -> None:
+    """The browser takes the first bytes, then stalls and goes away: the daemon hears that the copy
+    was not delivered, registers none and audits the export as failed."""
+    clerk = served.client("w2clerk")
+    before = len(served.copies())
+    body = urlencode({"purpose": "quality", "csrf": clerk.csrf}).encode()
+    path = f"/recordings/{served.rid}/export"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
+                         (b"cookie", f"{COOKIE}={clerk.client.cookies.get(COOKIE)}".encode())],
+             "client": ("192.0.2.10", 50123), "server": ("testserver", 443)}  # fmt: skip
+    seen: list[dict] = []
+
+    async def browser() -> None:
+        first_bytes, asked = anyio.Event(), []
+
+        async def receive() -> dict:
+            if not asked:
+                asked.append(1)
+                return {"type": "http.request", "body": body, "more_body": False}
+            await first_bytes.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            seen.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                first_bytes.set()
+                await anyio.sleep_forever()  # a browser that stopped reading
+
+        with anyio.fail_after(30):
+            await served.app(scope, receive, send)  # type: ignore[operator]
+
+    anyio.run(browser)
+    assert seen[0]["type"] == "http.response.start" and seen[0]["status"] == 200
+    deadline = time.monotonic() + 30
+    while not [e for e in served.audit("export") if e.user == "w2clerk"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [row] = [e for e in served.audit("export") if e.user == "w2clerk"]
+    assert row.result.startswith("failed: ") and "could not be put" in row.result, row.result
+    assert len(served.copies()) == before
+
+
+def test_an_export_for_another_purpose_is_refused_and_points_to_a_request(served: Served) -> None:
+    clerk = served.client("w2clerk")
+    before = len(served.copies())
+    answer = clerk.post(f"/recordings/{served.rid}/export", {"purpose": "complaint-investigation"})
+    assert answer.status_code == 400 and "持出し申請" in answer.text
+    assert len(served.copies()) == before
+
+
+def test_an_export_without_the_csrf_token_is_refused(served: Served) -> None:
+    clerk = served.client("w2clerk")
+    before = len(served.copies())
+    assert clerk.post(f"/recordings/{served.rid}/export", {"purpose": "quality"}, csrf=False).status_code == 403
+    assert len(served.copies()) == before
+
+
+def test_a_technician_cannot_export(served: Served) -> None:
+    tech = served.client("w2tech")
+    before = len(served.copies())
+    assert tech.post(f"/recordings/{served.rid}/export", {"purpose": "quality"}).status_code == 403
+    assert len(served.copies()) == before
+
+
+# -- 2. four eyes -----------------------------------------------------------------------------------
+
+
+def _request(browser: Browser, rid: str) -> int:
+    answer = browser.post(f"/recordings/{rid}/request", {"purpose": "complaint-investigation",
+                                                         "reason": "the citizen's complaint 2026-118"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    match = re.search(r"持出し申請 (\d+) を受け付けました", answer.text)
+    assert match, answer.text
+    return int(match.group(1))
+
+
+def _row(page: str, n: int) -> str:
+    match = re.search(rf'<tr class="request" data-request="{n}">(.*?)</tr>', page, re.S)
+    assert match, page
+    return match.group(1)
+
+
+def test_a_staff_request_is_approved_by_a_manager_then_downloaded_once(served: Served) -> None:
+    clerk, boss = served.client("w2clerk"), served.client("w2boss")
+    n = _request(clerk, served.rid)
+    mine = clerk.get("/requests")
+    assert 'id="requests"' in mine.text and "判断待ち" in _row(mine.text, n)
+    assert 'class="decide"' not in _row(mine.text, n)  # staff decide nothing
+    assert clerk.post(f"/requests/{n}/decide", {"decision": "approve", "reason": "mine"}).status_code == 403
+    assert clerk.get(f"/requests/{n}/download").status_code != 200  # not approved yet
+    listed = boss.get("/requests")
+    row = _row(listed.text, n)
+    assert 'form class="decide"' in row and 'class="approve"' in row and 'class="refuse"' in row
+    decided = boss.post(f"/requests/{n}/decide", {"decision": "approve", "reason": "the complaint needs it"})
+    assert decided.status_code == 200 and f"持出し申請 {n} を承認しました" in decided.text
+    row = _row(clerk.get("/requests").text, n)
+    assert f'class="download" href="/requests/{n}/download"' in row
+    before = len(served.copies())
+    _download_ok(served, clerk.get(f"/requests/{n}/download"), made_by="w2clerk")
+    copies = served.copies()
+    assert len(copies) == before + 1 and copies[-1]["approved_by"] == "w2boss"
+    assert copies[-1]["purpose"] == "complaint-investigation"
+    again = clerk.get(f"/requests/{n}/download")
+    assert again.status_code in (403, 409) and "zip" not in again.headers["content-type"]
+    assert len(served.copies()) == before + 1
+    assert 'class="download"' not in _row(clerk.get("/requests").text, n)
+
+
+def test_a_refused_request_is_never_downloaded(served: Served) -> None:
+    clerk, boss = served.client("w2clerk"), served.client("w2boss")
+    n = _request(clerk, served.rid)
+    refused = boss.post(f"/requests/{n}/decide", {"decision": "refuse", "reason": "not needed for the complaint"})
+    assert refused.status_code == 200 and f"持出し申請 {n} を却下しました" in refused.text
+    before = len(served.copies())
+    assert clerk.get(f"/requests/{n}/download").status_code in (403, 409)
+    assert len(served.copies()) == before
+
+
+def test_a_manager_cannot_approve_their_own_request(served: Served) -> None:
+    boss, other = served.client("w2boss"), served.client("w2boss2")
+    n = _request(boss, served.rid)
+    row = _row(boss.get("/requests").text, n)
+    assert 'class="decide"' not in row and "自分の申請は判断できません" in row  # hidden on the page ...
+    answer = boss.post(f"/requests/{n}/decide", {"decision": "approve", "reason": "I need it"})
+    assert answer.status_code == 403  # ... and refused by the daemon when posted anyway
+    assert "判断待ち" in _row(boss.get("/requests").text, n)
+    assert 'form class="decide"' in _row(other.get("/requests").text, n)  # another manager may
+
+
+# -- 3. holds ---------------------------------------------------------------------------------------
+
+
+def _holds(served: Served) -> list[dict]:
+    """The recording's holds in force (released ones are not)."""
+    store = served.site.open_store()
+    try:
+        return store.db().holds(served.rid)
+    finally:
+        store.close()
+
+
+def test_a_manager_holds_then_releases_a_recording(served: Served) -> None:
+    boss, clerk = served.client("w2boss"), served.client("w2clerk")
+    form = {"until": "2099-12-31", "reason": "police enquiry", "ref": "K-2026-77"}
+    assert clerk.post(f"/recordings/{served.rid}/hold", form).status_code == 403
+    assert _holds(served) == []
+    answer = boss.post(f"/recordings/{served.rid}/hold", form)
+    assert answer.status_code == 200, answer.text
+    match = re.search(rf"録音 {re.escape(served.rid)} を 2100-01-01 00:00 まで保全しました（保全番号 (\d+)）", answer.text)
+    assert match, answer.text
+    hold_id = int(match.group(1))
+    [hold] = _holds(served)
+    assert hold["hold_id"] == hold_id and hold["created_by"] == "w2boss" and hold["ref"] == "K-2026-77"
+    assert boss.post(f"/recordings/{served.rid}/holds/{hold_id}/release", {"reason": ""}).status_code == 400
+    released = boss.post(f"/recordings/{served.rid}/holds/{hold_id}/release", {"reason": "enquiry closed"})
+    assert released.status_code == 200 and f"保全 {hold_id} を解除しました" in released.text
+    assert _holds(served) == []
+
+
+# -- 4. casework ------------------------------------------------------------------------------------
+
+
+def test_a_disclosure_request_is_opened_and_listed(served: Served) -> None:
+    boss, clerk = served.client("w2boss"), served.client("w2clerk")
+    assert clerk.get("/casework").status_code == 403
+    assert clerk.post("/disclosures", {"requester_type": "self", "ref": "D-2026-5"}).status_code == 403
+    answer = boss.post("/disclosures", {"requester_type": "self", "ref": "D-2026-5", "note": "by letter"})
+    assert answer.status_code == 200
+    match = re.search(r"開示請求 (\d+) を受け付けました", answer.text)
+    assert match, answer.text
+    n = int(match.group(1))
+    listed = boss.get("/casework")
+    assert listed.status_code == 200 and f'<a href="/disclosures/{n}">{n}</a>' in listed.text and "D-2026-5" in listed.text
+    shown = boss.get(f"/disclosures/{n}")
+    assert shown.status_code == 200 and 'id="disclosure-search"' in shown.text and "本人" in shown.text
+
+
+def test_a_complaint_is_recorded_by_staff_and_closed(served: Served) -> None:
+    clerk = served.client("w2clerk")
+    answer = clerk.post("/complaints", {"summary": "rude answer", "channel": "letter", "recordings": served.rid})
+    match = re.search(r"苦情 (\d+) を記録しました", answer.text)
+    assert answer.status_code == 200 and match, answer.text
+    n = int(match.group(1))
+    assert "rude answer" in clerk.get("/complaints").text
+    closed = clerk.post(f"/complaints/{n}/close", {"outcome": "apologised"})
+    assert closed.status_code == 200 and f"苦情 {n} を終了しました" in closed.text
+
+
+# -- 5. the period report ---------------------------------------------------------------------------
+
+
+def test_the_period_report_renders_and_prints_without_the_header(served: Served) -> None:
+    for user in ("w2boss", "w2tech"):
+        page = served.client(user).get("/report?from=2026-01-01&to=2026-12-31")
+        assert page.status_code == 200, page.text
+        assert 'id="report"' in page.text and "期間報告" in page.text and "2026-01-01 — 2026-12-31" in page.text
+        assert '<link rel="stylesheet" href="/static/casework.css">' in page.text
+    english = served.client("w2boss")
+    english.client.cookies.set("lang", "en")
+    assert "Calls recorded, per designated number" in english.get("/report?from=2026-01-01&to=2026-12-31").text
+    assert served.client("w2clerk").get("/report").status_code == 403
+    assert served.client("w2boss").get("/report?from=2026-02-30&to=2026-03-01").status_code == 400
+    css = served.client("w2boss").get("/static/casework.css").text
+    assert re.search(r"@media print \{\s*header, nav, form", css)
