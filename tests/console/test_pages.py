@@ -434,3 +434,22 @@ def test_each_answer_is_capped_and_the_whole_comes_in_parts(app, daemon, monkeyp
     assert opened.content == whole.content[:4096]
     later = staff.get(played["audio"], headers={"range": "bytes=50000-"})
     assert later.headers["content-range"] == f"bytes 50000-54095/{size}" and later.content == whole.content[50000:54096]
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+def test_every_page_shows_words_not_message_keys(app, daemon, lang: str) -> None:  # type: ignore[no-untyped-def]
+    from console import i18n
+
+    site, _ = daemon
+    rid = recordings(site)[ALAW_CALLER].id
+    manager = signed_in(app, "manager", lang=lang)
+    _play(manager, rid)
+    keys = [k for k in i18n.MESSAGES if k.split(".")[0] in ("rec", "search", "audit", "status", "notice", "purpose",
+                                                           "basis", "action", "via", "state", "alert", "nav")]  # fmt: skip
+    for path in ("/search", f"/recordings/{rid}", "/audit", "/status", "/notice"):
+        page = manager.get(path)
+        assert page.status_code == 200, path
+        assert f'<html lang="{lang}">' in page.text
+        leaked = [k for k in keys if re.search(rf"[>\"]{re.escape(k)}[<\"]", page.text)]
+        assert not leaked, (path, leaked)
+        assert len(page.content) < 200_000, path
