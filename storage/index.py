@@ -15,6 +15,7 @@ older one up to :data:`SCHEMA_VERSION` once, and a newer one is refused.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -25,6 +26,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import database, keys, search, vault
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -207,6 +210,8 @@ class Index:
         VACUUM and a WAL checkpoint so the old values leave the file. ``(from, to, rows)``, or None
         when there was nothing to do. All or nothing (one transaction)."""
         if self.check_version() == SCHEMA_VERSION:
+            if self.meta("compact_pending") and not database.is_read_only(self.db):
+                self.compact()
             return None
         if database.is_read_only(self.db):
             raise SchemaError(f"the index {self.path} is schema version 1 and must be migrated to {SCHEMA_VERSION}, "
@@ -242,9 +247,20 @@ class Index:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("VACUUM")
-        self.checkpoint()
+        self.compact()
         return version, SCHEMA_VERSION, len(rows)
+
+    def compact(self) -> None:
+        """VACUUM and fold the WAL into the file, so values a migration removed leave it (pages of
+        the old layout included). Retried at the next open when another process held the file."""
+        try:
+            self.db.execute("VACUUM")
+            self.checkpoint()
+        except sqlite3.OperationalError as exc:
+            log.warning("the index could not be compacted after its migration (%s): tried again at the next start", exc)
+            self.set_meta("compact_pending", "1")
+        else:
+            self.delete_meta("compact_pending")
 
     def initialised(self) -> bool:
         row = self.db.execute(
