@@ -24,7 +24,7 @@ from storage.audit import AuditLog
 from storage.search import caller_key
 
 sys.path.insert(0, str(ROOT / "bench"))
-from console_search import END, fill  # noqa: E402
+from console_search import fill  # noqa: E402
 
 
 def raw_index(site: Site) -> bytes:

@@ -1,4 +1,8 @@
-"""Recordings: ``status``, ``list`` / ``search``, ``hold`` and ``release`` (guideline Art. 5(2)).
+"""Recordings: ``status``, ``list`` / ``search`` / ``find``, ``hold`` and ``release`` (guideline Art. 5(2)).
+
+The searches run in SQL (``storage/search.py``): caller numbers through their keyed digests, only
+the rows shown opened. ``list`` and ``search`` answer every match (oldest first, their JSON an array);
+``find`` one page, newest first, with the total (the console's search).
 
 Staff and managers see caller numbers; technicians see them masked (the last two digits), with the
 Call-ID hidden, and may not search by caller number (that would answer "did this person call?").
