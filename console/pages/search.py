@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from typing import Any
 from urllib.parse import urlencode
 
@@ -64,10 +65,10 @@ def find_args(query: dict[str, str], technician: bool) -> dict[str, Any]:
     did = query.get("did", "").strip()[:100]
     if did:
         args["did"] = did
-    caller = query.get("caller", "").strip()[:40]
+    caller = unicodedata.normalize("NFKC", query.get("caller", "")).strip()[:40]  # ０９０ as typed on a JIS keyboard: 090
     if caller:  # a technician's goes to the daemon too, which refuses it on the record
         key = "caller_ends" if query.get("match") == "ends" else "caller"
-        args[key] = re.sub(r"[\s\-‐－ー()（）]", "", caller) if key == "caller_ends" else caller
+        args[key] = re.sub(r"[\s\-‐−ー()]", "", caller) if key == "caller_ends" else caller
     for key in ("min_duration", "max_duration"):
         value = query.get(key, "").strip()
         if value:
