@@ -85,7 +85,7 @@ def number(r: Req, key: str) -> int | None:
 def out_for(rid: str, fmt: str) -> str:
     """The copy's name as the daemon registers it: a relative name (where the browser saved it is
     not known here), which the retention run leaves to its holder to destroy and confirm."""
-    return f"console/{rid}.wav" if fmt in ("wav", "pcm") else f"console/{rid}.pcap"
+    return f"console-download/{rid}.wav" if fmt in ("wav", "pcm") else f"console-download/{rid}.pcap"
 
 
 def done(r: Req, message: str, *, back: str, back_label: str) -> Response:

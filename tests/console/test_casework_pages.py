@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import anyio
 import pytest
 import yaml
-from conftest import FIXTURES, USER_TOOLS, Site, needs_root
+from conftest import FIXTURES, USER_TOOLS, Site, needs_root, needs_tool
 from starlette.testclient import TestClient
 
 from console.sessions import COOKIE
@@ -197,8 +197,33 @@ def test_a_quality_export_downloads_what_recorderctl_exports_and_registers_the_c
     assert copy["expires_at"] > copy["made_at"]
     [row] = [e for e in served.audit("export") if e.user == "w2clerk"]
     assert row.result == "allowed" and row.detail["via"] == "console" and row.detail.get("client_ip") == "192.0.2.10"
+    assert copy["out"] == f"console-download/{served.rid}.wav"  # a name, not a file: the console wrote none
+    assert not Path(copy["out"]).exists() and not Path(copy["out"]).parent.exists()
     listed = clerk.get("/copies")
     assert listed.status_code == 200 and served.rid in listed.text and "保持中" in listed.text
+
+
+def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(served: Served, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """What the police do with the file, with standard tools only: unzip it, check the manifest's
+    signature with the recorder's public key (``recorderctl pubkey``), and the WAV's SHA-256."""
+    unzip, openssl, sha256sum = needs_tool("unzip"), needs_tool("openssl"), needs_tool("sha256sum")
+    answer = served.client("w2clerk").post(f"/recordings/{served.rid}/export", {"purpose": "suspicious_call"})
+    assert answer.status_code == 200
+    (tmp_path / "handed-over.zip").write_bytes(answer.content)
+    (tmp_path / "out").mkdir()
+    subprocess.run([unzip, "-q", str(tmp_path / "handed-over.zip"), "-d", str(tmp_path / "out")], check=True)
+    wav = tmp_path / "out" / f"{served.rid}.wav"
+    pem = tmp_path / "recorder.pub.pem"
+    capsys.readouterr()
+    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "pubkey", "--json"]) == 0  # the key, from the box itself
+    pem.write_text(json.loads(capsys.readouterr().out)["public_key"])
+    checked = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
+                              "-in", f"{wav}.manifest.json", "-sigfile", f"{wav}.manifest.sig"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, checked
+    digest = subprocess.run([sha256sum, str(wav)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert digest == json.loads(Path(f"{wav}.manifest.json").read_text())["file_sha256"]
 
 
 def test_a_browser_gone_mid_download_leaves_no_copy_registered(served: Served) -> None:
@@ -264,6 +289,20 @@ def test_a_technician_cannot_export(served: Served) -> None:
     before = len(served.copies())
     assert tech.post(f"/recordings/{served.rid}/export", {"purpose": "quality"}).status_code == 403
     assert len(served.copies()) == before
+
+
+def test_a_manager_provides_a_recording_under_a_basis_as_a_download(served: Served) -> None:
+    boss, clerk = served.client("w2boss"), served.client("w2clerk")
+    form = {"basis": "law", "to": "Kawasaki police, Nakahara station", "note": "warrant 2026-41"}
+    before = len(served.copies())
+    assert clerk.post(f"/recordings/{served.rid}/provide", form).status_code == 403
+    assert boss.post(f"/recordings/{served.rid}/provide", {**form, "basis": "curiosity"}).status_code == 400
+    assert len(served.copies()) == before
+    members = _download_ok(served, boss.post(f"/recordings/{served.rid}/provide", form), made_by="w2boss")
+    manifest = json.loads(members[f"{served.rid}.wav.manifest.json"])
+    assert manifest["legal_basis"]["basis"] == "law" and "Art. 69(1)" in manifest["legal_basis"]["article"]
+    copies = served.copies()
+    assert len(copies) == before + 1 and copies[-1]["kind"] == "provision" and copies[-1]["user"] == "w2boss"
 
 
 # -- 2. four eyes -----------------------------------------------------------------------------------
@@ -388,6 +427,21 @@ def test_a_complaint_is_recorded_by_staff_and_closed(served: Served) -> None:
     assert "rude answer" in clerk.get("/complaints").text
     closed = clerk.post(f"/complaints/{n}/close", {"outcome": "apologised"})
     assert closed.status_code == 200 and f"苦情 {n} を終了しました" in closed.text
+
+
+def test_an_incident_is_recorded_with_an_action_and_reported(served: Served) -> None:
+    boss = served.client("w2boss")
+    answer = boss.post("/incidents", {"kind": "loss", "summary": "USB stick with an exported copy lost",
+                                      "recordings": served.rid, "occurred": "2026-11-30T10:15"})  # fmt: skip
+    match = re.search(r"事故 (\d+) を記録しました", answer.text)
+    assert answer.status_code == 200 and match, answer.text
+    n = int(match.group(1))
+    assert f'<a href="/incidents/{n}">{n}</a>' in boss.get("/casework").text
+    acted = boss.post(f"/incidents/{n}/action", {"text": "holder of the copy questioned", "close": "1"})
+    assert acted.status_code == 200 and f"事故 {n} に措置を記録し、終了しました" in acted.text
+    shown = boss.get(f"/incidents/{n}")
+    assert shown.status_code == 200 and "holder of the copy questioned" in shown.text and "紛失" in shown.text
+    assert 'id="incident-action"' not in shown.text  # closed: no more actions
 
 
 # -- 5. the period report ---------------------------------------------------------------------------
