@@ -35,7 +35,7 @@ i18n.add({
     "status.keep_failures": ("保存に失敗した通話", "Calls that could not be kept"),
     "status.lost_store_full": ("保存領域不足で失われた通話", "Calls lost (store full)"),
     "status.copies_past_expiry": ("期限を過ぎた持出し複製", "Exported copies past expiry"),
-    "status.warnings": ("最近の警告", "Recent warnings"),
+    "status.warnings": ("最近24時間の警告", "Warnings in the last 24 hours"),
     "status.no_warnings": ("警告はありません。", "No warnings."),
     "status.unknown": ("—", "—"),
     "status.clock_jump": ("時計のずれを検出したため、消去を止めています（管理責任者の確認が必要です）。",
@@ -43,8 +43,34 @@ i18n.add({
     "alert.direction_unknown": ("着信・発信の区別ができません（trunk_networks が未設定）。",
                                 "Call direction unknown (capture.trunk_networks is not set)."),
     "alert.store_volume_unencrypted": ("保存領域が暗号化ボリューム上にありません。", "The store is not on an encrypted volume."),
-    "alert.did_file_refused": ("対象番号ファイルが受け付けられませんでした。", "The designated-number file was refused."),
+    "alert.did_file_broken": ("対象番号ファイルが受け付けられず、前の一覧で録音しています。",
+                              "The designated-number file was refused: the previous list is in force."),
     "alert.other": ("その他の警告（{kind}）", "Other warning ({kind})"),
+    "warn.capture-drops": ("パケットの取りこぼし", "Packets dropped at capture"),
+    "warn.capture-failed": ("キャプチャを開けません", "Capture could not be opened"),
+    "warn.capture-file-error": ("キャプチャファイルの破損", "A damaged capture file"),
+    "warn.keep-failed": ("通話を保存できませんでした", "A call could not be kept"),
+    "warn.keep-retried": ("通話の保存を再試行しました", "Keeping a call was retried"),
+    "warn.call-lost": ("通話が失われました", "A call was lost"),
+    "warn.clock-jump": ("時計のずれ", "The clock jumped"),
+    "warn.erasure-failed": ("消去に失敗しました", "An erasure failed"),
+    "warn.erasure-late": ("消去が期限より遅れました", "An erasure was late"),
+    "warn.store-read-only": ("保存領域が読み取り専用です", "The store is read-only"),
+    "warn.store-unusable": ("保存領域が使えません", "The store is unusable"),
+    "warn.spool-write-failed": ("一時領域への書き込みに失敗しました", "Writing to the spool failed"),
+    "warn.audit-failed": ("監査ログに書き込めません", "The audit log could not be written"),
+    "warn.control-refused": ("操作要求を断りました（混雑・時間切れ）", "Requests refused (busy or too slow)"),
+    "warn.reload-failed": ("対象番号の再読み込みに失敗しました", "Reloading the designated numbers failed"),
+    "warn.slow-capture": ("高速処理部が組み込まれていません", "The C fast path is not built"),
+    "warn.one-way-audio": ("片通話の通話", "A call with one-way audio"),
+    "warn.rtp-other-source": ("想定外の送信元からの音声", "Audio from an unexpected source"),
+    "warn.direction-unknown": ("着信・発信の区別ができません", "Call direction unknown"),
+    "warn.store-volume-unencrypted": ("保存領域が暗号化されていません", "The store is not encrypted"),
+    "warn.audio-not-decoded": ("音声を変換できない通話", "A call whose audio cannot be decoded"),
+    "warn.recovery-failed": ("通話の復旧に失敗しました", "Recovering a call failed"),
+    "warn.duplicate-recording": ("重複した録音", "A duplicate recording"),
+    "warn.other": ("その他（{kind}）", "Other ({kind})"),
+    "status.warn_count": ("{label}：{count} 件（最後 {last}）", "{label}: {count} (last {last})"),
     "notice.english": ("英語", "English"),
     "notice.japanese": ("日本語", "Japanese"),
 })
@@ -77,9 +103,9 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _alert(r: Req, kind: str) -> str:
-    key = "alert." + kind
-    return r.t(key) if key in i18n.MESSAGES else r.t("alert.other", kind=kind[:60])
+def _alert(r: Req, kind: str, prefix: str = "alert") -> str:
+    key = f"{prefix}.{kind}"
+    return r.t(key) if key in i18n.MESSAGES else r.t(f"{prefix}.other", kind=kind[:60])
 
 
 def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -109,8 +135,7 @@ def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], li
     rows.append((r.t("status.on_hold"), count(store.get("on_hold"))))
     rows.append((r.t("status.last_erasure"), r.time(ret.get("last_erasure")) or r.t("status.none")))
     rows.append((r.t("status.next_erasure"), r.time(ret.get("next_due")) or r.t("status.none")))
-    failures = svc.get("keep_failures", counters.get("keep_failures", 0))
-    rows.append((r.t("status.keep_failures"), count(failures)))
+    rows.append((r.t("status.keep_failures"), count(counters.get("keep_failures", 0))))
     rows.append((r.t("status.lost_store_full"), count(counters.get("calls_lost_store_full", 0))))
     rows.append((r.t("status.copies_past_expiry"), count(data.get("copies_past_expiry"))))
 
@@ -122,11 +147,10 @@ def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], li
     for kind in svc.get("alerts") or ():
         if isinstance(kind, str):
             warnings.append(_alert(r, kind))
-    for w in svc.get("warnings") or data.get("warnings") or ():  # [{kind, at, count}], from the daemon
+    for w in svc.get("recent_warnings") or ():  # the last day's warnings by kind: {kind, count, last}
         if isinstance(w, dict) and isinstance(w.get("kind"), str):
-            when = r.time(w.get("at")) if isinstance(w.get("at"), (str, int, float)) else ""
-            times = f" ×{w['count']}" if isinstance(w.get("count"), int) and w["count"] > 1 else ""
-            warnings.append(f"{when} {_alert(r, w['kind'])}{times}".strip())
+            last = r.time(w.get("last")) if isinstance(w.get("last"), (str, int, float)) else ""
+            warnings.append(r.t("status.warn_count", label=_alert(r, w["kind"], "warn"), count=w.get("count", 1), last=last))
     return rows, warnings
 
 
