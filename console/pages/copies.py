@@ -145,6 +145,8 @@ async def download(r: Req) -> Response:
     """The approved request's one download: the daemon checks it is the requester's, approved and
     not yet downloaded, and uses the request's recording and purpose."""
     n = number(r, "n")
+    if r.request.method != "GET":  # a HEAD would use up the one download and deliver nothing
+        return Response(status_code=405, headers={"allow": "GET"})
     if n is None:
         return r.error("copies.bad_form", 400)
     reply = await r.call("export-requests")

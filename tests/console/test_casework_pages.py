@@ -339,6 +339,9 @@ def test_a_staff_request_is_approved_by_a_manager_then_downloaded_once(served: S
     row = _row(clerk.get("/requests").text, n)
     assert f'class="download" href="/requests/{n}/download"' in row
     before = len(served.copies())
+    head = clerk.client.head(f"/requests/{n}/download", headers={"x-csrf-token": clerk.csrf})
+    assert head.status_code == 405  # a HEAD (which delivers no body) uses nothing up
+    assert len(served.copies()) == before
     _download_ok(served, clerk.get(f"/requests/{n}/download"), made_by="w2clerk")
     copies = served.copies()
     assert len(copies) == before + 1 and copies[-1]["approved_by"] == "w2boss"
