@@ -393,7 +393,7 @@ def test_the_status_of_a_running_capture_in_readable_words(people, tmp_path: Pat
         assert first.status_code == 200
         pipeline.feed(foreign)  # the call ends (BYE) and is kept, saying its warning
         pipeline.feed(packets[len(packets) // 3 : 2 * len(packets) // 3])
-        fed = len(packets) // 3 + len(foreign)
+        fed = 2 * len(packets) // 3 + len(foreign)  # in all
         time.sleep(1.1)  # the daemon's packets/s is taken over at least a second
         page = tech.get("/status").text
     finally:
@@ -404,7 +404,7 @@ def test_the_status_of_a_running_capture_in_readable_words(people, tmp_path: Pat
     assert cells["録音（キャプチャ）"].startswith("稼働中")
     assert cells["通話中の件数"] == "1"
     rate = float(cells["受信パケット数／秒"].replace(",", ""))
-    assert 0 < rate <= fed / 1.1
+    assert 0 < rate <= fed / 1.1  # a rate, not the count
     assert cells["取りこぼしパケット数（カーネル）"] == "0"
     warnings = re.search(r'<ul class="warnings" id="warnings">(.*?)</ul>', page, re.S).group(1)
     assert "想定外の送信元からの音声：1 件" in warnings and "rtp-other-source" not in warnings
