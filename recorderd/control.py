@@ -43,7 +43,7 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -59,6 +59,9 @@ REQUEST_DEADLINE = 5.0  # the whole request, from accept to its last byte
 ANSWER_TIMEOUT = 60.0  # each send of the answer, and the client's word that a copy is in place
 MAX_CLIENTS = 16  # requests served at once
 MAX_PER_UID = 4  # of which one uid may hold this many
+RATE_MIN_INTERVAL = 1.0  # s between the samples packets/s is computed from
+WARNINGS_WINDOW = 86400.0  # s of warnings status counts ("recent")
+WARNINGS_KEPT = 2000
 CONSOLE_SLOTS = 12  # ... and the console's uid (all its signed-in people) this many
 CONSOLE_UID_TTL = 60.0  # s the console's uid is trusted before the user database is read again
 BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit status for it)
@@ -78,12 +81,52 @@ def socket_path(config: Config) -> str:
     return os.path.join(os.path.dirname(config.file), config["control.socket"])
 
 
+class WarningTally(logging.Handler):
+    """The service's recent warnings for the technician's page: per kind (the log record's EVENT,
+    else its logger's name) how many in the last ``WARNINGS_WINDOW`` and when the last was. Only
+    the kind and the time are kept, never the message."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: deque[tuple[float, str]] = deque(maxlen=WARNINGS_KEPT)
+        self.tally_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.tally_lock:
+            self.seen.append((record.created, str(getattr(record, "EVENT", None) or record.name)[:60]))
+
+    def recent(self, now: float | None = None) -> list[dict[str, Any]]:
+        since = (time.time() if now is None else now) - WARNINGS_WINDOW
+        by_kind: dict[str, list[float]] = {}
+        with self.tally_lock:
+            for at, kind in self.seen:
+                if at >= since:
+                    by_kind.setdefault(kind, []).append(at)
+        rows = [{"kind": k, "count": len(v), "last": v[-1]} for k, v in by_kind.items()]
+        return sorted(rows, key=lambda r: -r["last"])
+
+
 class ServiceView:
     """What the running service can tell a request (read from the capture thread's objects)."""
 
-    def __init__(self, pipeline: Any, health: Any, started: float, alerts: Mapping[str, str] | None = None) -> None:
+    def __init__(self, pipeline: Any, health: Any, started: float, alerts: Mapping[str, str] | None = None,
+                 warnings: WarningTally | None = None) -> None:  # fmt: skip
         self.pipeline, self.health, self.started = pipeline, health, started
         self.alerts = alerts if alerts is not None else {}  # the service's standing conditions, by kind
+        self.warnings = warnings
+        self._rate_lock = threading.Lock()
+        self._sample: tuple[float, int] = (time.monotonic(), 0)  # (when, kernel packets) for packets/s
+        self._rate: float | None = None
+
+    def packets_per_s(self, counters: Mapping[str, int]) -> float | None:
+        """Captured packets per second since the previous look (at least ``RATE_MIN_INTERVAL`` ago)."""
+        now, packets = time.monotonic(), int(counters.get("packets", 0) or 0)  # captured (what the pipeline read)
+        with self._rate_lock:
+            then, before = self._sample
+            if now - then >= RATE_MIN_INTERVAL:
+                self._rate = round(max(0, packets - before) / (now - then), 1)
+                self._sample = (now, packets)
+            return self._rate
 
     def counters(self) -> dict[str, int]:
         for _ in range(5):  # the capture thread may add a key while we copy
@@ -94,9 +137,12 @@ class ServiceView:
         return {}
 
     def status(self) -> dict[str, Any]:
+        counters = self.counters()
         return {"running": True, "pid": os.getpid(), "uptime_s": int(time.time() - self.started),
-                "active_calls": len(self.pipeline.tracker.calls), "counters": self.counters(),
-                "store_level": getattr(self.health, "level", None), "alerts": sorted(self.alerts)}  # fmt: skip
+                "active_calls": len(self.pipeline.tracker.calls), "counters": counters,
+                "store_level": getattr(self.health, "level", None), "alerts": sorted(self.alerts),
+                "packets_per_s": self.packets_per_s(counters),
+                "recent_warnings": self.warnings.recent() if self.warnings is not None else []}  # fmt: skip
 
     def dids(self) -> Any:
         return self.pipeline.tracker.dids
@@ -189,7 +235,8 @@ class ControlServer:
                  open_store: Callable[[Config], Store] = service.open_store) -> None:  # fmt: skip
         self.config = config
         self.path = socket_path(config)
-        self.view = ServiceView(pipeline, health, time.time(), alerts) if pipeline is not None else None
+        self.warnings = WarningTally() if pipeline is not None else None
+        self.view = ServiceView(pipeline, health, time.time(), alerts, self.warnings) if pipeline is not None else None
         self.open_store = open_store
         self.slots = Slots(MAX_CLIENTS, MAX_PER_UID)
         self.refusals = RefusalLog()
@@ -217,6 +264,8 @@ class ControlServer:
             log.error("control socket %s unavailable (%s): recorderctl cannot reach the service; it works "
                       "directly only when the service is stopped", self.path, exc, extra={"EVENT": "control-failed"})  # fmt: skip
             return False
+        if self.warnings is not None:
+            logging.getLogger().addHandler(self.warnings)
         self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self.thread.start()
         log.info("control socket listening at %s", self.path, extra={"EVENT": "control-listening"})
@@ -228,6 +277,8 @@ class ControlServer:
             return
         self._stopped = True
         self.stopping.set()
+        if self.warnings is not None:
+            logging.getLogger().removeHandler(self.warnings)
         if self.thread is not None:
             self.thread.join(timeout=5.0)
             self.thread = None

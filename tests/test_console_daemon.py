@@ -206,3 +206,42 @@ def test_the_consoles_uid_may_hold_more_slots_than_one_user() -> None:
     for _ in range(control.CONSOLE_SLOTS - control.MAX_PER_UID):
         assert slots.take(1000, control.CONSOLE_SLOTS) is None
     assert slots.take(1000, control.CONSOLE_SLOTS) == "uid-limit"
+
+
+# -- status for the technician's page ------------------------------------------------------------
+
+
+def test_status_gives_the_technicians_overview_with_packets_per_second_and_recent_warnings(tmp_path: Path) -> None:
+    import logging
+    import time
+
+    from recorderd.service import build_pipeline
+
+    site = Site(tmp_path, None, f"console: {{user: {ME}}}\n").init()
+    config = load(str(site.config))
+    store = site.open_store()
+    pipeline = build_pipeline(config, store)
+    server = ControlServer(config, pipeline=pipeline)
+    assert server.start()
+    try:
+        sock = control.socket_path(config)
+        control.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+        pipeline.counters["packets"] += 5000
+        pipeline.counters["keep_failures"] = 2
+        logging.getLogger("storage.store").warning("could not keep recording %s", "20261201-100409-3f9a0c12b4",
+                                                   extra={"EVENT": "keep-failed"})  # fmt: skip
+        logging.getLogger("storage.store").warning("again", extra={"EVENT": "keep-failed"})
+        time.sleep(1.1)
+        reply = control.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+        assert reply.rc == 0, reply.error
+        o = reply.data["overview"]
+        assert o["capture_running"] is True and o["keep_failures"] == 2 and o["active_calls"] == 0
+        assert 1000 < o["packets_per_s"] <= 5000
+        assert o["store_free_bytes"] > 0 and "last_erasure" in o and "next_erasure" in o and "kernel_drops" in o
+        [w] = o["recent_warnings"]
+        assert w["kind"] == "keep-failed" and w["count"] == 2 and w["last"].endswith("+09:00")
+        assert "20261201" not in json.dumps(o["recent_warnings"])  # the kind and time only, never the message
+    finally:
+        server.stop()
+        store.close()
+    assert server.warnings not in logging.getLogger().handlers

@@ -218,7 +218,24 @@ def status(ctx: Context, args: Args) -> Reply:
                                      if (jump := pending_clock_jump(ctx.store.db())) else None)},
         "copies_past_expiry": len(ctx.casework.copies(expired_by=now)),
     }  # fmt: skip
+    data["overview"] = _overview(data, ctx)
     return Reply(text=status_text(data), data=data)
+
+
+def _overview(d: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """What the technician's page shows, in one flat place (counts and times; no audio, no numbers)."""
+    svc, counters = d["service"], d["service"].get("counters", {})
+    return {
+        "capture_running": bool(svc.get("running")), "packets_per_s": svc.get("packets_per_s"),
+        "kernel_drops": counters.get("kernel_drops", 0), "kernel_packets": counters.get("kernel_packets", 0),
+        "active_calls": svc.get("active_calls", 0), "calls_recorded": counters.get("calls_recorded", 0),
+        "store_free_bytes": d["store"]["free_bytes"], "store_total_bytes": d["store"]["total_bytes"],
+        "store_full": d["store"]["full"], "last_erasure": d["retention"]["last_erasure"],
+        "next_erasure": d["retention"]["next_due"], "keep_failures": counters.get("keep_failures", 0),
+        "alerts": svc.get("alerts", []),
+        "recent_warnings": [{"kind": w["kind"], "count": w["count"], "last": iso(w["last"], ctx)}
+                            for w in svc.get("recent_warnings", [])],
+    }  # fmt: skip
 
 
 def status_text(d: dict[str, Any]) -> str:
