@@ -16,19 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import sqlite3
 import sys
+from datetime import datetime
 from typing import Any
 
 from storage import signing
 from storage.store import StoreError
 
-from . import control, ops, roles, service, version, wire
+from . import control, journal, ops, roles, service, version, wire
 from .config import Config
 
 UNREACHABLE = 4
 BUSY = control.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
+JOURNAL_CHECKPOINTS = 8000  # the newest distinct ones (a sealed chain that holds the newest holds all before it)
 SIGNED_ACTIONS = ("export", "provide")  # their copy comes with a signed manifest beside it
 
 
@@ -95,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--from", "--to", "--user", "--action", "--recording"):
         p.add_argument(name, dest=name[2:])
     p.add_argument("--limit", type=int, default=100)
-    _sub(audit, "verify", "audit-verify", "check the hash chain; name every row that fails")
+    p = _sub(audit, "verify", "audit-verify", "check the sealed chain; name every row that fails")
+    p.add_argument("--against-journal", action="store_true",
+                   help="and check that every audit checkpoint in the journal is still a row of the chain")
+    p.add_argument("--journal-file", help="the checkpoints from this file (journalctl -o json lines) instead")
     p = _sub(audit, "export", "audit-export", "write the rows with their hashes as JSON lines")
     p.add_argument("--out", required=True)
     p.add_argument("--from", dest="from")
@@ -290,6 +296,49 @@ def verify_export(args: argparse.Namespace, config: Config | None) -> int:
     return 1
 
 
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
+    """Read the journal's audit checkpoints here, as the person who runs recorderctl (who must be
+    allowed to read the system journal), into ``request``: the newest ``JOURNAL_CHECKPOINTS``
+    distinct ones. Returns why it cannot be done."""
+    path = request.pop("journal_file", None)
+    try:
+        owner: int | None = os.stat(config.store_path).st_uid  # the service's user wrote the checkpoints
+    except OSError:
+        owner = None
+    try:
+        if path:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                found, left = journal.read_checkpoints(f, owner)
+        else:
+            found, left = journal.read_checkpoints(journal.journal_lines(), owner)
+    except OSError as exc:
+        return f"cannot read the journal file {path}: {exc.strerror}"
+    except journal.JournalUnavailable as exc:
+        return f"{exc}; the audit log was not checked against the journal"
+    source = f"the journal file {os.path.abspath(path)}" if path else "the journal"
+    if not found:
+        ignored = f" ({left['not_the_service']} sent by another user than the service's, ignored)" if left["not_the_service"] else ""
+        return (f"{source} holds no audit checkpoint of recorderd{ignored}: nothing to check against (is the "
+                f"journal kept, and may {_me()} read the system journal? root, or the "
+                "groups adm and systemd-journal may)")  # fmt: skip
+    first: dict[tuple[int, str, str], float] = {}
+    for seq, head, when, key_id in found:
+        first[(seq, head, key_id)] = min(when, first.get((seq, head, key_id), when))
+    newest = sorted(first.items(), key=lambda item: item[1])[-JOURNAL_CHECKPOINTS:]
+    tz = config.tz
+    request["checkpoints"] = [[seq, head, datetime.fromtimestamp(when, tz).isoformat(timespec="seconds"), key_id]
+                              for (seq, head, key_id), when in newest]  # fmt: skip
+    request["journal"] = source
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.op == "verify-export" and args.pubkey:
@@ -299,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.op == "verify-export":
         return verify_export(args, config)
-    reply = perform(config, args.op, request_args(args))
+    request = request_args(args)
+    if args.op == "audit-verify" and (request.pop("against_journal", False) or request.get("journal_file")):
+        why = _journal_checkpoints(config, request)
+        if why is not None:
+            print(f"recorderctl: {why}", file=sys.stderr)
+            return 1
+    request.pop("journal_file", None)
+    reply = perform(config, args.op, request)
     if args.op == "status":
         reply = service.annotate_status(config, reply)
     if args.json and reply.data is not None:

@@ -2,14 +2,28 @@
 
 Structured fields travel in ``extra``: ``EVENT``, ``RECORDING_ID``, ``DID_LABEL`` and counters.
 Nothing here ever receives a caller's number, a SIP URI or audio: callers log ids and labels only.
+
+The audit chain's head goes to the journal as a checkpoint (:func:`audit_checkpoint`: ``EVENT=
+audit-checkpoint``, ``AUDIT_SEQ``, ``AUDIT_HEAD``), and :func:`read_checkpoints` reads them back
+(``journalctl -o json``, or a file of its lines) for ``recorderctl audit verify --against-journal``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 
-FIELDS = ("EVENT", "RECORDING_ID", "DID_LABEL")
+FIELDS = ("EVENT", "RECORDING_ID", "DID_LABEL", "AUDIT_SEQ", "AUDIT_HEAD", "AUDIT_KEY_ID")
+IDENTIFIER = "recorderd"
+CHECKPOINT = "audit-checkpoint"
+_HEAD = re.compile(r"[0-9a-f]{64}")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")
+
+log = logging.getLogger(__name__)
 
 
 class FieldsFormatter(logging.Formatter):
@@ -28,7 +42,7 @@ def _journal_handler() -> logging.Handler | None:
         from systemd.journal import JournalHandler  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return JournalHandler(SYSLOG_IDENTIFIER="recorderd")
+    return JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
 
 
 def setup(level: str = "info") -> None:
@@ -41,3 +55,72 @@ def setup(level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+# -- the audit checkpoints -------------------------------------------------------------------------
+
+
+def audit_checkpoint(seq: int, head: str, key_id: str) -> None:
+    """The audit chain's head (last row and its seal, and which key seals the log) into the
+    journal, beyond the reach of whoever can rewrite the audit file."""
+    log.info("audit log checkpoint: row %d, seal %s", seq, head,
+             extra={"EVENT": CHECKPOINT, "AUDIT_SEQ": seq, "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id})  # fmt: skip
+
+
+class JournalUnavailable(Exception):
+    """No journal to read the checkpoints from."""
+
+
+def journal_lines(timeout: float = 120.0) -> Iterator[str]:
+    """The service's checkpoints as ``journalctl -o json`` prints them (read as they come)."""
+    cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"SYSLOG_IDENTIFIER={IDENTIFIER}", f"EVENT={CHECKPOINT}",
+           "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID"]  # fmt: skip
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        raise JournalUnavailable("journalctl is not installed: there is no journal to check against") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        yield from proc.stdout
+        proc.stdout.close()
+        err = proc.stderr.read(4000).strip()
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if rc != 0:
+        raise JournalUnavailable(f"journalctl failed (exit {rc}): {err.splitlines()[0] if err else 'no message'}")
+
+
+def read_checkpoints(lines: Iterable[str], uid: int | None) -> tuple[list[tuple[int, str, float, str]], dict[str, int]]:
+    """The checkpoints among ``journalctl -o json`` lines: (row, seal, when in Unix seconds, key id), and
+    the count of what was left out: lines that are not JSON objects, other entries, and checkpoints
+    not written by ``uid`` (the service's user: anyone can send a line that says recorderd; the
+    journal's own ``_UID`` says who did)."""
+    found: list[tuple[int, str, float, str]] = []
+    left = {"unreadable": 0, "other": 0, "not_the_service": 0}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            left["unreadable"] += 1
+            continue
+        if not isinstance(entry, dict):
+            left["unreadable"] += 1
+            continue
+        if entry.get("EVENT") != CHECKPOINT or entry.get("SYSLOG_IDENTIFIER") != IDENTIFIER:
+            left["other"] += 1
+            continue
+        seq, head, when = entry.get("AUDIT_SEQ"), entry.get("AUDIT_HEAD"), entry.get("__REALTIME_TIMESTAMP")
+        key_id = entry.get("AUDIT_KEY_ID")
+        if (not isinstance(seq, str) or not seq.isdigit() or len(seq) > 18 or not isinstance(head, str)
+                or not _HEAD.fullmatch(head) or not isinstance(when, str) or not when.isdigit() or len(when) > 20
+                or not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):  # fmt: skip
+            left["unreadable"] += 1
+            continue
+        if uid is not None and entry.get("_UID") not in (None, str(uid)):
+            left["not_the_service"] += 1
+            continue
+        found.append((int(seq), head, int(when) / 1e6, key_id))
+    return found, left

@@ -1,4 +1,4 @@
-"""The audit log: append-only, every row hash-chained to the one before (SHA-256).
+"""The audit log: append-only, every row sealed and chained to the one before (HMAC-SHA256).
 
 Each row records when, who (user name and uid), what action, on which recording, for which purpose,
 and whether it was allowed. Caller numbers never go in it: every row's detail (through its dicts
@@ -11,18 +11,39 @@ DELETE (a careless edit fails loudly; a deliberate one must drop them and still 
 and a head record kept by an insert trigger, so that removing the *last* rows is noticed too. Rows
 older than the retention period are removed from the start only by :meth:`prune`, which keeps the
 last removed row's hash as the anchor the chain now starts from and records that in a chained row.
+
+**Seals** (format 2). A row's ``hash`` is HMAC-SHA256, under the ``audit-seal`` key derived from the
+master key (:func:`storage.keys.derive`), of its canonical content and the previous row's seal: who
+can write the file but not read the key cannot rewrite it consistently. ``audit_meta`` keeps the
+format, the first sealed row (``sealed_from``) and a check value of the key. A log of the previous
+code (format 1: plain SHA-256 hashes, no ``audit_meta``) keeps its rows as they are; the first open
+with the key appends one sealed ``audit-migrated`` row that chains to the old head, so the old rows
+are bound too (rewriting them changes the head the sealed row names). When ``init`` makes a new
+master key (a store without recordings whose key was lost), an ``audit-rekeyed`` row starts the
+seals under the new key; the rows sealed under the lost one can be checked only for their order.
+A log of a format newer than this code is refused.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
+import os
+import pwd
+import sqlite3
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import database
 from .scrub import scrub, scrub_tree
 
+log = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
+FORMAT = 2  # 1: SHA-256 chain (no audit_meta); 2: HMAC-SHA256 seals under the audit-seal key
+META = "CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -51,7 +72,13 @@ NO_DELETE = (
     "SELECT RAISE(ABORT, 'the audit log is append-only (old rows leave only through pruning)'); END"
 )
 PRUNE_ACTION = "audit-prune"
+MIGRATED_ACTION = "audit-migrated"
+REKEYED_ACTION = "audit-rekeyed"
 NEAR = 8  # how far away a moved row is looked for
+
+
+class AuditFormatError(Exception):
+    """The log is of a format this code does not know (newer), or cannot be sealed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,24 +98,133 @@ def _kept(event: AuditEvent) -> AuditEvent:
     return AuditEvent(event.at, event.user, event.uid, event.action, rid, scrub_tree(event.detail), scrub(event.result))
 
 
-def _digest(seq: int, event: AuditEvent, prev_hash: str) -> str:
-    body = json.dumps(
+def _body(seq: int, event: AuditEvent, prev_hash: str) -> bytes:
+    """A row's canonical content, with the previous row's seal."""
+    return json.dumps(
         [seq, repr(event.at), event.user, event.uid, event.action, event.recording_id,
          event.detail, event.result, prev_hash],
         ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-    )  # fmt: skip
-    return hashlib.sha256(body.encode()).hexdigest()
+    ).encode()  # fmt: skip
+
+
+def _digest(seq: int, event: AuditEvent, prev_hash: str) -> str:
+    """Format 1 (the rows written before the seals): plain SHA-256, which anyone can recompute."""
+    return hashlib.sha256(_body(seq, event, prev_hash)).hexdigest()
+
+
+def seal(key: bytes, seq: int, event: AuditEvent, prev_hash: str) -> str:
+    """Format 2: HMAC-SHA256 under the audit-seal key."""
+    return hmac.new(key, _body(seq, event, prev_hash), hashlib.sha256).hexdigest()
+
+
+def key_check(key: bytes) -> str:
+    """A value that tells which key sealed the log, and nothing of the key."""
+    return hmac.new(key, b"recorderd audit seal check", hashlib.sha256).hexdigest()[:32]
+
+
+def _process_user() -> tuple[str, int]:
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return str(uid), uid
 
 
 class AuditLog:
     def __init__(self, path: str) -> None:
+        self.path = path
         self.db = database.connect(path)  # WAL, full sync; read-only on a full disk
+        self.key: bytes | None = None  # the audit-seal key, once :meth:`use_key` has it
+        self._sealing = False  # the log is format 2 under ``key``: rows may be appended
+        self.notes: list[str] = []  # what the last :meth:`verify` could only partly check
 
     def create(self) -> None:
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + META + ";")
 
     def close(self) -> None:
         self.db.close()
+
+    # -- format and key -------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, str]:
+        if not self._has("audit_meta"):
+            return {}
+        return dict(self.db.execute("SELECT key, value FROM audit_meta").fetchall())
+
+    def format(self) -> int:
+        """The log's format: 1 for one written before the seals (no ``audit_meta``)."""
+        value = self._meta().get("format")
+        if value is None:
+            return 1
+        if not value.isdigit():
+            raise AuditFormatError(f"the audit log {self.path} says its format is {value!r}, which no recorderd writes")
+        return int(value)
+
+    def _check_format(self) -> None:
+        found = self.format()
+        if found > FORMAT:
+            raise AuditFormatError(
+                f"the audit log {self.path} is format {found}, newer than this recorderd knows (format {FORMAT}): "
+                "it was written by a newer release; install that release (or a newer one) again, do not downgrade"
+            )
+
+    def use_key(self, key: bytes, *, at: float, replaced: bool = False) -> None:
+        """Seal the rows appended from now on with ``key`` (the audit-seal key). The first time a log
+        of format 1 is opened with it, its head is sealed into one ``audit-migrated`` row; with
+        ``replaced`` (``init`` has just made a new master key) a log sealed under another key gets
+        an ``audit-rekeyed`` row. On a read-only (full) disk nothing is written: the log is sealed
+        at a later open, and cannot be appended to until then. A log of a newer format is refused."""
+        self._check_format()
+        self.key = key
+        meta = self._meta()
+        if meta.get("format") == str(FORMAT) and (meta.get("seal_check") == key_check(key) or not replaced):
+            self._sealing = True
+            if meta.get("seal_check") != key_check(key):
+                log.error("the audit log is sealed under another master key than the store's: audit verify "
+                          "will fail for its rows", extra={"EVENT": "audit-key-differs"})  # fmt: skip
+            return
+        if database.is_read_only(self.db):
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            started = self._start_seals(key, at, replaced)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._sealing = True
+        if started is not None:
+            log.warning("the audit log is sealed from row %d on (%s)", started[0], started[1], extra={"EVENT": started[1]})
+
+    def _start_seals(self, key: bytes, at: float, replaced: bool) -> tuple[int, str] | None:
+        """Inside the caller's transaction (another process may have done it first)."""
+        self.db.execute(META)
+        meta = self._meta()
+        check = key_check(key)
+        last = self._last()
+        if meta.get("format") == str(FORMAT) and (meta.get("seal_check") == check or not replaced):
+            return None
+        if meta.get("format") is None and last is None:  # a new log: sealed from its first row
+            self._set_meta(format=FORMAT, sealed_from=1, legacy_through=0, seal_check=check)
+            return None
+        through = last or (0, GENESIS)
+        if meta.get("format") is None:
+            action = MIGRATED_ACTION
+            detail: dict[str, Any] = {"from_format": 1, "to_format": FORMAT, "legacy_through": through[0]}
+        else:
+            action = REKEYED_ACTION
+            detail = {"reason": "init made a new master key", "legacy_through": int(meta.get("legacy_through", 0))}
+        detail |= {"through_seq": through[0], "through_hash": through[1]}
+        self._set_meta(format=FORMAT, sealed_from=through[0] + 1, legacy_through=detail["legacy_through"], seal_check=check)
+        self.key, self._sealing = key, True
+        user, uid = _process_user()
+        return self._insert(AuditEvent(at, user, uid, action, None, detail, "allowed")), action
+
+    def _set_meta(self, **values: Any) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
+                            [(k, str(v)) for k, v in values.items()])  # fmt: skip
+
+    # -- appending ------------------------------------------------------------------------------
 
     def append(self, event: AuditEvent) -> int:
         self.db.execute("BEGIN IMMEDIATE")
@@ -100,20 +236,31 @@ class AuditLog:
             raise
         return seq
 
-    def _insert(self, event: AuditEvent) -> int:
-        """Chain ``event`` after the last row (inside the caller's transaction)."""
-        event = _kept(event)
+    def _last(self) -> tuple[int, str] | None:
+        """(seq, seal) of the last row, or the pruning anchor's when every row went."""
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         if last is None:
             anchor = self.anchor()
-            last = (anchor[0], anchor[1]) if anchor else (0, GENESIS)
-        seq, prev = last[0] + 1, last[1]
+            return (anchor[0], anchor[1]) if anchor else None
+        return last[0], last[1]
+
+    def tip(self) -> tuple[int, str]:
+        """(seq, seal) of the chain's head, as the journal checkpoints carry it ((0, GENESIS): empty)."""
+        return self._last() or (0, GENESIS)
+
+    def _insert(self, event: AuditEvent) -> int:
+        """Seal ``event`` after the last row (inside the caller's transaction)."""
+        if self.key is None or not self._sealing:
+            raise AuditFormatError("the audit log cannot be written before it is opened with its seal key")
+        event = _kept(event)
+        seq, prev = self.tip()
+        seq += 1
         self.db.execute(
             "INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, event.at, event.user, event.uid, event.action, event.recording_id,
              json.dumps(event.detail, ensure_ascii=False, sort_keys=True), event.result, prev,
-             _digest(seq, event, prev)),
+             seal(self.key, seq, event, prev)),
         )  # fmt: skip
         return seq
 
@@ -207,22 +354,62 @@ class AuditLog:
         rows = [(r[0], AuditEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]), r[8], r[9]) for r in cur]
         return rows[::-1]
 
+    def _hashers(self, rows: list[tuple[int, AuditEvent, str, str]], first: int,
+                 problems: list[str]) -> Callable[[int], Callable[[int, AuditEvent, str], str] | None]:  # fmt: skip
+        """What recomputes row ``seq``'s hash: the seal (format 2), plain SHA-256 (the rows before
+        the migration), or nothing (rows sealed under a master key that init replaced)."""
+        meta = self._meta()
+        if meta.get("format") is None:  # not sealed yet (opened read-only, or without the key)
+            return lambda s: _digest
+        if self.key is None:
+            problems.append("the seals cannot be checked here: the store's master key is not available")
+            return lambda s: None
+        key = self.key
+        keyed = lambda s, e, p: seal(key, s, e, p)  # noqa: E731
+        if meta.get("seal_check") != key_check(key):
+            problems.append("the log is sealed under another master key than the store's (its key check differs)")
+        sealed_from = int(meta.get("sealed_from", "1")) if meta.get("sealed_from", "1").isdigit() else first
+        legacy_through = 0
+        if sealed_from > first:  # the row that started the seals is still here: it says what came before
+            start = next((r for r in rows if r[0] == sealed_from), None)
+            if (start is None or start[1].action not in (MIGRATED_ACTION, REKEYED_ACTION)
+                    or keyed(start[0], start[1], start[2]) != start[3]
+                    or start[1].detail.get("through_seq") != sealed_from - 1):  # fmt: skip
+                problems.append(f"row {sealed_from}: the log says its seals start there, but it is no sealed "
+                                f"{MIGRATED_ACTION} or {REKEYED_ACTION} row (the start of the seals was moved)")  # fmt: skip
+                return lambda s: keyed
+            legacy_through = int(start[1].detail.get("legacy_through", 0))
+            if sealed_from - 1 > max(legacy_through, first - 1):
+                lo = max(legacy_through + 1, first)
+                self.notes.append(f"rows {lo}-{sealed_from - 1}: sealed under the master key that init replaced "
+                                  f"at row {sealed_from}: only their order is checked")  # fmt: skip
+        return lambda s: keyed if s >= sealed_from else _digest if s <= legacy_through else None
+
     def verify(self) -> list[str]:
-        """Problems found in the chain, each naming its row; empty when the chain holds."""
+        """Problems found in the chain, each naming its row; empty when the chain holds. What could
+        only be partly checked is in :attr:`notes`."""
         rows = self.rows()
         anchor = self.anchor()
         first, prev0 = (anchor[0] + 1, anchor[1]) if anchor else (1, GENESIS)
+        problems: list[str] = []
+        self.notes = []
+        hasher = self._hashers(rows, first, problems)
+
+        def holds(s: int, event: AuditEvent, prev_hash: str, digest: str) -> bool:
+            fn = hasher(s)
+            return fn is None or fn(s, event, prev_hash) == digest
+
         # Where each row's content belongs: its own place, another place (moved), or none (altered).
         belongs: dict[int, int | None] = {}
         true_hash: dict[int, str] = {first - 1: prev0}
         for seq, event, prev_hash, digest in rows:
-            place = seq if _digest(seq, event, prev_hash) == digest else next(
-                (s for s in range(seq - NEAR, seq + NEAR + 1) if s != seq and _digest(s, event, prev_hash) == digest),
+            place = seq if holds(seq, event, prev_hash, digest) else next(
+                (s for s in range(seq - NEAR, seq + NEAR + 1)
+                 if s != seq and hasher(s) is not None and holds(s, event, prev_hash, digest)),
                 None)  # fmt: skip
             belongs[seq] = place
             if place is not None:
                 true_hash.setdefault(place, digest)
-        problems = []
         expected = first
         for seq, event, prev_hash, digest in rows:
             if seq < first:
@@ -251,3 +438,46 @@ class AuditLog:
             if (last.get("through_seq"), last.get("through_hash")) != (anchor[0], anchor[1]):
                 problems.append(f"rows 1-{anchor[0]}: removed without a recorded pruning (the anchor matches no audit-prune row)")
         return problems
+
+    def key_id(self) -> str:
+        """Which key seals the log (its check value): the journal checkpoints carry it, so that
+        those of another store (made before on the box, or before init replaced the key) are told apart."""
+        if self.key is None:
+            raise AuditFormatError("the audit log is not open with its seal key")
+        return key_check(self.key)
+
+    def check_checkpoints(self, checkpoints: Iterable[tuple[int, str, str, str]]) -> tuple[list[str], dict[str, int]]:
+        """Each checkpoint the journal holds of this log, (seq, seal, when, key id), must still be
+        row ``seq`` of the chain with that seal: a log cut short or rewritten since fails, naming the
+        checkpoint's time. Returns the problems and the counts: checked, before the pruning anchor
+        (not checkable), of another key (another store's log)."""
+        anchor = self.anchor()
+        floor = anchor[0] if anchor else 0
+        end = self.tip()[0]
+        mine = self.key_id()
+        problems: list[str] = []
+        counts = {"checked": 0, "pruned": 0, "other_key": 0}
+        for seq, head, when, key_id in checkpoints:
+            if key_id != mine:
+                counts["other_key"] += 1
+                continue
+            if seq < floor:
+                counts["pruned"] += 1
+                continue
+            counts["checked"] += 1
+            if seq == floor:
+                found = anchor[1] if anchor else GENESIS
+            else:
+                row = self.db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+                found = row[0] if row else None
+            where = f"checkpoint of {when} (row {seq}, seal {head[:16]}…)"
+            if found is None and seq > end:
+                problems.append(f"{where}: the log now ends at row {end}: rows {end + 1}-{seq} at least were "
+                                "removed (cut short)")  # fmt: skip
+            elif found is None:
+                problems.append(f"{where}: row {seq} is missing")
+            elif found != head:
+                problems.append(f"{where}: row {seq} has another seal than the journal recorded (the log was rewritten)")
+        if not counts["checked"] and not counts["pruned"]:
+            problems.append(f"the journal holds no checkpoint of this audit log (key {mine}): it cannot vouch for it")
+        return problems, counts

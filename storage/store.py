@@ -26,9 +26,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import recorder, vault
+from . import keys, recorder, vault
 from .sidecar import SIDECAR
-from .audit import AuditEvent, AuditLog
+from .audit import AuditEvent, AuditFormatError, AuditLog
 from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
 from .index import SCHEMA_VERSION as INDEX_SCHEMA, Index, RecordingRow, SchemaError
@@ -141,6 +141,7 @@ class Store:
                 index.delete_meta(KEY_CHECK)
             self._master = None
             self.master_key(index)
+            self._seal_audit(AuditLog(self.audit_path), replaced=made)  # a new key: the seals start again
         finally:
             index.close()
         return created
@@ -205,6 +206,8 @@ class Store:
         """Load the master key now and check it is the store's (the daemon refuses to start without
         the right one)."""
         self.master_key()
+        if self.audit is not None:
+            self.audit_log()  # and the audit log's format, sealed (migrated once) with the key
 
     def master_key(self, index: Index | None = None) -> bytes:
         """The master key, checked against the store's key check value (recorded at init; a store
@@ -267,7 +270,20 @@ class Store:
     def audit_log(self) -> AuditLog:
         if self.audit is None:
             raise StoreError("store is not open")
+        if self.audit.key is None:
+            self._seal_audit(self.audit)
         return self.audit
+
+    def _seal_audit(self, audit: AuditLog, *, replaced: bool = False) -> None:
+        """Its rows sealed with the key derived from the master key (a log of the previous format is
+        migrated once; a newer one is refused)."""
+        try:
+            audit.use_key(keys.derive(self.master_key(), "audit-seal"), at=self.clock(), replaced=replaced)
+        except AuditFormatError as exc:
+            raise StoreError(str(exc)) from None
+        finally:
+            if audit is not self.audit:
+                audit.close()
 
     def record(self, actor: Actor, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> None:
         self.audit_log().append(AuditEvent(self.clock(), actor.user, actor.uid, action, recording_id, detail, result))

@@ -54,14 +54,23 @@ def test_edited_row_is_named(busy: Site, capsys: pytest.CaptureFixture[str]) -> 
     assert "FAIL audit log: row 3: content does not match its hash (altered)" in capsys.readouterr().out
 
 
-def test_edited_and_rehashed_row_breaks_the_chain_after_it(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
-    from storage.audit import AuditEvent, _digest
+def _seal_key(site: Site) -> bytes:
+    """The audit-seal key, from the master key file (what only the service and root can read)."""
+    from storage.keys import derive
+
+    return derive((site.root / "master.key").read_bytes(), "audit-seal")
+
+
+def test_edited_and_resealed_row_breaks_the_chain_after_it(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """Even with the seal key, a row changed and sealed again no longer chains to the next one.
+    (Without the key, recomputing a row's hash is caught at that row: tests/test_audit_seal.py.)"""
+    from storage.audit import AuditEvent, seal
 
     with sqlite3.connect(busy.store / "audit.sqlite") as db:
         seq, at, user, uid, action, rid, detail, result, prev = db.execute(
             "SELECT seq, at, user, uid, action, recording_id, detail, result, prev_hash FROM audit WHERE seq = 3").fetchone()
     forged = AuditEvent(at, "someone-else", uid, action, rid, json.loads(detail), result)
-    tamper(busy, f"UPDATE audit SET user = 'someone-else', hash = '{_digest(seq, forged, prev)}' WHERE seq = 3")
+    tamper(busy, f"UPDATE audit SET user = 'someone-else', hash = '{seal(_seal_key(busy), seq, forged, prev)}' WHERE seq = 3")
     rc, problems, _ = audit_verify(busy, capsys)
     assert rc == 1 and problems == ["row 4: does not chain to the row before it (row 3 was replaced)"]
 
@@ -128,7 +137,7 @@ def test_old_rows_are_pruned_and_the_chain_still_holds(busy: Site, capsys: pytes
 
 
 def test_audit_export_carries_what_recomputes_the_chain(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from storage.audit import GENESIS, AuditEvent, _digest
+    from storage.audit import GENESIS, AuditEvent, seal
 
     out = tmp_path / "audit.jsonl"
     assert busy.ctl("audit", "export", "--out", str(out)) == 0
@@ -138,7 +147,7 @@ def test_audit_export_carries_what_recomputes_the_chain(busy: Site, tmp_path: Pa
     prev = GENESIS
     for r in body:
         event = AuditEvent(r["at"], r["user"], r["uid"], r["action"], r["recording_id"], r["detail"], r["result"])
-        assert r["prev_hash"] == prev and _digest(r["seq"], event, prev) == r["hash"]
+        assert r["prev_hash"] == prev and seal(_seal_key(busy), r["seq"], event, prev) == r["hash"]
         prev = r["hash"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from storage.reports import period_report
@@ -15,6 +16,9 @@ from storage.reports import period_report
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN
 from . import Args, Context, Reply, UsageError, action, iso, parse_when
 from .casework import integrity_incident
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+KEY_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _period(ctx: Context, args: Args) -> tuple[float | None, float | None]:
@@ -98,17 +102,53 @@ def audit_show(ctx: Context, args: Args) -> Reply:
     return Reply(text="\n".join(lines + [f"({len(data)} row(s))"]), data=data)
 
 
+MAX_CHECKPOINTS = 10_000  # within a request (1 MiB); recorderctl sends the newest 8,000
+
+
+def _checkpoints(args: Args) -> list[tuple[int, str, str, str]] | None:
+    """The journal's checkpoints recorderctl read, as [seq, seal hex, when, key id] (None: not asked for)."""
+    raw = args.raw.get("checkpoints")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > MAX_CHECKPOINTS:
+        raise UsageError(f"checkpoints: expected a list of at most {MAX_CHECKPOINTS}")
+    out = []
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 4 or isinstance(item[0], bool) or not isinstance(item[0], int)
+                or item[0] < 0 or not isinstance(item[1], str) or not HEX64.fullmatch(item[1])
+                or not isinstance(item[2], str) or len(item[2]) > 40
+                or not isinstance(item[3], str) or not KEY_ID.fullmatch(item[3])):  # fmt: skip
+            raise UsageError("checkpoints: each is [row, 64 hex digits of its seal, when, 32 hex digits of the key id]")
+        out.append((item[0], item[1], item[2], item[3]))
+    return out
+
+
 @action("audit-verify", MANAGER, AUDITOR)
 def audit_verify(ctx: Context, args: Args) -> Reply:
     audit = ctx.store.audit_log()
+    checkpoints = _checkpoints(args)
     problems = audit.verify()
     count = audit.db.execute("SELECT count(*) FROM audit").fetchone()[0]
     anchor = audit.anchor()
-    ctx.note(rows=count, problems=len(problems))
-    lines = [f"FAIL {p}" for p in problems]
+    lines = [f"FAIL {p}" for p in problems] + [f"NOTE {n}" for n in audit.notes]
     start = f"from row {anchor[0] + 1} (older rows pruned)" if anchor else "from row 1"
     lines.append(f"audit log: {count} row(s) {start}: " + ("the chain holds" if not problems else f"{len(problems)} problem(s)"))
-    data: dict[str, Any] = {"rows": count, "problems": problems}
+    data: dict[str, Any] = {"rows": count, "problems": problems, "notes": audit.notes}
+    if checkpoints is not None:
+        source = args.opt("journal", 200) or "the journal"
+        against, counts = audit.check_checkpoints(checkpoints)
+        lines += [f"FAIL {p}" for p in against]
+        if counts["pruned"]:
+            lines.append(f"NOTE {counts['pruned']} checkpoint(s) from before the pruning anchor: not checked")
+        if counts["other_key"]:
+            lines.append(f"NOTE {counts['other_key']} checkpoint(s) of another audit log (another key: a store made "
+                         "before on this box, or before init replaced the key): not checked")  # fmt: skip
+        lines.append(f"against {source}: {counts['checked']} checkpoint(s) checked: "
+                     + ("each is a row of the chain, with its seal" if not against else f"{len(against)} problem(s)"))  # fmt: skip
+        problems = problems + against
+        data["checkpoints"] = {"source": source, **counts, "problems": against}
+        ctx.note(checkpoints=counts)
+    ctx.note(rows=count, problems=len(problems))
     if problems:
         incident, new = integrity_incident(ctx, [f"audit log: {p}" for p in problems], [], "audit verify")
         lines.append(f"incident {incident} {'opened' if new else 'already open'} (recorderctl incident report {incident})")

@@ -1,0 +1,418 @@
+"""The sealed audit chain (issue 13): each row's hash is an HMAC under a key derived from the master
+key, so a rewrite that recomputes plain SHA-256 hashes (all the previous code checked) fails
+``audit verify``; the chain's head goes to the journal (``EVENT=audit-checkpoint``) at the start,
+at least every 10 minutes and at a clean stop, and ``audit verify --against-journal`` catches a log
+cut short (or rewritten) since; a log written by the previous code is migrated once, audited, and
+keeps verifying; a log of a newer format is refused."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, Site
+
+from storage.audit import GENESIS, AuditEvent, _digest
+
+OLD_COMMIT = "cf688db"  # the code before the seals (its audit log: plain SHA-256 hashes)
+
+
+@pytest.fixture
+def busy(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Site:
+    """A store with a few audited actions (init, list, exports, a hold)."""
+    site.replay(FIXTURES / "overlapping.pcap")
+    recs = site.list(capsys)
+    for i, rec in enumerate(recs):
+        assert site.ctl("export", rec["id"], "--out", str(tmp_path / f"{i}.wav"), "--purpose", "quality") == 0
+    assert site.ctl("hold", recs[0]["id"], "--until", "2099-01-01", "--reason", "complaint", "--ref", "K-1") == 0
+    capsys.readouterr()
+    return site
+
+
+def rows(site: Site) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
+        return db.execute("SELECT seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash "
+                          "FROM audit ORDER BY seq").fetchall()  # fmt: skip
+
+
+def tamper(site: Site, *statements: str, params: list[tuple] | None = None) -> None:
+    """What someone with the file in hand (but not the key) does: drop the guards, change rows."""
+    with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db, db:
+        db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+        for statement in statements:
+            db.execute(statement)
+        for sql, *args in params or []:
+            db.execute(sql, args)
+
+
+def rewrite_with_sha256(site: Site, *, change: int | None = None, through: int | None = None) -> None:
+    """Rewrite the rows (up to ``through``) with plain SHA-256 hashes, each chained to the one
+    before, the head record set to the new last row: self-consistent for the previous code's ``verify``."""
+    statements, prev = [], GENESIS
+    for seq, at, user, uid, action, rid, detail, result, _prev, _hash in rows(site):
+        if through is not None and seq > through:
+            break
+        if seq == change:
+            user = "someone-else"
+        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
+        statements.append(("UPDATE audit SET user = ?, prev_hash = ?, hash = ? WHERE seq = ?", user, prev, digest, seq))
+        prev = digest
+    if through is None:
+        statements.append(("UPDATE audit_head SET seq = (SELECT max(seq) FROM audit), hash = ?", prev))
+    tamper(site, params=statements)
+
+
+def verify(site: Site, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, list[str], str]:
+    capsys.readouterr()
+    rc = site.ctl("audit", "verify", *flags)
+    out = capsys.readouterr()
+    return rc, [line[5:] for line in out.out.splitlines() if line.startswith("FAIL ")], out.out + out.err
+
+
+# -- the journal, as the service writes it and journalctl -o json prints it -------------------------------
+
+
+class Checkpoints(logging.Handler):
+    """The checkpoint records, taken where they are logged (recorderctl's own logging set-up
+    replaces the root logger's handlers, pytest's too)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "EVENT", None) == "audit-checkpoint":
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def service(site: Site) -> Iterator[list[logging.LogRecord]]:
+    """The control server as the daemon runs it; yields the checkpoint records logged so far (the
+    one at its start is there when the block begins; the one at its stop when it ends)."""
+    from recorderd.config import load
+    from recorderd.control import ControlServer
+    from recorderd.service import build_pipeline
+
+    logger = logging.getLogger("recorderd.journal")
+    taken, level = Checkpoints(), logger.level
+    logger.addHandler(taken)
+    logger.setLevel(logging.INFO)
+    config = load(str(site.config))
+    store = site.open_store()
+    server = ControlServer(config, pipeline=build_pipeline(config, store))
+    assert server.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not taken.records and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert taken.records, "no checkpoint at the start"
+        yield taken.records
+    finally:
+        server.stop()
+        store.close()
+        logger.removeHandler(taken)
+        logger.setLevel(level)
+
+
+def journal_json(records: list[logging.LogRecord], uid: int | None = None) -> str:
+    """The records as ``journalctl -o json`` prints what systemd.journal.JournalHandler sent
+    (every field a string; _UID added by journald)."""
+    lines = []
+    for r in records:
+        lines.append(json.dumps({
+            "__REALTIME_TIMESTAMP": str(int(r.created * 1e6)), "_UID": str(os.getuid() if uid is None else uid),
+            "SYSLOG_IDENTIFIER": "recorderd", "MESSAGE": r.getMessage(), "PRIORITY": "6", "EVENT": r.EVENT,
+            "AUDIT_SEQ": str(r.AUDIT_SEQ), "AUDIT_HEAD": r.AUDIT_HEAD, "AUDIT_KEY_ID": r.AUDIT_KEY_ID,
+        }))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def when(record: logging.LogRecord, site: Site) -> str:
+    from recorderd.config import load
+
+    return datetime.fromtimestamp(record.created, load(str(site.config)).tz).isoformat(timespec="seconds")
+
+
+# -- (a) a rewrite with recomputed hashes ---------------------------------------------------------------
+
+
+def test_a_log_rewritten_with_recomputed_sha256_hashes_fails_verify(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every row rewritten (row 3's user changed) with SHA-256 hashes chained from the start and the
+    head record fixed: the previous code's verify found nothing; the seals name row 1."""
+    assert verify(busy, capsys)[0] == 0
+    rewrite_with_sha256(busy, change=3)
+    assert rows(busy)[2][2] == "someone-else"
+    rc, problems, out = verify(busy, capsys)
+    assert rc == 1 and problems[0] == "row 1: content does not match its hash (altered)"
+    assert "row 3: content does not match its hash (altered)" in problems
+    assert "incident 1 opened" in out
+    assert busy.ctl("verify") == 1  # and the whole-store verify says so too
+    assert "FAIL audit log: row 1: content does not match its hash (altered)" in capsys.readouterr().out
+
+
+def test_one_row_changed_and_rehashed_is_named_at_that_row(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    [row3] = [r for r in rows(busy) if r[0] == 3]
+    seq, at, user, uid, action, rid, detail, result, prev, _ = row3
+    forged = _digest(seq, AuditEvent(at, "someone-else", uid, action, rid, json.loads(detail), result), prev)
+    tamper(busy, params=[("UPDATE audit SET user = 'someone-else', hash = ? WHERE seq = 3", forged),
+                         ("UPDATE audit SET prev_hash = ? WHERE seq = 4", forged)])  # fmt: skip
+    rc, problems, _ = verify(busy, capsys)
+    assert rc == 1 and problems[0] == "row 3: content does not match its hash (altered)"
+
+
+def test_moving_the_start_of_the_seals_does_not_turn_rows_into_unchecked_ones(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """audit_meta says from which row the seals start; pointing it past rows rewritten with plain
+    hashes is caught: the row there is no sealed migration (or re-key) row."""
+    last = rows(busy)[-1][0]
+    rewrite_with_sha256(busy, change=3)
+    tamper(busy, f"UPDATE audit_meta SET value = '{last}' WHERE key = 'sealed_from'",
+           f"UPDATE audit_meta SET value = '{last - 1}' WHERE key = 'legacy_through'")  # fmt: skip
+    rc, problems, _ = verify(busy, capsys)
+    assert rc == 1 and problems[0] == (f"row {last}: the log says its seals start there, but it is no sealed "
+                                       "audit-migrated or audit-rekeyed row (the start of the seals was moved)")  # fmt: skip
+
+
+# -- (b), (c) the journal's checkpoints ----------------------------------------------------------------
+
+
+def test_checkpoints_go_to_the_journal_at_start_and_stop_without_personal_data(
+        busy: Site, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from recorderd import control
+
+    assert control.SNAPSHOT_PERIOD < 600  # the periodic one: at least every 10 minutes
+    with service(busy) as records:
+        assert len(records) == 1
+        assert busy.ctl("list") == 0  # through the socket: one more row
+    assert len(records) == 2  # and one at the clean stop, with that row
+    first, last = records
+    tip = rows(busy)[-1]
+    assert (last.AUDIT_SEQ, last.AUDIT_HEAD) == (tip[0], tip[9])
+    assert first.AUDIT_SEQ == tip[0] - 1
+    assert re.fullmatch(r"[0-9a-f]{32}", last.AUDIT_KEY_ID)
+    assert last.getMessage() == f"audit log checkpoint: row {tip[0]}, seal {tip[9]}"
+
+
+def test_an_untouched_log_passes_verify_and_against_the_journal(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    with service(busy) as records:
+        assert busy.ctl("list") == 0
+    journal = tmp_path / "journal.json"
+    journal.write_text(journal_json(records))
+    assert verify(busy, capsys)[0] == 0
+    rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 0 and problems == [], out
+    assert f"against the journal file {journal}: 2 checkpoint(s) checked: each is a row of the chain, with its seal" in out
+
+
+def test_a_log_cut_short_passes_verify_but_fails_against_the_journal(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    with service(busy) as records:
+        for _ in range(3):
+            assert busy.ctl("list") == 0
+    journal = tmp_path / "journal.json"
+    journal.write_text(journal_json(records))
+    last = records[-1]
+    keep = last.AUDIT_SEQ - 3
+    [(head,)] = [(r[9],) for r in rows(busy) if r[0] == keep]
+    tamper(busy, f"DELETE FROM audit WHERE seq > {keep}", f"UPDATE audit_head SET seq = {keep}, hash = '{head}'")
+    rc, problems, _ = verify(busy, capsys)
+    assert rc == 0 and problems == []  # what is left is a sound chain: only the journal knows it went further
+    rc, problems, out = verify(busy, capsys, "--against-journal", "--journal-file", str(journal))
+    assert rc == 1, out
+    # (the plain verify above wrote its own row: the log now ends one row after the cut)
+    assert problems == [f"checkpoint of {when(last, busy)} (row {last.AUDIT_SEQ}, seal {last.AUDIT_HEAD[:16]}…): the log "
+                        f"now ends at row {keep + 1}: rows {keep + 2}-{last.AUDIT_SEQ} at least were removed (cut short)"], out  # fmt: skip
+    assert "incident" in out
+
+
+def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The one rewrite the file alone cannot show: every row rehashed with SHA-256 and audit_meta
+    dropped, so the log looks like one of the previous code and is "migrated" at the next open.
+    The journal's checkpoints still name the seals the rows had."""
+    with service(busy) as records:
+        assert busy.ctl("list") == 0
+    journal = tmp_path / "journal.json"
+    journal.write_text(journal_json(records))
+    rewrite_with_sha256(busy, change=3)
+    tamper(busy, "DROP TABLE audit_meta")
+    rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 1, out
+    assert problems and all("has another seal than the journal recorded (the log was rewritten)" in p for p in problems)
+
+
+def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Anyone may send a journal line that says recorderd: only those journald says came from the
+    service's user count; and a checkpoint of another store's log (another key) is not this one's."""
+    with service(busy) as records:
+        pass
+    forged = logging.makeLogRecord({**records[-1].__dict__, "AUDIT_HEAD": "f" * 64})
+    other = logging.makeLogRecord({**records[-1].__dict__, "AUDIT_KEY_ID": "0" * 32, "AUDIT_HEAD": "e" * 64})
+    journal = tmp_path / "journal.json"
+    journal.write_text(journal_json(records) + journal_json([forged], uid=os.getuid() + 4242) + journal_json([other])
+                       + "not json\n" + json.dumps({"EVENT": "audit-checkpoint", "SYSLOG_IDENTIFIER": "recorderd"}) + "\n")
+    rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 0 and problems == [], out
+    assert "NOTE 1 checkpoint(s) of another audit log" in out
+
+
+def test_without_a_journal_it_says_so(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    rc, _, out = verify(busy, capsys, "--journal-file", str(empty))
+    assert rc == 1 and f"the journal file {empty} holds no audit checkpoint of recorderd" in out
+    rc, _, out = verify(busy, capsys, "--journal-file", str(tmp_path / "absent.json"))
+    assert rc == 1 and f"cannot read the journal file {tmp_path / 'absent.json'}: No such file or directory" in out
+    monkeypatch.setenv("PATH", str(tmp_path))  # no journalctl
+    rc, _, out = verify(busy, capsys, "--against-journal")
+    assert rc == 1 and "journalctl is not installed: there is no journal to check against" in out
+    assert "the audit log was not checked against the journal" in out
+
+
+def test_against_the_real_journal(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """The checkpoints as journald keeps them, read back with journalctl (needs a running journald)."""
+    if not shutil.which("journalctl"):
+        pytest.skip("journalctl is not installed")
+    if not os.path.exists("/run/systemd/journal/socket"):
+        pytest.skip("no journald here (/run/systemd/journal/socket is missing): the journal cannot be written")
+    systemd_journal = pytest.importorskip("systemd.journal", reason="systemd-python is not installed")
+    store = busy.open_store()
+    try:
+        audit = store.audit_log()
+        (seq, head), key_id = audit.tip(), audit.key_id()
+    finally:
+        store.close()
+    systemd_journal.send(f"audit log checkpoint: row {seq}, seal {head}", SYSLOG_IDENTIFIER="recorderd",
+                         EVENT="audit-checkpoint", AUDIT_SEQ=str(seq), AUDIT_HEAD=head, AUDIT_KEY_ID=key_id)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = subprocess.run(["journalctl", "-o", "json", "-q", f"AUDIT_HEAD={head}"], capture_output=True, text=True)
+        if found.stdout.strip():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.skip("journald did not keep the line (a volatile or rate-limited journal)")
+    rc, problems, out = verify(busy, capsys, "--against-journal")
+    assert rc == 0 and problems == [], out
+    tamper(busy, f"DELETE FROM audit WHERE seq >= {seq - 1}")
+    rc, problems, out = verify(busy, capsys, "--against-journal")
+    assert rc == 1 and any(f"(row {seq}, seal {head[:16]}…)" in p for p in problems), out
+
+
+# -- (d) a log of the previous code, migrated once; a newer one refused ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tree of the commit before the seals, from git (pure Python: its C module is not built)."""
+    if not shutil.which("git") or not (ROOT / ".git").exists():
+        pytest.skip("git and the project's repository are needed to get the previous code")
+    tree = tmp_path_factory.mktemp("old-code")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", OLD_COMMIT], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {OLD_COMMIT} is not in the repository: {archive.stderr.decode().strip()}")
+    tar = tree / "old.tar"
+    tar.write_bytes(archive.stdout)
+    with tarfile.open(tar) as t:
+        t.extractall(tree, filter="data")
+    return tree
+
+
+def run_old(old: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID")}
+    env |= {"PYTHONPATH": str(old), "RECORDERD_PURE_PYTHON": "1"}
+    done = subprocess.run([sys.executable, *args], cwd=old, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def old_site(tmp_path: Path, old: Path) -> Site:
+    site = Site(tmp_path)
+    ctl = ("-m", "recorderd.ctl", "--config", str(site.config))
+    run_old(old, *ctl, "init")
+    run_old(old, "-m", "recorderd.cli", "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config))
+    recs = json.loads(run_old(old, *ctl, "list", "--json").stdout)
+    run_old(old, *ctl, "export", recs[0]["id"], "--out", str(tmp_path / "old.wav"), "--purpose", "quality")
+    assert "the chain holds" in run_old(old, *ctl, "audit", "verify").stdout
+    return site
+
+
+def test_a_log_of_the_previous_code_is_migrated_once_and_verifies(
+        tmp_path: Path, old_code: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    site = old_site(tmp_path, old_code)
+    before = rows(site)
+    with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_meta'").fetchone()
+    for r in before:  # the previous code's hashes: plain SHA-256
+        assert _digest(r[0], AuditEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]), r[8]) == r[9]
+    rc, problems, out = verify(site, capsys)
+    assert rc == 0 and problems == [], out
+    rc, problems, out = verify(site, capsys)
+    assert rc == 0 and problems == [], out
+    after = rows(site)
+    assert after[: len(before)] == before  # the old rows keep their hashes
+    migrated = [r for r in after if r[4] == "audit-migrated"]
+    assert len(migrated) == 1 and migrated[0][0] == len(before) + 1  # once, right after the old head
+    detail = json.loads(migrated[0][6])
+    assert detail == {"from_format": 1, "to_format": 2, "legacy_through": len(before), "through_seq": len(before),
+                      "through_hash": before[-1][9]}  # fmt: skip
+    assert migrated[0][8] == before[-1][9] and migrated[0][9] != _digest(
+        migrated[0][0], AuditEvent(*migrated[0][1:6], detail, migrated[0][7]), migrated[0][8])  # sealed, not hashed
+    with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
+        meta = dict(db.execute("SELECT key, value FROM audit_meta"))
+    assert (meta["format"], meta["sealed_from"], meta["legacy_through"]) == ("2", str(len(before) + 1), str(len(before)))
+
+
+def test_the_migration_seal_binds_the_old_rows(tmp_path: Path, old_code: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After the migration, the old rows rewritten with recomputed SHA-256 hashes (their own chain
+    consistent) no longer lead to the head the sealed migration row names."""
+    site = old_site(tmp_path, old_code)
+    assert verify(site, capsys)[0] == 0
+    migrated = next(r[0] for r in rows(site) if r[4] == "audit-migrated")
+    rewrite_with_sha256(site, change=1, through=migrated - 1)  # the sealed rows left as they were
+    rc, problems, _ = verify(site, capsys)
+    assert rc == 1 and problems[0] == f"row {migrated}: does not chain to the row before it (row {migrated - 1} was replaced)"
+
+
+def test_a_log_newer_than_the_code_is_refused(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    tamper(busy, "UPDATE audit_meta SET value = '3' WHERE key = 'format'")
+    capsys.readouterr()
+    assert busy.ctl("audit", "verify") == 1
+    err = capsys.readouterr().err
+    assert f"the audit log {busy.store / 'audit.sqlite'} is format 3, newer than this recorderd knows (format 2)" in err
+    assert busy.ctl("list") == 1  # nothing is done, nothing appended
+    assert rows(busy)[-1][4] == "hold"
+
+
+def test_a_new_master_key_made_by_init_starts_the_seals_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store without recordings whose key was lost gets a new one from init: the rows sealed under
+    the lost key are checked for their order only (and say so); the rows after, with the new key."""
+    site = Site(tmp_path).init()
+    assert site.ctl("status") == 0
+    (site.root / "master.key").unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (site.store / "signing.key").unlink()  # protected by the lost key too (helper S3's signed exports)
+    assert site.ctl("init") == 0
+    [rekeyed] = [r for r in rows(site) if r[4] == "audit-rekeyed"]
+    rc, problems, out = verify(site, capsys)
+    assert rc == 0 and problems == [], out
+    assert (f"NOTE rows 1-{rekeyed[0] - 1}: sealed under the master key that init replaced at row {rekeyed[0]}: "
+            "only their order is checked") in out  # fmt: skip
+    tamper(site, f"DELETE FROM audit WHERE seq = {rekeyed[0] - 1}")
+    rc, problems, _ = verify(site, capsys)
+    assert rc == 1 and problems[0] == f"row {rekeyed[0] - 1}: missing (removed) before row {rekeyed[0]}"
