@@ -361,13 +361,11 @@ async def audio(r: Req) -> Response:
     if wanted == "unsatisfiable":
         return Response(status_code=416, headers={**AUDIO_HEADERS, "content-range": f"bytes */{size}"})
     try:
-        if wanted is None:  # the whole rendition, fetched and sent a part at a time
+        if not isinstance(wanted, tuple):  # no Range: the whole rendition, fetched and sent a part at a time
             first = await _fetch(r, ticket, 0, min(MAX_ANSWER, size))
             return StreamingResponse(_whole(r, ticket, size, first), status_code=200,
                                      headers={**AUDIO_HEADERS, "content-length": str(size)})  # fmt: skip
-        assert isinstance(wanted, tuple)
-        start, end = wanted
-        end = min(end, start + MAX_ANSWER - 1)
+        start, end = wanted[0], min(wanted[1], wanted[0] + MAX_ANSWER - 1)
         body = await _fetch(r, ticket, start, end - start + 1)
     except AudioRefused as exc:
         return r.refused(exc.reply)
