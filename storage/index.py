@@ -102,6 +102,7 @@ COLUMNS = (
 )  # fmt: skip
 PERSONAL = ("caller", "call_id")  # RecordingRow fields kept sealed (with the streams' DTMF digits)
 _SEAL_AAD = b"recorderd index fields v1\0"
+UNREADABLE = "(unreadable)"  # a personal field whose seal or key does not open (the row was altered)
 # Columns the first edition added after its first stores were made: (name, declaration) for ALTER TABLE.
 ADDED_COLUMNS = (
     ("audio", "TEXT NOT NULL DEFAULT 'exact'"), ("rate", "INTEGER NOT NULL DEFAULT 8000"),
@@ -354,7 +355,11 @@ class Index:
         streams = json.loads(data["streams"])
         personal: dict[str, Any] = {"caller": "", "call_id": "", "dtmf": []}
         if sealed and data["wrapped_key"] is not None:
-            personal = _open(vault.unwrap(self._master(), data["wrapped_key"], data["id"]), data["id"], sealed)
+            try:
+                personal = _open(vault.unwrap(self._master(), data["wrapped_key"], data["id"]), data["id"], sealed)
+            except vault.VaultError as exc:  # an altered row: shown as such (verify names it), the others still listed
+                log.warning("%s", exc, extra={"EVENT": "index-fields-unreadable", "RECORDING_ID": data["id"]})
+                personal = {"caller": UNREADABLE, "call_id": UNREADABLE, "dtmf": []}
         dtmf = personal["dtmf"]
         data["streams"] = [{**s, "dtmf": dtmf[i] if i < len(dtmf) else []} for i, s in enumerate(streams)]
         return RecordingRow(caller=personal["caller"], call_id=personal["call_id"], **data)

@@ -250,3 +250,14 @@ def test_erasure_leaves_no_caller_number_in_any_file(site: Site, capsys: pytest.
         for secret in (b"09011112222", b"11112222", rec["call_id"].encode(), wrapped, sealed, *digests):
             assert secret not in data, (path.name, secret[:12])
     assert site.spool_files() == [] and site.stored_files() == []
+
+
+def test_an_altered_sealed_row_is_shown_unreadable_and_the_others_still_listed(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.replay(FIXTURES / "inbound-mulaw.pcap", FIXTURES / "inbound-alaw.pcap")
+    first, second = site.list(capsys)
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        [(sealed,)] = db.execute("SELECT sealed FROM recordings WHERE id = ?", (first["id"],)).fetchall()
+        db.execute("UPDATE recordings SET sealed = ? WHERE id = ?", (sealed[:-1] + bytes([sealed[-1] ^ 1]), first["id"]))
+    listed = site.list(capsys)
+    assert [(r["id"], r["caller"], r["call_id"]) for r in listed] == \
+        [(first["id"], "(unreadable)", "(unreadable)"), (second["id"], second["caller"], second["call_id"])]
