@@ -170,14 +170,14 @@ class DownloadFailed(Exception):
 async def _zip_body(download: Download, first: tuple[Any, ...], entries: dict[str, str]) -> AsyncIterator[bytes]:
     chunks = _Chunks()
     archive = zipfile.ZipFile(chunks, "w", compression=zipfile.ZIP_STORED)
-    entry, entry_path, event = None, None, first
+    entry: Any = None
+    entry_path, event, whole = None, first, False
     try:
         while True:
             kind = event[0]
             if kind == "data":
                 if entry_path != event[1]:
                     entry_path, entry = event[1], archive.open(_member(entries[event[1]]), "w")
-                assert entry is not None
                 entry.write(event[2])
                 data = chunks.take()
                 if data:
@@ -199,11 +199,20 @@ async def _zip_body(download: Download, first: tuple[Any, ...], entries: dict[st
                 if isinstance(reply, str) or reply.rc != 0:
                     raise DownloadFailed("the daemon did not complete the copy")
                 archive.close()
+                whole = True
                 yield chunks.take()
                 return
             event = await download.next()
     finally:
         download.gone.set()
+        if not whole:  # close what was begun, into nothing: the browser never gets an end
+            try:
+                if entry is not None:
+                    entry.close()
+                archive.close()
+            except (ValueError, OSError):
+                pass
+            chunks.take()
 
 
 def _member(name: str) -> zipfile.ZipInfo:

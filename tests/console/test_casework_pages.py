@@ -125,15 +125,14 @@ class Browser:
         return self.client.post(path, data={**(data or {}), **({"csrf": self.csrf} if csrf else {})}, follow_redirects=False)
 
 
-@pytest.fixture
-def served(people: None, tmp_path: Path) -> Iterator[Served]:
+def _serve(tmp_path: Path, pcap: Path) -> Iterator[Served]:
     roles = {f"{role}_group": group for role, group in GROUPS.items()}
     site = Site(tmp_path, settings=yaml.safe_dump({"roles": roles, "console": {"user": ROOT_NAME}}))
     site.init()
-    assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
+    assert site.replay(pcap) == 0
     store = site.open_store()
     try:
-        [row] = store.recordings()
+        row = max(store.recordings(), key=lambda r: r.ended_at - r.started_at)  # the longest call
     finally:
         store.close()
     # recorderctl export in direct mode, as a manager: the same store through a config of its own
@@ -155,6 +154,18 @@ def served(people: None, tmp_path: Path) -> Iterator[Served]:
         yield Served(site, app, row.id, direct_wav)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def served(people: None, tmp_path: Path) -> Iterator[Served]:
+    """A store with one call (3 s, so its WAV is one vault chunk) and the daemon serving it."""
+    yield from _serve(tmp_path, FIXTURES / "inbound-alaw.pcap")
+
+
+@pytest.fixture
+def served_long(people: None, tmp_path: Path) -> Iterator[Served]:
+    """The demo day's store (its longest call spans several vault chunks) and the daemon serving it."""
+    yield from _serve(tmp_path, FIXTURES / "demo-day.pcap")
 
 
 def _zip_members(answer) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
@@ -226,21 +237,18 @@ def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(served: Served
     assert digest == json.loads(Path(f"{wav}.manifest.json").read_text())["file_sha256"]
 
 
-def test_a_browser_gone_mid_download_leaves_no_copy_registered(served: Served) -> None:
-    """The browser takes the first bytes, then stalls and goes away: the daemon hears that the copy
-    was not delivered, registers none and audits the export as failed."""
-    clerk = served.client("w2clerk")
-    before = len(served.copies())
-    body = urlencode({"purpose": "quality", "csrf": clerk.csrf}).encode()
-    path = f"/recordings/{served.rid}/export"
+def _asgi_post(served: Served, browser: Browser, path: str, form: dict[str, str], *, stall: bool) -> list[dict]:
+    """POST ``form`` to the app as a server would (ASGI), returning every message it sent; with
+    ``stall`` the browser stops reading after the first bytes of the body, then goes away."""
+    body = urlencode({**form, "csrf": browser.csrf}).encode()
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
-                         (b"cookie", f"{COOKIE}={clerk.client.cookies.get(COOKIE)}".encode())],
+                         (b"cookie", f"{COOKIE}={browser.client.cookies.get(COOKIE)}".encode())],
              "client": ("192.0.2.10", 50123), "server": ("testserver", 443)}  # fmt: skip
     seen: list[dict] = []
 
-    async def browser() -> None:
+    async def run() -> None:
         first_bytes, asked = anyio.Event(), []
 
         async def receive() -> dict:
@@ -248,24 +256,63 @@ def test_a_browser_gone_mid_download_leaves_no_copy_registered(served: Served) -
                 asked.append(1)
                 return {"type": "http.request", "body": body, "more_body": False}
             await first_bytes.wait()
+            if not stall:
+                await anyio.sleep_forever()  # a browser that stays: disconnects only when the server ends
             return {"type": "http.disconnect"}
 
         async def send(message: dict) -> None:
             seen.append(message)
             if message["type"] == "http.response.body" and message.get("body"):
                 first_bytes.set()
-                await anyio.sleep_forever()  # a browser that stopped reading
+                if stall:
+                    await anyio.sleep_forever()  # a browser that stopped reading
 
         with anyio.fail_after(30):
             await served.app(scope, receive, send)  # type: ignore[operator]
 
-    anyio.run(browser)
-    assert seen[0]["type"] == "http.response.start" and seen[0]["status"] == 200
-    deadline = time.monotonic() + 30
-    while not [e for e in served.audit("export") if e.user == "w2clerk"] and time.monotonic() < deadline:
+    anyio.run(run)
+    return seen
+
+
+def _export_row(served: Served, user: str) -> object:
+    deadline = time.monotonic() + 30  # the daemon finishes the request after the response ended
+    while not [e for e in served.audit("export") if e.user == user] and time.monotonic() < deadline:
         time.sleep(0.1)
-    [row] = [e for e in served.audit("export") if e.user == "w2clerk"]
-    assert row.result.startswith("failed: ") and "could not be put" in row.result, row.result
+    [row] = [e for e in served.audit("export") if e.user == user]
+    return row
+
+
+def test_a_browser_gone_mid_download_leaves_no_copy_registered(served: Served) -> None:
+    """The browser takes the first bytes, then stalls and goes away: the daemon hears that the copy
+    was not delivered, registers none and audits the export as failed."""
+    clerk = served.client("w2clerk")
+    before = len(served.copies())
+    seen = _asgi_post(served, clerk, f"/recordings/{served.rid}/export", {"purpose": "quality"}, stall=True)
+    assert seen[0]["type"] == "http.response.start" and seen[0]["status"] == 200
+    row = _export_row(served, "w2clerk")
+    assert row.result.startswith("failed: ") and "could not be put" in row.result, row.result  # type: ignore[attr-defined]
+    assert len(served.copies()) == before
+
+
+def test_a_recording_failing_its_integrity_check_half_way_cuts_the_download(served_long: Served) -> None:
+    """A stored recording altered in its last chunk: the first chunks have gone to the browser when
+    the check fails, so the download is cut (the server closes the connection: the browser reports
+    it failed), never ended as if whole, and no copy is registered."""
+    served = served_long
+    stored = served.site.stored_path({"id": served.rid})
+    assert stored.stat().st_size > 65536 + 1000, "the test needs a recording of two vault chunks at least"
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0x01
+    stored.write_bytes(bytes(data))
+    clerk = served.client("w2clerk")
+    before = len(served.copies())
+    seen = _asgi_post(served, clerk, f"/recordings/{served.rid}/export", {"purpose": "quality"}, stall=False)
+    assert seen[0]["type"] == "http.response.start" and seen[0]["status"] == 200
+    bodies = [m for m in seen if m["type"] == "http.response.body"]
+    assert bodies and all(m.get("more_body") for m in bodies)  # never ended: the server cuts the connection
+    assert 0 < sum(len(m["body"]) for m in bodies) < len(served.direct_wav)
+    row = _export_row(served, "w2clerk")
+    assert row.result.startswith("failed: ") and "integrity check" in row.result, row.result  # type: ignore[attr-defined]
     assert len(served.copies()) == before
 
 
