@@ -6,11 +6,14 @@ browser in test_browser*.py); everything after the sign-in is the console's and 
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import pwd
 import re
+import sqlite3
 import struct
 import subprocess
 import time
@@ -337,7 +340,9 @@ def test_audit_filters_and_export(app, daemon) -> None:  # type: ignore[no-untyp
     assert lines[0]["recorderd_audit_export"] == 1 and all("hash" in x for x in lines[1:])
     as_csv = manager.get("/audit/export", params={"format": "csv"})
     assert as_csv.status_code == 200 and as_csv.text.lstrip("\ufeff").startswith("seq,at,user,uid,action")
-    assert len(as_csv.text.strip().splitlines()) >= len(lines) - 1  # one line a row (and the header)
+    table = list(csv.DictReader(io.StringIO(as_csv.text.lstrip("\ufeff"))))
+    assert [int(row["seq"]) for row in table][: len(lines) - 1] == [x["seq"] for x in lines[1:]]  # a line a row
+    assert all(row["hash"] == x["hash"] for row, x in zip(table, lines[1:]))
     for number in CALLERS:
         assert number not in as_csv.text
     assert not list(Path(site.root).rglob("audit-export*"))  # nothing kept on disk
@@ -462,3 +467,32 @@ def test_every_page_shows_words_not_message_keys(app, daemon, lang: str) -> None
         leaked = [k for k in keys if re.search(rf"[>\"]{re.escape(k)}[<\"]", page.text)]
         assert not leaked, (path, leaked)
         assert len(page.content) < 200_000, path
+
+
+def test_audit_verify_shows_an_altered_row(people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A row changed in the audit database behind the service's back: verify says so on the page,
+    naming the problem, and the daemon opens its incident."""
+    runner = pwd.getpwuid(os.getuid()).pw_name
+    roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
+    site = Site(tmp_path, settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}}}\n").init()
+    assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
+    config = load(str(site.config))
+    server = ControlServer(config)
+    assert server.start()
+    try:
+        auditor = signed_in(create_app(config, authenticate=_check), "auditor")
+        page = auditor.get("/audit")
+        db = sqlite3.connect(str(site.store / "audit.sqlite"))
+        with db:  # an attacker with the file: the append-only triggers dropped, a row changed
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+                db.execute(f'DROP TRIGGER "{name}"')
+            db.execute("UPDATE audit SET user = 'someone-else' WHERE seq = 2")
+        db.close()
+        reply = auditor.post("/audit/verify", data={"csrf": csrf(page.text)})
+    finally:
+        server.stop()
+    assert reply.status_code == 200
+    result = re.search(r'<div id="verify-result" class="error"[^>]*><p>(.*?)</p>\s*<ul>(.*?)</ul>', reply.text, re.S)
+    assert result, reply.text[-2000:]
+    assert "監査ログに" in result.group(1) and "インシデント" in result.group(1)
+    assert "row 2:" in result.group(2) and "altered" in result.group(2)  # the problem names the row
