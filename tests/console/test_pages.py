@@ -186,6 +186,7 @@ def test_a_technician_sees_masked_numbers_and_no_caller_filter(app, daemon) -> N
         assert number not in page.text
     assert "********22" in page.text  # 0311112222 masked: the last two digits only
     assert 'class="open"' not in page.text  # the recording page is not theirs
+    assert '<a href="/search">検索</a>' in page.text  # their menu has the (masked) search
     typed = tech.get("/search", params={"caller": "2222", "match": "ends"})  # typed into the URL
     assert typed.status_code == 403 and "2222" not in typed.text
     assert tech.get(f"/recordings/{recordings(site)[ALAW_CALLER].id}").status_code == 403
