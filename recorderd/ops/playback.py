@@ -330,6 +330,7 @@ def _order(codec: str) -> tuple[bytes, list[int]]:
 
 ORDERS = {codec: _order(codec) for codec in ("PCMU", "PCMA")}
 RANK_BYTES = [bytes((r,)) for r in range(256)]
+_WAVEFORM_SLOT = threading.Lock()
 
 
 def peaks(ticket: Ticket, data: bytes, points: int) -> list[list[list[int]]]:
@@ -370,12 +371,13 @@ def waveform(ctx: Context, args: Args) -> Reply:
     cached = ticket.peaks.get(points)
     if cached is None:
         row = _current(ctx, ticket)
-        with _reader(ctx, row) as reader:
+        with _WAVEFORM_SLOT, _reader(ctx, row) as reader:  # one at a time: an hour is ~60 MB in memory
             try:
                 data = reader.read(ticket.data_offset, ticket.data_bytes)
             except vault.VaultError as exc:
                 raise OpError(f"recording {row.id} fails its integrity check: {exc}") from None
-        cached = peaks(ticket, data, min(points, max(1, ticket.frames)))
+            cached = peaks(ticket, data, min(points, max(1, ticket.frames)))
+            del data
         if len(ticket.peaks) >= 4:
             ticket.peaks.clear()
         ticket.peaks[points] = cached
