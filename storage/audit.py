@@ -152,13 +152,13 @@ class AuditLog:
         return dict(self.db.execute("SELECT key, value FROM audit_meta").fetchall())
 
     def format(self) -> int:
-        """The log's format: 1 for one written before the seals (no ``audit_meta``)."""
+        """The log's format: 1 for one written before the seals (no ``audit_meta``); what
+        ``audit_meta`` says otherwise (a value no recorderd writes is taken for this code's, and
+        ``verify`` says so)."""
         value = self._meta().get("format")
         if value is None:
             return 1
-        if not value.isdigit():
-            raise AuditFormatError(f"the audit log {self.path} says its format is {value!r}, which no recorderd writes")
-        return int(value)
+        return int(value) if value.isdigit() and len(value) < 10 else FORMAT
 
     def _check_format(self) -> None:
         found = self.format()
@@ -168,6 +168,16 @@ class AuditLog:
                 "it was written by a newer release; install that release (or a newer one) again, do not downgrade"
             )
 
+    @staticmethod
+    def _start_needed(meta: dict[str, str], has_rows: bool, check: str, replaced: bool) -> str | None:
+        """What sealing with the key takes first: a new log's meta, the migration of a format-1 log,
+        a re-key (only when init has just made the key: never on what the file alone says)."""
+        if meta.get("format") is None:
+            return "migrate" if has_rows else "new"
+        if replaced and meta.get("seal_check") != check:
+            return "rekey"
+        return None
+
     def use_key(self, key: bytes, *, at: float, replaced: bool = False) -> None:
         """Seal the rows appended from now on with ``key`` (the audit-seal key). The first time a log
         of format 1 is opened with it, its head is sealed into one ``audit-migrated`` row; with
@@ -175,11 +185,10 @@ class AuditLog:
         an ``audit-rekeyed`` row. On a read-only (full) disk nothing is written: the log is sealed
         at a later open, and cannot be appended to until then. A log of a newer format is refused."""
         self._check_format()
-        self.key = key
-        meta = self._meta()
-        if meta.get("format") == str(FORMAT) and (meta.get("seal_check") == key_check(key) or not replaced):
+        self.key, check = key, key_check(key)
+        if self._start_needed(self._meta(), self._last() is not None, check, replaced) is None:
             self._sealing = True
-            if meta.get("seal_check") != key_check(key):
+            if self._meta().get("seal_check") != check:
                 log.error("the audit log is sealed under another master key than the store's: audit verify "
                           "will fail for its rows", extra={"EVENT": "audit-key-differs"})  # fmt: skip
             return
@@ -190,6 +199,7 @@ class AuditLog:
             started = self._start_seals(key, at, replaced)
             self.db.execute("COMMIT")
         except BaseException:
+            self._sealing = False
             self.db.execute("ROLLBACK")
             raise
         self._sealing = True
@@ -199,21 +209,21 @@ class AuditLog:
     def _start_seals(self, key: bytes, at: float, replaced: bool) -> tuple[int, str] | None:
         """Inside the caller's transaction (another process may have done it first)."""
         self.db.execute(META)
-        meta = self._meta()
-        check = key_check(key)
-        last = self._last()
-        if meta.get("format") == str(FORMAT) and (meta.get("seal_check") == check or not replaced):
+        meta, check, last = self._meta(), key_check(key), self._last()
+        need = self._start_needed(meta, last is not None, check, replaced)
+        if need is None:
             return None
-        if meta.get("format") is None and last is None:  # a new log: sealed from its first row
+        if need == "new":  # sealed from its first row
             self._set_meta(format=FORMAT, sealed_from=1, legacy_through=0, seal_check=check)
             return None
         through = last or (0, GENESIS)
-        if meta.get("format") is None:
+        if need == "migrate":
             action = MIGRATED_ACTION
             detail: dict[str, Any] = {"from_format": 1, "to_format": FORMAT, "legacy_through": through[0]}
         else:
             action = REKEYED_ACTION
-            detail = {"reason": "init made a new master key", "legacy_through": int(meta.get("legacy_through", 0))}
+            legacy = meta.get("legacy_through", "0")
+            detail = {"reason": "init made a new master key", "legacy_through": int(legacy) if legacy.isdigit() else 0}
         detail |= {"through_seq": through[0], "through_hash": through[1]}
         self._set_meta(format=FORMAT, sealed_from=through[0] + 1, legacy_through=detail["legacy_through"], seal_check=check)
         self.key, self._sealing = key, True
@@ -361,6 +371,8 @@ class AuditLog:
         meta = self._meta()
         if meta.get("format") is None:  # not sealed yet (opened read-only, or without the key)
             return lambda s: _digest
+        if meta["format"] != str(FORMAT):
+            problems.append(f"audit_meta says the log is format {meta['format'][:20]!r}, which no recorderd writes (altered)")
         if self.key is None:
             problems.append("the seals cannot be checked here: the store's master key is not available")
             return lambda s: None

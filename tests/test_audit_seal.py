@@ -185,6 +185,21 @@ def test_moving_the_start_of_the_seals_does_not_turn_rows_into_unchecked_ones(bu
                                        "audit-migrated or audit-rekeyed row (the start of the seals was moved)")  # fmt: skip
 
 
+def test_what_the_file_says_never_starts_the_seals_again(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-key (rows before it checked for their order only) comes only from init making a new
+    key, never from audit_meta: a log told it is format 1 and sealed under another key is not
+    "migrated" or "re-keyed" over its rewritten rows."""
+    rewrite_with_sha256(busy, change=3)
+    tamper(busy, "UPDATE audit_meta SET value = '1' WHERE key = 'format'",
+           "UPDATE audit_meta SET value = 'x' WHERE key = 'seal_check'")  # fmt: skip
+    rc, problems, _ = verify(busy, capsys)
+    assert rc == 1 and problems[:3] == [
+        "audit_meta says the log is format '1', which no recorderd writes (altered)",
+        "the log is sealed under another master key than the store's (its key check differs)",
+        "row 1: content does not match its hash (altered)"]  # fmt: skip
+    assert not [r for r in rows(busy) if r[4] in ("audit-migrated", "audit-rekeyed")]
+
+
 # -- (b), (c) the journal's checkpoints ----------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 """Reports: the period report (Art. 6(3)), the audit log (``audit show|verify|export``) and the
 public notice (Art. 4(1)).
 
-``audit export`` writes the rows as JSON lines with their hashes, the anchor and the head, so that
-someone outside the box can recompute the chain. A failed ``audit verify`` opens an incident.
+``audit export`` writes the rows as JSON lines with their seals, the anchor and the head, so that
+someone outside the box can check the chain's order (and, given the audit-seal key, its seals).
+``audit verify`` recomputes the seals, and with the journal's checkpoints (read by recorderctl, as
+its user) checks that each is still a row of the chain. A failed ``audit verify`` opens an incident.
 """
 from __future__ import annotations
 
