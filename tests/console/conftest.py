@@ -92,9 +92,12 @@ def browser(console_site: h.Site) -> Iterator[object]:
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False,
                                               "intl.accept_languages": "ja"})  # fmt: skip
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(console_site.base / "chromedriver.log")),
-                              options=options)  # fmt: skip
+    service = Service(CHROMEDRIVER, log_output=str(console_site.base / "chromedriver.log"),
+                      env={**os.environ, "LANGUAGE": "ja", "LANG": "ja_JP.UTF-8", "TZ": "Asia/Tokyo"})  # a Japanese desktop
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_window_size(1280, 900)
+    # The page itself 1280x900 (the window's frame would take some of it): what the screenshots show.
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
     driver.set_page_load_timeout(30)
     driver.downloads = downloads  # type: ignore[attr-defined]
     try:

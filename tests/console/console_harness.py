@@ -140,21 +140,36 @@ def make_certificate(base: Path) -> None:
     os.chmod(base / "cert.pem", 0o644)
 
 
+def recent_day(source: Path, out: Path) -> Path:
+    """``source`` (a little-endian pcap) moved by whole days to the last day that ended an hour ago
+    (in Japan, most often yesterday): the store keeps its calls (retention) without holds, and the
+    pages show a working day as it looks."""
+    data = bytearray(source.read_bytes())
+    assert data[:4] == b"\xd4\xc3\xb2\xa1", "a classic little-endian pcap"
+    first = int.from_bytes(data[24:28], "little")
+    shift = (int(time.time()) - 3600 - first) // 86400 * 86400
+    at = 24
+    while at + 16 <= len(data):
+        sec = int.from_bytes(data[at:at + 4], "little") + shift
+        data[at:at + 4] = sec.to_bytes(4, "little")
+        at += 16 + int.from_bytes(data[at + 8:at + 12], "little")
+    out.write_bytes(bytes(data))
+    return out
+
+
 def fill_store(config: Path) -> list[dict]:
-    """The demo day replayed into a new store (as root, in-process); every recording held so that
-    retention leaves the fixture's old calls alone during the test. Returns the recordings."""
+    """The demo day (moved to yesterday) replayed into a new store, as root and in-process.
+    Returns the recordings."""
     from recorderd import cli, ctl
     from recorderd.config import load
     from recorderd.service import open_store
 
     assert ctl.main(["--config", str(config), "init"]) == 0
-    assert cli.main(["replay", str(FIXTURES / "demo-day.pcap"), "--config", str(config)]) == 0
+    pcap = recent_day(FIXTURES / "demo-day.pcap", config.parent / "demo-day.pcap")
+    assert cli.main(["replay", str(pcap), "--config", str(config)]) == 0
     store = open_store(load(str(config))).open()
     try:
-        rows = list(store.recordings())
-        for row in rows:
-            store.hold(row.id, until=4_102_444_800.0, reason="console test", ref="W3-0", by="root")
-        return [{"id": r.id, "did_label": r.did_label, "sha256": r.sha256} for r in rows]
+        return [{"id": r.id, "did_label": r.did_label, "sha256": r.sha256} for r in store.recordings()]
     finally:
         store.close()
 
@@ -168,6 +183,7 @@ class Daemon:
         sh("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
         self.log = log
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID")}
+        env["PYTHONPATH"] = str(ROOT)  # this tree's daemon
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, str(BIN / "recorderd"), "--config", str(config)],
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
         sock = config.parent / "control.sock"
@@ -200,7 +216,7 @@ class ConsoleProcess:
         cmd = ["setpriv", f"--reuid={CONSOLE_USER}", f"--regid={CONSOLE_USER}", "--init-groups", "--"]
         if faketime:
             cmd += ["faketime", "-f", faketime]
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/", "PYTHONPATH": str(ROOT)}  # this tree's console
         self.proc = subprocess.Popen([*cmd, *python, "-m", "console", "--config", str(config)], cwd="/",
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
         end = time.monotonic() + 30
