@@ -17,7 +17,8 @@ from .. import i18n
 from ..web import EVERYONE, Req, page
 
 i18n.add({
-    "nav.copies": ("複製", "Copies"),  # the header's link to W2's page (base.html is this module's)
+    "nav.copies": ("複製", "Copies"),  # the header's links to W2's pages (base.html is this module's)
+    "nav.complaints": ("苦情", "Complaints"),
     "status.capture": ("録音（キャプチャ）", "Capture"),
     "status.running": ("稼働中（{hours} 時間 {minutes} 分）", "running (for {hours} h {minutes} min)"),
     "status.stopped": ("停止中（録音されていません）", "not running (nothing is being recorded)"),

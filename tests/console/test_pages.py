@@ -212,6 +212,7 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
                    'id="history"', 'id="export-form"', 'id="request-form"', recordings(site)[ALAW_CALLER].sha256):
         assert needed in before, needed
     assert 'id="hold-form"' not in before and 'id="provide-form"' not in before  # a manager's
+    assert '<a href="/complaints">苦情</a>' in before and 'href="/casework"' not in before  # staff's menu
     assert len(before.encode()) < 200_000
     _play(staff, rid, "suspicious_call")
     history = re.search(r'<table id="history">(.*?)</table>', staff.get(f"/recordings/{rid}").text, re.S).group(1)
