@@ -16,13 +16,15 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ("recorderd", "capture", "storage")
+PACKAGES = ("recorderd", "capture", "storage", "console")
 
 
 def _modules() -> list[str]:
     names = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "__main__.py":  # `python -m console` runs the server: not imported here
+                continue
             parts = path.relative_to(ROOT).with_suffix("").parts
             names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
@@ -55,7 +57,7 @@ def _run(venv: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_module_imports_from_the_installed_copy(installed: Path) -> None:
     modules = _modules()
-    assert "storage.codecs.g711" in modules and "recorderd.ops.records" in modules
+    assert "storage.codecs.g711" in modules and "recorderd.ops.records" in modules and "console.pages.signin" in modules
     probe = (
         "import importlib, json, sys\n"
         "out = {}\n"
@@ -71,11 +73,16 @@ def test_every_module_imports_from_the_installed_copy(installed: Path) -> None:
     outside = {name: f for name, f in result["files"].items() if not f.startswith(site)}
     assert not outside, f"imported from outside the installed venv: {outside}"
     assert result["mode"] == "native", "the installed package has no C fast path"
+    # the console's templates and static files are package data: a page without them is a 500
+    done = _run(installed, str(installed / "bin" / "python"), "-c",
+                "import console, pathlib; p = pathlib.Path(console.__file__).parent; "
+                "print(all((p / f).is_file() for f in ('templates/base.html', 'templates/signin.html', 'static/console.js')))")
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
 def test_both_commands_start_and_report_the_one_version(installed: Path) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    for command in ("recorderd", "recorderctl"):
+    for command in ("recorderd", "recorderctl", "recorderd-console"):
         done = _run(installed, str(installed / "bin" / command), "--version")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{command} {version}"

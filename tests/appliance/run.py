@@ -37,7 +37,8 @@ CACHE = Path(os.environ.get("APPLIANCE_CACHE", "/var/cache/recorderd-appliance")
 MIRROR = "http://deb.debian.org/debian"
 # What the box has before the package: Debian 12 with systemd, and what the checks drive (passwd
 # for useradd, iproute2 for the SPAN link, faketime for the retention check). No compiler.
-TREE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "passwd", "procps", "faketime", "python3", "libopus0"]
+TREE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "passwd", "procps", "faketime", "python3", "libopus0",
+                 "openssl"]
 HOST_IF, SPAN_IF = "fspan0", "span0"
 MACHINE = "rdappliance"
 CONFIG = "/etc/recorderd/recorderd.yaml"
@@ -46,6 +47,37 @@ CAP_NET_RAW = 1 << 13
 SKIP_FIXTURES = {"demo-day"}  # ten minutes of calls: the other fixtures cover its cases
 DROPINS = "/run/systemd/system/recorderd.service.d"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+CONSOLE = "recorderd-console"
+CONSOLE_USER, CONSOLE_PASSWORD = "fconsole", "appliance-Console-7"  # a staff member signing in through PAM
+# In the container, as root: GET /signin, then POST /signin with the right and a wrong password (read
+# from stdin), against the package's own certificate; prints what came back as JSON.
+CONSOLE_PROBE = r"""
+import json, ssl, sys, urllib.error, urllib.parse, urllib.request
+ctx = ssl.create_default_context(cafile="/etc/recorderd/console/cert.pem")
+ctx.check_hostname = False  # the pair names the box's hostname; the probe dials 127.0.0.1
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):
+        return None
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), Stay)
+def go(path, form=None):
+    data = urllib.parse.urlencode(form).encode() if form else None
+    try:
+        r = opener.open(urllib.request.Request("https://127.0.0.1:8443" + path, data=data), timeout=30)
+    except urllib.error.HTTPError as e:
+        r = e
+    return {"status": r.code, "csp": r.headers.get("Content-Security-Policy", ""),
+            "cookies": r.headers.get_all("Set-Cookie") or [], "location": r.headers.get("Location", "")}
+user, password = sys.argv[1], sys.stdin.read()
+import time
+for _ in range(100):  # a unit just (re)started is active before uvicorn listens
+    try:
+        go("/signin")
+        break
+    except urllib.error.URLError:
+        time.sleep(0.2)
+print(json.dumps({"get": go("/signin"), "good": go("/signin", {"user": user, "password": password}),
+                  "bad": go("/signin", {"user": user, "password": password + "x"})}))
+"""
 BAD_WORDS = re.compile(r"EPERM|EACCES|EROFS|Permission denied|Read-only file system|Operation not permitted|"
                        r"SIGSYS|Bad system call|core-dump")  # fmt: skip
 
@@ -472,6 +504,7 @@ class Appliance:
             seen.append(box.capture_open())
             del out
         self.privileges()
+        self.console()
         self.fixtures("record-fixtures")
         self.roles()
         self.reload()
@@ -529,6 +562,69 @@ class Appliance:
             expect(status["Seccomp"].strip() == "2", f"Seccomp {status['Seccomp']} (2 = filter)")
             seen.append(f"uid {uid} (recorderd), CapEff = CapBnd = CAP_NET_RAW only (no CAP_NET_ADMIN), NoNewPrivs 1, "
                         f"Seccomp 2; {self.box.capture_open()}")  # fmt: skip
+
+    def console(self) -> None:
+        """The web console as the package leaves it: its unit up, its user with no capability, its
+        certificate and key, and a real user signing in through the box's PAM."""
+        c = self.c
+        with self.r.check("console-unit-and-user") as seen:
+            enabled = c.sh(f"systemctl is-enabled {CONSOLE}", check=False).stdout.strip()
+
+            def up() -> int:
+                if c.sh(f"systemctl show {CONSOLE} -p ActiveState --value").stdout.strip() != "active":
+                    return 0
+                return int(c.sh(f"systemctl show {CONSOLE} -p MainPID --value").stdout.strip() or 0)
+
+            pid = int(self.box.wait(f"{CONSOLE} active", up, 30))  # type: ignore[arg-type]
+            status = dict(line.split(":\t", 1) for line in c.sh(f"cat /proc/{pid}/status").stdout.splitlines() if ":\t" in line)
+            uid = c.sh(f"id -u {CONSOLE}").stdout.strip()
+            shadow = c.sh("getent group shadow | cut -d: -f3").stdout.strip()
+            expect(status["Uid"].split() == [uid] * 4, f"Uid {status['Uid']}, {CONSOLE} is {uid}")
+            caps = {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+            expect(not any(caps.values()), f"capabilities: {caps}")
+            expect(status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2", "NoNewPrivs or seccomp not set")
+            expect(shadow in status["Groups"].split(), f"groups {status['Groups']}: not shadow ({shadow})")
+            key = c.sh("stat -c '%U:%G %a' /etc/recorderd/console/key.pem").stdout.strip()
+            expect(key == f"root:{CONSOLE} 640", f"the key is {key}")
+            seen.append(f"{enabled} by the package, pid {pid} as uid {uid} ({CONSOLE}), groups with shadow, no capability "
+                        f"(CapBnd 0), NoNewPrivs 1, Seccomp 2; key.pem {key}")  # fmt: skip
+            out = c.sh(f"systemd-analyze security {CONSOLE} --no-pager", check=False, timeout=60).stdout
+            m = re.search(rf"Overall exposure level for {CONSOLE}.service: ([0-9.]+)", out)
+            expect(m, f"no exposure score: {out[-300:]}")
+            expect(float(m.group(1)) <= 2.5, f"exposure {m.group(1)} > 2.5")
+            seen.append(f"systemd-analyze security {CONSOLE}: {m.group(1)}")
+        with self.r.check("console-https-and-pam-sign-in") as seen:
+            c.sh(f"id {CONSOLE_USER} >/dev/null 2>&1 || useradd -m -G recorder-staff {CONSOLE_USER}")
+            c.sh("chpasswd", stdin=f"{CONSOLE_USER}:{CONSOLE_PASSWORD}\n")
+            (c.tree / "root" / "console_probe.py").write_text(CONSOLE_PROBE)
+            got = json.loads(c.sh(f"python3 /root/console_probe.py {CONSOLE_USER}", stdin=CONSOLE_PASSWORD, timeout=90).stdout)
+            page = got["get"]
+            expect(page["status"] == 200, f"GET /signin: {page['status']}")
+            expect("default-src 'self'" in page["csp"] and "frame-ancestors 'none'" in page["csp"], f"CSP: {page['csp']!r}")
+            good, bad = got["good"], got["bad"]
+            session = [k for k in good["cookies"] if k.startswith("recorderd_session=")]
+            expect(good["status"] == 303 and session, f"the right password: {good['status']} {good['cookies']}")
+            expect(all(flag in session[0].lower() for flag in ("httponly", "secure", "samesite=strict")), session[0])
+            expect(bad["status"] == 401 and not any(k.startswith("recorderd_session=") for k in bad["cookies"]),
+                   f"a wrong password: {bad['status']} {bad['cookies']}")  # fmt: skip
+            journal = c.sh(f"journalctl -q --no-pager -u {CONSOLE}", check=False).stdout
+            expect(CONSOLE_PASSWORD not in journal, "the password is in the console's journal")
+            seen.append(f"https://127.0.0.1:8443/signin 200 with its CSP (verified against the package's own certificate); "
+                        f"{CONSOLE_USER}'s password through PAM -> 303 {good['location']} with a HttpOnly Secure "
+                        "SameSite=Strict session cookie; a wrong one -> 401, no cookie")  # fmt: skip
+            # negative control: without group shadow the same password must be refused (else the
+            # check above proves nothing about PAM); then the unit as shipped again
+            dropins = f"/run/systemd/system/{CONSOLE}.service.d"
+            c.sh(f"gpasswd -d {CONSOLE} shadow >/dev/null; mkdir -p {dropins} && printf '[Service]\\nSupplementaryGroups=\\n' "
+                 f"> {dropins}/appliance-no-shadow.conf && systemctl daemon-reload && systemctl restart {CONSOLE}")  # fmt: skip
+            self.box.wait(f"{CONSOLE} active without shadow", up, 30)
+            again = json.loads(c.sh(f"python3 /root/console_probe.py {CONSOLE_USER}", stdin=CONSOLE_PASSWORD, timeout=90).stdout)
+            c.sh(f"gpasswd -a {CONSOLE} shadow >/dev/null; rm -f {dropins}/appliance-no-shadow.conf; systemctl daemon-reload; "
+                 f"systemctl restart {CONSOLE}")  # fmt: skip
+            self.box.wait(f"{CONSOLE} active again", up, 30)
+            expect(again["good"]["status"] == 401, f"without group shadow the right password got {again['good']['status']}")
+            seen.append("without group shadow the same password -> 401 (pam_unix cannot read the hash; its helper "
+                        "is refused by NoNewPrivileges and the filter)")  # fmt: skip
 
     def roles(self) -> None:
         box = self.box
