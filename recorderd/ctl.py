@@ -31,7 +31,7 @@ from .config import Config
 UNREACHABLE = 4
 BUSY = control.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
-JOURNAL_CHECKPOINTS = 8000  # the newest distinct ones (a sealed chain that holds the newest holds all before it)
+JOURNAL_CHECKPOINTS = 6000  # the newest distinct ones, ~840 KB in a request (a sealed chain that holds the newest holds all before it)
 SIGNED_ACTIONS = ("export", "provide")  # their copy comes with a signed manifest beside it
 
 

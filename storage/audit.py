@@ -75,6 +75,7 @@ PRUNE_ACTION = "audit-prune"
 MIGRATED_ACTION = "audit-migrated"
 REKEYED_ACTION = "audit-rekeyed"
 NEAR = 8  # how far away a moved row is looked for
+SHOWN_CHECKPOINTS = 10  # checkpoints not in the chain named one by one (the oldest); the others counted
 
 
 class AuditFormatError(Exception):
@@ -490,6 +491,9 @@ class AuditLog:
                 problems.append(f"{where}: row {seq} is missing")
             elif found != head:
                 problems.append(f"{where}: row {seq} has another seal than the journal recorded (the log was rewritten)")
+        if len(problems) > SHOWN_CHECKPOINTS:
+            more = len(problems) - SHOWN_CHECKPOINTS
+            problems = problems[:SHOWN_CHECKPOINTS] + [f"{more} more checkpoint(s) after these are not in the chain either"]
         if not counts["checked"] and not counts["pruned"]:
             problems.append(f"the journal holds no checkpoint of this audit log (key {mine}): it cannot vouch for it")
         return problems, counts

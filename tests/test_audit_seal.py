@@ -285,6 +285,26 @@ def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
     assert "NOTE 1 checkpoint(s) of another audit log" in out
 
 
+def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_counted(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """More checkpoints than a request holds: recorderctl sends the newest 6,000 (the chain that
+    holds the newest holds every row before it); each one not in the chain is counted, the oldest
+    ten are named."""
+    with service(busy) as records:
+        last = records[-1]
+        ahead = [logging.makeLogRecord({**last.__dict__, "AUDIT_SEQ": last.AUDIT_SEQ + 1 + i, "AUDIT_HEAD": f"{i:064x}",
+                                        "created": last.created + 1 + i}) for i in range(7000)]  # fmt: skip
+        journal = tmp_path / "journal.json"
+        journal.write_text(journal_json(records + ahead))
+        rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 1, out
+    assert len(problems) == 11 and problems[-1] == "5990 more checkpoint(s) after these are not in the chain either"
+    assert problems[0].startswith(f"checkpoint of {when(ahead[1000], busy)} (row {ahead[1000].AUDIT_SEQ}, ")
+    assert "6000 checkpoint(s) checked: the log no longer holds what they say" in out
+    [row] = [r for r in rows(busy) if r[4] == "audit-verify"][-1:]
+    assert json.loads(row[6])["via"] == "socket" and json.loads(row[6])["checkpoints"]["checked"] == 6000
+
+
 def test_without_a_journal_it_says_so(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     empty = tmp_path / "empty.json"
