@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := pcap_fixtures/demo-day.pcap
 CONFIG := config/recorderd.yaml
-# Debian tools the tests drive for real (installed when we are root and they are missing).
-DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0 cryptsetup-bin
+# Debian tools the tests drive for real (installed when we are root and they are missing); the
+# console's tests drive Chromium through chromium-driver, sign in through PAM, make TLS pairs.
+DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0 cryptsetup-bin \
+          chromium chromium-driver libpam0g libpam-modules openssl passwd
 
 .PHONY: run test deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-deps appliance-test
 
@@ -40,15 +42,18 @@ $(FASTPATH): capture/_fastpath.c setup.py $(STAMP)
 
 venv: $(STAMP) $(FASTPATH)
 
-# The demo acts as whoever runs it: var/demo.yaml is the bundled config with that user's group given
-# every role (recorderctl refuses a user in no role group, root included).
+# The demo (recorderd/demo.py): var/demo.yaml is the bundled config for the demo store; the demo day
+# is replayed into it, then the daemon and the console (https://localhost:8443/) run until Ctrl-C.
+# Run as root: users demo-manager, demo-staff, demo-technician, demo-auditor (password in the README)
+# sign in through PAM; otherwise you sign in as yourself, your group given every role.
 DEMO_CONFIG := var/demo.yaml
+DEMO_PORT   ?= 8443
 run: venv
 	@mkdir -p var
-	$(PY) -m recorderd.demo $(CONFIG) $(DEMO_CONFIG)
+	$(PY) -m recorderd.demo $(CONFIG) $(DEMO_CONFIG) $(DEMO_PORT)
 	$(VENV)/bin/recorderctl --config $(DEMO_CONFIG) init
 	$(VENV)/bin/recorderd replay $(DEMO) --config $(DEMO_CONFIG)
-	$(VENV)/bin/recorderctl --config $(DEMO_CONFIG) list
+	$(PY) -m recorderd.demo up $(DEMO_CONFIG)
 
 test: deps venv
 	$(PY) -m pytest -q
@@ -94,7 +99,10 @@ install:
 	install -d $(DESTDIR)/usr/bin
 	ln -sf $(OPT)/bin/recorderd $(DESTDIR)/usr/bin/recorderd
 	ln -sf $(OPT)/bin/recorderctl $(DESTDIR)/usr/bin/recorderctl
+	ln -sf $(OPT)/bin/recorderd-console $(DESTDIR)/usr/bin/recorderd-console
 	install -D -m 0644 systemd/recorderd.service $(DESTDIR)/usr/lib/systemd/system/recorderd.service
+	install -D -m 0644 systemd/recorderd-console.service $(DESTDIR)/usr/lib/systemd/system/recorderd-console.service
+	[ -e $(DESTDIR)/etc/pam.d/recorderd-console ] || install -D -m 0644 systemd/recorderd-console.pam $(DESTDIR)/etc/pam.d/recorderd-console
 	install -D -m 0644 systemd/recorderd.sysusers $(DESTDIR)/usr/lib/sysusers.d/recorderd.conf
 	install -D -m 0644 systemd/recorderd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/recorderd.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/recorderd/README.md
