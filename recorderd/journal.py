@@ -79,11 +79,12 @@ def journal_lines(timeout: float = 120.0) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise JournalUnavailable("journalctl is not installed: there is no journal to check against") from None
-    assert proc.stdout is not None and proc.stderr is not None
+    out, errors = proc.stdout, proc.stderr  # both pipes (PIPE above)
     try:
-        yield from proc.stdout
-        proc.stdout.close()
-        err = proc.stderr.read(4000).strip()
+        yield from out or ()
+        if out is not None:
+            out.close()
+        err = errors.read(4000).strip() if errors is not None else ""
         rc = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
