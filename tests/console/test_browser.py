@@ -163,7 +163,10 @@ def test_a_technician_sees_masked_numbers_and_cannot_search_by_caller(browser, c
     # The caller filter sent anyway (by hand, in the address) is not honoured: the technician's results are not narrowed.
     browser.get(console_site.url + f"/search?caller={SEARCHED}&match=ends")
     loaded(browser)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#results tr.recording")) != 1 or browser.title.startswith("エラー")
+    assert "0451234567" not in browser.page_source
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results tr.recording")) != 1
+    finds = console_site.audit(user=console_site.user("technician"), action="find")
+    assert finds and finds[-1]["result"].startswith("denied"), finds[-1:]  # refused by the daemon, on the record
 
 
 def test_open_a_recording_and_play_it_in_the_browser(browser, console_site: Site) -> None:  # type: ignore[no-untyped-def]

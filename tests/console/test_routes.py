@@ -162,8 +162,8 @@ def test_sign_out_ends_the_session_on_the_server(console_site: Site) -> None:
 
 
 def test_an_idle_session_is_gone_after_the_idle_timeout(console_site: Site) -> None:
-    """A second console on the same daemon whose clock runs 20 times fast (libfaketime): the
-    configured 1 minute of idleness passes in 3 s, on the console's own clock."""
+    """A second console on the same daemon whose clock runs ten times fast (libfaketime): the
+    configured 1 minute of idleness passes in 6 s, on the console's own clock."""
     from conftest import needs_tool
 
     needs_tool("faketime")
@@ -177,15 +177,15 @@ def test_an_idle_session_is_gone_after_the_idle_timeout(console_site: Site) -> N
     config.chmod(0o644)
     log = site.base / "console-idle.log"
     site.console_logs.append(log)
-    console = ConsoleProcess(site.python, config, port, log, faketime="+0 x20")
+    console = ConsoleProcess(site.python, config, port, log, faketime="+0 x10")
     try:
         with client(console.url) as c:
             reply = c.post("/signin", data={"user": site.user("technician"), "password": site.password("technician")})
             assert reply.status_code == 303, reply.text[:300]
-            for _ in range(3):  # used every 1.5 s (30 s of its clock): kept
-                time.sleep(1.5)
+            for _ in range(3):  # used every 2 s (20 s of its clock), 6 s in all: kept
+                time.sleep(2)
                 assert c.get("/status").status_code == 200
-            time.sleep(3.5)  # 70 s of its clock without a request
+            time.sleep(7)  # 70 s of its clock without a request
             gone = c.get("/status")
             assert gone.status_code == 303 and gone.headers["location"].startswith("/signin"), gone.status_code
             assert "expired" in gone.headers["location"]
