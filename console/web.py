@@ -28,6 +28,7 @@ log = logging.getLogger("console")
 MANAGER, STAFF, TECHNICIAN, AUDITOR = "manager", "staff", "technician", "auditor"
 EVERYONE = (MANAGER, STAFF, TECHNICIAN, AUDITOR)
 MAX_FORM_BYTES = 64 * 1024
+SAFE_METHODS = ("GET", "HEAD")  # change nothing: no CSRF token asked (a route that would, refuses HEAD itself)
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,10 @@ def guard(route: Route) -> Callable[[Request], Awaitable[Response]]:
         if route.public:
             return await _run(route, req)
         if session is None:
-            if request.method != "GET":
+            if request.method not in SAFE_METHODS:
                 return req.error("signin.expired", 401)
             return req.redirect("/signin?expired=1" if expired else "/signin")
-        if request.method != "GET":
+        if request.method not in SAFE_METHODS:
             if not same_origin(request):
                 return req.error("error.csrf", 403)
             try:
@@ -161,7 +162,7 @@ async def read_form(request: Request) -> dict[str, str]:
 
 async def _run(route: Route, req: Req) -> Response:
     try:
-        if route.public and req.request.method != "GET":
+        if route.public and req.request.method not in SAFE_METHODS:
             try:
                 req.form = await read_form(req.request)
             except ValueError:
