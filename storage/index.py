@@ -217,6 +217,7 @@ class Index:
         if database.is_read_only(self.db):
             raise SchemaError(f"the index {self.path} is schema version 1 and must be migrated to {SCHEMA_VERSION}, "
                               "which needs room on the store's disk: free some space, then start again")  # fmt: skip
+        self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB while every row is rewritten (random digest keys)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             version = self.check_version()
@@ -231,16 +232,19 @@ class Index:
                     self.db.execute(statement)
             digest_key = keys.derive(master, "caller-digest")
             rows = self.db.execute("SELECT id, caller, call_id, streams, wrapped_key FROM recordings").fetchall()
+            updates, digests = [], []
             for rid, caller, call_id, streams_text, wrapped in rows:
-                streams = json.loads(streams_text)
-                public, dtmf = _split_dtmf(streams)
+                public, dtmf = _split_dtmf(json.loads(streams_text))
                 sealed = b""
                 if wrapped is not None:  # an erasure begun: its key is gone, nothing is kept
-                    data_key = vault.unwrap(master, wrapped, rid)
-                    sealed = _seal(data_key, rid, caller, call_id, dtmf)
-                    self._add_digests(rid, caller, digest_key)
-                self.db.execute("UPDATE recordings SET sealed = ?, streams = ? WHERE id = ?",
-                                (sealed, _dumps(public), rid))  # fmt: skip
+                    sealed = _seal(vault.unwrap(master, wrapped, rid), rid, caller, call_id, dtmf)
+                    digests += [(d, rid) for d in search.caller_digests(digest_key, caller)]
+                updates.append((sealed, _dumps(public), rid))
+            self.db.executemany("UPDATE recordings SET sealed = ?, streams = ? WHERE id = ?", updates)
+            digests.sort()  # in key order: appended to the b-tree, not scattered over it
+            self.db.execute("DROP INDEX caller_digests_recording")  # made again once the digests are in: faster
+            self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)", digests)
+            self.db.execute("CREATE INDEX caller_digests_recording ON caller_digests (recording_id)")
             self.db.execute("ALTER TABLE recordings DROP COLUMN caller")
             self.db.execute("ALTER TABLE recordings DROP COLUMN call_id")
             self.set_meta("schema_version", str(SCHEMA_VERSION))
