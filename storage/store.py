@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import keys, recorder, vault
+from . import keys, recorder, signing, vault
 from .sidecar import SIDECAR
 from .audit import AuditEvent, AuditFormatError, AuditLog
 from .clock import boot_clock, boot_id
@@ -139,12 +139,22 @@ class Store:
                 made = vault.create_key_file(self.key_file)
             if made:  # a store without wrapped keys: its old check value (if any) is for a key gone
                 index.delete_meta(KEY_CHECK)
+                self._drop_signing_key()  # wrapped by the key gone: it can sign nothing (init makes a new one)
             self._master = None
             self.master_key(index)
             self._seal_audit(AuditLog(self.audit_path), replaced=made)  # a new key: the seals start again
         finally:
             index.close()
         return created
+
+    def _drop_signing_key(self) -> None:
+        path = signing.key_path(self.root)
+        if not os.path.lexists(path):
+            return
+        erase_file(path)
+        log.warning("the signing key was wrapped by the master key that is gone: erased, and a new one is made; "
+                    "copies signed before still check with the old public key (recorderctl verify-export --pubkey)",
+                    extra={"EVENT": "signing-key-replaced"})  # fmt: skip
 
     def _restore_advice(self, what: str, wrapped: int) -> str:
         return (f"{what}: the store at {self.root} holds {wrapped} recording(s) whose keys only the store's own "

@@ -168,3 +168,23 @@ def test_a_store_without_recordings_may_get_a_new_key(tmp_path: Path, capsys: py
     assert site.ctl("init") == 0  # nothing is wrapped by the lost key: a new one is harmless
     assert site.replay(FIXTURES_DIR / "inbound-mulaw.pcap") == 0
     assert site.ctl("verify") == 0
+
+
+def test_a_new_master_key_gets_a_new_signing_key_that_signs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """init making a new master key (the old one lost, no recording wrapped by it) also replaces the
+    signing key wrapped by the lost one, which could sign nothing: the next copy is signed and checks."""
+    from conftest import Site
+
+    from storage import signing
+
+    site = Site(tmp_path).init()
+    before = signing.read_public(str(site.store))
+    (site.root / "master.key").unlink()
+    assert site.ctl("init") == 0
+    after = signing.read_public(str(site.store))
+    assert before is not None and after is not None and after.key_id != before.key_id
+    assert site.replay(FIXTURES_DIR / "inbound-mulaw.pcap") == 0
+    [rec] = site.list(capsys)
+    out = tmp_path / "copy.wav"
+    assert site.ctl("export", rec["id"], "--out", str(out), "--purpose", "quality") == 0
+    assert site.ctl("verify-export", str(out)) == 0
