@@ -131,3 +131,47 @@ def erase_copy(path: str, owner_uid: int, sha256: str) -> int:
         return size
     finally:
         os.close(dir_fd)
+
+
+def erase_beside(path: str, owner_uid: int, *, limit: int = 1 << 20) -> int:
+    """Erase a small file kept beside an erased copy (its signed manifest, its signature) with the
+    care of :func:`erase_copy`: the path absolute, each folder walked without following links, the
+    file opened once (``O_NOFOLLOW | O_NONBLOCK``) and, through that descriptor, checked to be a
+    regular file of ``owner_uid`` with one link and at most ``limit`` bytes, then overwritten; its
+    name unlinked only if it still names that file. Returns the bytes overwritten, 0 if it is not
+    there (a copy made before manifests, or one its holder tidied). Anything else: :class:`Unreachable`."""
+    if not os.path.isabs(path):
+        raise Unreachable("its path is not absolute: left alone")
+    folder, name = os.path.split(path)
+    try:
+        dir_fd = _open_folder(folder)
+    except FileNotFoundError:
+        return 0
+    try:
+        try:
+            fd = os.open(name, _LEAF, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Unreachable("it is a symbolic link: left alone") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Unreachable("it is not a regular file (a FIFO, a device, a socket): left alone")
+            if st.st_uid != owner_uid:
+                raise Unreachable(f"it belongs to uid {st.st_uid}, not to the copy's holder (uid {owner_uid}): left alone")
+            if st.st_nlink != 1:
+                raise Unreachable(f"it has {st.st_nlink} hard links: left alone")
+            if st.st_size > limit:
+                raise Unreachable(f"it is {st.st_size} bytes, larger than a manifest: left alone")
+            size = _overwrite(fd, st.st_size)
+        finally:
+            os.close(fd)
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(name, dir_fd=dir_fd)
+        return size
+    finally:
+        os.close(dir_fd)

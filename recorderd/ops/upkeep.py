@@ -20,10 +20,11 @@ import os
 from dataclasses import asdict
 from typing import Any
 
+from storage import signing
 from storage.audit import AuditEvent
 from storage.clock import ClockGuard
 from storage.decommission import decommission
-from storage.erasure import Unreachable, erase_copy
+from storage.erasure import Unreachable, erase_beside, erase_copy
 from storage.retention import RetentionWorker
 from storage.retention import iso as iso_ms
 from storage.store import Actor
@@ -86,6 +87,20 @@ def _copy_state(copy: dict[str, Any]) -> str | None:
     return None
 
 
+def _erase_manifests(copy: dict[str, Any]) -> list[str]:
+    """The erased copy's signed manifest and signature (beside it) go too, with the same care; one
+    that is not there is fine, one that is not the holder's plain file is left, and said."""
+    left = []
+    for path in signing.manifest_paths(copy["out"]):
+        try:
+            erase_beside(path, int(copy["uid"]))
+        except Unreachable as exc:
+            left.append(f"{path} left: {exc}; its holder must delete it")
+        except OSError as exc:
+            left.append(f"{path} left: cannot be reached from here ({exc.strerror or exc}); its holder must delete it")
+    return left
+
+
 def sweep_copies(ctx: Context) -> tuple[list[int], list[str]]:
     erased, lines = [], []
     for copy in ctx.casework.copies(expired_by=ctx.now):
@@ -93,7 +108,9 @@ def sweep_copies(ctx: Context) -> tuple[list[int], list[str]]:
         if why is None:
             ctx.casework.dispose_copy(copy["id"], ctx.now, "erased by retention run")
             erased.append(copy["id"])
-            lines.append(f"erased expired copy {copy['id']} of {copy['recording_id']} at {copy['out']}")
+            left = _erase_manifests(copy)  # on the copy's line: one line per expired copy
+            lines.append(f"erased expired copy {copy['id']} of {copy['recording_id']} at {copy['out']}"
+                         + "".join(f"; {note}" for note in left))  # fmt: skip
             continue
         hint = " (the service's sandbox hides home and temporary folders)" if ctx.caller.via == "socket" else ""
         lines.append(f"EXPIRED COPY {copy['id']} of {copy['recording_id']} ({copy['kind']} by {copy['user']}, "
