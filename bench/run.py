@@ -6,7 +6,8 @@
 Generates a synthetic SPAN capture with the project's generator (default 200 concurrent G.711 calls
 x 60 s, ~1.2 M packets, half of them to designated numbers), then measures, each in its own process:
 ``recorderd replay`` as a whole, tshark and pyshark on the same capture, the hot path alone (with a
-profile), RSS per concurrent call and over many calls, and erasure. Prints a table with targets and
+profile), RSS per concurrent call and over many calls, erasure, the live service, and the web console
+over HTTPS (search, first audio byte, page sizes; bench/console.py). Prints a table with targets and
 verdicts and writes everything to ``bench/results/<timestamp>.json``. See bench/README.md.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
 from span_capture import SpanPlan, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
-SECTIONS = ("replay", "tshark", "pyshark", "hotpath", "memory", "erasure", "live")
+SECTIONS = ("replay", "tshark", "pyshark", "hotpath", "memory", "erasure", "live", "console")
 
 # DESIGN.md, "Speed and size targets"
 REPLAY_PKT_S = 500_000
@@ -44,6 +45,10 @@ KIB_PER_CALL = 100
 ERASE_WITHIN_S = 60.0
 GROWTH_PER_1000_CALLS_KIB = 256  # "no growth": under 0.25 KiB per call handled (allocator noise is below that)
 LIVE_PKT_S = live.TARGET_RATE  # 0 kernel drops at 300 k pkt/s sustained (3,000 concurrent calls)
+# issue 12: the console over HTTPS
+CONSOLE_SEARCH_P95_MS = 100
+CONSOLE_FIRST_AUDIO_MS = 300
+CONSOLE_PAGE_BYTES = 200_000
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,14 @@ class Settings:
     idle_rows: int = 100_000
     live_calls: int = 3000  # concurrent calls in the live capture: DESIGN.md's 3,000 = 300 k pkt/s at real time
     live_seconds: float = 10.0  # sending time per rate (top speed: as many packets as at 300 k pkt/s)
+    console_rows: int = 200_000  # recordings indexed for the console's search
+    console_runs: int = 20  # timed runs of each search and of the first audio byte
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(calls=20, seconds=20.0, pyshark_packets=2_000, memory_calls=(20, 100), memory_seconds=12.0,
                    sequential_calls=600, erase_recordings=50, erase_seconds=30.0, idle_rows=10_000,
-                   live_seconds=2.0)  # fmt: skip
+                   live_seconds=2.0, console_rows=20_000, console_runs=5)  # fmt: skip
 
 
 def machine() -> dict:
@@ -339,6 +346,35 @@ class Bench:
         add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
                 f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "
                 f"{os.cpu_count()} cores busy (softirq {top['machine']['softirq_cores']:.2f})", method=how)  # fmt: skip
+
+
+    # -- 9. the console ------------------------------------------------------------------------------
+
+    def console(self) -> None:
+        s = self.settings
+        done = subprocess.run([sys.executable, str(BENCH / "console.py"), str(s.console_rows), str(s.console_runs)],
+                              capture_output=True, text=True, timeout=3600, cwd=ROOT)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+        c = json.loads(done.stdout)
+        self.results["console"] = c
+        method = (f"bench/console.py {s.console_rows} {s.console_runs}: the real daemon's control server and the "
+                  "real console app on uvicorn with TLS in their own processes, httpx over HTTPS with one "
+                  "signed-in session; 'console' is the console's access log ms")  # fmt: skip
+        se, au = c["search"], c["audio"]
+        self.report.check("console", f"search over {se['rows']:,} indexed, {len(se['queries'])} queries x {se['runs_per_query']}",
+                          f"p50 {se['console_p50_ms']:.0f} ms, p95 {se['console_p95_ms']:.0f} ms (client p95 {se['client_p95_ms']:.0f} ms)",
+                          f"p95 <= {CONSOLE_SEARCH_P95_MS} ms", se["console_p95_ms"] <= CONSOLE_SEARCH_P95_MS, method)  # fmt: skip
+        slowest = max(se["queries"].items(), key=lambda kv: kv[1]["console_p95_ms"])
+        self.report.add("console", "  slowest search", f"{slowest[0]}: p95 {slowest[1]['console_p95_ms']:.0f} ms", method=method)
+        self.report.check("console", "first audio byte of a one-hour recording after the purpose",
+                          f"p50 {au['first_byte_p50_ms']:.0f} ms, p95 {au['first_byte_p95_ms']:.0f} ms (client: play POST to "
+                          "the first byte of /audio)", f"<= {CONSOLE_FIRST_AUDIO_MS} ms",
+                          au["first_byte_p95_ms"] <= CONSOLE_FIRST_AUDIO_MS, method)  # fmt: skip
+        largest = max(c["pages"].items(), key=lambda kv: kv[1]["with_static_bytes"])
+        self.report.check("console", f"largest of {len(c['pages'])} pages without audio (HTML + its static files)",
+                          f"{largest[0].split('?')[0]}: {largest[1]['with_static_bytes'] / 1000:.0f} KB",
+                          f"<= {CONSOLE_PAGE_BYTES // 1000} KB", largest[1]["with_static_bytes"] <= CONSOLE_PAGE_BYTES, method)  # fmt: skip
 
 
 def _drained(churn: dict) -> str:
