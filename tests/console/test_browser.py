@@ -11,7 +11,9 @@ import json
 import os
 import time
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from console_harness import ROOT, Site, csrf_of
@@ -100,6 +102,7 @@ def screenshot(driver, name: str) -> None:  # type: ignore[no-untyped-def]
     driver.execute_script("return document.fonts && document.fonts.ready")
     time.sleep(0.3)
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    os.chmod(SHOTS / f"{name}.png", 0o644)
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -311,9 +314,11 @@ def test_screenshots_of_each_page_in_japanese(browser, console_site: Site) -> No
         "const x = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
         "for (let i = 3; i < x.length; i += 4) if (x[i]) return true; return false;"))  # something drawn
     screenshot(browser, "recording")
+    today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    week = f"?from={today - timedelta(days=6)}&to={today}"
     for name, path in (("requests", "/requests"), ("audit", "/audit"), ("status", "/status"), ("notice", "/notice"),
                        ("report", "/report"), ("casework", "/casework")):  # fmt: skip
-        browser.get(site.url + path)
+        browser.get(site.url + path + (week if name == "report" else ""))  # the report of the last seven days
         loaded(browser)
         assert path_of(browser) == path and "エラー" not in browser.title, (path, browser.title)
         screenshot(browser, name)
