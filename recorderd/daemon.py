@@ -1,7 +1,8 @@
 """The service: live capture on the SPAN port, recording, retention, health — until SIGTERM.
 
 Start order: umask, config (the trunk side named, or ``capture.direction: unknown`` chosen), logging,
-store (must be initialised, key usable, on an encrypted volume unless the site opted out), crash
+store (must be initialised, key usable, on an encrypted volume unless the site opted out), the
+signing key of its copies (made, and audited, if the store has none), crash
 recovery of the spool, the store worker thread (keeping finished calls and retention: storage/worker.py), pipeline,
 capture ring, DID-file watcher, metrics, the spool-sync thread (every second), READY=1. The main
 loop reads ring blocks and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS
@@ -20,6 +21,7 @@ import ctypes
 import faulthandler
 import logging
 import os
+import pwd
 import signal
 import threading
 import time
@@ -28,9 +30,10 @@ from types import FrameType
 from capture import fast
 from capture.live import RingSource
 from capture.pipeline import CapturePipeline
+from storage import signing
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
-from storage.store import StoreError
+from storage.store import Actor, Store, StoreError
 from storage.worker import StoreWorker
 
 from . import service
@@ -86,6 +89,7 @@ class Daemon:
         if not self._volume_allowed(config):
             store.close()
             return 2
+        self._signing_key(store)
         recovered = recover_spool(store)
         worker = service.store_worker(config)  # keeping and retention, off the capture loop
         pipeline = service.build_pipeline(config, store, worker.keep)
@@ -135,6 +139,21 @@ class Daemon:
             store.close()
             log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
         return 0
+
+    def _signing_key(self, store: Store) -> None:
+        """A store made before signed copies gets its signing key at the service's first start
+        (audited as the service), not at its first copy. Recording goes on without one."""
+        try:
+            key, made = signing.ensure(store.root, store.master_key())
+        except (signing.SigningError, StoreError, OSError) as exc:
+            log.error("the recorder's signing key cannot be made (%s): copies cannot be signed until it is",
+                      getattr(exc, "strerror", None) or exc, extra={"EVENT": "signing-key-failed"})  # fmt: skip
+            return
+        if made:
+            store.record(Actor(_user_name(), os.getuid()), "signing-key-created", None,
+                         {"role": "none", "via": "service", "signing_key": key.public.audited()}, "allowed")  # fmt: skip
+            log.info("the recorder's signing key %s was made (its public key: recorderctl pubkey)", key.public.key_id,
+                     extra={"EVENT": "signing-key-created"})  # fmt: skip
 
     def _loop(self, pipeline: CapturePipeline, source: RingSource, worker: StoreWorker, health: StoreHealth,
               metrics: MetricsServer | None) -> None:  # fmt: skip
@@ -254,6 +273,13 @@ class SpoolSync:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=5)
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _syncfs(fd: int) -> None:
