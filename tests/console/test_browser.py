@@ -138,6 +138,21 @@ def test_a_user_in_no_role_group_is_refused(browser, console_site: Site) -> None
     assert browser.get_cookie("recorderd_session") is None
 
 
+def test_the_sign_out_button_ends_the_session_on_the_server(browser, console_site: Site) -> None:  # type: ignore[no-untyped-def]
+    from console_harness import client
+
+    sign_in(browser, console_site, "manager")
+    cookie = browser.get_cookie("recorderd_session")
+    assert cookie and cookie["httpOnly"] and cookie["secure"] and cookie.get("sameSite") == "Strict", cookie
+    browser.find_element(By.CSS_SELECTOR, "form[action='/signout'] button").click()
+    loaded(browser)
+    assert path_of(browser) == "/signin"
+    with client(console_site.url) as c:  # the old cookie, replayed: the sign-in page
+        c.cookies.set("recorderd_session", cookie["value"])
+        again = c.get("/search")
+        assert again.status_code == 303 and again.headers["location"].startswith("/signin")
+
+
 # -- search, recording, play ------------------------------------------------------------------------
 
 
