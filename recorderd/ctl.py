@@ -23,10 +23,12 @@ from datetime import datetime
 from typing import Any
 
 from storage import signing
+from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
 
 from . import control, journal, ops, roles, service, version, wire
 from .config import Config
+from .ops.records import DEFAULT_PAGE_SIZE
 
 UNREACHABLE = 4
 BUSY = control.BUSY
@@ -59,13 +61,36 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(sub, "status", "status", "capture, drops, active calls, store use, last erasure, next due")
     _filters(_sub(sub, "list", "list", "list kept recordings (optionally filtered)"))
     _filters(_sub(sub, "search", "search", "find recordings by time, number called, caller"))
-    p = _sub(sub, "export", "export", "write a recording's WAV to a file (staff, manager)")
+    p = _sub(sub, "find", "find", "one page of the search, newest first, with how many match in all")
+    _filters(p)
+    p.add_argument("--min-duration", help="calls of at least this many seconds")
+    p.add_argument("--max-duration", help="calls of at most this many seconds")
+    p.add_argument("--state", help="complete | incomplete")
+    p.add_argument("--on-hold", choices=("yes", "no"), help="only calls on hold (yes) or not (no)")
+    p.add_argument("--page", type=int, help="the page (from 1; default 1)")
+    p.add_argument("--page-size", type=int, help=f"recordings a page (1 to {MAX_PAGE_SIZE}; default {DEFAULT_PAGE_SIZE})")
+    p = _sub(sub, "show", "show", "a recording: details, quality per direction, DTMF, holds, access history (staff, manager)")
     p.add_argument("id")
+    p = _sub(sub, "export", "export", "write a recording's WAV to a file (staff, manager)")
+    p.add_argument("id", nargs="?", help="the recording (not with --request)")
     p.add_argument("--out", required=True)
-    p.add_argument("--purpose", required=True, help="quality | suspicious_call | other (with a manager's approval)")
+    p.add_argument("--purpose", help="quality | suspicious_call | other (with a manager's approval); not with --request")
+    p.add_argument("--request", type=int, help="the copy of your export request N, once a manager approved it")
     p.add_argument("--approved-by", help="the manager who approved an out-of-purpose copy")
     p.add_argument("--approval-ref", help="the reference of that approval")
     p.add_argument("--format", default="wav", help="wav (as recorded) | pcm (16-bit PCM, for players lacking G.711) | pcap (the call's evidence pcap)")
+    p = _sub(sub, "export-request", "export-request", "ask for a copy for another purpose (staff, manager; a second manager decides)")
+    p.add_argument("id")
+    p.add_argument("--purpose", required=True, help="what the copy is for (not quality nor suspicious_call: those need no request)")
+    p.add_argument("--reason", required=True, help="why, for the manager who decides")
+    p = _sub(sub, "export-requests", "export-requests", "export requests (manager: all; staff: their own), newest first")
+    p.add_argument("--state", choices=("pending", "approved", "refused", "exporting", "used"))
+    p = _sub(sub, "export-decide", "export-decide", "approve or refuse an export request (manager, not the one who asked)")
+    p.add_argument("--request", type=int, required=True)
+    decision = p.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true")
+    decision.add_argument("--refuse", action="store_true")
+    p.add_argument("--reason", required=True)
     copies = sub.add_parser("copies", help="exported copies and their expiry").add_subparsers(dest="sub", required=True)
     _sub(copies, "list", "copies-list", "list copies (staff: their own)")
     p = _sub(copies, "destroyed", "copies-destroyed", "confirm a copy destroyed")
@@ -296,6 +321,44 @@ def verify_export(args: argparse.Namespace, config: Config | None) -> int:
     return 1
 
 
+def _dtmf(event: dict[str, Any]) -> str:
+    e = event.get("event")
+    if isinstance(e, list) and len(e) >= 2:  # [seconds into the call, digit, duration ms]
+        return f"{e[1]} at {e[0]} s (channel {event.get('channel')})"
+    return f"{event.get('digit', e)} (channel {event.get('channel')})"
+
+
+def show_text(data: dict[str, Any], tz: Any = None) -> str:
+    """``show`` as text: the recording, its quality per direction, DTMF, holds and who did what with it."""
+    r = data.get("recording") or {}
+    lines = [f"{r.get('id')}  {r.get('did_label')} ({r.get('did')})  {r.get('state')}",
+             f"  call      {r.get('started_at')} to {r.get('ended_at')} ({r.get('duration_s')} s), ended: {r.get('end_reason')}",
+             f"  caller    {r.get('caller')}",
+             f"  audio     {r.get('codec')}, {r.get('channels')} channel(s), {r.get('rate')} Hz, {r.get('audio')}, "
+             f"{r.get('size')} bytes, SHA-256 {r.get('sha256')}",
+             f"  kept      until {r.get('retain_until')}"]  # fmt: skip
+    for q in data.get("quality") or []:
+        loss = "-" if q.get("loss_pct") is None else f"{q['loss_pct']}%"
+        lines.append(f"  channel {q.get('channel')} {q.get('packets')} packets, lost {q.get('lost')} ({loss}), duplicates "
+                     f"{q.get('duplicates')}, jitter {q.get('jitter_ms')} ms, longest gap {q.get('max_gap_ms')} ms")  # fmt: skip
+    if data.get("one_way_audio"):
+        lines.append("  ONE-WAY AUDIO: one direction carried no audio")
+    dtmf = data.get("dtmf") or []
+    if dtmf:
+        lines.append(f"  DTMF      {len(dtmf)} event(s): " + ", ".join(_dtmf(e) for e in dtmf))
+    for h in data.get("holds") or []:
+        until = h.get("until")
+        until = datetime.fromtimestamp(until, tz).isoformat(timespec="seconds") if isinstance(until, (int, float)) else until
+        lines.append(f"  hold {h.get('hold_id')} until {until} by {h.get('created_by')}: {h.get('reason')} (ref {h.get('ref')})")
+    history = data.get("history") or []
+    lines.append(f"access history ({len(history)}, newest first):")
+    for e in history:
+        extra = "".join(f" {k}={e[k]}" for k in ("purpose", "basis", "format", "copy", "hold", "request", "decision") if e.get(k) is not None)
+        lines.append(f"  {e.get('at')}  {e.get('user')} ({e.get('role')}, via {e.get('via')})  {e.get('action')}  "
+                     f"{e.get('result')}{extra}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _me() -> str:
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -340,7 +403,12 @@ def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.op == "export" and args.request is None and (not args.id or not args.purpose):
+        parser.error("export needs the recording's id and --purpose (or --request N, an approved export request)")
+    if args.op == "export" and args.request is not None and (args.approved_by or args.approval_ref):
+        parser.error("export --request N: the request's deciding manager is the approval (no --approved-by)")
     if args.op == "verify-export" and args.pubkey:
         return verify_export(args, None)
     config = service.start("recorderctl", args.config, mode="ctl")  # a broken DID file stops only what needs it
@@ -361,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and reply.data is not None:
         json.dump(reply.data, sys.stdout, ensure_ascii=False, indent=2)
         print()
+    elif args.op == "show" and isinstance(reply.data, dict):
+        print(show_text(reply.data, config.tz))
     elif reply.text:
         print(reply.text)
     if reply.error:
