@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,13 +30,49 @@ import pytest
 from conftest import FIXTURES, USER_TOOLS, Site, needs_root, python_for
 
 from recorderd import cli, ctl
+from recorderd.ops import QUIET_WHEN_ALLOWED
 from storage.audit import AuditLog
+from storage.casework import Casework
 
 pytestmark = pytest.mark.integration
 
 M, S, T, A, N = "manager", "staff", "technician", "auditor", "none"
 ROLES = (M, S, T, A, N)
 ALL = {M, S, T, A}
+CONSOLE_IP = "192.0.2.7"
+
+# The ops the console sends (no recorderctl command of their own), run as recorderctl would run
+# them: through the socket (acting for a person when argv[3] names one), else directly. Steps run in
+# order in one process ("@ticket": the ticket the last play gave); the last step's reply is printed
+# as recorderctl prints it, and its rc is the exit status.
+RAW = textwrap.dedent("""
+    import json, sys
+    from recorderd import control, ctl, service, wire
+    from storage import signing
+    config = service.start("recorderctl", sys.argv[1], mode="ctl")
+    steps, acting = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    path, ticket = control.socket_path(config), None
+    for action, args in steps:
+        args = {k: ticket if v == "@ticket" else v for k, v in args.items()}
+        out = args.get("out")
+        targets = [] if not out else [out, *signing.manifest_paths(out)] if action == "export" else [out]
+        sinks = {t: wire.FileSink(t) for t in targets}
+        try:
+            reply = control.call(path, action, args, sinks, acting_for=acting)
+        except control.Unreachable:
+            for sink in sinks.values():
+                sink.abort()
+            reply = ctl.direct(config, action, args, path)
+        finally:
+            for sink in sinks.values():
+                sink.abort()
+        if action == "play" and reply.rc == 0:
+            ticket = reply.data["ticket"]
+    print(reply.text)
+    if reply.error:
+        print("recorderctl: " + reply.error, file=sys.stderr)
+    sys.exit(reply.rc)
+""")
 
 
 @dataclass
@@ -48,14 +85,16 @@ class Env:
     recording: str = ""
     sha256: str = ""
     seen: int = 0  # audit rows already looked at
-    mode: str = "socket"
+    mode: str = "socket"  # | "direct" | "console" (the console's user acting for the role's)
     state: dict[str, str] = field(default_factory=dict)
+    console: str = ""  # the console's Unix user (config console.user)
+    second: str = ""  # a second manager
 
     def group(self, role: str) -> str:
         return f"{self.tag}-{role[:3]}"
 
     def outbox(self, role: str) -> Path:
-        return self.base / f"out-{role}"
+        return self.base / ("out-console" if self.mode == "console" else f"out-{role}")
 
     def run(self, role: str, *args: str) -> tuple[int, str, str]:
         if self.mode == "socket":
@@ -64,6 +103,21 @@ class Env:
             done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=120)
             return done.returncode, done.stdout, done.stderr
         return _in_process(self.site, args)
+
+    def raw(self, role: str, steps: list) -> tuple[int, str, str]:
+        """The console's ops: as the role's user through the socket, as the console acting for
+        them, or as root directly (no service)."""
+        acting = {"user": self.users[role], "ip": CONSOLE_IP} if self.mode == "console" else None
+        cmd = [*self.python, "-c", RAW, str(self.site.config), json.dumps(steps), json.dumps(acting)]
+        if self.mode != "direct":
+            cmd = ["runuser", "-u", self.console if self.mode == "console" else self.users[role], "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=120)
+        return done.returncode, done.stdout, done.stderr
+
+    def person(self, role: str) -> tuple[str, int]:
+        """Who the service takes the caller of a cell for."""
+        user = "root" if self.mode == "direct" else self.users[role]
+        return user, pwd.getpwnam(user).pw_uid
 
     def new_rows(self) -> list:
         audit = AuditLog(str(self.site.store / "audit.sqlite"))
@@ -109,9 +163,14 @@ def env() -> Iterator[Env]:
             extra = ["-G", f"{tag}-{role[:3]}"] if role != N else []
             _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *extra, user)
             users[role] = user
+        console = f"{tag}c"  # the console's own user: in no role group
+        _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", console)
+        users["console"] = console
+        _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", f"{tag}-man", f"{tag}x")
+        users["second manager"] = f"{tag}x"  # decides the export requests the cells download
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in (M, S, T, A))
         settings = ("capture: {interfaces: [span-rx], trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"], ring_mb: 8, block_timeout_ms: 20}\n"
-                    f"roles: {{{roles}}}\n")  # fmt: skip
+                    f"roles: {{{roles}}}\nconsole: {{user: {console}}}\n")  # fmt: skip
         site = Site(base, None, settings)
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)  # the config is public; the store is not
@@ -123,7 +182,8 @@ def env() -> Iterator[Env]:
             box.mkdir(mode=0o700)
             pw = pwd.getpwnam(user)
             os.chown(box, pw.pw_uid, pw.pw_gid)
-        env = Env(base, site, tag, users, python_for(users[M]))
+        env = Env(base, site, tag, {r: users[r] for r in ROLES}, python_for(users[M]), console=console,
+                  second=users["second manager"])  # fmt: skip
         store = site.open_store()
         try:  # the fixture's calls may be past their retention already: keep them for the test
             for row in store.recordings():
@@ -149,7 +209,9 @@ class Cell:
     label: str
     action: str  # as audited
     allowed: frozenset[str]
-    argv: Callable[[Env, str], list[str]]
+    argv: Callable[[Env, str], list]  # recorderctl's arguments, or (raw) the steps of RAW
+    raw: bool = False
+    no_role: bool = False  # refused for a reason of its own, not for the role
 
 
 def _setup(env: Env, args: list[str], pattern: str) -> str:
@@ -178,7 +240,7 @@ def _incident_report(env: Env, role: str) -> list[str]:
 
 
 def _out(env: Env, role: str, name: str) -> str:
-    return str(env.outbox(role) / f"{env.mode}-{name}")
+    return str(env.outbox(role) / (f"console-{role}-{name}" if env.mode == "console" else f"{env.mode}-{name}"))
 
 
 CELLS = [
@@ -222,23 +284,128 @@ CELLS = [
 ]
 
 
+def _request(env: Env, role: str, *, approved: bool) -> str:
+    """An export request by the cell's caller (approved: by a second manager), or, for a manager
+    to decide, by the staff user; written to the casework file as export-request and
+    export-decide write it (their own cells check those)."""
+    user, uid = env.person(role) if approved else (env.users[S], pwd.getpwnam(env.users[S]).pw_uid)
+    casework = Casework(str(env.site.store / "casework.sqlite"))
+    try:
+        n = casework.add_export_request(env.recording, "training", "role matrix", user, uid, time.time())
+        if approved:
+            assert casework.decide_export_request(n, True, "role matrix", env.second, pwd.getpwnam(env.second).pw_uid,
+                                                  time.time())  # fmt: skip
+    finally:
+        casework.close()
+    return str(n)
+
+
+def _decide(env: Env, role: str) -> list:
+    n = _request(env, role, approved=False) if role == M else "1"
+    if env.mode == "console":
+        return [["export-decide", {"request": int(n), "approve": True, "reason": "matrix"}]]
+    return ["export-decide", "--request", n, "--approve", "--reason", "matrix"]
+
+
+def _by_request(env: Env, role: str) -> list:
+    n = _request(env, role, approved=True) if role in (M, S) else "1"
+    if env.mode == "console":
+        return [["export", {"request": int(n), "out": _out(env, role, "r.wav")}]]
+    return ["export", "--request", n, "--out", _out(env, role, "r.wav")]
+
+
+def _verify_export(env: Env, role: str) -> list[str]:
+    """The manager's copy (made by the export cell) and its manifest, handed to the role's user."""
+    src, dst = env.outbox(M) / f"{env.mode}-q.wav", env.outbox(role) / f"{env.mode}-v.wav"
+    uid = pwd.getpwnam(env.users[role]).pw_uid
+    for suffix in ("", ".manifest.json", ".manifest.sig"):
+        shutil.copyfile(f"{src}{suffix}", f"{dst}{suffix}")
+        os.chown(f"{dst}{suffix}", uid, -1)
+    return ["verify-export", str(dst)]
+
+
+def _play(env: Env, then: tuple[str, dict] | None = None, purpose: str = "quality") -> list:
+    steps: list = [["play", {"id": env.recording, "purpose": purpose}]]
+    return steps + [list(then)] if then else steps
+
+
+def _raw(cli: Cell, steps: Callable[[Env, str], list]) -> Cell:
+    return Cell(cli.label, cli.action, cli.allowed, steps, raw=True)
+
+
+NEW_CELLS = [  # the actions added for the console, as recorderctl runs them
+    Cell("pubkey", "pubkey", frozenset(ALL), lambda e, r: ["pubkey"]),
+    Cell("verify-export (asks for the key)", "pubkey", frozenset(ALL), _verify_export),
+    Cell("show", "show", frozenset({M, S}), lambda e, r: ["show", e.recording, "--json"]),
+    Cell("find", "find", frozenset({M, S, T}), lambda e, r: ["find", "--page-size", "5", "--json"]),
+    Cell("find by caller", "find", frozenset({M, S}), lambda e, r: ["find", "--caller-ends", "2222"]),
+    Cell("export-request", "export-request", frozenset({M, S}),
+         lambda e, r: ["export-request", e.recording, "--purpose", "training", "--reason", "matrix"]),
+    Cell("export-requests", "export-requests", frozenset({M, S}), lambda e, r: ["export-requests", "--json"]),
+    Cell("export-decide", "export-decide", frozenset({M}), _decide),
+    Cell("export --request", "export", frozenset({M, S}), _by_request),
+]
+CONSOLE_OPS = [  # the console's own ops: no recorderctl command
+    Cell("play", "play", frozenset({M, S}), lambda e, r: _play(e), raw=True),
+    Cell("play, no purpose of Art. 5(3)", "play", frozenset(), lambda e, r: _play(e, purpose="training"), raw=True),
+    Cell("play-check", "play-check", frozenset({M, S}), lambda e, r: _play(e, ("play-check", {"ticket": "@ticket"})), raw=True),
+    Cell("play-audio", "play-audio", frozenset({M, S}),
+         lambda e, r: _play(e, ("play-audio", {"ticket": "@ticket", "offset": 0, "length": 4096,
+                                               "out": _out(e, r, "audio")})), raw=True),  # fmt: skip
+    Cell("waveform", "waveform", frozenset({M, S}), lambda e, r: _play(e, ("waveform", {"ticket": "@ticket", "points": 100})),
+         raw=True),  # fmt: skip
+]
+SIGN_IN = [  # the console's sign-in accounting: refused to anyone but the console
+    Cell("console-signin", "console-signin", frozenset(), lambda e, r: [["console-signin", {"result": "ok"}]], raw=True,
+         no_role=True),  # fmt: skip
+    Cell("console-signout", "console-signout", frozenset(), lambda e, r: [["console-signout", {}]], raw=True, no_role=True),
+]
+CELLS += NEW_CELLS + CONSOLE_OPS + SIGN_IN
+# Through the console (its user acting for the role's): the same cells, as the console sends them;
+# sign-in is allowed for a person in a role, sign-out for anyone.
+CONSOLE_CELLS = [
+    _raw(NEW_CELLS[0], lambda e, r: [["pubkey", {}]]),
+    _raw(NEW_CELLS[2], lambda e, r: [["show", {"id": e.recording}]]),
+    _raw(NEW_CELLS[3], lambda e, r: [["find", {"page_size": 5}]]),
+    _raw(NEW_CELLS[4], lambda e, r: [["find", {"caller_ends": "2222"}]]),
+    _raw(NEW_CELLS[5], lambda e, r: [["export-request", {"id": e.recording, "purpose": "training", "reason": "matrix"}]]),
+    _raw(NEW_CELLS[6], lambda e, r: [["export-requests", {}]]),
+    _raw(NEW_CELLS[7], _decide),
+    _raw(NEW_CELLS[8], _by_request),
+    *CONSOLE_OPS,
+    Cell("console-signin", "console-signin", frozenset(ALL), lambda e, r: [["console-signin", {"result": "ok"}]], raw=True),
+    Cell("console-signout", "console-signout", frozenset(ROLES), lambda e, r: [["console-signout", {}]], raw=True),
+]
+
+
 def _check(env: Env, role: str, cell: Cell, allowed: bool) -> None:
     argv = cell.argv(env, role)
     env.new_rows()  # rows of the setup are not this cell's
-    rc, out, err = env.run(role, *argv)
-    user = env.users[role] if env.mode == "socket" else "root"
-    rows = [e for e in env.new_rows() if e.user == user and e.action == cell.action]
+    rc, out, err = env.raw(role, argv) if cell.raw else env.run(role, *argv)
+    user, uid = env.person(role)
+    new = [e for e in env.new_rows() if e.user == user]
+    rows = [e for e in new if e.action == cell.action]
     where = f"{env.mode}: {role} / {cell.label}: rc {rc}\n{out}\n{err}"
+    if allowed and cell.action in QUIET_WHEN_ALLOWED:  # a use of a ticket: the play was audited, this is not
+        assert rc == 0 and not rows, where
+        rows = [e for e in new if e.action == "play"]
+        if cell.action == "play-audio":
+            audio = Path(_out(env, role, "audio")).read_bytes()
+            assert len(audio) == 4096 and audio[:4] == b"RIFF", where
     assert rows, f"not audited: {where}"
     outcome = rows[-1]
-    assert outcome.uid == pwd.getpwnam(user).pw_uid and outcome.detail["via"] == env.mode, where
+    assert outcome.uid == uid and outcome.detail["via"] == env.mode, where
+    if env.mode == "console":
+        assert outcome.detail.get("client_ip") == CONSOLE_IP, where
     if allowed:
         assert rc == 0 and outcome.result == "allowed", where
-        assert outcome.detail["role"] == role, where
+        assert outcome.detail["role"] == (role if role != N else "none"), where
     else:
         assert rc == 3, where
         assert outcome.result.startswith("denied: ") and "recorderctl: " in err, where
-        if role == N:
+        if cell.no_role:
+            assert "is the web console's" in err, where
+        elif role == N:
             assert "is in none of the recorderd role groups" in err, where
 
 
@@ -266,6 +433,11 @@ def test_matrix_through_the_control_socket(env: Env, tmp_path: Path, capsys: pyt
                 time.sleep(0.1)
             assert stat.S_ISSOCK(sock.stat().st_mode)
             _matrix(env)
+            env.mode = "console"  # the console's user acting for each role's
+            for role in ROLES:
+                for cell in CONSOLE_CELLS:
+                    _check(env, role, cell, role in cell.allowed)
+            env.mode = "socket"
             # A copy made through the service: written by the client as the user, 0600, byte-identical.
             copy = env.outbox(S) / "socket-q.wav"
             st = copy.stat()
