@@ -181,9 +181,13 @@ def page_size(client: Any, path: str, static: dict[str, int]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--serve"]:
         return serve(argv[1])
+    import logging
+
     import httpx
 
     from console_audio import keep_hour
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 
     rows = int(argv[0]) if argv else 200_000
     runs = int(argv[1]) if len(argv) > 1 else 20
