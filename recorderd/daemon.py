@@ -81,7 +81,8 @@ class Daemon:
                          "set capture.trunk_networks", extra={"EVENT": "direction-unknown"})  # fmt: skip
         store = service.open_store(config)
         try:
-            store.open()
+            with self.notifier.extending("opening the store (an index migration may take minutes)"):
+                store.open()
             store.check_key()
         except StoreError as exc:
             log.critical("%s", exc, extra={"EVENT": "store-unusable"})

@@ -45,3 +45,22 @@ def test_unread_socket_never_blocks(tmp_path: Path) -> None:
 def test_without_systemd_nothing_is_sent(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert Notifier().send(READY=1) is False
+
+
+def test_a_long_start_step_extends_the_start_timeout_until_it_ends(tmp_path: Path) -> None:
+    """An index migration at start: EXTEND_TIMEOUT_USEC every step while it runs, none after."""
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.5)
+        n = Notifier(path)
+        with n.extending("migrating", step=0.1):
+            time.sleep(0.35)
+        got = []
+        try:
+            while True:
+                got.append(sock.recv(1024).decode())
+        except TimeoutError:
+            pass
+    assert 3 <= len(got) <= 5
+    assert all(m == "EXTEND_TIMEOUT_USEC=300000\nSTATUS=migrating" for m in got)
