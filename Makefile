@@ -8,7 +8,7 @@ CONFIG := config/recorderd.yaml
 # Debian tools the tests drive for real (installed when we are root and they are missing); the
 # console's tests drive Chromium through chromium-driver, sign in through PAM, make TLS pairs.
 DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0 cryptsetup-bin \
-          chromium chromium-driver libpam0g libpam-modules openssl passwd
+          chromium chromium-driver libpam0g libpam-modules openssl passwd fonts-ipafont-gothic
 
 .PHONY: run test deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-deps appliance-test
 
