@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from recorderd import control, wire
 
-from .. import i18n
+from .. import i18n, labels
 from ..download import Download
 from ..web import AUDITOR, MANAGER, Req, page
 
@@ -64,13 +64,6 @@ def _filters(r: Req) -> dict[str, str]:
     return {k: v.strip()[:100] for k, v in r.request.query_params.items() if k in FILTERS and v.strip()}
 
 
-def _detail(detail: Any) -> str:
-    if not isinstance(detail, dict):
-        return ""
-    shown = {k: v for k, v in detail.items() if k not in ("role", "via", "roles")}
-    return json.dumps(shown, ensure_ascii=False, sort_keys=True)[:2000]
-
-
 async def _show(r: Req, **context: Any) -> Response:
     filters = _filters(r)
     text = r.request.query_params.get("page", "1")
@@ -84,8 +77,10 @@ async def _show(r: Req, **context: Any) -> Response:
     rows = newest_first[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     more = len(newest_first) > number * PAGE_SIZE
     for row in rows:
-        row["shown_detail"] = _detail(row.get("detail"))
-        row["via"] = (row.get("detail") or {}).get("via", "") if isinstance(row.get("detail"), dict) else ""
+        detail = row.get("detail")
+        row["summary"], row["full_detail"] = labels.summary(r.lang, detail), labels.full(detail)
+        row["via"] = labels.word(r.lang, "via", detail.get("via")) if isinstance(detail, dict) and detail.get("via") else ""
+        row["action_words"], row["result_words"] = labels.action(r.lang, row.get("action")), labels.result(r.lang, row.get("result"))
 
     def link(n: int) -> str:
         return "/audit?" + urlencode({**filters, "page": n})

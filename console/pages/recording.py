@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from recorderd import control
 
-from .. import i18n
+from .. import i18n, labels
 from ..web import MANAGER, STAFF, Req, page
 from .copies import BASES  # helper W2's provide route takes these
 from .search import duration
@@ -84,8 +84,6 @@ i18n.add({
     "rec.play": ("再生", "Play"),
     "rec.purpose": ("利用目的", "Purpose"),
     "rec.purpose.choose": ("— 目的を選んでください —", "— choose the purpose —"),
-    "purpose.quality": ("応対品質の向上", "Quality of response"),
-    "purpose.suspicious_call": ("不審な電話への対応", "Suspicious call"),
     "rec.play.button": ("再生する", "Play"),
     "rec.play.need_purpose": ("再生の前に利用目的を選んでください。", "Choose the purpose before playing."),
     "rec.play.failed": ("再生できませんでした。", "The recording could not be played."),
@@ -111,14 +109,6 @@ i18n.add({
     "rec.provide.to": ("提供先", "Recipient"),
     "rec.provide.note": ("備考", "Note"),
     "rec.provide.button": ("提供用にダウンロードする", "Download for the recipient"),
-    "basis.law": ("法令に基づく場合（第69条第1項）", "Based on laws and regulations (Art. 69(1))"),
-    "basis.consent": ("本人の同意がある場合（第69条第2項第1号）", "With the person's consent (Art. 69(2)(i))"),
-    "basis.to-subject": ("本人に提供する場合（第69条第2項第1号）", "To the person themself (Art. 69(2)(i))"),
-    "basis.internal": ("所掌事務の遂行に必要な内部利用（第69条第2項第2号）", "Internal use for the organ's duties (Art. 69(2)(ii))"),
-    "basis.public-body": ("他の行政機関等への提供（第69条第2項第3号）", "To another public body for its duties (Art. 69(2)(iii))"),
-    "basis.statistics": ("統計・学術研究（第69条第2項第4号）", "Statistics or academic research (Art. 69(2)(iv))"),
-    "basis.clear-benefit": ("明らかに本人の利益になる場合（第69条第2項第4号）", "Clearly in the person's interest (Art. 69(2)(iv))"),
-    "basis.special-reason": ("その他特別の理由（第69条第2項第4号）", "Other special reason (Art. 69(2)(iv))"),
     "rec.history": ("アクセス履歴", "Access history"),
     "rec.history.none": ("まだ記録はありません。", "Nothing yet."),
     "rec.history.at": ("日時", "When"),
@@ -131,26 +121,9 @@ i18n.add({
     "rec.bad_id": ("録音IDが正しくありません。", "That is not a recording id."),
     "rec.ticket_unknown": ("この再生は無効です。もう一度再生してください。", "This playback is no longer valid: play again."),
     "rec.bad_range": ("要求された範囲がありません。", "The requested range does not exist."),
-    "action.show": ("閲覧", "viewed"),
-    "action.play": ("再生", "played"),
-    "action.export": ("持出し", "exported"),
-    "action.provide": ("提供", "provided"),
-    "action.hold": ("保全", "held"),
-    "action.release": ("保全の解除", "hold released"),
-    "action.export-request": ("持出し申請", "export requested"),
-    "action.export-decide": ("持出し申請の判断", "export request decided"),
-    "action.find": ("検索", "searched"),
-    "action.list": ("一覧", "listed"),
-    "via.console": ("画面", "console"),
-    "via.socket": ("コマンド", "recorderctl"),
-    "via.direct": ("コマンド（直接）", "recorderctl (direct)"),
 })
 
 
-def label(r: Req, prefix: str, value: Any) -> str:
-    """The readable name of an action, a way in or a purpose (the raw value when there is none)."""
-    key = f"{prefix}.{value}"
-    return r.t(key) if key in i18n.MESSAGES else str(value or "")
 
 
 @dataclass
@@ -223,10 +196,10 @@ def _history_row(r: Req, row: dict[str, Any]) -> dict[str, str]:
         "at": r.time(row.get("at")) if isinstance(row.get("at"), (str, int, float)) else "",
         "user": str(row.get("user") or ""),
         "role": r.t("role." + str(row.get("role"))) if row.get("role") else "",
-        "via": label(r, "via", row.get("via") or detail.get("via")),
-        "action": label(r, "action", row.get("action")),
-        "why": label(r, "purpose", why),
-        "result": str(row.get("result") or ""),
+        "via": labels.word(r.lang, "via", row.get("via") or detail.get("via")),
+        "action": labels.action(r.lang, row.get("action")),
+        "why": labels.reason(r.lang, why),
+        "result": labels.result(r.lang, row.get("result")),
     }
 
 

@@ -7,8 +7,10 @@ from datetime import date, datetime, timedelta
 
 from starlette.responses import Response
 
-from .. import i18n
+from .. import i18n, labels
 from ..web import AUDITOR, MANAGER, TECHNICIAN, Req, page
+
+DEFAULT_DAYS = 7  # the period shown when none is asked for: the last seven days, today included
 
 i18n.add({
     "report.title": ("期間報告", "Period report"),
@@ -18,6 +20,7 @@ i18n.add({
     "report.show": ("表示", "Show"),
     "report.print": ("印刷にはブラウザーの印刷機能を使ってください。", "Use the browser's print command to print it."),
     "report.period": ("対象期間", "Period"),
+    "report.default_period": ("（直近7日間。期間を指定して表示し直せます）", " (the last seven days: choose another period above)"),
     "report.generated": ("作成", "Generated"),
     "report.recorded": ("録音した通話（指定番号ごと）", "Calls recorded, per designated number"),
     "report.total": ("合計", "Total"),
@@ -72,10 +75,12 @@ def _day(text: str | None) -> date | None:
 
 @page("/report", (MANAGER, TECHNICIAN, AUDITOR))
 async def report(r: Req) -> Response:
-    """This month so far unless a period is asked for (the query has dates only: nothing personal)."""
+    """The last seven days ending today (Tokyo) unless a period is asked for (the query has dates
+    only: nothing personal)."""
     today = datetime.now(r.app.tz).date()
     query = r.request.query_params
-    start = _day(query.get("from")) if query.get("from") else today.replace(day=1)
+    default = not query.get("from") and not query.get("to")
+    start = _day(query.get("from")) if query.get("from") else today - timedelta(days=DEFAULT_DAYS - 1)
     end = _day(query.get("to")) if query.get("to") else today
     if start is None or end is None or end < start or end - start > timedelta(days=3660):
         return r.render("report.html", status=400, error=r.t("report.bad_period"), start=query.get("from", "")[:10],
@@ -83,13 +88,7 @@ async def report(r: Req) -> Response:
     reply = await r.call("report", {"from": start.isoformat(), "to": end.isoformat()})
     if reply.rc != 0:
         return r.refused(reply)
-    return r.render("report.html", d=reply.data or {}, start=start.isoformat(), end=end.isoformat(), label=_label(r))
-
-
-def _label(r: Req):  # type: ignore[no-untyped-def]
-    """A counter's name as the reader reads it (the key itself for one this page does not know)."""
-    def label(key: str) -> str:
-        text = r.t("report.key." + key)
-        return key if text == "report.key." + key else text
-
-    return label
+    return r.render("report.html", d=reply.data or {}, start=start.isoformat(), end=end.isoformat(), default=default,
+                    label=lambda key: labels.word(r.lang, "report.key", key), action=lambda name: labels.action(r.lang, name),
+                    access=lambda key: labels.access(r.lang, key), reason=lambda key: labels.reason(r.lang, key),
+                    outcome=lambda text: labels.result(r.lang, text))  # fmt: skip

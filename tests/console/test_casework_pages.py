@@ -510,3 +510,74 @@ def test_the_period_report_renders_and_prints_without_the_header(served: Served)
     assert served.client("w2boss").get("/report?from=2026-02-30&to=2026-03-01").status_code == 400
     css = served.client("w2boss").get("/static/casework.css").text
     assert re.search(r"@media print \{\s*header, nav, form", css)
+
+
+def _cell(page: str, heading: str) -> str:
+    found = re.search(rf"<th>{re.escape(heading)}</th><td>(.*?)</td></tr>", page, re.S)
+    assert found, page
+    return found.group(1)
+
+
+def test_the_report_opens_on_the_last_seven_days_with_accesses_and_refusals_in_words(served: Served) -> None:
+    """Without a period the report is of the last seven days ending today in Tokyo (was: from the
+    first of the month, so on the 1st only today: a box whose calls were yesterday opened on 0),
+    and the accesses and refusals are said in words, not the daemon's action names."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    assert served.client("w2clerk").post(f"/recordings/{served.rid}/export", {"purpose": "quality"}).status_code == 200
+    assert served.client("w2tech").get("/search", params={"caller": "2222", "match": "ends"}).status_code == 403
+    stranger = TestClient(served.app, base_url="https://testserver", client=("192.0.2.10", 50124))
+    assert stranger.post("/signin", data={"user": "w2boss", "password": "wrong"}, follow_redirects=False).status_code != 303
+    today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    week = f"{today - timedelta(days=6)} — {today}"
+    page = served.client("w2boss").get("/report")
+    assert page.status_code == 200, page.text
+    assert f"対象期間: {week}（直近7日間" in page.text
+    assert f'name="from" value="{today - timedelta(days=6)}"' in page.text and f'name="to" value="{today}"' in page.text
+    accesses, denied = _cell(page.text, "目的ごとの利用"), _cell(page.text, "拒否された操作")
+    assert "持出し：応対品質の向上: 許可 " in accesses, accesses
+    assert "画面へのサインイン 1" in denied and "検索 1" in denied, denied
+    for raw in ("export", "quality", "allowed", "console-signin", "find"):
+        assert raw not in accesses + denied, (raw, accesses, denied)
+    assert "応対品質の向上 " in _cell(page.text, "持出し")
+    english = served.client("w2boss")
+    english.client.cookies.set("lang", "en")
+    page = english.get("/report").text
+    assert f"Period: {week} (the last seven days" in page
+    assert "exported: Quality of response: allowed " in _cell(page, "Accesses by purpose")
+    assert "console sign-in 1" in _cell(page, "Refused attempts") and "searched 1" in _cell(page, "Refused attempts")
+    asked = served.client("w2boss").get(f"/report?from={today}&to={today}").text
+    assert f"対象期間: {today} — {today}</p>" in asked  # a period asked for is not called the last seven days
+
+
+def test_a_name_the_console_does_not_know_is_shown_as_it_is() -> None:
+    from console import labels
+
+    assert labels.action("ja", "frobnicate") == "frobnicate" and labels.access("ja", "export: 苦情対応") == "持出し：苦情対応"
+    assert labels.result("ja", "denied: not yours") == "拒否: not yours" and labels.result("en", "weird") == "weird"
+    assert labels.access("en", "provide: law") == "provided: Based on laws and regulations (Art. 69(1))"
+
+
+# -- the audit page -------------------------------------------------------------------------------------
+
+
+def test_the_audit_page_shows_a_search_of_many_recordings_in_a_short_line(served_long: Served) -> None:
+    """A find's detail was its whole JSON with every recording id (a cell many lines tall): now a
+    summary with the filters as their kinds, the count and the first three ids, the JSON behind
+    a <details> element."""
+    boss = served_long.client("w2boss")
+    assert boss.get("/search", params={"min_duration": "1"}).status_code == 200
+    [row] = [e for e in served_long.audit("find") if e.user == "w2boss"]
+    ids = row.detail["recordings"]
+    assert len(ids) > 3, row.detail
+    page = boss.get("/audit", params={"action": "find", "user": "w2boss"})
+    assert page.status_code == 200
+    [cells] = re.findall(r'<td class="action" data-action="find">検索</td>(.*?)</tr>', page.text, re.S)
+    shown, full = re.fullmatch(r'.*<td class="detail">(.*?)<details><summary>[^<]*</summary><pre>(.*?)</pre></details></td>',
+                               cells, re.S).groups()  # fmt: skip
+    assert "<td>許可</td>" in cells
+    assert len(shown) < 250, shown
+    assert f"ほか {len(ids) - 3} 件" in shown and ", ".join(ids[:3]) in shown and ids[3] not in shown
+    assert "条件：通話時間（以上）" in shown and f"{row.detail['count']} 件" in shown and "min_duration" not in shown
+    assert all(i in full for i in ids)  # the whole detail is one click away

@@ -218,6 +218,9 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
     history = re.search(r'<table id="history">(.*?)</table>', staff.get(f"/recordings/{rid}").text, re.S).group(1)
     [play] = [row for row in re.findall(r"<tr>(.*?)</tr>", history, re.S) if "<td>再生</td>" in row]
     assert f"<td>{USERS['staff']}</td>" in play and "<td>不審な電話への対応</td>" in play and "<td>画面</td>" in play
+    assert "<td>許可</td>" in play  # the result in words too (was: "allowed")
+    history_en = re.search(r'<table id="history">(.*?)</table>', signed_in(app, "staff", "en").get(f"/recordings/{rid}").text, re.S).group(1)
+    assert "<td>played</td>" in history_en and "<td>allowed</td>" in history_en and "<td>Suspicious call</td>" in history_en
     [row] = [r for r in audit_rows(site) if r.action == "play"]
     assert row.user == USERS["staff"] and row.detail["purpose"] == "suspicious_call" and row.detail["via"] == "console"
     as_manager = signed_in(app, "manager").get(f"/recordings/{rid}").text
@@ -332,7 +335,7 @@ def test_audit_filters_and_export(app, daemon) -> None:  # type: ignore[no-untyp
     page = manager.get("/audit", params={"action": "play", "user": USERS["staff"], "recording": rid})
     assert page.status_code == 200
     body = re.search(r'<table id="audit"[^>]*>.*?<tbody>(.*?)</tbody>', page.text, re.S).group(1)
-    shown = re.findall(r"<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>.*?<td>(play|show|find)</td>\s*<td>([^<]*)</td>", body, re.S)
+    shown = re.findall(r'<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>.*?<td class="action" data-action="(play|show|find)">[^<]*</td>\s*<td>([^<]*)</td>', body, re.S)
     assert shown and all((user, action, r) == (USERS["staff"], "play", rid) for _, user, action, r in shown)
     assert [int(seq) for seq, *_ in shown] == sorted((int(seq) for seq, *_ in shown), reverse=True)  # newest first
     assert "該当する記録はありません" in manager.get("/audit", params={"action": "play", "user": USERS["auditor"]}).text
@@ -348,6 +351,28 @@ def test_audit_filters_and_export(app, daemon) -> None:  # type: ignore[no-untyp
     for number in CALLERS:
         assert number not in as_csv.text
     assert not list(Path(site.root).rglob("audit-export*"))  # nothing kept on disk
+
+
+def test_the_audit_page_says_actions_results_and_details_in_words(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    """The action, the result and the detail in words (was: "play", "allowed" and the detail's raw
+    JSON); the JSON is still there, behind a <details> element."""
+    site, _ = daemon
+    rid = recordings(site)[ALAW_CALLER].id
+    _play(signed_in(app, "staff"), rid)
+    auditor = signed_in(app, "auditor")
+    page = auditor.get("/audit", params={"action": "play", "user": USERS["staff"], "recording": rid}).text
+    cells = re.findall(r'<td class="action" data-action="play">(.*?)</tr>', page, re.S)
+    assert cells
+    for row in cells:
+        assert row.startswith("再生</td>") and "<td>許可</td>" in row, row
+        shown, full = re.search(r'<td class="detail">(.*?)<details><summary>すべての詳細（JSON）</summary><pre>(.*?)</pre>', row, re.S).groups()
+        assert shown.startswith("目的：") and "接続元：192.0.2.10" in shown and "{" not in shown, shown
+        assert "&#34;purpose&#34;: &#34;" in full or "&quot;purpose&quot;: &quot;" in full, full
+    assert "目的：応対品質の向上" in page
+    english = signed_in(app, "auditor", "en").get("/audit", params={"action": "play", "user": USERS["staff"]}).text
+    assert 'data-action="play">played</td>' in english and "<td>allowed</td>" in english and "purpose: Quality of response" in english
+    signins = auditor.get("/audit", params={"action": "console-signin"}).text
+    assert 'data-action="console-signin">画面へのサインイン</td>' in signins and ">console-signin<" not in signins
 
 
 # -- status and notice ----------------------------------------------------------------------------------
