@@ -215,6 +215,25 @@ def test_play_then_the_rendition_is_the_pcm_export_byte_for_byte_and_only_the_pl
     assert ticket not in str([r.detail for r in rows(site)])
 
 
+def test_play_audio_and_waveform_answer_only_the_console(served: tuple[Site, str, str]) -> None:
+    """recorderctl (the socket without acting_for) would write the rendition to a file: a full copy
+    of the call no copy register knows. Refused and audited; the console's player still works."""
+    site, sock, rid = served
+    played = control.call(sock, "play", {"id": rid, "purpose": "quality"}, {})
+    assert played.rc == 0, played.error
+    ticket = played.data["ticket"]
+    got = bytearray()
+    reply = control.call(sock, "play-audio", {"ticket": ticket, "offset": 0, "length": 4096},
+                         {"audio": control.CallbackSink("audio", got.extend)})  # fmt: skip
+    assert reply.rc == 3 and "web console's player" in reply.error and got == b""
+    wave = control.call(sock, "waveform", {"ticket": ticket, "points": 10}, {})
+    assert wave.rc == 3 and wave.data is None
+    refused = [(r.action, r.result.split(":")[0], r.detail["via"]) for r in rows(site) if r.action in ("play-audio", "waveform")]
+    assert refused == [("play-audio", "denied", "socket"), ("waveform", "denied", "socket")]
+    ticket = call(sock, "play", {"id": rid, "purpose": "quality"}).data["ticket"]
+    assert audio(sock, ticket, 0, 4096)[1][:4] == b"RIFF"
+
+
 def test_play_needs_a_purpose(served: tuple[Site, str, str]) -> None:
     site, sock, rid = served
     for args in ({"id": rid}, {"id": rid, "purpose": "curiosity"}):

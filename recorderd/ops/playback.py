@@ -14,6 +14,10 @@ channel (``waveform``) and the result of the integrity check that ``play`` start
 are not audited when they succeed (the play was); a refusal is. A range decrypts only the vault
 chunks it covers (:mod:`storage.reader`), so the first byte of a one-hour call comes at once, and
 the role and the recording (erased? its key gone?) are checked again at every request.
+
+``play-audio`` and ``waveform`` answer only the web console (``via: console``): the player streams
+what it fetches, while ``recorderctl`` would write the rendition to a file, a full copy of the
+call that no copy register knows (``export`` makes the registered copy).
 """
 from __future__ import annotations
 
@@ -280,8 +284,14 @@ def rendition(ticket: Ticket, reader: VaultReader, offset: int, length: int) -> 
     return b"".join(out)
 
 
+def _console_only(ctx: Context, name: str) -> None:
+    if ctx.caller.via != "console":
+        raise NotAllowed(f"{name} is the web console's player, not a copy: use export for a registered copy of a call")
+
+
 @action("play-audio", MANAGER, STAFF)
 def play_audio(ctx: Context, args: Args) -> Reply:
+    _console_only(ctx, "play-audio")
     ticket = TICKETS.take(_token(args), ctx)
     ctx.note(ticket.recording_id)
     offset, length = args.int("offset"), args.int("length")
@@ -363,6 +373,7 @@ def peaks(ticket: Ticket, data: bytes, points: int) -> list[list[list[int]]]:
 
 @action("waveform", MANAGER, STAFF)
 def waveform(ctx: Context, args: Args) -> Reply:
+    _console_only(ctx, "waveform")
     ticket = TICKETS.take(_token(args), ctx)
     ctx.note(ticket.recording_id)
     points = args.int("points")

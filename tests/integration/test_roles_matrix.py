@@ -360,7 +360,11 @@ SIGN_IN = [  # the console's sign-in accounting: refused to anyone but the conso
          no_role=True),  # fmt: skip
     Cell("console-signout", "console-signout", frozenset(), lambda e, r: [["console-signout", {}]], raw=True, no_role=True),
 ]
-CELLS += NEW_CELLS + CONSOLE_OPS + SIGN_IN
+# play-audio and waveform answer only the console (recorderctl would write an unregistered copy):
+# through the socket they are refused to everyone, the manager and staff for that reason.
+PLAYER = ("play-audio", "waveform")
+SOCKET_OPS = [Cell(c.label, c.action, frozenset(), c.argv, raw=True) if c.action in PLAYER else c for c in CONSOLE_OPS]
+CELLS += NEW_CELLS + SOCKET_OPS + SIGN_IN
 # Through the console (its user acting for the role's): the same cells, as the console sends them;
 # sign-in is allowed for a person in a role, sign-out for anyone.
 CONSOLE_CELLS = [
@@ -407,6 +411,8 @@ def _check(env: Env, role: str, cell: Cell, allowed: bool) -> None:
             assert "is the web console's" in err, where
         elif role == N:
             assert "is in none of the recorderd role groups" in err, where
+        elif cell.action in PLAYER and role in (M, S):
+            assert "is the web console's player" in err, where
 
 
 def _matrix(env: Env) -> None:
