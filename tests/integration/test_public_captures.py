@@ -5,6 +5,8 @@ Each file's called users are designated in the test's DID list, so each SIP call
 call recorderd must record. Skips when the folder or tshark is absent."""
 from __future__ import annotations
 
+import asyncio
+
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -153,7 +155,12 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
                 if isinstance(udp, tuple) and looks_like_sip(udp[4]):
                     msg = SipMessage.parse(udp[4])
                     ours.append((msg.call_id, msg.method or str(msg.status), "%d %s" % msg.cseq))
-    capture = pyshark.FileCapture(str(path), display_filter="sip && udp && !icmp", keep_packets=False)
+    # pyshark runs tshark from an asyncio loop of the main thread's; a test before this one (the
+    # console's, on anyio) may have left none set: give it its own
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    capture = pyshark.FileCapture(str(path), display_filter="sip && udp && !icmp", keep_packets=False,
+                                  eventloop=loop)  # fmt: skip
     theirs = []
     try:
         for pkt in capture:
@@ -162,6 +169,8 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
             theirs.append((sip.get_field_value("Call-ID"), method, sip.get_field_value("CSeq")))
     finally:
         capture.close()
+        loop.close()
+        asyncio.set_event_loop(None)
     assert theirs and ours == theirs
 
 
