@@ -18,7 +18,11 @@ can write the file but not read the key cannot rewrite it consistently. ``audit_
 format, the first sealed row (``sealed_from``) and a check value of the key. A log of the previous
 code (format 1: plain SHA-256 hashes, no ``audit_meta``) keeps its rows as they are; the first open
 with the key appends one sealed ``audit-migrated`` row that chains to the old head, so the old rows
-are bound too (rewriting them changes the head the sealed row names). When ``init`` makes a new
+are bound too (rewriting them changes the head the sealed row names). That migration happens only
+when the store says it predates the seals (``legacy``: its index is of the first edition and holds no
+seal marker, :func:`marker`); a log without ``audit_meta`` in a store that was sealed is a rewrite:
+it is not sealed over, ``verify`` says ``audit_meta`` was removed, and the rows it claims are plain
+SHA-256 fail as altered. When ``init`` makes a new
 master key (a store without recordings whose key was lost), an ``audit-rekeyed`` row starts the
 seals under the new key; the rows sealed under the lost one can be checked only for their order.
 A log of a format newer than this code is refused.
@@ -33,6 +37,7 @@ import os
 import pwd
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -123,6 +128,13 @@ def key_check(key: bytes) -> str:
     return hmac.new(key, b"recorderd audit seal check", hashlib.sha256).hexdigest()[:32]
 
 
+def marker(key: bytes) -> str:
+    """What the store's index keeps once the audit log is sealed under ``key``: from then on a log
+    claiming the format before the seals is a rewrite, not an old log (a writer of the audit file
+    cannot make it: it is keyed)."""
+    return hmac.new(key, b"audit format 2", hashlib.sha256).hexdigest()
+
+
 def _process_user() -> tuple[str, int]:
     uid = os.getuid()
     try:
@@ -138,6 +150,8 @@ class AuditLog:
         self.key: bytes | None = None  # the audit-seal key, once :meth:`use_key` has it
         self._sealing = False  # the log is format 2 under ``key``: rows may be appended
         self.notes: list[str] = []  # what the last :meth:`verify` could only partly check
+        self.meta_removed = False  # the store is sealed but the log claims it is not: rewritten
+        self.tz: Any = None  # the store's time zone, for the times the notes name
 
     def create(self) -> None:
         self.db.executescript(SCHEMA + META + ";")
@@ -170,24 +184,36 @@ class AuditLog:
             )
 
     @staticmethod
-    def _start_needed(meta: dict[str, str], has_rows: bool, check: str, replaced: bool) -> str | None:
-        """What sealing with the key takes first: a new log's meta, the migration of a format-1 log,
-        a re-key (only when init has just made the key: never on what the file alone says)."""
+    def _start_needed(meta: dict[str, str], has_rows: bool, check: str, replaced: bool, legacy: bool) -> str | None:
+        """What sealing with the key takes first: a new log's meta, the migration of a format-1 log
+        (only when the store says it predates the seals), a re-key (only when init has just made the
+        key): never on what the file alone says. "removed": the log's meta was removed in a sealed store."""
         if meta.get("format") is None:
-            return "migrate" if has_rows else "new"
+            if not has_rows:
+                return "new"
+            return "migrate" if legacy else "removed"
         if replaced and meta.get("seal_check") != check:
             return "rekey"
         return None
 
-    def use_key(self, key: bytes, *, at: float, replaced: bool = False) -> None:
+    def use_key(self, key: bytes, *, at: float, replaced: bool = False, legacy: bool = False) -> None:
         """Seal the rows appended from now on with ``key`` (the audit-seal key). The first time a log
         of format 1 is opened with it, its head is sealed into one ``audit-migrated`` row; with
         ``replaced`` (``init`` has just made a new master key) a log sealed under another key gets
-        an ``audit-rekeyed`` row. On a read-only (full) disk nothing is written: the log is sealed
+        an ``audit-rekeyed`` row. A log without ``audit_meta`` is migrated only with ``legacy`` (the
+        store predates the seals); otherwise it was rewritten: rows are appended sealed after it, no
+        meta or migration row vouches for what is there, and ``verify`` fails. On a read-only (full) disk nothing is written: the log is sealed
         at a later open, and cannot be appended to until then. A log of a newer format is refused."""
         self._check_format()
         self.key, check = key, key_check(key)
-        if self._start_needed(self._meta(), self._last() is not None, check, replaced) is None:
+        need = self._start_needed(self._meta(), self._last() is not None, check, replaced, legacy)
+        if need == "removed":
+            self.meta_removed = self._sealing = True
+            log.error("the audit log has no audit_meta, but the store's index says it was sealed: it was rewritten; "
+                      "run 'recorderctl audit verify' and restore audit.sqlite from its backup",
+                      extra={"EVENT": "audit-meta-removed"})  # fmt: skip
+            return
+        if need is None:
             self._sealing = True
             if self._meta().get("seal_check") != check:
                 log.error("the audit log is sealed under another master key than the store's: audit verify "
@@ -197,7 +223,7 @@ class AuditLog:
             return
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            started = self._start_seals(key, at, replaced)
+            started = self._start_seals(key, at, replaced, legacy)
             self.db.execute("COMMIT")
         except BaseException:
             self._sealing = False
@@ -207,13 +233,16 @@ class AuditLog:
         if started is not None:
             log.warning("the audit log is sealed from row %d on (%s)", started[0], started[1], extra={"EVENT": started[1]})
 
-    def _start_seals(self, key: bytes, at: float, replaced: bool) -> tuple[int, str] | None:
+    def _start_seals(self, key: bytes, at: float, replaced: bool, legacy: bool) -> tuple[int, str] | None:
         """Inside the caller's transaction (another process may have done it first)."""
-        self.db.execute(META)
         meta, check, last = self._meta(), key_check(key), self._last()
-        need = self._start_needed(meta, last is not None, check, replaced)
+        need = self._start_needed(meta, last is not None, check, replaced, legacy)
         if need is None:
             return None
+        if need == "removed":  # a rewrite came in meanwhile: nothing written over it
+            self.meta_removed = True
+            return None
+        self.db.execute(META)
         if need == "new":  # sealed from its first row
             self._set_meta(format=FORMAT, sealed_from=1, legacy_through=0, seal_check=check)
             return None
@@ -370,6 +399,11 @@ class AuditLog:
         """What recomputes row ``seq``'s hash: the seal (format 2), plain SHA-256 (the rows before
         the migration), or nothing (rows sealed under a master key that init replaced)."""
         meta = self._meta()
+        if meta.get("format") is None and self.meta_removed and self.key is not None:
+            problems.append("audit_meta removed or rewritten: the store's index says its audit log is sealed, but "
+                            "the log claims the format before the seals (plain SHA-256): it was rewritten")  # fmt: skip
+            key = self.key
+            return lambda s: lambda s2, e, p: seal(key, s2, e, p)
         if meta.get("format") is None:  # not sealed yet (opened read-only, or without the key)
             return lambda s: _digest
         if meta["format"] != str(FORMAT):
@@ -392,6 +426,12 @@ class AuditLog:
                                 f"{MIGRATED_ACTION} or {REKEYED_ACTION} row (the start of the seals was moved)")  # fmt: skip
                 return lambda s: keyed
             legacy_through = int(start[1].detail.get("legacy_through", 0))
+            if legacy_through >= first:
+                moved = next((r for r in rows if r[0] == legacy_through + 1 and r[1].action == MIGRATED_ACTION), start)
+                when = datetime.fromtimestamp(moved[1].at, self.tz).isoformat(timespec="seconds")
+                self.notes.append(f"rows {first}-{legacy_through}: plain SHA-256, from before the seals, migrated at "
+                                  f"{when} (row {moved[0]}): anyone can recompute their hashes; the sealed row "
+                                  "binds them to its head")  # fmt: skip
             if sealed_from - 1 > max(legacy_through, first - 1):
                 lo = max(legacy_through + 1, first)
                 self.notes.append(f"rows {lo}-{sealed_from - 1}: sealed under the master key that init replaced "

@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 
 from . import keys, recorder, signing, vault
 from .sidecar import SIDECAR
-from .audit import AuditEvent, AuditFormatError, AuditLog
+from .audit import FORMAT, AuditEvent, AuditFormatError, AuditLog
+from .audit import marker as audit_marker
 from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
 from .index import SCHEMA_VERSION as INDEX_SCHEMA, Index, RecordingRow, SchemaError
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 SUFFIX = ".rdv"
 PCAP_SUFFIX = ".pcap.rdv"
+AUDIT_MARKER = "audit_sealed"  # store_meta: audit.marker(audit-seal key): the audit log is sealed (format 2)
 KEY_CHECK = "master_key_check"  # store_meta: vault.key_check of the store's master key
 
 
@@ -142,7 +144,7 @@ class Store:
                 self._drop_signing_key()  # wrapped by the key gone: it can sign nothing (init makes a new one)
             self._master = None
             self.master_key(index)
-            self._seal_audit(AuditLog(self.audit_path), replaced=made)  # a new key: the seals start again
+            self._seal_audit(AuditLog(self.audit_path), replaced=made, index=index)  # a new key: the seals start again
         finally:
             index.close()
         return created
@@ -187,7 +189,10 @@ class Store:
         return self
 
     def _migrate_index(self) -> None:
-        """An index of an older edition brought up to this one, once, and audited."""
+        """An index of an older edition brought up to this one, once, and audited. The audit log is
+        sealed first (a log of the previous code migrated while the index still says the store
+        predates the seals)."""
+        self.audit_log()
         try:
             done = self.db().migrate(self.master_key())
         except SchemaError as exc:
@@ -284,12 +289,25 @@ class Store:
             self._seal_audit(self.audit)
         return self.audit
 
-    def _seal_audit(self, audit: AuditLog, *, replaced: bool = False) -> None:
+    def _seal_audit(self, audit: AuditLog, *, replaced: bool = False, index: Index | None = None) -> None:
         """Its rows sealed with the key derived from the master key (a log of the previous format is
-        migrated once; a newer one is refused)."""
+        migrated once, and only when the index says the store predates the seals: a first-edition
+        index without the seal marker; a newer one is refused). Once sealed, the index keeps the
+        marker (keyed: a writer of the audit file alone cannot make or move it)."""
+        index = index or self.db()
         try:
-            audit.use_key(keys.derive(self.master_key(), "audit-seal"), at=self.clock(), replaced=replaced)
-        except AuditFormatError as exc:
+            key = keys.derive(self.master_key(), "audit-seal")
+            sealed = audit_marker(key)
+            found = index.meta(AUDIT_MARKER)
+            legacy = found is None and index.schema_version() < INDEX_SCHEMA
+            audit.tz = self.tz
+            audit.use_key(key, at=self.clock(), replaced=replaced, legacy=legacy)
+            if found != sealed and audit.format() == FORMAT and not audit.meta_removed:
+                try:
+                    index.set_meta(AUDIT_MARKER, sealed)
+                except sqlite3.Error as exc:  # a full disk: written at a later open
+                    log.warning("the audit seal marker could not be written to the index (%s)", exc)
+        except (AuditFormatError, SchemaError) as exc:
             raise StoreError(str(exc)) from None
         finally:
             if audit is not self.audit:

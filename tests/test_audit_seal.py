@@ -163,6 +163,34 @@ def test_a_log_rewritten_with_recomputed_sha256_hashes_fails_verify(busy: Site, 
     assert "FAIL audit log: row 1: content does not match its hash (altered)" in capsys.readouterr().out
 
 
+def test_a_log_rebuilt_as_one_of_the_previous_code_is_not_migrated_over(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hostile review's rewrite: guards dropped, audit_meta dropped, every row deleted and all
+    but one put back renumbered, each hashed with plain SHA-256 from GENESIS, the head record set.
+    The file now looks like a log of the previous code; the index's seal marker says the store was
+    sealed, so the next open does not "migrate" (seal over) it and verify says what happened."""
+    before = rows(busy)
+    kept = [r for r in before if r[0] != 3]  # row 3 (an export) is gone
+    statements, prev = [("DROP TABLE audit_meta",), ("DELETE FROM audit",)], GENESIS
+    for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
+        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
+        statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))  # fmt: skip
+        prev = digest
+    statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
+    tamper(busy, params=statements)
+    rc, problems, out = verify(busy, capsys)
+    assert rc == 1, out
+    assert problems[0].startswith("audit_meta removed or rewritten: the store's index says its audit log is sealed"), out
+    assert "row 1: content does not match its hash (altered)" in problems
+    assert "the chain holds" not in out and "NOTE" not in out
+    after = rows(busy)
+    assert not [r for r in after if r[4] in ("audit-migrated", "audit-rekeyed")]  # nothing sealed over it
+    with contextlib.closing(sqlite3.connect(busy.store / "audit.sqlite")) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_meta'").fetchone()
+    rc, problems, _ = verify(busy, capsys)  # and so at every open after
+    assert rc == 1 and problems[0].startswith("audit_meta removed or rewritten")
+
+
 def test_one_row_changed_and_rehashed_is_named_at_that_row(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
     [row3] = [r for r in rows(busy) if r[0] == 3]
     seq, at, user, uid, action, rid, detail, result, prev, _ = row3
@@ -255,9 +283,9 @@ def test_a_log_cut_short_passes_verify_but_fails_against_the_journal(
 
 def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(
         busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """The one rewrite the file alone cannot show: every row rehashed with SHA-256 and audit_meta
-    dropped, so the log looks like one of the previous code and is "migrated" at the next open.
-    The journal's checkpoints still name the seals the rows had."""
+    """Every row rehashed with SHA-256 and audit_meta dropped, so the log looks like one of the
+    previous code: the index's seal marker says it is not (so it is not "migrated"), and the
+    journal's checkpoints still name the seals the rows had."""
     with service(busy) as records:
         assert busy.ctl("list") == 0
     journal = tmp_path / "journal.json"
@@ -266,7 +294,9 @@ def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(
     tamper(busy, "DROP TABLE audit_meta")
     rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
     assert rc == 1, out
-    assert problems and all("has another seal than the journal recorded (the log was rewritten)" in p for p in problems)
+    assert problems[0].startswith("audit_meta removed or rewritten")
+    against = [p for p in problems if p.startswith("checkpoint of ")]
+    assert against and all("has another seal than the journal recorded (the log was rewritten)" in p for p in against)
 
 
 def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
@@ -399,6 +429,8 @@ def test_a_log_of_the_previous_code_is_migrated_once_and_verifies(
     assert rc == 0 and problems == [], out
     rc, problems, out = verify(site, capsys)
     assert rc == 0 and problems == [], out
+    assert re.search(rf"^NOTE rows 1-{len(before)}: plain SHA-256, from before the seals, migrated at "
+                     rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+09:00 \(row {len(before) + 1}\)", out, re.M), out
     after = rows(site)
     assert after[: len(before)] == before  # the old rows keep their hashes
     migrated = [r for r in after if r[4] == "audit-migrated"]
