@@ -140,13 +140,12 @@ async def decide(r: Req) -> Response:
     return done(r, r.t(f"copies.{decision}d", n=n), back="/requests", back_label="copies.back_requests")
 
 
-@page("/requests/{n}/download", (MANAGER, STAFF))
+@page("/requests/{n}/download", (MANAGER, STAFF), ("POST",))
 async def download(r: Req) -> Response:
     """The approved request's one download: the daemon checks it is the requester's, approved and
-    not yet downloaded, and uses the request's recording and purpose."""
+    not yet downloaded, and uses the request's recording and purpose. A POST with the CSRF token
+    (a button): a GET would be used up by any <img> of another site (SameSite ignores ports)."""
     n = number(r, "n")
-    if r.request.method != "GET":  # a HEAD would use up the one download and deliver nothing
-        return Response(status_code=405, headers={"allow": "GET"})
     if n is None:
         return r.error("copies.bad_form", 400)
     reply = await r.call("export-requests")

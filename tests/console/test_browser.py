@@ -261,7 +261,7 @@ def test_a_staff_export_request_approved_by_a_manager_then_downloaded(browser, c
     sign_in(browser, site, "staff")
     browser.get(site.url + "/requests")
     loaded(browser)
-    links = browser.find_elements(By.CSS_SELECTOR, "#requests a.download")
+    links = browser.find_elements(By.CSS_SELECTOR, "#requests button.download")
     assert links, browser.find_element(By.ID, "requests").text
     downloads: Path = browser.downloads
     before = set(downloads.iterdir())
@@ -289,10 +289,10 @@ def test_a_staff_export_request_approved_by_a_manager_then_downloaded(browser, c
     reference = (out / "ctl.wav").read_bytes()
     assert hashlib.sha256(wav).hexdigest() == hashlib.sha256(reference).hexdigest()
     assert wav == reference
-    # The request was downloaded once: the link is gone.
+    # The request was downloaded once: the button is gone.
     browser.get(site.url + "/requests")
     loaded(browser)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#requests a.download")) == len(links) - 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#requests button.download")) == len(links) - 1
 
 
 def _ids(user: str) -> tuple[int, int]:

@@ -377,23 +377,27 @@ def test_a_staff_request_is_approved_by_a_manager_then_downloaded_once(served: S
     assert 'id="requests"' in mine.text and "判断待ち" in _row(mine.text, n)
     assert 'class="decide"' not in _row(mine.text, n)  # staff decide nothing
     assert clerk.post(f"/requests/{n}/decide", {"decision": "approve", "reason": "mine"}).status_code == 403
-    assert clerk.get(f"/requests/{n}/download").status_code != 200  # not approved yet
+    assert clerk.post(f"/requests/{n}/download").status_code != 200  # not approved yet
     listed = boss.get("/requests")
     row = _row(listed.text, n)
     assert 'form class="decide"' in row and 'class="approve"' in row and 'class="refuse"' in row
     decided = boss.post(f"/requests/{n}/decide", {"decision": "approve", "reason": "the complaint needs it"})
     assert decided.status_code == 200 and f"持出し申請 {n} を承認しました" in decided.text
     row = _row(clerk.get("/requests").text, n)
-    assert f'class="download" href="/requests/{n}/download"' in row
+    assert f'<form class="download" method="post" action="/requests/{n}/download">' in row
+    assert 'button type="submit" class="download"' in row
     before = len(served.copies())
     head = clerk.client.head(f"/requests/{n}/download", headers={"x-csrf-token": clerk.csrf})
     assert head.status_code == 405  # a HEAD (which delivers no body) uses nothing up
+    # a GET (an <img> of a page on another port of the box) and a POST without the token use nothing up
+    assert clerk.get(f"/requests/{n}/download").status_code == 405
+    assert clerk.post(f"/requests/{n}/download", csrf=False).status_code == 403
     assert len(served.copies()) == before
-    _download_ok(served, clerk.get(f"/requests/{n}/download"), made_by="w2clerk")
+    _download_ok(served, clerk.post(f"/requests/{n}/download"), made_by="w2clerk")
     copies = served.copies()
     assert len(copies) == before + 1 and copies[-1]["approved_by"] == "w2boss"
     assert copies[-1]["purpose"] == "complaint-investigation"
-    again = clerk.get(f"/requests/{n}/download")
+    again = clerk.post(f"/requests/{n}/download")
     assert again.status_code in (403, 409) and "zip" not in again.headers["content-type"]
     assert len(served.copies()) == before + 1
     assert 'class="download"' not in _row(clerk.get("/requests").text, n)
@@ -405,7 +409,7 @@ def test_a_refused_request_is_never_downloaded(served: Served) -> None:
     refused = boss.post(f"/requests/{n}/decide", {"decision": "refuse", "reason": "not needed for the complaint"})
     assert refused.status_code == 200 and f"持出し申請 {n} を却下しました" in refused.text
     before = len(served.copies())
-    assert clerk.get(f"/requests/{n}/download").status_code in (403, 409)
+    assert clerk.post(f"/requests/{n}/download").status_code in (403, 409)
     assert len(served.copies()) == before
 
 
