@@ -248,6 +248,7 @@ class Index:
             self.db.execute("ALTER TABLE recordings DROP COLUMN caller")
             self.db.execute("ALTER TABLE recordings DROP COLUMN call_id")
             self.set_meta("schema_version", str(SCHEMA_VERSION))
+            self.set_meta("compact_pending", "1")  # cleared by compact(): a crash before it is compacted at the next open
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")

@@ -182,3 +182,36 @@ def test_a_row_whose_erasure_had_begun_keeps_nothing_after_the_migration(old_cod
     capsys.readouterr()
     assert site.ctl("retention", "run") == 0, capsys.readouterr()
     assert site.list(capsys) == [] and site.stored_files() == []
+
+
+CRASH_AFTER_COMMIT = """
+import os, sys
+from storage import index
+index.Index.compact = lambda self: os._exit(9)  # the process dies between the migration's COMMIT and its VACUUM
+from recorderd.ctl import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_next_open(
+        old_code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The migration commits, then the process is killed before VACUUM: the old pages (the caller's
+    number in the clear) are still in the file; the next open compacts them away (the migration's
+    own transaction said a compaction is pending)."""
+    site = Site(tmp_path)
+    old(old_code, site, "init")
+    old(old_code, site, "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config), module="recorderd.cli")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_COMMIT, "--config", str(site.config), "list"],
+                             cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    assert crashed.returncode == 9, crashed.stdout + crashed.stderr
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("2",)  # committed
+    assert any(b"09011112222" in data for _, data in every_byte(site.store))  # not compacted: still in the file
+
+    [rec] = site.list(capsys)  # the next open
+    assert rec["caller"] == "09011112222"
+    for path, data in every_byte(site.store):
+        assert b"09011112222" not in data and b"11112222" not in data, path.name
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'compact_pending'").fetchone() is None
