@@ -75,14 +75,60 @@ class Sessions:
 
 
 class Lockout:
-    """Failed sign-ins counted per user name and per client address: ``failures`` within
+    """Sign-in attempts counted per user name and per client address: ``failures`` within
     ``window`` lock that name (or address) for ``window``. A locked name is refused without asking
-    PAM, so guessing cannot go on behind the lock."""
+    PAM, so guessing cannot go on behind the lock.
 
-    def __init__(self, failures: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures, self.window, self.clock = failures, window, clock
+    :meth:`begin` checks and counts an attempt in one step under the lock, before PAM is asked: of
+    any number of simultaneous attempts at most ``failures`` reach PAM. A good sign-in gives its
+    attempt back (:meth:`succeeded`). Refusals are audited sparingly: the first refusal of a locked
+    key in its window is audited, the rest are counted and handed back once (``summaries``) at the
+    first attempt after the window; so is an address's traffic past ``per_minute`` attempts a minute
+    (refused at once, neither PAM nor the audit asked). A good sign-in does not count there either.
+    """
+
+    MAX_KEYS = 10_000  # names and addresses remembered: a flood of made-up names is bounded
+
+    def __init__(self, failures: int, window: float, clock: Callable[[], float] = time.monotonic,
+                 per_minute: int = 10) -> None:  # fmt: skip
+        self.failures, self.window, self.clock, self.per_minute = failures, window, clock, per_minute
         self._seen: dict[str, list[float]] = {}
+        self._rate: dict[str, list[float]] = {}  # address key -> its attempts of the last minute
+        self._quiet: dict[str, list[float]] = {}  # "locked:"/"limited:" + key -> [refusals not audited, since]
         self._lock = threading.Lock()
+
+    def begin(self, *keys: str) -> Attempt:
+        """May this attempt ask PAM? ``keys``: the user key first, then the address key."""
+        now = self.clock()
+        with self._lock:
+            self._bound(now)
+            summaries = self._due(now)
+            address = keys[-1]
+            rate = [t for t in self._rate.get(address, []) if now - t < 60.0]
+            self._rate[address] = rate
+            if len(rate) >= self.per_minute:
+                return Attempt("limited", now, summaries, self._refusal("limited:" + address, now, 60.0))
+            rate.append(now)
+            locked = [k for k in keys if len(self._recent(k, now)) >= self.failures]
+            if locked:
+                first = [k for k in locked if "locked:" + k not in self._quiet]
+                for k in first:
+                    self._quiet["locked:" + k] = [0, now]
+                if not first:
+                    self._quiet["locked:" + locked[0]][0] += 1
+                return Attempt("locked", now, summaries, bool(first))
+            for k in keys:
+                self._recent(k, now).append(now)
+            return Attempt("go", now, summaries, True)
+
+    def succeeded(self, user_key: str, *others: str, at: float | None = None) -> None:
+        """A good sign-in: the name's count is cleared, the attempt ``at`` is given back to the others."""
+        with self._lock:
+            self._seen.pop(user_key, None)
+            for k in others:
+                for table in (self._seen, self._rate):
+                    if at is not None and at in table.get(k, ()):
+                        table[k].remove(at)
 
     def locked(self, *keys: str) -> bool:
         now = self.clock()
@@ -92,17 +138,52 @@ class Lockout:
     def failed(self, *keys: str) -> None:
         now = self.clock()
         with self._lock:
-            if len(self._seen) > 10_000:  # forget the oldest names: a flood of made-up names is bounded
-                for k in sorted(self._seen, key=lambda k: self._seen[k][-1] if self._seen[k] else 0)[:5000]:
-                    del self._seen[k]
+            self._bound(now)
             for k in keys:
                 self._recent(k, now).append(now)
 
-    def succeeded(self, user_key: str) -> None:
-        with self._lock:
-            self._seen.pop(user_key, None)
+    def _refusal(self, quiet_key: str, now: float, span: float) -> bool:
+        """Count a refusal under ``quiet_key``; True for the first of its span (to be audited)."""
+        entry = self._quiet.get(quiet_key)
+        if entry is None:
+            self._quiet[quiet_key] = [0, now]
+            return True
+        entry[0] += 1
+        return False
+
+    def _due(self, now: float) -> list[tuple[str, str, int]]:
+        """(kind, key, count) of the refusals not audited one by one, for spans that have ended."""
+        out = []
+        for qk, (count, since) in list(self._quiet.items()):
+            kind, key = qk.split(":", 1)
+            span = 60.0 if kind == "limited" else self.window
+            if now - since >= span:
+                del self._quiet[qk]
+                if count:
+                    out.append((kind, key, int(count)))
+        return out
+
+    def _bound(self, now: float) -> None:
+        for table in (self._seen, self._rate):
+            if len(table) > self.MAX_KEYS:  # forget the oldest
+                for k in sorted(table, key=lambda k: table[k][-1] if table[k] else 0)[: self.MAX_KEYS // 2]:
+                    del table[k]
+        if len(self._quiet) > self.MAX_KEYS:  # keep the counts: a summary row for the oldest ones now
+            for qk in sorted(self._quiet, key=lambda k: self._quiet[k][1])[: self.MAX_KEYS // 2]:
+                self._quiet[qk][1] = now - 86400.0
 
     def _recent(self, key: str, now: float) -> list[float]:
         times = [t for t in self._seen.get(key, []) if now - t < self.window]
         self._seen[key] = times
         return times
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What :meth:`Lockout.begin` decided: ``go`` (ask PAM), ``locked`` or ``limited`` (refuse now);
+    ``audit``: whether this refusal gets its own audit row; ``summaries``: (kind, key, count) rows due."""
+
+    verdict: str
+    at: float
+    summaries: list[tuple[str, str, int]]
+    audit: bool

@@ -1,8 +1,13 @@
 """Sign in, sign out, the language switch, and the landing page of each role."""
 from __future__ import annotations
 
+import asyncio
+
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
+
+from recorderd import control
 
 from .. import i18n
 from ..sessions import COOKIE
@@ -34,34 +39,68 @@ async def signin_form(r: Req) -> Response:
 
 @page("/signin", (), ("POST",), public=True)
 async def signin(r: Req) -> Response:
+    """Every attempt is counted before PAM is asked (:meth:`Lockout.begin`), PAM runs at most
+    ``PAM_AT_ONCE`` at a time, and a wrong password, a person in no role and a system account all
+    get the same 401 page: the console tells nobody which passwords of the box are right."""
     console = r.app
     user = r.form.get("user", "").strip()[:64]
     password = r.form.get("password", "")
     keys = ("user:" + user.lower(), "ip:" + r.ip)
     if not user:
         return r.render("signin.html", status=400, error=r.t("signin.failed"))
-    if console.lockout.locked(*keys):
-        await _account(r, user, "locked")
+    attempt = console.lockout.begin(*keys)
+    for kind, key, count in attempt.summaries:  # refusals counted, not audited one by one, of a window now over
+        name = key.split(":", 1)[1]
+        if key.startswith("user:"):
+            await _account(r, name, kind, count=count)
+        else:
+            await _account(r, "", kind, ip=name, count=count)
+    if attempt.verdict != "go":
+        if attempt.audit and not _recorded(await _account(r, user, attempt.verdict)):
+            return r.render("signin.html", status=503, error=r.t("error.busy"))
         return r.render("signin.html", status=429, error=r.t("signin.locked"))
-    ok = await run_in_threadpool(console.authenticate, user, password)
-    if not ok:
-        console.lockout.failed(*keys)
-        await _account(r, user, "failed")
+    async with _pam_slots():
+        ok = await run_in_threadpool(console.authenticate, user, password)
+    reply = await _account(r, user, "ok" if ok else "failed")
+    if not _recorded(reply):  # the daemon could not audit it: nobody signs in unaudited
+        return r.render("signin.html", status=503, error=r.t("error.busy"))
+    roles = tuple((reply.data or {}).get("roles", ())) if ok and reply.rc == 0 else ()
+    if not roles:  # a wrong password, or a right one of an account in no role: the same answer
         return r.render("signin.html", status=401, error=r.t("signin.failed"))
-    reply = await _account(r, user, "ok")
-    roles = tuple((reply.data or {}).get("roles", ())) if reply.rc == 0 else ()
-    if not roles:
-        return r.render("signin.html", status=403, error=r.t("signin.norole"))
-    console.lockout.succeeded(keys[0])
+    console.lockout.succeeded(*keys, at=attempt.at)
     session = console.sessions.create(user, roles, r.ip)
     response = r.redirect(landing(roles))
     response.set_cookie(COOKIE, session.id, httponly=True, secure=True, samesite="strict", path="/")
     return response
 
 
-async def _account(r: Req, user: str, result: str):  # type: ignore[no-untyped-def]
-    """The daemon audits every sign-in (and answers the roles of a good one)."""
-    return await r.app.daemon.call("console-signin", {"result": result}, user=user, ip=r.ip)
+PAM_AT_ONCE = 4  # PAM calls at a time: a failed one sleeps 2-3 s (pam_faildelay) in a worker thread
+_SLOTS: dict[int, anyio.Semaphore] = {}
+
+
+def _pam_slots() -> anyio.Semaphore:
+    """The PAM semaphore of the running event loop (the worker threads are shared with every daemon call)."""
+    loop = id(asyncio.get_running_loop())
+    slots = _SLOTS.get(loop)
+    if slots is None:
+        if len(_SLOTS) > 8:  # loops of tests gone by
+            _SLOTS.clear()
+        slots = _SLOTS[loop] = anyio.Semaphore(PAM_AT_ONCE)
+    return slots
+
+
+def _recorded(reply) -> bool:  # type: ignore[no-untyped-def]
+    """The daemon wrote the audit row: rc 0, or 3 (refused: a person in no role, audited as such)."""
+    return reply is not None and reply.rc in (0, 3)
+
+
+async def _account(r: Req, user: str, result: str, *, ip: str | None = None, count: int | None = None):  # type: ignore[no-untyped-def]
+    """The daemon audits every sign-in (and answers the roles of a good one); None if it is not there."""
+    args: dict = {"result": result} if count is None else {"result": result, "count": count}
+    try:
+        return await r.app.daemon.call("console-signin", args, user=user, ip=ip or r.ip)
+    except (control.Busy, control.Unreachable, OSError):
+        return None
 
 
 @page("/signout", EVERYONE, ("POST",))

@@ -6,14 +6,40 @@ daemon the outcome, acting for the person and their address (only the console's 
 ``denied: sign-in failed`` (or ``denied: sign-in locked`` when the console's lockout refused it
 without asking PAM), a name the box does not know as ``(unknown user)``. For ``ok`` the reply
 carries the person's roles, read from their groups now, for the console's menu; a person in no
-role is refused (rc 3) and the console must not let them in.
+role is refused (rc 3) and the console must not let them in. So are root and the box's system
+accounts (uid below ``UID_MIN`` of /etc/login.defs, and nobody), whatever their groups: no person
+signs in to the console as a service account.
+
+A name or address the lockout keeps refusing is audited once per lockout window; the console
+counts the refusals after that one (and the sign-ins its per-address rate limit refused without
+asking PAM) and sends their number in one row: ``locked`` or ``limited`` with ``count``, audited
+as ``denied: sign-in locked`` / ``denied: sign-in rate-limited`` with the count in the detail.
 """
 from __future__ import annotations
 
-from . import UNKNOWN_USER, Args, Context, NotAllowed, Reply, action
+from . import UNKNOWN_USER, Args, Context, NotAllowed, Reply, UsageError, action
 from ..roles import ROLES
 
-RESULTS = ("ok", "failed", "locked")
+RESULTS = ("ok", "failed", "locked", "limited")
+NOBODY = 65534
+MAX_COUNT = 10**9
+
+
+def uid_min(path: str = "/etc/login.defs") -> int:
+    """The first uid of a person's account on this box (``UID_MIN``; 1000 if unset)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "UID_MIN" and parts[1].isdigit():
+                    return int(parts[1])
+    except OSError:
+        pass
+    return 1000
+
+
+def system_account(uid: int) -> bool:
+    return uid == 0 or uid == NOBODY or 0 <= uid < uid_min()
 
 
 def _from_console(ctx: Context, name: str) -> None:
@@ -26,11 +52,19 @@ def console_signin(ctx: Context, args: Args) -> Reply:
     _from_console(ctx, "console-signin")
     result = args.choice("result", RESULTS)
     ctx.note(result=result)
+    if args.raw.get("count") is not None:
+        count = args.int("count")
+        if not 0 < count <= MAX_COUNT:
+            raise UsageError(f"count must be 1 to {MAX_COUNT}")
+        ctx.note(count=count)
     if result != "ok":
-        ctx.result = f"denied: sign-in {result}"
+        ctx.result = f"denied: sign-in {'rate-limited' if result == 'limited' else result}"
         return Reply(text=f"sign-in {result}: recorded", data={"recorded": True, "result": result})
     if ctx.caller.user == UNKNOWN_USER:
         raise NotAllowed("this box does not know that user")
+    if system_account(ctx.caller.uid):
+        raise NotAllowed(f"{ctx.caller.user} is a system account (uid {ctx.caller.uid}): "
+                         "the console is for people's accounts only")  # fmt: skip
     if not ctx.caller.roles:
         groups = ", ".join(ctx.group(r) for r in ROLES)
         raise NotAllowed(f"{ctx.caller.user} is in none of the recorderd role groups ({groups}): "
