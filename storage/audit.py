@@ -394,6 +394,22 @@ class AuditLog:
         rows = [(r[0], AuditEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]), r[8], r[9]) for r in cur]
         return rows[::-1]
 
+    def recorded_signing_key(self) -> str | None:
+        """The fingerprint of the last signing key the chain records (an ``init`` or
+        ``signing-key-created`` row naming it) since the seals last started under a new master key
+        (``audit-rekeyed``: a key from before that was wrapped by the lost one); None: none."""
+        rekeyed = self.db.execute("SELECT coalesce(max(seq), 0) FROM audit WHERE action = ?", (REKEYED_ACTION,)).fetchone()[0]
+        cur = self.db.execute("SELECT detail FROM audit WHERE seq > ? AND action IN ('init', 'signing-key-created') "
+                              "ORDER BY seq DESC", (rekeyed,))  # fmt: skip
+        for (text,) in cur:
+            try:
+                found = json.loads(text).get("signing_key", {}).get("fingerprint")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(found, str) and found:
+                return found
+        return None
+
     def _hashers(self, rows: list[tuple[int, AuditEvent, str, str]], first: int,
                  problems: list[str]) -> Callable[[int], Callable[[int, AuditEvent, str], str] | None]:  # fmt: skip
         """What recomputes row ``seq``'s hash: the seal (format 2), plain SHA-256 (the rows before

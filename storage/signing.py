@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .audit import AuditLog
+
 KEY_FILE = "signing.key"
+AUDIT_FILE = "audit.sqlite"  # the store's audit log, which records the key's fingerprint
 KEY_VERSION = 1
 MANIFEST_KIND = "recorderd export manifest"
 MANIFEST_VERSION = 1
@@ -182,13 +186,40 @@ def load(store_root: str, master: bytes) -> SigningKey | None:
     return SigningKey(public, private)
 
 
+def _recorded(store_root: str) -> str | None:
+    """The fingerprint of the signing key the store's audit log says it has (None: none recorded)."""
+    path = os.path.join(store_root, AUDIT_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        audit = AuditLog(path)
+        try:
+            return audit.recorded_signing_key()
+        finally:
+            audit.close()
+    except sqlite3.Error as exc:  # not known, so not made: a key it records would be replaced
+        raise SigningError(f"the signing key {key_path(store_root)} is missing and the audit log, which says whether "
+                           f"this store had one, cannot be read ({exc}): no new key is made") from None  # fmt: skip
+
+
 def ensure(store_root: str, master: bytes) -> tuple[SigningKey, bool]:
     """The store's signing key, made now if it has none (True: made now). Never replaced: two
-    processes making one at once keep the first that reached the file. Made by root in a store of
-    the service user's, it is the service user's (as the casework file is)."""
+    processes making one at once keep the first that reached the file; a key the audit log records
+    (the file deleted) is not made again but refused, saying to restore it, since the copies signed
+    with it would no longer verify on the box. Made by root in a store of the service user's, it is
+    the service user's (as the casework file is)."""
     existing = load(store_root, master)
     if existing is not None:
         return existing, False
+    recorded = _recorded(store_root)
+    if recorded is not None:
+        path = key_path(store_root)
+        raise SigningError(
+            f"the signing key {path} is missing, but the audit log records that this store has one (key "
+            f"{recorded[:16]}): no new key is made, as the copies signed with it would no longer verify on this box; "
+            f"restore signing.key from its backup to {path} (mode 0600, owned by the service user). It is wrapped by "
+            "the master key: the master key's backup alone does not bring it back. Until then copies cannot be signed"
+        )
     private = Ed25519PrivateKey.generate()
     public = PublicKey.of(private.public_key())
     body = json.dumps({"version": KEY_VERSION, "algorithm": "Ed25519", "key_id": public.key_id,

@@ -471,10 +471,11 @@ def test_a_new_master_key_made_by_init_starts_the_seals_again(tmp_path: Path, ca
     the lost key are checked for their order only (and say so); the rows after, with the new key."""
     site = Site(tmp_path).init()
     assert site.ctl("status") == 0
-    (site.root / "master.key").unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (site.store / "signing.key").unlink()  # protected by the lost key too (helper S3's signed exports)
+    old_key_id = json.loads((site.store / "signing.key").read_bytes())["key_id"]
+    (site.root / "master.key").unlink()  # signing.key is left: wrapped by the lost key, init erases it
     assert site.ctl("init") == 0
+    new_key_id = json.loads((site.store / "signing.key").read_bytes())["key_id"]  # a new key is right here
+    assert new_key_id != old_key_id
     [rekeyed] = [r for r in rows(site) if r[4] == "audit-rekeyed"]
     rc, problems, out = verify(site, capsys)
     assert rc == 0 and problems == [], out

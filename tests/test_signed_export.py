@@ -42,6 +42,19 @@ def export(site: Site, rec: dict, out: Path, *extra: str) -> None:
     assert site.ctl("export", rec["id"], "--out", str(out), "--purpose", "suspicious_call", *extra) == 0
 
 
+def made_before_signing(root: Path) -> Site:
+    """A store as the release before signed copies left it: made by the store's own init (the
+    storage layer's, which makes no signing key), so no audit row names a key."""
+    from recorderd.config import load
+    from recorderd.service import open_store
+
+    root.mkdir(exist_ok=True)
+    site = Site(root)
+    open_store(load(str(site.config))).init()
+    assert not (site.store / "signing.key").exists()
+    return site
+
+
 def pubkey(site: Site, capsys: pytest.CaptureFixture[str], where: Path) -> Path:
     """``recorderctl pubkey > where``, as the README says to hand the key over."""
     capsys.readouterr()
@@ -289,12 +302,12 @@ def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(site: Sit
         signing.load(str(site.store), os.urandom(32))
 
 
-def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(site: Site, tmp_path: Path,
+def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """A store of the release before has no signing.key (this one's is removed to be one): its first
+    """A store of the release before has no signing.key (and no audit row naming one): its first
     copy makes the key, audited once, and later ones use it."""
+    site = made_before_signing(tmp_path / "older")
     rec = recording(site, capsys)
-    os.unlink(site.store / "signing.key")
     export(site, rec, tmp_path / "a.wav")
     export(site, rec, tmp_path / "b.wav")
     made = events(site, "signing-key-created")
@@ -322,12 +335,12 @@ def test_decommission_leaves_no_signing_key_and_old_copies_still_check(site: Sit
     assert verify(site, capsys, out, "--pubkey", str(pem))[0] == 0  # what was handed over still checks
 
 
-def test_a_key_root_makes_in_the_service_users_store_is_the_service_users(site: Site) -> None:
+def test_a_key_root_makes_in_the_service_users_store_is_the_service_users(tmp_path: Path) -> None:
     """``recorderctl init`` (or a copy) run as root on a store the service user owns: a key file left
     root's own (0600) would be one the service cannot open, and every copy through it would fail."""
     if os.geteuid() != 0:
         pytest.skip("making a file for another user needs root")
-    os.unlink(site.store / "signing.key")
+    site = made_before_signing(tmp_path / "older")
     os.chown(site.store, 65534, 65534)  # the store is another user's (nobody's, here)
     site.init()
     st = (site.store / "signing.key").stat()
@@ -362,3 +375,38 @@ def test_a_key_file_with_its_public_key_swapped_signs_nothing(site: Site, tmp_pa
     assert not (tmp_path / "x.wav.manifest.sig").exists()
     rc, said = verify(site, capsys, tmp_path / "x.wav")
     assert rc == 1 and "cannot get the recorder's public key" in said, said
+
+
+def test_a_deleted_signing_key_is_not_replaced_but_said_to_be_restored(site: Site, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """signing.key deleted on a store whose audit log records its key (init's row): a new key would
+    make the copies signed before fail verify-export on the box. Neither a copy nor init makes one;
+    both say to restore the file from its backup; restored, everything checks again."""
+    rec = recording(site, capsys)
+    export(site, rec, tmp_path / "before.wav")
+    key_file = site.store / "signing.key"
+    backup = key_file.read_bytes()
+    key_file.unlink()
+    for args in (("export", rec["id"], "--out", str(tmp_path / "after.wav"), "--purpose", "suspicious_call"), ("init",)):
+        capsys.readouterr()
+        assert site.ctl(*args) == 1, args
+        err = capsys.readouterr().err
+        assert (f"the signing key {key_file} is missing, but the audit log records that this store has one (key "
+                f"{json.loads(backup)['key_id']})") in err, err
+        assert "restore signing.key from its backup" in err and "the master key's backup alone does not bring it back" in err
+        assert not key_file.exists() and not list(site.store.glob("signing.key*")), args
+    assert events(site, "signing-key-created") == []
+    key_file.write_bytes(backup)
+    key_file.chmod(0o600)
+    assert verify(site, capsys, tmp_path / "before.wav")[0] == 0
+    export(site, rec, tmp_path / "after.wav")
+    assert verify(site, capsys, tmp_path / "after.wav")[0] == 0
+
+
+def test_signing_can_say_which_key_it_needs_even_with_the_key_file_gone(site: Site) -> None:
+    """The refusal comes from the storage layer (signing.ensure), so the service's start takes it too."""
+    os.unlink(site.store / "signing.key")
+    master = (site.root / "master.key").read_bytes()
+    with pytest.raises(signing.SigningError, match="restore signing.key from its backup"):
+        signing.ensure(str(site.store), master)
+    assert not (site.store / "signing.key").exists()
