@@ -58,6 +58,7 @@ def serve(config_path: str) -> int:
     import uvicorn
 
     from console.app import create_app
+    from console.server import uvicorn_config
     from recorderd.config import load
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -68,12 +69,7 @@ def serve(config_path: str) -> int:
         return user == me and hmac.compare_digest(given.encode(), password)
 
     app = create_app(config, authenticate=authenticate)
-    uvicorn.Server(uvicorn.Config(
-        app, host=config["console.listen"], port=config["console.port"],
-        ssl_certfile=config["console.tls_cert"], ssl_keyfile=config["console.tls_key"],
-        access_log=False, log_config=None, server_header=False, date_header=False,
-        timeout_keep_alive=5, limit_concurrency=200, h11_max_incomplete_event_size=16 * 1024,
-    )).run()  # fmt: skip
+    uvicorn.Server(uvicorn_config(app, config)).run()  # the unit's settings: no proxy headers believed, head deadline
     return 0
 
 

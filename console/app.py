@@ -25,7 +25,7 @@ from recorderd.config import Config
 
 from . import pages, web  # noqa: F401  (pages registers the routes)
 from .daemon import Daemon
-from .sessions import Lockout, Sessions
+from .sessions import Lockout, Sessions, SessionsFull
 
 log = logging.getLogger("console")
 access = logging.getLogger("console.access")
@@ -38,7 +38,7 @@ SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=31536000"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"same-origin"),
+    (b"referrer-policy", b"no-referrer"),  # a search's URL carries caller digits: no Referer, not even to the box
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
@@ -58,11 +58,12 @@ class Console:
 
 class Guard:
     """Security headers on every answer, ``no-store`` on everything but static files, an access log
-    line without the query string (a search's caller digits never reach a log), and no stack trace
-    to the browser."""
+    line that names the route, never the path typed (a search's caller digits, a phone number in a
+    wrong URL, a playback ticket or a ``%0a`` never reach a log), and no stack trace to the browser."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[Any, str] | None = None) -> None:
         self.app = app
+        self.routes = routes or {}  # endpoint -> its route's template, e.g. /recordings/{id}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,26 +84,21 @@ class Guard:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # no trace to the browser; in the log only the kind and the route
-            log.error("console: %s on %s %s", type(exc).__name__, scope.get("method"), scope["path"],
+            log.error("console: %s on %s %s", type(exc).__name__, scope.get("method"), self.logged_route(scope),
                       extra={"EVENT": "console-error"})  # fmt: skip
             if status[0] == 0:
                 await PlainTextResponse("internal error / 内部エラー", status_code=500)(scope, receive, send_with_headers)
         finally:
             client = scope.get("client") or ("-", 0)
-            access.info("%s %s %s %d %.0f ms", client[0], scope.get("method"), logged_path(scope["path"]), status[0],
-                        (time.monotonic() - started) * 1000)  # fmt: skip  (path only: never the query string)
+            access.info("%s %s %s %d %.0f ms", client[0], scope.get("method"), self.logged_route(scope), status[0],
+                        (time.monotonic() - started) * 1000)  # fmt: skip  (the route only: never the query string)
 
-
-TICKET_ROUTES = ("/audio/", "/waveform/", "/play-check/")
-
-
-def logged_path(path: str) -> str:
-    """The path as the access log shows it: a playback ticket (a capability, however bound to its
-    session) is not written down."""
-    for prefix in TICKET_ROUTES:
-        if path.startswith(prefix):
-            return prefix + "…"
-    return path
+    def logged_route(self, scope: Scope) -> str:
+        """The matched route's template (the router put its endpoint in the scope), ``/static/…``, or
+        ``(no-route)``: nothing of what the client typed."""
+        if scope["path"].startswith("/static/"):
+            return "/static/…"
+        return self.routes.get(scope.get("endpoint"), "(no-route)")
 
 
 def create_app(config: Config, *, authenticate: Any = None, daemon: Daemon | None = None) -> Starlette:
@@ -119,11 +115,21 @@ def create_app(config: Config, *, authenticate: Any = None, daemon: Daemon | Non
         authenticate=authenticate or auth.pam_authenticate,
     )
     routes: list[Any] = [Route(r.path, web.guard(r), methods=list(r.methods)) for r in web.ROUTES]
+    templates_of = {route.endpoint: route.path for route in routes}
     routes.append(Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"))
-    app = Starlette(routes=routes, middleware=[Middleware(Guard)], exception_handlers={404: _not_found})
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, routes=templates_of)],
+                    exception_handlers={404: _not_found, SessionsFull: _sessions_full})  # fmt: skip
     app.state.console = console
     return app
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("ページが見つかりません / Not found", status_code=404)
+
+
+async def _sessions_full(request: Request, exc: Exception) -> Response:
+    """Every session slot is taken: the sign-in is refused (nobody else's session is dropped for it)."""
+    log.warning("console: sign-in refused, the session table is full", extra={"EVENT": "console-sessions-full"})
+    return PlainTextResponse("サインインしている人が多すぎます。しばらくしてからもう一度お試しください。 / "
+                             "Too many sessions are open; try again later.", status_code=503,
+                             headers={"retry-after": "60"})  # fmt: skip

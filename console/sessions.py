@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 
 COOKIE = "recorderd_session"
 MAX_SESSIONS = 1000  # a contact centre has tens of staff; more is an attack on memory
+PER_USER = 10  # one person's browsers and tabs; an 11th sign-in ends that person's oldest session
+
+
+class SessionsFull(Exception):
+    """Every session slot is taken by live sessions: a new sign-in is refused (503), nobody's
+    session is ended to make room (that let any signed-in person sign everyone else out)."""
 
 
 @dataclass
@@ -44,9 +50,11 @@ class Sessions:
         session = Session(secrets.token_urlsafe(32), user, roles, ip, now, now)
         with self._lock:
             self._expire(now)
-            if len(self._by_id) >= MAX_SESSIONS:  # the oldest goes first
-                oldest = min(self._by_id.values(), key=lambda s: s.seen)
-                del self._by_id[oldest.id]
+            mine = [s for s in self._by_id.values() if s.user.lower() == user.lower()]
+            if len(mine) >= PER_USER:  # the same person's oldest goes, never another's
+                del self._by_id[min(mine, key=lambda s: s.seen).id]
+            elif len(self._by_id) >= MAX_SESSIONS:
+                raise SessionsFull
             self._by_id[session.id] = session
         return session
 

@@ -143,13 +143,23 @@ def guard(route: Route) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+FORM_DEADLINE = 10.0  # seconds for a whole form body
+
+
 async def read_form(request: Request) -> dict[str, str]:
-    """The posted form, at most ``MAX_FORM_BYTES``, text fields only."""
+    """The posted form, at most ``MAX_FORM_BYTES``, text fields only, all of it within
+    ``FORM_DEADLINE`` seconds (a body sent a byte at a time does not hold the request for ever)."""
+    import anyio
+
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise ValueError("form too large")
+    try:
+        with anyio.fail_after(FORM_DEADLINE):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise ValueError("form too large")
+    except TimeoutError:
+        raise ValueError("form too slow") from None
     if not body:
         return {}
     from urllib.parse import parse_qsl

@@ -75,3 +75,38 @@ def test_every_message_is_in_both_languages() -> None:
     assert i18n.lang_of(None) == "ja" and i18n.lang_of("en") == "en" and i18n.lang_of("fr") == "ja"
     for key, (ja, en) in i18n.MESSAGES.items():
         assert ja and en, key
+
+
+def test_one_persons_sign_ins_never_sign_another_person_out() -> None:
+    """Hostile review: with MAX_SESSIONS reached the oldest session of anyone was dropped, so one
+    signed-in person signing in 1000 times signed everyone else out. Now a person has at most
+    ``PER_USER`` sessions (their own oldest goes), and nobody else's is touched."""
+    from console.sessions import MAX_SESSIONS, PER_USER
+
+    clock = Clock()
+    sessions = Sessions(idle=15 * 60, absolute=8 * 3600, clock=clock)
+    alice = sessions.create("alice", ("manager",), "192.0.2.7")
+    bobs = []
+    for _ in range(MAX_SESSIONS):
+        clock.now += 0.5
+        bobs.append(sessions.create("bob", ("staff",), "198.51.100.1"))
+    assert sessions.get(alice.id) == (alice, False)
+    live = [b for b in bobs if sessions.get(b.id)[0] is not None]
+    assert live == bobs[-PER_USER:]  # bob keeps his newest ten
+    assert sessions.get(sessions.create("BOB", ("staff",), "198.51.100.1").id)[0] is not None  # the same name
+    assert sessions.get(bobs[-PER_USER].id)[0] is None
+
+
+def test_a_full_session_table_refuses_the_new_sign_in_and_drops_nobody() -> None:
+    import pytest
+
+    from console.sessions import MAX_SESSIONS, SessionsFull
+
+    clock = Clock()
+    sessions = Sessions(idle=15 * 60, absolute=8 * 3600, clock=clock)
+    everyone = [sessions.create(f"user{i}", ("staff",), "192.0.2.7") for i in range(MAX_SESSIONS)]
+    with pytest.raises(SessionsFull):
+        sessions.create("newcomer", ("staff",), "198.51.100.1")
+    assert all(sessions.get(s.id)[0] is s for s in everyone)
+    clock.now += 15 * 60 + 1  # once sessions have expired there is room again
+    assert sessions.get(sessions.create("newcomer", ("staff",), "198.51.100.1").id)[0] is not None
