@@ -96,6 +96,7 @@ class Lockout:
     """
 
     MAX_KEYS = 10_000  # names and addresses remembered: a flood of made-up names is bounded
+    SUMMARIES_AT_ONCE = 20
 
     def __init__(self, failures: int, window: float, clock: Callable[[], float] = time.monotonic,
                  per_minute: int = 10) -> None:  # fmt: skip
@@ -160,12 +161,15 @@ class Lockout:
         return False
 
     def _due(self, now: float) -> list[tuple[str, str, int]]:
-        """(kind, key, count) of the refusals not audited one by one, for spans that have ended."""
-        out = []
+        """(kind, key, count) of the refusals not audited one by one, for spans that have ended (at
+        most ``SUMMARIES_AT_ONCE`` rows: one attempt writes no more, the next ones write the rest)."""
+        out: list[tuple[str, str, int]] = []
         for qk, (count, since) in list(self._quiet.items()):
             kind, key = qk.split(":", 1)
             span = 60.0 if kind == "limited" else self.window
             if now - since >= span:
+                if count and len(out) >= self.SUMMARIES_AT_ONCE:
+                    break
                 del self._quiet[qk]
                 if count:
                     out.append((kind, key, int(count)))

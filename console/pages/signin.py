@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -75,16 +76,14 @@ async def signin(r: Req) -> Response:
 
 
 PAM_AT_ONCE = 4  # PAM calls at a time: a failed one sleeps 2-3 s (pam_faildelay) in a worker thread
-_SLOTS: dict[int, anyio.Semaphore] = {}
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def _pam_slots() -> anyio.Semaphore:
     """The PAM semaphore of the running event loop (the worker threads are shared with every daemon call)."""
-    loop = id(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
     slots = _SLOTS.get(loop)
     if slots is None:
-        if len(_SLOTS) > 8:  # loops of tests gone by
-            _SLOTS.clear()
         slots = _SLOTS[loop] = anyio.Semaphore(PAM_AT_ONCE)
     return slots
 

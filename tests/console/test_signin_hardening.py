@@ -232,3 +232,23 @@ def test_root_and_system_accounts_do_not_sign_in_even_in_a_role_group(site: Site
     assert pam.calls == 2
     assert (right.status_code, right.text) == (wrong.status_code, wrong.text) == (401, wrong.text)
     assert "system account" in _rows(site)[-1].result
+
+
+def test_the_summaries_of_many_locked_names_are_written_a_few_per_attempt() -> None:
+    from console.sessions import Lockout
+
+    clock = Clock()
+    lock = Lockout(failures=1, window=60.0, clock=clock, per_minute=10**6)
+    for i in range(100):  # a hundred names locked, then each refused three times: one audited, two counted
+        assert lock.begin(f"user:n{i}", f"ip:10.0.0.{i}").verdict == "go"
+        refusals = [lock.begin(f"user:n{i}", f"ip:10.{j}.1.{i}") for j in range(1, 4)]
+        assert [(a.verdict, a.audit) for a in refusals] == [("locked", True), ("locked", False), ("locked", False)]
+    clock.now += 61
+    written = []
+    while True:
+        attempt = lock.begin("user:someone", "ip:203.0.113.9")
+        if not attempt.summaries:
+            break
+        assert len(attempt.summaries) <= Lockout.SUMMARIES_AT_ONCE
+        written += attempt.summaries
+    assert sorted(written) == sorted(("locked", f"user:n{i}", 2) for i in range(100))
