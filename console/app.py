@@ -38,7 +38,10 @@ SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=31536000"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),  # a search's URL carries caller digits: no Referer, not even to the box
+    # a search's URL carries caller digits: no Referer ever leaves the console. Not "no-referrer":
+    # under it Chromium sends "Origin: null" on the console's own form posts, which the Origin check
+    # (rightly) refuses
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),

@@ -7,12 +7,14 @@ Everything made here is named with the prefix ``w3`` and removed at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -217,8 +219,10 @@ class ConsoleProcess:
         if faketime:
             cmd += ["faketime", "-f", faketime]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/", "PYTHONPATH": str(ROOT)}  # this tree's console
+        # a session of its own: faketime runs the console as its child, and stop() ends them both
         self.proc = subprocess.Popen([*cmd, *python, "-m", "console", "--config", str(config)], cwd="/",
-                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)  # fmt: skip
         end = time.monotonic() + 30
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -232,13 +236,24 @@ class ConsoleProcess:
         raise RuntimeError(f"the console did not listen on {port}; log:\n{log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        """The console and anything it runs under (faketime's child): the whole process group."""
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(wait)
+                break
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                continue
+        deadline = time.monotonic() + 5  # the group's last members (the python under faketime) gone too
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def client(base_url: str, *, source: str = "127.0.0.1") -> httpx.Client:

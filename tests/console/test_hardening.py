@@ -273,9 +273,11 @@ def test_the_access_log_names_the_route_never_the_typed_path(console: Console) -
 
 
 def test_no_referer_ever_leaves_a_page(console: Console) -> None:
+    """same-origin: no Referer to any other site (a search's URL carries caller digits); the
+    console's own posts keep their Origin (tests/console/test_browser.py posts forms for real)."""
     with console.http("127.0.0.60") as c:
         for path in ("/signin", "/search?caller=0312345678", "/static/console.css"):
-            assert c.get(path).headers["referrer-policy"] == "no-referrer", path
+            assert c.get(path).headers["referrer-policy"] == "same-origin", path
 
 
 # -- 3. sessions --------------------------------------------------------------------------------------
