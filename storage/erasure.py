@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 
 BLOCK = 1 << 20
 _LEAF = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -96,13 +97,57 @@ def erase_copy(path: str, owner_uid: int, sha256: str) -> int:
     following links) and checked, hashed and overwritten through that one descriptor; its name is
     unlinked only if it still names the same file. A FIFO, a link swapped in, someone else's file:
     :class:`Unreachable`, nothing touched. Returns the bytes overwritten."""
+
+    def unchanged(fd: int, st: os.stat_result) -> int:
+        digest = hashlib.sha256()
+        offset = 0
+        while block := os.pread(fd, BLOCK, offset):
+            digest.update(block)
+            offset += len(block)
+        if digest.hexdigest() != sha256:
+            raise Unreachable("a different file is there now (left alone)")
+        return offset
+
+    return _erase_held(path, owner_uid, unchanged, missing_ok=False) or 0
+
+
+def erase_beside(path: str, owner_uid: int, *, limit: int = 1 << 20) -> int:
+    """Erase a small file kept beside an erased copy (its signed manifest, its signature) with the
+    care of :func:`erase_copy`, if it is at most ``limit`` bytes. Returns the bytes overwritten, 0 if
+    it is not there (a copy made before manifests, or one its holder tidied). Anything else:
+    :class:`Unreachable`."""
+
+    def small(fd: int, st: os.stat_result) -> int:
+        if st.st_size > limit:
+            raise Unreachable(f"it is {st.st_size} bytes, larger than a manifest: left alone")
+        return st.st_size
+
+    return _erase_held(path, owner_uid, small, missing_ok=True) or 0
+
+
+def _erase_held(path: str, owner_uid: int, check: Callable[[int, os.stat_result], int], *,
+                missing_ok: bool) -> int | None:  # fmt: skip
+    """The one way a file outside the store is erased: the path absolute, each folder walked without
+    following links, the file opened once and, through that descriptor, found to be a regular file
+    of ``owner_uid`` with one link and to pass ``check`` (which returns how many bytes to
+    overwrite), then overwritten; its name unlinked only if it still names that file. None: not
+    there (``missing_ok``)."""
     if not os.path.isabs(path):
         raise Unreachable("its path is not absolute: left alone")
     folder, name = os.path.split(path)
-    dir_fd = _open_folder(folder)
+    try:
+        dir_fd = _open_folder(folder)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
     try:
         try:
             fd = os.open(name, _LEAF, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise Unreachable("it is a symbolic link now: left alone") from None
@@ -115,58 +160,7 @@ def erase_copy(path: str, owner_uid: int, sha256: str) -> int:
                 raise Unreachable(f"it belongs to uid {st.st_uid}, not to the copy's holder (uid {owner_uid}): left alone")
             if st.st_nlink != 1:
                 raise Unreachable(f"it has {st.st_nlink} hard links: left alone")
-            digest = hashlib.sha256()
-            offset = 0
-            while block := os.pread(fd, BLOCK, offset):
-                digest.update(block)
-                offset += len(block)
-            if digest.hexdigest() != sha256:
-                raise Unreachable("a different file is there now (left alone)")
-            size = _overwrite(fd, offset)
-        finally:
-            os.close(fd)
-        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-            os.unlink(name, dir_fd=dir_fd)
-        return size
-    finally:
-        os.close(dir_fd)
-
-
-def erase_beside(path: str, owner_uid: int, *, limit: int = 1 << 20) -> int:
-    """Erase a small file kept beside an erased copy (its signed manifest, its signature) with the
-    care of :func:`erase_copy`: the path absolute, each folder walked without following links, the
-    file opened once (``O_NOFOLLOW | O_NONBLOCK``) and, through that descriptor, checked to be a
-    regular file of ``owner_uid`` with one link and at most ``limit`` bytes, then overwritten; its
-    name unlinked only if it still names that file. Returns the bytes overwritten, 0 if it is not
-    there (a copy made before manifests, or one its holder tidied). Anything else: :class:`Unreachable`."""
-    if not os.path.isabs(path):
-        raise Unreachable("its path is not absolute: left alone")
-    folder, name = os.path.split(path)
-    try:
-        dir_fd = _open_folder(folder)
-    except FileNotFoundError:
-        return 0
-    try:
-        try:
-            fd = os.open(name, _LEAF, dir_fd=dir_fd)
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise Unreachable("it is a symbolic link: left alone") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise Unreachable("it is not a regular file (a FIFO, a device, a socket): left alone")
-            if st.st_uid != owner_uid:
-                raise Unreachable(f"it belongs to uid {st.st_uid}, not to the copy's holder (uid {owner_uid}): left alone")
-            if st.st_nlink != 1:
-                raise Unreachable(f"it has {st.st_nlink} hard links: left alone")
-            if st.st_size > limit:
-                raise Unreachable(f"it is {st.st_size} bytes, larger than a manifest: left alone")
-            size = _overwrite(fd, st.st_size)
+            size = _overwrite(fd, check(fd, st))
         finally:
             os.close(fd)
         now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
