@@ -155,12 +155,13 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
                 if isinstance(udp, tuple) and looks_like_sip(udp[4]):
                     msg = SipMessage.parse(udp[4])
                     ours.append((msg.call_id, msg.method or str(msg.status), "%d %s" % msg.cseq))
-    # pyshark runs tshark from an asyncio loop of the main thread's; a test before this one (the
-    # console's, on anyio) may have left none set: give it its own
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    capture = pyshark.FileCapture(str(path), display_filter="sip && udp && !icmp", keep_packets=False,
-                                  eventloop=loop)  # fmt: skip
+    # pyshark runs tshark from the main thread's asyncio loop; a test before this one (the
+    # console's, on anyio) may have left none set: give it one (pyshark keeps using it)
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    capture = pyshark.FileCapture(str(path), display_filter="sip && udp && !icmp", keep_packets=False)
     theirs = []
     try:
         for pkt in capture:
@@ -169,8 +170,6 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
             theirs.append((sip.get_field_value("Call-ID"), method, sip.get_field_value("CSeq")))
     finally:
         capture.close()
-        loop.close()
-        asyncio.set_event_loop(None)
     assert theirs and ours == theirs
 
 
