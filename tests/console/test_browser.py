@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from console_harness import ROOT, Site, csrf_of
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,14 @@ def wait(driver, seconds: float = 20):  # type: ignore[no-untyped-def]
 
 def loaded(driver) -> None:  # type: ignore[no-untyped-def]
     wait(driver).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def click_to_next_page(driver, element) -> None:  # type: ignore[no-untyped-def]
+    """Click what leaves the page and wait for the next one: the old page gone first (its
+    readyState is still "complete" until the navigation starts), then the new one loaded."""
+    element.click()
+    wait(driver).until(EC.staleness_of(element))
+    loaded(driver)
 
 
 def sign_in(driver, site: Site, role: str, password: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -56,8 +65,7 @@ def search(driver, site: Site, digits: str) -> list:  # type: ignore[no-untyped-
     form = driver.find_element(By.ID, "search-form")
     form.find_element(By.NAME, "caller").send_keys(digits)
     Select(form.find_element(By.NAME, "match")).select_by_value("ends")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    loaded(driver)
+    click_to_next_page(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     return driver.find_elements(By.CSS_SELECTOR, "#results tr.recording")
 
 
@@ -66,8 +74,7 @@ def open_searched(driver, site: Site) -> str:  # type: ignore[no-untyped-def]
     rows = search(driver, site, SEARCHED)
     assert len(rows) == 1, driver.find_element(By.ID, "results").text
     rid = rows[0].get_attribute("data-id")
-    rows[0].find_element(By.CSS_SELECTOR, "a.open").click()
-    loaded(driver)
+    click_to_next_page(driver, rows[0].find_element(By.CSS_SELECTOR, "a.open"))
     assert path_of(driver) == f"/recordings/{rid}"
     return rid
 
@@ -89,8 +96,7 @@ def file_request(driver, purpose: str, reason: str) -> None:  # type: ignore[no-
     form = driver.find_element(By.ID, "request-form")
     form.find_element(By.NAME, "purpose").send_keys(purpose)
     form.find_element(By.NAME, "reason").send_keys(reason)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    loaded(driver)
+    click_to_next_page(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     main = driver.find_element(By.TAG_NAME, "main").text
     assert "受け付けました" in main, main
 
@@ -255,8 +261,7 @@ def test_a_staff_export_request_approved_by_a_manager_then_downloaded(browser, c
     assert decide, browser.find_element(By.ID, "requests").text
     form = decide[-1]
     form.find_element(By.NAME, "reason").send_keys("目的を確認した (W3 test)")
-    form.find_element(By.CSS_SELECTOR, "button.approve").click()
-    loaded(browser)
+    click_to_next_page(browser, form.find_element(By.CSS_SELECTOR, "button.approve"))
 
     sign_in(browser, site, "staff")
     browser.get(site.url + "/requests")
