@@ -127,13 +127,7 @@ def control_only(config_path: str) -> int:
     server = control.ControlServer(config)
     if not server.start():
         return 1
-    stop = [False]
-
-    def ask_stop(*_: object) -> None:
-        stop[0] = True
-
-    signal.signal(signal.SIGTERM, ask_stop)
-    signal.signal(signal.SIGINT, ask_stop)
+    stop = stop_on_signals()
     try:
         while not stop[0]:
             time.sleep(0.2)
@@ -191,13 +185,7 @@ def up(config_path: str) -> int:
     else:
         daemon_cmd = [sys.executable, "-m", "recorderd.demo", "control", config_path]
     procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
-    stop = [False]
-
-    def ask_stop(*_: object) -> None:
-        stop[0] = True
-
-    signal.signal(signal.SIGINT, ask_stop)
-    signal.signal(signal.SIGTERM, ask_stop)
+    stop = stop_on_signals()
     try:
         # their own sessions: Ctrl-C reaches this process, which stops them in order
         procs.append(subprocess.Popen(daemon_cmd, start_new_session=True))
@@ -226,6 +214,18 @@ def up(config_path: str) -> int:
     finally:
         _stop(list(reversed(procs)))
 
+
+
+def stop_on_signals() -> list[bool]:
+    """A flag that SIGINT (Ctrl-C) or SIGTERM sets: ``stop[0]``, read by a loop that ends cleanly."""
+    stop = [False]
+
+    def ask_stop(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGINT, ask_stop)
+    signal.signal(signal.SIGTERM, ask_stop)
+    return stop
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
