@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import importlib
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -223,7 +226,31 @@ def demo_calls() -> list[tuple[SipCall, str | None]]:
     return calls
 
 
-def build(name: str, description: str, entries: list[tuple[SipCall, str | None]], folder: str) -> None:
+# A fixture from a topic module (``fx_*.py`` beside this file, each with a ``FIXTURES`` dict of
+# name -> TopicFixture): its calls, an optional ``transform`` of the whole packet list (wrap it in an
+# encapsulation, duplicate or cut frames, ...) and the counters the replay must show. A call is any
+# object with SipCall's ``packets()``, ``expected_recording(did, label)``, ``call_id``, ``transport``
+# and ``fragment``. Topic fixtures are not part of the demo day.
+@dataclasses.dataclass(frozen=True)
+class TopicFixture:
+    description: str
+    entries: list[tuple[SipCall, str | None]]
+    transform: Callable[[list[tuple[float, bytes]]], list[tuple[float, bytes]]] | None = None
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def topic_fixtures() -> dict[str, TopicFixture]:
+    found: dict[str, TopicFixture] = {}
+    for path in sorted(glob.glob(os.path.join(HERE, "fx_*.py"))):
+        module = importlib.import_module(os.path.basename(path)[:-3])
+        for name, fixture in module.FIXTURES.items():
+            assert name not in found and name not in fixtures(), f"fixture {name} defined twice"
+            found[name] = fixture
+    return found
+
+
+def build(name: str, description: str, entries: list[tuple[SipCall, str | None]], folder: str,
+          topic: TopicFixture | None = None) -> None:  # fmt: skip
     packets = []
     recordings, not_recorded = [], []
     for call, number in entries:
@@ -232,13 +259,18 @@ def build(name: str, description: str, entries: list[tuple[SipCall, str | None]]
             not_recorded.append(call.call_id)
         else:
             recordings.append(designated(call, number))
+    counters = derived_counters(name, entries)
+    if topic is not None:
+        if topic.transform is not None:
+            packets = topic.transform(sorted(packets, key=lambda p: p[0]))
+        counters.update(topic.counters)
     count = write_pcap(os.path.join(folder, name + ".pcap"), packets)
     expected = {
         "description": description,
         "packets": count,
         "recordings": sorted(recordings, key=lambda r: r["call_id"]),
         "not_recorded": sorted(not_recorded),
-        "counters": derived_counters(name, entries),
+        "counters": counters,
     }
     with open(os.path.join(folder, name + ".json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, indent=2)
@@ -251,6 +283,9 @@ def build_all(folder: str) -> list[str]:
         build(name, description, entries, folder)
         names.append(name)
     build("demo-day", "The make-run demo: every fixture's calls one after another.", demo_calls(), folder)
+    for name, topic in topic_fixtures().items():
+        build(name, topic.description, topic.entries, folder, topic)
+        names.append(name)
     return names + ["demo-day"]
 
 
