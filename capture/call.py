@@ -5,6 +5,7 @@ its SDP mapped, and — once its first audio packet arrives — a recording hand
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -35,6 +36,9 @@ class Call:
         self.invite_dst = invite_dst
         self.created_at = ts
         self.last_signal = ts
+        self.conversation = conversation_token(call_id)  # a transfer's next call inherits it
+        self.part = 1  # the recording part in progress (a codec change or a transfer starts another)
+        self.part_reason = ""
         self.answered_at: float | None = None
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
@@ -74,7 +78,7 @@ class Call:
         self.drift_limit = DRIFT_LIMIT_S * codec.rate
         self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
         info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec.name,
-                        codec.rate, codec.channels)  # fmt: skip
+                        codec.rate, codec.channels, self.conversation, self.part, self.part_reason)  # fmt: skip
         try:
             self.handle = self.sink.call_started(info)
         except OSError as exc:
@@ -140,3 +144,9 @@ class Call:
     @property
     def last_activity(self) -> float:
         return max(self.last_signal, self.streams[0].last_arrival, self.streams[1].last_arrival)
+
+
+def conversation_token(call_id: str) -> str:
+    """The opaque id of the conversation a call begins: the same for every part of it, made from its
+    first Call-ID (so a replay gives the same tokens), not personal."""
+    return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]

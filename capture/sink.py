@@ -22,6 +22,12 @@ class CallInfo:
     codec: str  # encoding name as the SDP gives it: "PCMU", "PCMA", "G722", "OPUS", "G729", ...
     clock_rate: int = 8000  # its RTP clock: positions passed to audio() are in these ticks
     channels: int = 1
+    # One conversation may be kept in parts (a transfer, a codec change mid-call): every part carries
+    # the same ``conversation`` (an opaque token made by capture, not personal), its ``part`` number
+    # (1, 2, ...) and why it began (``part_reason``: "" for the first, "transfer", "codec-change").
+    conversation: str = ""
+    part: int = 1
+    part_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,8 @@ class StreamStats:
     max_gap_ms: float = 0.0  # longest time between two packets of this direction
     events: tuple[tuple[float, str, float], ...] = ()  # DTMF (s into the recording, digit, ms): never logged
     other_source: int = 0  # packets from another address or port than this direction's sender: dropped
+    truncated: int = 0  # packets cut short by the capture (snap length): captured bytes kept, rest silence
+    mirror_duplicates: int = 0  # copies of one packet delivered again by a second mirror session: dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,11 @@ class RecordingHandle(Protocol):
 
     def end(self, result: CallEnd) -> None:
         """The call is over: finalise and keep the recording."""
+
+    def link_leg(self, call_id: str, how: str) -> None:
+        """Another call leg of this same conversation (an SBC's or B2BUA's other face, with its own
+        Call-ID) was seen and not recorded: the index notes it with this recording. ``how`` says
+        how the legs were matched ("address", "rtp-relay", "unsure")."""
 
     # Optional, for the C fast path (capture/_fastpath.c), which then writes straight into them:
     #   lanes: (bytearray, bytearray) | None -- one buffer per channel, one byte a sample (G.711),

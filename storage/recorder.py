@@ -70,6 +70,7 @@ class SpoolRecording:
     figures: Any = None  # set by capture: the streams' StreamStats so far, for the sidecar
 
     def __init__(self, sink: SpoolSink, recording_id: str, call: Any) -> None:
+        self.linked_legs: list[tuple[str, str]] = []  # (Call-ID, how matched) of legs not recorded
         base = os.path.join(sink.store.spool_dir, recording_id)
         self.sidecar = CallSidecar(base, call)  # first, so the spool files always have their call beside them
         try:
@@ -243,6 +244,11 @@ class SpoolRecording:
                      extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id,
                             "DID_LABEL": self.call.did_label})  # fmt: skip
         return why
+
+    def link_leg(self, call_id: str, how: str) -> None:
+        """Another leg of this conversation, not recorded (capture.sink.RecordingHandle.link_leg)."""
+        if len(self.linked_legs) < 16:
+            self.linked_legs.append((call_id, how))
 
     def end(self, result: Any) -> None:
         frames = 0
