@@ -28,6 +28,7 @@ from storage.store import StoreError
 
 from . import control, journal, ops, roles, service, version, wire
 from .config import Config
+from .ops.access import part_path
 from .ops.records import DEFAULT_PAGE_SIZE
 
 UNREACHABLE = 4
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", help="calls of at most this many seconds")
     p.add_argument("--state", help="complete | incomplete")
     p.add_argument("--on-hold", choices=("yes", "no"), help="only calls on hold (yes) or not (no)")
+    p.add_argument("--conversation", help="the parts of one conversation (its token, as show prints it)")
     p.add_argument("--page", type=int, help="the page (from 1; default 1)")
     p.add_argument("--page-size", type=int, help=f"recordings a page (1 to {MAX_PAGE_SIZE}; default {DEFAULT_PAGE_SIZE})")
     p = _sub(sub, "show", "show", "a recording: details, quality per direction, DTMF, holds, access history (staff, manager)")
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approved-by", help="the manager who approved an out-of-purpose copy")
     p.add_argument("--approval-ref", help="the reference of that approval")
     p.add_argument("--format", default="wav", help="wav (as recorded) | pcm (16-bit PCM, for players lacking G.711) | pcap (the call's evidence pcap)")
+    p.add_argument("--conversation", action="store_true",
+                   help="every part of the recording's conversation, each with its manifest, into the folder --out")
     p = _sub(sub, "export-request", "export-request", "ask for a copy for another purpose (staff, manager; a second manager decides)")
     p.add_argument("id")
     p.add_argument("--purpose", required=True, help="what the copy is for (not quality nor suspicious_call: those need no request)")
@@ -259,6 +263,9 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
     out = request.get("out")
     if action in OUTPUT_ACTIONS and isinstance(out, str):
         paths = [out, *signing.manifest_paths(out)] if action in SIGNED_ACTIONS else [out]
+        if action == "export" and request.get("conversation"):  # a folder: each part's copy and manifest in it
+            files = [part_path(out, pid, request.get("format") or "wav") for pid in request.get("parts") or ()]
+            paths = [p for f in files for p in (f, *signing.manifest_paths(f))]
         for target in paths:
             try:
                 sinks[target] = wire.FileSink(target)  # before asking: a copy that cannot be written is not made
@@ -340,12 +347,26 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
     for q in data.get("quality") or []:
         loss = "-" if q.get("loss_pct") is None else f"{q['loss_pct']}%"
         lines.append(f"  channel {q.get('channel')} {q.get('packets')} packets, lost {q.get('lost')} ({loss}), duplicates "
-                     f"{q.get('duplicates')}, jitter {q.get('jitter_ms')} ms, longest gap {q.get('max_gap_ms')} ms")  # fmt: skip
+                     f"{q.get('duplicates')}, jitter {q.get('jitter_ms')} ms, longest gap {q.get('max_gap_ms')} ms"
+                     + (f", cut short by the capture {q['truncated']} (rest silence)" if q.get("truncated") else ""))  # fmt: skip
     if data.get("one_way_audio"):
         lines.append("  ONE-WAY AUDIO: one direction carried no audio")
     dtmf = data.get("dtmf") or []
     if dtmf:
         lines.append(f"  DTMF      {len(dtmf)} event(s): " + ", ".join(_dtmf(e) for e in dtmf))
+    conversation = data.get("conversation") or {}
+    parts = [p for p in conversation.get("parts") or () if isinstance(p, dict)]
+    if len(parts) > 1:
+        others = ", ".join(f"{p.get('id')} (part {p.get('part')}{', ' + p['part_reason'] if p.get('part_reason') else ''}, "
+                           f"{p.get('duration_s')} s)" for p in parts if p.get("id") != r.get("id"))  # fmt: skip
+        lines.append(f"  part      {r.get('part')} of {len(parts)} of conversation {conversation.get('token')}"
+                     + (f" (began: {r['part_reason']})" if r.get("part_reason") else "") + f"; other parts: {others}")
+    elif conversation.get("token"):
+        lines.append(f"  part      the whole conversation ({conversation.get('token')})")
+    legs = [g for g in data.get("linked_legs") or () if isinstance(g, dict)]
+    if legs:
+        lines.append(f"  legs      {len(legs)} other leg(s) of the conversation, not recorded: "
+                     + "; ".join(f"{g.get('how')}: {g.get('call_id')}" for g in legs))
     for h in data.get("holds") or []:
         until = h.get("until")
         until = datetime.fromtimestamp(until, tz).isoformat(timespec="seconds") if isinstance(until, (int, float)) else until
@@ -357,6 +378,22 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
         lines.append(f"  {e.get('at')}  {e.get('user')} ({e.get('role')}, via {e.get('via')})  {e.get('action')}  "
                      f"{e.get('result')}{extra}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _conversation_parts(config: Config, request: dict[str, Any]) -> tuple[int, str] | None:
+    """``export ID --conversation``: the parts of ID's conversation (asked for with ``show``, which
+    audits the look), into ``request["parts"]``, so that the copies' files are made beforehand here
+    like any copy's. Returns (exit status, why) when it cannot be done."""
+    if request.get("request") is not None or not request.get("id"):
+        return 2, "export --conversation needs the recording's id (not --request)"
+    if not os.path.isdir(request["out"]):
+        return 2, f"export --conversation: --out {request['out']} must be an existing folder (each part goes into it)"
+    shown = perform(config, "show", {"id": request["id"]})
+    parts = ((shown.data or {}).get("conversation") or {}).get("parts") if isinstance(shown.data, dict) else None
+    if shown.rc != 0 or not isinstance(parts, list):
+        return shown.rc or 1, shown.error or "the recording's conversation could not be read"
+    request["parts"] = [str(p.get("id")) for p in parts if isinstance(p, dict)]
+    return None
 
 
 def _me() -> str:
@@ -423,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recorderctl: {why}", file=sys.stderr)
             return 1
     request.pop("journal_file", None)
+    if args.op == "export" and args.conversation:
+        failed = _conversation_parts(config, request)
+        if failed is not None:
+            print(f"recorderctl: {failed[1]}", file=sys.stderr)
+            return failed[0]
     reply = perform(config, args.op, request)
     if args.op == "status":
         reply = service.annotate_status(config, reply)

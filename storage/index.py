@@ -9,11 +9,19 @@ They are opened only for the rows shown. The caller's number is searched through
 (``storage/search.py``). The recording id is the local start time and a digest of the Call-ID, DID
 and start (``storage/recorder.py``): no caller number.
 
+One conversation may be kept in parts (a transfer, a codec change mid-call): every part has the
+conversation's token (``conversation``, opaque, made by capture: not personal), its ``part`` number
+and ``part_reason``, and ``conversation_start`` (the start of its first part) so that a search lists
+the parts of one conversation together. The other legs of a conversation that were seen and not
+recorded (an SBC's other face) are in ``linked_legs``: how they were matched in clear, their Call-IDs
+sealed under the recording's data key like its own, and gone with it at crypto-erase.
+
 ``schema_version`` in ``store_meta`` says which layout the file has; :meth:`Index.migrate` brings an
 older one up to :data:`SCHEMA_VERSION` once, and a newer one is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +37,7 @@ from . import database, keys, search, vault
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recordings (
@@ -56,7 +64,12 @@ CREATE TABLE IF NOT EXISTS recordings (
     pcap_path TEXT NOT NULL DEFAULT '',    -- the evidence pcap ('' when not kept)
     pcap_sha256 TEXT NOT NULL DEFAULT '',
     pcap_size INTEGER NOT NULL DEFAULT 0,
-    sealed BLOB NOT NULL DEFAULT x''       -- caller, Call-ID, DTMF under the data key (x'' once erased)
+    sealed BLOB NOT NULL DEFAULT x'',      -- caller, Call-ID, DTMF under the data key (x'' once erased)
+    conversation TEXT NOT NULL DEFAULT '', -- the conversation's token (schema 3): the same for all its parts
+    part INTEGER NOT NULL DEFAULT 1,
+    part_reason TEXT NOT NULL DEFAULT '',  -- '' (the first), transfer, codec-change
+    conversation_start REAL NOT NULL DEFAULT 0, -- started_at of the conversation's first part kept ...
+    conversation_first TEXT NOT NULL DEFAULT ''  -- ... and its id (the search's order: parts together)
 );
 CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY,
@@ -95,13 +108,37 @@ CREATE INDEX IF NOT EXISTS recordings_duration ON recordings ((ended_at - starte
 CREATE INDEX IF NOT EXISTS holds_recording ON holds (recording_id);
 CREATE INDEX IF NOT EXISTS holds_in_force ON holds (until) WHERE released_at IS NULL;
 """
+# Tables and indexes of schema 3 (also made by the migration from versions 1 and 2).
+SCHEMA_3 = """
+CREATE TABLE IF NOT EXISTS linked_legs (   -- other legs of a recording's conversation, not recorded
+    recording_id TEXT NOT NULL REFERENCES recordings (id),
+    n INTEGER NOT NULL,
+    how TEXT NOT NULL,                     -- address | rtp-relay | unsure
+    sealed BLOB NOT NULL,                  -- its Call-ID under the recording's data key
+    PRIMARY KEY (recording_id, n)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recordings_conversation ON recordings (conversation, part);
+CREATE INDEX IF NOT EXISTS recordings_conversations_newest
+    ON recordings (conversation_start DESC, conversation_first DESC, part, id);
+"""
+# Columns schema 3 added to the recordings table: (name, declaration) for ALTER TABLE.
+SCHEMA_3_COLUMNS = (
+    ("conversation", "TEXT NOT NULL DEFAULT ''"), ("part", "INTEGER NOT NULL DEFAULT 1"),
+    ("part_reason", "TEXT NOT NULL DEFAULT ''"), ("conversation_start", "REAL NOT NULL DEFAULT 0"),
+    ("conversation_first", "TEXT NOT NULL DEFAULT ''"),
+)  # fmt: skip
+HOW = ("address", "rtp-relay", "unsure")  # how a linked leg was matched (anything else is kept as "unsure")
+MAX_LEGS = 16  # linked legs kept per recording
+MAX_LEG_CALL_ID = 512  # characters of a linked leg's Call-ID kept
 COLUMNS = (
     "id", "did", "did_label", "started_at", "ended_at", "codec", "channels", "frames", "size", "sha256",
     "retain_until", "state", "end_reason", "path", "streams", "created_at", "wrapped_key", "erasing_at",
     "audio", "rate", "pcap_path", "pcap_sha256", "pcap_size", "sealed",
+    "conversation", "part", "part_reason", "conversation_start", "conversation_first",
 )  # fmt: skip
 PERSONAL = ("caller", "call_id")  # RecordingRow fields kept sealed (with the streams' DTMF digits)
 _SEAL_AAD = b"recorderd index fields v1\0"
+_LEG_AAD = b"recorderd linked leg v1\0"
 UNREADABLE = "(unreadable)"  # a personal field whose seal or key does not open (the row was altered)
 # Columns the first edition added after its first stores were made: (name, declaration) for ALTER TABLE.
 ADDED_COLUMNS = (
@@ -138,6 +175,17 @@ class RecordingRow:
     pcap_path: str = ""
     pcap_sha256: str = ""
     pcap_size: int = 0
+    conversation: str = ""  # "" when added: a token of its own (:func:`own_conversation`)
+    part: int = 1
+    part_reason: str = ""
+    conversation_start: float = 0.0  # set by the index: the start of the conversation's first part kept
+    conversation_first: str = ""  # and that part's id
+
+
+def own_conversation(recording_id: str) -> str:
+    """The conversation token of a recording kept without one (schema 2's rows, a call capture gave
+    none): a conversation of its own, in the form of capture's tokens (16 hex digits)."""
+    return hashlib.sha256(b"recorderd recording\0" + recording_id.encode()).hexdigest()[:16]
 
 
 class DuplicateRecording(Exception):
@@ -163,7 +211,7 @@ class Index:
         """A new index; an existing one gets what its own edition added later (the second
         edition's changes are :meth:`migrate`'s)."""
         if not self._table("recordings"):
-            self.db.executescript(SCHEMA + SCHEMA_2)
+            self.db.executescript(SCHEMA + SCHEMA_2 + SCHEMA_3)
             self.db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
                             (str(SCHEMA_VERSION),))  # fmt: skip
             return
@@ -206,17 +254,19 @@ class Index:
         return version
 
     def migrate(self, master: bytes) -> tuple[int, int, int] | None:
-        """Bring a first-edition index to this edition, once: every caller number, Call-ID and DTMF
-        sealed under its recording's data key, its digests made, the plaintext columns dropped, then
-        VACUUM and a WAL checkpoint so the old values leave the file. ``(from, to, rows)``, or None
-        when there was nothing to do. All or nothing (one transaction)."""
+        """Bring an older index to this edition, once. From the first edition: every caller number,
+        Call-ID and DTMF sealed under its recording's data key, its digests made, the plaintext
+        columns dropped, then VACUUM and a WAL checkpoint so the old values leave the file. From
+        schema 2: each recording a conversation of its own (part 1), and the linked legs' table.
+        ``(from, to, rows)``, or None when there was nothing to do. All or nothing (one transaction)."""
         if self.check_version() == SCHEMA_VERSION:
             if self.meta("compact_pending") and not database.is_read_only(self.db):
                 self.compact()
             return None
         if database.is_read_only(self.db):
-            raise SchemaError(f"the index {self.path} is schema version 1 and must be migrated to {SCHEMA_VERSION}, "
-                              "which needs room on the store's disk: free some space, then start again")  # fmt: skip
+            raise SchemaError(f"the index {self.path} is schema version {self.schema_version()} and must be migrated to "
+                              f"{SCHEMA_VERSION}, which needs room on the store's disk: free some space, then start "
+                              "again")  # fmt: skip
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB while every row is rewritten (random digest keys)
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -224,37 +274,60 @@ class Index:
             if version == SCHEMA_VERSION:  # another process did it meanwhile
                 self.db.execute("ROLLBACK")
                 return None
-            self._add_first_edition_columns()
-            self.db.execute("ALTER TABLE recordings ADD COLUMN sealed BLOB NOT NULL DEFAULT x''")
-            self.db.execute("DROP INDEX IF EXISTS recordings_started")  # recordings_newest is its successor
-            for statement in SCHEMA_2.split(";"):  # not executescript: it would commit
-                if statement.strip():
-                    self.db.execute(statement)
-            digest_key = keys.derive(master, "caller-digest")
-            rows = self.db.execute("SELECT id, caller, call_id, streams, wrapped_key FROM recordings").fetchall()
-            updates, digests = [], []
-            for rid, caller, call_id, streams_text, wrapped in rows:
-                public, dtmf = _split_dtmf(json.loads(streams_text))
-                sealed = b""
-                if wrapped is not None:  # an erasure begun: its key is gone, nothing is kept
-                    sealed = _seal(vault.unwrap(master, wrapped, rid), rid, caller, call_id, dtmf)
-                    digests += [(d, rid) for d in search.caller_digests(digest_key, caller)]
-                updates.append((sealed, _dumps(public), rid))
-            self.db.executemany("UPDATE recordings SET sealed = ?, streams = ? WHERE id = ?", updates)
-            digests.sort()  # in key order: appended to the b-tree, not scattered over it
-            self.db.execute("DROP INDEX caller_digests_recording")  # made again once the digests are in: faster
-            self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)", digests)
-            self.db.execute("CREATE INDEX caller_digests_recording ON caller_digests (recording_id)")
-            self.db.execute("ALTER TABLE recordings DROP COLUMN caller")
-            self.db.execute("ALTER TABLE recordings DROP COLUMN call_id")
+            if version == 1:
+                self._seal_first_edition(master)
+            rows = self._add_conversations()
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-            self.set_meta("compact_pending", "1")  # cleared by compact(): a crash before it is compacted at the next open
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.compact()
-        return version, SCHEMA_VERSION, len(rows)
+        if self.meta("compact_pending"):
+            self.compact()
+        return version, SCHEMA_VERSION, rows
+
+    def _seal_first_edition(self, master: bytes) -> None:
+        """1 -> 2, inside :meth:`migrate`'s transaction."""
+        self._add_first_edition_columns()
+        self.db.execute("ALTER TABLE recordings ADD COLUMN sealed BLOB NOT NULL DEFAULT x''")
+        self.db.execute("DROP INDEX IF EXISTS recordings_started")  # recordings_newest is its successor
+        for statement in SCHEMA_2.split(";"):  # not executescript: it would commit
+            if statement.strip():
+                self.db.execute(statement)
+        digest_key = keys.derive(master, "caller-digest")
+        rows = self.db.execute("SELECT id, caller, call_id, streams, wrapped_key FROM recordings").fetchall()
+        updates, digests = [], []
+        for rid, caller, call_id, streams_text, wrapped in rows:
+            public, dtmf = _split_dtmf(json.loads(streams_text))
+            sealed = b""
+            if wrapped is not None:  # an erasure begun: its key is gone, nothing is kept
+                sealed = _seal(vault.unwrap(master, wrapped, rid), rid, caller, call_id, dtmf)
+                digests += [(d, rid) for d in search.caller_digests(digest_key, caller)]
+            updates.append((sealed, _dumps(public), rid))
+        self.db.executemany("UPDATE recordings SET sealed = ?, streams = ? WHERE id = ?", updates)
+        digests.sort()  # in key order: appended to the b-tree, not scattered over it
+        self.db.execute("DROP INDEX caller_digests_recording")  # made again once the digests are in: faster
+        self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)", digests)
+        self.db.execute("CREATE INDEX caller_digests_recording ON caller_digests (recording_id)")
+        self.db.execute("ALTER TABLE recordings DROP COLUMN caller")
+        self.db.execute("ALTER TABLE recordings DROP COLUMN call_id")
+        self.set_meta("compact_pending", "1")  # cleared by compact(): a crash before it is compacted at the next open
+
+    def _add_conversations(self) -> int:
+        """2 -> 3, inside :meth:`migrate`'s transaction: every recording so far is a conversation of
+        its own, part 1 (nothing older knew of parts); the linked legs' table, empty. Returns the rows."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
+        for name, declaration in SCHEMA_3_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {declaration}")
+        ids = [rid for (rid,) in self.db.execute("SELECT id FROM recordings")]
+        self.db.executemany("UPDATE recordings SET conversation = ?, part = 1, part_reason = '', "
+                            "conversation_start = started_at, conversation_first = id WHERE id = ?",
+                            [(own_conversation(rid), rid) for rid in ids])  # fmt: skip
+        for statement in SCHEMA_3.split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+        return len(ids)
 
     def compact(self) -> None:
         """VACUUM and fold the WAL into the file, so values a migration removed leave it (pages of
@@ -308,9 +381,12 @@ class Index:
         self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)",
                             [(d, recording_id) for d in search.caller_digests(key, caller)])  # fmt: skip
 
-    def add(self, row: RecordingRow, data_key: bytes | None = None) -> None:
+    def add(self, row: RecordingRow, data_key: bytes | None = None,
+            legs: Iterable[tuple[str, str]] = ()) -> None:  # fmt: skip
         """Index a kept recording: its personal fields sealed under its data key (given, or
-        unwrapped from the row), its caller's digests beside it, in one transaction."""
+        unwrapped from the row), its caller's digests beside it, its conversation's place and the
+        other legs of it that were not recorded (``legs``: (Call-ID, how), the Call-IDs sealed), in
+        one transaction."""
         if row.wrapped_key is None:
             raise ValueError(f"recording {row.id} has no data key: its personal fields could not be sealed")
         if data_key is None:
@@ -319,13 +395,27 @@ class Index:
         values = {c: getattr(row, c) for c in COLUMNS if c != "sealed"}
         values["streams"] = _dumps(public)
         values["sealed"] = _seal(data_key, row.id, row.caller, row.call_id, dtmf)
+        conversation = row.conversation if _token_ok(row.conversation) else own_conversation(row.id)
+        part = row.part if isinstance(row.part, int) and 1 <= row.part < 1 << 31 else 1
+        values.update(conversation=conversation, part=part, part_reason=str(row.part_reason or "")[:40])
+        sealed_legs = [(row.id, n, how if how in HOW else "unsure", _seal_leg(data_key, row.id, n, str(call_id)))
+                       for n, (call_id, how) in enumerate(list(legs)[:MAX_LEGS], 1)]  # fmt: skip
         digest_key = self.digest_key()
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
+                                    "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
+                                    (conversation,)).fetchone()  # fmt: skip
+            earliest = first is None or (row.started_at, row.id) < tuple(first)
+            values["conversation_start"], values["conversation_first"] = (row.started_at, row.id) if earliest else first
             self.db.execute(
                 f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 [values[c] for c in COLUMNS],
             )
+            if first is not None and earliest:  # kept after a later part: the parts stay together
+                self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
+                                "conversation = ?", (row.started_at, row.id, conversation))  # fmt: skip
+            self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
             self._add_digests(row.id, row.caller, digest_key)
             self.db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
@@ -368,6 +458,58 @@ class Index:
         dtmf = personal["dtmf"]
         data["streams"] = [{**s, "dtmf": dtmf[i] if i < len(dtmf) else []} for i, s in enumerate(streams)]
         return RecordingRow(caller=personal["caller"], call_id=personal["call_id"], **data)
+
+    def parts(self, conversation: str) -> list[RecordingRow]:
+        """Every kept part of a conversation, in part order (opened)."""
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE conversation = ? "
+                              "ORDER BY part, started_at, id", (conversation,))  # fmt: skip
+        return [self._row(r) for r in cur.fetchall()]
+
+    def part_counts(self, conversations: Iterable[str]) -> dict[str, int]:
+        """How many parts each of ``conversations`` has in the store."""
+        wanted = sorted(set(conversations))
+        counts: dict[str, int] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            counts.update(self.db.execute(f"SELECT conversation, count(*) FROM recordings WHERE conversation IN "
+                                          f"({', '.join('?' * len(chunk))}) GROUP BY conversation", chunk).fetchall())  # fmt: skip
+        return counts
+
+    def leg_counts(self, ids: Iterable[str]) -> dict[str, int]:
+        """How many linked legs each of the recordings ``ids`` has (those with none left out)."""
+        wanted = sorted(set(ids))
+        counts: dict[str, int] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            counts.update(self.db.execute(f"SELECT recording_id, count(*) FROM linked_legs WHERE recording_id IN "
+                                          f"({', '.join('?' * len(chunk))}) GROUP BY recording_id", chunk).fetchall())  # fmt: skip
+        return counts
+
+    def legs(self, recording_id: str) -> list[dict[str, str]]:
+        """The recording's linked legs, {how, call_id} in the order they were seen, their Call-IDs
+        opened (:data:`UNREADABLE` for one whose seal does not open; none once erased)."""
+        found = self.db.execute("SELECT n, how, sealed FROM linked_legs WHERE recording_id = ? ORDER BY n",
+                                (recording_id,)).fetchall()  # fmt: skip
+        if not found:
+            return []
+        wrapped = self.db.execute("SELECT wrapped_key FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        key = None
+        if wrapped and wrapped[0] is not None:
+            try:
+                key = vault.unwrap(self._master(), wrapped[0], recording_id)
+            except vault.VaultError:
+                key = None
+        out = []
+        for n, how, sealed in found:
+            call_id = UNREADABLE
+            if key is not None:
+                try:
+                    call_id = _open_leg(key, recording_id, n, sealed)
+                except vault.VaultError:
+                    log.warning("recording %s: linked leg %d does not open with its key", recording_id, n,
+                                extra={"EVENT": "index-fields-unreadable", "RECORDING_ID": recording_id})  # fmt: skip
+            out.append({"how": how, "call_id": call_id})
+        return out
 
     def holds(self, recording_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """Holds not released (and, given ``now``, not yet past their end)."""
@@ -425,6 +567,7 @@ class Index:
                 (at, recording_id),
             )
             self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (recording_id,))
+            self.db.execute("DELETE FROM linked_legs WHERE recording_id = ?", (recording_id,))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -441,6 +584,7 @@ class Index:
             )
             self.db.execute("DELETE FROM holds WHERE recording_id = ?", (row.id,))
             self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (row.id,))
+            self.db.execute("DELETE FROM linked_legs WHERE recording_id = ?", (row.id,))
             self.db.execute("DELETE FROM recordings WHERE id = ?", (row.id,))
             self.db.execute("COMMIT")
         except BaseException:
@@ -480,3 +624,22 @@ def _open(data_key: bytes, recording_id: str, sealed: bytes) -> dict[str, Any]:
     except InvalidTag:
         raise vault.VaultError(f"recording {recording_id}: its sealed index fields do not open with its key") from None
     return json.loads(plain)
+
+
+def _token_ok(token: Any) -> bool:
+    """A conversation token as capture makes them (16 lower-case hex digits)."""
+    return isinstance(token, str) and len(token) == 16 and all(c in "0123456789abcdef" for c in token)
+
+
+def _seal_leg(data_key: bytes, recording_id: str, n: int, call_id: str) -> bytes:
+    nonce = os.urandom(12)
+    aad = _LEG_AAD + f"{recording_id}\0{n}".encode()
+    return nonce + AESGCM(data_key).encrypt(nonce, call_id[:MAX_LEG_CALL_ID].encode("utf-8", "replace"), aad)
+
+
+def _open_leg(data_key: bytes, recording_id: str, n: int, sealed: bytes) -> str:
+    try:
+        plain = AESGCM(data_key).decrypt(sealed[:12], sealed[12:], _LEG_AAD + f"{recording_id}\0{n}".encode())
+    except (InvalidTag, ValueError):
+        raise vault.VaultError(f"recording {recording_id}: linked leg {n} does not open with its key") from None
+    return plain.decode("utf-8", "replace")

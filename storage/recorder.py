@@ -275,7 +275,7 @@ class SpoolRecording:
         self.sink.keep(
             self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,
             end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
-            rate=self.fmt.rate if self.fmt else 0,
+            rate=self.fmt.rate if self.fmt else 0, linked_legs=list(self.linked_legs),
         )  # fmt: skip
 
 

@@ -93,6 +93,7 @@ class Filters:
     max_duration: float | None = None
     state: str | None = None  # complete | incomplete
     on_hold: bool | None = None  # a hold in force (not released, its end in the future)
+    conversation: str | None = None  # the parts of one conversation (its token)
 
 
 def _where(f: Filters, digest_key: Callable[[], bytes], now: float) -> tuple[str, list[object]]:
@@ -120,6 +121,9 @@ def _where(f: Filters, digest_key: Callable[[], bytes], now: float) -> tuple[str
         clauses.append("r.id " + ("" if f.on_hold else "NOT ") + "IN (SELECT h.recording_id FROM holds h "
                        "WHERE h.released_at IS NULL AND h.until > ?)")  # fmt: skip
         params.append(now)
+    if f.conversation is not None:
+        clauses.append("r.conversation = ?")
+        params.append(f.conversation)
     if f.caller is not None:
         d = exact_digest(digest_key(), f.caller)
         clauses.append("r.id IN (SELECT recording_id FROM caller_digests WHERE digest = ?)")
@@ -132,11 +136,12 @@ def _where(f: Filters, digest_key: Callable[[], bytes], now: float) -> tuple[str
 
 def search(index: Index, f: Filters, *, now: float, page: int = 1, page_size: int = 50) -> tuple[int, list[RecordingRow]]:
     """``(total, rows)``: how many recordings match, and the page asked for, newest first (only the
-    rows of the page are opened). ``page_size=0``: all of them."""
+    rows of the page are opened). ``page_size=0``: all of them. The parts of one conversation come
+    together, in part order, where its first part's start puts them."""
     if f.caller_ends is not None and (not f.caller_ends.isdigit() or len(f.caller_ends) < MIN_SUFFIX):
         raise ValueError(f"the last digits need at least {MIN_SUFFIX} digits")
     where, params = _where(f, index.digest_key, now)
-    order = " ORDER BY r.started_at DESC, r.id DESC"
+    order = " ORDER BY r.conversation_start DESC, r.conversation_first DESC, r.part, r.id"  # recordings_conversations_newest
     db = index.db
     if f.caller_ends is not None and len(f.caller_ends) > MAX_SUFFIX:
         # the digest finds those ending in the same MAX_SUFFIX digits; their sealed numbers say which end in all

@@ -19,7 +19,8 @@ from typing import Any
 
 SIDECAR = ".call.json"
 STAGING = ".call.json.part"  # the first line before it is in place (a crash may leave one: erased)
-FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec", "clock_rate", "channels")
+FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec", "clock_rate", "channels",
+          "conversation", "part", "part_reason")  # fmt: skip
 FIRST_PROGRESS = 1.0  # s of audio before the first line (its streams and sources known by then)
 PROGRESS_EVERY = 30.0  # s of audio between two lines of figures (what a crash may leave out of them)
 # (each save costs ~0.1 ms of the capture thread: every 5 s, 3,000 calls cost 6% of a core and

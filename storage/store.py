@@ -41,6 +41,7 @@ DIR_MODE = 0o700
 SUFFIX = ".rdv"
 PCAP_SUFFIX = ".pcap.rdv"
 AUDIT_MARKER = "audit_sealed"  # store_meta: audit.marker(audit-seal key): the audit log is sealed (format 2)
+SEALED_SINCE = 2  # the index schema whose stores have a sealed audit log (the marker says so)
 KEY_CHECK = "master_key_check"  # store_meta: vault.key_check of the store's master key
 
 
@@ -201,8 +202,10 @@ class Store:
             old, new, rows = done
             self.record(Actor(_user_name(), os.getuid()), "index-migrated", None,
                         {"from_version": old, "to_version": new, "recordings": rows}, "allowed")  # fmt: skip
-            log.warning("the index was migrated from schema version %d to %d (%d recording(s)): caller numbers, "
-                        "Call-IDs and DTMF digits are now sealed under each recording's key", old, new, rows,
+            sealed = ("caller numbers, Call-IDs and DTMF digits are now sealed under each recording's key; "
+                      if old < 2 else "")
+            log.warning("the index was migrated from schema version %d to %d (%d recording(s)): %seach recording "
+                        "kept so far is a conversation of its own", old, new, rows, sealed,
                         extra={"EVENT": "index-migrated"})  # fmt: skip
 
     def _note_retention_policy(self) -> None:
@@ -299,7 +302,7 @@ class Store:
             key = keys.derive(self.master_key(), "audit-seal")
             sealed = audit_marker(key)
             found = index.meta(AUDIT_MARKER)
-            legacy = found is None and index.schema_version() < INDEX_SCHEMA
+            legacy = found is None and index.schema_version() < SEALED_SINCE
             audit.tz = self.tz
             audit.use_key(key, at=self.clock(), replaced=replaced, legacy=legacy)
             if found != sealed and audit.format() == FORMAT and not audit.meta_removed:
@@ -387,8 +390,11 @@ class Store:
             pcap_path=pcap_rel,
             pcap_sha256=pcap_sha,
             pcap_size=pcap_size,
+            conversation=getattr(call, "conversation", None) or "",
+            part=getattr(call, "part", None) or 1,
+            part_reason=getattr(call, "part_reason", None) or "",
         )
-        index.add(row, data_key)
+        index.add(row, data_key, final.get("linked_legs") or ())
         self.discard_spool(base)
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "

@@ -219,11 +219,11 @@ def test_disclosure_search_finds_the_caller_through_the_digests(site: Site, caps
 def test_a_store_newer_than_the_code_is_refused_naming_both_versions(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     with sqlite3.connect(site.store / "index.sqlite") as db:
-        db.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'")
+        db.execute("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'")
     before = (site.store / "index.sqlite").read_bytes()
     for args in (("list",), ("init",)):
         rc, out, err = ask(site, capsys, *args)
-        assert rc != 0 and "schema version 3" in err and "up to 2" in err, (args, out, err)
+        assert rc != 0 and "schema version 4" in err and "up to 3" in err, (args, out, err)
     assert (site.store / "index.sqlite").read_bytes() == before
 
 

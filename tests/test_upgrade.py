@@ -3,7 +3,10 @@ of commit cf688db, checked out in a git worktree for the test and run as its own
 opened by this code: its index is migrated once (audited), every recording lists and exports
 byte-identical to what the old code exported, ``verify`` passes, the caller's number is in no file
 of the store any more, caller search still finds it, and ``retention run`` (faketime past the
-deadline) erases it. Needs git (and this checkout's history) and Debian's faketime."""
+deadline) erases it. A store of schema 2 (commit 6cdf2e1, before conversations) is migrated to
+schema 3 the same way: each recording a conversation of its own, part 1, audited once, listed,
+exported byte-identical, erased on time. Needs git (and this checkout's history) and Debian's
+faketime."""
 from __future__ import annotations
 
 import json
@@ -20,6 +23,7 @@ from conftest import FIXTURES, ROOT, Site
 from storage.audit import AuditLog
 
 OLD = "cf688db"
+SCHEMA_2 = "6cdf2e1"  # the last code of index schema 2 (before conversations, parts and linked legs)
 CALLS = ("inbound-mulaw.pcap", "inbound-e164.pcap", "dtmf.pcap", "inbound-alaw.pcap")
 NUMBERS = {"09011112222": 2, "+819033334444": 1, "0311112222": 1}  # caller -> recordings made by the old code
 
@@ -28,21 +32,32 @@ def _git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def old_code(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A worktree of the old release (removed afterwards)."""
+def _worktree(tmp_path_factory: pytest.TempPathFactory, commit: str):  # type: ignore[no-untyped-def]
+    """A worktree of ``commit`` (removed afterwards)."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed (apt-get install git): the old release is checked out with it")
-    if _git("cat-file", "-e", f"{OLD}^{{commit}}").returncode != 0:
-        pytest.skip(f"commit {OLD} is not in this checkout's history (a shallow clone?)")
-    tree = tmp_path_factory.mktemp("s4-old") / "tree"
-    made = _git("worktree", "add", "--detach", str(tree), OLD)
+    if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        pytest.skip(f"commit {commit} is not in this checkout's history (a shallow clone?)")
+    tree = tmp_path_factory.mktemp(f"s4-old-{commit}") / "tree"
+    made = _git("worktree", "add", "--detach", str(tree), commit)
     assert made.returncode == 0, made.stderr
     try:
         yield tree
     finally:
         _git("worktree", "remove", "--force", str(tree))
         _git("worktree", "prune")
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A worktree of the old release."""
+    yield from _worktree(tmp_path_factory, OLD)
+
+
+@pytest.fixture(scope="module")
+def schema_2_code(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A worktree of the code of index schema 2."""
+    yield from _worktree(tmp_path_factory, SCHEMA_2)
 
 
 def old(tree: Path, site: Site, *args: str, module: str = "recorderd.ctl") -> subprocess.CompletedProcess[str]:
@@ -96,9 +111,9 @@ def test_a_store_of_the_old_release_works_with_this_code(old_code: Path, tmp_pat
     assert [e[1] for s in dtmf["streams"] for e in s["dtmf"]] == ["1", "#"]
     site.list(capsys)
     [migrated] = [e for e in audit_rows(site) if e.action == "index-migrated"]
-    assert migrated.detail == {"from_version": 1, "to_version": 2, "recordings": len(listed)} and migrated.result == "allowed"
+    assert migrated.detail == {"from_version": 1, "to_version": 3, "recordings": len(listed)} and migrated.result == "allowed"
     with sqlite3.connect(site.store / "index.sqlite") as db:
-        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("3",)
         assert not {r[1] for r in db.execute("PRAGMA table_info(recordings)")} & {"caller", "call_id"}
 
     for path, data in every_byte(site.store):  # index, its WAL, audit log, casework, spool
@@ -206,7 +221,7 @@ def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_ne
                              cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
     assert crashed.returncode == 9, crashed.stdout + crashed.stderr
     with sqlite3.connect(site.store / "index.sqlite") as db:
-        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("2",)  # committed
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("3",)  # committed
     assert any(b"09011112222" in data for _, data in every_byte(site.store))  # not compacted: still in the file
 
     [rec] = site.list(capsys)  # the next open
@@ -215,3 +230,51 @@ def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_ne
         assert b"09011112222" not in data and b"11112222" not in data, path.name
     with sqlite3.connect(site.store / "index.sqlite") as db:
         assert db.execute("SELECT value FROM store_meta WHERE key = 'compact_pending'").fetchone() is None
+
+
+def test_a_store_of_schema_2_gets_conversations_and_works_with_this_code(schema_2_code: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """2 -> 3: each recording kept before is a conversation of its own (a token of its own, part 1 of
+    1, no linked legs), the migration audited once; lists, exports byte-identical, erases on time."""
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        pytest.skip("faketime is not installed (apt-get install faketime): retention is run past the deadline with it")
+    site = Site(tmp_path)
+    old(schema_2_code, site, "init")
+    old(schema_2_code, site, "replay", *(str(FIXTURES / c) for c in CALLS), "--config", str(site.config),
+        module="recorderd.cli")  # fmt: skip
+    listed = json.loads(old(schema_2_code, site, "list", "--json").stdout)
+    exports = tmp_path / "old-exports"
+    exports.mkdir()
+    for rec in listed:
+        old(schema_2_code, site, "export", rec["id"], "--out", str(exports / f"{rec['id']}.wav"), "--purpose", "quality")
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+
+    recs = site.list(capsys)  # this code: migrated at its first open
+    assert [(r["id"], r["caller"], r["call_id"], r["sha256"]) for r in recs] == \
+        [(r["id"], r["caller"], r["call_id"], r["sha256"]) for r in listed]
+    assert all((r["part"], r["parts"], r["part_reason"], r["linked_legs"]) == (1, 1, "", 0) for r in recs)
+    assert len({r["conversation"] for r in recs}) == len(recs)  # each a conversation of its own
+    site.list(capsys)
+    [migrated] = [e for e in audit_rows(site) if e.action == "index-migrated"]
+    assert migrated.detail == {"from_version": 2, "to_version": 3, "recordings": len(listed)} and migrated.result == "allowed"
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT count(*) FROM linked_legs").fetchone() == (0,)
+    for rec in recs:
+        got = tmp_path / f"new-{rec['id']}.wav"
+        capsys.readouterr()
+        assert site.ctl("export", rec["id"], "--out", str(got), "--purpose", "quality") == 0, capsys.readouterr().err
+        assert got.read_bytes() == (exports / f"{rec['id']}.wav").read_bytes(), rec["id"]
+        capsys.readouterr()
+        assert site.ctl("find", "--conversation", rec["conversation"], "--json") == 0
+        assert [r["id"] for r in json.loads(capsys.readouterr().out)["rows"]] == [rec["id"]]
+    capsys.readouterr()
+    assert site.ctl("verify") == 0, capsys.readouterr()
+
+    ctl = [sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "retention", "run"]
+    run = subprocess.run([faketime, "2026-10-06 15:00:00", *ctl], capture_output=True, text=True, env={**os.environ, "TZ": "UTC"})
+    assert run.returncode == 0 and f"{len(recs)} recording(s) erased" in run.stdout, run.stdout + run.stderr
+    assert site.list(capsys) == [] and site.stored_files() == []
+

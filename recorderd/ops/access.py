@@ -14,6 +14,14 @@ pcap's), who made it and why, signed with the recorder's key (:mod:`storage.sign
 whoever receives it can check it came from this recorder unaltered (``recorderctl verify-export``,
 or ``openssl`` with the key ``recorderctl pubkey`` prints). No caller number is in it. They are
 written like the copy (by the client, through a staging name), after it, once it is registered.
+
+A conversation kept in parts (a transfer, a codec change mid-call): the manifest names the
+conversation and the part (``conversation``: its token, part N of M, the other parts' ids), and
+``export ID`` of one part says the others exist. ``export ID --conversation --out DIR`` copies every
+part into DIR (``DIR/<part id>.wav`` with its manifest and signature each), the parts named by the
+request (``parts``: what ``show`` listed), so that a part kept meanwhile is not copied unasked. Each
+part is registered as its own copy and audited in a row of its own: the request's row for ID, an
+``export`` row for each other part.
 """
 from __future__ import annotations
 
@@ -142,6 +150,13 @@ def _put(ctx: Context, path: str, data: bytes) -> None:
     sink.commit(hashlib.sha256(data).hexdigest())
 
 
+def conversation_note(ctx: Context, row: RecordingRow, parts: list[RecordingRow] | None = None) -> dict[str, Any]:
+    """The conversation a copy belongs to, as its manifest names it."""
+    parts = ctx.store.db().parts(row.conversation) if parts is None else parts
+    return {"token": row.conversation, "part": row.part, "parts": max(len(parts), 1),
+            "part_reason": row.part_reason, "other_parts": [p.id for p in parts if p.id != row.id]}  # fmt: skip
+
+
 def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha256: str, copy_id: int, kind: str,
                    purpose: str | None = None, basis: str | None = None, approved_by: str | None = None,
                    approval_ref: str | None = None, provision: int | None = None) -> str:  # fmt: skip
@@ -155,6 +170,7 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
         "recording_id": row.id, "did_label": row.did_label,
         "started_at": iso_ms(row.started_at, ctx.store.tz), "ended_at": iso_ms(row.ended_at, ctx.store.tz),
         "codec": row.codec, "channels": row.channels,
+        "conversation": conversation_note(ctx, row),
         "recording_sha256": row.sha256, "evidence_pcap_sha256": row.pcap_sha256 or None,
         "signer": {"user": ctx.caller.user, "role": ctx.role, "via": ctx.caller.via},
     }  # fmt: skip
@@ -213,6 +229,8 @@ def export(ctx: Context, args: Args) -> Reply:
         if not has_role(approved_by, MANAGER, ctx.config):
             raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
     row = ctx.store.get(rid)
+    if args.flag("conversation"):
+        return _export_conversation(ctx, args, row, out, fmt, purpose, approved_by, ref)
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
@@ -220,9 +238,57 @@ def export(ctx: Context, args: Args) -> Reply:
                             approved_by=approved_by, approval_ref=ref)  # fmt: skip
     text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
             f"by {iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id})")  # fmt: skip
+    conversation = conversation_note(ctx, row)
+    if conversation["other_parts"]:
+        ctx.note(conversation=conversation["token"], part=row.part, parts=conversation["parts"])
+        text += (f"\nthis is part {row.part} of {conversation['parts']} of its conversation: the other part(s) "
+                 f"{', '.join(conversation['other_parts'])} are not in this copy (export {row.id} --conversation "
+                 "--out DIR copies every part)")  # fmt: skip
     return Reply(text=text, data={"id": row.id, "out": out, "sha256": sha256, "recording_sha256": row.sha256,
                                   "copy": copy_id, "expires": iso(expires, ctx),
-                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id})  # fmt: skip
+                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id,
+                                  "conversation": conversation})  # fmt: skip
+
+
+def part_path(out: str, row_id: str, fmt: str) -> str:
+    """Where ``export --conversation --out DIR`` puts one part (the client makes the same paths)."""
+    return os.path.join(out, row_id + (".pcap" if fmt == "pcap" else ".wav"))
+
+
+def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
+                         approved_by: str | None, ref: str | None) -> Reply:  # fmt: skip
+    """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
+    with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
+    parts = ctx.store.db().parts(row.conversation)
+    asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
+    ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
+    if asked != [p.id for p in parts]:
+        raise OpError(f"the conversation of {row.id} now has the part(s) {', '.join(p.id for p in parts)}, not "
+                      f"{', '.join(asked)}: nothing was copied; ask again")  # fmt: skip
+    done, lines = [], []
+    for part in parts:
+        target = part_path(out, part.id, fmt)
+        sha256 = write_copy(ctx, part, target, fmt)
+        copy_id, expires = _register(ctx, part, "export", purpose, target, fmt, sha256, approved_by, ref)
+        entry = {"id": part.id, "part": part.part, "out": target, "sha256": sha256, "recording_sha256": part.sha256,
+                 "copy": copy_id, "expires": iso(expires, ctx)}  # fmt: skip
+        key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export",
+                                purpose=purpose, approved_by=approved_by, approval_ref=ref)  # fmt: skip
+        entry.update(manifest=target + signing.MANIFEST_SUFFIX, key_id=key_id)
+        if part.id == row.id:
+            ctx.note(sha256=sha256, recording_sha256=part.sha256, copy=copy_id, expires=iso(expires, ctx))
+        else:  # a row of its own: every recording copied is in the audit log under its id
+            ctx.audit("export", part.id, {"purpose": purpose, "format": fmt, "out": target, "sha256": sha256,
+                                          "recording_sha256": part.sha256, "copy": copy_id,
+                                          "expires": iso(expires, ctx), "conversation": row.conversation,
+                                          "part": part.part, "asked_for": row.id,
+                                          **({"approved_by": approved_by, "approval_ref": ref} if approved_by else {})})  # fmt: skip
+        done.append(entry)
+        lines.append(f"part {part.part}: exported {part.id} to {target} ({_what_was_written(part, fmt, sha256)}); "
+                     f"copy {copy_id}, to be destroyed by {iso(expires, ctx)}; signed manifest beside it")  # fmt: skip
+    ctx.note(copies=[e["copy"] for e in done])
+    text = "\n".join([f"conversation {row.conversation} of {row.id}: {len(parts)} part(s) exported to {out}", *lines])
+    return Reply(text=text, data={"id": row.id, "conversation": row.conversation, "out": out, "parts": done})
 
 
 @action("provide", MANAGER)

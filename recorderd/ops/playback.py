@@ -1,8 +1,10 @@
 """The console's recording page and player: ``show``, ``play``, ``play-audio``, ``play-check``, ``waveform``.
 
 ``show ID`` is the recording page: its metadata (as ``list --json``), each direction's quality,
-DTMF events, legal holds and its access history from the audit log (newest first, at most
-``HISTORY_ROWS``). It is audited as a view like ``list``.
+DTMF events, legal holds, the parts of its conversation (all of them, itself included), the other
+legs of the conversation that were seen and not recorded (how they were matched, their Call-IDs),
+and its access history from the audit log (newest first, at most ``HISTORY_ROWS``). It is audited
+as a view like ``list``.
 
 Playing is purpose-gated (guideline Art. 5(3)): ``play ID --purpose quality|suspicious_call`` is the
 audited act and returns a *ticket*: 128 random bits, bound to the user and the recording, kept in
@@ -37,7 +39,7 @@ from storage.wav import read_info
 
 from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 from .access import PURPOSES
-from .records import recording_json
+from .records import iso_ms, recording_json
 from ..roles import MANAGER, STAFF
 
 HISTORY_ROWS = 200
@@ -164,19 +166,32 @@ def show(ctx: Context, args: Args) -> Reply:
     rid = args.text("id", 100)
     ctx.note(rid)
     row = ctx.store.get(rid)
-    record = recording_json(row, ctx)
+    index = ctx.store.db()
+    parts = index.parts(row.conversation)
+    legs = index.legs(row.id)
+    record = recording_json(row, ctx, parts=len(parts), legs=len(legs))
     quality = [{k: s.get(k) for k in ("channel", "packets", "expected", "lost", "duplicates", "late_samples",
-                                      "jitter_ms", "max_gap_ms")} for s in row.streams]  # fmt: skip
+                                      "jitter_ms", "max_gap_ms", "truncated")} for s in row.streams]  # fmt: skip
     for q in quality:
         expected = q.get("expected") or 0
         q["loss_pct"] = round(100.0 * (q.get("lost") or 0) / expected, 2) if expected else None
     dtmf = [{"channel": s.get("channel"), **(e if isinstance(e, dict) else {"event": e})}
             for s in row.streams for e in (s.get("dtmf") or [])]  # fmt: skip
     data = {"recording": record, "quality": quality, "one_way_audio": record["one_way_audio"], "dtmf": dtmf,
-            "holds": record["holds"], "history": history(ctx, row.id)}  # fmt: skip
+            "holds": record["holds"], "history": history(ctx, row.id),
+            "conversation": {"token": row.conversation, "part": row.part, "part_reason": row.part_reason,
+                             "parts": [part_json(p, ctx) for p in parts]},
+            "linked_legs": legs}  # fmt: skip
     text = (f"{row.id}  {record['started_at']}  {row.did_label}  {record['duration_s']} s  {row.state}\n"
             f"{len(data['history'])} entries in its access history")  # fmt: skip
     return Reply(text=text, data=data)
+
+
+def part_json(row: RecordingRow, ctx: Context) -> dict[str, Any]:
+    """One part of a conversation as ``show`` lists it (no caller: the same call's)."""
+    return {"id": row.id, "part": row.part, "part_reason": row.part_reason, "started_at": iso_ms(row.started_at, ctx),
+            "duration_s": round(row.ended_at - row.started_at, 3), "codec": row.codec, "state": row.state,
+            "audio": row.audio}  # fmt: skip
 
 
 # -- play -----------------------------------------------------------------------------------------

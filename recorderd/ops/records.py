@@ -4,6 +4,9 @@ The searches run in SQL (``storage/search.py``): caller numbers through their ke
 the rows shown opened. ``list`` and ``search`` answer every match (oldest first, their JSON an array);
 ``find`` one page, newest first, with the total (the console's search).
 
+One conversation kept in parts (a transfer, a codec change mid-call) is listed together, in part
+order, each row saying "part N of M"; ``find --conversation TOKEN`` gives the parts of one.
+
 Staff and managers see caller numbers; technicians see them masked (the last two digits), with the
 Call-ID hidden, and may not search by caller number (that would answer "did this person call?").
 A caller filter is audited as its kind (exact / last digits), never its value; a DID filter as the
@@ -18,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from capture.dids import parse_did
+from capture.encap import summary as encap_summary
 from storage.clock import pending as pending_clock_jump
 from storage.index import RecordingRow
 from storage.scrub import scrub
@@ -32,7 +36,15 @@ from . import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_w
 DEFAULT_PAGE_SIZE = 50
 
 
-def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False) -> dict[str, Any]:
+def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False, parts: int | None = None,
+                   legs: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The recording as ``list --json`` prints it; ``parts`` (of its conversation) and ``legs`` (linked
+    legs) counted by :func:`rows_json` for many rows at once, or here for one."""
+    index = ctx.store.db()
+    if parts is None:
+        parts = index.part_counts([row.conversation]).get(row.conversation, 1)
+    if legs is None:
+        legs = index.leg_counts([row.id]).get(row.id, 0)
     return {
         "id": row.id,
         "call_id": "(hidden)" if masked else row.call_id,
@@ -58,7 +70,20 @@ def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False) -> 
         "one_way_audio": one_way_audio(row.streams),
         # quality per direction; DTMF digits (PINs, card numbers...) only for those who may hear the call
         "streams": [{k: v for k, v in s.items() if k != "dtmf"} for s in row.streams] if masked else row.streams,
+        "conversation": row.conversation,  # the same token for every part of one conversation (not personal)
+        "part": row.part,
+        "parts": parts,
+        "part_reason": row.part_reason,  # "" (the first part), transfer, codec-change
+        "linked_legs": legs,  # other legs of the conversation seen and not recorded (show lists them)
     }
+
+
+def rows_json(rows: list[RecordingRow], ctx: Context, *, masked: bool = False) -> list[dict[str, Any]]:
+    index = ctx.store.db()
+    parts = index.part_counts(r.conversation for r in rows)
+    legs = index.leg_counts(r.id for r in rows)
+    return [recording_json(r, ctx, masked=masked, parts=parts.get(r.conversation, 1), legs=legs.get(r.id, 0))
+            for r in rows]  # fmt: skip
 
 
 def iso_ms(ts: float, ctx: Context) -> str:
@@ -98,6 +123,7 @@ def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
     start, end = args.opt("from"), args.opt("to")
     did, exact, ends = args.opt("did"), args.opt("caller", 40), args.opt("caller_ends", 20)
     state = args.opt("state", 20)
+    conversation = args.opt("conversation", 40)
     shown: dict[str, Any] = {}
     if start:
         shown["from"] = start
@@ -119,7 +145,8 @@ def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
     hi = parse_when(end, ctx, end=True, what="--to") if end else None
     low, high = _number(args, "min_duration"), _number(args, "max_duration")
     on_hold = _yes_no(args, "on_hold")
-    for key, value in (("min_duration", low), ("max_duration", high), ("state", state), ("on_hold", on_hold)):
+    for key, value in (("min_duration", low), ("max_duration", high), ("state", state), ("on_hold", on_hold),
+                       ("conversation", conversation)):  # fmt: skip
         if value is not None:
             shown[key] = value
     if state is not None and state not in ("complete", "incomplete"):
@@ -130,16 +157,17 @@ def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
         if ends is not None and (not ends.isdigit() or len(ends) < MIN_SUFFIX):
             raise UsageError(f"--caller-ends needs at least {MIN_SUFFIX} digits")
     wanted = Filters(start=lo, end=hi, did=did_key if did else None, did_label=did, caller=exact, caller_ends=ends,
-                     min_duration=low, max_duration=high, state=state, on_hold=on_hold)  # fmt: skip
+                     min_duration=low, max_duration=high, state=state, on_hold=on_hold,
+                     conversation=conversation)  # fmt: skip
     return wanted, shown
 
 
 def select(ctx: Context, args: Args) -> tuple[list[RecordingRow], dict[str, Any]]:
-    """The recordings matching the filters (oldest first, as ``list`` always printed them), and
-    the filters as the audit may show them."""
+    """The recordings matching the filters (oldest first, as ``list`` always printed them; the parts
+    of one conversation together, in part order), and the filters as the audit may show them."""
     wanted, shown = filters(ctx, args)
     _, rows = search_index(ctx.store.db(), wanted, now=ctx.now, page_size=0)
-    rows.reverse()
+    rows.sort(key=lambda r: (r.conversation_start, r.conversation_first, r.part, r.id))
     return rows, shown
 
 
@@ -147,7 +175,7 @@ def _listing(ctx: Context, args: Args) -> Reply:
     rows, shown = select(ctx, args)
     masked = ctx.role == TECHNICIAN
     ctx.note(count=len(rows), masked=masked, recordings=[r.id for r in rows][:200])
-    data = [recording_json(r, ctx, masked=masked) for r in rows]
+    data = rows_json(rows, ctx, masked=masked)
     return Reply(text=table(data), data=data)
 
 
@@ -175,7 +203,7 @@ def find(ctx: Context, args: Args) -> Reply:
     total, rows = search_index(ctx.store.db(), wanted, now=ctx.now, page=page, page_size=size)
     masked = ctx.role == TECHNICIAN
     ctx.note(count=total, page=page, page_size=size, masked=masked, recordings=[r.id for r in rows])
-    data = [recording_json(r, ctx, masked=masked) for r in rows]
+    data = rows_json(rows, ctx, masked=masked)
     last = max(1, -(-total // size))
     text = table(data) + f"\npage {page} of {last} ({total} recording{'s' if total != 1 else ''} in all)"
     return Reply(text=text, data={"total": total, "page": page, "page_size": size, "rows": data})
@@ -185,13 +213,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     def width(text: str) -> int:
         return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
-    headers = ("id", "DID label", "start", "duration", "codec", "state", "caller")
+    headers = ("id", "DID label", "start", "duration", "codec", "state", "part", "caller")
     lines = [(r["id"], r["did_label"], r["started_at"][:19].replace("T", " "), f"{r['duration_s']:.1f} s", r["codec"],
-              r["state"] + (" (held)" if r["holds"] else ""), r["caller"]) for r in rows]  # fmt: skip
+              r["state"] + (" (held)" if r["holds"] else ""), part_mark(r), r["caller"]) for r in rows]  # fmt: skip
     widths = [max([width(h)] + [width(line[i]) for line in lines]) for i, h in enumerate(headers)]
     out = ["  ".join(v + " " * (w - width(v)) for v, w in zip(line, widths)).rstrip() for line in [headers, *lines]]
     out.append(f"({len(lines)} recording{'s' if len(lines) != 1 else ''})")
     return "\n".join(out)
+
+
+def part_mark(r: dict[str, Any]) -> str:
+    """"1/2" for a conversation kept in parts (with why a later part began), "" for one in one part."""
+    parts = r.get("parts") or 1
+    if parts <= 1 and (r.get("part") or 1) <= 1:
+        return ""
+    reason = f" {r['part_reason']}" if r.get("part_reason") else ""
+    return f"{r.get('part')}/{parts}{reason}"
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -245,6 +282,7 @@ def status_text(d: dict[str, Any]) -> str:
         service = (f"service: running for {svc['uptime_s'] // 3600} h {svc['uptime_s'] % 3600 // 60} min; "
                    f"{svc['active_calls']} active call(s), {c.get('calls_recorded', 0)} recorded, "
                    f"{c.get('kernel_drops', 0)} kernel drop(s), store level {svc.get('store_level', '?')}")  # fmt: skip
+        service += "\n" + encap_summary(c)
     else:
         service = "service: not running (no answer on the control socket)"
     free = 100 * store["free_bytes"] / store["total_bytes"] if store["total_bytes"] else 0
