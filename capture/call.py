@@ -58,6 +58,8 @@ class Call:
         self.end: CallEnd | None = None  # set when the call ends
         self.linger_until = 0.0
         self.late_strangers = 0  # packets of a new source after the end: another call's, dropped
+        self.leg_probe = None  # capture/legs.py LegProbe while an SBC's other face is being compared
+        self.linked_legs: list[tuple[str, str]] = []  # (Call-ID, how): legs linked to this recording at its end
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the

@@ -28,6 +28,12 @@ its header) once that fragment completes it. Every outcome is counted on the cal
   reassembly with the same key (``fragments_atomic``).
 * After a drop or a completion, later fragments with the same key start a new datagram, which times
   out or is evicted: a late copy cannot be told from a new datagram reusing the identification.
+* The evidence: a fragment pushed with its captured frame (``evidence``: (time, link type, frame)) keeps
+  that frame with its datagram when it adds bytes to it (a duplicate adds nothing and is not kept), and
+  ``completed`` holds, after the push that completes a datagram, the frames that made it, in arrival
+  order: the call's evidence pcap gets every original fragment. At most ``MAX_FRAMES`` are kept per
+  datagram (``evidence_frames_over_cap`` counts the others); each kept frame is charged its length
+  against ``max_bytes`` like a piece.
 """
 from __future__ import annotations
 
@@ -36,14 +42,16 @@ from bisect import bisect_left, bisect_right
 
 MAX_PAYLOAD = 65535
 PIECE_OVERHEAD = 80  # bytes charged per held piece for the objects that hold it
+MAX_FRAMES = 64  # original frames kept per datagram for the evidence (a 65535-byte datagram in 1480-byte fragments: 45)
 
 Key = tuple[int, bytes, bytes, int, int]
+Frame = tuple[float, int, bytes]  # (time, link type, frame) as captured
 
 
 class _Datagram:
     """One datagram being reassembled: disjoint pieces sorted by offset."""
 
-    __slots__ = ("first_ts", "starts", "pieces", "held", "high", "total", "cost")
+    __slots__ = ("first_ts", "starts", "pieces", "held", "high", "total", "cost", "frames")
 
     def __init__(self, first_ts: float) -> None:
         self.first_ts = first_ts
@@ -53,6 +61,7 @@ class _Datagram:
         self.high = 0  # end of the last piece
         self.total: int | None = None  # length, once the final fragment is seen
         self.cost = 0  # charged against max_bytes
+        self.frames: list[Frame] = []  # the original frames that added bytes, for the evidence
 
     def add(self, start: int, piece: bytes) -> None:
         if start >= self.high:
@@ -93,7 +102,7 @@ class _Datagram:
 class FragmentReassembler:
     """Pending IP datagrams, bounded in number, bytes and (packet) time."""
 
-    __slots__ = ("counters", "max_datagrams", "max_bytes", "timeout", "_pending", "_bytes")
+    __slots__ = ("counters", "max_datagrams", "max_bytes", "timeout", "_pending", "_bytes", "completed")
 
     def __init__(self, counters: collections.Counter[str], *, max_datagrams: int = 1024,
                  max_bytes: int = 4 * 1024 * 1024, timeout: float = 30.0) -> None:  # fmt: skip
@@ -110,6 +119,7 @@ class FragmentReassembler:
         # Oldest first. An OrderedDict pops its front in O(1); a dict scans the holes left in front.
         self._pending: collections.OrderedDict[Key, _Datagram] = collections.OrderedDict()
         self._bytes = 0
+        self.completed: list[Frame] = []  # the frames of the datagram the last push completed
 
     @property
     def pending(self) -> int:
@@ -123,15 +133,17 @@ class FragmentReassembler:
 
     def push(
         self, ts: float, version: int, src: bytes, dst: bytes, ident: int, proto: int,
-        offset: int, more: bool, data: bytes,
+        offset: int, more: bool, data: bytes, evidence: Frame | None = None,
     ) -> bytes | None:  # fmt: skip
-        """Add one fragment; the reassembled upper-layer payload if it completes its datagram."""
+        """Add one fragment (``evidence``: its captured frame, kept for the call's evidence pcap); the
+        reassembled upper-layer payload if it completes its datagram (then its frames are in ``completed``)."""
         counters = self.counters
         if offset < 0 or offset & 7 or (more and (not data or len(data) & 7)):
             counters["fragments_malformed"] += 1
             return None
         if offset == 0 and not more:
             counters["fragments_atomic"] += 1
+            self.completed = [evidence] if evidence is not None else []
             return data
         key = (version, src, dst, ident, proto)
         dgram = self._pending.get(key)
@@ -153,11 +165,13 @@ class FragmentReassembler:
             return self._fail(key, dgram, "fragments_inconsistent")
         else:
             total = end
+        kept = len(evidence[2]) if evidence is not None and len(dgram.frames) < MAX_FRAMES else 0  # its frame's charge
         if offset >= dgram.high:  # in order, or after a gap: nothing to compare
-            if data:
-                if not self._reserve(dgram, len(data) + PIECE_OVERHEAD):
+            if data or kept:
+                if not self._reserve(dgram, (len(data) + PIECE_OVERHEAD if data else 0) + kept):
                     return None
-                dgram.add(offset, data)
+                if data:
+                    dgram.add(offset, data)
         else:
             parts = dgram.new_parts(offset, data)
             if parts is None:
@@ -166,16 +180,22 @@ class FragmentReassembler:
                 counters["fragments_duplicate"] += 1
                 return None
             cost = sum(len(piece) + PIECE_OVERHEAD for _, piece in parts)
-            if not self._reserve(dgram, cost):
+            if not self._reserve(dgram, cost + kept):
                 return None
             for start, piece in parts:
                 dgram.add(start, piece)
+        if kept:
+            dgram.frames.append(evidence)  # type: ignore[arg-type]
+            dgram.cost += kept
+        elif evidence is not None:
+            counters["evidence_frames_over_cap"] += 1
         dgram.total = total
         if dgram.held != total:
             return None
         del self._pending[key]
         self._bytes -= dgram.cost
         counters["fragments_reassembled"] += 1
+        self.completed = dgram.frames
         return b"".join(dgram.pieces)
 
     def expire(self, now: float) -> None:

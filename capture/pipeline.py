@@ -17,9 +17,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 from .assembler import StreamAssembler
-from .decode import FRAGMENT, IPPROTO_UDP, TCP, decode_ip, decode_udp, split_udp
+from .decode import FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
+from .encap import IPPROTO_GRE, MAX_DEPTH, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
 from .media import MediaMap
 from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
 from .sink import RecordingSink
@@ -34,8 +35,11 @@ SIP_TLS_PORT = 5061
 
 
 class CapturePipeline:
-    def __init__(self, dids: DidDirectory, sink: RecordingSink, **tracker_options: object) -> None:
+    def __init__(self, dids: DidDirectory, sink: RecordingSink, *, encap: EncapConfig | None = None,
+                 **tracker_options: object) -> None:  # fmt: skip
         self.counters: Counter[str] = Counter()
+        self.encap = encap if encap is not None else EncapConfig()  # remote SPAN: what to open (capture/encap.py)
+        self._depth = 0  # encapsulations around the frame being handled
         self.media = MediaMap()
         self.tracker = CallTracker(dids, sink, self.media, self.counters, **tracker_options)  # type: ignore[arg-type]
         self.fragments = FragmentReassembler(self.counters)
@@ -114,6 +118,9 @@ class CapturePipeline:
                     self._fragment(ts, linktype, frame)
                 elif udp is TCP:
                     self._tcp(ts, linktype, frame)
+                elif udp is NOT_UDP:  # GRE (a remote mirror) or another protocol
+                    self.now, self._next_tick = now, next_tick
+                    self._gre(ts, linktype, frame)
                 else:
                     counters[udp] += 1  # type: ignore[index]
                 continue
@@ -129,6 +136,9 @@ class CapturePipeline:
                 self._rtp(ts, stream, payload, frame, linktype)
             elif looks_like_sip(payload):
                 on_sip(ts, src, dst, payload, frame, linktype)
+            elif dport == VXLAN_PORT or dport == TZSP_PORT:
+                self.now, self._next_tick = now, next_tick
+                self._inner(ts, open_udp(self.encap, src, dport, payload))
             else:
                 counters["udp_other"] += 1
         counters["packets"] += n
@@ -136,6 +146,35 @@ class CapturePipeline:
             counters["rtp_not_recorded"] += not_recorded
         self.now = now
         self._next_tick = next_tick
+
+    def _gre(self, ts: float, linktype: int, frame: bytes) -> None:
+        """Rare path: an IP packet that is not UDP nor TCP; GRE may carry a remote mirror's frame."""
+        ip = decode_ip(linktype, frame)
+        if type(ip) is str or ip[3] != IPPROTO_GRE:  # type: ignore[index]
+            self.counters[NOT_UDP] += 1
+            return
+        self._inner(ts, open_gre(self.encap, ip[1], ip[4]))  # type: ignore[index]
+
+    def _inner(self, ts: float, opened: tuple[int, bytes, str] | str | None) -> None:
+        """A remote mirror's outer packet, opened: its frame goes through the same dispatch as a
+        frame of the SPAN port (it is what the evidence pcap keeps), counted once in ``packets``."""
+        if opened is None:
+            self.counters["udp_other"] += 1
+            return
+        if type(opened) is str:
+            self.counters[opened] += 1  # type: ignore[index]
+            return
+        if self._depth >= MAX_DEPTH:
+            self.counters["encap_malformed"] += 1  # nested deeper than any mirror nests
+            return
+        linktype, frame, kind = opened  # type: ignore[misc]
+        self.counters[kind] += 1
+        self._depth += 1
+        try:
+            self._feed(((ts, linktype, frame),))
+        finally:
+            self._depth -= 1
+        self.counters["packets"] -= 1  # the outer packet was counted; its frame is not another one
 
     def _from_source(self, stream: StreamAssembler, source: tuple[bytes, int], ssrc: bytes) -> bool:
         """A packet from another source than its direction's (``ssrc``: its SSRC field). It is

@@ -22,6 +22,13 @@ A passive observer can never ask for anything again, so the policy is:
   used is evicted. Between packets a stream keeps at most ``max_buffer`` unframed plus
   ``max_buffer`` held bytes.
 
+The evidence: a segment pushed with its captured frame (``evidence``: (time, link type, frame)) keeps
+that frame while its bytes wait to be framed, and ``completed`` holds, after each push, the frames of
+each message it returned (same order): every segment that carried a part of that message, a segment
+with parts of two messages going with the first. A retransmission that adds nothing is not kept, nor
+a segment whose bytes were all skipped. A stream keeps at most ``MAX_FRAMES`` frames and
+2 * ``max_buffer`` bytes of them (``evidence_frames_over_cap`` counts the others).
+
 Counted on the caller's ``Counter``: ``tcp_messages``, ``tcp_retransmission``, ``tcp_gap_skipped``,
 ``tcp_sip_unframed``, ``tcp_message_too_large``, ``tcp_bytes_skipped`` (dropped before a start
 line), ``tcp_stream_evicted``, ``tcp_stream_expired``.
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 
 from .sip import METHODS, SIP_VERSION, looks_like_sip
 
@@ -46,8 +53,10 @@ CONTENT_LENGTH = (b"content-length", b"l")
 MAX_LENGTH_DIGITS = 9  # a longer Content-Length is certainly over max_buffer
 START_PROBE = 12  # bytes looks_like_sip() looks at
 STARTS = tuple(m + b" " for m in METHODS) + (SIP_VERSION.encode() + b" ",)
+MAX_FRAMES = 64  # captured frames kept per stream for the evidence (a 1400-byte INVITE in 1-byte segments is more: counted)
 
 StreamKey = tuple[bytes, int, bytes, int]
+Frame = tuple[float, int, bytes]  # (time, link type, frame) as captured
 _header = struct.Struct("!HHIxxxxBB")  # ports, seq, (ack), data offset, flags
 
 
@@ -69,7 +78,8 @@ def parse_tcp(segment: bytes) -> tuple[int, int, int, int, bytes]:
 class _Stream:
     """One direction of one connection: where it is, what waits behind a gap, what is unframed."""
 
-    __slots__ = ("isn", "anchor", "pos", "fin", "last", "buf", "need", "scanned", "held", "starts", "held_bytes")
+    __slots__ = ("isn", "anchor", "pos", "fin", "last", "buf", "need", "scanned", "held", "starts", "held_bytes",
+                 "frames", "held_frames", "frame_bytes")  # fmt: skip
 
     def __init__(self, isn: int | None, anchor: int, ts: float) -> None:
         self.isn = isn  # sequence number of the SYN that opened the stream; None when not seen
@@ -83,6 +93,9 @@ class _Stream:
         self.held: dict[int, bytes] = {}  # stream offset -> segment waiting behind a gap
         self.starts: list[int] = []  # heap of the offsets in held
         self.held_bytes = 0
+        self.frames: deque[tuple[int, int, Frame]] = deque()  # (start, end, frame) of the bytes taken in, in order
+        self.held_frames: dict[int, Frame] = {}  # stream offset -> the frame of the segment held there
+        self.frame_bytes = 0  # bytes of the frames kept in both
 
     def offset(self, seq: int) -> int:
         """Stream offset of a 32-bit sequence number, on whichever side of ``pos`` is nearer."""
@@ -107,6 +120,7 @@ class TcpStreams:
         self.max_buffer = max_buffer
         self.idle_timeout = idle_timeout
         self._streams: OrderedDict[StreamKey, _Stream] = OrderedDict()
+        self.completed: list[list[Frame]] = []  # the frames of each message the last push returned
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -121,10 +135,13 @@ class TcpStreams:
         return sum(len(s.buf) + s.held_bytes for s in self._streams.values())
 
     def push(
-        self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, seq: int, flags: int, payload: bytes
+        self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, seq: int, flags: int, payload: bytes,
+        evidence: Frame | None = None,
     ) -> list[bytes]:
-        """Feed one segment of one direction; returns the complete SIP messages (each as bytes,
-        exactly one message) that this segment completes, in stream order."""
+        """Feed one segment of one direction (``evidence``: its captured frame, kept for the evidence
+        pcap); returns the complete SIP messages (each as bytes, exactly one message) that this segment
+        completes, in stream order, and their frames in ``completed``."""
+        self.completed = []
         key = (src, sport, dst, dport)
         streams = self._streams
         stream = streams.get(key)
@@ -142,7 +159,7 @@ class TcpStreams:
             streams.popitem(last=False)
             self.counters["tcp_stream_evicted"] += 1
         start = stream.offset(seq)
-        out = self._accept(stream, start, payload) if payload else []
+        out = self._accept(stream, start, payload, evidence) if payload else []
         if flags & FIN:
             stream.fin = start + len(payload)
         if flags & RST or (stream.fin is not None and stream.pos >= stream.fin):
@@ -161,20 +178,22 @@ class TcpStreams:
 
     # -- sequence space -------------------------------------------------------------------------
 
-    def _accept(self, stream: _Stream, start: int, payload: bytes) -> list[bytes]:
+    def _accept(self, stream: _Stream, start: int, payload: bytes, evidence: Frame | None) -> list[bytes]:
         end = start + len(payload)
         if end <= stream.pos:
             self.counters["tcp_retransmission"] += 1
             return []
         if start > stream.pos:
-            self._hold(stream, start, payload)
+            self._hold(stream, start, payload, evidence)
             return self._skip_gaps(stream)
+        if evidence is not None and self._room(stream, evidence):
+            stream.frames.append((start, end, evidence))
         stream.buf += memoryview(payload)[stream.pos - start :]  # trims an overlap
         stream.pos = end
         self._drain(stream)
         return self._frame(stream)
 
-    def _hold(self, stream: _Stream, start: int, payload: bytes) -> None:
+    def _hold(self, stream: _Stream, start: int, payload: bytes, evidence: Frame | None) -> None:
         old = stream.held.get(start)
         if old is None:
             heapq.heappush(stream.starts, start)
@@ -183,8 +202,26 @@ class TcpStreams:
             return
         else:
             stream.held_bytes -= len(old)
+            self._forget_held_frame(stream, start)  # the longer copy's frame instead
         stream.held[start] = payload
         stream.held_bytes += len(payload)
+        if evidence is not None and self._room(stream, evidence):
+            stream.held_frames[start] = evidence
+
+    def _room(self, stream: _Stream, evidence: Frame) -> bool:
+        """Whether one more frame may be kept for this stream's evidence (counted when not)."""
+        if len(stream.frames) + len(stream.held_frames) >= MAX_FRAMES or (
+            stream.frame_bytes + len(evidence[2]) > 2 * self.max_buffer
+        ):
+            self.counters["evidence_frames_over_cap"] += 1
+            return False
+        stream.frame_bytes += len(evidence[2])
+        return True
+
+    def _forget_held_frame(self, stream: _Stream, start: int) -> None:
+        frame = stream.held_frames.pop(start, None)
+        if frame is not None:
+            stream.frame_bytes -= len(frame[2])
 
     def _drain(self, stream: _Stream) -> None:
         """Move the held segments the stream has caught up with into the buffer."""
@@ -194,9 +231,14 @@ class TcpStreams:
             data = stream.held.pop(start)
             stream.held_bytes -= len(data)
             end = start + len(data)
+            frame = stream.held_frames.pop(start, None)
             if end > stream.pos:
+                if frame is not None:
+                    stream.frames.append((start, end, frame))
                 stream.buf += memoryview(data)[stream.pos - start :]
                 stream.pos = end
+            elif frame is not None:
+                stream.frame_bytes -= len(frame[2])  # nothing new in it
 
     def _skip_gaps(self, stream: _Stream) -> list[bytes]:
         """While more than max_buffer bytes wait behind a gap, give the gap up as lost."""
@@ -208,7 +250,9 @@ class TcpStreams:
             held, starts = stream.held, stream.starts
             stream.pos = next((s for s in sorted(starts) if _starts_message(held[s])), starts[0])
             while starts[0] < stream.pos:  # held data before that start line is part of the lost message
-                data = held.pop(heapq.heappop(starts))
+                start = heapq.heappop(starts)
+                data = held.pop(start)
+                self._forget_held_frame(stream, start)
                 stream.held_bytes -= len(data)
                 self.counters["tcp_bytes_skipped"] += len(data)
             self._drain(stream)
@@ -243,9 +287,22 @@ class TcpStreams:
             if len(buf) < stream.need:
                 return out
             out.append(bytes(buf[: stream.need]))
+            self.completed.append(self._frames_of(stream, stream.pos - len(buf), stream.need))
             del buf[: stream.need]
             stream.need = stream.scanned = 0
             self.counters["tcp_messages"] += 1
+
+    def _frames_of(self, stream: _Stream, begin: int, size: int) -> list[Frame]:
+        """The kept frames of the message at stream offsets [begin, begin + size): those that carried
+        a byte of it, and any reaching beyond (a segment goes with the first message it carries);
+        frames whose bytes were all skipped before it are let go."""
+        frames, end, mine = stream.frames, begin + size, []
+        while frames and frames[0][0] < end:
+            _start, stop, frame = frames.popleft()
+            stream.frame_bytes -= len(frame[2])
+            if stop > begin:
+                mine.append(frame)
+        return mine
 
     def _find_start(self, stream: _Stream) -> bool:
         """Skip keep-alive CRLFs and any bytes before the first SIP start line. False when there is
@@ -278,6 +335,9 @@ class TcpStreams:
         if n:
             del stream.buf[:n]
             self.counters["tcp_bytes_skipped"] += n
+            frames, begin = stream.frames, stream.pos - len(stream.buf)
+            while frames and frames[0][1] <= begin:  # frames of skipped bytes only: not evidence of a message
+                stream.frame_bytes -= len(frames.popleft()[2][2])
 
 
 def _starts_message(segment: bytes) -> bool:

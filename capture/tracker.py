@@ -31,15 +31,17 @@ import ipaddress
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .call import CALLEE, CALLER, MAX_ENDPOINTS, NOT_AUDIO, Call
 from .dids import Did, DidDirectory, complete_number
+from .legs import LegMatcher
 from .media import Endpoint, MediaMap, endpoint
 from .ringing import RingingCalls
 from .sdp import SessionDescription, sdp_in_body
 from .sink import CallEnd, RecordingSink
 from .sip import SipMessage, header_tag, name_addr, split_list, uri_user, uri_user_context
+from .transfer import Transfers, replaces_call_id, says_transferred
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +84,35 @@ class CallTracker:
         self.ringing: RingingCalls[Call] = RingingCalls(ringing_per_source or max(1, max_calls // 4))
         self._legs: dict[tuple[bytes, str], deque[Call]] = {}  # (INVITE dst, caller) -> calls, oldest first
         self._warned: dict[str, float] = {}
+        self.faces = LegMatcher(self)  # an SBC's other face (capture/legs.py)
+        self.transfers = Transfers()  # REFERs of recorded calls (capture/transfer.py)
 
     # -- SIP ----------------------------------------------------------------------------------
 
-    def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage, frame: bytes = b"", linktype: int = 1) -> None:
+    def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage, frame: bytes = b"", linktype: int = 1,
+               frames: Sequence[tuple[float, int, bytes]] = ()) -> None:  # fmt: skip
+        """One SIP message, with its frame for the evidence pcap; ``frames`` instead: the original
+        (time, link type, frame) of a message reassembled from IP fragments or TCP segments."""
         if msg.not_utf8:
             self.counters["sip_header_not_utf8"] += 1  # read as latin-1 (a Shift_JIS display name): kept
         call = self.calls.get(msg.call_id)
         if call is None:
             closing = self.closing.get(msg.call_id)
-            if closing is not None and frame:
-                closing.sip_frame(ts, linktype, frame)  # the 200 to the BYE, for the evidence
+            if closing is not None and (frame or frames):
+                for when, lt, f in frames or ((ts, linktype, frame),):
+                    closing.sip_frame(when, lt, f)  # the 200 to the BYE, for the evidence
             if msg.method != "INVITE":
                 return
             call = self._new_call(ts, src, dst, msg)
             if call is None:
                 return
-        if frame:
-            call.sip_frame(ts, linktype, frame)
+        if frame or frames:
+            for when, lt, f in frames or ((ts, linktype, frame),):
+                call.sip_frame(when, lt, f)
         call.last_signal = ts
         from_caller = (header_tag(msg.header("from")) == call.caller_tag) == msg.is_request
+        if msg.method == "REFER" and msg.is_request:
+            self.transfers.refer(ts, call, msg, dst, from_caller)
         if msg.is_request:
             self._request(ts, call, msg, from_caller)
         else:
@@ -144,21 +155,32 @@ class CallTracker:
         if header_tag(msg.header("to")):
             self.counters["sip_dialog_unknown"] += 1  # a re-INVITE of a dialog we never saw begin
             return None
-        did = self.called_did(msg)
-        if did is None:
-            return self._ignore(cid, ts, "calls_not_designated")
-        if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
-            return self._ignore(cid, ts, "calls_not_inbound")
         try:
             caller = uri_user(name_addr(msg.header("from") or "")[0])
         except ValueError:
             caller = ""
-        if self._first_leg(ts, src, caller) is not None:
-            return self._ignore(cid, ts, "calls_second_leg")
+        prior = self._transferred(ts, src, msg, caller)
+        first_face = None
+        if prior is not None:  # the next part of a recorded conversation, whatever number it calls
+            did, caller = prior.did, prior.caller
+        else:
+            did = self.called_did(msg)
+            if did is None:
+                return self._ignore(cid, ts, "calls_not_designated")
+            if says_transferred(msg):
+                return self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
+            if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
+                return self._ignore(cid, ts, "calls_not_inbound")
+            if self._first_leg(ts, src, caller) is not None:
+                return self._ignore(cid, ts, "calls_second_leg")
+            first_face = self.faces.first_face(ts, did.key, caller, src, dst)
         if not self._make_room(ts, src, did):
             return self._ignore(cid, ts, "calls_over_capacity")
         call = Call(cid, did, caller, header_tag(msg.header("from")), ts, src, dst)
         call.invite_cseq = _cseq_number(msg)
+        if prior is not None:
+            call.conversation, call.part, call.part_reason = prior.conversation, prior.part + 1, "transfer"
+            self.counters["calls_transferred"] += 1
         call.sink = self.sink
         self.calls[cid] = call
         self.ringing.add(src, cid, call)
@@ -166,8 +188,34 @@ class CallTracker:
         if legs is None:
             legs = self._legs[(dst, caller)] = deque(maxlen=LEGS_PER_KEY)
         legs.append(call)
+        if first_face is not None:
+            self.faces.open(first_face, call)  # counted as designated only if it proves another call
+            return call
+        if prior is None:
+            self.faces.add(call)
         self.counters["calls_designated"] += 1
         return call
+
+    def _transferred(self, ts: float, src: bytes, msg: SipMessage, caller: str) -> Call | None:
+        """The recorded call this new INVITE continues after a transfer (capture/transfer.py): the
+        REFER it follows, or a Replaces naming the recorded dialog itself."""
+        referral = self.transfers.match(ts, src, msg, caller)
+        if referral is not None:
+            return referral.call
+        replaced = replaces_call_id(msg)
+        if replaced and replaced != msg.call_id:
+            return self.calls.get(replaced) or self.closing.get(replaced)
+        return None
+
+    def not_recorded_leg(self, call: Call, ts: float) -> None:
+        """An SBC's other face of a recorded call (capture/legs.py): let go, its media not routed."""
+        self.calls.pop(call.call_id, None)
+        self.ringing.discard(call.call_id)
+        _remember(self.ignored, call.call_id, ts)
+        call.end = CallEnd(ts, True, "other-leg")
+        for key in call.endpoints:
+            for stream in call.streams:
+                self.media.unregister(key, stream)
 
     def _make_room(self, ts: float, src: bytes, did: Did) -> bool:
         """Room for one more call from ``src``: its oldest unanswered call goes when it holds its
@@ -192,6 +240,7 @@ class CallTracker:
     def _drop(self, call: Call, ts: float, did_label: str, message: str) -> None:
         """An unanswered call (no recording open) leaves the table to make room: counted, not kept."""
         self.warn("ringing-dropped", message, did_label, logging.ERROR)
+        self.faces.dropped(call)
         self.calls.pop(call.call_id, None)
         self.ringing.discard(call.call_id)
         _remember(self.ended, call.call_id, (ts, call.invite_cseq))  # its retransmissions open nothing
@@ -307,6 +356,8 @@ class CallTracker:
             _prune_legs(legs, now)
             if not legs:
                 del self._legs[key]
+        self.faces.tick(now)
+        self.transfers.expire(now)
         horizon = now - FORGET_AFTER
         for registry in (self.ignored, self.ended):
             while registry:
@@ -326,6 +377,9 @@ class CallTracker:
     def end(self, call: Call, ts: float, *, complete: bool, reason: str) -> None:
         """The call is over. A recording stays open ``END_LINGER`` s longer (packet time) for the
         media still in flight when the BYE crossed the wire; then it is finalised."""
+        self.faces.ending(call, ts)  # an SBC face being compared is decided first
+        if call.end is not None:
+            return  # (it was the other face of a recorded call: let go)
         self.calls.pop(call.call_id, None)
         self.ringing.discard(call.call_id)
         _remember(self.ended, call.call_id, (ts, call.invite_cseq))  # late retransmissions must not reopen it
@@ -340,6 +394,7 @@ class CallTracker:
         self.closing.pop(call.call_id, None)
         end = call.end
         assert end is not None
+        self.faces.finalising(call, end.ended_at)
         self.counters["rtp_other_source_after_end"] += call.late_strangers
         self.counters["rtp_before_recording_start"] += sum(s.early for s in call.streams)
         for key in call.endpoints:
@@ -366,6 +421,10 @@ class CallTracker:
         if not any(s.packets for s in call.streams):
             complete, reason = False, reason + "; no media captured"
         handle = call.handle
+        link = getattr(handle, "link_leg", None)
+        if link is not None:
+            for other, how in call.linked_legs:
+                link(other, how)
         call.close()
         handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
 

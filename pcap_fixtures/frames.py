@@ -93,3 +93,45 @@ def write_pcap(path: str, packets: Iterable[tuple[float, bytes]]) -> int:
             f.write(struct.pack("<IIII", usec_total // 1_000_000, usec_total % 1_000_000, len(frame), len(frame)))
             f.write(frame)
     return len(ordered)
+
+
+# Remote SPAN encapsulations: what a remote mirror sends the recorder, a SPAN frame inside.
+def gre(proto: int, body: bytes, *, checksum: bool = False, key: int | None = None, seq: int | None = None) -> bytes:
+    """A GRE header (RFC 2784/2890) for ``proto`` with the optional checksum, key and sequence fields."""
+    flags = (0x8000 if checksum else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    head = struct.pack("!HH", flags, proto)
+    opt = b""
+    if key is not None:
+        opt += struct.pack("!I", key)
+    if seq is not None:
+        opt += struct.pack("!I", seq & 0xFFFFFFFF)
+    if checksum:
+        data = head + b"\0\0\0\0" + opt + body
+        data += b"\0" if len(data) % 2 else b""
+        return head + struct.pack("!HH", ip_checksum(data), 0) + opt + body
+    return head + opt + body
+
+
+def erspan2(frame: bytes, *, session: int = 1, index: int = 0, vlan: int = 0) -> bytes:
+    """ERSPAN type II header (version 1) and the mirrored frame (for GRE protocol 0x88BE)."""
+    return struct.pack("!HHI", 0x1000 | vlan, session & 0x3FF, index & 0xFFFFF) + frame
+
+
+def erspan3(frame: bytes, *, session: int = 1, timestamp: int = 0, subheader: bytes | None = None,
+            frame_type: int = 0) -> bytes:  # fmt: skip
+    """ERSPAN type III header (version 2), the optional 8-byte platform sub-header (O bit), the frame
+    (for GRE protocol 0x22EB)."""
+    last = (frame_type & 0x1F) << 10 | (1 if subheader is not None else 0)
+    head = struct.pack("!HHIHH", 0x2000, session & 0x3FF, timestamp & 0xFFFFFFFF, 0, last)
+    return head + (subheader or b"") + frame
+
+
+def vxlan(frame: bytes, vni: int = 100) -> bytes:
+    """A VXLAN header (I flag, ``vni``) and the frame (the payload of UDP to port 4789)."""
+    return struct.pack("!II", 0x08000000, (vni & 0xFFFFFF) << 8) + frame
+
+
+def tzsp(frame: bytes, tags: bytes = b"") -> bytes:
+    """A TZSP header (version 1, received, Ethernet), tagged fields ``tags`` then END, the frame
+    (the payload of UDP to port 37008)."""
+    return struct.pack("!BBH", 1, 0, 1) + tags + b"\x01" + frame

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from capture.dids import Did, DidDirectory, parse_did, parse_user
+from capture.encap import NAMES as ENCAPSULATIONS
 
 
 MAX_FILE_BYTES = 1 << 20  # 11 designated numbers fit in a few KB; a site config in less
@@ -72,6 +73,22 @@ def _networks(v: Any) -> list[str]:
     return v
 
 
+def _encapsulations(v: Any) -> list[str]:
+    for item in _str_list(v):
+        if item not in ENCAPSULATIONS:
+            raise ValueError(f"{_show(item)} is not an encapsulation recorderd opens ({', '.join(ENCAPSULATIONS)})")
+    return v
+
+
+def _addresses(v: Any) -> list[str]:
+    for item in _str_list(v):
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(f"{_show(item)} is not an IP address (e.g. 198.51.100.7)") from None
+    return v
+
+
 def _timezone(v: Any) -> ZoneInfo:
     try:
         return ZoneInfo(_str(v))
@@ -121,6 +138,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.ring_mb": (_int(2, 4096), 64),
     "capture.block_timeout_ms": (_int(1, 1000), 64),
     "capture.promiscuous": (_bool, True),
+    "capture.encapsulations": (_encapsulations, list(ENCAPSULATIONS)),  # remote SPAN: what to open
+    "capture.collectors": (_addresses, []),  # and from which mirror addresses only (empty: any)
     "store.path": (_str, None),
     "store.keep_pcap": (_bool, True),
     "store.require_encrypted_volume": (_bool, True),

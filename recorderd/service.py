@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from capture.encap import parse_config
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
 from storage.store import Store
@@ -123,6 +124,7 @@ def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None
         ring_timeout=float(config["capture.ring_timeout_s"]),
         idle_timeout=float(config["capture.idle_timeout_s"]),
         max_calls=config["capture.max_calls"],
+        encap=parse_config(config["capture.encapsulations"], config["capture.collectors"]),
     )
 
 
