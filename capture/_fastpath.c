@@ -539,7 +539,21 @@ typedef struct {
     long long not_recorded;
     long long other_source; /* RTP from another source than its direction's, dropped */
     long long handled; /* RTP packets of recorded calls handled whole here */
+    /* remote SPAN (capture/encap.py's EncapConfig): the encapsulations opened here, and from
+     * which outer IPv4 sources (none: any; an IPv6-only list: no IPv4 source is one) */
+    int encap_mask;
+    int encap_any;
+    Py_ssize_t n_collectors;
+    uint32_t *collectors;
+    long long encap[4]; /* outer packets handled here: ERSPAN II, ERSPAN III, GRE TEB, VXLAN */
 } FastPath;
+
+/* capture/encap.py's bits */
+#define ENCAP_ERSPAN 1
+#define ENCAP_GRE_TEB 2
+#define ENCAP_VXLAN 4
+enum { K_ERSPAN2 = 0, K_ERSPAN3 = 1, K_GRETAP = 2, K_VXLAN = 3 };
+#define VXLAN_PORT 4789
 
 #define EMPTY 0
 #define DELETED 1
@@ -629,6 +643,7 @@ static void fp_dealloc(FastPath *fp) {
     PyObject_GC_UnTrack(fp);
     fp_clear(fp);
     PyMem_Free(fp->slots);
+    PyMem_Free(fp->collectors);
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 
@@ -686,6 +701,109 @@ static PyObject *fp_take_other_source(FastPath *fp, PyObject *unused) {
     return PyLong_FromLongLong(n);
 }
 
+/* set_encap(mask, collectors): which encapsulations the loop opens (EncapConfig.mask) and from
+ * which outer source addresses (an iterable of raw 4- or 16-byte addresses; empty: any). */
+static PyObject *fp_set_encap(FastPath *fp, PyObject *args) {
+    int mask;
+    PyObject *collectors;
+    if (!PyArg_ParseTuple(args, "iO", &mask, &collectors)) return NULL;
+    PyObject *seq = PySequence_Fast(collectors, "collectors must be an iterable of address bytes");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), v4 = 0;
+    uint32_t *list = PyMem_Calloc(n ? (size_t)n : 1, sizeof(uint32_t));
+    if (list == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *a = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyBytes_Check(a) || (PyBytes_GET_SIZE(a) != 4 && PyBytes_GET_SIZE(a) != 16)) {
+            PyErr_SetString(PyExc_TypeError, "a collector must be a 4- or 16-byte address");
+            PyMem_Free(list);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(a) == 4) {
+            const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(a);
+            list[v4++] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+        }
+    }
+    Py_DECREF(seq);
+    PyMem_Free(fp->collectors);
+    fp->collectors = list;
+    fp->n_collectors = v4;
+    fp->encap_any = n == 0;
+    fp->encap_mask = mask & (ENCAP_ERSPAN | ENCAP_GRE_TEB | ENCAP_VXLAN); /* TZSP: Python's */
+    Py_RETURN_NONE;
+}
+
+static PyObject *fp_take_encap(FastPath *fp, PyObject *unused) {
+    PyObject *r = Py_BuildValue("(LLLL)", fp->encap[K_ERSPAN2], fp->encap[K_ERSPAN3], fp->encap[K_GRETAP],
+                                fp->encap[K_VXLAN]);
+    if (r != NULL) memset(fp->encap, 0, sizeof fp->encap);
+    return r;
+}
+
+/* The inner Ethernet frame of a remote SPAN packet that C opens: plain Ethernet, IPv4 without
+ * options, not a fragment, from a collector (or any), carrying
+ *   GRE 0x88BE ERSPAN II   (GRE flags none or only S: 4 or 8 bytes; ERSPAN version 1, 8 bytes),
+ *   GRE 0x22EB ERSPAN III  (GRE flags none or only S; version 2, 12 bytes, frame type Ethernet,
+ *                           no platform sub-header),
+ *   GRE 0x6558 TEB         (plain 4-byte GRE header),
+ *   UDP to 4789 VXLAN      (flags exactly I, reserved fields zero).
+ * Returns the kind (K_*) and sets *inner / *inner_len (the frame up to the outer IP packet's end,
+ * as capture/encap.py slices it), or -1: not one C opens, and the loop stops for Python (which
+ * opens the rest, or counts why not). Reads only; no allocation. */
+static int encap_inner(FastPath *fp, const unsigned char *f, Py_ssize_t len, const unsigned char **inner,
+                       Py_ssize_t *inner_len) {
+    if (len < 34 || f[12] != 8 || f[13] != 0 || f[14] != 0x45 || (f[20] & 0x3F) || f[21]) return -1;
+    Py_ssize_t ip_end = 14 + ((f[16] << 8) | f[17]);
+    if (ip_end > len || ip_end < 34) return -1;
+    Py_ssize_t off;
+    int kind;
+    if (f[23] == 47) {
+        if (!(fp->encap_mask & (ENCAP_ERSPAN | ENCAP_GRE_TEB)) || ip_end < 38) return -1;
+        unsigned flags = (unsigned)(f[34] << 8 | f[35]), proto = (unsigned)(f[36] << 8 | f[37]);
+        if (proto == 0x6558) {
+            if (!(fp->encap_mask & ENCAP_GRE_TEB) || flags != 0) return -1;
+            kind = K_GRETAP;
+            off = 38;
+        } else if (proto == 0x88BE || proto == 0x22EB) {
+            if (!(fp->encap_mask & ENCAP_ERSPAN) || (flags != 0 && flags != 0x1000)) return -1;
+            off = flags ? 42 : 38;
+            if (proto == 0x88BE) {
+                if (ip_end < off + 8 || f[off] >> 4 != 1) return -1;
+                kind = K_ERSPAN2;
+                off += 8;
+            } else {
+                /* version 2; the last 16 bits: P(1) FT(5) HW ID(6) D(1) Gra(2) O(1) */
+                if (ip_end < off + 12 || f[off] >> 4 != 2 || (f[off + 10] & 0x7C) || (f[off + 11] & 1)) return -1;
+                kind = K_ERSPAN3;
+                off += 12;
+            }
+        } else {
+            return -1;
+        }
+    } else if (f[23] == 17) {
+        if (!(fp->encap_mask & ENCAP_VXLAN) || ip_end < 50 || ((f[36] << 8) | f[37]) != VXLAN_PORT) return -1;
+        if (14 + 20 + ((f[38] << 8) | f[39]) != ip_end) return -1; /* UDP length: the whole IP payload */
+        if (f[42] != 0x08 || f[43] || f[44] || f[45] || f[49]) return -1;
+        kind = K_VXLAN;
+        off = 50;
+    } else {
+        return -1;
+    }
+    if (!fp->encap_any) {
+        uint32_t src = (uint32_t)f[26] << 24 | (uint32_t)f[27] << 16 | (uint32_t)f[28] << 8 | f[29];
+        Py_ssize_t k = 0;
+        while (k < fp->n_collectors && fp->collectors[k] != src) k++;
+        if (k == fp->n_collectors) return -1; /* not a collector's: Python counts it */
+    }
+    *inner = f + off;
+    *inner_len = ip_end - off;
+    return kind;
+}
+
 /* run(batch, i, now, next_tick) -> (i, now): handle packets from batch[i] on until one needs Python
  * (returned as i; len(batch) when all were handled). ``now`` is the pipeline's packet time; a packet
  * that moves it to or past ``next_tick`` is left to Python, which runs the housekeeping first. */
@@ -712,9 +830,16 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         }
         const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(fr_o);
         Py_ssize_t len = PyBytes_GET_SIZE(fr_o);
+        if (linktype != 1) break;
+        int kind = -1; /* the encapsulation it arrived in (K_*), or none */
+        if (fp->encap_mask && len > 42 && (f[23] == 47 || (f[23] == 17 && (f[42] & 0xC0) != 0x80))) {
+            /* perhaps a remote SPAN packet: C goes on with its inner frame, or stops here */
+            kind = encap_inner(fp, f, len, &f, &len);
+            if (kind < 0) break;
+        }
         /* the same test as CapturePipeline.feed's fast path */
-        if (!(linktype == 1 && len > 54 && f[12] == 8 && f[13] == 0 && f[14] == 0x45 && f[23] == 17 &&
-              !(f[20] & 0x3F) && !f[21] && (f[42] & 0xC0) == 0x80))
+        if (!(len > 54 && f[12] == 8 && f[13] == 0 && f[14] == 0x45 && f[23] == 17 && !(f[20] & 0x3F) && !f[21] &&
+              (f[42] & 0xC0) == 0x80))
             break;
         Py_ssize_t end = 14 + ((f[16] << 8) | f[17]);
         if (!(54 < end && end <= len)) break;
@@ -722,6 +847,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         Slot *sl = table_find(fp, 2 + ((ip << 16) | (uint64_t)((f[36] << 8) | f[37])));
         if (sl->key == EMPTY) {
             fp->not_recorded++;
+            if (kind >= 0) fp->encap[kind]++;
             continue;
         }
         PyObject *stream = sl->value;
@@ -736,6 +862,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
             if (!s->learned || table_find(fp, src_key)->key != EMPTY) break;
             s->other_source++;
             fp->other_source++;
+            if (kind >= 0) fp->encap[kind]++;
             continue;
         }
         int pt = f[43] & 0x7F;
@@ -751,6 +878,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         if (r == FAILED) return NULL;
         if (r == BAIL) break;
         fp->handled++;
+        if (kind >= 0) fp->encap[kind]++;
     }
     return Py_BuildValue("(nd)", i, now);
 }
@@ -763,6 +891,10 @@ static PyMethodDef fp_methods[] = {
      "Packets dropped as media of calls not recorded since the last call."},
     {"take_other_source", (PyCFunction)fp_take_other_source, METH_NOARGS,
      "Packets dropped as coming from another source than their direction's since the last call."},
+    {"set_encap", (PyCFunction)fp_set_encap, METH_VARARGS,
+     "Open these remote SPAN encapsulations (EncapConfig.mask) from these collectors (empty: any)."},
+    {"take_encap", (PyCFunction)fp_take_encap, METH_NOARGS,
+     "(erspan2, erspan3, gretap, vxlan): outer packets handled here since the last call."},
     {NULL},
 };
 
