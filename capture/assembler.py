@@ -108,6 +108,9 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         if call.handle is None and not call.accepts_payload(pt, ts):
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
+        if pt != call.audio_pt and call.codec_changed(pt, ts) and call.handle is None:
+            self.other_payload += 1  # a codec change whose part the store could not open (full): counted
+            return  # (else this packet is the first of the new part, whose figures both directions begin afresh)
         if ssrc != self.ssrc and call.end is not None:  # after the BYE only media already flowing is ours
             call.late_strangers += 1
             return
@@ -177,6 +180,15 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
             self.events[-1][2] = max(self.events[-1][2], duration_ms)  # type: ignore[type-var]
         elif len(self.events) < MAX_EVENTS:
             self.events.append([at, DTMF[payload[0]], duration_ms])
+
+    def next_part(self) -> None:
+        """A new part of the recording begins (a codec change): positions from the new part's start,
+        sequence numbers, loss, duplicates, anchors and every other figure counted afresh, as for a
+        new call; where this direction's packets come from (the learned source, the announced
+        addresses) and when its last packet arrived stay."""
+        keep = self.learned, self.source, self.announced, self.last_arrival
+        StreamAssembler.__init__(self, self.call, self.channel)
+        self.learned, self.source, self.announced, self.last_arrival = keep
 
     def relearn_source(self) -> None:
         """Its sender announced a new media address: the next packet from a new source is its own."""

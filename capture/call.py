@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from .assembler import StreamAssembler
@@ -23,6 +24,9 @@ CALLER, CALLEE = 1, 2  # WAV channels: 1 = audio sent by the caller, 2 = by the 
 MAX_ENDPOINTS = 32  # per call: a flood of re-INVITEs cannot grow the media map without bound
 MAX_PENDING_FRAMES = 64  # SIP frames held per call before its recording opens
 DRIFT_LIMIT_S = 3.0  # s: a packet this much later than its timestamp says means a paused sender
+MAX_PARTS = 64  # per call: a flood of re-INVITEs flipping codecs cannot open recordings without bound
+RECENT_FRAMES = 8  # SIP frames a part begun by a codec change gets first (the re-INVITE or UPDATE that made it)
+
 
 
 class Call:
@@ -39,6 +43,9 @@ class Call:
         self.conversation = conversation_token(call_id)  # a transfer's next call inherits it
         self.part = 1  # the recording part in progress (a codec change or a transfer starts another)
         self.part_reason = ""
+        self.part_sdp: Codec | None = None  # sdp_codec when the part in progress began
+        self.parts_ended = 0  # parts ended by a codec change before the one in progress (each kept)
+        self.recent_frames: deque[tuple[float, int, bytes]] = deque(maxlen=RECENT_FRAMES)
         self.answered_at: float | None = None
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
@@ -78,7 +85,9 @@ class Call:
         self.codec = codec.name
         self.clock = codec.rate
         self.drift_limit = DRIFT_LIMIT_S * codec.rate
-        self.t0 = ts if self.answered_at is None else min(self.answered_at, ts)
+        self.part_sdp = self.sdp_codec
+        # from the answer (or the first packet, early media); a part a codec change began, from its first packet
+        self.t0 = ts if self.answered_at is None or self.parts_ended else min(self.answered_at, ts)
         info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec.name,
                         codec.rate, codec.channels, self.conversation, self.part, self.part_reason)  # fmt: skip
         try:
@@ -96,6 +105,37 @@ class Call:
                 self.evidence(when, linktype, frame)
         self.pending_frames = []
         self._arm()
+        return True
+
+    def codec_changed(self, pt: int, ts: float) -> bool:
+        """Whether this packet (payload type ``pt``, not the part's) ends the part in progress: its
+        codec is audio, another than the part's, and the call's SDP negotiated it since the part
+        began (a re-INVITE, an UPDATE or their answer: ``sdp_codec``, the answer's first audio
+        format). A stray packet of another mapped codec while the SDP stays as it was never begins
+        a part, nor DTMF or comfort noise (not audio), nor anything after the end. Then the next part
+        begins at this packet (``start``); True even when the store could not open it (``lost``)."""
+        codec = self.codecs.get(pt)
+        if (
+            codec is None or codec != self.sdp_codec or codec == self.part_sdp or codec.name == self.codec
+            or self.handle is None or self.end is not None or self.part >= MAX_PARTS
+        ):  # fmt: skip
+            return False
+        handle = self.handle
+        figures = self.figures()
+        self.close()
+        self.evidence = None
+        handle.end(CallEnd(ts, True, "codec-change", figures))  # kept as it is, complete
+        self.parts_ended += 1
+        for stream in self.streams:
+            stream.next_part()
+        self.part += 1
+        self.part_reason = "codec-change"
+        self.pending_frames = list(self.recent_frames)
+        self.audio_pt = pt
+        if self.start(codec, ts):
+            log.info("recording %s: part %d of a call to %s, the codec changed to %s", getattr(self.handle, "id", "-"),
+                     self.part, self.did.label, codec.name,
+                     extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip
         return True
 
     def _arm(self) -> None:
@@ -122,6 +162,7 @@ class Call:
         if self.handle is not None:
             if self.evidence is not None:
                 self.evidence(ts, linktype, frame)
+            self.recent_frames.append((ts, linktype, frame))  # for the next part's evidence, if one begins
         elif len(self.pending_frames) < MAX_PENDING_FRAMES:
             self.pending_frames.append((ts, linktype, frame))
 
