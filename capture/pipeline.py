@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .assembler import StreamAssembler
 from .decode import FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_ip, decode_udp, split_udp
@@ -210,7 +210,7 @@ class CapturePipeline:
             self.counters["ip_fragment_malformed"] += 1
             return
         version, src, dst, proto, data, (ident, offset, more) = ip  # type: ignore[misc]
-        whole = self.fragments.push(ts, version, src, dst, ident, proto, offset, more, data)
+        whole = self.fragments.push(ts, version, src, dst, ident, proto, offset, more, data, (ts, linktype, frame))
         if whole is None:
             return
         if proto != IPPROTO_UDP:
@@ -221,7 +221,7 @@ class CapturePipeline:
             self.counters[udp] += 1  # type: ignore[index]
             return
         sport, dport, payload = udp  # type: ignore[misc]
-        self.feed_udp(ts, src, sport, dst, dport, payload)
+        self.feed_udp(ts, src, sport, dst, dport, payload, self.fragments.completed)  # its fragments: the evidence
 
     def _tcp(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: a TCP segment; SIP over TCP is reassembled and framed, anything else dropped."""
@@ -243,11 +243,15 @@ class CapturePipeline:
             else:
                 self.counters["tcp_not_sip"] += 1
             return
-        for message in self.tcp.push(ts, src, sport, dst, dport, seq, flags, payload):
-            self.on_sip_payload(ts, src, dst, message)
+        tcp = self.tcp
+        messages = tcp.push(ts, src, sport, dst, dport, seq, flags, payload, (ts, linktype, frame))
+        for message, frames in zip(messages, tcp.completed):  # frames: its segments, for the evidence
+            self.on_sip_payload(ts, src, dst, message, frames=frames)
 
-    def feed_udp(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
-        """One UDP payload outside the batch loop (reassembled datagrams): same dispatch."""
+    def feed_udp(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes,
+                 frames: Sequence[Packet] = ()) -> None:  # fmt: skip
+        """One UDP payload outside the batch loop (reassembled datagrams; ``frames``: the frames it
+        came in, kept as a SIP message's evidence): same dispatch."""
         if payload and payload[0] & 0xC0 == 0x80:
             stream = self.media.get((dst, dport))
             if stream is None:
@@ -258,19 +262,19 @@ class CapturePipeline:
                 return
             self._rtp(ts, stream, payload)
         elif looks_like_sip(payload):
-            self.on_sip_payload(ts, src, dst, payload)
+            self.on_sip_payload(ts, src, dst, payload, frames=frames)
         else:
             self.counters["udp_other"] += 1
 
     def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes, frame: bytes = b"",
-                       linktype: int = 1) -> None:  # fmt: skip
+                       linktype: int = 1, frames: Sequence[Packet] = ()) -> None:  # fmt: skip
         try:
             msg = SipMessage.parse(payload)
         except ValueError:
             self.counters["sip_malformed"] += 1
             return
         self.counters["sip_messages"] += 1
-        self.tracker.on_sip(ts, src, dst, msg, frame, linktype)
+        self.tracker.on_sip(ts, src, dst, msg, frame, linktype, frames=frames)
 
     def advance(self, now: float) -> None:
         """Move packet time on without packets (live capture on a silent port), running the
