@@ -28,6 +28,9 @@
 
 #define MAX_SNAPLEN 262144
 #define SEQ_WINDOW 64
+/* capture/assembler.py's MIRROR_WINDOW_S and MIRROR_RING: a second mirror session's copy of a packet */
+#define MIRROR_WINDOW_S 0.010
+#define MIRROR_RING 8
 #define RTCP_PT_FIRST 72
 #define RTCP_PT_LAST 76
 
@@ -188,6 +191,16 @@ typedef struct {
     PyObject *ev_buf;
     Py_ssize_t ev_flush;
     long ev_linktype;   /* -1 until the evidence file has its link type */
+    /* the last packets seen, by sequence number modulo MIRROR_RING: a copy of one of them delivered
+     * again by a second mirror session within MIRROR_WINDOW_S is dropped (StreamAssembler.mirror_copy) */
+    struct {
+        long long seq, rtp_ts, ssrc; /* seq -1: none */
+        int pt;
+        double at;
+        PyObject *data; /* bytes holding the payload at off */
+        Py_ssize_t off, len;
+    } recent[MIRROR_RING];
+    long long mirror_duplicates;
 } StreamCore;
 
 static int core_traverse(StreamCore *s, visitproc visit, void *arg) {
@@ -213,13 +226,65 @@ static void core_dealloc(StreamCore *s) {
     PyObject_GC_UnTrack(s);
     core_clear(s);
     Py_CLEAR(s->source);
+    for (int k = 0; k < MIRROR_RING; k++) Py_CLEAR(s->recent[k].data);
     tp->tp_free((PyObject *)s);
 }
 
 static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     StreamCore *s = (StreamCore *)type->tp_alloc(type, 0);
-    if (s != NULL) s->ssrc = -1;
+    if (s != NULL) {
+        s->ssrc = -1;
+        for (int k = 0; k < MIRROR_RING; k++) s->recent[k].seq = -1;
+    }
     return (PyObject *)s;
+}
+
+/* Whether a packet is a second mirror session's copy of one of the last seen: the same SSRC,
+ * sequence number, timestamp, payload type and payload within MIRROR_WINDOW_S of it (counted). */
+static int mirror_copy(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
+                       const unsigned char *payload, Py_ssize_t len) {
+    int k = (int)(seq & (MIRROR_RING - 1));
+    if (s->recent[k].seq != seq || s->recent[k].rtp_ts != rtp_ts || s->recent[k].ssrc != ssrc ||
+        s->recent[k].pt != pt || s->recent[k].len != len)
+        return 0;
+    double d = ts - s->recent[k].at;
+    if (!(d <= MIRROR_WINDOW_S && d >= -MIRROR_WINDOW_S)) return 0;
+    if (memcmp(PyBytes_AS_STRING(s->recent[k].data) + s->recent[k].off, payload, (size_t)len) != 0) return 0;
+    s->mirror_duplicates++;
+    return 1;
+}
+
+/* A packet that is not a copy: the first of its kind, remembered (``data``: bytes holding it at off). */
+static void mirror_remember(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
+                            PyObject *data, Py_ssize_t off, Py_ssize_t len) {
+    int k = (int)(seq & (MIRROR_RING - 1));
+    s->recent[k].seq = seq;
+    s->recent[k].rtp_ts = rtp_ts;
+    s->recent[k].ssrc = ssrc;
+    s->recent[k].pt = pt;
+    s->recent[k].at = ts;
+    Py_INCREF(data);
+    Py_XSETREF(s->recent[k].data, data);
+    s->recent[k].off = off;
+    s->recent[k].len = len;
+}
+
+/* mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload) -> bool: StreamAssembler.packet()'s first step */
+static PyObject *core_mirror_copy(StreamCore *s, PyObject *args) {
+    double ts;
+    long seq;
+    long long rtp_ts, ssrc;
+    int pt;
+    PyObject *payload;
+    if (!PyArg_ParseTuple(args, "dlLLiO", &ts, &seq, &rtp_ts, &ssrc, &pt, &payload)) return NULL;
+    PyObject *data = PyBytes_CheckExact(payload) ? (Py_INCREF(payload), payload) : PyBytes_FromObject(payload);
+    if (data == NULL) return NULL;
+    seq &= 0xFFFF;
+    int copy = mirror_copy(s, ts, seq, rtp_ts, ssrc, pt, (const unsigned char *)PyBytes_AS_STRING(data),
+                           PyBytes_GET_SIZE(data));
+    if (!copy) mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, data, 0, PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return PyBool_FromLong(copy);
 }
 
 /* arm(audio_pt, t0, clock, drift_limit, handle, lane, lane_limit, silence, evidence) */
@@ -368,6 +433,8 @@ static PyMemberDef core_members[] = {
     {"max_gap", T_DOUBLE, offsetof(StreamCore, max_gap), 0, NULL},
     {"learned", T_BOOL, offsetof(StreamCore, learned), 0, NULL},
     {"other_source", T_LONGLONG, offsetof(StreamCore, other_source), 0, "packets from another source, dropped"},
+    {"mirror_duplicates", T_LONGLONG, offsetof(StreamCore, mirror_duplicates), 0,
+     "copies of a packet delivered again by a second mirror session, dropped"},
     {"channel", T_INT, offsetof(StreamCore, channel), 0, NULL},
     {NULL},
 };
@@ -382,6 +449,8 @@ static PyGetSetDef core_getset[] = {
 static PyMethodDef core_methods[] = {
     {"arm", (PyCFunction)core_arm, METH_VARARGS, "Take the steady case over once the recording is open."},
     {"disarm", (PyCFunction)core_disarm, METH_NOARGS, "Give every packet back to Python (the recording ends)."},
+    {"mirror_copy", (PyCFunction)core_mirror_copy, METH_VARARGS,
+     "Whether this packet is a second mirror session's copy of one just seen (counted); else remember it."},
     {NULL},
 };
 
@@ -423,9 +492,10 @@ enum { BAIL = 0, DONE = 1, FAILED = -1 };
 /* StreamAssembler.packet() for the steady case; BAIL (nothing changed) for anything else. */
 static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq, long long rtp_ts, long long ssrc,
                        const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
-                       Py_ssize_t payload_len) {
+                       Py_ssize_t payload_len, PyObject *frame_obj) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
     if (!(ts >= 0.0 && ts < 4294967296.0)) return BAIL; /* a time no pcap record can carry: Python's */
+    if (mirror_copy(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len)) return DONE;
     if (s->evidence != NULL) {
         if (s->ev_linktype < 0) {
             PyObject *lt = PyObject_GetAttr(s->evidence, str_linktype);
@@ -470,6 +540,8 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
         }
     }
     /* from here on the packet is ours */
+    mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, frame_obj,
+                    frame + payload_off - (const unsigned char *)PyBytes_AS_STRING(frame_obj), payload_len);
     double last = s->last_arrival;
     if (last != 0.0 && ts - last > s->max_gap) s->max_gap = ts - last;
     s->last_arrival = ts;
@@ -872,7 +944,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
         Py_INCREF(stream); /* a flush may run Python code: keep the stream and the frame alive */
         Py_INCREF(item);
-        int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54);
+        int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54, fr_o);
         Py_DECREF(item);
         Py_DECREF(stream);
         if (r == FAILED) return NULL;

@@ -23,6 +23,13 @@ and counted (``other_source``), unless they come from an address the sender's SD
 (``announced``: symmetric RTP), to which the source then moves. When the sender announces a new media address (a re-INVITE), a packet from elsewhere that
 carries its SSRC also moves the source (a sender behind NAT): until then the old source still
 counts as its own. At most ``MAX_SSRCS`` SSRCs are kept for the record.
+
+Two mirror sessions onto the SPAN port (ingress and egress, a local and a remote SPAN) deliver each
+packet two or three times, microseconds apart. A packet identical to one of the direction's last
+``MIRROR_RING`` (same SSRC, sequence number, timestamp, payload type and payload) that arrives within
+``MIRROR_WINDOW_S`` of it is such a copy: dropped before anything else looks at it (no evidence
+frame, no figure changes) and counted in ``mirror_duplicates``. An identical packet later than that
+is the sender's (or the network's) duplicate as before: counted in ``duplicates``, a quality figure.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ DTMF = "0123456789*#ABCD"
 PT_CN = 13
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 MAX_SSRCS = 32  # SSRCs kept for the record (each change adds one)
+MIRROR_WINDOW_S = 0.010  # a copy this close to the first is a second mirror session's (in C too)
+MIRROR_RING = 8  # the last packets of a direction a copy is compared with, by sequence number (in C too)
 
 
 class _PyStreamCore:
@@ -50,7 +59,27 @@ class _PyStreamCore:
     __slots__ = (
         "channel", "ssrc", "base_ts", "base_pos", "end", "max_seq", "seen", "ext_max", "received", "packets",
         "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned", "source", "other_source",
+        "recent", "mirror_duplicates",
     )  # fmt: skip
+
+    def __new__(cls, *args: object) -> _PyStreamCore:
+        self = super().__new__(cls)
+        self.recent = [None] * MIRROR_RING  # made once: a new part (StreamAssembler.__init__ again) keeps it
+        return self
+
+    def mirror_copy(self, ts: float, seq: int, rtp_ts: int, ssrc: int, pt: int, payload: bytes) -> bool:
+        """Whether this packet is a second mirror session's copy of one of the last seen (counted);
+        if not, it is remembered as the first of its kind."""
+        slot = seq & (MIRROR_RING - 1)
+        first = self.recent[slot]
+        if (
+            first is not None and first[0] == seq and first[1] == rtp_ts and first[2] == ssrc and first[3] == pt
+            and -MIRROR_WINDOW_S <= ts - first[4] <= MIRROR_WINDOW_S and first[5] == payload
+        ):  # fmt: skip
+            self.mirror_duplicates += 1
+            return True
+        self.recent[slot] = (seq, rtp_ts, ssrc, pt, ts, payload)
+        return False
 
     def arm(self, *recording: object) -> None:
         """The C core takes over the steady case here; in Python there is nothing to do."""
@@ -97,9 +126,12 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.other_source = 0  # packets from another source: not this direction's sender, dropped
         self.announced: set[tuple[bytes, int]] = set()  # its sender's media addresses, as its SDP announced them
         self.early = 0  # packets whose place would be before the recording's start: dropped
+        self.mirror_duplicates = 0  # copies of a packet a second mirror session delivered again: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
                linktype: int = 1) -> None:  # fmt: skip
+        if self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload):
+            return  # a second mirror session's copy of a packet just seen: as if it had not come
         call = self.call
         last = self.last_arrival
         if last and ts - last > self.max_gap:
@@ -227,4 +259,5 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
             max_gap_ms=round(self.max_gap * 1000.0, 1),
             events=tuple((float(a), str(d), float(ms)) for a, d, ms in self.events),
             other_source=self.other_source,
+            mirror_duplicates=self.mirror_duplicates,
         )

@@ -397,6 +397,7 @@ class CallTracker:
         self.faces.finalising(call, end.ended_at)
         self.counters["rtp_other_source_after_end"] += call.late_strangers
         self.counters["rtp_before_recording_start"] += sum(s.early for s in call.streams)
+        self.counters["mirror_duplicates"] += sum(s.mirror_duplicates for s in call.streams)  # (SIP's: pipeline)
         self.counters["calls_recorded"] += call.parts_ended  # parts a codec change ended: each kept already
         self.counters["recording_parts_codec_change"] += call.parts_ended
         for key in call.endpoints:

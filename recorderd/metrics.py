@@ -29,6 +29,7 @@ COUNTERS = {
     "sip_header_not_utf8": "SIP messages with a header that is not UTF-8 (read as latin-1, kept)",
     "rtp_malformed": "Malformed RTP packets dropped",
     "rtp_other_source": "RTP packets dropped: from another address than the call's sender",
+    "mirror_duplicates": "SIP messages and RTP packets of recorded calls dropped: a second mirror session's copies",
     "erasures": "Recordings erased by retention",
     "control_refused_busy": "recorderctl connections refused: every request slot taken",
     "control_refused_uid_limit": "recorderctl connections refused: that uid had its share of the slots",

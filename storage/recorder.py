@@ -292,6 +292,7 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "expected": stats.expected,
         "lost": stats.lost,
         "duplicates": stats.duplicates,
+        "mirror_duplicates": getattr(stats, "mirror_duplicates", 0),  # a second mirror session's copies: dropped
         "late_samples": late,  # samples patched into frames already written
         "other_payload": stats.other_payload,
         "anchors": [list(a) for a in stats.anchors],
