@@ -193,7 +193,7 @@ class CallTracker:
             return call
         if prior is None:
             self.faces.add(call)
-        self.counters["calls_designated"] += 1
+            self.counters["calls_designated"] += 1  # (a transfer's next part is counted in calls_transferred)
         return call
 
     def _transferred(self, ts: float, src: bytes, msg: SipMessage, caller: str) -> Call | None:

@@ -42,6 +42,8 @@ def test_replay_gives_expected_recordings(name: str, site: Site, capsys: pytest.
         rec = got[(call_id, part)]
         for key in ("did", "did_label", "caller", "codec", "state", "audio"):
             assert rec[key] == exp[key], f"{call_id}: {key}"
+        if "conversation" in exp:  # a part of a conversation (a transfer's next call): its token and part
+            assert (rec["conversation"], rec["part"]) == (exp["conversation"], exp["part"]), call_id
         if "part_reason" in exp and "part_reason" in rec:  # a call kept in parts: each says why it began
             assert rec["part_reason"] == exp["part_reason"], call_id
             assert len({r["conversation"] for (c, _), r in got.items() if c == call_id}) == 1, call_id
