@@ -16,7 +16,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from .assembler import StreamAssembler
+from .assembler import MIRROR_WINDOW_S, StreamAssembler
 from .decode import FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
@@ -32,6 +32,7 @@ from .tracker import CallTracker
 TICK = 1.0  # s of packet time between housekeeping passes
 _II = struct.Struct("!II")
 SIP_TLS_PORT = 5061
+MAX_RECENT_SIP = 256  # SIP messages remembered (for MIRROR_WINDOW_S) to spot a second mirror session's copy
 
 
 class CapturePipeline:
@@ -46,6 +47,7 @@ class CapturePipeline:
         self.tcp = TcpStreams(self.counters)
         self.now = 0.0
         self._next_tick = 0.0
+        self._recent_sip: dict[tuple[bytes, bytes, bytes], float] = {}  # (src, dst, payload) -> when first seen
 
     def feed(self, batch: Iterable[Packet]) -> None:
         table = self.media.table
@@ -268,6 +270,9 @@ class CapturePipeline:
 
     def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes, frame: bytes = b"",
                        linktype: int = 1, frames: Sequence[Packet] = ()) -> None:  # fmt: skip
+        if self._sip_mirror_copy(ts, src, dst, payload):
+            self.counters["mirror_duplicates"] += 1
+            return
         try:
             msg = SipMessage.parse(payload)
         except ValueError:
@@ -275,6 +280,27 @@ class CapturePipeline:
             return
         self.counters["sip_messages"] += 1
         self.tracker.on_sip(ts, src, dst, msg, frame, linktype, frames=frames)
+
+    def _sip_mirror_copy(self, ts: float, src: bytes, dst: bytes, payload: bytes) -> bool:
+        """Whether this SIP message (the same bytes between the same addresses) came within
+        ``MIRROR_WINDOW_S`` of its first copy: a second mirror session's, dropped before the parser
+        and the tracker (neither a retransmission nor a second evidence frame). A real retransmission
+        comes 500 ms (T1) or more later and goes through. The table holds the messages of the last
+        window, at most ``MAX_RECENT_SIP``."""
+        recent = self._recent_sip
+        while recent:
+            oldest = next(iter(recent))
+            if len(recent) < MAX_RECENT_SIP and ts - recent[oldest] <= MIRROR_WINDOW_S:
+                break
+            del recent[oldest]
+        key = (src, dst, payload)
+        first = recent.get(key)
+        if first is not None and -MIRROR_WINDOW_S <= ts - first <= MIRROR_WINDOW_S:
+            return True
+        if first is not None:
+            del recent[key]  # (it goes to the end: the table stays in the order first seen)
+        recent[key] = ts
+        return False
 
     def advance(self, now: float) -> None:
         """Move packet time on without packets (live capture on a silent port), running the
