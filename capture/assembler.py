@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .cut import completed
 from .fast import fastpath
 from .sink import StreamStats
 
@@ -94,7 +95,7 @@ _StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
 class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
     __slots__ = (
         "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
-        "announced",
+        "announced", "truncated",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:
@@ -126,6 +127,7 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.other_source = 0  # packets from another source: not this direction's sender, dropped
         self.announced: set[tuple[bytes, int]] = set()  # its sender's media addresses, as its SDP announced them
         self.early = 0  # packets whose place would be before the recording's start: dropped
+        self.truncated = 0  # audio packets cut short by the capture: captured bytes placed, the rest silence
         self.mirror_duplicates = 0  # copies of a packet a second mirror session delivered again: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
@@ -192,7 +194,22 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         stop = pos + len(payload)
         if stop > self.end:
             self.end = stop
-        call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
+        if payload:  # (an Opus packet cut short has none: its place stays silent, nothing is made up)
+            call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
+
+    def cut(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, captured: bytes, missing: int,
+            frame: bytes, linktype: int) -> bool:  # fmt: skip
+        """A packet the capture cut short (``missing`` payload bytes not captured): its payload
+        completed with its codec's silence (capture/cut.py) and placed as any packet is; True (and
+        counted in ``truncated``) when it went into the audio."""
+        codec = self.call.codecs.get(pt)
+        payload = completed(codec.name if codec is not None else "", captured, missing)
+        placed = self.packets
+        self.packet(ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype)
+        if self.packets == placed:
+            return False
+        self.truncated += 1
+        return True
 
     def _not_audio(self, pt: int, rtp_ts: int, payload: bytes, *, placed: bool) -> None:
         """Counted, never mixed into the audio. DTMF (RFC 4733) is kept as events with the recording."""
@@ -259,5 +276,6 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
             max_gap_ms=round(self.max_gap * 1000.0, 1),
             events=tuple((float(a), str(d), float(ms)) for a, d, ms in self.events),
             other_source=self.other_source,
+            truncated=self.truncated,
             mirror_duplicates=self.mirror_duplicates,
         )

@@ -8,11 +8,14 @@ the caller can do its housekeeping. Nothing after the source differs between liv
 DESIGN.md has the measurements behind the choice (a ring read with ``mmap`` + ``struct`` keeps up
 with ~950 k pkt/s; plain ``recv_into`` saturates near 300 k; libpcap bindings block forever when
 traffic stops). Needs CAP_NET_RAW, and CAP_NET_ADMIN for promiscuous mode. A classic BPF filter in
-the kernel passes only IPv4/IPv6 (tagged or not), so ARP, STP, LLDP... never reach Python.
+the kernel passes only IPv4/IPv6 (tagged or not), so ARP, STP, LLDP... never reach Python. Its accept
+length is the snap length (``snaplen``: whole frames unless told otherwise); one below a full frame
+is said once at start (``EVENT=capture-snaplen``): long packets then arrive cut (capture/cut.py).
 """
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import select
 import socket
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 
 from .fast import fastpath
 from .source import LINKTYPE_ETHERNET, Batch
+
+log = logging.getLogger(__name__)
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -36,6 +41,8 @@ TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 BLOCK_SIZE = 1 << 20
 FRAME_SIZE = 2048  # only a hint for TPACKET_V3, which packs variable-length frames into blocks
+SNAPLEN = 0x40000  # bytes of each frame captured (the BPF filter's accept length): whole frames
+FULL_FRAME = 1518  # a full Ethernet frame with a VLAN tag (1514 untagged): a shorter snap length cuts packets
 
 _block_hdr = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, block_status, num_pkts, offset_to_first_pkt, blk_len, seq
 _pkt_hdr = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, status, mac, net
@@ -69,11 +76,17 @@ class RingSource:
     """One TPACKET_V3 ring per interface, polled together."""
 
     def __init__(self, interfaces: list[str], *, ring_bytes: int = 64 << 20, block_timeout_ms: int = 64,
-                 poll_ms: int = 100, promiscuous: bool = True) -> None:  # fmt: skip
+                 poll_ms: int = 100, promiscuous: bool = True, snaplen: int = SNAPLEN) -> None:  # fmt: skip
         if not interfaces:
             raise ValueError("no capture interface configured")
+        if not 0 < snaplen <= SNAPLEN:
+            raise ValueError(f"snap length {snaplen} is not between 1 and {SNAPLEN}")
         self.poll_ms = poll_ms
-        self.rings = [_Ring(name, ring_bytes, block_timeout_ms, promiscuous) for name in interfaces]
+        self.snaplen = snaplen
+        warning = snaplen_warning(snaplen)
+        if warning is not None:
+            log.warning(warning, extra={"EVENT": "capture-snaplen"})
+        self.rings = [_Ring(name, ring_bytes, block_timeout_ms, promiscuous, snaplen) for name in interfaces]
         self._poll = select.poll()
         self._by_fd = {}
         for ring in self.rings:
@@ -118,7 +131,8 @@ walk_block = fastpath.ring_block if fastpath is not None else _walk_block  # the
 
 
 class _Ring:
-    def __init__(self, name: str, ring_bytes: int, block_timeout_ms: int, promiscuous: bool) -> None:
+    def __init__(self, name: str, ring_bytes: int, block_timeout_ms: int, promiscuous: bool,
+                 snaplen: int = SNAPLEN) -> None:  # fmt: skip
         self.name = name
         self.block_nr = max(2, ring_bytes // BLOCK_SIZE)
         try:
@@ -127,7 +141,7 @@ class _Ring:
             raise PermissionError(f"capture on {name} needs CAP_NET_RAW (run as the service, or as root)") from None
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            _attach_filter(self.sock)
+            _attach_filter(self.sock, snaplen)
             req = struct.pack("=IIIIIII", BLOCK_SIZE, self.block_nr, FRAME_SIZE,
                               BLOCK_SIZE // FRAME_SIZE * self.block_nr, block_timeout_ms, 0, 0)  # fmt: skip
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
@@ -168,8 +182,18 @@ class _Ring:
         self.sock.close()
 
 
-def _attach_filter(sock: socket.socket) -> None:
-    insns = b"".join(struct.pack("=HBBI", *i) for i in _BPF)
+def snaplen_warning(snaplen: int) -> str | None:
+    """What the service says at start when its snap length cuts full frames (None: it does not).
+    A cut packet's captured bytes are still recorded, the rest is silence (capture/cut.py)."""
+    if snaplen >= FULL_FRAME:
+        return None
+    return (f"snap length {snaplen} is below a full frame: long packets will be cut (a full frame is 1514 "
+            f"bytes, {FULL_FRAME} with a VLAN tag; cut RTP keeps its captured bytes, the rest is silence)")
+
+
+def _attach_filter(sock: socket.socket, snaplen: int = SNAPLEN) -> None:
+    program = [(code, jt, jf, snaplen if code == 0x06 and k else k) for code, jt, jf, k in _BPF]  # accept: snaplen
+    insns = b"".join(struct.pack("=HBBI", *i) for i in program)
     buf = ctypes.create_string_buffer(insns)
-    fprog = struct.pack("HL", len(_BPF), ctypes.addressof(buf))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

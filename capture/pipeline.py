@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from .assembler import MIRROR_WINDOW_S, StreamAssembler
-from .decode import FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_ip, decode_udp, split_udp
+from .cut import split_cut_rtp
+from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
 from .encap import IPPROTO_GRE, MAX_DEPTH, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
@@ -120,6 +121,8 @@ class CapturePipeline:
                     self._fragment(ts, linktype, frame)
                 elif udp is TCP:
                     self._tcp(ts, linktype, frame)
+                elif udp is CUT:
+                    self._cut(ts, linktype, frame)
                 elif udp is NOT_UDP:  # GRE (a remote mirror) or another protocol
                     self.now, self._next_tick = now, next_tick
                     self._gre(ts, linktype, frame)
@@ -203,6 +206,41 @@ class CapturePipeline:
             self.counters["rtcp" if RTCP_PT_FIRST <= payload[1] & 0x7F <= RTCP_PT_LAST else "rtp_malformed"] += 1
             return
         stream.packet(ts, pt, seq, rtp_ts, ssrc, audio, frame, linktype)
+
+    def _cut(self, ts: float, linktype: int, frame: bytes) -> None:
+        """Rare path: a UDP datagram the capture cut short (a snap length, a truncating mirror). RTP
+        of a recorded stream whose header was captured whole keeps its captured payload bytes in
+        their place and the rest of the packet is its codec's silence (capture/cut.py): counted in
+        ``rtp_truncated``; cut inside its header it is counted (``rtp_truncated_header``) and
+        dropped. A cut SIP message is counted (``sip_truncated``), never parsed as if whole."""
+        counters = self.counters
+        cut = decode_cut(linktype, frame)
+        if type(cut) is str:
+            counters[cut] += 1  # type: ignore[index]
+            return
+        src, sport, dst, dport, captured, wire = cut  # type: ignore[misc]
+        if captured and captured[0] & 0xC0 == 0x80:
+            stream = self.media.get((dst, dport))
+            if stream is None:
+                counters["rtp_not_recorded"] += 1
+                return
+            if len(captured) > 1 and RTCP_PT_FIRST <= captured[1] & 0x7F <= RTCP_PT_LAST:
+                counters["rtcp"] += 1
+                return
+            rtp = split_cut_rtp(captured, wire)
+            if rtp is None:
+                counters["rtp_truncated_header"] += 1
+                return
+            source = (src, sport)
+            if source != stream.source and not self._from_source(stream, source, captured[8:12]):
+                return
+            pt, seq, rtp_ts, ssrc, payload, missing = rtp
+            if stream.cut(ts, pt, seq, rtp_ts, ssrc, payload, missing, frame, linktype):
+                counters["rtp_truncated"] += 1
+        elif looks_like_sip(captured):
+            counters["sip_truncated"] += 1
+        else:
+            counters["truncated"] += 1
 
     def _fragment(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: one IP fragment; a completed UDP datagram goes on as if it came whole."""

@@ -83,14 +83,28 @@ def rtp_packet(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bo
     return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
 
 
+class CutFrame(bytes):
+    """A frame the capture cut short: its captured bytes, and ``wire_len``, its length on the wire
+    (what write_pcap writes as the record's original length)."""
+
+    wire_len: int
+
+    def __new__(cls, frame: bytes, keep: int) -> CutFrame:
+        cut = super().__new__(cls, frame[:keep])
+        cut.wire_len = len(frame)
+        return cut
+
+
 def write_pcap(path: str, packets: Iterable[tuple[float, bytes]]) -> int:
-    """Write (timestamp, frame) pairs, sorted by time (stable), as a microsecond pcap. Returns the count."""
+    """Write (timestamp, frame) pairs, sorted by time (stable), as a microsecond pcap. Returns the count.
+    A :class:`CutFrame` is written with its captured length below its original length."""
     ordered = sorted(packets, key=lambda p: p[0])
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for ts, frame in ordered:
             usec_total = round(ts * 1_000_000)
-            f.write(struct.pack("<IIII", usec_total // 1_000_000, usec_total % 1_000_000, len(frame), len(frame)))
+            wire = getattr(frame, "wire_len", len(frame))
+            f.write(struct.pack("<IIII", usec_total // 1_000_000, usec_total % 1_000_000, len(frame), wire))
             f.write(frame)
     return len(ordered)
 

@@ -299,6 +299,7 @@ def stream_record(stats: Any, late: int) -> dict[str, Any]:
         "jitter_ms": stats.jitter_ms,
         "max_gap_ms": stats.max_gap_ms,
         "other_source": getattr(stats, "other_source", 0),  # packets from another source: dropped
+        "truncated": getattr(stats, "truncated", 0),  # packets cut short by the capture: captured bytes kept, rest silence
         "dtmf": [list(e) for e in stats.events],  # kept with the recording, erased with it, never logged
     }
 

@@ -76,7 +76,10 @@ def test_refused_frames_name_a_reason(frame: bytes, linktype: int, reason: str) 
     assert decode_udp(linktype, frame) == reason
 
 
-def test_every_truncation_of_a_frame_is_refused_as_truncated() -> None:
+def test_every_truncation_of_a_frame_is_refused_as_truncated_or_cut() -> None:
+    """Cut inside its headers: TRUNCATED; its UDP header whole but not its payload: CUT (what
+    was captured is kept, capture/cut.py and tests/test_truncated.py)."""
     for frame in (eth(ipv4(udp()), tags=(0x8100,)), eth(ipv6(udp()), etype=0x86DD)):
+        headers = len(frame) - len(PAYLOAD)
         for cut in range(len(frame)):
-            assert decode_udp(1, frame[:cut]) == decode.TRUNCATED, cut
+            assert decode_udp(1, frame[:cut]) == (decode.TRUNCATED if cut < headers else decode.CUT), cut
