@@ -12,6 +12,7 @@ and the packet is dropped; nothing is logged per packet. Time is packet time onl
 """
 from __future__ import annotations
 
+import math
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -175,10 +176,12 @@ class CapturePipeline:
         linktype, frame, kind = opened  # type: ignore[misc]
         self.counters[kind] += 1
         self._depth += 1
+        next_tick, self._next_tick = self._next_tick, math.inf  # the outer packet's loop does the housekeeping
         try:
             self._feed(((ts, linktype, frame),))
         finally:
             self._depth -= 1
+            self._next_tick = next_tick
         self.counters["packets"] -= 1  # the outer packet was counted; its frame is not another one
 
     def _from_source(self, stream: StreamAssembler, source: tuple[bytes, int], ssrc: bytes) -> bool:
@@ -253,6 +256,9 @@ class CapturePipeline:
         whole = self.fragments.push(ts, version, src, dst, ident, proto, offset, more, data, (ts, linktype, frame))
         if whole is None:
             return
+        if proto == IPPROTO_GRE:  # a remote mirror's packet, fragmented on its way (the frame and headers > MTU)
+            self._inner(ts, open_gre(self.encap, src, whole))
+            return
         if proto != IPPROTO_UDP:
             self.counters["ip_reassembled_not_udp"] += 1
             return
@@ -303,6 +309,8 @@ class CapturePipeline:
             self._rtp(ts, stream, payload)
         elif looks_like_sip(payload):
             self.on_sip_payload(ts, src, dst, payload, frames=frames)
+        elif dport == VXLAN_PORT or dport == TZSP_PORT:  # a remote mirror's packet that came in fragments
+            self._inner(ts, open_udp(self.encap, src, dport, payload))
         else:
             self.counters["udp_other"] += 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from frames import erspan2, erspan3, gre, ip_frames, tzsp, udp_frame, vxlan
+from frames import erspan2, erspan3, gre, ip_frames, tzsp, udp_frame, udp_frames, vxlan
 from make_fixtures import TopicFixture, fixtures
 
 MIRROR, RECORDER = "198.51.100.7", "198.51.100.20"
@@ -112,3 +112,27 @@ ERSPAN1 = _over_gre(0x88BE, lambda i, f: f)
 FIXTURES["encap-erspan1"] = TopicFixture(
     "inbound-mulaw's call from an ERSPAN type I session (GRE 0x88BE without a sequence number or an ERSPAN header).",
     MULAW, _transform(ERSPAN1), _counters(N_MULAW, encap_erspan1=N_MULAW))
+
+
+
+def _pieces(kind: str, i: int, frame: bytes) -> list[bytes]:
+    """One frame inside ERSPAN II or VXLAN, the outer IP packet cut into 512-byte fragments when
+    longer (a mirror whose path has a smaller MTU than its frames and headers): SIP arrives in pieces."""
+    if kind == "erspan2":
+        body = gre(0x88BE, erspan2(frame, index=i), seq=i)
+        return ip_frames(MIRROR, RECORDER, IPPROTO_GRE, body, fragment=512, ident=i + 1)
+    return udp_frames(MIRROR, 49152, RECORDER, VXLAN_PORT, vxlan(frame, 5001), fragment=512, ident=i + 1)
+
+
+def _fragmented(kind: str) -> Callable[[Packets], Packets]:
+    return lambda packets: [(ts, f) for i, (ts, frame) in enumerate(packets) for f in _pieces(kind, i, frame)]
+
+
+_MULAW_PACKETS = sorted((p for c, _ in MULAW for p in c.packets()), key=lambda p: p[0])
+for _kind, _counter in (("erspan2", "encap_erspan2"), ("vxlan", "encap_vxlan")):
+    _split = [_pieces(_kind, i, f) for i, (_, f) in enumerate(_MULAW_PACKETS)]
+    FIXTURES[f"encap-{_kind}-fragmented"] = TopicFixture(
+        f"inbound-mulaw's call from a {'ERSPAN type II' if _kind == 'erspan2' else 'VXLAN'} mirror whose outer "
+        "packets longer than 512 bytes (the SIP messages) arrive as IP fragments, last first.",
+        MULAW, _fragmented(_kind), {**_counters(sum(map(len, _split)), **{_counter: N_MULAW}),
+                                    "ip_fragment": sum(len(p) for p in _split if len(p) > 1)})  # fmt: skip
