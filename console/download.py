@@ -107,11 +107,15 @@ class _Chunks:
         return data
 
 
-async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, name: str) -> Response:
+async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, name: str,
+                       copies: dict[str, str] | None = None) -> Response:  # fmt: skip
     """Run ``action`` (whose copy goes to ``out``, its manifest and signature beside it) for the
-    signed-in person and answer with ``name``.zip, or with the daemon's refusal as a page."""
+    signed-in person and answer with ``name``.zip, or with the daemon's refusal as a page.
+    ``copies`` (the daemon's output path -> the name in the ZIP): a request of several copies (every
+    part of a conversation), each with its manifest and signature beside it."""
     download = Download()
-    entries = {out: f"{name}", out + MANIFEST: f"{name}{MANIFEST}", out + SIGNATURE: f"{name}{SIGNATURE}"}
+    entries = {p: m for path, member in (copies or {out: name}).items()
+               for p, m in ((path, member), (path + MANIFEST, member + MANIFEST), (path + SIGNATURE, member + SIGNATURE))}
     sinks = {path: download.sink(path) for path in entries}
     daemon, user, ip = r.app.daemon, r.user, r.ip
 

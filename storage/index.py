@@ -130,6 +130,7 @@ SCHEMA_3_COLUMNS = (
 HOW = ("address", "rtp-relay", "unsure")  # how a linked leg was matched (anything else is kept as "unsure")
 MAX_LEGS = 16  # linked legs kept per recording
 MAX_LEG_CALL_ID = 512  # characters of a linked leg's Call-ID kept
+CONVERSATION_SPAN = "conversation_span"  # store_meta: Index.conversation_span
 COLUMNS = (
     "id", "did", "did_label", "started_at", "ended_at", "codec", "channels", "frames", "size", "sha256",
     "retain_until", "state", "end_reason", "path", "streams", "created_at", "wrapped_key", "erasing_at",
@@ -415,6 +416,11 @@ class Index:
             if first is not None and earliest:  # kept after a later part: the parts stay together
                 self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
                                 "conversation = ?", (row.started_at, row.id, conversation))  # fmt: skip
+            if first is not None:  # a conversation in parts: how far a part may start after its conversation
+                latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
+                                         (conversation,)).fetchone()[0]  # fmt: skip
+                if latest - values["conversation_start"] > self.conversation_span():
+                    self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
             self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
             self._add_digests(row.id, row.caller, digest_key)
             self.db.execute("COMMIT")
@@ -458,6 +464,14 @@ class Index:
         dtmf = personal["dtmf"]
         data["streams"] = [{**s, "dtmf": dtmf[i] if i < len(dtmf) else []} for i, s in enumerate(streams)]
         return RecordingRow(caller=personal["caller"], call_id=personal["call_id"], **data)
+
+    def conversation_span(self) -> float:
+        """The longest time between a conversation's start and the start of one of its later parts
+        (what a search by start time widens its look by: ``storage/search.py``)."""
+        try:
+            return max(0.0, float(self.meta(CONVERSATION_SPAN) or 0))
+        except ValueError:
+            return float("inf")  # an altered value: the search looks at every conversation
 
     def parts(self, conversation: str) -> list[RecordingRow]:
         """Every kept part of a conversation, in part order (opened)."""

@@ -96,15 +96,27 @@ class Filters:
     conversation: str | None = None  # the parts of one conversation (its token)
 
 
-def _where(f: Filters, digest_key: Callable[[], bytes], now: float) -> tuple[str, list[object]]:
+def _where(f: Filters, digest_key: Callable[[], bytes], now: float,
+           span: Callable[[], float] | None = None) -> tuple[str, list[object]]:  # fmt: skip
     clauses: list[str] = []
     params: list[object] = []
+    # For the rows in order (``span`` given), a start-time filter is also said of conversation_start,
+    # which no part precedes and which precedes none by more than the index's conversation span: the
+    # same rows, found through the index they are ordered by (no sort of every match); ``+`` keeps
+    # SQLite off started_at's index. The count keeps to started_at's (its index covers it).
+    hint = "+" if span is not None else ""
     if f.start is not None:
-        clauses.append("r.started_at >= ?")
+        clauses.append(f"{hint}r.started_at >= ?")
         params.append(f.start)
+        if span is not None and (widen := span()) != float("inf"):
+            clauses.append("r.conversation_start >= ?")
+            params.append(f.start - widen)
     if f.end is not None:
-        clauses.append("r.started_at < ?")
+        clauses.append(f"{hint}r.started_at < ?")
         params.append(f.end)
+        if span is not None:
+            clauses.append("r.conversation_start < ?")
+            params.append(f.end)
     if f.did is not None or f.did_label is not None:
         clauses.append("(r.did = ? OR r.did_label = ?)")
         params += [f.did, f.did_label]
@@ -140,7 +152,8 @@ def search(index: Index, f: Filters, *, now: float, page: int = 1, page_size: in
     together, in part order, where its first part's start puts them."""
     if f.caller_ends is not None and (not f.caller_ends.isdigit() or len(f.caller_ends) < MIN_SUFFIX):
         raise ValueError(f"the last digits need at least {MIN_SUFFIX} digits")
-    where, params = _where(f, index.digest_key, now)
+    where, params = _where(f, index.digest_key, now, index.conversation_span)
+    counted, count_params = _where(f, index.digest_key, now)
     order = " ORDER BY r.conversation_start DESC, r.conversation_first DESC, r.part, r.id"  # recordings_conversations_newest
     db = index.db
     if f.caller_ends is not None and len(f.caller_ends) > MAX_SUFFIX:
@@ -149,7 +162,7 @@ def search(index: Index, f: Filters, *, now: float, page: int = 1, page_size: in
         rows = [r for r in index.rows(ids) if re.sub(r"\D", "", r.caller).endswith(f.caller_ends)]
         first = (page - 1) * page_size
         return len(rows), rows if not page_size else rows[first : first + page_size]
-    total = int(db.execute(f"SELECT count(*) FROM recordings r{where}", params).fetchone()[0])
+    total = int(db.execute(f"SELECT count(*) FROM recordings r{counted}", count_params).fetchone()[0])
     if page_size:
         ids = [i for (i,) in db.execute(f"SELECT r.id FROM recordings r{where}{order} LIMIT ? OFFSET ?",
                                          [*params, page_size, (page - 1) * page_size])]  # fmt: skip

@@ -234,3 +234,57 @@ def test_erasure_begun_leaves_no_leg_to_open(conv, capsys: pytest.CaptureFixture
         store.close()
     with sqlite3.connect(site.store / "index.sqlite") as db:
         assert db.execute("SELECT count(*) FROM linked_legs WHERE recording_id = ?", (p1,)).fetchone() == (0,)
+
+
+def test_a_part_kept_before_an_earlier_one_still_lists_with_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store's thread keeps parts as they end; should a later part be kept first, the earlier
+    one still brings the conversation to its own start: the parts stay together, in part order."""
+    site = Site(tmp_path).init()
+    store = site.open_store()
+    try:
+        t = token("call-late")
+        p2 = record(store, "call-late-b", started=START + 10, part=2, reason="codec-change", conversation=t)
+        between = record(store, "call-between", started=START + 5)
+        p1 = record(store, "call-late", started=START, conversation=t)
+    finally:
+        store.close()
+    assert [r["id"] for r in ctl_json(site, capsys, "list")] == [p1, p2, between]
+    assert [r["id"] for r in ctl_json(site, capsys, "find")["rows"]] == [between, p1, p2]
+    with sqlite3.connect(site.store / "index.sqlite") as db:
+        assert db.execute("SELECT DISTINCT conversation_start, conversation_first FROM recordings WHERE conversation = ?",
+                          (t,)).fetchall() == [(START, p1)]  # fmt: skip
+
+
+def test_a_leg_with_an_unknown_how_or_a_huge_call_id_is_kept_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What capture passes is input too: an unknown ``how`` is kept as "unsure", a Call-ID is kept
+    to 512 characters, at most 16 legs a recording, and a conversation token that is not one of
+    capture's (16 hex digits) gives the recording a conversation of its own."""
+    site = Site(tmp_path).init()
+    store = site.open_store()
+    try:
+        legs = tuple((f"leg-{i}-" + "x" * 5000, "magic\n") for i in range(40))
+        rid = record(store, "call-odd", started=START, conversation="../../etc; DROP", legs=legs)
+    finally:
+        store.close()
+    shown = ctl_json(site, capsys, "show", rid)
+    assert len(shown["linked_legs"]) == 16 and {g["how"] for g in shown["linked_legs"]} == {"unsure"}
+    assert all(len(g["call_id"]) == 512 for g in shown["linked_legs"])
+    assert shown["conversation"]["token"] == own_conversation(rid)
+
+
+def test_a_search_by_start_time_finds_a_later_part_alone(conv, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """The start-time filter is each part's own start (the search's look through the conversations'
+    order is widened by how late a part may start: nothing is missed)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    site, t, p1, p2, other = conv
+
+    def at(ts: float) -> str:
+        return datetime.fromtimestamp(ts, ZoneInfo("Asia/Tokyo")).isoformat()
+
+    window = ctl_json(site, capsys, "find", "--from", at(START + 2), "--to", at(START + 4))
+    assert [r["id"] for r in window["rows"]] == [p2] and window["total"] == 1
+    window = ctl_json(site, capsys, "find", "--from", at(START), "--to", at(START + 0.5))
+    assert [r["id"] for r in window["rows"]] == [p1] and window["total"] == 1
+    assert [r["id"] for r in ctl_json(site, capsys, "list", "--from", at(START + 0.5))] == [p2, other]

@@ -4,7 +4,9 @@ other purpose, provide to an outside party under APPI Art. 69 (Art. 5(6)), and t
 An export or provision is one ZIP download (:mod:`console.download`): the WAV as ``recorderctl
 export`` writes it, its signed manifest and the signature. A purpose other than quality or
 suspicious_call is never exported at once: it becomes a request, a manager other than the requester
-approves or refuses it, and the requester then downloads it once.
+approves or refuses it, and the requester then downloads it once. A recording kept in parts (a
+transfer, a codec change mid-call) can be downloaded whole: one ZIP with every part's WAV, manifest
+and signature (``export --conversation``, each part its own registered copy).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ PURPOSES = ("quality", "suspicious_call")  # exported at once (the daemon says s
 FORMATS = ("wav", "pcm")
 BASES = ("law", "consent", "to-subject", "internal", "public-body", "statistics", "clear-benefit", "special-reason")
 RECORDING_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,99}")
+MAX_PARTS = 50  # parts of one conversation in one download
 
 i18n.add({
     "copies.requests": ("持出し申請", "Export requests"),
@@ -82,10 +85,14 @@ def number(r: Req, key: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 10 else None
 
 
+CONSOLE_FOLDER = "console-download"
+
+
 def out_for(rid: str, fmt: str) -> str:
     """The copy's name as the daemon registers it: a relative name (where the browser saved it is
-    not known here), which the retention run leaves to its holder to destroy and confirm."""
-    return f"console-download/{rid}.wav" if fmt in ("wav", "pcm") else f"console-download/{rid}.pcap"
+    not known here), which the retention run leaves to its holder to destroy and confirm (the
+    daemon names a conversation's parts in the folder the same way)."""
+    return f"{CONSOLE_FOLDER}/{rid}.wav" if fmt in ("wav", "pcm") else f"{CONSOLE_FOLDER}/{rid}.pcap"
 
 
 def done(r: Req, message: str, *, back: str, back_label: str) -> Response:
@@ -99,6 +106,14 @@ async def export(r: Req) -> Response:
         return r.error("copies.bad_form", 400)
     if purpose not in PURPOSES:
         return r.error("copies.bad_purpose", 400)
+    if r.form.get("conversation") == "1":  # every part, as the page listed them (the daemon checks the list)
+        parts = [p.strip() for p in r.form.get("parts", "").split(",")[: MAX_PARTS + 1] if p.strip()]
+        if not parts or len(parts) > MAX_PARTS or rid not in parts or not all(RECORDING_ID.fullmatch(p) for p in parts):
+            return r.error("copies.bad_form", 400)
+        copies = {out_for(p, fmt): f"{p}.wav" for p in parts}
+        return await zip_download(r, "export", {"id": rid, "purpose": purpose, "format": fmt, "conversation": True,
+                                                "parts": parts}, out=CONSOLE_FOLDER, name=f"{rid}.conversation",
+                                  copies=copies)  # fmt: skip
     return await zip_download(r, "export", {"id": rid, "purpose": purpose, "format": fmt}, out=out_for(rid, fmt),
                               name=f"{rid}.wav")  # fmt: skip
 

@@ -118,6 +118,23 @@ i18n.add({
     "rec.history.action": ("操作", "What"),
     "rec.history.why": ("目的・根拠", "Why"),
     "rec.history.result": ("結果", "Result"),
+    "rec.parts": ("通話の一部（同じ会話の各部分）", "Parts of this conversation"),
+    "rec.parts.note": ("この会話は{parts}つの部分に分けて録音されています。", "This conversation was recorded in {parts} parts."),
+    "rec.part": ("部分", "Part"),
+    "rec.part.reason": ("始まった理由", "Began"),
+    "rec.part.reason.": ("会話の始まり", "at the start of the call"),
+    "rec.part.reason.transfer": ("転送の後", "after a transfer"),
+    "rec.part.reason.codec-change": ("符号化方式の変更の後", "after a codec change"),
+    "rec.part.this": ("この録音", "this recording"),
+    "rec.part.open": ("開く", "Open"),
+    "rec.legs": ("連携した別区間", "Other legs"),
+    "rec.legs.note": ("同じ会話の別の区間です（録音はこの録音だけです）。", "Other legs of the same conversation (only this one is recorded)."),
+    "rec.leg.how": ("照合の方法", "How matched"),
+    "rec.leg.how.address": ("アドレスで照合", "by address"),
+    "rec.leg.how.rtp-relay": ("RTPの中継で照合", "by RTP relay"),
+    "rec.leg.how.unsure": ("不確か", "unsure"),
+    "rec.leg.call_id": ("Call-ID", "Call-ID"),
+    "rec.export.conversation": ("会話の全部分（{parts}件）をまとめて", "every part of the conversation ({parts})"),
     "rec.bad_id": ("録音IDが正しくありません。", "That is not a recording id."),
     "rec.ticket_unknown": ("この再生は無効です。もう一度再生してください。", "This playback is no longer valid: play again."),
     "rec.bad_range": ("要求された範囲がありません。", "The requested range does not exist."),
@@ -251,10 +268,14 @@ async def recording(r: Req) -> Response:
     holds = data.get("holds") if isinstance(data.get("holds"), list) else rec.get("holds") or []
     history = [_history_row(r, h) for h in data.get("history") or () if isinstance(h, dict)]
     one_way = data.get("one_way_audio", rec.get("one_way_audio"))
+    conversation = data.get("conversation") if isinstance(data.get("conversation"), dict) else {}
+    parts = [p for p in conversation.get("parts") or () if isinstance(p, dict) and isinstance(p.get("id"), str)]
+    legs = [g for g in data.get("linked_legs") or () if isinstance(g, dict)]
     return r.render(
         "recording.html", rid=rid, rec=rec, quality=quality(r, streams), dtmf=dtmf(r, data.get("dtmf")),
         holds=holds, history=history, one_way=one_way, purposes=PURPOSES, duration=duration,
         manager=r.session.has(MANAGER), audio_kind=rec.get("audio"), bases=BASES,
+        parts=parts if len(parts) > 1 else [], part_ids=",".join(p["id"] for p in parts), legs=legs,
     )  # fmt: skip
 
 

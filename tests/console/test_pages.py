@@ -523,3 +523,108 @@ def test_audit_verify_shows_an_altered_row(people, tmp_path: Path) -> None:  # t
     assert result, reply.text[-2000:]
     assert "監査ログに" in result.group(1) and "インシデント" in result.group(1)
     assert "row 2:" in result.group(2) and "altered" in result.group(2)  # the problem names the row
+
+
+# -- conversations in parts (a transfer, a codec change mid-call) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conv_daemon(people: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, ControlServer, dict]]:
+    """A store with one conversation in two parts (the second after a transfer; the first with two
+    linked legs) and a call of its own, made through storage's sink as capture makes them."""
+    from test_conversations import LEG_IDS, START, record, token
+
+    runner = pwd.getpwuid(os.getuid()).pw_name
+    roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
+    site = Site(tmp_path_factory.mktemp("s-conv"), settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}}}\n")
+    site.init()
+    store = site.open_store()
+    try:
+        t = token("call-conv-1")
+        ids = {"t": t, "p1": record(store, "call-conv-1", started=START, conversation=t,
+                                    legs=((LEG_IDS[0], "address"), (LEG_IDS[1], "rtp-relay"))),
+               "other": record(store, "call-alone", started=START + 1, byte=0x33),
+               "p2": record(store, "call-conv-1-b", started=START + 3, part=2, reason="transfer", conversation=t,
+                            byte=0x55)}  # fmt: skip
+    finally:
+        store.close()
+    server = ControlServer(load(str(site.config)))
+    assert server.start()
+    try:
+        yield site, server, ids
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def conv_app(conv_daemon):  # type: ignore[no-untyped-def]
+    site, _, _ = conv_daemon
+    return create_app(load(str(site.config), dids_optional=True), authenticate=_check)
+
+
+def test_search_shows_the_parts_of_a_conversation_together(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _, ids = conv_daemon
+    page = signed_in(conv_app, "staff").get("/search").text
+    marks = re.findall(r'<tr class="recording" data-id="([^"]+)" data-conversation="([0-9a-f]+)"(?: data-part="([^"]+)")?', page)
+    assert [(rid, part) for rid, _, part in marks] == [(ids["other"], ""), (ids["p1"], "1/2"), (ids["p2"], "2/2")]
+    assert marks[1][1] == marks[2][1] == ids["t"] != marks[0][1]
+    assert "<th>通話の一部</th>" in page and 'title="一つの会話の第2部分（全2部分）">2/2</span>' in page
+    assert "<th>Part</th>" in signed_in(conv_app, "staff", "en").get("/search").text
+
+
+def test_the_recording_page_lists_the_other_parts_and_the_linked_legs(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+    from test_conversations import LEG_IDS
+
+    site, _, ids = conv_daemon
+    page = signed_in(conv_app, "staff").get(f"/recordings/{ids['p1']}").text
+    parts = re.search(r'<table id="parts">(.*?)</table>', page, re.S).group(1)
+    assert f'<a href="/recordings/{ids["p2"]}">開く</a>' in parts and "この録音" in parts and "転送の後" in parts
+    assert "この会話は2つの部分に分けて録音されています。" in page
+    legs = re.search(r'<h2>連携した別区間</h2>.*?<table id="legs">(.*?)</table>', page, re.S).group(1)
+    assert "<td>アドレスで照合</td>" in legs and "<td>RTPの中継で照合</td>" in legs and LEG_IDS[0] in legs
+    assert f'name="parts" value="{ids["p1"]},{ids["p2"]}"' in page and 'name="conversation" value="1"' in page
+    alone = signed_in(conv_app, "staff").get(f"/recordings/{ids['other']}").text
+    assert 'id="parts"' not in alone and 'id="legs"' not in alone and 'name="conversation"' not in alone
+    english = signed_in(conv_app, "staff", "en").get(f"/recordings/{ids['p2']}").text
+    assert "Parts of this conversation" in english and "after a transfer" in english and 'id="legs"' not in english
+
+
+def test_the_download_of_a_conversation_holds_every_part(conv_app, conv_daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    import zipfile
+
+    from test_conversations import CALLER
+
+    site, _, ids = conv_daemon
+    staff = signed_in(conv_app, "staff")
+    token = csrf(staff.get(f"/recordings/{ids['p2']}").text)
+    answer = staff.post(f"/recordings/{ids['p2']}/export", data={
+        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1", "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+    assert answer.status_code == 200, answer.text[:500]
+    assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p2"]}.conversation.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    members = {i.filename: archive.read(i) for i in archive.infolist()}
+    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"]) for s in ("", ".manifest.json", ".manifest.sig"))
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    for n, rid in ((1, ids["p1"]), (2, ids["p2"])):
+        assert members[f"{rid}.wav"] == site.wav_bytes({"id": rid})  # byte for byte the recording
+        manifest = json.loads(members[f"{rid}.wav.manifest.json"])
+        assert manifest["recording_id"] == rid and manifest["conversation"]["token"] == ids["t"]
+        assert (manifest["conversation"]["part"], manifest["conversation"]["parts"]) == (n, 2)
+        load_pem_public_key(manifest["recorder"]["public_key"].encode()).verify(
+            members[f"{rid}.wav.manifest.sig"], members[f"{rid}.wav.manifest.json"])  # fmt: skip
+    exports = [e for e in audit_rows(site) if e.action == "export"]
+    assert sorted(e.recording_id for e in exports) == sorted([ids["p1"], ids["p2"]])
+    assert all(e.user == USERS["staff"] and e.detail["via"] == "console" and e.result == "allowed" for e in exports)
+    assert CALLER not in caplog.text and CALLER[-8:] not in caplog.text
+
+
+def test_a_conversation_download_naming_a_part_of_another_is_refused(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+    site, _, ids = conv_daemon
+    before = len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"])
+    staff = signed_in(conv_app, "staff")
+    token = csrf(staff.get(f"/recordings/{ids['p1']}").text)
+    answer = staff.post(f"/recordings/{ids['p1']}/export", data={
+        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1", "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
+    assert answer.status_code != 200 and answer.headers["content-type"].startswith("text/html")
+    assert len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"]) == before
