@@ -288,3 +288,29 @@ def test_a_search_by_start_time_finds_a_later_part_alone(conv, capsys: pytest.Ca
     window = ctl_json(site, capsys, "find", "--from", at(START), "--to", at(START + 0.5))
     assert [r["id"] for r in window["rows"]] == [p1] and window["total"] == 1
     assert [r["id"] for r in ctl_json(site, capsys, "list", "--from", at(START + 0.5))] == [p2, other]
+
+
+def test_a_part_recovered_after_a_crash_keeps_its_conversation_and_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The service dies in part 2 (nothing ended it): the recovery at the next start keeps it as part
+    2 of the same conversation, from the call's line in the spool sidecar."""
+    from storage.recovery import recover_spool
+
+    site = Site(tmp_path).init()
+    store = site.open_store()
+    try:
+        t = token("call-crash")
+        p1 = record(store, "call-crash", started=START, conversation=t)
+        info = CallInfo(call_id="call-crash", did=DID, did_label=LABEL, caller=CALLER, started_at=START + 3,
+                        codec="PCMA", conversation=t, part=2, part_reason="codec-change")  # fmt: skip
+        rec = store.sink().call_started(info)
+        for i in range(100):
+            rec.audio(1, i * 160, b"\xd5" * 160)
+        rec._flush(final=True)  # on disk, then the process dies: no end()
+        rec.file.close()
+        rec.sidecar.close()
+        [recovered] = recover_spool(store)
+    finally:
+        store.close()
+    listed = ctl_json(site, capsys, "list")
+    assert [(r["id"], r["part"], r["parts"], r["part_reason"], r["conversation"]) for r in listed] == [
+        (p1, 1, 2, "", t), (recovered, 2, 2, "codec-change", t)]  # fmt: skip
