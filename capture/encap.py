@@ -13,9 +13,9 @@ Opened (each outer packet counted under its kind):
   number, then an 8-byte ERSPAN header (version 1), then the Ethernet frame.
 - ERSPAN type I (``encap_erspan1``): GRE protocol 0x88BE without the sequence number and
   without an ERSPAN header, the Ethernet frame right after GRE (as the ERSPAN draft, the Linux
-  kernel and Wireshark read 0x88BE without a sequence number). Without the sequence number,
-  type I is taken when the frame right after GRE has an IP (or VLAN) ethertype, else type II when
-  its header is version 1 and the frame after it has one.
+  kernel and Wireshark read 0x88BE without a sequence number). Without the sequence number, a
+  type II header is still taken when it says version 1 and the frame after it has an IP (or VLAN)
+  ethertype (as the C fast path reads it), else type I when the frame right after GRE has one.
 - ERSPAN type III (``encap_erspan3``): GRE protocol 0x22EB, a 12-byte header (version 2), the
   8-byte platform sub-header when its O bit is set, then the frame (Ethernet, or an IP packet
   when the header's frame type says so).
@@ -116,8 +116,10 @@ def open_gre(config: EncapConfig, src: bytes, gre: bytes) -> Inner | str:
     if proto == GRE_TEB_PROTO:
         return _ethernet(gre, off, GRETAP_OPENED)
     if proto == GRE_ERSPAN2:
-        if not flags & GRE_SEQUENCE and _ethertype(gre, off) in ETHERTYPES_INNER:
-            return _ethernet(gre, off, ERSPAN1_OPENED)
+        if not flags & GRE_SEQUENCE and not (n > off and gre[off] >> 4 == 1 and
+                                             _ethertype(gre, off + 8) in ETHERTYPES_INNER):  # fmt: skip
+            if _ethertype(gre, off) in ETHERTYPES_INNER:
+                return _ethernet(gre, off, ERSPAN1_OPENED)
         if n < off + 8 or gre[off] >> 4 != 1:
             return MALFORMED
         return _ethernet(gre, off + 8, ERSPAN2_OPENED)

@@ -341,3 +341,13 @@ def test_tshark_reads_the_same_inner_sip_and_rtp(name: str) -> None:
     assert rtp == plain  # the inner RTP as the plain capture's, packet for packet
     assert len(streams) == 2 == len(expected["recordings"][0]["channels"])
     assert pipeline.counters["rtp_not_recorded"] == 0 and pipeline.counters["rtp_malformed"] == 0
+
+
+def test_erspan_without_a_sequence_number_is_read_as_the_c_loop_reads_it() -> None:
+    # A type II header (version 1) whose frame has an IP ethertype is type II even when the bytes
+    # after GRE could pass for a frame (the PBX's MAC ending in 08 00): as the C fast path reads it.
+    odd_mac = b"\x02\x00\x00\x00\x08\x00" + INNER[6:]
+    assert open_gre(EncapConfig(), MIRROR, gre(0x88BE, erspan2(odd_mac))) == (1, odd_mac, "encap_erspan2")
+    # A type I frame whose destination MAC begins like a type II header (10:...) stays type I.
+    type1 = b"\x10\x00\x00\x07\x00\x00" + INNER[6:]
+    assert open_gre(EncapConfig(), MIRROR, gre(0x88BE, type1)) == (1, type1, "encap_erspan1")
