@@ -1,0 +1,127 @@
+"""Transfers (capture/transfer.py): the caller of a recorded call goes on being recorded, as the
+next part of the same conversation; a call received on another number and transferred to a
+designated one is not recorded; nothing is matched by the caller's number alone."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, Site, public_capture
+from test_legs import replay, write
+
+from capture.call import conversation_token
+
+
+def test_a_blind_transfer_is_the_next_part_of_the_conversation() -> None:
+    pipeline, sink = replay(FIXTURES / "transfer-blind.pcap")
+    first, second = sink.ended["xfer-blind-1@203.0.113.5"].info, sink.ended["xfer-blind-2@203.0.113.5"].info
+    assert (first.conversation, first.part, first.part_reason) == (conversation_token(first.call_id), 1, "")
+    assert (second.conversation, second.part, second.part_reason) == (first.conversation, 2, "transfer")
+    # called 2001 (an extension), kept under the number the caller dialled, with the same caller
+    assert (second.did, second.did_label, second.caller) == (first.did, first.did_label, first.caller)
+    assert pipeline.counters["calls_transferred"] == 1 and pipeline.counters["calls_designated"] == 1
+
+
+def test_an_attended_transfer_follows_the_replaces() -> None:
+    pipeline, sink = replay(FIXTURES / "transfer-attended.pcap")
+    assert sorted(sink.ended) == ["xfer-attended-1@203.0.113.5", "xfer-attended-2@203.0.113.5"]  # not the consultation
+    second = sink.ended["xfer-attended-2@203.0.113.5"].info
+    assert (second.conversation, second.part) == (conversation_token("xfer-attended-1@203.0.113.5"), 2)
+
+
+def test_the_parts_are_listed_together(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    assert site.replay(FIXTURES / "transfer-blind.pcap") == 0
+    recs = site.list(capsys)
+    assert [(r["call_id"], r["part"], r["parts"]) for r in recs] == [
+        ("xfer-blind-1@203.0.113.5", 1, 2), ("xfer-blind-2@203.0.113.5", 2, 2)]  # fmt: skip
+    assert recs[0]["conversation"] == recs[1]["conversation"]
+
+
+def _blind(**changes: object):  # type: ignore[no-untyped-def]
+    import fx_transfers
+
+    first = fx_transfers.designated_call("t-blind-1@203.0.113.5", "09012349999", fx_transfers.T, 181,
+                                         refer_to="sip:2001@192.0.2.10")  # fmt: skip
+    second = fx_transfers.transferred(first, "t-blind-2@203.0.113.5", "2001", 182,
+                                      ("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+    return first, dataclasses.replace(second, **changes)
+
+
+def test_a_new_invite_to_another_extension_is_not_the_transfer(tmp_path: Path) -> None:
+    """Same caller, from the address the REFER went to, at the right time, but not to the Refer-To
+    target: not matched (never by the caller alone), and 2009 is not designated."""
+    first, second = _blind(called="sip:2009@192.0.2.10", to="sip:2009@192.0.2.10")
+    pipeline, sink = replay(write(tmp_path, [first, second]))
+    assert sorted(sink.ended) == ["t-blind-1@203.0.113.5"]
+    assert pipeline.counters["calls_transferred"] == 0 and pipeline.counters["calls_not_designated"] == 1
+
+
+def test_the_invite_long_after_the_refer_is_not_the_transfer(tmp_path: Path) -> None:
+    first, second = _blind()
+    second = dataclasses.replace(second, start=second.start + 40.0)
+    pipeline, sink = replay(write(tmp_path, [first, second]))
+    assert sorted(sink.ended) == ["t-blind-1@203.0.113.5"]
+
+
+def test_a_refer_sent_by_the_caller_is_not_followed(tmp_path: Path) -> None:
+    """The caller transferring the operator away leaves the caller's conversation: the operator's
+    new call is not the caller's."""
+    import fx_transfers
+
+    @dataclasses.dataclass
+    class CallerRefers(fx_transfers.Part):
+        def messages(self):  # type: ignore[no-untyped-def]
+            out = []
+            for t, forward, data in super().messages():
+                if data.startswith(b"REFER "):  # the same REFER, from the caller's side
+                    data = self._message("REFER sip:pbx@192.0.2.10 SIP/2.0", "4 REFER", to_tag=True,
+                                         extra=("Refer-To: <sip:2001@192.0.2.10>",))  # fmt: skip
+                    forward = True
+                out.append((t, forward, data))
+            return out
+
+    first, second = _blind()
+    first = CallerRefers(**{f.name: getattr(first, f.name) for f in dataclasses.fields(fx_transfers.Part)})
+    # the operator's side then calls 2001 from the PBX's address (its own new call)
+    second = dataclasses.replace(second, sip_src=("192.0.2.10", 5060), sip_dst=("192.0.2.31", 5060))
+    pipeline, sink = replay(write(tmp_path, [first, second]))
+    assert sorted(sink.ended) == ["t-blind-1@203.0.113.5"]
+    assert pipeline.counters["calls_transferred"] == 0
+
+
+def test_a_call_transferred_in_from_a_number_not_designated_is_not_recorded() -> None:
+    pipeline, sink = replay(FIXTURES / "transfer-in-not-designated.pcap")
+    assert sink.ended == {}
+    assert pipeline.counters["calls_transferred_in"] == 1
+
+
+def test_the_public_refer_transfer_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """refer-transfer-g711u-dtmf.pcap: 201's call to the auto attendant (user 0) is answered and transferred with REFER (Refer-To 204); 201 then
+    calls 204 with Referred-By. With 204 and 201 designated, recorderd sees the REFER in a dialog
+    it does not record, and the transferred call is one received on another number: nothing is
+    recorded, the call counted in calls_transferred_in."""
+    path = public_capture("refer-transfer-g711u-dtmf.pcap")
+    site = Site(tmp_path, [{"number": u, "label": f"test-{u}", "kind": "user"} for u in ("204", "201")]).init()
+    assert site.replay(path) == 0
+    assert site.list(capsys) == []
+    dids = tmp_path / "refer-dids.yaml"
+    dids.write_text('dids:\n  - {number: "204", label: "t", kind: "user"}\n  - {number: "201", label: "u", kind: "user"}\n',
+                    encoding="utf-8")  # fmt: skip
+    pipeline, sink = replay(path, dids)
+    assert sink.ended == {} and pipeline.counters["calls_transferred_in"] == 1
+    assert pipeline.counters["sip_messages"] > 0 and pipeline.counters["sip_malformed"] == 0
+
+
+def test_the_transferred_part_of_a_recorded_call_in_the_public_capture(tmp_path: Path) -> None:
+    """The same capture with the auto attendant's user (0, the first call's Request-URI and To)
+    designated: the transferred call to 204 becomes its part 2, under its number."""
+    path = public_capture("refer-transfer-g711u-dtmf.pcap")
+    dids = tmp_path / "dids.yaml"
+    dids.write_text('dids:\n  - {number: "0", label: "t", kind: "user"}\n', encoding="utf-8")
+    pipeline, sink = replay(path, dids)
+    first = sink.ended["673b0437-dc3f99dd-699f99a7-92fd8066@192.168.5.10"].info
+    second = sink.ended["f49fa0af-e84c7379-6649d13e-60bbc1c9@192.168.5.10"].info
+    assert (first.part, second.conversation, second.part, second.part_reason) == (1, first.conversation, 2, "transfer")
+    assert (second.did, second.caller) == (first.did, first.caller)
+    assert pipeline.counters["calls_transferred"] == 1
