@@ -28,6 +28,7 @@ import time
 from types import FrameType
 
 from capture import fast
+from capture.encap import COUNTER_NAMES as ENCAP_COUNTERS
 from capture.live import RingSource
 from capture.pipeline import CapturePipeline
 from storage import signing
@@ -252,7 +253,8 @@ class Daemon:
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
                 "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "erasures", "keep_failures")  # fmt: skip
-        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys), extra={"EVENT": "stats"})
+        encap = "".join(f" {k}={c[k]}" for k in ENCAP_COUNTERS if c[k])  # remote SPAN, where a mirror sends it
+        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys) + encap, extra={"EVENT": "stats"})
 
 
 class SpoolSync:

@@ -50,7 +50,8 @@ def span():  # type: ignore[no-untyped-def]
 def site_at(tmp: Path, name: str, interface: str) -> Site:
     root = tmp / name
     root.mkdir()
-    settings = f"capture: {{interfaces: [{interface}], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}}\n"
+    settings = (f"capture: {{interfaces: [{interface}], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}}\n"
+                "logging: {stats_interval_s: 10}\n")  # fmt: skip
     return Site(root, None, settings).init()
 
 
@@ -76,6 +77,7 @@ def test_the_live_service_records_erspan_and_vxlan_mirrors_as_the_plain_calls(
         capsys.readouterr()
         assert site.ctl("status") == 0
         status = capsys.readouterr().out
+        service.wait_log("encap_erspan2=307 encap_vxlan=307", 15)  # the periodic stats line
     finally:
         assert service.stop() == 0
     assert "encapsulations: erspan2 307, vxlan 307 packet(s) opened" in status, status
