@@ -28,11 +28,12 @@ CALLED_USERS = [
 ]  # fmt: skip
 
 # The signalled G.711 streams (SSRCs) each capture carries, which must end up in a recording.
-# refer-transfer-g711u-dtmf.pcap is absent on purpose: its answered call has an empty called user,
-# so no DID list can designate it.
+# refer-transfer-g711u-dtmf.pcap is absent on purpose: its answered call is to the auto attendant
+# (user 0, not designated here) and transferred with REFER; the call to 204 that follows (Referred-By)
+# is one received on another number, not recorded (tests/test_transfers.py).
 G711_STREAMS = {
     "asterisk-reinvite-g711u.pcapng": {0x3ADF0949, 0x5A95A557},
-    "fax-t38-reinvite.pcap": {0x0EAF0EAF, 0x17D90134},
+    "fax-t38-reinvite.pcap": {0x0EAF0EAF, 0x17D90134},  # an SBC's two faces: one recording (tests/test_legs.py)
     "forking-cancel-g711u.pcap": {0x3C261D4B, 0xE2521B79},
     "g711u-proxy-simple.pcapng": {0x998E0300, 0x1AAFF501},
     "pbx-2leg-g711u-8min.pcap": {0x054F45C9, 0xF3271435},
