@@ -351,3 +351,20 @@ def test_erspan_without_a_sequence_number_is_read_as_the_c_loop_reads_it() -> No
     # A type I frame whose destination MAC begins like a type II header (10:...) stays type I.
     type1 = b"\x10\x00\x00\x07\x00\x00" + INNER[6:]
     assert open_gre(EncapConfig(), MIRROR, gre(0x88BE, type1)) == (1, type1, "encap_erspan1")
+
+
+def test_replay_says_what_the_remote_mirror_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    site = Site(tmp_path / "on").init()
+    capsys.readouterr()
+    assert site.replay(FIXTURES / "encap-erspan2.pcap") == 0
+    assert capsys.readouterr().out.rstrip().endswith("; encapsulations: erspan2 307 packet(s) opened")
+    site = Site(tmp_path / "off", settings="capture: {encapsulations: []}").init()
+    capsys.readouterr()
+    assert site.replay(FIXTURES / "encap-vxlan.pcap") == 0
+    out = capsys.readouterr().out
+    assert ": 0 recorded," in out and out.rstrip().endswith(
+        "; encapsulations: none opened; 307 not opened (not enabled, or not from a collector)")
+    assert site.replay(FIXTURES / "inbound-mulaw.pcap") == 0
+    assert "encapsulations" not in capsys.readouterr().out  # a plain SPAN capture: as before
