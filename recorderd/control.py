@@ -141,6 +141,7 @@ class ServiceView:
         return {"running": True, "pid": os.getpid(), "uptime_s": int(time.time() - self.started),
                 "active_calls": len(self.pipeline.tracker.calls), "counters": counters,
                 "store_level": getattr(self.health, "level", None), "alerts": sorted(self.alerts),
+                "unrecognised": getattr(getattr(self.pipeline, "unrecognised", None), "standing", None),
                 "packets_per_s": self.packets_per_s(counters),
                 "recent_warnings": self.warnings.recent() if self.warnings is not None else []}  # fmt: skip
 

@@ -184,6 +184,7 @@ class Daemon:
             self._capture_stats(pipeline, source)
             pipeline.counters["erasures"] = worker.erased
             pipeline.counters["keep_failures"] = worker.failed
+            self._unrecognised(pipeline)
             self.notifier.send(WATCHDOG=1, STATUS=self._status(pipeline, source, health))
             if metrics:
                 metrics.publish(pipeline.counters, len(pipeline.tracker.calls), health)
@@ -242,6 +243,13 @@ class Daemon:
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
                             st.drops, st.interface, extra={"EVENT": "capture-drops"})  # fmt: skip
 
+    def _unrecognised(self, pipeline: CapturePipeline) -> None:
+        """Traffic not understood (capture/unrecognised.py logs it, in packet time): first in STATUS= while it lasts."""
+        if pipeline.unrecognised.standing is not None:
+            self.alerts["capture_unrecognised"] = "TRAFFIC NOT UNDERSTOOD (recorderctl status)"
+        else:
+            self.alerts.pop("capture_unrecognised", None)
+
     def _status(self, pipeline: CapturePipeline, source: RingSource, health: StoreHealth) -> str:
         c = pipeline.counters
         alerts = "".join(f"{text}; " for text in self.alerts.values())
@@ -252,7 +260,8 @@ class Daemon:
         c = pipeline.counters
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
-                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "erasures", "keep_failures")  # fmt: skip
+                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "capture_unrecognised", "erasures",
+                "keep_failures")  # fmt: skip
         encap = "".join(f" {k}={c[k]}" for k in ENCAP_COUNTERS if c[k])  # remote SPAN, where a mirror sends it
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys) + encap, extra={"EVENT": "stats"})
 

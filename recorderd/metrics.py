@@ -41,6 +41,8 @@ COUNTERS = {
     "encap_tzsp": "Remote SPAN packets opened: TZSP",
     "encap_not_opened": "Encapsulated packets not opened: encapsulation not enabled or not from a collector",
     "encap_malformed": "Encapsulated packets dropped: header cut short or invalid, or nested too deep",
+    "capture_unrecognised": "Packets not understood: not IP, IP not UDP/TCP, UDP neither RTP nor SIP, or an encapsulation not opened",
+    "evidence_frames_over_cap": "Frames of a reassembled SIP message not kept in the evidence pcap: over 64 a datagram or TCP stream",
     "erasures": "Recordings erased by retention",
     "control_refused_busy": "recorderctl connections refused: every request slot taken",
     "control_refused_uid_limit": "recorderctl connections refused: that uid had its share of the slots",
@@ -76,6 +78,9 @@ class MetricsServer:
         for key, help_text in COUNTERS.items():
             lines += [f"# HELP recorderd_{key}_total {help_text}", f"# TYPE recorderd_{key}_total counter",
                       f"recorderd_{key}_total {counters.get(key, 0)}"]  # fmt: skip
+        lines += ["# HELP recorderd_capture_unrecognised_standing 1 while most traffic is not understood or no SIP is seen",
+                  "# TYPE recorderd_capture_unrecognised_standing gauge",
+                  f"recorderd_capture_unrecognised_standing {counters.get('capture_unrecognised_standing', 0)}"]  # fmt: skip
         lines += ["# TYPE recorderd_active_calls gauge", f"recorderd_active_calls {active_calls}",
                   "# TYPE recorderd_store_free_bytes gauge", f"recorderd_store_free_bytes {health.free_bytes}"]  # fmt: skip
         self.body = ("\n".join(lines) + "\n").encode()

@@ -269,7 +269,7 @@ def _overview(d: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "store_free_bytes": d["store"]["free_bytes"], "store_total_bytes": d["store"]["total_bytes"],
         "store_full": d["store"]["full"], "last_erasure": d["retention"]["last_erasure"],
         "next_erasure": d["retention"]["next_due"], "keep_failures": counters.get("keep_failures", 0),
-        "alerts": svc.get("alerts", []),
+        "alerts": svc.get("alerts", []), "capture_unrecognised": svc.get("unrecognised"),
         "recent_warnings": [{"kind": w["kind"], "count": w["count"], "last": iso(w["last"], ctx)}
                             for w in svc.get("recent_warnings", [])],
     }  # fmt: skip
@@ -283,6 +283,8 @@ def status_text(d: dict[str, Any]) -> str:
                    f"{svc['active_calls']} active call(s), {c.get('calls_recorded', 0)} recorded, "
                    f"{c.get('kernel_drops', 0)} kernel drop(s), store level {svc.get('store_level', '?')}")  # fmt: skip
         service += "\n" + encap_summary(c)
+        if svc.get("unrecognised"):  # capture/unrecognised.py: counts only, no addresses
+            service += f"\ncapture: {svc['unrecognised']}"
     else:
         service = "service: not running (no answer on the control socket)"
     free = 100 * store["free_bytes"] / store["total_bytes"] if store["total_bytes"] else 0

@@ -1,0 +1,169 @@
+"""Traffic the capture does not understand, counted by what it was, and the alert it raises.
+
+A SPAN port that delivers something recorderd cannot open (a remote mirror's encapsulation not
+enabled, MPLS, a tunnel) looks healthy from outside: packets arrive, nothing is malformed, and no
+call is recorded. The pipeline counts each frame that ends on one of its "not understood" branches
+here, by what it was (only there: never on the RTP fast path):
+
+* ``ethertype(linktype, frame)``: not IP (``not_ip``), by its ethertype (after any VLAN tags);
+* ``protocol(proto)``: IP that is not UDP nor TCP (``not_udp``), by its IP protocol;
+* ``udp_port(port)``: UDP that is neither RTP nor SIP (``udp_other``), by its destination port.
+
+Each table keeps at most ``TOP`` values per window (the rest are counted as ``other``) and is
+emptied when the window closes. ``look(now, calls)``, called at every housekeeping tick (about once
+a second of packet time, live and in replay alike), decides whether the traffic is understood:
+
+* **not understood**: over a window of ``WINDOW`` s of packet time with at least ``MIN_PACKETS``
+  packets, at least ``SHARE`` of them were not understood (``not_ip`` + ``not_udp`` + ``udp_other`` +
+  ``encap_not_opened``, the remote mirror's encapsulation seen but not enabled: capture/encap.py);
+* **no SIP**: no SIP message for ``NO_SIP`` s of packet time while at least ``MIN_PACKETS`` packets
+  arrived in that time and no call is in progress (a call in progress may rightly be silent in SIP).
+
+When either begins it logs one WARNING (``EVENT=capture-unrecognised``) with the counts (numbers
+only: ethertypes, protocols, ports; never an address), then at most once per ``REPEAT`` s of packet
+time while it lasts; ``standing`` holds the text meanwhile (the service's status shows it). It clears
+on a window whose share is below ``CLEAR_SHARE`` with SIP seen (not merely a quiet one), said once at
+INFO (``EVENT=capture-understood``); a later episode is logged again. ``counters`` get
+``capture_unrecognised`` (packets not understood, the sum above) and ``capture_unrecognised_standing``
+(1 while the condition lasts, else 0).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from .decode import _network_offset
+
+log = logging.getLogger(__name__)
+
+# Thresholds (packet time, so replay and the live service agree):
+WINDOW = 60.0  # s: long enough that a burst of other traffic (a backup, an ARP storm) is not an alarm,
+#                short enough that the technician who mis-set a mirror hears of it within about a minute
+MIN_PACKETS = 1000  # a window with fewer says nothing: a quiet port (a night, a lab) is not a broken mirror
+SHARE = 0.5  # at least half not understood: a voice VLAN's SPAN is mostly SIP and RTP, and a mirror
+#              wrapped in an encapsulation not opened is (nearly) all of it
+CLEAR_SHARE = 0.25  # below a quarter (with SIP seen) it is over; between the two the state stays (no flapping)
+NO_SIP = 300.0  # s without any SIP message although packets flow and no call is in progress: 5 minutes
+#                 of RTP with no signalling at a contact centre means the SIP is not reaching us
+REPEAT = 3600.0  # s: said again at most once an hour while it lasts
+TOP = 16  # distinct values counted per kind in a window; the rest are "other"
+SHOWN = 5  # values named per kind in the journal line and in status, the most frequent first
+OTHER = -1
+NOT_UNDERSTOOD = ("not_ip", "not_udp", "udp_other", "encap_not_opened")
+
+
+class Unrecognised:
+    """The counts of one window, and the condition they raise (see the module's doc)."""
+
+    __slots__ = ("counters", "ethertypes", "protocols", "ports", "standing", "_start", "_packets", "_unknown",
+                 "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last")  # fmt: skip
+
+    def __init__(self, counters: Counter[str]) -> None:
+        self.counters = counters
+        self.ethertypes: dict[int, int] = {}
+        self.protocols: dict[int, int] = {}
+        self.ports: dict[int, int] = {}
+        self.standing: str | None = None  # what status shows while the condition lasts
+        self._start: float | None = None  # packet time the window began
+        self._packets = self._unknown = self._encap = 0  # the counters' values then
+        self._sip = 0  # sip_messages at the last look
+        self._sip_at = 0.0  # packet time a SIP message was last seen (or the first look)
+        self._packets_at_sip = 0
+        self._not_understood = self._no_sip = False
+        self._said_at = 0.0
+        self._last = ""  # the counts of the last window closed, as said
+
+    # -- counting (the pipeline's slow branches) ---------------------------------------------
+
+    def ethertype(self, linktype: int, frame: bytes) -> None:
+        net = _network_offset(linktype, frame)
+        _count(self.ethertypes, net[0] if type(net) is tuple else OTHER)
+
+    def protocol(self, proto: int) -> None:
+        _count(self.protocols, proto)
+
+    def udp_port(self, port: int) -> None:
+        _count(self.ports, port)
+
+    # -- the condition (once per housekeeping tick) ------------------------------------------
+
+    def look(self, now: float, calls_in_progress: int) -> None:
+        c = self.counters
+        packets = c["packets"]
+        unknown = sum(c[k] for k in NOT_UNDERSTOOD)
+        c["capture_unrecognised"] = unknown
+        if self._start is None:
+            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, c["encap_not_opened"]
+            self._sip, self._sip_at, self._packets_at_sip = c["sip_messages"], now, packets
+            return
+        if c["sip_messages"] != self._sip:
+            self._sip, self._sip_at, self._packets_at_sip = c["sip_messages"], now, packets
+        self._no_sip = (now - self._sip_at >= NO_SIP and packets - self._packets_at_sip >= MIN_PACKETS
+                        and not calls_in_progress)  # fmt: skip
+        if now - self._start >= WINDOW:
+            seen, odd = packets - self._packets, unknown - self._unknown
+            if seen >= MIN_PACKETS:
+                share = odd / seen
+                if share >= SHARE:
+                    self._not_understood = True
+                elif share < CLEAR_SHARE and self._sip_at > self._start:
+                    self._not_understood = False
+            self._last = self._counts(odd, seen, now - self._start)
+            self.ethertypes, self.protocols, self.ports = {}, {}, {}
+            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, c["encap_not_opened"]
+        self._decide(now)
+
+    def _decide(self, now: float) -> None:
+        if not (self._not_understood or self._no_sip):
+            if self.standing is not None:
+                self.standing = None
+                self.counters["capture_unrecognised_standing"] = 0
+                log.info("capture: the traffic is understood again (SIP seen, most packets understood)",
+                         extra={"EVENT": "capture-understood"})  # fmt: skip
+            return
+        reasons = []
+        if self._not_understood:
+            reasons.append("traffic not understood")
+        if self._no_sip:
+            reasons.append(f"no SIP message for {int(now - self._sip_at) // 60} min although packets arrive")
+        text = f"{' and '.join(reasons)}: {self._last}"
+        first = self.standing is None
+        self.standing = text
+        self.counters["capture_unrecognised_standing"] = 1
+        if first or now - self._said_at >= REPEAT:
+            self._said_at = now
+            log.warning("capture: %s; no call can be recorded from it: is the mirror encapsulated (enable it in "
+                        "capture.encapsulations) or the SIP elsewhere?", text,
+                        extra={"EVENT": "capture-unrecognised"})  # fmt: skip
+
+    def _counts(self, odd: int, seen: int, seconds: float) -> str:
+        """'N of M packets in S s not understood: ethertype 0x8847: 4210, ip proto 47: 12, ...'"""
+        parts = [f"ethertype {_hex(k)}: {n}" for k, n in _top(self.ethertypes)]
+        parts += [f"ip proto {_name(k)}: {n}" for k, n in _top(self.protocols)]
+        parts += [f"udp port {_name(k)}: {n}" for k, n in _top(self.ports)]
+        opened = self.counters["encap_not_opened"] - self._encap
+        if opened:
+            parts.append(f"encapsulation not opened: {opened}")
+        return f"{odd} of {seen} packets in {seconds:.0f} s not understood" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _count(table: dict[int, int], key: int) -> None:
+    n = table.get(key)
+    if n is not None:
+        table[key] = n + 1
+    elif len(table) < TOP:
+        table[key] = 1
+    else:
+        table[OTHER] = table.get(OTHER, 0) + 1
+
+
+def _top(table: dict[int, int]) -> list[tuple[int, int]]:
+    return sorted(table.items(), key=lambda kv: (-kv[1], kv[0]))[:SHOWN]
+
+
+def _hex(key: int) -> str:
+    return "other" if key == OTHER else f"0x{key:04x}"
+
+
+def _name(key: int) -> str:
+    return "other" if key == OTHER else str(key)

@@ -1,0 +1,209 @@
+"""Traffic not understood (issue 14): a SPAN port that delivers what recorderd cannot open (MPLS, a
+remote mirror's encapsulation not enabled) or packets without any SIP is said once in the journal
+(EVENT=capture-unrecognised, with ethertype / protocol / port counts, never an address), again at
+most once an hour while it lasts and after it cleared, and ``status`` shows it meanwhile. Before,
+such a capture replayed as "0 recorded, malformed: 0" with no word at all."""
+from __future__ import annotations
+
+import re
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, Site
+from frames import erspan2, gre, ip_frames, udp_frame, write_pcap
+from make_fixtures import call
+
+from capture import unrecognised as un
+from capture.unrecognised import Unrecognised
+from recorderd.config import load
+from recorderd.control import ControlServer
+from recorderd.service import build_pipeline, replay
+
+EVENT = "[EVENT=capture-unrecognised]"
+ADDRESS = re.compile(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b|\b[0-9a-f]{1,4}::?[0-9a-f]{1,4}\b")
+
+
+def said(err: str) -> list[str]:
+    return [line for line in err.splitlines() if EVENT in line]
+
+
+def test_a_capture_in_mpls_is_said_once_with_its_ethertype(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path).init()
+    capsys.readouterr()
+    assert site.replay(FIXTURES / "unrecognised-mpls.pcap") == 0
+    out, err = capsys.readouterr()
+    assert "0 recorded" in out
+    [line] = said(err)
+    assert "WARNING" in line and "traffic not understood" in line
+    assert re.search(r"\b(\d+) of \1 packets in 60 s not understood \(ethertype 0x8847: \1\)", line), line
+    message = line.split("capture.unrecognised: ", 1)[1]
+    assert not ADDRESS.search(message) and "0442003939" not in message and "09011112222" not in message
+
+
+def _erspan_capture(path: Path) -> int:
+    """A designated call of a minute, every frame inside ERSPAN II from a remote mirror."""
+    packets = call("call-erspan-long", "0442003939", talk=62.0, seed=142).packets()
+    wrapped = [(ts, ip_frames("198.51.100.7", "198.51.100.20", 47, gre(0x88BE, erspan2(frame, index=i), seq=i))[0])
+               for i, (ts, frame) in enumerate(sorted(packets, key=lambda p: p[0]))]  # fmt: skip
+    return write_pcap(str(path), wrapped)
+
+
+def test_erspan_not_enabled_is_said_with_its_count_and_enabled_it_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "erspan.pcap"
+    n = _erspan_capture(capture)
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "opened").mkdir()
+    closed = Site(tmp_path / "closed", settings="capture: {encapsulations: []}").init()
+    capsys.readouterr()
+    assert closed.replay(capture) == 0
+    out, err = capsys.readouterr()
+    assert "0 recorded" in out
+    [line] = said(err)
+    counts = re.search(r"(\d+) of (\d+) packets in 60 s not understood \(encapsulation not opened: (\d+)\)", line)
+    assert counts and counts[1] == counts[2] == counts[3] and 1000 <= int(counts[1]) <= n, line
+    opened = Site(tmp_path / "opened").init()  # the default opens ERSPAN: the call is recorded, nothing said
+    capsys.readouterr()
+    assert opened.replay(capture) == 0
+    out, err = capsys.readouterr()
+    assert "1 recorded" in out and said(err) == []
+
+
+def _served_status(site: Site, pcap: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`recorderctl status` against a control server whose pipeline replayed ``pcap``."""
+    config = load(str(site.config))
+    store = site.open_store()
+    try:
+        pipeline = build_pipeline(config, store)
+        replay(pipeline, [str(pcap)])
+        server = ControlServer(config, pipeline=pipeline)
+        assert server.start()
+        try:
+            capsys.readouterr()
+            assert site.ctl("status") == 0
+            return capsys.readouterr().out
+        finally:
+            server.stop()
+    finally:
+        store.close()
+
+
+def test_status_shows_it_while_it_lasts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path).init()
+    text = _served_status(site, FIXTURES / "unrecognised-mpls.pcap", capsys)
+    [line] = [x for x in text.splitlines() if x.startswith("capture: ")]
+    assert re.fullmatch(r"capture: traffic not understood: (\d+) of \1 packets in 60 s not understood "
+                        r"\(ethertype 0x8847: \1\)", line), line  # fmt: skip
+    clean = _served_status(site, FIXTURES / "inbound-mulaw.pcap", capsys)
+    assert "service: running" in clean and not [x for x in clean.splitlines() if x.startswith("capture: ")]
+
+
+def test_packets_without_any_sip_for_five_minutes_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RTP-looking packets to a port no call announced (the SIP goes elsewhere: another VLAN, TLS):
+    understood as RTP, so only the missing SIP can tell; after 5 minutes of packet time it is said."""
+    packets = [(1_790_000_000.0 + i * 0.2, udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000,
+                                                     struct.pack("!BBHII", 0x80, 0, i, i * 160, 7) + b"\xff" * 160))
+               for i in range(5 * 60 * 5 + 100)]  # fmt: skip
+    capture = tmp_path / "rtp-only.pcap"
+    write_pcap(str(capture), packets)
+    (tmp_path / "site").mkdir()
+    site = Site(tmp_path / "site").init()
+    capsys.readouterr()
+    assert site.replay(capture) == 0
+    [line] = said(capsys.readouterr().err)
+    assert "no SIP message for 5 min although packets arrive" in line and "traffic not understood" not in line
+
+
+# -- the condition itself, on a counter as the pipeline keeps it ----------------------------------
+
+
+class Port:
+    """A SPAN port's counters as the pipeline keeps them, moved on second by second."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.counters: Counter[str] = Counter()
+        self.watch = Unrecognised(self.counters)
+        self.now = 0.0
+        self.caplog = caplog
+        self.watch.look(self.now, 0)
+
+    def run(self, seconds: int, *, per_s: int = 100, odd: int = 100, sip: int = 0, calls: int = 0) -> None:
+        for _ in range(seconds):
+            self.now += 1.0
+            self.counters["packets"] += per_s
+            self.counters["not_ip"] += odd
+            for _ in range(odd):
+                self.watch.ethertype(1, b"\0" * 12 + b"\x88\x47")
+            self.counters["sip_messages"] += sip
+            self.watch.look(self.now, calls)
+
+    def events(self, name: str) -> list[float]:
+        return [r.created for r in self.caplog.records if getattr(r, "EVENT", "") == name]
+
+
+@pytest.fixture
+def port(caplog: pytest.LogCaptureFixture) -> Port:
+    caplog.set_level("INFO", logger="capture.unrecognised")
+    return Port(caplog)
+
+
+def test_said_once_then_once_an_hour_then_cleared_then_again(port: Port) -> None:
+    port.run(59)
+    assert port.watch.standing is None and port.events("capture-unrecognised") == []  # a minute is needed
+    port.run(1)
+    assert len(port.events("capture-unrecognised")) == 1 and port.counters["capture_unrecognised_standing"] == 1
+    assert port.watch.standing == "traffic not understood: 6000 of 6000 packets in 60 s not understood (ethertype 0x8847: 6000)"
+    port.run(3500)
+    assert len(port.events("capture-unrecognised")) == 1  # not again within the hour
+    port.run(100)
+    assert len(port.events("capture-unrecognised")) == 2  # once an hour while it lasts
+    port.run(60, odd=40, sip=1)  # 40 % with SIP: between the two thresholds, it stays
+    assert port.watch.standing is not None and port.events("capture-understood") == []
+    port.run(60, odd=10, sip=1)  # 10 % and SIP: over
+    assert port.watch.standing is None and len(port.events("capture-understood")) == 1
+    assert port.counters["capture_unrecognised_standing"] == 0
+    port.run(120)
+    assert len(port.events("capture-unrecognised")) == 3  # a new episode is said again at once
+
+
+def test_a_quiet_port_says_nothing(port: Port) -> None:
+    port.run(600, per_s=1, odd=1)  # 600 packets in 10 minutes, all odd: too few to judge, no SIP missed
+    assert port.watch.standing is None and port.events("capture-unrecognised") == []
+
+
+def test_no_sip_is_not_said_while_a_call_is_in_progress(port: Port) -> None:
+    port.run(400, odd=0, calls=1)  # a long call's RTP, its SIP quiet (until its BYE, which never comes)
+    assert port.watch.standing is None
+    port.run(1, odd=0)  # the call timed out: nothing in progress, and still no SIP
+    assert port.watch.standing is not None and port.watch.standing.startswith("no SIP message for 6 min ")
+
+
+def test_the_tables_are_bounded_and_the_line_names_the_most_frequent(port: Port) -> None:
+    watch = port.watch
+    for kind in range(40):
+        for _ in range(kind + 1):
+            watch.ethertype(1, b"\0" * 12 + struct.pack("!H", 0x9000 + kind))
+            watch.protocol(kind)
+            watch.udp_port(10000 + kind)
+    assert len(watch.ethertypes) == len(watch.protocols) == len(watch.ports) == un.TOP + 1  # + "other"
+    counts = watch._counts(100, 200, 60.0)
+    assert counts.startswith("100 of 200 packets in 60 s not understood (ethertype other: ")
+    assert counts.count("ethertype") == counts.count("ip proto") == counts.count("udp port") == un.SHOWN
+    assert "ethertype 0x900f: 16" in counts and "udp port 10015: 16" in counts  # the most frequent kept one
+
+
+def test_a_frame_too_short_for_its_ethertype_is_other(port: Port) -> None:
+    port.watch.ethertype(1, b"\0" * 5)
+    port.watch.ethertype(999, b"\0" * 40)
+    assert port.watch.ethertypes == {un.OTHER: 2}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.pcap") if not p.name.startswith("unrecognised-")))
+def test_no_other_fixture_says_it(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = Site(tmp_path).init()
+    capsys.readouterr()
+    site.replay(FIXTURES / name)
+    assert said(capsys.readouterr().err) == []
