@@ -3,17 +3,26 @@ frames with fewer bytes than crossed the wire (the pcap record's captured length
 length). The recording keeps every captured payload byte in its place and the rest of each cut
 packet is the codec's silence; a packet cut inside its RTP header is dropped (lost); a cut SIP
 message is counted, not parsed. The expected channels are the clean call's with exactly those bytes
-replaced by silence."""
+replaced by silence. A remote mirror that truncates (ERSPAN with the inner frame cut, the outer packet
+whole) gives the same recording."""
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 
-from frames import CutFrame
+from frames import CutFrame, erspan2, gre, ip_frames
 from generator import SILENCE, SipCall
 from make_fixtures import T, TopicFixture
 
 SIP_SNAP = 120  # a cut SIP message keeps this many bytes of its frame
+MIRROR, RECORDER = "198.51.100.7", "198.51.100.20"  # a remote mirror (ERSPAN) and the recorder
+
+
+def erspan_truncating(packets: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    """Every frame as a remote mirror that truncates sends it: the (cut) frame inside ERSPAN II,
+    the outer packet whole (the capture itself cut nothing)."""
+    return [(t, ip_frames(MIRROR, RECORDER, 47, gre(0x88BE, erspan2(bytes(f), session=7, index=i), seq=i))[0])
+            for i, (t, f) in enumerate(packets)]  # fmt: skip
 
 
 def rtp_offset(frame: bytes) -> int:
@@ -127,5 +136,13 @@ FIXTURES = {
         "RTP frame (22 payload bytes captured): captured bytes in place, the rest A-law silence.",
         [(ALAW_V6, "0442013113")],
         counters={"rtp_truncated": ALAW_V6.truncated()},
+    ),
+    "truncated-erspan": TopicFixture(
+        "The call of truncated-rtp from a remote mirror that truncates: every frame inside ERSPAN II (outer "
+        "packets whole), the frames cut as in truncated-rtp. Recorded as truncated-rtp is.",
+        [(MULAW, "0442003939")],
+        transform=erspan_truncating,
+        counters={"rtp_truncated": MULAW.truncated(), "rtp_truncated_header": 3, "sip_truncated": 1,
+                  "encap_erspan2": len(MULAW.packets())},
     ),
 }
