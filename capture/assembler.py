@@ -131,8 +131,9 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.mirror_duplicates = 0  # copies of a packet a second mirror session delivered again: dropped
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
-               linktype: int = 1) -> None:  # fmt: skip
-        if self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload):
+               linktype: int = 1, again: bool = False) -> None:  # fmt: skip
+        """``again``: a packet a codec change held back (Call.codec_changed), placed in the new part now."""
+        if not again and self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload):
             return  # a second mirror session's copy of a packet just seen: as if it had not come
         call = self.call
         last = self.last_arrival
@@ -142,7 +143,8 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         if call.handle is None and not call.accepts_payload(pt, ts):
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
-        if pt != call.audio_pt and call.codec_changed(pt, ts) and call.handle is None:
+        if pt != call.audio_pt and call.codec_changed(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype) \
+                and call.handle is None:  # fmt: skip
             self.other_payload += 1  # a codec change whose part the store could not open (full): counted
             return  # (else this packet is the first of the new part, whose figures both directions begin afresh)
         if ssrc != self.ssrc and call.end is not None:  # after the BYE only media already flowing is ours

@@ -26,7 +26,7 @@ MAX_PENDING_FRAMES = 64  # SIP frames held per call before its recording opens
 DRIFT_LIMIT_S = 3.0  # s: a packet this much later than its timestamp says means a paused sender
 MAX_PARTS = 64  # per call: a flood of re-INVITEs flipping codecs cannot open recordings without bound
 RECENT_FRAMES = 8  # SIP frames a part begun by a codec change gets first (the re-INVITE or UPDATE that made it)
-
+SWITCH_RUN = 3  # packets in a row of another audio codec, one the SDP did not negotiate, that begin a part
 
 
 class Call:
@@ -46,6 +46,7 @@ class Call:
         self.part_sdp: Codec | None = None  # sdp_codec when the part in progress began
         self.parts_ended = 0  # parts ended by a codec change before the one in progress (each kept)
         self.recent_frames: deque[tuple[float, int, bytes]] = deque(maxlen=RECENT_FRAMES)
+        self.runs: tuple[list[tuple], list[tuple]] = ([], [])  # per direction: packets in a row of another codec
         self.answered_at: float | None = None
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
@@ -107,27 +108,67 @@ class Call:
         self._arm()
         return True
 
-    def codec_changed(self, pt: int, ts: float) -> bool:
-        """Whether this packet (payload type ``pt``, not the part's) ends the part in progress: its
-        codec is audio, another than the part's, and the call's SDP negotiated it since the part
-        began (a re-INVITE, an UPDATE or their answer: ``sdp_codec``, the answer's first audio
-        format). A stray packet of another mapped codec while the SDP stays as it was never begins
-        a part, nor DTMF or comfort noise (not audio), nor anything after the end. Then the next part
-        begins at this packet (``start``); True even when the store could not open it (``lost``)."""
+    def codec_changed(self, stream: StreamAssembler, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int,
+                      payload: bytes, frame: bytes, linktype: int) -> bool:  # fmt: skip
+        """Whether this packet (payload type ``pt``, not the part's) ends the part in progress and
+        begins the next, in its codec (an audio codec, another than the part's, the call live):
+        at once when the call's SDP negotiated that codec since the part began (a re-INVITE, an
+        UPDATE or their answer: ``sdp_codec``, the answer's first audio format); else only at the
+        ``SWITCH_RUN``-th packet in a row of it from one sender (consecutive sequence numbers, one
+        SSRC: an answer that listed several codecs lets the sender change without signalling), the
+        packets of that run (either way) then placed in the new part too. A stray packet of another
+        codec, DTMF and comfort noise never begin a part. True even when the store could not open
+        the next part (``lost``)."""
         codec = self.codecs.get(pt)
         if (
-            codec is None or codec != self.sdp_codec or codec == self.part_sdp or codec.name == self.codec
-            or self.handle is None or self.end is not None or self.part >= MAX_PARTS
+            codec is None or codec.name in NOT_AUDIO or codec.name == self.codec or self.handle is None
+            or self.end is not None or self.part >= MAX_PARTS
         ):  # fmt: skip
             return False
+        held: list[tuple] = []
+        if codec != self.sdp_codec or codec == self.part_sdp:  # not negotiated since the part began
+            run = self.runs[stream.channel - 1]
+            if run:
+                last = run[-1]
+                if last[3] == seq and last[5] == ssrc:
+                    return False  # the same packet again: the duplicate check has it
+                if last[2] != pt or last[5] != ssrc or (last[3] + 1) & 0xFFFF != seq:
+                    run.clear()
+            if len(run) < SWITCH_RUN - 1 or not self._other_follows(stream, run[0][0], pt):
+                run.append((ts, stream, pt, seq, rtp_ts, ssrc, payload, frame, linktype))
+                del run[: len(run) - (SWITCH_RUN - 1)]  # (kept to the last ones: bounded)
+                return False  # (this one goes on as another payload of the part in progress)
+            other = self.runs[2 - stream.channel]
+            held = sorted(run + (other if self._current(other, pt) else []), key=lambda p: p[0])
+        self._next_part(codec, pt, held[0][0] if held else ts)
+        if self.handle is not None:
+            for when, into, *rest in held:  # already counted as another payload in the part they came in
+                into.packet(when, *rest, again=True)
+        return True
+
+    def _other_follows(self, stream: StreamAssembler, since: float, pt: int) -> bool:
+        """Whether the other direction sends ``pt`` too, or nothing since ``since``: one side on a
+        codec of its own while the other keeps the part's (asymmetric codecs) begins no part."""
+        other = self.streams[1] if stream is self.streams[0] else self.streams[0]
+        return other.last_arrival < since or self._current(self.runs[other.channel - 1], pt)
+
+    def _current(self, run: list[tuple], pt: int) -> bool:
+        """Whether ``run`` (a direction's) is of ``pt`` and ends with that direction's latest packet."""
+        return bool(run) and run[-1][2] == pt and run[-1][0] >= run[-1][1].last_arrival
+
+    def _next_part(self, codec: Codec, pt: int, ts: float) -> None:
+        """End the part in progress at ``ts`` (complete, ``codec-change``) and open the next there."""
         handle = self.handle
+        assert handle is not None
         figures = self.figures()
         self.close()
         self.evidence = None
-        handle.end(CallEnd(ts, True, "codec-change", figures))  # kept as it is, complete
+        handle.end(CallEnd(ts, True, "codec-change", figures))  # kept as it is
         self.parts_ended += 1
         for stream in self.streams:
             stream.next_part()
+        for run in self.runs:
+            run.clear()
         self.part += 1
         self.part_reason = "codec-change"
         self.pending_frames = list(self.recent_frames)
@@ -136,7 +177,6 @@ class Call:
             log.info("recording %s: part %d of a call to %s, the codec changed to %s", getattr(self.handle, "id", "-"),
                      self.part, self.did.label, codec.name,
                      extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip
-        return True
 
     def _arm(self) -> None:
         """Hand the steady case of both directions to the C core (a no-op in pure Python). It needs

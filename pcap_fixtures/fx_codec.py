@@ -24,23 +24,28 @@ class CodecChangeCall(SipCall):
 
     changes: tuple[tuple[float, str], ...] = ()
     late_old: bool = False  # the caller's last packet of the old codec arrives after the first of the new
+    offer_both: bool = False  # the PBX's re-INVITE offers the old codec first, then the new; the caller answers the new
 
-    def _codec_sdp(self, media: tuple[str, int], session: int, codec: str) -> bytes:
-        pt = PAYLOAD_TYPE[codec]
+    def _codec_sdp(self, media: tuple[str, int], session: int, *codecs: str) -> bytes:
+        pts = " ".join(str(PAYLOAD_TYPE[c]) for c in codecs)
+        maps = "".join(f"a=rtpmap:{PAYLOAD_TYPE[c]} {c}/8000\r\n" for c in codecs)
         return (
             f"v=0\r\no=- {session} {session} IN IP4 {media[0]}\r\ns=-\r\nc=IN IP4 {media[0]}\r\nt=0 0\r\n"
-            f"m=audio {media[1]} RTP/AVP {pt} {PT_DTMF}\r\na=rtpmap:{pt} {codec}/8000\r\n"
+            f"m=audio {media[1]} RTP/AVP {pts} {PT_DTMF}\r\n{maps}"
             f"a=rtpmap:{PT_DTMF} telephone-event/8000\r\na=fmtp:{PT_DTMF} 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
         ).encode()
 
     def messages(self) -> list[tuple[float, bool, bytes]]:
         out = super().messages()
         uri = f"sip:{self.caller}@{self.sip_src[0]}"
+        previous = self.codec
         for n, (at, codec) in enumerate(self.changes, start=1):
+            offer = (previous, codec) if self.offer_both else (codec,)
+            previous = codec
             when = self.media_start + round(at / self.ptime) * self.ptime - REINVITE_LEAD
             out += [
                 (when, False, self._message(f"INVITE {uri} SIP/2.0", f"{n} INVITE", to_tag=True, reverse=True,
-                                            body=self._codec_sdp(self.pbx_media, 2 + n, codec))),
+                                            body=self._codec_sdp(self.pbx_media, 2 + n, *offer))),
                 (when + 0.01, True, self._response("200 OK", f"{n} INVITE", to_tag=True, reverse=True,
                                                    body=self._codec_sdp(self.caller_media, 1 + n, codec))),
                 (when + 0.02, False, self._message(f"ACK {uri} SIP/2.0", f"{n} ACK", to_tag=True, reverse=True)),
@@ -182,6 +187,13 @@ FIXTURES = {
         "The PBX re-INVITEs an inbound call from PCMU to G.722 (HD voice) 1.5 s into the talk: a PCMU part and a "
         "G.722 part decoded to 16 kHz PCM.",
         _entries(codec_call("call-codec-2", "0442002111", 92, ((1.5, "G722"),)), "0442002111"),  # type: ignore[arg-type]
+        counters={"calls_recorded": 2, "recording_parts_codec_change": 1},
+    ),
+    "codec-change-offer-both": TopicFixture(
+        "The PBX's re-INVITE offers PCMU then PCMA and the caller answers PCMA: the contact centre's SDP still "
+        "lists PCMU first, so the change shows only in the RTP; the third PCMA packet in a row begins the PCMA "
+        "part, and the first two of each direction are placed in it too: nothing lost.",
+        _entries(codec_call("call-codec-4", "0445566666", 94, ((1.5, "PCMA"),), offer_both=True), "0445566666"),  # type: ignore[arg-type]
         counters={"calls_recorded": 2, "recording_parts_codec_change": 1},
     ),
     "codec-change-back": TopicFixture(

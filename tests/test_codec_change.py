@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, Site
 
-from capture.call import MAX_PARTS
+from capture.call import MAX_PARTS, SWITCH_RUN
 from capture.pipeline import CapturePipeline
 from frames import rtp_packet, udp_frames, write_pcap
 from recorderd.config import load_dids
@@ -135,6 +135,41 @@ def test_stray_packet_of_another_codec_without_sdp_change_opens_no_part() -> Non
     assert [s.other_payload for s in parts[0].result.streams] == [1, 0]
 
 
+def _unsignalled(whole: CodecChangeCall, first: int, count: int, both: bool = True) -> list[tuple[float, bytes]]:
+    """The call with ``count`` packets from ``first`` on (the caller's; the PBX's too when ``both``)
+    sent as PCMA instead (same seq and ts, their own bytes), no re-INVITE: what senders may do when
+    the answer listed both codecs."""
+    originals, changed = set(), []
+    for d in whole.media()[: 2 if both else 1]:
+        for t, seq, ts, payload, pt, ssrc, _ in d.packets[first : first + count]:
+            originals.add(udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1], rtp_packet(pt, seq, ts, ssrc, payload))[0])
+            changed.append((t, udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1],
+                                          rtp_packet(8, seq, ts, ssrc, bytes(b ^ 0x55 for b in payload)))[0]))  # fmt: skip
+    return [p for p in whole.packets() if p[1] not in originals] + changed
+
+
+def test_unsignalled_change_needs_three_packets_in_a_row_and_loses_none_of_them() -> None:
+    whole = codec_call("call-k-10", NUMBER, 100, ())
+    _pipeline, parts = counters(_unsignalled(whole, 40, SWITCH_RUN - 1))  # two PCMA packets each way, then PCMU
+    assert [p.info.codec for p in parts] == ["PCMU"]
+    assert [s.other_payload for s in parts[0].result.streams] == [SWITCH_RUN - 1] * 2
+    _pipeline, parts = counters(_unsignalled(whole, 40, 110))  # PCMA both ways from packet 40 to the end
+    assert [(p.info.codec, p.info.part_reason) for p in parts] == [("PCMU", ""), ("PCMA", "codec-change")]
+    up = whole.media()[0]
+    assert parts[1].info.started_at == up.packets[40][0]  # the part begins at the run's first packet
+    assert [s.packets for s in parts[1].result.streams] == [110, 110]  # all of the run placed in it, both ways
+    assert [s.packets for s in parts[0].result.streams] == [40, 40]
+
+
+def test_one_side_on_a_codec_of_its_own_begins_no_part() -> None:
+    """Asymmetric codecs (the caller PCMA, the PBX PCMU, no re-INVITE): one WAV holds one codec, so the
+    recording stays in the part's codec and the other is counted (not flip-flopping parts)."""
+    whole = codec_call("call-k-11", NUMBER, 101, ())
+    _pipeline, parts = counters(_unsignalled(whole, 40, 110, both=False))
+    assert [p.info.codec for p in parts] == ["PCMU"]
+    assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [(40, 110), (150, 0)]
+
+
 def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(site: Site, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     whole = codec_call("call-k-5", NUMBER, 95, ((1.5, "PCMA"),))
@@ -172,7 +207,61 @@ def test_a_flood_of_codec_flips_opens_at_most_max_parts() -> None:
 
 
 def test_fixture_json_names_each_part() -> None:
-    for name in ("codec-change-alaw", "codec-change-g722", "codec-change-back"):
+    for name in ("codec-change-alaw", "codec-change-g722", "codec-change-offer-both", "codec-change-back"):
         recs = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))["recordings"]
         assert [r["part"] for r in recs] == list(range(1, len(recs) + 1))
         assert len({r["call_id"] for r in recs}) == 1
+
+
+def test_each_part_has_its_own_evidence_the_new_one_beginning_with_the_reinvite(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from capture.source import CaptureFile
+
+    whole = codec_call("call-k-8", NUMBER, 98, ((1.0, "PCMA"), (2.0, "PCMU")), late_old=True)
+    recs = replay(site, tmp_path, whole.packets(), capsys)
+    assert [r["codec"] for r in recs] == ["PCMU", "PCMA", "PCMU"]
+    store = site.open_store()
+    frames = []
+    for rec in recs:
+        path = tmp_path / f"{rec['id']}.pcap"
+        path.write_bytes(b"".join(store.plaintext(store.get(rec["id"]), pcap=True)))
+        frames.append([f for b in CaptureFile(path).batches() for _, _, f in b])
+    store.close()
+    rtp = [[f[43] & 0x7F for f in part if f[42] & 0xC0 == 0x80] for part in frames]
+    # part 1: its PCMU; part 2: its PCMA and the caller's PCMU packet that came late (kept as evidence, not audio)
+    assert (rtp[0].count(0), rtp[1].count(8), rtp[1].count(0), rtp[2].count(0)) == (99, 100, 1, 100)
+    assert set(rtp[0]) == {0} and set(rtp[2]) == {0}
+    for n, part in enumerate(frames[1:], start=1):  # the re-INVITE that negotiated the part's codec, its 200 and ACK
+        sip = b"".join(f for f in part if b"SIP/2.0" in f)
+        assert f"CSeq: {n} INVITE".encode() in sip and f"CSeq: {n} ACK".encode() in sip
+
+
+def test_store_full_at_the_codec_change_keeps_the_first_part_and_counts_the_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from storage.store import Store
+
+    whole = codec_call("call-k-9", NUMBER, 99, ((1.5, "PCMA"),))
+    store = Store(str(tmp_path / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp_path / "k"))
+    store.init()
+    store.open()
+    sink = store.sink()
+    pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), sink)
+    switch = whole.media()[0].packets[whole.switches()[1][0]][0]
+    packets = [(t, 1, f) for t, f in sorted(whole.packets(), key=lambda p: p[0])]
+    pipeline.feed([p for p in packets if p[0] < switch])
+    sink.accepting = False  # as the service does when the store is critically full
+    pipeline.feed([p for p in packets if p[0] >= switch])
+    pipeline.finish("capture-end")
+    rows = store.db().all()
+    assert [(r.codec, r.state, r.end_reason) for r in rows] == [("PCMU", "complete", "codec-change")]
+    data = b"".join(store.plaintext(rows[0]))
+    exp = expected(whole)[0]
+    for chan in exp["channels"]:
+        assert hashlib.sha256(channel_bytes(data, chan["channel"])).hexdigest() == chan["sha256"]
+    store.close()
+    assert (pipeline.counters["calls_recorded"], pipeline.counters["calls_lost_store_full"]) == (1, 1)
+    assert any(r.levelname == "CRITICAL" and getattr(r, "EVENT", "") == "call-lost" for r in caplog.records)
