@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 from .assembler import MIRROR_WINDOW_S, StreamAssembler
 from .cut import split_cut_rtp
-from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
+from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_IP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
 from .encap import IPPROTO_GRE, MAX_DEPTH, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
@@ -30,6 +30,7 @@ from .sip import SipMessage, looks_like_sip
 from .source import Packet
 from .tcp import TcpStreams, parse_tcp
 from .tracker import CallTracker
+from .unrecognised import Unrecognised
 
 TICK = 1.0  # s of packet time between housekeeping passes
 _II = struct.Struct("!II")
@@ -47,6 +48,7 @@ class CapturePipeline:
         self.tracker = CallTracker(dids, sink, self.media, self.counters, **tracker_options)  # type: ignore[arg-type]
         self.fragments = FragmentReassembler(self.counters)
         self.tcp = TcpStreams(self.counters)
+        self.unrecognised = Unrecognised(self.counters)  # what is not understood, and the alert (capture/unrecognised.py)
         self.now = 0.0
         self._next_tick = 0.0
         self._recent_sip: dict[tuple[bytes, bytes, bytes], float] = {}  # (src, dst, payload) -> when first seen
@@ -137,6 +139,8 @@ class CapturePipeline:
                     self._gre(ts, linktype, frame)
                 else:
                     counters[udp] += 1  # type: ignore[index]
+                    if udp is NOT_IP:
+                        self.unrecognised.ethertype(linktype, frame)
                 continue
             src, sport, dst, dport, payload = udp  # type: ignore[misc]
             if payload and payload[0] & 0xC0 == 0x80:  # RTP version 2 (or RTCP)
@@ -155,6 +159,7 @@ class CapturePipeline:
                 self._inner(ts, open_udp(self.encap, src, dport, payload))
             else:
                 counters["udp_other"] += 1
+                self.unrecognised.udp_port(dport)
         counters["packets"] += n
         if not_recorded:
             counters["rtp_not_recorded"] += not_recorded
@@ -166,6 +171,8 @@ class CapturePipeline:
         ip = decode_ip(linktype, frame)
         if type(ip) is str or ip[3] != IPPROTO_GRE:  # type: ignore[index]
             self.counters[NOT_UDP] += 1
+            if type(ip) is not str:
+                self.unrecognised.protocol(ip[3])  # type: ignore[index]
             return
         self._inner(ts, open_gre(self.encap, ip[1], ip[4]))  # type: ignore[index]
 
@@ -269,6 +276,7 @@ class CapturePipeline:
             return
         if proto != IPPROTO_UDP:
             self.counters["ip_reassembled_not_udp"] += 1
+            self.unrecognised.protocol(proto)
             return
         udp = split_udp(whole)
         if type(udp) is str:
@@ -321,6 +329,7 @@ class CapturePipeline:
             self._inner(ts, open_udp(self.encap, src, dport, payload))
         else:
             self.counters["udp_other"] += 1
+            self.unrecognised.udp_port(dport)
 
     def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes, frame: bytes = b"",
                        linktype: int = 1, frames: Sequence[Packet] = ()) -> None:  # fmt: skip
@@ -369,6 +378,7 @@ class CapturePipeline:
         self.tracker.tick(now)
         self.fragments.expire(now)
         self.tcp.expire(now)
+        self.unrecognised.look(now, len(self.tracker.calls))
 
     def finish(self, reason: str) -> None:
         """End every call in progress at the last packet time seen."""
