@@ -12,6 +12,7 @@ and the packet is dropped; nothing is logged per packet. Time is packet time onl
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 from collections import Counter
@@ -51,7 +52,7 @@ class CapturePipeline:
         self.unrecognised = Unrecognised(self.counters)  # what is not understood, and the alert (capture/unrecognised.py)
         self.now = 0.0
         self._next_tick = 0.0
-        self._recent_sip: dict[tuple[bytes, bytes, bytes], float] = {}  # (src, dst, payload) -> when first seen
+        self._recent_sip: dict[tuple[bytes, bytes, bytes], float] = {}  # (src, dst, digest) -> when first seen
         if self.media.table is not None:  # the C loop opens the common remote mirrors itself
             self.media.table.set_encap(self.encap.mask, self.encap.collectors)
 
@@ -349,14 +350,16 @@ class CapturePipeline:
         ``MIRROR_WINDOW_S`` of its first copy: a second mirror session's, dropped before the parser
         and the tracker (neither a retransmission nor a second evidence frame). A real retransmission
         comes 500 ms (T1) or more later and goes through. The table holds the messages of the last
-        window, at most ``MAX_RECENT_SIP``."""
+        window, at most ``MAX_RECENT_SIP``, each by a digest of its bytes (16 bytes however long the
+        message: a flood of large messages holds no memory; a digest no one can make collide, so no
+        message can be forged to hide another)."""
         recent = self._recent_sip
         while recent:
             oldest = next(iter(recent))
             if len(recent) < MAX_RECENT_SIP and ts - recent[oldest] <= MIRROR_WINDOW_S:
                 break
             del recent[oldest]
-        key = (src, dst, payload)
+        key = (src, dst, hashlib.blake2b(payload, digest_size=16).digest())
         first = recent.get(key)
         if first is not None and -MIRROR_WINDOW_S <= ts - first <= MIRROR_WINDOW_S:
             return True
