@@ -129,6 +129,38 @@ def test_a_cut_packet_keeps_its_captured_bytes_and_the_rest_is_silence(call: fx_
     assert "cut short by the capture 15 (rest silence)" in capsys.readouterr().out
 
 
+def test_a_cut_g722_packet_decodes_what_was_captured_and_the_rest_is_silence(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """G.722 is decoded: the captured bytes go through the decoder as they are, the samples of the
+    bytes not captured are the WAV's silence (zero), never a made-up decoding of filler bytes."""
+    import dataclasses
+
+    from generator import write_pcap
+
+    pytest.importorskip("G722", reason="the g722 package (ITU-T reference decoder) is not installed")
+    call = dataclasses.replace(fx_truncated.MULAW, codec="G722", header_cut=(), sip_cut="")
+    site = Site(tmp_path).init()
+    pcap = tmp_path / "cut.pcap"
+    write_pcap(str(pcap), call.packets())
+    assert site.replay(pcap) == 0
+    [rec] = site.list(capsys)
+    assert rec["audio"] == "transcoded"
+    data = site.wav_bytes(rec)
+    keep = call.snap - call.rtp_header_end  # bytes captured of a cut packet: 2 samples (4 bytes of PCM) each
+    cuts = call.cuts()
+    for d, channel in zip(call.media(), (1, 2)):
+        audio = channel_bytes(data, channel)
+        first = d.packets[0]
+        anchor = round((first[0] - call.answer_at) * 8000)
+        for _t, seq, ts, payload, _pt, ssrc, _a in d.packets[:-1]:  # (the last: nothing after it, the WAV ends)
+            if cuts.get((ssrc, seq & 0xFFFF)) == "payload":
+                at = (anchor + ((ts - first[2]) & 0xFFFFFFFF)) * 4  # 16 kHz, 2 bytes a sample
+                assert audio[at + keep * 4 : at + len(payload) * 4] == bytes((len(payload) - keep) * 4)
+                assert audio[at : at + keep * 4] != bytes(keep * 4)  # the captured part is audio
+    shown = _show(site, rec["id"], capsys)
+    assert [q["truncated"] for q in shown["quality"]] == [15, 15]
+
+
 def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
     """C refuses a frame whose IP length is beyond what was captured (its ``end <= len(frame)``
     test) and stops there; the Python path places it (and counts it)."""
