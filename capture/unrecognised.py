@@ -9,6 +9,14 @@ here, by what it was (only there: never on the RTP fast path):
 * ``protocol(proto)``: IP that is not UDP nor TCP (``not_udp``), by its IP protocol;
 * ``udp_port(port)``: UDP that is neither RTP nor SIP (``udp_other``), by its destination port.
 
+Live, the kernel's filter (capture/live.py) passes only IPv4 and IPv6: frames of another ethertype
+(MPLS, ...) never reach the pipeline. :class:`LeftOut` finds how many there were (the interface's
+received frames less the capture socket's) and the service adds them to ``kernel_filtered``. They
+count as packets, and as not understood only in a window where they are over ``FILTERED_SHARE`` of
+all (a mirror that is all MPLS): a port's ARP and STP beside its IP traffic are not an alarm.
+Likewise link-layer chatter that reaches the pipeline (ARP, LLDP, LACP, 802.3 frames such as STP and
+CDP: ``CHATTER``) is counted and shown but is not "not understood".
+
 Each table keeps at most ``TOP`` values per window (the rest are counted as ``other``) and is
 emptied when the window closes. ``look(now, calls)``, called at every housekeeping tick (about once
 a second of packet time, live and in replay alike), decides whether the traffic is understood:
@@ -24,12 +32,13 @@ only: ethertypes, protocols, ports; never an address), then at most once per ``R
 time while it lasts; ``standing`` holds the text meanwhile (the service's status shows it). It clears
 on a window whose share is below ``CLEAR_SHARE`` with SIP seen (not merely a quiet one), said once at
 INFO (``EVENT=capture-understood``); a later episode is logged again. ``counters`` get
-``capture_unrecognised`` (packets not understood, the sum above) and ``capture_unrecognised_standing``
+``capture_unrecognised`` (packets not understood, the sum above less the chatter) and ``capture_unrecognised_standing``
 (1 while the condition lasts, else 0).
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 
 from .decode import _network_offset
@@ -49,6 +58,8 @@ REPEAT = 3600.0  # s: said again at most once an hour while it lasts
 TOP = 16  # distinct values counted per kind in a window; the rest are "other"
 SHOWN = 5  # values named per kind in the journal line and in status, the most frequent first
 OTHER = -1
+FILTERED_SHARE = 0.9  # live: frames the kernel's filter left out count when over 90 % of the window's
+CHATTER = (0x0806, 0x88CC, 0x8809)  # ARP, LLDP, slow protocols (LACP); and every 802.3 length (< 0x0600)
 NOT_UNDERSTOOD = ("not_ip", "not_udp", "udp_other", "encap_not_opened")
 
 
@@ -56,7 +67,7 @@ class Unrecognised:
     """The counts of one window, and the condition they raise (see the module's doc)."""
 
     __slots__ = ("counters", "ethertypes", "protocols", "ports", "standing", "_start", "_packets", "_unknown",
-                 "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last")  # fmt: skip
+                 "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last", "chatter")  # fmt: skip
 
     def __init__(self, counters: Counter[str]) -> None:
         self.counters = counters
@@ -64,8 +75,10 @@ class Unrecognised:
         self.protocols: dict[int, int] = {}
         self.ports: dict[int, int] = {}
         self.standing: str | None = None  # what status shows while the condition lasts
+        self.chatter = 0  # not-IP frames that are link-layer chatter (CHATTER), all told
         self._start: float | None = None  # packet time the window began
-        self._packets = self._unknown = self._encap = 0  # the counters' values then
+        self._packets = self._unknown = 0  # the counters' values then
+        self._encap = (0, 0)  # encap_not_opened and kernel_filtered then
         self._sip = 0  # sip_messages at the last look
         self._sip_at = 0.0  # packet time a SIP message was last seen (or the first look)
         self._packets_at_sip = 0
@@ -77,7 +90,10 @@ class Unrecognised:
 
     def ethertype(self, linktype: int, frame: bytes) -> None:
         net = _network_offset(linktype, frame)
-        _count(self.ethertypes, net[0] if type(net) is tuple else OTHER)
+        etype = net[0] if type(net) is tuple else OTHER
+        if etype in CHATTER or (linktype == 1 and 0 <= etype < 0x0600):  # (Ethernet: 802.3 length, LLC)
+            self.chatter += 1
+        _count(self.ethertypes, etype)
 
     def protocol(self, proto: int) -> None:
         _count(self.protocols, proto)
@@ -89,11 +105,11 @@ class Unrecognised:
 
     def look(self, now: float, calls_in_progress: int) -> None:
         c = self.counters
-        packets = c["packets"]
-        unknown = sum(c[k] for k in NOT_UNDERSTOOD)
+        packets = c["packets"] + c["kernel_filtered"]  # (live: frames the kernel's filter left out, see LeftOut)
+        unknown = sum(c[k] for k in NOT_UNDERSTOOD) - self.chatter
         c["capture_unrecognised"] = unknown
         if self._start is None:
-            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, c["encap_not_opened"]
+            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, _marks(c)
             self._sip, self._sip_at, self._packets_at_sip = c["sip_messages"], now, packets
             return
         if c["sip_messages"] != self._sip:
@@ -102,6 +118,9 @@ class Unrecognised:
                         and not calls_in_progress)  # fmt: skip
         if now - self._start >= WINDOW:
             seen, odd = packets - self._packets, unknown - self._unknown
+            filtered = c["kernel_filtered"] - self._encap[1]
+            if filtered > FILTERED_SHARE * seen:
+                odd += filtered
             if seen >= MIN_PACKETS:
                 share = odd / seen
                 if share >= SHARE:
@@ -110,7 +129,7 @@ class Unrecognised:
                     self._not_understood = False
             self._last = self._counts(odd, seen, now - self._start)
             self.ethertypes, self.protocols, self.ports = {}, {}, {}
-            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, c["encap_not_opened"]
+            self._start, self._packets, self._unknown, self._encap = now, packets, unknown, _marks(c)
         self._decide(now)
 
     def _decide(self, now: float) -> None:
@@ -141,10 +160,44 @@ class Unrecognised:
         parts = [f"ethertype {_hex(k)}: {n}" for k, n in _top(self.ethertypes)]
         parts += [f"ip proto {_name(k)}: {n}" for k, n in _top(self.protocols)]
         parts += [f"udp port {_name(k)}: {n}" for k, n in _top(self.ports)]
-        opened = self.counters["encap_not_opened"] - self._encap
+        opened = self.counters["encap_not_opened"] - self._encap[0]
         if opened:
             parts.append(f"encapsulation not opened: {opened}")
+        filtered = self.counters["kernel_filtered"] - self._encap[1]
+        if filtered:
+            parts.append(f"not IP, left out by the kernel's filter: {filtered}")
         return f"{odd} of {seen} packets in {seconds:.0f} s not understood" + (f" ({', '.join(parts)})" if parts else "")
+
+
+class LeftOut:
+    """Frames the kernel's filter left out on each interface since the last look: what the interface
+    received (``/sys/class/net/IF/statistics/rx_packets``) less what the capture socket received
+    (``captured``, PACKET_STATISTICS since its last read, drops included). 0 when not readable."""
+
+    def __init__(self, root: str = "/sys/class/net") -> None:
+        self.root = root
+        self._last: dict[str, int] = {}
+
+    def frames(self, interface: str, captured: int) -> int:
+        if not interface or "/" in interface or interface in (".", ".."):
+            return 0
+        try:
+            fd = os.open(f"{self.root}/{interface}/statistics/rx_packets", os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                received = int(os.read(fd, 32).strip() or 0)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return 0
+        last = self._last.get(interface)
+        self._last[interface] = received
+        if last is None or received < last:  # the first look, or the counter reset
+            return 0
+        return max(0, received - last - captured)
+
+
+def _marks(c: Counter[str]) -> tuple[int, int]:
+    return c["encap_not_opened"], c["kernel_filtered"]
 
 
 def _count(table: dict[int, int], key: int) -> None:

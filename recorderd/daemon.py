@@ -31,6 +31,7 @@ from capture import fast
 from capture.encap import COUNTER_NAMES as ENCAP_COUNTERS
 from capture.live import RingSource
 from capture.pipeline import CapturePipeline
+from capture.unrecognised import LeftOut
 from storage import signing
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
@@ -59,6 +60,7 @@ class Daemon:
         self.notifier = Notifier()
         self.started = time.time()
         self.alerts: dict[str, str] = {}  # standing conditions, by kind: first in STATUS=, and in recorderctl status
+        self.left_out = LeftOut()  # frames the kernel's filter did not pass (not IP), per interface
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -238,6 +240,9 @@ class Daemon:
     def _capture_stats(self, pipeline: CapturePipeline, source: RingSource) -> None:
         for st in source.stats():
             pipeline.counters["kernel_packets"] += st.packets
+            left_out = self.left_out.frames(st.interface, st.packets)
+            if left_out:
+                pipeline.counters["kernel_filtered"] += left_out  # not understood (capture/unrecognised.py)
             if st.drops:
                 pipeline.counters["kernel_drops"] += st.drops
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
@@ -260,8 +265,8 @@ class Daemon:
         c = pipeline.counters
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
-                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "capture_unrecognised", "erasures",
-                "keep_failures")  # fmt: skip
+                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "capture_unrecognised", "kernel_filtered",
+                "erasures", "keep_failures")  # fmt: skip
         encap = "".join(f" {k}={c[k]}" for k in ENCAP_COUNTERS if c[k])  # remote SPAN, where a mirror sends it
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys) + encap, extra={"EVENT": "stats"})
 

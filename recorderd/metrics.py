@@ -42,6 +42,7 @@ COUNTERS = {
     "encap_not_opened": "Encapsulated packets not opened: encapsulation not enabled or not from a collector",
     "encap_malformed": "Encapsulated packets dropped: header cut short or invalid, or nested too deep",
     "capture_unrecognised": "Packets not understood: not IP, IP not UDP/TCP, UDP neither RTP nor SIP, or an encapsulation not opened",
+    "kernel_filtered": "Frames the kernel's filter left out (not IPv4/IPv6: MPLS, ARP, ...): the interface's count less the capture's",
     "evidence_frames_over_cap": "Frames of a reassembled SIP message not kept in the evidence pcap: over 64 a datagram or TCP stream",
     "erasures": "Recordings erased by retention",
     "control_refused_busy": "recorderctl connections refused: every request slot taken",

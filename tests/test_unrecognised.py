@@ -201,6 +201,57 @@ def test_a_frame_too_short_for_its_ethertype_is_other(port: Port) -> None:
     assert port.watch.ethertypes == {un.OTHER: 2}
 
 
+def test_link_chatter_is_shown_but_is_not_an_alarm(port: Port) -> None:
+    """ARP, LLDP and STP (an 802.3 frame) on a quiet port with SIP: counted, named, not understood-or-not."""
+    for _ in range(120):
+        port.now += 1.0
+        for etype in (b"\x08\x06", b"\x88\xcc", b"\x00\x26"):  # ARP, LLDP, an 802.3 length (STP)
+            for _ in range(10):
+                port.watch.ethertype(1, b"\0" * 12 + etype)
+        port.counters["packets"] += 40
+        port.counters["not_ip"] += 30
+        port.counters["sip_messages"] += 1
+        port.watch.look(port.now, 0)
+    assert port.watch.standing is None and port.counters["capture_unrecognised"] == 0
+    assert port.watch.ethertypes == {}  # (the window just closed: emptied)
+
+
+def test_frames_the_kernel_left_out_alarm_only_when_they_are_nearly_all(port: Port) -> None:
+    """Live, a mirror that is all MPLS never reaches the pipeline: the interface's count less the
+    socket's says how many frames the kernel's filter left out. Beside IP traffic they are chatter."""
+    for _ in range(60):
+        port.now += 1.0
+        port.counters["kernel_filtered"] += 50  # ARP and the like, beside...
+        port.counters["packets"] += 100  # ...understood IP
+        port.counters["sip_messages"] += 1
+        port.watch.look(port.now, 0)
+    assert port.watch.standing is None
+    for _ in range(60):
+        port.now += 1.0
+        port.counters["kernel_filtered"] += 100  # all of it left out
+        port.watch.look(port.now, 0)
+    assert port.watch.standing == ("traffic not understood: 6000 of 6000 packets in 60 s not understood "
+                                   "(not IP, left out by the kernel's filter: 6000)")  # fmt: skip
+
+
+def test_left_out_is_the_interface_count_less_the_sockets(tmp_path: Path) -> None:
+    stats = tmp_path / "span0" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_packets").write_text("1000\n")
+    left = un.LeftOut(str(tmp_path))
+    assert left.frames("span0", 700) == 0  # the first look is the baseline
+    (stats / "rx_packets").write_text("5000\n")
+    assert left.frames("span0", 1000) == 3000
+    assert left.frames("span0", 10) == 0  # nothing new
+    (stats / "rx_packets").write_text("10\n")
+    assert left.frames("span0", 0) == 0  # the counter was reset (the link re-created)
+    assert left.frames("../span0", 0) == left.frames("absent0", 0) == left.frames("", 0) == 0
+    (tmp_path / "link0").mkdir()
+    (tmp_path / "link0" / "statistics").mkdir()
+    (tmp_path / "link0" / "statistics" / "rx_packets").symlink_to(stats / "rx_packets")
+    assert left.frames("link0", 0) == 0  # not followed
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.pcap") if not p.name.startswith("unrecognised-")))
 def test_no_other_fixture_says_it(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site = Site(tmp_path).init()
