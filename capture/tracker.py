@@ -20,6 +20,22 @@ call's INVITE went *to*, from the same caller, within ``LEG_WINDOW`` s, is that 
 not recorded again. The active calls are indexed by (INVITE destination, caller), so finding the
 first leg costs one lookup, not a scan of the table.
 
+An SBC with two faces (capture/legs.py) shows one conversation as two designated calls with other
+signalling addresses on both ends and a new Call-ID: same caller, same designated number, within
+``legs.FACE_WINDOW`` s. That makes the later one a candidate; the proof is the RTP payloads the SBC
+relays between them within milliseconds, compared on the slow path for the first packets only
+while the candidate's media is held. Proven, or carrying no media at all, the candidate is not
+recorded and the first call's recording links it (``calls_other_leg``); unsure, it is recorded as
+well (its held packets replayed, byte for byte) and both are linked as unsure
+(``calls_other_leg_unsure``): a doubt never costs a designated call's audio. With trunk networks
+configured the inside face is not from the trunk side and is not recorded (``calls_not_inbound``).
+
+Transfers (capture/transfer.py): a REFER the contact centre's side sends in a recorded dialog makes
+the caller's new INVITE to its target (or with its Replaces) the next part of the same
+conversation, whatever number it calls (``calls_transferred``); an INVITE to a designated number
+that follows a transfer in a dialog that was not recorded is not recorded
+(``calls_transferred_in``).
+
 A recording starts with the call's first G.711 packet (or, for an answered call that never
 carried media, at its end) and ends on BYE, CANCEL, a final error, an inactivity timeout measured
 in packet time, or the end of the capture. Hold (sendonly/inactive/0.0.0.0) is neither an end nor
@@ -41,7 +57,7 @@ from .ringing import RingingCalls
 from .sdp import SessionDescription, sdp_in_body
 from .sink import CallEnd, RecordingSink
 from .sip import SipMessage, header_tag, name_addr, split_list, uri_user, uri_user_context
-from .transfer import Transfers, replaces_call_id, says_transferred
+from .transfer import Transfers, replaces_call_id
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +118,8 @@ class CallTracker:
                 for when, lt, f in frames or ((ts, linktype, frame),):
                     closing.sip_frame(when, lt, f)  # the 200 to the BYE, for the evidence
             if msg.method != "INVITE":
+                if msg.method == "REFER" and msg.is_request and closing is None:
+                    self.transfers.refer_not_recorded(ts, msg, dst)  # a call not recorded, transferred
                 return
             call = self._new_call(ts, src, dst, msg)
             if call is None:
@@ -167,7 +185,7 @@ class CallTracker:
             did = self.called_did(msg)
             if did is None:
                 return self._ignore(cid, ts, "calls_not_designated")
-            if says_transferred(msg):
+            if self._transferred_in(ts, src, msg):
                 return self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
             if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
                 return self._ignore(cid, ts, "calls_not_inbound")
@@ -206,6 +224,14 @@ class CallTracker:
         if replaced and replaced != msg.call_id:
             return self.calls.get(replaced) or self.closing.get(replaced)
         return None
+
+    def _transferred_in(self, ts: float, src: bytes, msg: SipMessage) -> bool:
+        """The INVITE (Referred-By or Replaces) follows a transfer of a call that is not recorded: a
+        REFER seen in that dialog, or a Replaces naming it."""
+        replaced = replaces_call_id(msg)
+        if not (replaced or msg.header("referred-by")):
+            return False
+        return bool(replaced and replaced in self.ignored) or self.transfers.transferred_in(ts, src, msg)
 
     def not_recorded_leg(self, call: Call, ts: float) -> None:
         """An SBC's other face of a recorded call (capture/legs.py): let go, its media not routed."""

@@ -96,6 +96,32 @@ def test_a_call_transferred_in_from_a_number_not_designated_is_not_recorded() ->
     assert pipeline.counters["calls_transferred_in"] == 1
 
 
+def test_a_long_call_not_designated_transferred_in_is_not_recorded(tmp_path: Path) -> None:
+    """The REFER comes 100 s into a call to a number that is not designated (long after its INVITE
+    was forgotten): the call it makes to 044-200-3939 is still one received elsewhere."""
+    import fx_transfers
+
+    elsewhere = fx_transfers.Part("t-in-1@203.0.113.5", "sip:0449999999@192.0.2.10", "sip:0449999999@192.0.2.10",
+                                  "09012348888", fx_transfers.T, talk=101.0, refer_at=100.0, seed=187,
+                                  refer_to="sip:0442003939@192.0.2.10")  # fmt: skip
+    second = fx_transfers.Part("t-in-2@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10",
+                               "09012348888", elsewhere.refer_time + 0.1, seed=188,
+                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+    pipeline, sink = replay(write(tmp_path, [elsewhere, second]))
+    assert sink.ended == {} and pipeline.counters["calls_transferred_in"] == 1
+
+
+def test_a_referred_by_alone_does_not_stop_a_designated_call(tmp_path: Path) -> None:
+    """A call transferred to 044-200-3939 on another system (no REFER on this mirror) arrives on
+    the designated number: it is recorded."""
+    import fx_transfers
+
+    call = fx_transfers.designated_call("t-ext-1@203.0.113.5", "09012347777", fx_transfers.T, 189,
+                                        extra_headers=("Referred-By: <sip:someone@198.51.100.77>",))  # fmt: skip
+    pipeline, sink = replay(write(tmp_path, [call]))
+    assert sorted(sink.ended) == ["t-ext-1@203.0.113.5"] and pipeline.counters["calls_transferred_in"] == 0
+
+
 def test_the_public_refer_transfer_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """refer-transfer-g711u-dtmf.pcap: 201's call to the auto attendant (user 0) is answered and transferred with REFER (Refer-To 204); 201 then
     calls 204 with Referred-By. With 204 and 201 designated, recorderd sees the REFER in a dialog
