@@ -368,3 +368,17 @@ def test_replay_says_what_the_remote_mirror_sent(tmp_path: Path, capsys: pytest.
         "; encapsulations: none opened; 307 not opened (not enabled, or not from a collector)")
     assert site.replay(FIXTURES / "inbound-mulaw.pcap") == 0
     assert "encapsulations" not in capsys.readouterr().out  # a plain SPAN capture: as before
+
+
+@pytest.mark.parametrize("outer", ["ipv6", "vlan"])
+def test_erspan_over_ipv6_or_a_tagged_collector_port_is_recorded(outer: str) -> None:
+    plain = frames_of(FIXTURES / "inbound-mulaw.pcap")
+    src, dst = ("2001:db8:77::7", "2001:db8:77::20") if outer == "ipv6" else ("198.51.100.7", "198.51.100.20")
+    tags = (0x8100,) if outer == "vlan" else ()
+    sink = Calls()
+    pipeline = CapturePipeline(DIDS, sink)
+    pipeline.feed([(ts, 1, ip_frames(src, dst, 47, gre(0x88BE, erspan2(f), seq=i), tags=tags)[0])
+                   for i, (ts, _, f) in enumerate(plain)])  # fmt: skip
+    pipeline.finish("capture-end")
+    assert sink.started == ["call-mulaw-1@203.0.113.5"]
+    assert pipeline.counters["encap_erspan2"] == pipeline.counters["packets"] == len(plain)
