@@ -249,6 +249,7 @@ class SpoolRecording:
         """Another leg of this conversation, not recorded (capture.sink.RecordingHandle.link_leg)."""
         if len(self.linked_legs) < 16:
             self.linked_legs.append((call_id, how))
+            self.sidecar.leg(call_id, how)  # recovered with the recording after a crash
 
     def end(self, result: Any) -> None:
         frames = 0

@@ -66,6 +66,7 @@ def recover_spool(store: Store) -> list[str]:
             recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
             end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
             pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
+            linked_legs=meta.get("linked_legs") or [],
         )  # fmt: skip
         recovered.append(recording_id)
         log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,

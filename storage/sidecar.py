@@ -6,8 +6,9 @@ into place whole: a full disk leaves no sidecar at all (and the call is reported
 never an empty or a partial one. Each later line is the streams' figures at that moment, appended
 as the spool is written (after ``FIRST_PROGRESS`` s of audio, then every ``PROGRESS_EVERY`` s,
 never per packet), with the DTMF
-events new since the line before. A write the disk cannot take is cut back; a crash can cut the
-last line: recovery reads the last whole one. A sidecar is not rewritten in place: on ext4 a
+events new since the line before; and a line for each other leg of the conversation seen and not
+recorded (``{"leg": [Call-ID, how]}``, a rare event, not per packet). A write the disk cannot take
+is cut back; a crash can cut the last line: recovery reads the last whole one. A sidecar is not rewritten in place: on ext4 a
 rename over a file costs half a millisecond, which 3,000 calls a second could not afford.
 """
 from __future__ import annotations
@@ -48,6 +49,25 @@ class CallSidecar:
         self.events_kept: dict[int, int] = {}  # channel -> DTMF events in the lines so far
         self.failed = False  # a write failed (a full disk): no more lines, the last whole one stands
 
+    def leg(self, call_id: str, how: str) -> None:
+        """Append a linked leg (``SpoolRecording.link_leg``), for recovery to keep with the recording."""
+        self._append((json.dumps({"leg": [str(call_id)[:512], str(how)[:20]]}) + "\n").encode())
+
+    def _append(self, line: bytes) -> bool:
+        if self.fd < 0 or self.failed:
+            return False
+        try:
+            _write(self.fd, line)
+        except OSError:
+            self.failed = True
+            try:
+                os.ftruncate(self.fd, self.size)  # no partial line left behind
+            except OSError:
+                pass
+            return False
+        self.size += len(line)
+        return True
+
     def progress(self, streams: list[dict[str, Any]]) -> None:
         """Append the figures so far (stream records as the index keeps them, DTMF included)."""
         if self.fd < 0 or self.failed:
@@ -58,17 +78,8 @@ class CallSidecar:
             start = max(0, self.events_kept.get(s["channel"], 0) - 1)  # the last may have grown longer
             dtmf[str(s["channel"])] = [start, events[start:]]
             figures.append({k: v for k, v in s.items() if k != "dtmf"})
-        line = (json.dumps({"streams": figures, "dtmf": dtmf}) + "\n").encode()
-        try:
-            _write(self.fd, line)
-        except OSError:
-            self.failed = True
-            try:
-                os.ftruncate(self.fd, self.size)  # no partial line left behind
-            except OSError:
-                pass
+        if not self._append((json.dumps({"streams": figures, "dtmf": dtmf}) + "\n").encode()):
             return
-        self.size += len(line)
         for s in streams:
             self.events_kept[s["channel"]] = len(s.get("dtmf", []))
 
@@ -84,8 +95,9 @@ class CallSidecar:
 
 
 def read_sidecar(path: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """The call's metadata, and its streams' figures at the last whole line (None when no line of
-    figures was written). ``ValueError`` when the call's line is unreadable."""
+    """The call's metadata (with ``linked_legs``: the (Call-ID, how) of its leg lines), and its
+    streams' figures at the last whole line (None when no line of figures was written).
+    ``ValueError`` when the call's line is unreadable."""
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
     meta = json.loads(lines[0])
@@ -93,9 +105,14 @@ def read_sidecar(path: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None
         raise ValueError("the call's line is not an object")
     streams: list[dict[str, Any]] | None = None
     events: dict[str, list[Any]] = {}
+    legs: list[tuple[str, str]] = []
+    meta["linked_legs"] = legs
     for raw in lines[1:]:
         try:
             line = json.loads(raw)
+            if isinstance(line, dict) and isinstance(line.get("leg"), list) and len(line["leg"]) == 2:
+                legs.append((str(line["leg"][0]), str(line["leg"][1])))
+                continue
             figures, dtmf = line["streams"], line["dtmf"]
             merged = {ch: events.get(ch, [])[: int(start)] + list(new) for ch, (start, new) in dtmf.items()}
         except (ValueError, KeyError, TypeError):

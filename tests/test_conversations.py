@@ -314,3 +314,29 @@ def test_a_part_recovered_after_a_crash_keeps_its_conversation_and_part(tmp_path
     listed = ctl_json(site, capsys, "list")
     assert [(r["id"], r["part"], r["parts"], r["part_reason"], r["conversation"]) for r in listed] == [
         (p1, 1, 2, "", t), (recovered, 2, 2, "codec-change", t)]  # fmt: skip
+
+
+def test_the_linked_legs_of_a_recording_recovered_after_a_crash_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The legs seen during the call are lines of the spool sidecar: a recording recovered after the
+    service died keeps them (sealed in the index like any), and the spool keeps nothing after."""
+    from storage.recovery import recover_spool
+
+    site = Site(tmp_path).init()
+    store = site.open_store()
+    try:
+        info = CallInfo(call_id="call-crash-legs", did=DID, did_label=LABEL, caller=CALLER, started_at=START, codec="PCMU",
+                        conversation=token("call-crash-legs"))  # fmt: skip
+        rec = store.sink().call_started(info)
+        rec.link_leg(LEG_IDS[0], "address")
+        for i in range(100):
+            rec.audio(1, i * 160, b"\x11" * 160)
+        rec.link_leg(LEG_IDS[1], "unsure")
+        rec._flush(final=True)  # on disk, then the process dies: no end()
+        rec.file.close()
+        rec.sidecar.close()
+        [recovered] = recover_spool(store)
+    finally:
+        store.close()
+    shown = ctl_json(site, capsys, "show", recovered)
+    assert shown["linked_legs"] == [{"how": "address", "call_id": LEG_IDS[0]}, {"how": "unsure", "call_id": LEG_IDS[1]}]
+    assert site.spool_files() == []
