@@ -265,3 +265,10 @@ def test_store_full_at_the_codec_change_keeps_the_first_part_and_counts_the_loss
     store.close()
     assert (pipeline.counters["calls_recorded"], pipeline.counters["calls_lost_store_full"]) == (1, 1)
     assert any(r.levelname == "CRITICAL" and getattr(r, "EVENT", "") == "call-lost" for r in caplog.records)
+
+
+def test_replay_summary_counts_each_part_kept(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert site.replay(FIXTURES / "codec-change-back.pcap") == 0
+    out = capsys.readouterr().out
+    assert ": 3 recorded, 0 not designated," in out and "could not be kept" not in out, out
