@@ -19,6 +19,7 @@ import heapq
 import json
 import os
 import random
+import socket
 import struct
 import sys
 from collections.abc import Iterator
@@ -204,3 +205,67 @@ def check_against_generator(plan: SpanPlan, calls: int = 2) -> None:
         fast = sorted(rtp_frames(call))
         if slow != fast:
             raise RuntimeError(f"bench frames of {call.call_id} differ from SipCall.rtp_frames()")
+
+
+# -- the same capture as a remote mirror delivers it (issue 14) -----------------------------------------
+
+ERSPAN_SOURCE, ERSPAN_PROBE = "198.18.0.1", "198.18.0.9"  # the switch's ERSPAN session -> the recorder
+_gre_seq_erspan = struct.Struct("!HHIHHI").pack  # GRE flags (S), 0x88BE, sequence; ERSPAN II header
+
+
+def _erspan_prefix(length: int) -> bytes:
+    """Ethernet + IPv4 (DF, checksum filled in) for an outer packet carrying a frame of ``length``
+    bytes in GRE with a sequence number (8 bytes) and an ERSPAN II header (8 bytes)."""
+    from frames import ip_checksum
+
+    total = 20 + 8 + 8 + length
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 47, 0, socket.inet_aton(ERSPAN_SOURCE),
+                     socket.inet_aton(ERSPAN_PROBE))  # fmt: skip
+    ip = ip[:10] + struct.pack("!H", ip_checksum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x09\x02\x00\x00\x00\x00\x08\x08\x00" + ip
+
+
+def erspan_copy(path: Path, meta: dict) -> tuple[Path, dict]:
+    """``path`` (a capture made by :func:`span_capture`) with every frame wrapped as a switch's
+    ERSPAN type II session sends it: outer Ethernet/IPv4 from 198.18.0.1 to the recorder, GRE with
+    the sequence bit (0x88BE), the 8-byte ERSPAN header (version 1, session 1, the index counting
+    packets), then the frame as it was. Same times. Cached beside the plain capture (its name plus
+    ``-erspan2``, so a new generator's digest removes both)."""
+    stem, digest = path.stem.rsplit("-", 1)
+    out = path.with_name(f"{stem}-erspan2-{digest}.pcap")
+    sidecar = out.with_suffix(".json")
+    if out.exists() and sidecar.exists():
+        wrapped = json.loads(sidecar.read_text())
+        wrapped["cached"] = True
+        return out, wrapped
+    import mmap
+    import time
+
+    started = time.perf_counter()
+    prefixes: dict[int, bytes] = {}
+    staging = out.with_name(out.name + ".part")
+    count = 0
+    with open(path, "rb") as src, mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as buf, \
+            open(staging, "wb", buffering=1 << 22) as dst:  # fmt: skip
+        dst.write(PCAP_HEADER)
+        write_ = dst.write
+        off, end = 24, len(buf)
+        unpack = struct.Struct("<IIII").unpack_from
+        while off + 16 <= end:
+            sec, usec, incl, _orig = unpack(buf, off)
+            prefix = prefixes.get(incl)
+            if prefix is None:
+                prefix = prefixes[incl] = _erspan_prefix(incl)
+            n = incl + 14 + 20 + 16
+            write_(_record(sec, usec, n, n))
+            write_(prefix)
+            write_(_gre_seq_erspan(0x1000, 0x88BE, count & 0xFFFFFFFF, 0x1000, 1, count & 0xFFFFF))
+            write_(buf[off + 16 : off + 16 + incl])
+            off += 16 + incl
+            count += 1
+    os.replace(staging, out)
+    wrapped = {**{k: v for k, v in meta.items() if k != "cached"}, "packets": count, "bytes": out.stat().st_size,
+               "wrapped_from": path.name, "wrapped_in_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    sidecar.write_text(json.dumps(wrapped, indent=1))
+    wrapped["cached"] = False
+    return out, wrapped
