@@ -16,7 +16,8 @@ While a candidate is open both calls' streams run on the slow path (their class 
 :class:`ProbedStream`, the first leg's streams are taken from the C core): the first leg goes on
 being recorded as before while the payloads of its first ``OBSERVE_PACKETS`` packets are noted;
 the candidate's packets are *held*, not recorded (at most ``HOLD_PACKETS``, for at most
-``PROBE_SECONDS`` of packet time after the first of them). ``RELAY_MATCHES`` payloads seen on both
+``PROBE_SECONDS`` of packet time after the first of them; at most ``MAX_PROBES`` comparisons at
+once, past which a candidate is recorded as a call of its own). ``RELAY_MATCHES`` payloads seen on both
 legs within ``RELAY_DELAY`` s of each other prove it; a payload of one repeated byte (silence)
 proves nothing. Nothing of this runs for a call that has no candidate.
 
@@ -53,6 +54,7 @@ RELAY_DELAY = 0.1  # s: a relayed payload appears on the other leg within this
 RELAY_MATCHES = 3  # relayed payloads that prove two legs one conversation
 MIN_PAYLOAD = 8  # bytes: shorter payloads (DTMF events, comfort noise) prove nothing
 FACES_PER_KEY = 16  # calls kept per (designated number, caller) for matching
+MAX_PROBES = 64  # comparisons open at once at most: past that a candidate is a call of its own
 
 
 class ProbedStream(StreamAssembler):
@@ -132,8 +134,8 @@ class LegMatcher:
     def first_face(self, ts: float, did_key: str, caller: str, src: bytes, dst: bytes) -> Call | None:
         """The active designated call this new INVITE may be the other face of."""
         faces = self.faces.get((did_key, caller))
-        if faces is None:
-            return None
+        if faces is None or len(self.probes) >= MAX_PROBES:
+            return None  # (a flood of lookalikes cannot hold unbounded media: each is simply recorded)
         self._prune(faces, ts)
         if not faces:
             del self.faces[(did_key, caller)]

@@ -147,3 +147,21 @@ def test_with_trunk_networks_the_inside_face_is_not_inbound() -> None:
     pipeline, sink = replay(FIXTURES / "sbc-two-faces.pcap", trunk_networks=["203.0.113.0/24"])
     assert sorted(sink.ended) == ["sbc-outside-1@203.0.113.5"]
     assert pipeline.counters["calls_not_inbound"] == 1
+
+
+def test_a_flood_of_lookalikes_holds_a_bounded_number_and_loses_nothing(tmp_path: Path) -> None:
+    """70 callers, each at once through both 'faces' with audio that is not relayed: at most
+    MAX_PROBES comparisons hold media at a time; every call is recorded with all its packets."""
+    import fx_legs
+
+    from capture.legs import MAX_PROBES
+
+    calls = []
+    for i in range(70):
+        caller = f"0905555{i:04d}"
+        first = dataclasses.replace(fx_legs.outside(f"flood-{i}-a@203.0.113.5", caller, fx_legs.T, 1000 + 2 * i), talk=1.0)
+        calls += [first, fx_legs.inside(f"flood-{i}-b@198.51.100.2", first, caller, fx_legs.T + 0.002, 1001 + 2 * i,
+                                        relay=False, talk=1.0)]  # fmt: skip
+    pipeline, sink = replay(write(tmp_path, calls))
+    assert len(sink.ended) == 140 and all(h.payloads == 100 for h in sink.ended.values())
+    assert pipeline.counters["calls_other_leg_unsure"] == MAX_PROBES and pipeline.counters["calls_other_leg"] == 0
