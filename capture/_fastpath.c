@@ -12,7 +12,9 @@
  *   FastPath      CapturePipeline.feed's fast path: Ethernet, IPv4 without options, UDP, RTP v2,
  *                 one hash lookup on the destination; media of calls not recorded is counted and
  *                 dropped, media from another source than the direction's learned one is counted
- *                 and dropped, steady RTP of recorded calls is handled whole.
+ *                 and dropped, steady RTP of recorded calls is handled whole. The same for the
+ *                 inner frame of a remote SPAN packet in the common forms (ERSPAN II/III over plain
+ *                 GRE, a plain gretap, VXLAN; capture/encap.py opens the rest; tests/test_fastpath_encap.py).
  *
  * Anything else (SIP, the first packet of a source, a re-anchoring, DTMF, comfort noise, a late
  * payload to patch, another link type, a tick of housekeeping due) stops the loop *before* anything
