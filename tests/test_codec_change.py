@@ -272,3 +272,24 @@ def test_replay_summary_counts_each_part_kept(site: Site, capsys: pytest.Capture
     assert site.replay(FIXTURES / "codec-change-back.pcap") == 0
     out = capsys.readouterr().out
     assert ": 3 recorded, 0 not designated," in out and "could not be kept" not in out, out
+
+
+def test_export_of_the_conversation_gives_every_codec_part(site: Site, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    whole = codec_call("call-k-12", NUMBER, 102, ((1.0, "PCMA"), (2.0, "G722")))
+    recs = replay(site, tmp_path, whole.packets(), capsys)
+    assert [(r["codec"], r["part"], r["parts"], r["part_reason"]) for r in recs] == [
+        ("PCMU", 1, 3, ""), ("PCMA", 2, 3, "codec-change"), ("G722", 3, 3, "codec-change")]  # fmt: skip
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    capsys.readouterr()
+    assert site.ctl("export", recs[1]["id"], "--conversation", "--out", str(folder), "--purpose", "quality") == 0
+    for rec, exp in zip(recs, expected(whole)):
+        wav = (folder / f"{rec['id']}.wav").read_bytes()
+        assert wav == site.wav_bytes(rec)
+        info = read_info(wav)
+        assert info.frames == exp["frames"]
+        for chan in exp["channels"]:
+            assert hashlib.sha256(channel_bytes(wav, chan["channel"])).hexdigest() == chan["sha256"]
+        manifest = json.loads((folder / f"{rec['id']}.wav.manifest.json").read_text())
+        assert (manifest["conversation"]["part"], manifest["conversation"]["part_reason"]) == (rec["part"], rec["part_reason"])
