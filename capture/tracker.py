@@ -189,7 +189,10 @@ class CallTracker:
                 return self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
             if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
                 return self._ignore(cid, ts, "calls_not_inbound")
-            if self._first_leg(ts, src, caller) is not None:
+            first_leg = self._first_leg(ts, src, caller)
+            if first_leg is not None:
+                if len(first_leg.linked_legs) < 16:
+                    first_leg.linked_legs.append((cid, "address"))  # the B2BUA's own leg, linked to the recording
                 return self._ignore(cid, ts, "calls_second_leg")
             first_face = self.faces.first_face(ts, did.key, caller, src, dst)
         if not self._make_room(ts, src, did):

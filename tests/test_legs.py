@@ -165,3 +165,12 @@ def test_a_flood_of_lookalikes_holds_a_bounded_number_and_loses_nothing(tmp_path
     pipeline, sink = replay(write(tmp_path, calls))
     assert len(sink.ended) == 140 and all(h.payloads == 100 for h in sink.ended.values())
     assert pipeline.counters["calls_other_leg_unsure"] == MAX_PROBES and pipeline.counters["calls_other_leg"] == 0
+
+
+def test_a_b2buas_second_leg_is_linked_by_address() -> None:
+    """The B2BUA whose second leg starts where the first one went (pcap_fixtures/b2bua): not
+    recorded again, and now linked to the recording (how "address")."""
+    pipeline, sink = replay(FIXTURES / "b2bua.pcap")
+    (handle,) = sink.ended.values()
+    assert handle.links == [(handle.info.call_id + "-leg2", "address")]
+    assert pipeline.counters["calls_second_leg"] == 1
