@@ -178,6 +178,7 @@ def wrap(kind: str, frame: bytes, n: int, src: str = COLLECTOR) -> bytes:
         "gretap": lambda: g(0x6558, frame),
         "vxlan": lambda: v(vxlan_header() + frame),
         # opened in Python (C stops at them)
+        "erspan1": lambda: g(0x88BE, frame),  # type I: no ERSPAN header, the frame right after GRE
         "erspan3-sub": lambda: g(0x22EB, erspan3_header(sub=True) + frame),
         "gretap-key-seq": lambda: g(0x6558, frame, flags=0x3000, seq=n),
         "erspan2-key": lambda: g(0x88BE, erspan2_header() + frame, flags=0x2000),
@@ -220,8 +221,8 @@ def wrap(kind: str, frame: bytes, n: int, src: str = COLLECTOR) -> bytes:
 
 
 C_OPENS = ("erspan2", "erspan2-seq", "erspan3", "erspan3-seq", "gretap", "vxlan")
-PYTHON_OPENS = ("erspan3-sub", "gretap-key-seq", "erspan2-key", "erspan2-csum", "vxlan-reserved", "vxlan-flags", "tzsp",
-                "erspan2-ipv6", "vxlan-vlan-inside", "vxlan-in-erspan2")  # fmt: skip
+PYTHON_OPENS = ("erspan1", "erspan3-sub", "gretap-key-seq", "erspan2-key", "erspan2-csum", "vxlan-reserved",
+                "vxlan-flags", "tzsp", "erspan2-ipv6", "vxlan-vlan-inside", "vxlan-in-erspan2")  # fmt: skip
 ODD = ("outer-vlan", "gre-routing", "gre-version1", "gre-recursion", "gre-ip", "erspan2-version2",
        "erspan3-version1", "erspan3-ft-ip", "erspan3-ft-odd", "erspan2-cut", "erspan2-inner-cut", "vxlan-no-i",
        "vxlan-rtp-looking", "vxlan-cut", "vxlan-udp-short", "vxlan-udp-long", "outer-options", "outer-fragment",
@@ -290,8 +291,7 @@ def test_each_remote_mirror_is_kept_the_same_by_c_and_python_and_as_the_plain_ca
         tagged = kind == "vxlan-vlan-inside"
         assert without_counters(got, not tagged) == without_counters(plain, not tagged), kind
         opened = {k: v for k, v in got["counters"].items() if k.startswith("encap_")}
-        name = {"erspan2": "encap_erspan2", "erspan3": "encap_erspan3", "gretap": "encap_gretap",
-                "vxlan": "encap_vxlan", "tzsp": "encap_tzsp"}[kind.split("-")[0]]  # fmt: skip
+        name = f"encap_{kind.split('-')[0]}"  # erspan1, erspan2, erspan3, gretap, vxlan, tzsp
         if kind == "vxlan-in-erspan2":
             assert opened == {"encap_erspan2": len(packets), "encap_vxlan": len(packets)}, kind
         else:
