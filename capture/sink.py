@@ -2,12 +2,16 @@
 
 ``capture`` calls a :class:`RecordingSink`; ``storage`` provides one. Neither package imports the
 other: storage reads these objects by their attribute names (structural typing), and the service
-(``recorderd``) wires the two together.
+(``recorderd``) wires the two together. What capture may use on a recording is declared here as
+Protocols (:class:`RecordingHandle`, and the buffers the C fast path writes into: :class:`LaneBuffers`,
+:class:`EvidenceBuffer`); tests/test_sink_contract.py checks that capture uses no other name and
+that storage's recording satisfies them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +62,50 @@ class CallEnd:
     streams: tuple[StreamStats, ...] = field(default_factory=tuple)
 
 
+@runtime_checkable
+class EvidenceBuffer(Protocol):
+    """A recording's evidence pcap as capture's C fast path appends to it (capture/_fastpath.c)."""
+
+    buf: bytearray  # pcap records not yet written (nanosecond pcap, little-endian): C appends here
+    linktype: int | None  # the file's link type, None until its first frame (C leaves frames to packet() till then)
+    flush_bytes: int  # once ``buf`` holds this many bytes C calls flush()
+
+    def flush(self) -> None:
+        """Write ``buf`` out and empty it."""
+
+
+@runtime_checkable
+class LaneBuffers(Protocol):
+    """The direct-buffer part of a recording handle: where the C fast path places the steady case's
+    audio itself instead of calling ``audio()`` (capture/call.py ``_arm`` checks a handle with
+    ``isinstance(handle, LaneBuffers)``; a handle without these records through ``audio()`` and
+    ``packet()`` alone)."""
+
+    # One buffer per channel, one byte a sample (G.711), starting at sample ``frontier``; None when
+    # the codec is not one byte a sample (C then calls ``audio()``). A payload is placed at
+    # ``position - frontier``, the gap before it padded with ``silence_byte``; ``flush_lanes()`` once
+    # a buffer reaches ``lane_limit`` bytes. A position before ``frontier`` still goes to ``audio()``.
+    lanes: tuple[bytearray, bytearray] | None
+    frontier: int  # read by C for each packet it places
+    lane_limit: int
+    silence_byte: int
+    # The evidence pcap C appends the call's frames to (None: the handle keeps no packets, or its
+    # packet() is all there is: then C leaves the call to Python when it keeps packets).
+    evidence: EvidenceBuffer | None
+
+    def flush_lanes(self) -> None:
+        """A buffer of ``lanes`` reached ``lane_limit``: write what is settled."""
+
+
 class RecordingHandle(Protocol):
+    """What capture may use on a recording (``RecordingSink.call_started`` returns one). Capture
+    uses nothing else on it, but for :class:`LaneBuffers` where the handle also is one."""
+
+    id: str  # the recording's id: what capture may log about it
     keeps_packets: bool  # whether packet() wants the call's frames (the evidence pcap)
+    # Set by capture once the recording is open: a callable returning the streams' StreamStats so
+    # far (the sink saves them as it writes, for crash recovery); the sink lets it go at the end.
+    figures: Callable[[], tuple[StreamStats, ...]] | None
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         """Place ``payload`` (as the codec carried it) at ``position`` (RTP clock ticks from the start)."""
@@ -74,16 +120,6 @@ class RecordingHandle(Protocol):
         """Another call leg of this same conversation (an SBC's or B2BUA's other face, with its own
         Call-ID) was seen and not recorded: the index notes it with this recording. ``how`` says
         how the legs were matched ("address", "rtp-relay", "unsure")."""
-
-    # Optional, for the C fast path (capture/_fastpath.c), which then writes straight into them:
-    #   lanes: (bytearray, bytearray) | None -- one buffer per channel, one byte a sample (G.711),
-    #       starting at sample ``frontier``; a payload is placed at ``position - frontier``, the
-    #       gap before it padded with ``silence_byte``; ``flush_lanes()`` once one reaches
-    #       ``lane_limit`` bytes. A position before ``frontier`` still goes to ``audio()``.
-    #   evidence: an object with ``buf`` (bytearray of pcap records), ``linktype``, ``flush_bytes``
-    #       and ``flush()``: what ``packet()`` appends to.
-    # And where the handle has a ``figures`` attribute, capture sets it to a callable returning the
-    # streams' StreamStats so far: the sink saves them as it writes (for crash recovery).
 
 
 class RecordingSink(Protocol):
