@@ -5,10 +5,11 @@
 
 Generates a synthetic SPAN capture with the project's generator (default 200 concurrent G.711 calls
 x 60 s, ~1.2 M packets, half of them to designated numbers), then measures, each in its own process:
-``recorderd replay`` as a whole, tshark and pyshark on the same capture, the hot path alone (with a
-profile), RSS per concurrent call and over many calls, erasure, the live service, and the web console
-over HTTPS (search, first audio byte, page sizes; bench/console.py). Prints a table with targets and
-verdicts and writes everything to ``bench/results/<timestamp>.json``. See bench/README.md.
+``recorderd replay`` as a whole (and its bytes written to disk per byte kept), tshark and pyshark
+on the same capture, the hot path alone (with a profile), RSS per concurrent call and over many
+calls, erasure, the live service, and the web console over HTTPS (search, first audio byte, page
+sizes; bench/console.py). Prints a table with targets and verdicts and writes everything to
+``bench/results/<timestamp>.json``. See bench/README.md.
 """
 from __future__ import annotations
 
@@ -32,15 +33,17 @@ import erasure  # noqa: E402
 import live  # noqa: E402
 import memory  # noqa: E402
 import whole_process  # noqa: E402
+import write_amplification  # noqa: E402
 from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
 from span_capture import SpanPlan, erspan_copy, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
-SECTIONS = ("replay", "erspan", "tshark", "pyshark", "hotpath", "memory", "erasure", "live", "console")
+SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "memory", "erasure", "live", "console")
 
 # DESIGN.md, "Speed and size targets"
 REPLAY_PKT_S = 500_000
 ERSPAN_RATIO = 0.8  # issue 14: the capture wrapped in ERSPAN II replays at >= 80 % of the plain one's rate
+WRITTEN_PER_KEPT = write_amplification.TARGET  # issue 13: bytes written to disk per byte of recording kept
 TSHARK_RATIO = 2.3
 KIB_PER_CALL = 100
 ERASE_WITHIN_S = 60.0
@@ -195,6 +198,23 @@ class Bench:
                 f"({rate(e['pkt_per_cpu_s'])} / {rate(p['pkt_per_cpu_s'])} per CPU-s; RTP handled in C "
                 f"{e['handled_in_c']:,} / {p['handled_in_c']:,}; encap_erspan2 {e['counters'].get('encap_erspan2', 0):,})",
                 method=e["method"] + ", in a process of its own for each capture")  # fmt: skip
+
+    def write_amplification(self) -> None:
+        """The bench capture replayed into a fresh store: bytes written to disk per byte kept."""
+        done = subprocess.run([sys.executable, str(BENCH / "write_amplification.py"), str(self.path)],
+                              capture_output=True, text=True, timeout=1800, cwd=ROOT)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"write_amplification.py failed: {done.stderr.strip()[-500:]}")
+        w = json.loads(done.stdout)
+        self.results["write-amplification"] = w
+        mb = 1e6
+        self.report.check("write-amplification", "bytes written to disk / byte kept", f"{w['written_per_kept']:.2f} "
+                          f"({w['write_bytes'] / mb:,.0f} MB written, {w['kept_bytes'] / mb:,.0f} MB kept in "
+                          f"{w['files']} files: audio {w['audio_bytes'] / mb:,.0f} + evidence {w['evidence_bytes'] / mb:,.0f})",
+                          f"<= {WRITTEN_PER_KEPT:g}", w["written_per_kept"] <= WRITTEN_PER_KEPT, w["method"])  # fmt: skip
+        self.report.add("write-amplification", "  never reached the disk (cancelled) / net per byte kept",
+                        f"{w['cancelled_write_bytes'] / mb:,.1f} MB / {w['net_written_per_kept']:.2f} "
+                        f"({w['recorded']} recorded, store on {w['store_fs']}, {w['wall_s']:.1f} s)", method=w["method"])  # fmt: skip
 
     def tshark(self) -> None:
         t = whole_process.tshark(self.path, self.meta["packets"])
@@ -468,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(bench.report.render())
         return 1
     for name in SECTIONS:
-        bench.section(name, getattr(bench, name))
+        bench.section(name, getattr(bench, name.replace("-", "_")))
     if args.quick:
         bench.report.notes.append("--quick: sizes too small to judge the targets (start-up dominates the rates, "
                                   "warm-up dominates memory growth); verdicts are indicative only")
