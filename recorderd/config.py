@@ -138,6 +138,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.ring_mb": (_int(2, 4096), 64),
     "capture.block_timeout_ms": (_int(1, 1000), 64),
     "capture.promiscuous": (_bool, True),
+    "capture.snaplen": (_int(64, 262144), 262144),  # bytes of each frame captured; below 1518 frames are cut
     "capture.encapsulations": (_encapsulations, list(ENCAPSULATIONS)),  # remote SPAN: what to open
     "capture.collectors": (_addresses, []),  # and from which mirror addresses only (empty: any)
     "store.path": (_str, None),

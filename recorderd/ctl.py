@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--note")
     p.add_argument("--format", default="wav")
+    p.add_argument("--conversation", action="store_true",
+                   help="every part of the recording's conversation, each its own provision with its manifest, into the folder --out")
     _disclosure(sub)
     _casework(sub)
     p = _sub(sub, "report", "report", "the period report (manager, technician, auditor)")
@@ -263,7 +265,7 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
     out = request.get("out")
     if action in OUTPUT_ACTIONS and isinstance(out, str):
         paths = [out, *signing.manifest_paths(out)] if action in SIGNED_ACTIONS else [out]
-        if action == "export" and request.get("conversation"):  # a folder: each part's copy and manifest in it
+        if action in ("export", "provide") and request.get("conversation"):  # a folder: each part's copy and manifest
             files = [part_path(out, pid, request.get("format") or "wav") for pid in request.get("parts") or ()]
             paths = [p for f in files for p in (f, *signing.manifest_paths(f))]
         for target in paths:
@@ -348,7 +350,8 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
         loss = "-" if q.get("loss_pct") is None else f"{q['loss_pct']}%"
         lines.append(f"  channel {q.get('channel')} {q.get('packets')} packets, lost {q.get('lost')} ({loss}), duplicates "
                      f"{q.get('duplicates')}, jitter {q.get('jitter_ms')} ms, longest gap {q.get('max_gap_ms')} ms"
-                     + (f", cut short by the capture {q['truncated']} (rest silence)" if q.get("truncated") else ""))  # fmt: skip
+                     + (f", cut short by the capture {q['truncated']} (rest silence)" if q.get("truncated") else "")
+                     + (f", mirror copies dropped {q['mirror_duplicates']}" if q.get("mirror_duplicates") else ""))  # fmt: skip
     if data.get("one_way_audio"):
         lines.append("  ONE-WAY AUDIO: one direction carried no audio")
     dtmf = data.get("dtmf") or []
@@ -380,14 +383,14 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
     return "\n".join(lines)
 
 
-def _conversation_parts(config: Config, request: dict[str, Any]) -> tuple[int, str] | None:
-    """``export ID --conversation``: the parts of ID's conversation (asked for with ``show``, which
+def _conversation_parts(config: Config, request: dict[str, Any], op: str = "export") -> tuple[int, str] | None:
+    """``export ID --conversation`` (or ``provide``): the parts of ID's conversation (asked for with ``show``, which
     audits the look), into ``request["parts"]``, so that the copies' files are made beforehand here
     like any copy's. Returns (exit status, why) when it cannot be done."""
     if request.get("request") is not None or not request.get("id"):
-        return 2, "export --conversation needs the recording's id (not --request)"
+        return 2, f"{op} --conversation needs the recording's id (not --request)"
     if not os.path.isdir(request["out"]):
-        return 2, f"export --conversation: --out {request['out']} must be an existing folder (each part goes into it)"
+        return 2, f"{op} --conversation: --out {request['out']} must be an existing folder (each part goes into it)"
     shown = perform(config, "show", {"id": request["id"]})
     parts = ((shown.data or {}).get("conversation") or {}).get("parts") if isinstance(shown.data, dict) else None
     if shown.rc != 0 or not isinstance(parts, list):
@@ -460,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recorderctl: {why}", file=sys.stderr)
             return 1
     request.pop("journal_file", None)
-    if args.op == "export" and args.conversation:
-        failed = _conversation_parts(config, request)
+    if args.op in ("export", "provide") and args.conversation:
+        failed = _conversation_parts(config, request, args.op)
         if failed is not None:
             print(f"recorderctl: {failed[1]}", file=sys.stderr)
             return failed[0]

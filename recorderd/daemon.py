@@ -98,9 +98,7 @@ class Daemon:
         worker = service.store_worker(config)  # keeping and retention, off the capture loop
         pipeline = service.build_pipeline(config, store, worker.keep)
         try:
-            source = RingSource(config["capture.interfaces"], ring_bytes=config["capture.ring_mb"] << 20,
-                                block_timeout_ms=config["capture.block_timeout_ms"],
-                                promiscuous=config["capture.promiscuous"])  # fmt: skip
+            source = capture_source(config)
         except (OSError, ValueError) as exc:
             log.critical("cannot open capture: %s", exc, extra={"EVENT": "capture-failed"})
             worker.close()
@@ -265,10 +263,18 @@ class Daemon:
         c = pipeline.counters
         keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
                 "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
-                "rtp_malformed", "rtp_other_source", "ip_fragment", "tcp_messages", "capture_unrecognised", "kernel_filtered",
+                "rtp_malformed", "rtp_other_source", "mirror_duplicates", "ip_fragment", "tcp_messages", "capture_unrecognised", "kernel_filtered",
                 "erasures", "keep_failures")  # fmt: skip
         encap = "".join(f" {k}={c[k]}" for k in ENCAP_COUNTERS if c[k])  # remote SPAN, where a mirror sends it
         log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys) + encap, extra={"EVENT": "stats"})
+
+
+def capture_source(config: Config) -> RingSource:
+    """The SPAN interfaces' rings as the site configured them (``capture.snaplen``: a length below
+    a full frame is said at start, EVENT=capture-snaplen)."""
+    return RingSource(config["capture.interfaces"], ring_bytes=config["capture.ring_mb"] << 20,
+                      block_timeout_ms=config["capture.block_timeout_ms"], promiscuous=config["capture.promiscuous"],
+                      snaplen=config["capture.snaplen"])  # fmt: skip
 
 
 class SpoolSync:

@@ -14,7 +14,7 @@ COUNTERS = {
     "packets": "Packets read from the capture",
     "kernel_drops": "Packets the kernel dropped (ring full)",
     "calls_designated": "Inbound calls to designated numbers seen",
-    "calls_recorded": "Calls recorded",
+    "calls_recorded": "Recordings kept (a conversation kept in parts counts each part)",
     "recording_parts_codec_change": "Recording parts begun by a codec change mid-call (each part its own recording)",
     "calls_not_designated": "Calls not recorded: not to a designated number",
     "calls_not_inbound": "Calls not recorded: not from the trunk side",

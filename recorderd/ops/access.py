@@ -21,7 +21,9 @@ conversation and the part (``conversation``: its token, part N of M, the other p
 part into DIR (``DIR/<part id>.wav`` with its manifest and signature each), the parts named by the
 request (``parts``: what ``show`` listed), so that a part kept meanwhile is not copied unasked. Each
 part is registered as its own copy and audited in a row of its own: the request's row for ID, an
-``export`` row for each other part.
+``export`` row for each other part. ``provide ID --conversation --out DIR`` hands every part over
+the same way, to one recipient under one basis: each part its own provision record, copy, manifest
+(naming the conversation and its legal basis) and audit row (a ``provide`` row for each other part).
 """
 from __future__ import annotations
 
@@ -307,6 +309,8 @@ def provide(ctx: Context, args: Args) -> Reply:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     row = ctx.store.get(rid)
     ctx.note(basis_article=BASES[basis])
+    if args.flag("conversation"):
+        return _provide_conversation(ctx, args, row, out, fmt, recipient, basis, note)
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "provision", f"provide: {basis}", out, fmt, sha256)
     provision = ctx.casework.add_provision(recording_id=row.id, recipient=recipient, basis=basis, note=note,
@@ -319,9 +323,59 @@ def provide(ctx: Context, args: Args) -> Reply:
             f"({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed over, by "
             f"{iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id}): hand "
             "over all three files")  # fmt: skip
+    conversation = conversation_note(ctx, row)
+    if conversation["other_parts"]:
+        ctx.note(conversation=conversation["token"], part=row.part, parts=conversation["parts"])
+        text += (f"\nthis is part {row.part} of {conversation['parts']} of its conversation: the other part(s) "
+                 f"{', '.join(conversation['other_parts'])} are not in this copy (provide {row.id} --conversation "
+                 "--out DIR provides every part)")  # fmt: skip
     return Reply(text=text, data={"provision": provision, "id": row.id, "recipient": recipient, "basis": basis,
                                   "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id,
-                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id})  # fmt: skip
+                                  "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id,
+                                  "conversation": conversation})  # fmt: skip
+
+
+def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, recipient: str,
+                          basis: str, note: str) -> Reply:  # fmt: skip
+    """Every part of ``row``'s conversation into the folder ``out``, to one recipient under one basis:
+    each part its own provision record, registered copy and signed manifest (which names the
+    conversation), each audited (the request's row for ``row``, a ``provide`` row per other part)."""
+    parts = ctx.store.db().parts(row.conversation)
+    asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
+    ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
+    if asked != [p.id for p in parts]:
+        raise OpError(f"the conversation of {row.id} now has the part(s) {', '.join(p.id for p in parts)}, not "
+                      f"{', '.join(asked)}: nothing was provided; ask again")  # fmt: skip
+    done, lines = [], []
+    for part in parts:
+        target = part_path(out, part.id, fmt)
+        sha256 = write_copy(ctx, part, target, fmt)
+        copy_id, expires = _register(ctx, part, "provision", f"provide: {basis}", target, fmt, sha256)
+        provision = ctx.casework.add_provision(recording_id=part.id, recipient=recipient, basis=basis, note=note,
+                                               recording_sha256=part.sha256, copy_id=copy_id,
+                                               provided_by=ctx.caller.user, provided_at=ctx.now)  # fmt: skip
+        key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision",
+                                basis=basis, provision=provision)  # fmt: skip
+        entry = {"id": part.id, "part": part.part, "provision": provision, "out": target, "sha256": sha256,
+                 "recording_sha256": part.sha256, "copy": copy_id, "expires": iso(expires, ctx),
+                 "manifest": target + signing.MANIFEST_SUFFIX, "key_id": key_id}  # fmt: skip
+        if part.id == row.id:
+            ctx.note(sha256=sha256, recording_sha256=part.sha256, copy=copy_id, provision=provision)
+        else:  # a row of its own: every recording provided is in the audit log under its id
+            ctx.audit("provide", part.id, {"basis": basis, "basis_article": BASES[basis], "recipient": recipient,
+                                           "format": fmt, "out": target, "sha256": sha256,
+                                           "recording_sha256": part.sha256, "copy": copy_id, "provision": provision,
+                                           "conversation": row.conversation, "part": part.part,
+                                           "asked_for": row.id})  # fmt: skip
+        done.append(entry)
+        lines.append(f"part {part.part}: provision {provision}: {part.id} written to {target} "
+                     f"({_what_was_written(part, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed "
+                     f"over, by {iso(expires, ctx)}; signed manifest beside it")  # fmt: skip
+    ctx.note(copies=[e["copy"] for e in done], provisions=[e["provision"] for e in done])
+    text = "\n".join([f"conversation {row.conversation} of {row.id}: {len(parts)} part(s) provided to {recipient} "
+                      f"under {BASES[basis]}, written to {out}: hand over every file", *lines])  # fmt: skip
+    return Reply(text=text, data={"id": row.id, "conversation": row.conversation, "recipient": recipient,
+                                  "basis": basis, "out": out, "parts": done})
 
 
 @action("pubkey", MANAGER, STAFF, TECHNICIAN, AUDITOR)

@@ -171,7 +171,7 @@ def show(ctx: Context, args: Args) -> Reply:
     legs = index.legs(row.id)
     record = recording_json(row, ctx, parts=len(parts), legs=len(legs))
     quality = [{k: s.get(k) for k in ("channel", "packets", "expected", "lost", "duplicates", "late_samples",
-                                      "jitter_ms", "max_gap_ms", "truncated")} for s in row.streams]  # fmt: skip
+                                      "jitter_ms", "max_gap_ms", "truncated", "mirror_duplicates")} for s in row.streams]  # fmt: skip
     for q in quality:
         expected = q.get("expected") or 0
         q["loss_pct"] = round(100.0 * (q.get("lost") or 0) / expected, 2) if expected else None
