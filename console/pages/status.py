@@ -36,6 +36,11 @@ i18n.add({
     "status.keep_failures": ("保存に失敗した通話", "Calls that could not be kept"),
     "status.lost_store_full": ("保存領域不足で失われた通話", "Calls lost (store full)"),
     "status.copies_past_expiry": ("期限を過ぎた持出し複製", "Exported copies past expiry"),
+    "status.encapsulations": ("リモートミラーの受信（開封したパケット）", "Remote mirror packets opened"),
+    "status.encap_none": ("なし", "none"),
+    "status.encap_not_opened": ("開封しなかったもの {n} 件（無効、または収集元以外から）",
+                                "{n} not opened (not enabled, or not from a collector)"),
+    "status.encap_malformed": ("壊れていたもの {n} 件", "{n} malformed"),
     "status.warnings": ("最近24時間の警告", "Warnings in the last 24 hours"),
     "status.no_warnings": ("警告はありません。", "No warnings."),
     "status.unknown": ("—", "—"),
@@ -46,6 +51,8 @@ i18n.add({
     "alert.store_volume_unencrypted": ("保存領域が暗号化ボリューム上にありません。", "The store is not on an encrypted volume."),
     "alert.did_file_broken": ("対象番号ファイルが受け付けられず、前の一覧で録音しています。",
                               "The designated-number file was refused: the previous list is in force."),
+    "alert.capture_unrecognised": ("受信している通信を解釈できません（録音できない形式です）。",
+                                   "Traffic not understood: recorderctl status has the counts."),
     "alert.other": ("その他の警告（{kind}）", "Other warning ({kind})"),
     "warn.capture-drops": ("パケットの取りこぼし", "Packets dropped at capture"),
     "warn.capture-failed": ("キャプチャを開けません", "Capture could not be opened"),
@@ -70,11 +77,16 @@ i18n.add({
     "warn.audio-not-decoded": ("音声を変換できない通話", "A call whose audio cannot be decoded"),
     "warn.recovery-failed": ("通話の復旧に失敗しました", "Recovering a call failed"),
     "warn.duplicate-recording": ("重複した録音", "A duplicate recording"),
+    "warn.capture-unrecognised": ("解釈できない通信", "Traffic not understood"),
     "warn.other": ("その他（{kind}）", "Other ({kind})"),
     "status.warn_count": ("{label}：{count} 件（最後 {last}）", "{label}: {count} (last {last})"),
     "notice.english": ("英語", "English"),
     "notice.japanese": ("日本語", "Japanese"),
 })
+
+# the remote SPAN counters of status (capture/encap.py KINDS), as the page names them
+ENCAPSULATIONS = (("encap_erspan1", "ERSPAN I"), ("encap_erspan2", "ERSPAN II"), ("encap_erspan3", "ERSPAN III"),
+                  ("encap_gretap", "gretap"), ("encap_vxlan", "VXLAN"), ("encap_tzsp", "TZSP"))  # fmt: skip
 
 _RATE_LOCK = threading.Lock()
 _LAST_COUNT: dict[str, tuple[float, int]] = {}  # pid -> (when, packets) last seen: for packets per second
@@ -109,6 +121,21 @@ def _alert(r: Req, kind: str, prefix: str = "alert") -> str:
     return r.t(key) if key in i18n.MESSAGES else r.t(f"{prefix}.other", kind=kind[:60])
 
 
+def _encapsulations(r: Req, counters: dict[str, Any]) -> str | None:
+    """What a remote mirror sent (outer packets opened per kind, those not opened or malformed), or
+    None when the service opened and saw none (a plain SPAN port: no row)."""
+    def n(key: str) -> int:
+        value = counters.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    opened = [f"{name} {n(key):,}" for key, name in ENCAPSULATIONS if n(key)]
+    others = [r.t(f"status.{what}", n=f"{n(key):,}") for key, what in (("encap_not_opened", "encap_not_opened"),
+                                                                      ("encap_malformed", "encap_malformed")) if n(key)]  # fmt: skip
+    if not opened and not others:
+        return None
+    return "; ".join([", ".join(opened) or r.t("status.encap_none"), *others])
+
+
 def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
     """(label, value) rows and the warnings, from ``status`` data: labels, counts and times only."""
     svc, store, ret = data.get("service") or {}, data.get("store") or {}, data.get("retention") or {}
@@ -127,6 +154,9 @@ def status_rows(r: Req, data: dict[str, Any]) -> tuple[list[tuple[str, str]], li
         rows.append((r.t("status.kernel_drops"), count(counters.get("kernel_drops", 0))))
         rows.append((r.t("status.active_calls"), count(svc.get("active_calls"))))
         rows.append((r.t("status.recorded"), count(counters.get("calls_recorded", 0))))
+        encapsulations = _encapsulations(r, counters)
+        if encapsulations is not None:
+            rows.append((r.t("status.encapsulations"), encapsulations))
     else:
         rows.append((r.t("status.capture"), r.t("status.stopped")))
     free, total = store.get("free_bytes"), store.get("total_bytes")

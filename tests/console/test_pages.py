@@ -628,3 +628,42 @@ def test_a_conversation_download_naming_a_part_of_another_is_refused(conv_app, c
         "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1", "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
     assert answer.status_code != 200 and answer.headers["content-type"].startswith("text/html")
     assert len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"]) == before
+
+
+def test_the_status_page_says_traffic_not_understood_and_what_a_remote_mirror_sent(people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The service's pipeline fed a remote mirror's call (ERSPAN II) and then a minute of MPLS it
+    cannot open: the page says the traffic is not understood (the standing alert, as the daemon
+    raises it, and the day's warning by its label, never the raw kind) and what the mirror sent."""
+    from capture.source import CaptureFile
+    from recorderd.daemon import Daemon
+    from recorderd.service import build_pipeline, open_store
+
+    runner = pwd.getpwuid(os.getuid()).pw_name
+    roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
+    site = Site(tmp_path, settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}}}\n").init()
+    config = load(str(site.config))
+    store = open_store(config).open()
+    pipeline = build_pipeline(config, store)
+    service = Daemon(str(site.config))
+    server = ControlServer(config, pipeline=pipeline, alerts=service.alerts)
+    assert server.start()
+    try:
+        for name in ("encap-erspan2.pcap", "unrecognised-mpls.pcap"):
+            with CaptureFile(str(FIXTURES / name)) as source:
+                pipeline.feed([p for batch in source.batches() for p in batch])
+        service._unrecognised(pipeline)  # what the daemon's loop does between two blocks
+        assert "capture_unrecognised" in service.alerts
+        ja = signed_in(create_app(config, authenticate=_check), "technician").get("/status").text
+        en = signed_in(create_app(config, authenticate=_check), "technician", lang="en").get("/status").text
+    finally:
+        server.stop()
+        pipeline.finish("test-end")
+        store.close()
+    warnings = re.search(r'<ul class="warnings" id="warnings">(.*?)</ul>', ja, re.S).group(1)
+    assert "受信している通信を解釈できません（録音できない形式です）。" in warnings
+    assert "解釈できない通信：1 件" in warnings
+    assert "capture_unrecognised" not in ja and "capture-unrecognised" not in ja and "その他" not in warnings
+    cells = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", ja))
+    assert cells["リモートミラーの受信（開封したパケット）"] == "ERSPAN II 307"
+    assert "Traffic not understood: recorderctl status has the counts." in en and "Traffic not understood：" not in en
+    assert "<tr><th>Remote mirror packets opened</th><td>ERSPAN II 307</td></tr>" in en
