@@ -6,7 +6,8 @@ export`` writes it, its signed manifest and the signature. A purpose other than 
 suspicious_call is never exported at once: it becomes a request, a manager other than the requester
 approves or refuses it, and the requester then downloads it once. A recording kept in parts (a
 transfer, a codec change mid-call) can be downloaded whole: one ZIP with every part's WAV, manifest
-and signature (``export --conversation``, each part its own registered copy).
+and signature (``export --conversation``, each part its own registered copy; ``provide
+--conversation`` likewise, each part its own provision).
 """
 from __future__ import annotations
 
@@ -99,6 +100,14 @@ def done(r: Req, message: str, *, back: str, back_label: str) -> Response:
     return r.render("copies.html", view="done", message=message, back=back, back_label=r.t(back_label))
 
 
+def _parts(r: Req, rid: str) -> list[str] | None:
+    """The parts of the conversation the form names (as the recording page listed them), or None."""
+    parts = [p.strip() for p in r.form.get("parts", "").split(",")[: MAX_PARTS + 1] if p.strip()]
+    if not parts or len(parts) > MAX_PARTS or rid not in parts or not all(RECORDING_ID.fullmatch(p) for p in parts):
+        return None
+    return parts
+
+
 @page("/recordings/{id}/export", (MANAGER, STAFF), ("POST",))
 async def export(r: Req) -> Response:
     rid, purpose, fmt = recording_id(r), r.form.get("purpose", ""), r.form.get("format") or "wav"
@@ -107,8 +116,8 @@ async def export(r: Req) -> Response:
     if purpose not in PURPOSES:
         return r.error("copies.bad_purpose", 400)
     if r.form.get("conversation") == "1":  # every part, as the page listed them (the daemon checks the list)
-        parts = [p.strip() for p in r.form.get("parts", "").split(",")[: MAX_PARTS + 1] if p.strip()]
-        if not parts or len(parts) > MAX_PARTS or rid not in parts or not all(RECORDING_ID.fullmatch(p) for p in parts):
+        parts = _parts(r, rid)
+        if parts is None:
             return r.error("copies.bad_form", 400)
         copies = {out_for(p, fmt): f"{p}.wav" for p in parts}
         return await zip_download(r, "export", {"id": rid, "purpose": purpose, "format": fmt, "conversation": True,
@@ -179,6 +188,13 @@ async def provide(r: Req) -> Response:
     recipient, note, fmt = r.form.get("to", "").strip(), r.form.get("note", "").strip(), r.form.get("format") or "wav"
     if rid is None or basis not in BASES or not recipient or len(recipient) > 300 or len(note) > 1000 or fmt not in FORMATS:
         return r.error("copies.bad_form", 400)
+    if r.form.get("conversation") == "1":  # every part, each its own provision (the daemon checks the list)
+        parts = _parts(r, rid)
+        if parts is None:
+            return r.error("copies.bad_form", 400)
+        return await zip_download(r, "provide", {"id": rid, "basis": basis, "to": recipient, "note": note, "format": fmt,
+                                                 "conversation": True, "parts": parts}, out=CONSOLE_FOLDER,
+                                  name=f"{rid}.conversation", copies={out_for(p, fmt): f"{p}.wav" for p in parts})  # fmt: skip
     return await zip_download(r, "provide", {"id": rid, "basis": basis, "to": recipient, "note": note, "format": fmt},
                               out=out_for(rid, fmt), name=f"{rid}.wav")  # fmt: skip
 

@@ -667,3 +667,39 @@ def test_the_status_page_says_traffic_not_understood_and_what_a_remote_mirror_se
     assert cells["リモートミラーの受信（開封したパケット）"] == "ERSPAN II 307"
     assert "Traffic not understood: recorderctl status has the counts." in en and "Traffic not understood：" not in en
     assert "<tr><th>Remote mirror packets opened</th><td>ERSPAN II 307</td></tr>" in en
+
+
+def test_a_manager_provides_the_whole_conversation_in_one_download(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+    """The provide form of a part offers every part of its conversation: one ZIP with each part's
+    WAV, manifest (naming its provision, legal basis and the conversation) and signature; each part
+    its own provision record and audit row."""
+    import zipfile
+
+    from storage.casework import Casework
+
+    site, _, ids = conv_daemon
+    manager = signed_in(conv_app, "manager")
+    page = manager.get(f"/recordings/{ids['p1']}").text
+    form = re.search(r'<form method="post" action="/recordings/[^"]+/provide" id="provide-form">(.*?)</form>', page, re.S).group(1)
+    assert 'name="conversation" value="1"' in form and f'name="parts" value="{ids["p1"]},{ids["p2"]}"' in form
+    answer = manager.post(f"/recordings/{ids['p1']}/provide", data={
+        "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "note": "照会 第12号", "format": "wav", "conversation": "1",
+        "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+    assert answer.status_code == 200, answer.text[:500]
+    assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p1"]}.conversation.zip"'
+    members = {i.filename: zipfile.ZipFile(io.BytesIO(answer.content)).read(i) for i in zipfile.ZipFile(io.BytesIO(answer.content)).infolist()}
+    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"]) for s in ("", ".manifest.json", ".manifest.sig"))
+    provisions = {p["recording_id"]: p for p in Casework(str(site.store / "casework.sqlite")).provisions()}
+    for n, rid in ((1, ids["p1"]), (2, ids["p2"])):
+        assert members[f"{rid}.wav"] == site.wav_bytes({"id": rid})
+        manifest = json.loads(members[f"{rid}.wav.manifest.json"])
+        assert manifest["copy_kind"] == "provision" and manifest["legal_basis"]["basis"] == "law"
+        assert manifest["legal_basis"]["provision"] == provisions[rid]["id"] and provisions[rid]["recipient"] == "川崎警察署"
+        assert (manifest["conversation"]["token"], manifest["conversation"]["part"]) == (ids["t"], n)
+    rows = [e for e in audit_rows(site) if e.action == "provide"]
+    assert sorted(e.recording_id for e in rows) == sorted([ids["p1"], ids["p2"]])
+    assert all(e.user == USERS["manager"] and e.detail["via"] == "console" and e.result == "allowed" for e in rows)
+    other = manager.post(f"/recordings/{ids['p1']}/provide", data={
+        "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "format": "wav", "conversation": "1",
+        "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
+    assert other.status_code != 200 and len([e for e in audit_rows(site) if e.action == "provide" and e.result == "allowed"]) == 2
