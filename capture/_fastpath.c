@@ -496,6 +496,9 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
                        const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
                        Py_ssize_t payload_len, PyObject *frame_obj) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
+    /* an RTP packet without payload is Python's (the batch loop leaves it there too): nothing is
+     * placed for it, no audio() call (libopus would conceal up to 120 ms for an empty packet) */
+    if (payload_len <= 0) return BAIL;
     if (!(ts >= 0.0 && ts < 4294967296.0)) return BAIL; /* a time no pcap record can carry: Python's */
     if (mirror_copy(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len)) return DONE;
     if (s->evidence != NULL) {

@@ -111,7 +111,7 @@ def test_the_stats_line_counts_the_mirror_copies(tmp_path: Path, caplog: pytest.
     finally:
         store.close()
     [line] = [r.getMessage() for r in caplog.records if getattr(r, "EVENT", "") == "stats"]
-    assert f" mirror_duplicates={copies} " in line
+    assert f" mirror_duplicates={copies} " in f"{line} "
 
 
 def test_show_gives_each_directions_mirror_copies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,3 +232,88 @@ def test_provide_of_the_conversation_needs_a_folder_and_a_basis(conv, tmp_path: 
     folder.mkdir()
     assert site.ctl("provide", p1, "--conversation", "--to", POLICE, "--out", str(folder)) == 3
     assert list(folder.iterdir()) == []
+
+
+# -- 4. an empty RTP payload in the C core -------------------------------------------------------------
+
+
+def _udp(frame: bytes) -> tuple[str, int, str, int, bytes]:
+    import ipaddress
+
+    return (str(ipaddress.IPv4Address(frame[26:30])), int.from_bytes(frame[34:36], "big"),
+            str(ipaddress.IPv4Address(frame[30:34])), int.from_bytes(frame[36:38], "big"), frame[42:])  # fmt: skip
+
+
+def _as_opus(frame: bytes, media_ports: set[int]) -> bytes:
+    """The generator's PCMU frame as Opus would carry it: the SDP's rtpmap opus/48000/2 (its
+    Content-Length grown to match), RTP payload type 111, a 48 kHz RTP clock, and each payload a
+    CELT 20 ms frame (TOC 0xF8 and 40 bytes of the call's own)."""
+    import re
+
+    src, sport, dst, dport, data = _udp(frame)
+    if b"SIP/2.0" in data[:200]:
+        body_at = data.find(b"\r\n\r\n") + 4
+        body = data[body_at:].replace(b"RTP/AVP 0 ", b"RTP/AVP 111 ").replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:111 opus/48000/2")
+        head = re.sub(rb"Content-Length: *\d+", b"Content-Length: %d" % len(body), data[:body_at])
+        return udp_frame(src, sport, dst, dport, head + body)
+    if dport in media_ports and data[1] & 0x7F == 0:
+        ts = (int.from_bytes(data[4:8], "big") * 6) & 0xFFFFFFFF
+        return udp_frame(src, sport, dst, dport, bytes([data[0], (data[1] & 0x80) | 111]) + data[2:4]
+                         + ts.to_bytes(4, "big") + data[8:12] + b"\xf8" + data[12:52])  # fmt: skip
+    return frame
+
+
+def emptied_calls() -> list[tuple[float, bytes]]:
+    """A PCMU call (C places its bytes), a G.722 call and an Opus call (C hands their payloads to
+    the recording's audio()): every 9th RTP packet of each direction, and each direction's last 5,
+    with an empty payload (a sender's keep-alive; Opus DTX): the RTP header whole, nothing to place."""
+    from generator import SipCall
+
+    packets: list[tuple[float, bytes]] = []
+    media_ports: set[int] = set()
+    for i, codec in enumerate(("PCMU", "G722", "OPUS")):
+        media = (("203.0.113.20", 40000 + 2 * i), ("192.0.2.20", 20000 + 2 * i))
+        media_ports |= {media[0][1], media[1][1]}
+        call = SipCall(f"emptied-{codec}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
+                       1_790_000_000.0 + i * 0.5, codec="PCMU" if codec == "OPUS" else codec, talk=4.0, seed=40 + i,
+                       caller_media=media[0], pbx_media=media[1])  # fmt: skip
+        made = call.packets()
+        if codec == "OPUS":
+            made = [(ts, _as_opus(f, {media[0][1], media[1][1]})) for ts, f in made]
+        packets.extend(made)
+    packets.sort(key=lambda p: p[0])
+    by_stream: dict[bytes, list[int]] = {}
+    for n, (_, f) in enumerate(packets):
+        if f[12:14] == b"\x08\x00" and f[23] == 17 and int.from_bytes(f[36:38], "big") in media_ports:
+            by_stream.setdefault(f[26:38], []).append(n)
+    emptied = {n for ns in by_stream.values() for n in ns[8::9] + ns[-5:]}
+    assert len(by_stream) == 6 and len(emptied) > 90
+    out = []
+    for n, (ts, frame) in enumerate(packets):
+        if n in emptied:
+            src, sport, dst, dport, data = _udp(frame)
+            frame = udp_frame(src, sport, dst, dport, data[:12])  # the RTP header alone
+        out.append((ts, frame))
+    return out
+
+
+def test_an_empty_rtp_payload_is_kept_the_same_by_c_and_python(tmp_path: Path) -> None:
+    """Python's assembler places nothing for an empty payload (no audio() call: an Opus decoder
+    would conceal up to 120 ms for it); the C core did call audio() with it, and padded a G.711
+    lane to its place, so a call ending in empty packets was longer in C. Both alike now, every row,
+    WAV and evidence hash and counter, C handling most of the RTP."""
+    from frames import write_pcap
+    from test_fastpath import compare
+
+    pcap = tmp_path / "emptied.pcap"
+    write_pcap(str(pcap), emptied_calls())
+    store = Store(str(tmp_path / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp_path / "key"))
+    store.init()
+    store.open()
+    try:
+        replay(CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), store.sink()), [str(pcap)])
+        kept = sorted((row.codec, row.audio) for row in store.recordings())
+    finally:
+        store.close()
+    assert kept == [("G722", "transcoded"), ("OPUS", "transcoded"), ("PCMU", "exact")]
+    assert compare([pcap], tmp_path) > 0.8
