@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from capture.encap import COUNTER_NAMES as ENCAP_COUNTERS
 from capture.encap import summary as encap_summary
 from storage.store import StoreError
 
 from . import service, version
+from .counters import ENCAP
 
 DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{c['calls_not_inbound']} not inbound, {c['calls_unanswered']} unanswered, "
         f"{c['calls_codec_unsupported']} without G.711 audio, {c['calls_over_capacity']} over capacity; "
         f"malformed: {c['sip_malformed']} SIP, {c['rtp_malformed']} RTP"
-        + (f"; {encap_summary(c)}" if any(c[k] for k in ENCAP_COUNTERS) else "")  # a remote mirror's packets
+        + (f"; {encap_summary(c)}" if any(c[k] for k in ENCAP) else "")  # a remote mirror's packets
         + (f"; {len(result.errors)} damaged file(s)" if result.errors else "")
     )
     for error in result.errors:

@@ -51,6 +51,7 @@ from storage.store import Store, StoreError
 
 from . import journal, ops, roles, service, wire
 from .config import Config
+from .counters import CONTROL, SNAPSHOT
 from .ops import upkeep
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,10 @@ CONSOLE_UID_TTL = 60.0  # s the console's uid is trusted before the user databas
 BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit status for it)
 CONNECT_WAIT = 5  # s the client waits in a full listen queue before it says "busy"
 REFUSAL_LOG_PERIOD = 60.0
-COUNTERS = ("control_refused_busy", "control_refused_uid_limit", "control_request_timeouts")
+COUNTERS = CONTROL  # the control socket's own counts (recorderd/counters.py)
 SNAPSHOT_PERIOD = 590.0  # under 10 minutes, with the audit checkpoint: at least one every 10 minutes
 PRUNE_PERIOD = 3600.0
-SNAPSHOT_KEYS = ("calls_recorded", "calls_not_designated", "calls_not_inbound", "calls_second_leg", "calls_unanswered",
-                 "calls_codec_unsupported", "calls_lost_store_full", "calls_over_capacity", "kernel_packets",
-                 "kernel_drops", "sip_malformed", "rtp_malformed")  # fmt: skip
+SNAPSHOT_KEYS = SNAPSHOT  # what the period report counts (recorderd/counters.py)
 PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 

@@ -28,7 +28,6 @@ import time
 from types import FrameType
 
 from capture import fast
-from capture.encap import COUNTER_NAMES as ENCAP_COUNTERS
 from capture.live import RingSource
 from capture.pipeline import CapturePipeline
 from capture.unrecognised import LeftOut
@@ -41,6 +40,7 @@ from storage.worker import StoreWorker
 from . import service
 from .config import Config
 from .control import ControlServer
+from .counters import STATS_ALWAYS, STATS_NONZERO
 from .health import StoreHealth
 from .metrics import MetricsServer
 from .notify import Notifier
@@ -261,12 +261,8 @@ class Daemon:
 
     def _stats_line(self, pipeline: CapturePipeline) -> None:
         c = pipeline.counters
-        keys = ("packets", "sip_messages", "calls_designated", "calls_recorded", "calls_not_designated",
-                "calls_unanswered", "calls_lost_store_full", "calls_over_capacity", "kernel_drops", "sip_malformed",
-                "rtp_malformed", "rtp_other_source", "mirror_duplicates", "ip_fragment", "tcp_messages", "capture_unrecognised", "kernel_filtered",
-                "erasures", "keep_failures")  # fmt: skip
-        encap = "".join(f" {k}={c[k]}" for k in ENCAP_COUNTERS if c[k])  # remote SPAN, where a mirror sends it
-        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in keys) + encap, extra={"EVENT": "stats"})
+        encap = "".join(f" {k}={c[k]}" for k in STATS_NONZERO if c[k])  # remote SPAN, where a mirror sends it
+        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in STATS_ALWAYS) + encap, extra={"EVENT": "stats"})
 
 
 def capture_source(config: Config) -> RingSource:

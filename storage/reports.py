@@ -13,6 +13,7 @@ taken from the audit log): the same threshold at which the service logs it CRITI
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     from .casework import Casework
     from .store import Store
 
-NOT_RECORDED = ("calls_not_designated", "calls_not_inbound", "calls_second_leg", "calls_unanswered",
-                "calls_codec_unsupported", "calls_lost_store_full", "calls_over_capacity")  # fmt: skip
-CAPTURE = ("calls_recorded", "kernel_packets", "kernel_drops", "sip_malformed", "rtp_malformed")
 ACCESS_ACTIONS = ("list", "search", "export", "provide")
 
 
@@ -115,7 +113,10 @@ def counter_deltas(snapshots: list[tuple[float, float, dict[str, int]]], start: 
     return dict(total) if seen else None
 
 
-def period_report(store: Store, casework: Casework, start: float, end: float) -> dict[str, Any]:
+def period_report(store: Store, casework: Casework, start: float, end: float,
+                  sections: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """``sections``: the counters of each counts section ("not_recorded", "capture"), named by the
+    service's table of counters (recorderd/counters.py; storage does not import it)."""
     audit = store.audit_log()
     events = [e for _, e, _, _ in audit.select(start, end)]
     holds = [e for _, e, _, _ in audit.select() if e.action in ("hold", "release")]
@@ -128,8 +129,8 @@ def period_report(store: Store, casework: Casework, start: float, end: float) ->
     now = store.clock()
     return {
         "recorded_per_did": recorded_per_did(store, start, end),
-        "not_recorded": {k: counters.get(k, 0) for k in NOT_RECORDED} if counters is not None else None,
-        "capture": {k: counters.get(k, 0) for k in CAPTURE} if counters is not None else None,
+        **{section: {k: counters.get(k, 0) for k in names} if counters is not None else None
+           for section, names in sections.items()},
         "accesses": accesses(events),
         "exports": {
             "total": len(exports),

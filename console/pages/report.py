@@ -7,6 +7,8 @@ from datetime import date, datetime, timedelta
 
 from starlette.responses import Response
 
+from recorderd.counters import LABELS
+
 from .. import i18n, labels
 from ..web import AUDITOR, MANAGER, TECHNICIAN, Req, page
 
@@ -51,19 +53,8 @@ i18n.add({
     "report.none": ("なし", "none"),
     "report.bad_period": ("期間を YYYY-MM-DD で指定してください（終わりは始まり以降）。",
                           "Give the period as YYYY-MM-DD (the end on or after the start)."),
-    "report.key.calls_not_designated": ("指定番号以外", "Not a designated number"),
-    "report.key.calls_not_inbound": ("着信以外", "Not inbound"),
-    "report.key.calls_second_leg": ("転送の二次区間", "Second leg of a transfer"),
-    "report.key.calls_unanswered": ("応答なし", "Unanswered"),
-    "report.key.calls_codec_unsupported": ("非対応の符号化方式", "Codec not supported"),
-    "report.key.calls_lost_store_full": ("保存領域の不足", "Store full"),
-    "report.key.calls_over_capacity": ("同時通話数の上限超過", "Over capacity"),
-    "report.key.calls_recorded": ("録音した通話", "Calls recorded"),
-    "report.key.kernel_packets": ("受信パケット", "Packets received"),
-    "report.key.kernel_drops": ("取りこぼしたパケット", "Packets dropped by the kernel"),
-    "report.key.sip_malformed": ("不正な SIP", "Malformed SIP"),
-    "report.key.rtp_malformed": ("不正な RTP", "Malformed RTP"),
 })
+i18n.add({f"report.key.{name}": words for name, words in LABELS.items()})  # recorderd/counters.py
 
 
 def _day(text: str | None) -> date | None:

@@ -30,6 +30,7 @@ from storage.search import search as search_index
 from storage.store import one_way_audio
 from storage.retention import iso as iso_ms_tz
 
+from ..counters import STATUS
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
 from . import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_when
 
@@ -264,11 +265,11 @@ def _overview(d: dict[str, Any], ctx: Context) -> dict[str, Any]:
     svc, counters = d["service"], d["service"].get("counters", {})
     return {
         "capture_running": bool(svc.get("running")), "packets_per_s": svc.get("packets_per_s"),
-        "kernel_drops": counters.get("kernel_drops", 0), "kernel_packets": counters.get("kernel_packets", 0),
-        "active_calls": svc.get("active_calls", 0), "calls_recorded": counters.get("calls_recorded", 0),
+        **{name: counters.get(name, 0) for name in STATUS},  # kernel_drops, calls_recorded, ... (recorderd/counters.py)
+        "active_calls": svc.get("active_calls", 0),
         "store_free_bytes": d["store"]["free_bytes"], "store_total_bytes": d["store"]["total_bytes"],
         "store_full": d["store"]["full"], "last_erasure": d["retention"]["last_erasure"],
-        "next_erasure": d["retention"]["next_due"], "keep_failures": counters.get("keep_failures", 0),
+        "next_erasure": d["retention"]["next_due"],
         "alerts": svc.get("alerts", []), "capture_unrecognised": svc.get("unrecognised"),
         "recent_warnings": [{"kind": w["kind"], "count": w["count"], "last": iso(w["last"], ctx)}
                             for w in svc.get("recent_warnings", [])],

@@ -15,6 +15,7 @@ from typing import Any
 
 from storage.reports import period_report
 
+from ..counters import REPORT
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN
 from . import Args, Context, Reply, UsageError, action, iso, parse_when
 from .casework import integrity_incident
@@ -41,7 +42,7 @@ def report(ctx: Context, args: Args) -> Reply:
         raise UsageError("--to must come after --from")
     ctx.note(period={"from": start, "to": end})
     data = {"period": {"from": iso(lo, ctx), "to": iso(hi, ctx)}, "generated_at": iso(ctx.now, ctx),
-            "generated_by": ctx.caller.user, **period_report(ctx.store, ctx.casework, lo, hi)}  # fmt: skip
+            "generated_by": ctx.caller.user, **period_report(ctx.store, ctx.casework, lo, hi, REPORT)}  # fmt: skip
     return Reply(text=report_text(data), data=data)
 
 
