@@ -530,3 +530,28 @@ def test_what_storage_is_given_comes_from_the_table() -> None:
     assert "from ..counters import REPORT" in source and "period_report(ctx.store, ctx.casework, lo, hi, REPORT)" in source
     calls = [f for f in ROOT.joinpath("recorderd").rglob("*.py") if "period_report(" in f.read_text(encoding="utf-8")]
     assert [str(f.relative_to(ROOT)) for f in calls] == ["recorderd/ops/reporting.py"]
+
+
+def test_replaying_every_fixture_counts_only_declared_names(site: Site) -> None:
+    """At run time too: every fixture (remote mirrors, cut packets, fragments, TCP, transfers,
+    SBC faces, MPLS not understood, ...) through one pipeline into a real store, and every name in
+    its counters is declared; so is every name a fixture's JSON expects."""
+    from recorderd import service
+    from recorderd.config import load
+
+    config = load(str(site.config))
+    store = service.open_store(config)
+    store.open()
+    worker = service.store_worker(config)
+    pcaps = sorted(FIXTURES.glob("*.pcap"))
+    try:
+        pipeline = service.build_pipeline(config, store, worker.keep)
+        service.replay(pipeline, [str(p) for p in pcaps])
+    finally:
+        worker.close()
+        store.close()
+    assert len(pcaps) > 40 and pipeline.counters["packets"] > 10_000
+    assert sorted(set(pipeline.counters) - DECLARED) == []
+    expected = {k for p in pcaps if p.with_suffix(".json").is_file()
+                for k in json.loads(p.with_suffix(".json").read_text(encoding="utf-8")).get("counters", {})}  # fmt: skip
+    assert expected and sorted(expected - DECLARED) == []
