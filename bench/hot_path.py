@@ -38,7 +38,9 @@ DIDS_FILE = ROOT / "config" / "dids.yaml"
 class DiscardedRecording:
     """A ``RecordingHandle`` that keeps nothing."""
 
-    __slots__ = ("sink",)
+    __slots__ = ("sink", "figures")
+    id = "discarded"
+    keeps_packets = False
 
     def __init__(self, sink: DiscardSink) -> None:
         self.sink = sink

@@ -36,7 +36,8 @@
 #define RTCP_PT_FIRST 72
 #define RTCP_PT_LAST 76
 
-static PyObject *str_frontier, *str_flush_lanes, *str_flush, *str_linktype, *str_audio;
+/* the names of capture/sink.py's Protocols this file uses (RecordingHandle, LaneBuffers, EvidenceBuffer) */
+static PyObject *str_frontier, *str_flush_lanes, *str_flush, *str_linktype, *str_audio, *str_buf, *str_flush_bytes;
 
 /* ------------------------------------------------------------------------------------------ */
 /* read_pcap(buf, off, big_endian, scale, linktype, batch_size) -> (batch, off, error)          */
@@ -289,14 +290,24 @@ static PyObject *core_mirror_copy(StreamCore *s, PyObject *args) {
     return PyBool_FromLong(copy);
 }
 
-/* arm(audio_pt, t0, clock, drift_limit, handle, lane, lane_limit, silence, evidence) */
-static PyObject *core_arm(StreamCore *s, PyObject *args) {
-    int audio_pt, silence;
+/* arm(*, audio_pt, t0, clock, drift_limit, handle, lane=None, lane_limit=0, silence=0, evidence=None):
+ * keyword arguments only (capture/call.py _arm). The names this file uses on what it is handed are
+ * the Protocols of capture/sink.py: on ``handle`` audio() (RecordingHandle), and with a lane
+ * frontier and flush_lanes() (LaneBuffers); on ``evidence`` buf, flush_bytes, linktype and flush()
+ * (EvidenceBuffer). tests/test_sink_contract.py checks every attribute-name string here is declared. */
+static PyObject *core_arm(StreamCore *s, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"audio_pt", "t0", "clock", "drift_limit", "handle", "lane", "lane_limit", "silence",
+                             "evidence", NULL};
+    int audio_pt, silence = 0;
     double t0, clock, drift_limit;
-    PyObject *handle, *lane, *evidence;
-    Py_ssize_t lane_limit;
-    if (!PyArg_ParseTuple(args, "idddOOniO", &audio_pt, &t0, &clock, &drift_limit, &handle, &lane, &lane_limit,
-                          &silence, &evidence))
+    PyObject *handle, *lane = Py_None, *evidence = Py_None;
+    Py_ssize_t lane_limit = 0;
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "arm() takes keyword arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "idddO|OniO", kwlist, &audio_pt, &t0, &clock, &drift_limit, &handle,
+                                     &lane, &lane_limit, &silence, &evidence))
         return NULL;
     if (lane != Py_None && !PyByteArray_CheckExact(lane)) {
         PyErr_SetString(PyExc_TypeError, "lane must be a bytearray or None");
@@ -305,8 +316,8 @@ static PyObject *core_arm(StreamCore *s, PyObject *args) {
     PyObject *ev_buf = NULL;
     Py_ssize_t ev_flush = 0;
     if (evidence != Py_None) {
-        ev_buf = PyObject_GetAttrString(evidence, "buf");
-        PyObject *fl = ev_buf ? PyObject_GetAttrString(evidence, "flush_bytes") : NULL;
+        ev_buf = PyObject_GetAttr(evidence, str_buf);
+        PyObject *fl = ev_buf ? PyObject_GetAttr(evidence, str_flush_bytes) : NULL;
         if (fl == NULL) {
             Py_XDECREF(ev_buf);
             return NULL;
@@ -449,7 +460,8 @@ static PyGetSetDef core_getset[] = {
 };
 
 static PyMethodDef core_methods[] = {
-    {"arm", (PyCFunction)core_arm, METH_VARARGS, "Take the steady case over once the recording is open."},
+    {"arm", (PyCFunction)(void (*)(void))core_arm, METH_VARARGS | METH_KEYWORDS,
+     "Take the steady case over once the recording is open (keyword arguments only)."},
     {"disarm", (PyCFunction)core_disarm, METH_NOARGS, "Give every packet back to Python (the recording ends)."},
     {"mirror_copy", (PyCFunction)core_mirror_copy, METH_VARARGS,
      "Whether this packet is a second mirror session's copy of one just seen (counted); else remember it."},
@@ -1012,7 +1024,11 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     str_flush = PyUnicode_InternFromString("flush");
     str_linktype = PyUnicode_InternFromString("linktype");
     str_audio = PyUnicode_InternFromString("audio");
-    if (!str_frontier || !str_flush_lanes || !str_flush || !str_linktype || !str_audio) return NULL;
+    str_buf = PyUnicode_InternFromString("buf");
+    str_flush_bytes = PyUnicode_InternFromString("flush_bytes");
+    if (!str_frontier || !str_flush_lanes || !str_flush || !str_linktype || !str_audio || !str_buf ||
+        !str_flush_bytes)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&StreamCoreType);

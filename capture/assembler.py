@@ -82,8 +82,10 @@ class _PyStreamCore:
         self.recent[slot] = (seq, rtp_ts, ssrc, pt, ts, payload)
         return False
 
-    def arm(self, *recording: object) -> None:
-        """The C core takes over the steady case here; in Python there is nothing to do."""
+    def arm(self, **recording: object) -> None:
+        """The C core takes over the steady case here (keyword arguments only: ``audio_pt``, ``t0``,
+        ``clock``, ``drift_limit``, ``handle``, and for the direct buffers ``lane``, ``lane_limit``,
+        ``silence``, ``evidence``: capture/call.py ``_arm``); in Python there is nothing to do."""
 
     def disarm(self) -> None:
         pass

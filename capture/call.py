@@ -14,7 +14,7 @@ from .assembler import StreamAssembler
 from .dids import Did
 from .media import Endpoint
 from .sdp import Codec
-from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink, StreamStats
+from .sink import CallEnd, CallInfo, LaneBuffers, RecordingHandle, RecordingSink, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ class Call:
             log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
                          extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
             return False
-        if hasattr(self.handle, "figures"):
-            self.handle.figures = self.figures  # the figures so far, saved by the sink as it writes
-        self.evidence = self.handle.packet if getattr(self.handle, "keeps_packets", False) else None
+        self.handle.figures = self.figures  # the figures so far, saved by the sink as it writes
+        self.evidence = self.handle.packet if self.handle.keeps_packets else None
         if self.evidence is not None:
             for when, linktype, frame in self.pending_frames:
                 self.evidence(when, linktype, frame)
@@ -174,22 +173,31 @@ class Call:
         self.pending_frames = list(self.recent_frames)
         self.audio_pt = pt
         if self.start(codec, ts):
-            log.info("recording %s: part %d of a call to %s, the codec changed to %s", getattr(self.handle, "id", "-"),
+            log.info("recording %s: part %d of a call to %s, the codec changed to %s", self.handle.id,
                      self.part, self.did.label, codec.name,
                      extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip
 
     def _arm(self) -> None:
-        """Hand the steady case of both directions to the C core (a no-op in pure Python). It needs
-        the handle's direct buffers (``lanes``, ``evidence``) where the handle keeps them."""
+        """Hand the steady case of both directions to the C core (a no-op in pure Python). The C
+        core places audio into the handle's buffers only where the handle is a ``LaneBuffers``
+        (capture/sink.py; else it calls ``audio()``), and appends frames to its ``evidence`` buffer;
+        a call whose frames go to a ``packet()`` with no buffer stays with Python."""
         handle = self.handle
-        evidence = getattr(handle, "evidence", None) if self.evidence is not None else None
+        assert handle is not None
+        evidence = handle.evidence if self.evidence is not None else None
         if self.evidence is not None and evidence is None:
             return  # packets go to a packet() the C core cannot write for it
-        lanes = getattr(handle, "lanes", None)
+        direct = handle if isinstance(handle, LaneBuffers) else None
+        lanes = direct.lanes if direct is not None else None
         for stream in self.streams:
-            stream.arm(self.audio_pt, self.t0, self.clock, self.drift_limit, handle,
-                       lanes[stream.channel - 1] if lanes else None, getattr(handle, "lane_limit", 0),
-                       getattr(handle, "silence_byte", 0), evidence)  # fmt: skip
+            if lanes is None:
+                stream.arm(audio_pt=self.audio_pt, t0=self.t0, clock=self.clock, drift_limit=self.drift_limit,
+                           handle=handle, evidence=evidence)  # fmt: skip
+            else:
+                assert direct is not None
+                stream.arm(audio_pt=self.audio_pt, t0=self.t0, clock=self.clock, drift_limit=self.drift_limit,
+                           handle=direct, lane=lanes[stream.channel - 1], lane_limit=direct.lane_limit,
+                           silence=direct.silence_byte, evidence=evidence)  # fmt: skip
 
     def close(self) -> None:
         """The recording is over: every packet goes back through Python (and the handle is let go)."""

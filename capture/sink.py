@@ -78,8 +78,8 @@ class EvidenceBuffer(Protocol):
 class LaneBuffers(Protocol):
     """The direct-buffer part of a recording handle: where the C fast path places the steady case's
     audio itself instead of calling ``audio()`` (capture/call.py ``_arm`` checks a handle with
-    ``isinstance(handle, LaneBuffers)``; a handle without these records through ``audio()`` and
-    ``packet()`` alone)."""
+    ``isinstance(handle, LaneBuffers)``: the one check of whether C may write into its buffers; a
+    handle without them records through ``audio()`` and ``packet()`` alone)."""
 
     # One buffer per channel, one byte a sample (G.711), starting at sample ``frontier``; None when
     # the codec is not one byte a sample (C then calls ``audio()``). A payload is placed at
@@ -89,23 +89,24 @@ class LaneBuffers(Protocol):
     frontier: int  # read by C for each packet it places
     lane_limit: int
     silence_byte: int
-    # The evidence pcap C appends the call's frames to (None: the handle keeps no packets, or its
-    # packet() is all there is: then C leaves the call to Python when it keeps packets).
-    evidence: EvidenceBuffer | None
 
     def flush_lanes(self) -> None:
         """A buffer of ``lanes`` reached ``lane_limit``: write what is settled."""
 
 
 class RecordingHandle(Protocol):
-    """What capture may use on a recording (``RecordingSink.call_started`` returns one). Capture
-    uses nothing else on it, but for :class:`LaneBuffers` where the handle also is one."""
+    """What capture may use on a recording (``RecordingSink.call_started`` returns one): nothing
+    else on it, but the :class:`LaneBuffers` where the handle also is one."""
 
     id: str  # the recording's id: what capture may log about it
     keeps_packets: bool  # whether packet() wants the call's frames (the evidence pcap)
     # Set by capture once the recording is open: a callable returning the streams' StreamStats so
     # far (the sink saves them as it writes, for crash recovery); the sink lets it go at the end.
     figures: Callable[[], tuple[StreamStats, ...]] | None
+    # Where keeps_packets: the buffer packet() appends to, which the C fast path appends to as well
+    # (an EvidenceBuffer), or None: packet() is all there is, and C leaves the call's RTP to Python.
+    # Read only where keeps_packets.
+    evidence: EvidenceBuffer | None
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         """Place ``payload`` (as the codec carried it) at ``position`` (RTP clock ticks from the start)."""

@@ -52,6 +52,7 @@ def counters(packets: list[tuple[float, bytes]]) -> tuple[CapturePipeline, list]
     """The capture side alone, into a sink that keeps each part's CallInfo and end figures."""
 
     class Part:
+        id = "part"
         keeps_packets = False
 
         def __init__(self, info: object) -> None:

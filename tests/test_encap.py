@@ -40,6 +40,9 @@ def frames_of(path: Path) -> list[tuple[float, int, bytes]]:
 class Calls:
     """A sink that notes which calls were started as recordings (the store's tests keep the rest)."""
 
+    id = "calls"
+    keeps_packets = False
+
     def __init__(self) -> None:
         self.started: list[str] = []
 

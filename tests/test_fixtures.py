@@ -101,6 +101,11 @@ def test_every_required_case_has_a_fixture() -> None:
 
 
 class NullSink:
+    """A RecordingSink whose one handle (itself) keeps nothing."""
+
+    id = "null"
+    keeps_packets = False
+
     def call_started(self, call):  # type: ignore[no-untyped-def]
         return self
 

@@ -86,6 +86,9 @@ DIDS = load_dids(str(ROOT / "config" / "dids.yaml"))
 
 
 class NullSink:
+    id = "null"
+    keeps_packets = False
+
     def call_started(self, call):  # type: ignore[no-untyped-def]
         return self
 
