@@ -199,6 +199,7 @@ typedef struct {
     struct {
         long long seq, rtp_ts, ssrc; /* seq -1: none */
         int pt;
+        int cut;        /* 1: cut short by the capture, the captured bytes only */
         double at;
         PyObject *data; /* bytes holding the payload at off */
         Py_ssize_t off, len;
@@ -243,28 +244,40 @@ static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 }
 
 /* Whether a packet is a second mirror session's copy of one of the last seen: the same SSRC,
- * sequence number, timestamp, payload type and payload within MIRROR_WINDOW_S of it (counted). */
-static int mirror_copy(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
-                       const unsigned char *payload, Py_ssize_t len) {
+ * sequence number, timestamp and payload type within MIRROR_WINDOW_S of it, and the same payload
+ * (a cut one's captured bytes beginning the other's): 0 not, 1 a copy, 2 a copy holding more of the
+ * packet (the one remembered was cut shorter). Changes nothing (StreamAssembler.mirror_copy,
+ * _same_packet). */
+static int mirror_match(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
+                        const unsigned char *payload, Py_ssize_t len, int cut) {
     int k = (int)(seq & (MIRROR_RING - 1));
     if (s->recent[k].seq != seq || s->recent[k].rtp_ts != rtp_ts || s->recent[k].ssrc != ssrc ||
-        s->recent[k].pt != pt || s->recent[k].len != len)
+        s->recent[k].pt != pt)
         return 0;
     double d = ts - s->recent[k].at;
     if (!(d <= MIRROR_WINDOW_S && d >= -MIRROR_WINDOW_S)) return 0;
-    if (memcmp(PyBytes_AS_STRING(s->recent[k].data) + s->recent[k].off, payload, (size_t)len) != 0) return 0;
-    s->mirror_duplicates++;
-    return 1;
+    const unsigned char *had = (const unsigned char *)PyBytes_AS_STRING(s->recent[k].data) + s->recent[k].off;
+    Py_ssize_t a = s->recent[k].len;
+    int had_cut = s->recent[k].cut;
+    if (!had_cut && !cut) return a == len && memcmp(had, payload, (size_t)len) == 0;
+    if (had_cut && cut) {
+        Py_ssize_t n = a < len ? a : len;
+        return memcmp(had, payload, (size_t)n) == 0 ? (len > a ? 2 : 1) : 0;
+    }
+    if (had_cut) return len >= a && memcmp(had, payload, (size_t)a) == 0 ? (len > a ? 2 : 1) : 0;
+    return len <= a && memcmp(had, payload, (size_t)len) == 0; /* the first whole, this one cut */
 }
 
-/* A packet that is not a copy: the first of its kind, remembered (``data``: bytes holding it at off). */
+/* A packet that is not a copy, or holds more than the copy remembered: remembered (``data``: bytes
+ * holding it at off). */
 static void mirror_remember(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
-                            PyObject *data, Py_ssize_t off, Py_ssize_t len) {
+                            PyObject *data, Py_ssize_t off, Py_ssize_t len, int cut) {
     int k = (int)(seq & (MIRROR_RING - 1));
     s->recent[k].seq = seq;
     s->recent[k].rtp_ts = rtp_ts;
     s->recent[k].ssrc = ssrc;
     s->recent[k].pt = pt;
+    s->recent[k].cut = cut;
     s->recent[k].at = ts;
     Py_INCREF(data);
     Py_XSETREF(s->recent[k].data, data);
@@ -272,22 +285,24 @@ static void mirror_remember(StreamCore *s, double ts, long seq, long long rtp_ts
     s->recent[k].len = len;
 }
 
-/* mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload) -> bool: StreamAssembler.packet()'s first step */
+/* mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload, cut=0) -> 0, 1 or 2: StreamAssembler.packet()'s
+ * first step (and cut()'s, with cut 1 and the captured bytes); a copy is counted */
 static PyObject *core_mirror_copy(StreamCore *s, PyObject *args) {
     double ts;
     long seq;
     long long rtp_ts, ssrc;
-    int pt;
+    int pt, cut = 0;
     PyObject *payload;
-    if (!PyArg_ParseTuple(args, "dlLLiO", &ts, &seq, &rtp_ts, &ssrc, &pt, &payload)) return NULL;
+    if (!PyArg_ParseTuple(args, "dlLLiO|p", &ts, &seq, &rtp_ts, &ssrc, &pt, &payload, &cut)) return NULL;
     PyObject *data = PyBytes_CheckExact(payload) ? (Py_INCREF(payload), payload) : PyBytes_FromObject(payload);
     if (data == NULL) return NULL;
     seq &= 0xFFFF;
-    int copy = mirror_copy(s, ts, seq, rtp_ts, ssrc, pt, (const unsigned char *)PyBytes_AS_STRING(data),
-                           PyBytes_GET_SIZE(data));
-    if (!copy) mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, data, 0, PyBytes_GET_SIZE(data));
+    int copy = mirror_match(s, ts, seq, rtp_ts, ssrc, pt, (const unsigned char *)PyBytes_AS_STRING(data),
+                            PyBytes_GET_SIZE(data), cut);
+    if (copy) s->mirror_duplicates++;
+    if (copy != 1) mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, data, 0, PyBytes_GET_SIZE(data), cut);
     Py_DECREF(data);
-    return PyBool_FromLong(copy);
+    return PyLong_FromLong(copy);
 }
 
 /* arm(*, audio_pt, t0, clock, drift_limit, handle, lane=None, lane_limit=0, silence=0, evidence=None):
@@ -512,7 +527,12 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
      * placed for it, no audio() call (libopus would conceal up to 120 ms for an empty packet) */
     if (payload_len <= 0) return BAIL;
     if (!(ts >= 0.0 && ts < 4294967296.0)) return BAIL; /* a time no pcap record can carry: Python's */
-    if (mirror_copy(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len)) return DONE;
+    int copy = mirror_match(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len, 0);
+    if (copy == 1) {
+        s->mirror_duplicates++;
+        return DONE;
+    }
+    if (copy) return BAIL; /* whole, after a copy the capture cut short: Python puts it over the fill */
     if (s->evidence != NULL) {
         if (s->ev_linktype < 0) {
             PyObject *lt = PyObject_GetAttr(s->evidence, str_linktype);
@@ -558,7 +578,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
     }
     /* from here on the packet is ours */
     mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, frame_obj,
-                    frame + payload_off - (const unsigned char *)PyBytes_AS_STRING(frame_obj), payload_len);
+                    frame + payload_off - (const unsigned char *)PyBytes_AS_STRING(frame_obj), payload_len, 0);
     double last = s->last_arrival;
     if (last != 0.0 && ts - last > s->max_gap) s->max_gap = ts - last;
     s->last_arrival = ts;

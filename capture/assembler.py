@@ -30,6 +30,11 @@ packet two or three times, microseconds apart. A packet identical to one of the 
 ``MIRROR_WINDOW_S`` of it is such a copy: dropped before anything else looks at it (no evidence
 frame, no figure changes) and counted in ``mirror_duplicates``. An identical packet later than that
 is the sender's (or the network's) duplicate as before: counted in ``duplicates``, a quality figure.
+A truncating mirror's copy (cut short by the capture: :meth:`StreamAssembler.cut`) is a copy when its
+captured bytes begin the other's payload. Whichever comes first, the recording has the most of the
+packet that arrived: a whole copy after a cut one is placed over the silence the cut one was
+completed with (the cut one is then not counted in ``truncated``; the whole frame goes into the
+evidence too), a cut copy after a whole one is dropped.
 """
 from __future__ import annotations
 
@@ -68,19 +73,27 @@ class _PyStreamCore:
         self.recent = [None] * MIRROR_RING  # made once: a new part (StreamAssembler.__init__ again) keeps it
         return self
 
-    def mirror_copy(self, ts: float, seq: int, rtp_ts: int, ssrc: int, pt: int, payload: bytes) -> bool:
-        """Whether this packet is a second mirror session's copy of one of the last seen (counted);
-        if not, it is remembered as the first of its kind."""
+    def mirror_copy(self, ts: float, seq: int, rtp_ts: int, ssrc: int, pt: int, payload: bytes, cut: int = 0) -> int:
+        """Whether this packet is a second mirror session's copy of one of the last seen (counted):
+        0 not a copy (it is remembered as the first of its kind), 1 a copy (dropped), 2 a copy that
+        holds more of the packet than the one remembered (that one was cut short by the capture,
+        ``cut`` 1, its ``payload`` the captured bytes only; this one whole, or cut less short): it is
+        remembered instead, and its payload goes over the silence the cut one was completed with."""
         slot = seq & (MIRROR_RING - 1)
         first = self.recent[slot]
         if (
             first is not None and first[0] == seq and first[1] == rtp_ts and first[2] == ssrc and first[3] == pt
-            and -MIRROR_WINDOW_S <= ts - first[4] <= MIRROR_WINDOW_S and first[5] == payload
+            and -MIRROR_WINDOW_S <= ts - first[4] <= MIRROR_WINDOW_S
         ):  # fmt: skip
-            self.mirror_duplicates += 1
-            return True
-        self.recent[slot] = (seq, rtp_ts, ssrc, pt, ts, payload)
-        return False
+            copy = _same_packet(first[5], first[6], payload, cut)
+            if copy:
+                self.mirror_duplicates += 1
+                if copy == 1:
+                    return 1
+        else:
+            copy = 0
+        self.recent[slot] = (seq, rtp_ts, ssrc, pt, ts, payload, cut)
+        return copy
 
     def arm(self, **recording: object) -> None:
         """The C core takes over the steady case here (keyword arguments only: ``audio_pt``, ``t0``,
@@ -91,13 +104,28 @@ class _PyStreamCore:
         pass
 
 
+def _same_packet(had: bytes, had_cut: int, payload: bytes, cut: int) -> int:
+    """(StreamCore's mirror_match in C) The same packet as the one remembered (same header): 1 when
+    it holds no more of it, 2 when it holds more (the one remembered was cut shorter), 0 not the same.
+    A cut packet's bytes are the same packet's when they begin the other's."""
+    a, b = len(had), len(payload)
+    if not had_cut and not cut:
+        return 1 if had == payload else 0
+    if had_cut and cut:
+        n = min(a, b)
+        return (2 if b > a else 1) if had[:n] == payload[:n] else 0
+    if had_cut:  # the first was cut, this one whole
+        return (2 if b > a else 1) if b >= a and payload[:a] == had else 0
+    return 1 if b <= a and had[:b] == payload else 0  # the first whole, this one cut
+
+
 _StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
 
 
 class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
     __slots__ = (
         "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
-        "announced", "truncated",
+        "announced", "truncated", "cuts",
     )  # fmt: skip
 
     def __init__(self, call: Call, channel: int) -> None:
@@ -131,12 +159,18 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         self.early = 0  # packets whose place would be before the recording's start: dropped
         self.truncated = 0  # audio packets cut short by the capture: captured bytes placed, the rest silence
         self.mirror_duplicates = 0  # copies of a packet a second mirror session delivered again: dropped
+        self.cuts: list[tuple[int, int, int, int] | None] = [None] * MIRROR_RING  # cut packets placed, by
+        #   sequence number as the mirror ring: (seq, rtp_ts, ssrc, position), for a whole copy to go over
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
                linktype: int = 1, again: bool = False) -> None:  # fmt: skip
         """``again``: a packet a codec change held back (Call.codec_changed), placed in the new part now."""
-        if not again and self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload):
-            return  # a second mirror session's copy of a packet just seen: as if it had not come
+        if not again:
+            copy = self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload)
+            if copy:  # a second mirror session's copy of a packet just seen: as if it had not come,
+                if copy == 2:  # unless the first was cut short by the capture and this one is whole
+                    self._uncut(ts, seq, rtp_ts, ssrc, payload, frame, linktype, whole=True)
+                return
         call = self.call
         last = self.last_arrival
         if last and ts - last > self.max_gap:
@@ -206,14 +240,45 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         """A packet the capture cut short (``missing`` payload bytes not captured): its payload
         completed with its codec's silence (capture/cut.py) and placed as any packet is; True (and
         counted in ``truncated``) when it went into the audio."""
+        copy = self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, captured, 1)
+        if copy == 1:
+            return False  # a copy of a packet just seen (whole, or cut as short or shorter): dropped
         codec = self.call.codecs.get(pt)
         payload = completed(codec.name if codec is not None else "", captured, missing)
+        if copy == 2:  # a copy of one cut shorter: its longer captured part goes over (still cut short)
+            self._uncut(ts, seq, rtp_ts, ssrc, payload, frame, linktype, whole=False)
+            return False
         placed = self.packets
-        self.packet(ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype)
+        self.packet(ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype, again=True)
         if self.packets == placed:
             return False
         self.truncated += 1
+        offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        self.cuts[seq & (MIRROR_RING - 1)] = (seq, rtp_ts, ssrc, self.base_pos + offset)  # where it went
         return True
+
+    def _uncut(self, ts: float, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes, linktype: int,
+               *, whole: bool) -> None:  # fmt: skip
+        """A second mirror session's copy of a packet placed cut short (``cuts``) that holds more of
+        it: its payload goes where the cut one went, over the silence that completed it (and its
+        frame into the evidence, which then holds the bytes the recording has). Whole, the packet
+        is no longer counted in ``truncated``. (Counted in ``mirror_duplicates`` by mirror_copy.)"""
+        slot = seq & (MIRROR_RING - 1)
+        placed = self.cuts[slot]
+        call = self.call
+        if placed is None or placed[0] != seq or placed[1] != rtp_ts or placed[2] != ssrc or call.handle is None:
+            return  # the cut one was not placed (before the answer, a duplicate...): neither is this
+        pos = placed[3]
+        if frame and call.evidence is not None:
+            call.evidence(ts, linktype, frame)
+        stop = pos + len(payload)
+        if stop > self.end:
+            self.end = stop
+        if payload:
+            call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
+        if whole:
+            self.truncated -= 1
+            self.cuts[slot] = None
 
     def _not_audio(self, pt: int, rtp_ts: int, payload: bytes, *, placed: bool) -> None:
         """Counted, never mixed into the audio. DTMF (RFC 4733) is kept as events with the recording."""

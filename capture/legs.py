@@ -68,11 +68,11 @@ class ProbedStream(StreamAssembler):
         """Not handed to the C core while probed (a recording that opens now is armed at the end)."""
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
-               linktype: int = 1) -> None:  # fmt: skip
+               linktype: int = 1, again: bool = False) -> None:  # fmt: skip
         probe: LegProbe | None = self.call.leg_probe
         if probe is not None and probe.observe(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype):
             return
-        StreamAssembler.packet(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype)
+        StreamAssembler.packet(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype, again)
 
 
 class LegProbe:

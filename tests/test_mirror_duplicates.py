@@ -214,3 +214,55 @@ def test_the_table_of_recent_sip_messages_stays_small() -> None:
         assert len(pipeline._recent_sip) <= MAX_RECENT_SIP
     pipeline.on_sip_payload(1001.0, src, dst, b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n\r\n")
     assert len(pipeline._recent_sip) == 1  # the window passed: the old ones are let go
+
+
+# -- a truncating mirror's cut copy first (the review of issue 14, finding 7) ---------------------
+
+
+def _cut_and_whole(tmp: Path, order: str) -> tuple[Path, Path, SipCall]:
+    """A call whose every RTP frame a second, truncating mirror session (cutting frames to 100
+    bytes) delivers too: ``order`` "cut-first" (the cut copy 5 us before the whole one), "whole-first",
+    or "cut-twice" (cut to 100, then to 150 bytes, then whole)."""
+    from frames import CutFrame
+
+    call = SipCall("cutcopy-1@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
+                   1_790_000_000.0, talk=2.0, seed=31)  # fmt: skip
+    plain = call.packets()
+    mixed = []
+    for t, f in plain:
+        if f[42] & 0xC0 != 0x80:
+            mixed.append((t, f))  # SIP: once
+        elif order == "cut-first":
+            mixed += [(t, CutFrame(f, 100)), (t + 5e-6, f)]
+        elif order == "whole-first":
+            mixed += [(t, f), (t + 5e-6, CutFrame(f, 100))]
+        else:
+            mixed += [(t, CutFrame(f, 100)), (t + 3e-6, CutFrame(f, 150)), (t + 6e-6, f)]
+    clean, copies = tmp / "clean.pcap", tmp / f"{order}.pcap"
+    write_pcap(str(clean), plain)
+    write_pcap(str(copies), mixed)
+    return clean, copies, call
+
+
+@pytest.mark.parametrize("order", ["cut-first", "whole-first", "cut-twice"])
+def test_a_cut_copy_first_does_not_win_over_the_whole_one(tmp_path: Path, order: str) -> None:
+    """A truncating mirror's cut copy before the whole copy: the recording has the whole packet's
+    audio, not the silence the cut one was completed with; the packet is not counted as truncated,
+    and its copies are the mirror's, not the sender's duplicates. In C and in Python alike."""
+    from test_fastpath import compare
+
+    clean_pcap, pcap, call = _cut_and_whole(tmp_path, order)
+    clean, copied = Replayed(tmp_path / "clean", clean_pcap), Replayed(tmp_path / "copied", pcap)
+    [call_id] = clean.rows
+    assert copied.wav(call_id) == clean.wav(call_id)  # the real audio, byte for byte
+    rtp = sum(1 for _, f in call.packets() if f[42] & 0xC0 == 0x80)
+    copies = rtp * (2 if order == "cut-twice" else 1)
+    for stream, clean_stream in zip(copied.rows[call_id].streams, clean.rows[call_id].streams):
+        assert (stream["truncated"], stream["duplicates"]) == (0, 0), stream
+        assert {**stream, "mirror_duplicates": 0} == clean_stream
+    assert sum(s["mirror_duplicates"] for s in copied.rows[call_id].streams) == copies
+    assert copied.pipeline.counters["mirror_duplicates"] == copies
+    evidence = copied.evidence(call_id)
+    assert all(f in evidence for _, f in call.packets() if f[42] & 0xC0 == 0x80)  # the whole frames are kept
+    (tmp_path / "compare").mkdir()
+    compare([pcap], tmp_path / "compare")
