@@ -1,17 +1,20 @@
 """The evidence pcap of a recorded call: every frame of it that crossed the SPAN port (its SIP
 messages that arrived as single frames, and all its RTP, DTMF and comfort noise), as captured.
 
-Written to the spool as the call goes (buffered, like the WAV), then encrypted into the store with
-the recording and erased with it. One link type per file (the first frame's); a frame of another
+Written to the spool as the call goes, sealed under the recording's data key (``storage/sealed.py``:
+the pcap's global header and then each flush of the buffer, ~0.75 s of G.711 packets, is one DATA
+record of a sealed PCAP file), renamed into the store with the recording and erased with it. One link type per file (the first frame's); a frame of another
 link type is counted and left out. SIP messages that were IP-fragmented or split over TCP segments
 are not in it (their frames are not kept once reassembled): the WAV and the index have the call.
 """
 from __future__ import annotations
 
-import errno
-import os
 import struct
 from collections.abc import Callable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import sealed
 
 FLUSH_BYTES = 16 * 1024  # per call: ~0.75 s of G.711 packets, the same bound on a crash as the WAV
 _record = struct.Struct("<IIII")
@@ -20,16 +23,21 @@ _record = struct.Struct("<IIII")
 class EvidencePcap:
     flush_bytes = FLUSH_BYTES  # capture's C fast path appends to ``buf`` and calls flush() past this
 
-    def __init__(self, path: str, on_error: Callable[[OSError], None] | None = None,
+    def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
                  on_flush: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.path = path
+        self.aes = aes
         self.linktype: int | None = None
         self.buf = bytearray()
-        self.fd = -1
+        self.file: sealed.SealedWriter | None = None
         self.skipped = 0  # frames of another link type, or with a time a pcap record cannot carry
         self.error: OSError | None = None  # the write that failed (a full store): frames after it are lost
         self.on_error = on_error
         self.on_flush = on_flush  # after each write of the buffer (the recording's figures are saved at this pace)
+
+    @property
+    def fd(self) -> int:
+        return self.file.fd if self.file is not None else -1
 
     def add(self, ts: float, linktype: int, frame: bytes) -> None:
         if not 0.0 <= ts < 4294967296.0:  # a time a pcap record cannot carry (a damaged capture)
@@ -38,10 +46,10 @@ class EvidencePcap:
         if self.linktype is None:
             self.linktype = linktype
             try:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                os.write(self.fd, struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype))
+                self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes)
             except OSError as exc:
                 self._failed(exc)
+            self.buf += struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype)  # in the first record
         elif linktype != self.linktype:
             self.skipped += 1
             return
@@ -54,28 +62,14 @@ class EvidencePcap:
             self.flush()
 
     def flush(self) -> None:
-        if self.buf and self.fd >= 0 and self.error is None:
+        if self.buf and self.file is not None and self.error is None:
             try:
-                written = os.write(self.fd, self.buf)
-                if written != len(self.buf):  # a short write: the disk filled up
-                    self._cut(written)
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self.file.append(self.buf)  # whole pcap records: a record the disk cannot take is cut back
             except OSError as exc:
                 self._failed(exc)
             if self.on_flush is not None:
                 self.on_flush()
         self.buf.clear()  # after a failure too: a full disk must not grow the buffer
-
-    def _cut(self, written: int) -> None:
-        """Truncate a short write back to its last whole record (the file stays a valid pcap)."""
-        whole = 0
-        while whole + 16 <= written:
-            n = _record.unpack_from(self.buf, whole)[2]
-            if whole + 16 + n > written:
-                break
-            whole += 16 + n
-        end = os.lseek(self.fd, 0, os.SEEK_CUR)
-        os.ftruncate(self.fd, end - written + whole)
 
     def _failed(self, exc: OSError) -> None:
         """What was written stays; what comes after is lost, and the recording says so."""
@@ -85,11 +79,14 @@ class EvidencePcap:
                 self.on_error(exc)
 
     def close(self) -> str | None:
-        """Flush and close (it is encrypted into the store, and synced there, next); the file's
-        path, or None when the call had no frame."""
-        if self.fd < 0:
+        """Flush and seal (FINAL: the store renames it, and syncs it, next); the file's path, or None
+        when the call had no frame."""
+        if self.file is None:
             return None
         self.flush()
-        os.close(self.fd)
-        self.fd = -1
+        try:
+            self.file.final(self.file.length)
+        except OSError as exc:  # the store finishes it (storage.sealed.finish) when it keeps it
+            self._failed(exc)
+        self.file.close()
         return self.path

@@ -1,4 +1,11 @@
-"""Random access into a vault file: decrypt only the chunks a byte range needs.
+"""Random access into a stored recording's file: decrypt only what a byte range needs.
+
+:func:`open_reader` dispatches on the file's magic: RDS1 (``storage/sealed.py``: the spool's sealed
+files renamed into the store; an extent map from the clear record headers, built once per open) or
+RDV1 (recordings kept by older code, read by :class:`VaultReader` below). Both give ``size``,
+``chunks``/``chunk(i)`` and ``read(offset, length)``, and open the file once (``O_NOFOLLOW``).
+
+RDV1:
 
 A vault file (:mod:`storage.vault`) is a 16-byte header, then chunks of ``chunk size`` plaintext
 bytes each with a 16-byte GCM tag; chunk ``i`` starts at ``HEADER + i * (chunk size + TAG)`` and
@@ -20,13 +27,28 @@ import threading
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import sealed
+from .sealed import SealedFile
 from .vault import CHUNK, HEADER, MAGIC, TAG, VaultError, _aad, _nonce
 
 
+def open_reader(path: str, data_key: bytes, name: str) -> VaultReader | SealedFile:
+    """The reader for the file at ``path``, by its magic (``FileNotFoundError`` if it is gone)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        magic = os.pread(fd, 4, 0)
+        if magic == sealed.MAGIC:
+            return SealedFile(path, data_key, name, fd=fd)
+        return VaultReader(path, data_key, name, fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class VaultReader:
-    def __init__(self, path: str, data_key: bytes, name: str) -> None:
+    def __init__(self, path: str, data_key: bytes, name: str, *, fd: int | None = None) -> None:
         self.name = name
-        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.fd = fd if fd is not None else os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             self.header = os.pread(self.fd, HEADER, 0)
             if len(self.header) != HEADER or self.header[:4] != MAGIC:
@@ -42,7 +64,8 @@ class VaultReader:
                 raise VaultError(f"{name}: truncated at chunk {self.chunks - 1}")
             self.size = (self.chunks - 1) * self.chunk_size + tail - TAG  # plaintext bytes
         except BaseException:
-            os.close(self.fd)
+            if fd is None:
+                os.close(self.fd)
             raise
         self.aes = AESGCM(data_key)
         self._lock = threading.Lock()

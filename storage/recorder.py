@@ -1,14 +1,17 @@
 """The recording sink: stereo WAVs (and evidence pcaps) written progressively into the spool as the
-call goes. G.711 payload bytes go in as they are; G.722, Opus and L16 are decoded to 16-bit PCM
+call goes, sealed as they are written (``storage/sealed.py``: RDS1 under the recording's own data
+key, made when the call starts and wrapped by the master key into the sidecar's clear first line). G.711 payload bytes go in as they are; G.722, Opus and L16 are decoded to 16-bit PCM
 (``storage.codecs``); a codec that cannot be decoded here leaves only the evidence pcap.
 
 Each channel has a small buffer that starts at the *frontier* (the first sample not yet on disk).
 A payload is copied to its place in its channel's buffer, gaps are filled with the codec's silence
 byte, and once enough is buffered the frames up to the frontier are interleaved and appended to the
-spool file. The frontier stays ``REORDER_MARGIN`` behind the slower channel, so packets reordered
+spool file as one sealed DATA record (~1 s; never per packet). The frontier stays ``REORDER_MARGIN`` behind the slower channel, so packets reordered
 within that window land in the buffer, and at most ``MAX_LAG`` behind the faster one, so a silent
 direction (one-way audio, hold) cannot make the buffers grow. A payload whose place is already on
-disk (a burst after a network stall) is patched into the file in place: nothing is dropped as late.
+disk (a burst after a network stall) is held and, at the next write, the frames it falls in are
+sealed again as a new DATA record with it in place (a later record wins; the bytes on disk are never
+rewritten): nothing is dropped as late.
 Memory per G.711 call stays under ~40 KiB, and at most about one second of audio is ever in memory
 only (what a crash may lose).
 
@@ -16,7 +19,8 @@ The call's sidecar (``storage/sidecar.py``) is written first, whole or not at al
 streams' quality figures and DTMF events so far after ``FIRST_PROGRESS`` s of audio, then every ``PROGRESS_EVERY`` s, so a
 recording recovered after a crash keeps them up to then.
 
-At the end the header is completed and fsynced, and the store encrypts it into the locked store.
+At the end the final header is sealed as a DATA record at 0, then FINAL; the store fsyncs the files
+and renames them into the locked store (no read-back, no second encryption, no overwrite).
 """
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import codecs, wav
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import codecs, sealed, vault, wav
 from .evidence import EvidencePcap
 from .sidecar import FIRST_PROGRESS, PROGRESS_EVERY, CallSidecar
 
@@ -72,7 +78,11 @@ class SpoolRecording:
     def __init__(self, sink: SpoolSink, recording_id: str, call: Any) -> None:
         self.linked_legs: list[tuple[str, str]] = []  # (Call-ID, how matched) of legs not recorded
         base = os.path.join(sink.store.spool_dir, recording_id)
-        self.sidecar = CallSidecar(base, call)  # first, so the spool files always have their call beside them
+        self.data_key = vault.new_data_key()
+        self.aes = AESGCM(self.data_key)
+        self.wrapped_key = vault.wrap(sink.store.master_key(), self.data_key, recording_id)
+        self.sidecar = CallSidecar(base, call, recording_id=recording_id, aes=self.aes,
+                                   wrapped=self.wrapped_key)  # first: the spool files always have their call and key beside them
         try:
             self._open(sink, recording_id, call, base)
         except BaseException:
@@ -90,7 +100,7 @@ class SpoolRecording:
         self.evidence_error: str | None = None
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
         progress = self._evidence_flushed if self.fmt is None else None  # no WAV: the pcap's writes pace it
-        self.evidence = EvidencePcap(base + ".pcap", self._evidence_failed, progress) if self.keeps_packets else None
+        self.evidence = EvidencePcap(base + ".pcap", self.aes, self._evidence_failed, progress) if self.keeps_packets else None
         self._progress_at = 0  # spool position (samples; evidence flushes without a WAV) of the next figures
         # (the first after FIRST_PROGRESS s, when the streams and their sources are known, then every
         # PROGRESS_EVERY s)
@@ -98,6 +108,8 @@ class SpoolRecording:
             self.packet = self.evidence.add  # type: ignore[method-assign]  # straight to the pcap, per packet
         self.path = base + ".wav"
         self.late = [0, 0]  # samples patched into frames already written
+        self.held: list[tuple[int, int, bytes]] = []  # late payloads (channel, position, samples) until the next write
+        self.written = 0  # WAV data bytes sealed
         self.lanes: tuple[bytearray, bytearray] | None = None  # see capture.sink.RecordingHandle
         self.frontier = 0
         if self.fmt is None:
@@ -122,9 +134,8 @@ class SpoolRecording:
                 self.lanes = self.bufs
                 self.lane_limit = self.flush_at
                 self.silence_byte = fmt.silence
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.file = os.fdopen(fd, "r+b", buffering=0)  # read too: late payloads are patched in place
-        self.file.write(wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag))
+        provisional = wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag)
+        self.file = sealed.SealedWriter(self.path, sealed.WAV, self.aes, first=provisional, readable=True)
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         if self.evidence is not None:
@@ -164,24 +175,44 @@ class SpoolRecording:
         self._flush(final=False)
 
     def _patch(self, channel: int, position: int, payload: bytes) -> None:
-        """Write a late payload into one channel of frames already in the spool file (rare: a
-        packet later than the reorder margin, e.g. a burst after a network stall)."""
-        width = self.width
-        samples = len(payload) // width
+        """Hold a late payload for one channel of frames already sealed (rare: a packet later than
+        the reorder margin, e.g. a burst after a network stall); :meth:`_seal_late` places it."""
+        samples = len(payload) // self.width
         self.late[channel - 1] += samples
         if self.error is not None or not samples or position < 0:
             return
-        offset = wav.HEADER_SIZE + 2 * width * position
-        fd = self.file.fileno()
-        try:
-            frames = bytearray(os.pread(fd, 2 * len(payload), offset))
-            if len(frames) != 2 * len(payload):
-                return  # beyond what was written: cannot happen while position < frontier
-            for i in range(width):
-                frames[(channel - 1) * width + i :: 2 * width] = payload[i::width]
-            os.pwrite(fd, frames, offset)
-        except OSError as exc:
-            self._write_failed(exc)
+        self.held.append((channel, position, bytes(payload)))
+
+    def _seal_late(self) -> None:
+        """The held late payloads, one DATA record per run of frames they fall in: those frames as
+        sealed so far (decrypted from the spool file), each payload put in place."""
+        held, self.held = sorted(self.held, key=lambda h: h[1]), []
+        width, frame = self.width, 2 * self.width
+        runs: list[list[tuple[int, int, bytes]]] = []
+        end = -1
+        for h in held:
+            if runs and h[1] <= end:
+                runs[-1].append(h)
+            else:
+                runs.append([h])
+            end = max(end, h[1] + len(h[2]) // width)
+        for run in runs:
+            first = run[0][1]
+            last = min(max(p + len(b) // width for _, p, b in run), self.written // frame)
+            if last <= first:
+                continue
+            offset = wav.HEADER_SIZE + frame * first
+            try:
+                frames = self.file.read(offset, frame * (last - first))
+                for channel, position, payload in run:  # in arrival order within a position: the later wins
+                    rel = (position - first) * frame + (channel - 1) * width
+                    n = min(len(payload) // width, last - position)
+                    for i in range(width):
+                        frames[rel + i : rel + n * frame : frame] = payload[i : n * width : width]
+                self.file.data(offset, frames)
+            except OSError as exc:
+                self._write_failed(exc)
+                return
 
     def _pad(self, buf: bytearray, n: int) -> None:
         while n > 0:
@@ -212,10 +243,12 @@ class SpoolRecording:
         self.frontier += n  # the buffers start n samples later, written or not
         if self.error is None:
             try:
-                if self.file.write(frames) != len(frames):  # a short write: the disk filled up
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self.file.data(wav.HEADER_SIZE + self.written, frames)
+                self.written += len(frames)
             except OSError as exc:
-                self._write_failed(exc)  # the header repair at the end keeps the whole frames written
+                self._write_failed(exc)  # the record was cut back: the frames sealed before it stay
+        if self.held and self.error is None:
+            self._seal_late()
         if not final and self.frontier >= self._progress_at:
             self._progress_at = self.frontier + self.progress_every
             self._save_progress()
@@ -256,8 +289,15 @@ class SpoolRecording:
         wav_path = None
         if self.fmt is not None:
             self._flush(final=True)
+            frames = self.written // (2 * self.width)
+            if self.error is None:
+                try:  # the final sizes, then FINAL (the store syncs and renames it next)
+                    fmt = self.fmt
+                    self.file.data(0, wav.header(self.codec, frames, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag))
+                    self.file.final(wav.HEADER_SIZE + self.written)
+                except OSError as exc:
+                    self._write_failed(exc)  # the store finishes the file (storage.sealed.finish) when it keeps it
             self.file.close()
-            frames = wav.repair_header(self.path, sync=False)  # encrypted into the store (and synced) next
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
         self.sidecar.close()
@@ -277,6 +317,7 @@ class SpoolRecording:
             self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,
             end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
             rate=self.fmt.rate if self.fmt else 0, linked_legs=list(self.linked_legs),
+            data_key=self.data_key, wrapped_key=self.wrapped_key,
         )  # fmt: skip
 
 

@@ -1,11 +1,14 @@
 """Crash recovery: calls whose recording was in the spool when the service died (kill -9, power
 loss) are finalised at the next start as ``incomplete``, with all the audio that reached the disk.
 
-Each call's spool files (WAV, evidence pcap) have its metadata beside them (written first), so
-the recovered recording is indexed like any other: WAV header rebuilt from the data actually
-written, a half-written last pcap record cut, encrypted into the store, the spool copies erased. A
-sidecar with no other file (death between the creations) holds no audio and is erased, and so is a
-sidecar's staging copy (death while it was written). The quality figures and DTMF events are those
+Each call's spool files (WAV, evidence pcap, sealed as written: ``storage/sealed.py``) have its
+sidecar beside them (written first: the recording's wrapped key and, sealed, its call), so the
+recovered recording is indexed like any other: each file cut after its last whole record whose tag
+holds (at most ~1 s of audio lost), the WAV's final header and FINAL sealed, then kept as any call
+is (fsync, rename into the store). A sidecar with no other file (death between the creations), or
+without a whole first record (death while it was written), holds no audio and is removed, and so
+is the previous edition's staging copy. A spool of the previous edition (plaintext, a crash of the
+older code before an upgrade) is recovered as that code did: header rebuilt, encrypted, erased. The quality figures and DTMF events are those
 the sidecar had at its last line (a few seconds before the stop): the recording's note says so.
 """
 from __future__ import annotations
@@ -16,9 +19,8 @@ import struct
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from . import wav
+from . import codecs, sealed, wav
 from .erasure import erase_file
-from . import codecs
 from .recorder import audio_kind
 from .sidecar import FIELDS as SIDECAR_FIELDS
 from .sidecar import PROGRESS_EVERY, SIDECAR, STAGING, read_sidecar
@@ -50,7 +52,7 @@ def recover_spool(store: Store) -> list[str]:
             erase_file(base + SIDECAR)  # died before anything was written: nothing to keep
             continue
         try:
-            meta, streams = read_sidecar(base + SIDECAR)
+            meta, streams, keys = read_sidecar(base + SIDECAR, store.master_key())
             call = SimpleNamespace(**{k: meta.get(k) for k in SIDECAR_FIELDS})
             call.clock_rate, call.channels = call.clock_rate or 8000, call.channels or 1
         except (OSError, ValueError) as exc:
@@ -58,15 +60,31 @@ def recover_spool(store: Store) -> list[str]:
                       recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
             continue
         fmt = codecs.audio_format(call.codec, call.clock_rate, call.channels)
-        frames = wav.repair_header(wav_path) if wav_path else 0
-        if pcap_path:
-            repair_pcap(pcap_path)
+        sealed_keys: dict[str, bytes] = {}
+        if keys is not None:  # sealed as written: finish each file, then keep it as any
+            data_key, wrapped = keys
+            sealed_keys = {"data_key": data_key, "wrapped_key": wrapped}
+            frames = 0
+            try:
+                if wav_path:
+                    length = sealed.finish(wav_path, data_key, f"recording {recording_id}", wav_header=sealed.wav_header)
+                    frames = max(0, length - wav.HEADER_SIZE) // (2 * (fmt.width if fmt else 1))
+                if pcap_path:
+                    sealed.finish(pcap_path, data_key, f"recording {recording_id} (pcap)")
+            except (OSError, sealed.SealedError) as exc:
+                log.error("spool files of %s cannot be finished (%s): kept in the spool for a technician",
+                          recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
+                continue
+        else:
+            frames = wav.repair_header(wav_path) if wav_path else 0
+            if pcap_path:
+                repair_pcap(pcap_path)
         seconds = frames / fmt.rate if fmt and frames else 0.0
         store.keep(
             recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
             end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
             pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
-            linked_legs=meta.get("linked_legs") or [],
+            linked_legs=meta.get("linked_legs") or [], **sealed_keys,
         )  # fmt: skip
         recovered.append(recording_id)
         log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,

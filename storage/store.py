@@ -4,16 +4,22 @@ Layout below ``store.path``::
 
     index.sqlite        recordings, holds, erasure records (caller, Call-ID, DTMF sealed per recording)
     audit.sqlite        the hash-chained audit log
-    spool/              plaintext WAVs of calls in progress (erased once the call is stored)
-    recordings/YYYY/MM/DD/<id>.rdv   finalised recordings, encrypted (local date of the call)
+    spool/              calls in progress: <id>.wav, <id>.pcap, <id>.call.json, sealed as written
+                        (storage/sealed.py, RDS1 under each recording's own key)
+    recordings/YYYY/MM/DD/<id>.rdv   finalised recordings, encrypted (local date of the call): the
+                        spool's sealed files renamed (RDS1), or RDV1 (storage/vault.py) from older code
 
 Directories are 0700 and files 0600, created under umask 077: only the service user reads them.
-A finalised WAV is encrypted from the spool into a staging name, fsynced, renamed, its directory
-fsynced, indexed, and only then is the spool copy erased. A stored recording is never rewritten.
+Keeping a call: its sealed WAV and pcap are completed (final header, FINAL), fsynced, renamed into
+place, the directories fsynced, indexed (the wrapped key, the plaintext SHA-256s computed from the
+renamed files, which also checks every record), and only then is the sidecar unlinked. A plaintext
+spool WAV (a caller of the previous edition's interface) is still encrypted into RDV1 as before. A
+stored recording is never rewritten.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 
 import hashlib
 import logging
@@ -26,7 +32,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import keys, recorder, signing, vault
+from . import keys, recorder, sealed, signing, vault
 from .sidecar import SIDECAR
 from .audit import FORMAT, AuditEvent, AuditFormatError, AuditLog
 from .audit import marker as audit_marker
@@ -68,6 +74,24 @@ def one_way_audio(streams: list[dict[str, Any]]) -> bool:
     """One direction carried audio and the other none."""
     packets = [s.get("packets", 0) for s in streams]
     return len(packets) == 2 and (packets[0] == 0) != (packets[1] == 0)
+
+
+def _copy_across(src: str, dest: str) -> None:
+    """A sealed file copied byte for byte to another file system (staging name, fsync, rename), the
+    source then unlinked: ciphertext, so nothing to overwrite."""
+    staging = dest + ".part"
+    try:
+        with open(src, "rb") as s, open(staging, "xb") as d:
+            while block := s.read(1 << 20):
+                d.write(block)
+            d.flush()
+            os.fsync(d.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
+    os.replace(staging, dest)
+    os.unlink(src)
 
 
 class Actor:
@@ -329,7 +353,7 @@ class Store:
     def new_recording_id(self, call_id: str, did: str, started_at: float) -> str:
         base = recorder.recording_id(call_id, did, started_at, self.tz)
         rid, n = base, 1
-        while os.path.exists(os.path.join(self.spool_dir, rid + ".wav")):
+        while any(os.path.lexists(os.path.join(self.spool_dir, rid + s)) for s in (".wav", SIDECAR)):
             n += 1
             rid = f"{base}-{n}"
         return rid
@@ -342,9 +366,11 @@ class Store:
         return os.path.join(y, m, d, recording_id + SUFFIX)
 
     def keep(self, recording_id: str, wav_path: str | None, call: Any, *, pcap_path: str | None = None,
-             audio: str = "exact", rate: int = 8000, **final: Any) -> RecordingRow | None:  # fmt: skip
-        """Encrypt a finalised call (its WAV and/or evidence pcap) into the store with one data key,
-        index it, then erase the spool copies."""
+             audio: str = "exact", rate: int = 8000, data_key: bytes | None = None, wrapped_key: bytes | None = None,
+             **final: Any) -> RecordingRow | None:  # fmt: skip
+        """Keep a finalised call (its WAV and/or evidence pcap): sealed spool files (``data_key``
+        given: their key) are completed, synced and renamed into the store; a plaintext spool WAV is
+        encrypted into it with a new key. Then index it, then remove the spool files."""
         index = self.db()
         base = os.path.join(self.spool_dir, recording_id)
         if index.get(recording_id) is not None:
@@ -352,15 +378,20 @@ class Store:
                 "recording %s is already in the store (same capture replayed?): the new copy is discarded",
                 recording_id, extra={"EVENT": "duplicate-recording", "RECORDING_ID": recording_id},
             )  # fmt: skip
-            self.discard_spool(base)
+            self.discard_spool(base, sealed_files=data_key is not None)
             return None
-        data_key = vault.new_data_key()
+        is_sealed = data_key is not None
+        if data_key is None:
+            data_key = vault.new_data_key()
+        place = self._rename if is_sealed else self._encrypt
         rel = self.relative_path(recording_id, call.started_at)
-        sha256, size = self._encrypt(wav_path, rel, data_key) if wav_path else ("", 0)
+        sha256, size = place(wav_path, rel, data_key) if wav_path else ("", 0)
         pcap_rel, pcap_sha, pcap_size = "", "", 0
         if pcap_path:
             pcap_rel = rel[: -len(SUFFIX)] + PCAP_SUFFIX
-            pcap_sha, pcap_size = self._encrypt(pcap_path, pcap_rel, data_key)
+            pcap_sha, pcap_size = place(pcap_path, pcap_rel, data_key)
+        if is_sealed:
+            fsync_dir(self.spool_dir)
         if not wav_path:  # nothing decodable: the evidence pcap is the recording
             rel, sha256, size = pcap_rel, pcap_sha, pcap_size
         ended_at = max(final["ended_at"], call.started_at)
@@ -384,7 +415,7 @@ class Store:
             path=rel,
             streams=final["streams"],
             created_at=self.clock(),
-            wrapped_key=vault.wrap(self.master_key(), data_key, recording_id),
+            wrapped_key=wrapped_key or vault.wrap(self.master_key(), data_key, recording_id),
             audio=audio,
             rate=rate,
             pcap_path=pcap_rel,
@@ -395,7 +426,7 @@ class Store:
             part_reason=getattr(call, "part_reason", None) or "",
         )
         index.add(row, data_key, final.get("linked_legs") or ())
-        self.discard_spool(base)
+        self.discard_spool(base, sealed_files=is_sealed)
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "
                         "mirror and NAT", recording_id,
@@ -425,14 +456,63 @@ class Store:
         fsync_dir(os.path.dirname(dest))
         return sha256, size
 
-    def discard_spool(self, base: str) -> None:
-        """Erase a call's spool files: WAV, evidence pcap, call sidecar (audio and personal data),
-        now that their encrypted twins are in the store."""
+    def _rename(self, src_path: str, rel: str, data_key: bytes) -> tuple[str, int]:
+        """A sealed spool file into its place ``rel`` in the store: completed if its writer could
+        not (a full disk), fsynced, renamed (the same file system: no byte copied), the directory
+        fsynced. Returns its plaintext's SHA-256 and size, from the renamed file (read from the page
+        cache it was just written through; every record's tag checked)."""
+        dest = os.path.join(self.recordings_dir, rel)
+        os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
+        name = f"recording {os.path.basename(src_path)}"
+        if not os.path.lexists(src_path) and os.path.exists(dest):
+            f = sealed.SealedFile(dest, data_key, name)  # a keep retried after its rename: in place already
+        else:
+            try:
+                f = sealed.SealedFile(src_path, data_key, name)
+            except sealed.SealedError:  # its writer met a full disk before FINAL: what was sealed is kept
+                sealed.finish(src_path, data_key, name, wav_header=sealed.wav_header)
+                f = sealed.SealedFile(src_path, data_key, name)
+            try:
+                os.fsync(f.fd)
+                try:
+                    os.rename(src_path, dest)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    _copy_across(src_path, dest)  # the spool on another file system: the sealed bytes as they are
+                fsync_dir(os.path.dirname(dest))
+            except BaseException:
+                f.close()
+                raise
+        with f:  # the descriptor opened before the rename: the same file
+            digest = hashlib.sha256()
+            for chunk in f.plaintext():
+                digest.update(chunk)
+            f.verify()
+            return digest.hexdigest(), f.size
+
+    def discard_spool(self, base: str, *, sealed_files: bool = False) -> None:
+        """Remove a call's spool files: WAV, evidence pcap, call sidecar, now that they are in the
+        store. Sealed files are unlinked (ciphertext under a key the index alone keeps); plaintext
+        ones of the previous edition are overwritten with zeros first."""
         for suffix in (".wav", ".pcap", SIDECAR):
-            erase_file(base + suffix, pattern="zeros", sync_dir=False)
+            if sealed_files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(base + suffix)
+            else:
+                erase_file(base + suffix, pattern="zeros", sync_dir=False)
         fsync_dir(self.spool_dir)
 
     # -- reading ------------------------------------------------------------------------------
+
+    def reader(self, row: RecordingRow, pcap: bool = False) -> Any:
+        """The recording's WAV (or pcap) opened for random access: RDS1 or RDV1, by its magic."""
+        from .reader import open_reader
+
+        if pcap and not row.pcap_path:
+            raise StoreError(f"recording {row.id} has no evidence pcap (store.keep_pcap was off)")
+        data_key = vault.unwrap(self.master_key(), row.wrapped_key, row.id)
+        return open_reader(self.file_path(row, pcap), data_key, f"recording {row.id}" + (" (pcap)" if pcap else ""))
 
     def recordings(self) -> list[RecordingRow]:
         return self.db().all()
@@ -456,11 +536,9 @@ class Store:
 
     def plaintext(self, row: RecordingRow, pcap: bool = False) -> Iterator[bytes]:
         """The recording's WAV (or its evidence pcap), decrypted chunk by chunk (each authenticated)."""
-        if pcap and not row.pcap_path:
-            raise StoreError(f"recording {row.id} has no evidence pcap (store.keep_pcap was off)")
-        data_key = vault.unwrap(self.master_key(), row.wrapped_key, row.id)
-        with open(self.file_path(row, pcap), "rb") as f:
-            yield from vault.decrypt_chunks(f, data_key, f"recording {row.id}" + (" (pcap)" if pcap else ""))
+        with self.reader(row, pcap) as f:
+            for i in range(f.chunks):
+                yield f.chunk(i)
 
     def check(self, row: RecordingRow) -> str | None:
         """None when the recording (and its pcap) decrypts and matches its SHA-256; else what is wrong."""
@@ -468,9 +546,12 @@ class Store:
         for pcap, expected in parts:
             digest = hashlib.sha256()
             try:
-                for chunk in self.plaintext(row, pcap):
-                    digest.update(chunk)
-            except (vault.VaultError, OSError) as exc:
+                with self.reader(row, pcap) as f:
+                    for i in range(f.chunks):
+                        digest.update(f.chunk(i))
+                    if isinstance(f, sealed.SealedFile):
+                        f.verify()  # the records a later one replaced too
+            except (vault.VaultError, sealed.SealedError, OSError) as exc:
                 return str(exc)
             if digest.hexdigest() != expected:
                 what = "evidence pcap" if pcap else "recording"
@@ -498,7 +579,7 @@ class Store:
                     f"recording {row.id} fails its integrity check (SHA-256 differs from the one recorded at finalisation)"
                 )
             os.replace(staging, out)
-        except vault.VaultError as exc:
+        except (vault.VaultError, sealed.SealedError) as exc:
             raise IntegrityError(f"recording {row.id} fails its integrity check: {exc}") from None
         finally:
             if os.path.exists(staging):

@@ -2,6 +2,7 @@
 sequence and timestamp wrap-around, SSRC change, a sender paused on hold, one-way audio."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -147,21 +148,33 @@ def test_dtmf_and_comfort_noise_are_not_mixed_in(h: Harness) -> None:
 
 
 def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_path: Path) -> None:
-    """A real full filesystem (a 64 KiB tmpfs): the write that fails is reported once, the frames
-    before it stay a valid capture, and the buffer does not grow with the frames that follow."""
+    """A real full filesystem (a 64 KiB tmpfs): the write that fails is reported once, the sealed
+    records before it stay whole and a valid capture, and the buffer does not grow with the frames
+    that follow."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from capture.source import CaptureFile
+    from storage import sealed
     from storage.evidence import EvidencePcap
 
+    aes = AESGCM(AESGCM.generate_key(bit_length=256))
     with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
         errors: list[OSError] = []
-        pcap = EvidencePcap(str(tiny / "call.pcap"), errors.append)
+        pcap = EvidencePcap(str(tiny / "call.pcap"), aes, errors.append)
         frame = udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000, rtp_packet(0, 1, 0, 1, bytes(160)))
         for i in range(2000):  # ~420 KB of frames for 64 KiB of disk
             pcap.add(T0 + i * 0.02, 1, frame)
             assert len(pcap.buf) <= pcap.flush_bytes + len(frame) + 16
         assert pcap.close() == str(tiny / "call.pcap")
         assert len(errors) == 1 and errors[0].errno == 28  # ENOSPC, once
-        with CaptureFile(tiny / "call.pcap") as capture:
+        fd = os.open(tiny / "call.pcap", os.O_RDONLY)
+        try:
+            found, plains = sealed.valid_prefix(fd, aes, "call.pcap", plain=True)
+            assert found.end == os.fstat(fd).st_size  # no half record left: every record whole and valid
+        finally:
+            os.close(fd)
+        (tmp_path / "kept.pcap").write_bytes(b"".join(plains))
+        with CaptureFile(tmp_path / "kept.pcap") as capture:
             kept = [f for b in capture.batches() for _, _, f in b]
         assert 0 < len(kept) < 2000 and all(f == frame for f in kept)
 

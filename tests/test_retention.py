@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import FIXTURES, Site, needs_tool
 
+from storage import sealed
 from storage.retention import RetentionWorker, retain_until
 
 JST = ZoneInfo("Asia/Tokyo")
@@ -201,18 +202,21 @@ def test_verify_and_export_fail_loudly_on_damage(site: Site, tmp_path: Path, cap
     capsys.readouterr()
     assert site.ctl("verify") == 0
     assert "verified 2 recording(s) and the audit log: all hold" in capsys.readouterr().out
-    first, second = site.list(capsys)  # 6 s calls: two chunks each
+    first, second = site.list(capsys)  # 6 s calls: several sealed records each (storage/sealed.py)
     flipped = site.stored_path(first)
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0x10
     flipped.write_bytes(bytes(data))
     dropped = site.stored_path(second)
     data = dropped.read_bytes()
-    dropped.write_bytes(data[: 16 + 65536 + 16] + data[16 + 2 * (65536 + 16) :])  # second chunk removed
+    fd = os.open(dropped, os.O_RDONLY)
+    records = sealed.scan(fd, "t").records
+    os.close(fd)
+    dropped.write_bytes(data[: records[2][2]] + data[records[3][2] :])  # its third record removed
     assert site.ctl("verify") == 1
     out = capsys.readouterr().out
-    assert f"recording {first['id']}: chunk 0 fails authentication (altered" in out
-    assert f"recording {second['id']}: chunk 0 fails authentication (truncated" in out  # its last chunk is gone
+    assert f"recording {first['id']}: record" in out and "fails authentication (altered" in out
+    assert f"recording {second['id']}: record 2 out of sequence" in out
     for rec in (first, second):
         assert site.ctl("export", rec["id"], "--out", str(tmp_path / "x.wav"), "--purpose", "quality") == 1
         assert "fails its integrity check" in capsys.readouterr().err

@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import ROOT, small_tmpfs
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from storage import sealed, vault
 from storage.recovery import REASON, recover_spool
 from storage.sidecar import SIDECAR, STAGING, CallSidecar, read_sidecar
 from storage.store import Store
@@ -90,12 +93,22 @@ def test_a_recording_recovered_after_kill_9_keeps_its_figures_and_dtmf_and_says_
     assert streams[2]["dtmf"] == []
 
 
+MASTER = bytes(range(32))
+
+
+def new_sidecar(base: str, call: object) -> CallSidecar:
+    """A sidecar as a recording opens it: its own data key, wrapped by the master key."""
+    data_key = vault.new_data_key()
+    return CallSidecar(base, call, recording_id="r", aes=AESGCM(data_key), wrapped=vault.wrap(MASTER, data_key, "r"))
+
+
 def test_a_cut_last_line_leaves_the_figures_of_the_line_before(tmp_path: Path) -> None:
-    """A crash in the middle of a save: the sidecar's last line is cut; recovery reads the one
-    before it, DTMF events merged from every line (the last one may have grown longer)."""
-    call = SimpleNamespace(call_id="c", did="+81442003939", did_label="L", caller="09011112222", started_at=T0,
-                           codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
-    sidecar = CallSidecar(str(tmp_path / "r"), call)
+    """A crash in the middle of a save: the sidecar's last record is cut; recovery reads the one
+    before it, DTMF events merged from every line (the last one may have grown longer). Nothing of
+    the call is in the file in the clear."""
+    call = SimpleNamespace(call_id="call-id-in-clear?", did="+81442003939", did_label="L", caller="09011112222",
+                           started_at=T0, codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
+    sidecar = new_sidecar(str(tmp_path / "r"), call)
     stream = {"channel": 1, "packets": 10, "dtmf": [[1.0, "5", 40.0]]}
     sidecar.progress([stream, {"channel": 2, "packets": 9, "dtmf": []}])
     sidecar.progress([{**stream, "packets": 20, "dtmf": [[1.0, "5", 120.0], [2.0, "#", 60.0]]},
@@ -104,14 +117,23 @@ def test_a_cut_last_line_leaves_the_figures_of_the_line_before(tmp_path: Path) -
     sidecar.close()
     path = tmp_path / ("r" + SIDECAR)
     whole = path.read_bytes()
-    meta, streams = read_sidecar(str(path))
+    for secret in (b"09011112222", b"call-id-in-clear?", b"packets", b"dtmf"):
+        assert secret not in whole
+    meta, streams, keys = read_sidecar(str(path), MASTER)
     assert meta["caller"] == "09011112222" and [s["packets"] for s in streams] == [30, 29]  # type: ignore[union-attr]
+    assert keys is not None
     path.write_bytes(whole[:-7])  # the last save cut short
-    meta, streams = read_sidecar(str(path))
+    meta, streams, _ = read_sidecar(str(path), MASTER)
     assert [s["packets"] for s in streams] == [20, 19]  # type: ignore[union-attr]
     assert streams[0]["dtmf"] == [[1.0, "5", 120.0], [2.0, "#", 60.0]]  # type: ignore[index]
-    path.write_bytes(whole[: whole.index(b"\n") + 1])  # no save yet
-    assert read_sidecar(str(path)) == (meta, None)
+    fd = os.open(path, os.O_RDONLY)
+    first_record_end = sealed.scan(fd, "r", base=whole.index(b"\n") + 1).records[1][2]
+    os.close(fd)
+    path.write_bytes(whole[:first_record_end])  # no save yet
+    assert read_sidecar(str(path), MASTER) == (meta, None, keys)
+    path.write_bytes(whole[: first_record_end - 1])  # died in the first write: no recording's
+    with pytest.raises(ValueError):
+        read_sidecar(str(path), MASTER)
 
 
 def test_a_full_store_leaves_no_empty_or_partial_sidecar(tmp_path: Path) -> None:
@@ -139,7 +161,7 @@ def test_a_save_the_disk_cannot_take_is_cut_back(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
         call = SimpleNamespace(call_id="c", did="+81442003939", did_label="L", caller="09011112222", started_at=T0,
                                codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
-        sidecar = CallSidecar(str(tiny / "r"), call)
+        sidecar = new_sidecar(str(tiny / "r"), call)
         sidecar.progress([{"channel": 1, "packets": 1, "dtmf": []}])
         kept = (tiny / ("r" + SIDECAR)).read_bytes()
         fill(tiny / "filler")
@@ -147,7 +169,7 @@ def test_a_save_the_disk_cannot_take_is_cut_back(tmp_path: Path) -> None:
         assert sidecar.failed
         sidecar.close()
         assert (tiny / ("r" + SIDECAR)).read_bytes() == kept
-        assert [s["packets"] for s in read_sidecar(str(tiny / ("r" + SIDECAR)))[1]] == [1]  # type: ignore[union-attr]
+        assert [s["packets"] for s in read_sidecar(str(tiny / ("r" + SIDECAR)), MASTER)[1]] == [1]  # type: ignore[union-attr]
 
 
 def test_recovery_erases_a_staging_sidecar(tmp_path: Path) -> None:

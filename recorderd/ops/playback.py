@@ -34,7 +34,8 @@ from typing import Any
 from storage import vault
 from storage.codecs import g711
 from storage.index import RecordingRow
-from storage.reader import VaultReader
+from storage.reader import VaultReader, open_reader
+from storage.sealed import SealedFile
 from storage.wav import read_info
 
 from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
@@ -126,13 +127,13 @@ def _token(args: Args) -> str:
     return token
 
 
-def _reader(ctx: Context, row: RecordingRow) -> VaultReader:
+def _reader(ctx: Context, row: RecordingRow) -> VaultReader | SealedFile:
     if row.audio == "not-decoded":
         raise OpError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here (its audio is the "
                       "original RTP in its evidence pcap)")  # fmt: skip
     data_key = vault.unwrap(ctx.store.master_key(), row.wrapped_key, row.id)
     try:
-        return VaultReader(ctx.store.file_path(row), data_key, f"recording {row.id}")
+        return open_reader(ctx.store.file_path(row), data_key, f"recording {row.id}")  # RDS1 or RDV1
     except FileNotFoundError:
         raise OpError(f"recording {row.id} has no file in the store (erased?)") from None
 
@@ -245,9 +246,11 @@ def _start_check(ctx: Context, row: RecordingRow, ticket: Ticket) -> None:
     def outcome() -> tuple[str, str]:
         digest = hashlib.sha256()
         try:
-            with VaultReader(path, data_key, f"recording {row.id}") as reader:
+            with open_reader(path, data_key, f"recording {row.id}") as reader:
                 for i in range(reader.chunks):
                     digest.update(reader.chunk(i))
+                if isinstance(reader, SealedFile):
+                    reader.verify()  # the records a later one replaced too
         except (vault.VaultError, OSError) as exc:
             return "failed", str(exc)
         if digest.hexdigest() != expected:
@@ -280,7 +283,7 @@ def play_check(ctx: Context, args: Args) -> Reply:
 # -- play-audio -------------------------------------------------------------------------------------
 
 
-def rendition(ticket: Ticket, reader: VaultReader, offset: int, length: int) -> bytes:
+def rendition(ticket: Ticket, reader: VaultReader | SealedFile, offset: int, length: int) -> bytes:
     """Bytes ``[offset, offset + length)`` of the ticket's 16-bit PCM WAV rendition."""
     end = min(ticket.size, offset + length)
     if offset >= end:

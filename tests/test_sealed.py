@@ -1,0 +1,291 @@
+"""The spool sealed as written and keeping as a rename (issue 13): the RDS1 record format
+(storage/sealed.py) on its own, then real recordings made through SpoolSink into a real store:
+nothing of the call in the clear in any file at any moment, and keeping writes each byte once."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from storage import sealed, wav
+from storage.recovery import recover_spool
+from storage.store import Store
+
+KEY = bytes(range(32))
+T0 = 1_790_000_000.0
+CALLER = "09087654321"
+CALL_ID = "a84b4c76e66710@pc33.example.jp"
+
+
+def make(path: Path, pieces: list[tuple[int, bytes]], *, final: bool = True, kind: int = sealed.WAV) -> None:
+    w = sealed.SealedWriter(str(path), kind, AESGCM(KEY))
+    for offset, data in pieces:
+        w.data(offset, data)
+    if final:
+        w.final(w.length)
+    w.close()
+
+
+def records(path: Path) -> list[tuple[int, int]]:
+    """(file position, end) of each record."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        found = sealed.scan(fd, "t")
+    finally:
+        os.close(fd)
+    return [(pos, pos + sealed.RECORD + sealed.NONCE + n + sealed.TAG) for _, n, pos, _ in found.records]
+
+
+def read_all(path: Path, key: bytes = KEY) -> bytes:
+    with sealed.SealedFile(str(path), key, "t") as f:
+        f.verify()
+        return b"".join(f.plaintext())
+
+
+# -- the format ------------------------------------------------------------------------------------
+
+
+def test_round_trip_whole_and_by_range(tmp_path: Path) -> None:
+    rnd = random.Random(1)
+    data = rnd.randbytes(300_000)
+    pieces = [(i, data[i : i + 16_000]) for i in range(0, len(data), 16_000)]
+    make(tmp_path / "f", pieces)
+    assert read_all(tmp_path / "f") == data
+    with sealed.SealedFile(str(tmp_path / "f"), KEY, "t") as f:
+        assert f.size == len(data)
+        for _ in range(200):
+            a = rnd.randrange(len(data))
+            n = rnd.randrange(40_000)
+            assert f.read(a, n) == data[a : a + n]
+        assert f.read(len(data), 10) == b""
+
+
+def test_a_late_patch_wins_and_nothing_is_rewritten(tmp_path: Path) -> None:
+    w = sealed.SealedWriter(str(tmp_path / "f"), sealed.WAV, AESGCM(KEY), readable=True)
+    w.data(0, b"A" * 100)
+    before = (tmp_path / "f").read_bytes()
+    w.data(50, b"B" * 10)  # a late payload: a new version of bytes 50..59
+    w.data(55, b"C" * 2)  # and a later one over part of it
+    assert w.read(45, 20) == b"A" * 5 + b"B" * 5 + b"CC" + b"B" * 3 + b"A" * 5
+    w.final(w.length)
+    w.close()
+    assert (tmp_path / "f").read_bytes().startswith(before)  # appended only
+    assert read_all(tmp_path / "f") == b"A" * 50 + b"B" * 5 + b"CC" + b"B" * 3 + b"A" * 40
+
+
+def test_a_removed_reordered_altered_or_truncated_record_fails_clearly(tmp_path: Path) -> None:
+    make(tmp_path / "f", [(i * 1000, bytes([i]) * 1000) for i in range(5)])
+    whole = (tmp_path / "f").read_bytes()
+    recs = records(tmp_path / "f")
+    cases: dict[str, bytes] = {}
+    (a, b), (c, d) = recs[1], recs[2]
+    cases["removed"] = whole[:a] + whole[b:]
+    cases["reordered"] = whole[:a] + whole[c:d] + whole[a:b] + whole[d:]
+    flip = bytearray(whole)
+    flip[c + 40] ^= 0x01
+    cases["altered ciphertext"] = bytes(flip)
+    moved = bytearray(whole)
+    moved[c + 5 : c + 13] = struct.pack(">Q", 0)  # the clear offset of record 2 changed: bytes moved
+    cases["altered header"] = bytes(moved)
+    cases["truncated"] = whole[: recs[-1][0]]  # the FINAL gone
+    cases["cut"] = whole[:-1]
+    cases["appended"] = whole + whole[a:b]
+    make(tmp_path / "other", [(i * 1000, bytes([i]) * 1000) for i in range(5)])
+    other = (tmp_path / "other").read_bytes()
+    cases["record of another file"] = whole[:a] + other[a:b] + whole[b:]  # same key, same seq: its file id differs
+    expect = {"removed": "out of sequence", "reordered": "out of sequence", "altered ciphertext": "fails authentication",
+              "altered header": "fails authentication", "truncated": "incomplete", "cut": "record 5 cut",
+              "appended": "after the final record", "record of another file": "fails authentication"}  # fmt: skip
+    for name, blob in cases.items():
+        (tmp_path / "bad").write_bytes(blob)
+        with pytest.raises(sealed.SealedError) as err:
+            read_all(tmp_path / "bad")
+        assert expect[name] in str(err.value), (name, str(err.value))
+    with pytest.raises(sealed.SealedError, match="fails authentication"):
+        read_all(tmp_path / "f", key=bytes(32))  # another recording's key
+
+
+def test_recovery_of_a_file_cut_at_every_byte_of_its_last_record(tmp_path: Path) -> None:
+    head = wav.header("PCMU", 0)
+    body = [random.Random(i).randbytes(1600) for i in range(3)]
+    pieces = [(0, head)] + [(wav.HEADER_SIZE + 1600 * i, b) for i, b in enumerate(body)]
+    make(tmp_path / "crashed", pieces, final=False)  # the process died: no final header, no FINAL
+    whole = (tmp_path / "crashed").read_bytes()
+    last_start, last_end = records(tmp_path / "crashed")[-1]
+    assert last_end == len(whole)
+    for cut in range(last_start, last_end + 1):
+        f = tmp_path / f"cut-{cut}"
+        f.write_bytes(whole[:cut])
+        length = sealed.finish(str(f), KEY, "t", wav_header=sealed.wav_header)
+        kept = body if cut == last_end else body[:2]
+        data = read_all(f)
+        assert length == len(data) == wav.HEADER_SIZE + 1600 * len(kept)
+        info = wav.read_info(data)
+        assert info.frames == 800 * len(kept) and data[wav.HEADER_SIZE :] == b"".join(kept)
+        f.unlink()
+    (tmp_path / "crashed").write_bytes(whole[: last_start + 20])
+    sealed.finish(str(tmp_path / "crashed"), KEY, "t", wav_header=sealed.wav_header)
+    assert sealed.finish(str(tmp_path / "crashed"), KEY, "t") == wav.HEADER_SIZE + 3200  # complete: left as it is
+
+
+# -- recordings through the spool ------------------------------------------------------------------
+
+
+def new_store(root: Path) -> Store:
+    store = Store(str(root / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(root / "key"))
+    store.init()
+    return store.open()
+
+
+def sip_frame(n: int) -> bytes:
+    text = (f"INVITE sip:0442003939@192.0.2.10 SIP/2.0\r\nFrom: <sip:{CALLER}@203.0.113.5>;tag={n}\r\n"
+            f"Call-ID: {CALL_ID}\r\nCSeq: {n} INVITE\r\n\r\n").encode()  # fmt: skip
+    return bytes(14) + bytes(28) + text
+
+
+def every_file(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def find_clear(files: dict[str, bytes], audio: list[bytes]) -> list[str]:
+    """Where the caller, the Call-ID or any 32 consecutive bytes of a channel's audio appear."""
+    found = []
+    needles = [CALLER.encode(), CALL_ID.encode()]
+    for path, blob in files.items():
+        for needle in needles:
+            if needle in blob:
+                found.append(f"{path}: {needle!r}")
+        for chan in audio:
+            for i in range(0, len(chan) - 32, 16):
+                if chan[i : i + 32] in blob:
+                    found.append(f"{path}: audio at {i}")
+                    break
+    return found
+
+
+def call_info(call_id: str = CALL_ID) -> SimpleNamespace:
+    return SimpleNamespace(call_id=call_id, did="+81442003939", did_label="テスト", caller=CALLER, started_at=T0,
+                           codec="PCMU", clock_rate=8000, channels=1, conversation="c0ffee", part=1, part_reason="")  # fmt: skip
+
+
+def record(store: Store, seconds: int, *, check: object = None, end: bool = True) -> tuple[object, list[bytes]]:
+    """``seconds`` of random audio in both channels (20 ms packets), a SIP frame every second into
+    the evidence pcap, and a late payload after a stall; ``check`` runs every 5 s of audio."""
+    rec = store.sink().call_started(call_info())
+    rnd = random.Random(7)
+    chans = [bytearray(rnd.randbytes(8000 * seconds)) for _ in (1, 2)]
+    late = None
+    for i in range(50 * seconds):
+        for ch in (1, 2):
+            if ch == 2 and i == 100:
+                late = (i, bytes(chans[1][i * 160 : (i + 1) * 160]))  # held up: it comes 3 s late
+                continue
+            rec.audio(ch, i * 160, bytes(chans[ch - 1][i * 160 : (i + 1) * 160]))
+        rec.packet(T0 + i * 0.02, 1, sip_frame(i) if i % 50 == 0 else bytes(42) + b"\x80" + rnd.randbytes(171))
+        if late and i == 250:
+            rec.audio(2, late[0] * 160, late[1])
+        if check is not None and i % 250 == 0:
+            check()  # type: ignore[operator]
+    if end:
+        rec.end(SimpleNamespace(complete=True, reason="bye", ended_at=T0 + seconds, streams=[]))
+    return rec, [bytes(c) for c in chans]
+
+
+def test_nothing_of_the_call_is_ever_in_the_clear_and_the_kept_audio_is_exact(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    root = Path(store.root)
+    seen: list[str] = []
+    audio: list[bytes] = []
+
+    def check() -> None:
+        if audio:
+            seen.extend(find_clear(every_file(root), audio))
+
+    rnd = random.Random(7)  # the same audio record() will make, known before the call to scan while it goes
+    audio[:] = [rnd.randbytes(8000 * 20) for _ in (1, 2)]
+    try:
+        _, chans = record(store, 20, check=check)
+        assert chans == audio
+        [row] = store.recordings()
+        assert not seen, seen  # while in progress
+        assert not find_clear(every_file(root), audio)  # after keep
+        assert os.listdir(store.spool_dir) == []
+        data = b"".join(store.plaintext(row))
+        assert hashlib.sha256(data).hexdigest() == row.sha256 and store.check(row) is None
+        assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]  # the late one in place
+        with open(store.file_path(row), "rb") as f:
+            assert f.read(4) == sealed.MAGIC
+        pcap = b"".join(store.plaintext(row, pcap=True))
+        assert pcap.count(CALL_ID.encode()) == 20 and hashlib.sha256(pcap).hexdigest() == row.pcap_sha256
+        with store.reader(row) as r:  # random access (play, waveform) decrypts only what it needs
+            assert r.read(wav.HEADER_SIZE + 2 * 8000 * 19, 64) == data[wav.HEADER_SIZE + 2 * 8000 * 19 :][:64]
+    finally:
+        store.close()
+
+
+def test_every_nonce_is_distinct(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    try:
+        record(store, 12)
+        [row] = store.recordings()
+        nonces = []
+        for path in store.files(row):
+            fd = os.open(path, os.O_RDONLY)
+            found = sealed.scan(fd, "t")
+            nonces += [os.pread(fd, sealed.NONCE, pos + sealed.RECORD) for _, _, pos, _ in found.records]
+            os.close(fd)
+        assert len(nonces) > 20 and len(set(nonces)) == len(nonces)
+    finally:
+        store.close()
+
+
+def io_counts() -> dict[str, int]:
+    with open("/proc/self/io") as f:
+        return {k: int(v) for k, v in (line.split(": ") for line in f)}
+
+
+def test_keeping_writes_each_byte_once(tmp_path: Path) -> None:
+    """A 3-minute call recorded and kept: the bytes the process wrote (to write(2), and to the disk)
+    are at most 1.1 times what the store keeps (the previous spool wrote the plaintext, encrypted it
+    into a second file and overwrote the first with zeros: about 3 times)."""
+    store = new_store(tmp_path)
+    try:
+        before = io_counts()
+        record(store, 180)
+        os.sync()
+        after = io_counts()
+        kept = sum(os.path.getsize(p) for row in store.recordings() for p in store.files(row))
+        assert kept > 4_500_000
+        assert after["wchar"] - before["wchar"] <= 1.1 * kept
+        assert after["write_bytes"] - before["write_bytes"] <= 1.1 * kept
+    finally:
+        store.close()
+
+
+def test_recovery_after_a_crash_keeps_the_sealed_audio_up_to_the_last_whole_record(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    try:
+        rec, chans = record(store, 10, end=False)  # the process dies: no end()
+        rec.file.close()  # type: ignore[attr-defined]
+        rec.sidecar.close()  # type: ignore[attr-defined]
+        rec.evidence.file.close()  # type: ignore[attr-defined]  (no FINAL either)
+        wav_path = Path(store.spool_dir) / (rec.id + ".wav")  # type: ignore[attr-defined]
+        with open(wav_path, "ab") as f:
+            f.write(os.urandom(500))  # and a half-written record after the last whole one
+        assert not find_clear(every_file(Path(store.root)), chans)
+        [rid] = recover_spool(store)
+        row = store.get(rid)
+        assert row.state == "incomplete" and store.check(row) is None
+        data = b"".join(store.plaintext(row))
+        got = wav.channel_bytes(data, 1)
+        assert 9 * 8000 <= len(got) <= 10 * 8000 and got == chans[0][: len(got)]  # at most ~1 s lost
+        assert os.listdir(store.spool_dir) == []
+    finally:
+        store.close()
