@@ -40,7 +40,7 @@ class Call:
         self.invite_dst = invite_dst
         self.created_at = ts
         self.last_signal = ts
-        self.conversation = conversation_token(call_id)  # a transfer's next call inherits it
+        self.conversation = conversation_token(call_id, ts, did.key)  # a transfer's next call inherits it
         self.part = 1  # the recording part in progress (a codec change or a transfer starts another)
         self.part_reason = ""
         self.part_sdp: Codec | None = None  # sdp_codec when the part in progress began
@@ -237,7 +237,11 @@ class Call:
         return max(self.last_signal, self.streams[0].last_arrival, self.streams[1].last_arrival)
 
 
-def conversation_token(call_id: str) -> str:
-    """The opaque id of the conversation a call begins: the same for every part of it, made from its
-    first Call-ID (so a replay gives the same tokens), not personal."""
-    return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+def conversation_token(call_id: str, ts: float, did_key: str) -> str:
+    """The opaque id of the conversation a call begins: the same for every part of it (later parts
+    inherit it), not personal. Made from its first Call-ID, its first INVITE's packet time and the
+    designated number's key: two calls that reuse a Call-ID (a device's counter restarting, a forged
+    one) are two conversations; a replay gives the same tokens (the same capture kept twice gives one
+    token to both: the ops refuse a conversation whose part numbers repeat)."""
+    text = f"{call_id}\x00{ts!r}\x00{did_key}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]

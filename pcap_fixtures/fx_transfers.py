@@ -20,8 +20,12 @@ PBX_HOST = "192.0.2.10"
 PHONE_B = ("192.0.2.31", 5060)  # the second operator's phone behind the PBX
 
 
-def token(call_id: str) -> str:
-    return hashlib.sha256(call_id.encode()).hexdigest()[:16]
+def token(call_id: str, start: float, did: str) -> str:
+    """The conversation's token: its first Call-ID, its first INVITE's time as the pcap gives it
+    back (microseconds) and the DID key."""
+    usec = round(start * 1_000_000)
+    ts = usec // 1_000_000 + (usec % 1_000_000) * 1e-6
+    return hashlib.sha256(f"{call_id}\x00{ts!r}\x00{did}".encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -33,6 +37,7 @@ class Part(SipCall):
     whose audio then comes from there with its own SSRC."""
 
     first_call_id: str = ""
+    first_start: float = 0.0  # the first part's INVITE time (with first_call_id)
     part: int = 1
     refer_to: str = ""
     refer_at: float = 2.0
@@ -100,7 +105,8 @@ class Part(SipCall):
 
     def expected_recording(self, did: str, did_label: str) -> dict:
         expected = super().expected_recording(did, did_label)
-        expected["conversation"] = token(self.first_call_id or self.call_id)
+        first = (self.first_call_id, self.first_start) if self.first_call_id else (self.call_id, self.start)
+        expected["conversation"] = token(*first, did)
         expected["part"] = self.part
         expected["part_reason"] = "transfer" if self.part > 1 else ""
         return expected
@@ -117,7 +123,8 @@ def transferred(first: Part, call_id: str, extension: str, seed: int, extra: tup
     return Part(call_id, f"sip:{extension}@{PBX_HOST}", f"sip:{extension}@{PBX_HOST}", first.caller,
                 first.refer_time + 0.1, caller_media=("203.0.113.20", 42000 + seed),
                 pbx_media=(PHONE_B[0], 22000 + seed), seed=seed, extra_headers=extra,
-                first_call_id=first.first_call_id or first.call_id, part=first.part + 1)  # fmt: skip
+                first_call_id=first.first_call_id or first.call_id,
+                first_start=first.first_start if first.first_call_id else first.start, part=first.part + 1)  # fmt: skip
 
 
 def _fixtures() -> dict:  # type: ignore[type-arg]

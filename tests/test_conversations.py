@@ -29,13 +29,14 @@ LEG_IDS = ("sbc-outside-leg-7f3a@203.0.113.9", "relay-leg-0442003939@198.51.100.
 
 
 def token(call_id: str) -> str:
-    return hashlib.sha256(call_id.encode()).hexdigest()[:16]  # capture.call.conversation_token
+    return hashlib.sha256(call_id.encode()).hexdigest()[:16]  # a token as capture makes one (here: any 16 hex)
 
 
 def record(store, call_id: str, *, started: float, part: int = 1, reason: str = "", conversation: str = "",
-           legs: tuple[tuple[str, str], ...] = (), seconds: int = 2, byte: int = 0x11) -> str:  # type: ignore[no-untyped-def]  # fmt: skip
+           legs: tuple[tuple[str, str], ...] = (), seconds: int = 2, byte: int = 0x11, did: str = DID,
+           label: str = LABEL) -> str:  # type: ignore[no-untyped-def]  # fmt: skip
     """One recording through the store's sink, as capture drives it; its id."""
-    info = CallInfo(call_id=call_id, did=DID, did_label=LABEL, caller=CALLER, started_at=started, codec="PCMU",
+    info = CallInfo(call_id=call_id, did=did, did_label=label, caller=CALLER, started_at=started, codec="PCMU",
                     conversation=conversation, part=part, part_reason=reason)  # fmt: skip
     rec = store.sink().call_started(info)
     packets = seconds * 50
@@ -340,3 +341,64 @@ def test_the_linked_legs_of_a_recording_recovered_after_a_crash_are_kept(tmp_pat
     shown = ctl_json(site, capsys, "show", recovered)
     assert shown["linked_legs"] == [{"how": "address", "call_id": LEG_IDS[0]}, {"how": "unsure", "call_id": LEG_IDS[1]}]
     assert site.spool_files() == []
+
+
+def test_two_calls_that_reuse_a_call_id_are_two_conversations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two callers, one Call-ID (a device's counter restarted, or forged) 100 s apart: two conversations,
+    and export --conversation of the first hands over the first caller's call alone."""
+    from frames import write_pcap
+    from generator import SipCall
+
+    uri = "sip:0442003939@192.0.2.10"
+    a = SipCall("1@192.0.2.77", uri, uri, "09011112222", START, seed=21)
+    b = SipCall("1@192.0.2.77", uri, uri, "08033334444", START + 100, seed=22)
+    pcap = tmp_path / "reuse.pcap"
+    write_pcap(str(pcap), sorted(a.packets() + b.packets(), key=lambda p: p[0]))
+    (tmp_path / "site").mkdir()
+    site = Site(tmp_path / "site").init()
+    assert site.replay(pcap) == 0
+    recs = sorted(site.list(capsys), key=lambda r: r["started_at"])
+    assert [(r["call_id"], r["part"], r["parts"]) for r in recs] == [("1@192.0.2.77", 1, 1)] * 2
+    assert recs[0]["conversation"] != recs[1]["conversation"]
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    assert site.ctl("export", recs[0]["id"], "--conversation", "--out", str(folder), "--purpose", "quality") == 0
+    assert sorted(p.name for p in folder.iterdir()) == [f"{recs[0]['id']}.wav{s}" for s in ("", ".manifest.json", ".manifest.sig")]
+
+
+@pytest.mark.parametrize("second", ["same-part", "other-number"])
+def test_a_conversation_that_cannot_be_one_is_not_exported_or_provided(
+    second: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows under one token that repeat a part number (calls reusing a Call-ID, kept before tokens
+    named the INVITE's time, or forged) or whose parts are to different numbers: export and provide
+    --conversation refuse, nothing written, no copy registered, the refusal audited."""
+    site = Site(tmp_path).init()
+    store = site.open_store()
+    try:
+        t = token("1@192.0.2.77")
+        p1 = record(store, "1@192.0.2.77", started=START, conversation=t)
+        if second == "same-part":
+            p2 = record(store, "1@192.0.2.77", started=START + 100, conversation=t, byte=0x55)
+        else:
+            p2 = record(store, "1@192.0.2.77-b", started=START + 3, part=2, reason="transfer", conversation=t,
+                        byte=0x55, did="+81442009999", label="別の窓口")  # fmt: skip
+    finally:
+        store.close()
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for args in (("export", p1, "--conversation", "--out", str(folder), "--purpose", "quality"),
+                 ("provide", p2, "--conversation", "--to", "Kawasaki Police Station", "--basis", "law",
+                  "--out", str(folder))):  # fmt: skip
+        capsys.readouterr()
+        assert site.ctl(*args) == 1
+        err = capsys.readouterr().err
+        assert "cannot be one conversation" in err and "nothing was" in err, err
+        assert CALLER not in err
+    assert list(folder.iterdir()) == []
+    assert ctl_json(site, capsys, "copies", "list") == []
+    refused = [e for e in audit_rows(site) if e.action in ("export", "provide")]
+    assert [(e.action, e.recording_id) for e in refused] == [("export", p1), ("provide", p2)]
+    assert all(e.result.startswith("failed") for e in refused)
+    capsys.readouterr()
+    assert site.ctl("export", p1, "--out", str(tmp_path / "one.wav"), "--purpose", "quality") == 0  # alone: as ever

@@ -257,11 +257,25 @@ def part_path(out: str, row_id: str, fmt: str) -> str:
     return os.path.join(out, row_id + (".pcap" if fmt == "pcap" else ".wav"))
 
 
+def conversation_parts(ctx: Context, row: RecordingRow, done: str) -> list[RecordingRow]:
+    """The parts of ``row``'s conversation, refused (``OpError``, nothing copied: ``done`` says what
+    was not) when they cannot be one conversation: a part number kept twice or parts to different
+    numbers (calls that reused a Call-ID, or a forged one: another citizen's call is not handed over)."""
+    parts = ctx.store.db().parts(row.conversation)
+    numbers = [p.part for p in parts]
+    if len(set(numbers)) != len(numbers) or len({p.did for p in parts}) > 1:
+        ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
+        raise OpError(f"the conversation of {row.id} cannot be one conversation: its parts "
+                      f"{', '.join(f'{p.id} (part {p.part}, {p.did_label})' for p in parts)} repeat a part number "
+                      f"or are to different numbers; nothing was {done}: copy each recording alone")  # fmt: skip
+    return parts
+
+
 def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
                          approved_by: str | None, ref: str | None) -> Reply:  # fmt: skip
     """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
     with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
-    parts = ctx.store.db().parts(row.conversation)
+    parts = conversation_parts(ctx, row, "copied")
     asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
     ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
     if asked != [p.id for p in parts]:
@@ -340,7 +354,7 @@ def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str,
     """Every part of ``row``'s conversation into the folder ``out``, to one recipient under one basis:
     each part its own provision record, registered copy and signed manifest (which names the
     conversation), each audited (the request's row for ``row``, a ``provide`` row per other part)."""
-    parts = ctx.store.db().parts(row.conversation)
+    parts = conversation_parts(ctx, row, "provided")
     asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
     ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
     if asked != [p.id for p in parts]:
