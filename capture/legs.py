@@ -11,15 +11,19 @@ How legs are matched. A designated INVITE is a *candidate* other face of an acti
 addresses (the source and the destination of the INVITE; the B2BUA whose second leg starts where
 the first one went is matched by address in the tracker). Caller, number and timing only make a
 candidate; the proof is the media: the SBC relays the caller's audio, so the same payload bytes
-appear on both legs' RTP a few milliseconds apart (and the contact centre's audio the other way).
+appear on both legs' RTP from the caller (channel 1) a few milliseconds apart. Only the caller's
+direction proves it: the caller's voice is the caller's own, while what the contact centre sends
+need not be (one music-on-hold source plays the same bytes at the same instant to every caller on
+hold). A caller that names no one (empty, ``anonymous``, ``unknown``, ``restricted``, in any
+case) is never matched: two such calls have nothing in common but the missing number.
 While a candidate is open both calls' streams run on the slow path (their class is switched to
 :class:`ProbedStream`, the first leg's streams are taken from the C core): the first leg goes on
 being recorded as before while the payloads of its first ``OBSERVE_PACKETS`` packets are noted;
 the candidate's packets are *held*, not recorded (at most ``HOLD_PACKETS``, for at most
 ``PROBE_SECONDS`` of packet time after the first of them; at most ``MAX_PROBES`` comparisons at
-once, past which a candidate is recorded as a call of its own). ``RELAY_MATCHES`` payloads seen on both
-legs within ``RELAY_DELAY`` s of each other prove it; a payload of one repeated byte (silence)
-proves nothing. Nothing of this runs for a call that has no candidate.
+once, past which a candidate is recorded as a call of its own). ``RELAY_MATCHES`` caller payloads
+seen on both legs within ``RELAY_DELAY`` s of each other prove it; a payload of one repeated byte
+(silence) proves nothing. Nothing of this runs for a call that has no candidate.
 
 What it decides:
 
@@ -27,8 +31,8 @@ What it decides:
   packets are dropped and its media endpoints no longer routed), the first leg's recording links
   it, counted ``calls_other_leg``.
 - the candidate ends having carried no media at all (the mirror sees one face's RTP only, as in
-  fax-t38-reinvite.pcap): there is no audio of it to keep; linked how ``"unsure"``, counted
-  ``calls_other_leg``.
+  fax-t38-reinvite.pcap): there is no audio of it to keep; linked how ``"unsure"`` in the first
+  leg's recording (which is how its existence shows), counted ``calls_other_leg``.
 - not proven within the bound (or the first leg was finalised first): unsure. The candidate is
   recorded after all: its held packets are replayed in order into its recording, which is byte
   for byte what it would have been without the hold; the two recordings link each other with how
@@ -40,6 +44,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .assembler import StreamAssembler
+from .call import CALLER
 
 if TYPE_CHECKING:
     from .call import Call
@@ -55,6 +60,7 @@ RELAY_MATCHES = 3  # relayed payloads that prove two legs one conversation
 MIN_PAYLOAD = 8  # bytes: shorter payloads (DTMF events, comfort noise) prove nothing
 FACES_PER_KEY = 16  # calls kept per (designated number, caller) for matching
 MAX_PROBES = 64  # comparisons open at once at most: past that a candidate is a call of its own
+NO_CALLER = frozenset(("", "anonymous", "unknown", "restricted"))  # (any case) callers that name no one
 
 
 class ProbedStream(StreamAssembler):
@@ -91,10 +97,11 @@ class LegProbe:
 
     def observe(self, stream: StreamAssembler, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int,
                 payload: bytes, frame: bytes, linktype: int) -> bool:  # fmt: skip
-        """Note the payload; True when the packet is held (the candidate's)."""
+        """Note the caller's payload; True when the packet is held (the candidate's)."""
         held = stream.call is self.candidate
         mine, theirs = (self.noted[1], self.noted[0]) if held else (self.noted[0], self.noted[1])
-        if len(payload) >= MIN_PAYLOAD and payload.count(payload[0]) != len(payload):
+        if (stream.channel == CALLER and len(payload) >= MIN_PAYLOAD
+                and payload.count(payload[0]) != len(payload)):  # fmt: skip
             seen = theirs.get(payload)
             if seen is not None and abs(ts - seen) <= RELAY_DELAY:
                 self.matches += 1
@@ -132,7 +139,10 @@ class LegMatcher:
         faces.append(call)
 
     def first_face(self, ts: float, did_key: str, caller: str, src: bytes, dst: bytes) -> Call | None:
-        """The active designated call this new INVITE may be the other face of."""
+        """The active designated call this new INVITE may be the other face of (never for a caller
+        that names no one)."""
+        if caller.strip().lower() in NO_CALLER:
+            return None
         faces = self.faces.get((did_key, caller))
         if faces is None or len(self.probes) >= MAX_PROBES:
             return None  # (a flood of lookalikes cannot hold unbounded media: each is simply recorded)

@@ -31,10 +31,12 @@ well (its held packets replayed, byte for byte) and both are linked as unsure
 configured the inside face is not from the trunk side and is not recorded (``calls_not_inbound``).
 
 Transfers (capture/transfer.py): a REFER the contact centre's side sends in a recorded dialog makes
-the caller's new INVITE to its target (or with its Replaces) the next part of the same
-conversation, whatever number it calls (``calls_transferred``); an INVITE to a designated number
-that follows a transfer in a dialog that was not recorded is not recorded
-(``calls_transferred_in``).
+the same caller's new INVITE to its target (from the address the REFER went to, or with its
+Replaces) the next part of the same conversation, whatever number it calls (``calls_transferred``),
+when the target is inside the contact centre (an extension, a SIP user, a designated number; a
+transfer to an outside number is not followed: ``calls_transfer_not_followed``). An INVITE to a
+designated number that follows a transfer in a dialog seen and ignored as not designated, from the
+same caller, is not recorded (``calls_transferred_in``).
 
 A recording starts with the call's first G.711 packet (or, for an answered call that never
 carried media, at its end) and ends on BYE, CANCEL, a final error, an inactivity timeout measured
@@ -101,7 +103,7 @@ class CallTracker:
         self._legs: dict[tuple[bytes, str], deque[Call]] = {}  # (INVITE dst, caller) -> calls, oldest first
         self._warned: dict[str, float] = {}
         self.faces = LegMatcher(self)  # an SBC's other face (capture/legs.py)
-        self.transfers = Transfers()  # REFERs of recorded calls (capture/transfer.py)
+        self.transfers = Transfers(self._inside)  # REFERs of recorded calls (capture/transfer.py)
 
     # -- SIP ----------------------------------------------------------------------------------
 
@@ -119,7 +121,9 @@ class CallTracker:
                     closing.sip_frame(when, lt, f)  # the 200 to the BYE, for the evidence
             if msg.method != "INVITE":
                 if msg.method == "REFER" and msg.is_request and closing is None:
-                    self.transfers.refer_not_recorded(ts, msg, dst)  # a call not recorded, transferred
+                    self.transfers.refer_not_recorded(ts, msg, src, dst)  # a call not designated, transferred
+                elif msg.method in ("BYE", "CANCEL") and msg.is_request:
+                    self.transfers.outside_ended(msg.call_id)
                 return
             call = self._new_call(ts, src, dst, msg)
             if call is None:
@@ -130,7 +134,7 @@ class CallTracker:
         call.last_signal = ts
         from_caller = (header_tag(msg.header("from")) == call.caller_tag) == msg.is_request
         if msg.method == "REFER" and msg.is_request:
-            self.transfers.refer(ts, call, msg, dst, from_caller)
+            self.transfers.refer(ts, call, msg, dst, from_caller, self.counters)
         if msg.is_request:
             self._request(ts, call, msg, from_caller)
         else:
@@ -180,12 +184,13 @@ class CallTracker:
         prior = self._transferred(ts, src, msg, caller)
         first_face = None
         if prior is not None:  # the next part of a recorded conversation, whatever number it calls
-            did, caller = prior.did, prior.caller
+            did = prior.did  # (its caller is its own: the transfer matched only the same caller)
         else:
             did = self.called_did(msg)
             if did is None:
+                self.transfers.ignored_outside(ts, cid, src, dst, caller)  # a REFER there may follow
                 return self._ignore(cid, ts, "calls_not_designated")
-            if self._transferred_in(ts, src, msg):
+            if self._transferred_in(ts, src, msg, caller):
                 return self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
             if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
                 return self._ignore(cid, ts, "calls_not_inbound")
@@ -219,22 +224,27 @@ class CallTracker:
 
     def _transferred(self, ts: float, src: bytes, msg: SipMessage, caller: str) -> Call | None:
         """The recorded call this new INVITE continues after a transfer (capture/transfer.py): the
-        REFER it follows, or a Replaces naming the recorded dialog itself."""
+        REFER it follows, or a Replaces naming the recorded dialog itself; the same caller always."""
         referral = self.transfers.match(ts, src, msg, caller)
         if referral is not None:
             return referral.call
         replaced = replaces_call_id(msg)
         if replaced and replaced != msg.call_id:
-            return self.calls.get(replaced) or self.closing.get(replaced)
+            prior = self.calls.get(replaced) or self.closing.get(replaced)
+            return prior if prior is not None and prior.caller == caller else None
         return None
 
-    def _transferred_in(self, ts: float, src: bytes, msg: SipMessage) -> bool:
-        """The INVITE (Referred-By or Replaces) follows a transfer of a call that is not recorded: a
-        REFER seen in that dialog, or a Replaces naming it."""
-        replaced = replaces_call_id(msg)
-        if not (replaced or msg.header("referred-by")):
+    def _transferred_in(self, ts: float, src: bytes, msg: SipMessage, caller: str) -> bool:
+        """The INVITE (Referred-By or Replaces) follows a transfer of a call ignored as not
+        designated, from the same caller: a REFER seen in that dialog, or a Replaces naming it."""
+        if not (msg.header("replaces") or msg.header("referred-by")):
             return False
-        return bool(replaced and replaced in self.ignored) or self.transfers.transferred_in(ts, src, msg)
+        return self.transfers.transferred_in(ts, src, msg, caller)
+
+    def _inside(self, user: str, context: str) -> bool:
+        """A transfer target inside the contact centre: not a complete number (an extension, a SIP
+        user), or a designated one. A complete outside number is another agency, a mobile."""
+        return complete_number(user, context) is None or self.dids.match(user, context) is not None
 
     def not_recorded_leg(self, call: Call, ts: float) -> None:
         """An SBC's other face of a recorded call (capture/legs.py): let go, its media not routed."""

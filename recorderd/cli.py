@@ -12,6 +12,8 @@ from . import service, version
 from .counters import ENCAP
 
 DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
+LINKED = (("calls_second_leg", "second legs"), ("calls_other_leg", "other faces"),
+          ("calls_transferred_in", "transferred in"))  # designated calls not recorded, said when any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         + (f"{c['calls_lost_store_full']} lost (store full), " if c["calls_lost_store_full"] else "")
         + f"{c['calls_not_designated']} not designated, "
         f"{c['calls_not_inbound']} not inbound, {c['calls_unanswered']} unanswered, "
-        f"{c['calls_codec_unsupported']} without G.711 audio, {c['calls_over_capacity']} over capacity; "
+        f"{c['calls_codec_unsupported']} without G.711 audio, {c['calls_over_capacity']} over capacity"
+        + "".join(f", {c[k]} {words}" for k, words in LINKED if c[k])  # (every call seen is in one bucket)
+        + "; "
         f"malformed: {c['sip_malformed']} SIP, {c['rtp_malformed']} RTP"
         + (f"; {encap_summary(c)}" if any(c[k] for k in ENCAP) else "")  # a remote mirror's packets
         + (f"; {len(result.errors)} damaged file(s)" if result.errors else "")

@@ -40,6 +40,7 @@ TABLE: tuple[Counter, ...] = (
       report=CAPTURE, label=("録音した通話", "Calls recorded")),
     C("recording_parts_codec_change", "Recording parts begun by a codec change mid-call (each part its own recording)"),
     C("calls_transferred", "Calls recorded as the next part of a recorded conversation after a transfer (REFER, Replaces)"),
+    C("calls_transfer_not_followed", "Transfers of recorded calls not followed: to an outside number not designated (REFERs)"),
     C("calls_not_designated", "Calls not recorded: not to a designated number", stats=ALWAYS, report=NOT_RECORDED,
       label=("指定番号以外", "Not a designated number")),
     C("calls_not_inbound", "Calls not recorded: not from the trunk side", report=NOT_RECORDED,

@@ -174,3 +174,50 @@ def test_a_b2buas_second_leg_is_linked_by_address() -> None:
     (handle,) = sink.ended.values()
     assert handle.links == [(handle.info.call_id + "-leg2", "address")]
     assert pipeline.counters["calls_second_leg"] == 1
+
+
+def _on_hold(call_id: str, caller: str, start: float, seed: int, trunk: str, pbx: str):  # type: ignore[no-untyped-def]
+    """A designated call whose contact-centre side plays the PBX's one music-on-hold source: the
+    same payload bytes at the same instant to every caller on hold."""
+    import hashlib
+
+    import fx_legs
+
+    @dataclasses.dataclass
+    class OnHold(fx_legs.SipCall):
+        def media(self):  # type: ignore[no-untyped-def]
+            up, down = super().media()
+            down.packets = [(t, s, ts, hashlib.sha256(b"moh%d" % round(t / 0.02)).digest() * 5, pt, ss, a)
+                            for t, s, ts, _p, pt, ss, a in down.packets]  # fmt: skip
+            return up, down
+
+    return OnHold(call_id, f"sip:0442003939@{pbx}", f"sip:0442003939@{pbx}", caller, start, talk=6.0, seed=seed,
+                  sip_src=(trunk, 5060), sip_dst=(pbx, 5060), caller_media=(trunk[:-1] + "20", 40000 + seed),
+                  pbx_media=("192.0.2.20", 20000 + seed))  # fmt: skip
+
+
+def test_shared_music_on_hold_does_not_make_a_second_call_an_sbcs_face(tmp_path: Path) -> None:
+    """Two calls from one company's main number (the same caller) 2 s apart over two trunks into
+    two PBX interfaces, both hearing the same music on hold: what the contact centre sends proves
+    nothing (only the caller's voice is the caller's own). Both are recorded, linked as unsure."""
+    a = _on_hold("moh-a@203.0.113.5", "0311112222", 1_790_003_600.0, 41, "203.0.113.5", "192.0.2.10")
+    b = _on_hold("moh-b@198.51.100.5", "0311112222", 1_790_003_602.0, 42, "198.51.100.5", "192.0.2.11")
+    pipeline, sink = replay(write(tmp_path, [a, b]))
+    assert sorted(sink.ended) == ["moh-a@203.0.113.5", "moh-b@198.51.100.5"]
+    assert sink.ended["moh-a@203.0.113.5"].links == [("moh-b@198.51.100.5", "unsure")]
+    assert pipeline.counters["calls_other_leg"] == 0 and pipeline.counters["calls_other_leg_unsure"] == 1
+    assert sink.ended["moh-b@198.51.100.5"].payloads == sink.ended["moh-a@203.0.113.5"].payloads == 600
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "Anonymous", "unknown", "RESTRICTED", ""])
+def test_callers_that_name_no_one_are_never_an_sbcs_faces(tmp_path: Path, caller: str) -> None:
+    """Two calls without a caller's number have nothing in common but the missing number: even with
+    the caller's audio relayed, neither is taken for the other's face; both are recorded, unlinked."""
+    import fx_legs
+
+    outside = fx_legs.outside("anon-outside@203.0.113.5", caller, fx_legs.T, 93)
+    inside = fx_legs.inside("anon-inside@198.51.100.2", outside, caller, fx_legs.T + 0.002, 94)
+    pipeline, sink = replay(write(tmp_path, [outside, inside]))
+    assert sorted(sink.ended) == ["anon-inside@198.51.100.2", "anon-outside@203.0.113.5"]
+    assert [h.links for h in sink.ended.values()] == [[], []]
+    assert pipeline.counters["calls_other_leg"] == 0 and pipeline.counters["calls_designated"] == 2
