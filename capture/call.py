@@ -26,7 +26,7 @@ MAX_PENDING_FRAMES = 64  # SIP frames held per call before its recording opens
 DRIFT_LIMIT_S = 3.0  # s: a packet this much later than its timestamp says means a paused sender
 MAX_PARTS = 64  # per call: a flood of re-INVITEs flipping codecs cannot open recordings without bound
 RECENT_FRAMES = 8  # SIP frames a part begun by a codec change gets first (the re-INVITE or UPDATE that made it)
-SWITCH_RUN = 3  # packets in a row of another audio codec, one the SDP did not negotiate, that begin a part
+SWITCH_RUN = 3  # packets in a row of another audio codec, one the SDP listed but did not choose, that begin a part
 
 
 class Call:
@@ -47,10 +47,13 @@ class Call:
         self.parts_ended = 0  # parts ended by a codec change before the one in progress (each kept)
         self.recent_frames: deque[tuple[float, int, bytes]] = deque(maxlen=RECENT_FRAMES)
         self.runs: tuple[list[tuple], list[tuple]] = ([], [])  # per direction: packets in a row of another codec
+        self.strangers = [-1, -1]  # per direction: the SSRC of the last run refused as not the sender's
         self.answered_at: float | None = None
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
         self.sdp_codec: Codec | None = None  # first audio format the answer (else the offer) lists
+        self.sdp_listed: frozenset[int] = frozenset()  # every payload type the answer (else the offer) lists
+        self.capped = False  # MAX_PARTS reached: the part in progress is the last (counted, logged once)
         self.endpoints: list[Endpoint] = []
         self.streams = (StreamAssembler(self, CALLER), StreamAssembler(self, CALLEE))
         self.audio_pt = -1  # payload type of the recording's codec, once chosen
@@ -121,11 +124,16 @@ class Call:
         codec = self.codecs.get(pt)
         if (
             codec is None or codec.name in NOT_AUDIO or codec.name == self.codec or self.handle is None
-            or self.end is not None or self.part >= MAX_PARTS
+            or self.end is not None
         ):  # fmt: skip
+            return False
+        if self.part >= MAX_PARTS:
+            self._cap()
             return False
         held: list[tuple] = []
         if codec != self.sdp_codec or codec == self.part_sdp:  # not negotiated since the part began
+            if pt not in self.sdp_listed:
+                return False  # a codec the SDP never listed: forged or stray, another payload of the part
             run = self.runs[stream.channel - 1]
             if run:
                 last = run[-1]
@@ -133,6 +141,11 @@ class Call:
                     return False  # the same packet again: the duplicate check has it
                 if last[2] != pt or last[5] != ssrc or (last[3] + 1) & 0xFFFF != seq:
                     run.clear()
+            if not run and (ssrc != stream.ssrc or ssrc == self.strangers[stream.channel - 1]):
+                # a run begins only from the SSRC the direction is on (a stranger's first packet becomes
+                # the direction's latest SSRC as it is counted: it is remembered, to begin no run either)
+                self.strangers[stream.channel - 1] = ssrc
+                return False
             if len(run) < SWITCH_RUN - 1 or not self._other_follows(stream, run[0][0], pt):
                 run.append((ts, stream, pt, seq, rtp_ts, ssrc, payload, frame, linktype))
                 del run[: len(run) - (SWITCH_RUN - 1)]  # (kept to the last ones: bounded)
@@ -154,6 +167,16 @@ class Call:
     def _current(self, run: list[tuple], pt: int) -> bool:
         """Whether ``run`` (a direction's) is of ``pt`` and ends with that direction's latest packet."""
         return bool(run) and run[-1][2] == pt and run[-1][0] >= run[-1][1].last_arrival
+
+    def _cap(self) -> None:
+        """MAX_PARTS parts: the part in progress stays in its codec to the call's end (its audio kept,
+        another codec's packets counted as another payload); counted and logged once per call."""
+        if self.capped:
+            return
+        self.capped = True
+        log.warning("recording %s: a call to %s reached %d parts; the rest is kept in this part's codec (%s), "
+                    "other codecs counted, not recorded", self.handle.id if self.handle else "-", self.did.label,
+                    MAX_PARTS, self.codec, extra={"EVENT": "call-parts-capped", "DID_LABEL": self.did.label})  # fmt: skip
 
     def _next_part(self, codec: Codec, pt: int, ts: float) -> None:
         """End the part in progress at ``ts`` (complete, ``codec-change``) and open the next there."""

@@ -349,6 +349,7 @@ class CallTracker:
             for pt, codec in m.codecs.items():
                 call.codecs.setdefault(pt, codec)
             if call.sdp_codec is None or not from_caller:
+                call.sdp_listed = frozenset(int(f) for f in m.formats if f.isdigit() and len(f) < 4)
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
             key = endpoint(m.address, m.port)  # type: ignore[arg-type]
@@ -439,6 +440,7 @@ class CallTracker:
         self.counters["mirror_duplicates"] += sum(s.mirror_duplicates for s in call.streams)  # (SIP's: pipeline)
         self.counters["calls_recorded"] += call.parts_ended  # parts a codec change ended: each kept already
         self.counters["recording_parts_codec_change"] += call.parts_ended
+        self.counters["recording_parts_capped"] += call.capped  # MAX_PARTS reached: the rest kept in the last part
         for key in call.endpoints:
             for stream in call.streams:
                 self.media.unregister(key, stream)

@@ -25,6 +25,12 @@ class CodecChangeCall(SipCall):
     changes: tuple[tuple[float, str], ...] = ()
     late_old: bool = False  # the caller's last packet of the old codec arrives after the first of the new
     offer_both: bool = False  # the PBX's re-INVITE offers the old codec first, then the new; the caller answers the new
+    listed: tuple[str, ...] = ()  # the call's first offer and answer list these codecs (else its codec alone)
+
+    def _sdp(self, media: tuple[str, int], session: int, direction: str = "sendrecv") -> bytes:
+        if not self.listed:
+            return super()._sdp(media, session, direction)
+        return self._codec_sdp(media, session, *self.listed)
 
     def _codec_sdp(self, media: tuple[str, int], session: int, *codecs: str) -> bytes:
         pts = " ".join(str(PAYLOAD_TYPE[c]) for c in codecs)

@@ -39,6 +39,7 @@ TABLE: tuple[Counter, ...] = (
     C("calls_recorded", "Recordings kept (a conversation kept in parts counts each part)", stats=ALWAYS, status=True,
       report=CAPTURE, label=("録音した通話", "Calls recorded")),
     C("recording_parts_codec_change", "Recording parts begun by a codec change mid-call (each part its own recording)"),
+    C("recording_parts_capped", "Calls that reached the most parts a call may have (64): the rest kept in the last part's codec"),
     C("calls_transferred", "Calls recorded as the next part of a recorded conversation after a transfer (REFER, Replaces)"),
     C("calls_transfer_not_followed", "Transfers of recorded calls not followed: to an outside number not designated (REFERs)"),
     C("calls_not_designated", "Calls not recorded: not to a designated number", stats=ALWAYS, report=NOT_RECORDED,

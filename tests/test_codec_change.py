@@ -1,7 +1,10 @@
 """A codec change mid-call (issue 14): a re-INVITE from PCMU to PCMA or G.722 ends the recording's
 part and begins another in the new codec, nothing lost or altered; a stray packet of another codec
 while the SDP stays as it was, DTMF and comfort noise never do; the call's end ends the part in
-progress; a flood of codec flips opens at most MAX_PARTS recordings."""
+progress; a flood of codec flips opens at most MAX_PARTS recordings, the last part keeping its codec's
+audio to the end. A change nobody signalled begins a part only to a codec the SDP listed, from the
+sender's own SSRC: forged RTP of another codec (a stranger's SSRC, or a codec the SDP never listed)
+is counted, never a part, the genuine audio kept."""
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +51,7 @@ def assert_audio(site: Site, rec: dict, exp: dict) -> None:
         assert hashlib.sha256(channel_bytes(data, chan["channel"])).hexdigest() == chan["sha256"], rec["codec"]
 
 
-def counters(packets: list[tuple[float, bytes]]) -> tuple[CapturePipeline, list]:
+def counters(packets: list[tuple[float, bytes]]) -> tuple[CapturePipeline, list]:  # type: ignore[type-arg]
     """The capture side alone, into a sink that keeps each part's CallInfo and end figures."""
 
     class Part:
@@ -139,7 +142,7 @@ def test_stray_packet_of_another_codec_without_sdp_change_opens_no_part() -> Non
 def _unsignalled(whole: CodecChangeCall, first: int, count: int, both: bool = True) -> list[tuple[float, bytes]]:
     """The call with ``count`` packets from ``first`` on (the caller's; the PBX's too when ``both``)
     sent as PCMA instead (same seq and ts, their own bytes), no re-INVITE: what senders may do when
-    the answer listed both codecs."""
+    the answer listed both codecs (``whole`` made with ``listed=("PCMU", "PCMA")``)."""
     originals, changed = set(), []
     for d in whole.media()[: 2 if both else 1]:
         for t, seq, ts, payload, pt, ssrc, _ in d.packets[first : first + count]:
@@ -150,7 +153,7 @@ def _unsignalled(whole: CodecChangeCall, first: int, count: int, both: bool = Tr
 
 
 def test_unsignalled_change_needs_three_packets_in_a_row_and_loses_none_of_them() -> None:
-    whole = codec_call("call-k-10", NUMBER, 100, ())
+    whole = codec_call("call-k-10", NUMBER, 100, (), listed=("PCMU", "PCMA"))
     _pipeline, parts = counters(_unsignalled(whole, 40, SWITCH_RUN - 1))  # two PCMA packets each way, then PCMU
     assert [p.info.codec for p in parts] == ["PCMU"]
     assert [s.other_payload for s in parts[0].result.streams] == [SWITCH_RUN - 1] * 2
@@ -165,7 +168,7 @@ def test_unsignalled_change_needs_three_packets_in_a_row_and_loses_none_of_them(
 def test_one_side_on_a_codec_of_its_own_begins_no_part() -> None:
     """Asymmetric codecs (the caller PCMA, the PBX PCMU, no re-INVITE): one WAV holds one codec, so the
     recording stays in the part's codec and the other is counted (not flip-flopping parts)."""
-    whole = codec_call("call-k-11", NUMBER, 101, ())
+    whole = codec_call("call-k-11", NUMBER, 101, (), listed=("PCMU", "PCMA"))
     _pipeline, parts = counters(_unsignalled(whole, 40, 110, both=False))
     assert [p.info.codec for p in parts] == ["PCMU"]
     assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [(40, 110), (150, 0)]
@@ -198,13 +201,66 @@ def test_call_ending_without_bye_ends_the_part_in_progress(site: Site, tmp_path:
         assert_audio(site, rec, exp)
 
 
-def test_a_flood_of_codec_flips_opens_at_most_max_parts() -> None:
+def test_a_flood_of_codec_flips_opens_at_most_max_parts(caplog: pytest.LogCaptureFixture) -> None:
     flips = tuple((0.04 * (i + 1), "PCMA" if i % 2 == 0 else "PCMU") for i in range(MAX_PARTS + 10))
     whole = dataclasses.replace(codec_call("call-k-7", NUMBER, 97, ()), changes=flips)
     pipeline, parts = counters(whole.packets())
     assert len(parts) == MAX_PARTS == pipeline.counters["calls_recorded"]
     assert [p.info.part for p in parts] == list(range(1, MAX_PARTS + 1))
-    assert sum(s.other_payload for s in parts[-1].result.streams) > 0  # the rest: counted, not new recordings
+    assert pipeline.counters["recording_parts_capped"] == 1
+    # the last part keeps every packet of its codec to the call's end; the other codec's are counted
+    first, codec = whole.switches()[MAX_PARTS - 1]
+    pt = 8 if codec == "PCMA" else 0
+    for d, s in zip(whole.media(), parts[-1].result.streams):
+        rest = [p[4] for p in d.packets[first:]]
+        assert (s.packets, s.other_payload) == (rest.count(pt), len(rest) - rest.count(pt))
+    capped = [r for r in caplog.records if getattr(r, "EVENT", "") == "call-parts-capped"]
+    assert len(capped) == 1 and "part" in capped[0].getMessage()  # once per call, with the recording's id
+    assert whole.caller not in capped[0].getMessage() and NUMBER not in capped[0].getMessage()
+
+
+def _forged(whole: CodecChangeCall, pt: int, ssrc: int, at: float, flips: int) -> list[tuple[float, bytes]]:
+    """The call with ``flips`` bursts of 3 forged packets each way of payload type ``pt`` (sequence
+    numbers in a row, SSRC ``ssrc``), 0.02 s apart from ``at`` s into the talk, from each sender's own
+    address (spoofed): what someone on the mirrored network may inject."""
+    out = whole.packets()
+    t = whole.media_start + at
+    for k in range(flips):
+        for d in whole.media():
+            for j in range(SWITCH_RUN):
+                data = rtp_packet(pt, 100 + 10 * k + j, 1000 + 160 * j, ssrc, bytes([0x55]) * 160)
+                out += [(t + j * 0.001, f) for f in udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1], data)]
+        t += 0.02
+    return out
+
+
+def test_forged_rtp_of_a_codec_the_sdp_did_not_list_opens_no_part_and_loses_no_audio(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = codec_call("call-k-13", NUMBER, 103, ())  # the SDP lists PCMU alone
+    recs = replay(site, tmp_path, _forged(whole, 8, 0xBAD, 1.001, 1), capsys)
+    assert [(r["codec"], r["end_reason"]) for r in recs] == [("PCMU", "bye")]
+    assert_audio(site, recs[0], expected(whole)[0])
+    _pipeline, parts = counters(_forged(whole, 8, 0xBAD, 0.501, MAX_PARTS + 10))  # a flood of them
+    assert [p.info.codec for p in parts] == ["PCMU"]
+    genuine = [len(d.packets) for d in whole.media()]
+    assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [
+        (n, (MAX_PARTS + 10) * SWITCH_RUN) for n in genuine]  # fmt: skip
+
+
+def test_forged_rtp_of_a_listed_codec_from_a_strangers_ssrc_opens_no_part() -> None:
+    whole = codec_call("call-k-14", NUMBER, 104, (), listed=("PCMU", "PCMA"))
+    _pipeline, parts = counters(_forged(whole, 8, 0xBAD, 0.501, MAX_PARTS + 10))
+    assert [p.info.codec for p in parts] == ["PCMU"]
+    genuine = [len(d.packets) for d in whole.media()]
+    assert [s.packets for s in parts[0].result.streams] == genuine
+
+
+def test_an_unsignalled_change_to_a_codec_the_sdp_did_not_list_opens_no_part() -> None:
+    whole = codec_call("call-k-15", NUMBER, 105, ())  # PCMU alone listed; the sender's own SSRC
+    _pipeline, parts = counters(_unsignalled(whole, 40, 110))
+    assert [p.info.codec for p in parts] == ["PCMU"]
+    assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [(40, 110)] * 2
 
 
 def test_fixture_json_names_each_part() -> None:
