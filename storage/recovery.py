@@ -48,16 +48,24 @@ def recover_spool(store: Store) -> list[str]:
         base = os.path.join(store.spool_dir, recording_id)
         wav_path = base + ".wav" if os.path.exists(base + ".wav") else None
         pcap_path = base + ".pcap" if os.path.exists(base + ".pcap") else None
-        if wav_path is None and pcap_path is None:
-            erase_file(base + SIDECAR)  # died before anything was written: nothing to keep
-            continue
         try:
             meta, streams, keys = read_sidecar(base + SIDECAR, store.master_key())
             call = SimpleNamespace(**{k: meta.get(k) for k in SIDECAR_FIELDS})
             call.clock_rate, call.channels = call.clock_rate or 8000, call.channels or 1
-        except (OSError, ValueError) as exc:
+            renamed = _renamed(store, recording_id, call) if keys is not None else (False, False)
+        except (OSError, ValueError, TypeError) as exc:
+            if wav_path is None and pcap_path is None:
+                erase_file(base + SIDECAR)  # died before anything was written (or while the sidecar was): nothing to keep
+                continue
             log.error("spool files of %s have no readable call record (%s): kept in the spool for a technician",
                       recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
+            continue
+        if wav_path is None and renamed[0]:
+            wav_path = base + ".wav"  # renamed into the store by a keep that died before its index row
+        if pcap_path is None and renamed[1]:
+            pcap_path = base + ".pcap"
+        if wav_path is None and pcap_path is None:
+            erase_file(base + SIDECAR)  # died before anything was written: nothing to keep
             continue
         fmt = codecs.audio_format(call.codec, call.clock_rate, call.channels)
         sealed_keys: dict[str, bytes] = {}
@@ -66,10 +74,14 @@ def recover_spool(store: Store) -> list[str]:
             sealed_keys = {"data_key": data_key, "wrapped_key": wrapped}
             frames = 0
             try:
-                if wav_path:
+                if wav_path and renamed[0] and not os.path.lexists(wav_path):
+                    with sealed.SealedFile(store.file_path_of(recording_id, call.started_at), data_key, recording_id) as f:
+                        length = f.size
+                elif wav_path:
                     length = sealed.finish(wav_path, data_key, f"recording {recording_id}", wav_header=sealed.wav_header)
+                if wav_path:
                     frames = max(0, length - wav.HEADER_SIZE) // (2 * (fmt.width if fmt else 1))
-                if pcap_path:
+                if pcap_path and os.path.lexists(pcap_path):
                     sealed.finish(pcap_path, data_key, f"recording {recording_id} (pcap)")
             except (OSError, sealed.SealedError) as exc:
                 log.error("spool files of %s cannot be finished (%s): kept in the spool for a technician",
@@ -91,6 +103,15 @@ def recover_spool(store: Store) -> list[str]:
                     extra={"EVENT": "recording-recovered", "RECORDING_ID": recording_id,
                            "DID_LABEL": call.did_label})  # fmt: skip
     return recovered
+
+
+def _renamed(store: Store, recording_id: str, call: SimpleNamespace) -> tuple[bool, bool]:
+    """Whether the recording's WAV and pcap are already in the store (a keep that died between its
+    rename and its index row; the files renamed are complete: keep checked them before)."""
+    if store.db().get(recording_id) is not None:
+        return False, False  # kept: the sidecar alone was left (keep removes it next)
+    wav_dest = store.file_path_of(recording_id, float(call.started_at))
+    return os.path.exists(wav_dest), os.path.exists(wav_dest[: -len(".rdv")] + ".pcap.rdv")
 
 
 def repair_pcap(path: str) -> None:

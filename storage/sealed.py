@@ -82,11 +82,11 @@ def file_header(kind: int) -> bytes:
     return _file.pack(MAGIC, VERSION, kind, 0, os.urandom(16))
 
 
-def seal(aes: AESGCM, header: bytes, kind: int, seq: int, offset: int, plain: bytes) -> bytes:
+def seal(aes: AESGCM, header: bytes, kind: int, seq: int, offset: int, plain: bytes | bytearray | memoryview) -> bytes:
     """One record, whole: clear header, nonce, ciphertext and tag."""
     head = _record.pack(kind, seq, offset, len(plain))
     nonce = os.urandom(NONCE)
-    return head + nonce + aes.encrypt(nonce, bytes(plain), header + head)
+    return head + nonce + aes.encrypt(nonce, plain, header + head)  # a bytearray as it is: no copy
 
 
 class SealedWriter:
@@ -299,6 +299,7 @@ class SealedFile:
             raise
         self._lock = threading.Lock()
         self._cache: dict[int, bytes] = {}
+        self._checked: set[int] = {self.scan.count - 1}  # records whose tag held (FINAL: at open)
         self.chunk_size = READ_CHUNK
         self.chunks = max(1, -(-self.size // READ_CHUNK))
 
@@ -319,6 +320,7 @@ class SealedFile:
         if plain is None:
             plain = open_record(self.fd, self.aes, self.scan, seq, self.name)
             with self._lock:
+                self._checked.add(seq)
                 if len(self._cache) >= 16:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[seq] = plain
@@ -358,9 +360,12 @@ class SealedFile:
             yield self.chunk(i)
 
     def verify(self) -> None:
-        """Every record's tag (a record all of whose bytes a later one replaced is checked too)."""
+        """Every record's tag (a record all of whose bytes a later one replaced is checked too; those
+        already read are not decrypted again)."""
         for seq in range(self.scan.count):
-            open_record(self.fd, self.aes, self.scan, seq, self.name)
+            if seq not in self._checked:
+                open_record(self.fd, self.aes, self.scan, seq, self.name)
+                self._checked.add(seq)
 
 
 # -- recovery ------------------------------------------------------------------------------------

@@ -365,6 +365,10 @@ class Store:
         y, m, d = self.local_date(started_at).split("-")
         return os.path.join(y, m, d, recording_id + SUFFIX)
 
+    def file_path_of(self, recording_id: str, started_at: float) -> str:
+        """Where keep puts a recording's WAV (its pcap: ``PCAP_SUFFIX`` for ``SUFFIX``)."""
+        return os.path.join(self.recordings_dir, self.relative_path(recording_id, started_at))
+
     def keep(self, recording_id: str, wav_path: str | None, call: Any, *, pcap_path: str | None = None,
              audio: str = "exact", rate: int = 8000, data_key: bytes | None = None, wrapped_key: bytes | None = None,
              **final: Any) -> RecordingRow | None:  # fmt: skip

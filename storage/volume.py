@@ -1,9 +1,10 @@
 """Is the store on an encrypted volume? (guideline REQUIREMENTS 5(4): the service refuses to run on
 an unsuitable volume unless configured otherwise.)
 
-The recordings are encrypted file by file, but the spool of calls in progress holds plain audio, and
-blocks the file system once held (journal, SSD spare area) outlive any erasure: the volume under the
-store should itself be encrypted. Found from the kernel's own description, nothing guessed:
+The recordings are encrypted file by file (the spool too, as written: storage/sealed.py), but the
+index and the audit log are in the clear apart from their sealed fields, and blocks the file system
+once held (journal, SSD spare area) outlive any erasure: the volume under the store should itself be
+encrypted. Found from the kernel's own description, nothing guessed:
 
 - the file system the store is on (``/proc/self/mountinfo``, by the store's ``st_dev``): ``ecryptfs``
   is an encrypted file system; a folder under fscrypt (ext4/f2fs ``encrypt``) answers the

@@ -289,3 +289,30 @@ def test_recovery_after_a_crash_keeps_the_sealed_audio_up_to_the_last_whole_reco
         assert os.listdir(store.spool_dir) == []
     finally:
         store.close()
+
+
+def test_a_keep_that_died_after_its_rename_is_kept_at_the_next_start(tmp_path: Path) -> None:
+    """The service dies between renaming a call's sealed files into the store and writing its index
+    row: the spool has only the sidecar left; recovery finds the files in place and keeps them (was:
+    the sidecar was erased as a call with nothing written, and the files swept later as orphans)."""
+    store = new_store(tmp_path)
+    try:
+        rec, chans = record(store, 4, end=False)
+        rec._flush(final=True)  # type: ignore[attr-defined]
+        rec.file.close()  # type: ignore[attr-defined]
+        rec.evidence.flush()  # type: ignore[attr-defined]
+        rec.evidence.file.close()  # type: ignore[attr-defined]
+        rec.sidecar.close()  # type: ignore[attr-defined]
+        rid = rec.id  # type: ignore[attr-defined]
+        rel = store.relative_path(rid, T0)
+        store._rename(os.path.join(store.spool_dir, rid + ".wav"), rel, rec.data_key)  # type: ignore[attr-defined]
+        store._rename(os.path.join(store.spool_dir, rid + ".pcap"), rel[:-4] + ".pcap.rdv", rec.data_key)  # type: ignore[attr-defined]
+        assert sorted(os.listdir(store.spool_dir)) == [rid + ".call.json"]  # then the process died
+        assert recover_spool(store) == [rid]
+        row = store.get(rid)
+        data = b"".join(store.plaintext(row))
+        assert wav.channel_bytes(data, 1) == chans[0] and store.check(row) is None
+        assert row.frames == 4 * 8000 and row.pcap_path
+        assert os.listdir(store.spool_dir) == []
+    finally:
+        store.close()
