@@ -74,11 +74,14 @@ class Call:
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
         """Slow path for a payload type other than the chosen one; starts the recording on the
-        first audio packet (whatever its codec: the sink decides how to keep it)."""
+        first audio packet (whatever its codec: the sink decides how to keep it) of a payload type
+        the SDP listed, when it listed any (forged RTP of another codec opens nothing)."""
         codec = self.codecs.get(pt)
         if codec is None or codec.name in NOT_AUDIO or self.lost:
             return False
         if self.handle is None:
+            if self.sdp_listed and pt not in self.sdp_listed:
+                return False
             self.audio_pt = pt
             return self.start(codec, ts)
         return codec.name == self.codec

@@ -248,6 +248,17 @@ def test_forged_rtp_of_a_codec_the_sdp_did_not_list_opens_no_part_and_loses_no_a
         (n, (MAX_PARTS + 10) * SWITCH_RUN) for n in genuine]  # fmt: skip
 
 
+def test_forged_rtp_of_another_codec_before_the_first_packet_does_not_open_the_recording(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Forged PCMA (not listed) just before the genuine audio: the recording opens on the genuine
+    PCMU, byte for byte (was: opened as PCMA by the forged packet, the call's audio then lost)."""
+    whole = codec_call("call-k-16", NUMBER, 106, ())
+    recs = replay(site, tmp_path, _forged(whole, 8, 0xBAD, -0.01, 1), capsys)  # 10 ms before the first packet
+    assert [(r["codec"], r["end_reason"]) for r in recs] == [("PCMU", "bye")]
+    assert_audio(site, recs[0], expected(whole)[0])
+
+
 def test_forged_rtp_of_a_listed_codec_from_a_strangers_ssrc_opens_no_part() -> None:
     whole = codec_call("call-k-14", NUMBER, 104, (), listed=("PCMU", "PCMA"))
     _pipeline, parts = counters(_forged(whole, 8, 0xBAD, 0.501, MAX_PARTS + 10))
