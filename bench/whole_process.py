@@ -72,7 +72,8 @@ def make_site(root: Path) -> Path:
     group = grp.getgrgid(os.getgid()).gr_name  # recorderctl list needs a role: give the bench's user all four
     roles = ", ".join(f"{r}_group: {group}" for r in ("manager", "staff", "technician", "auditor"))
     config.write_text("store: {path: store}\ndids_file: dids.yaml\nvault: {key_file: master.key}\n"
-                      "capture: {trunk_networks: [203.0.113.0/24]}\n"  # the generator's carrier side
+                      # the generator's carrier side; the erspan section's capture is a switch's ERSPAN
+                      "capture: {trunk_networks: [203.0.113.0/24], encapsulations: [erspan]}\n"
                       f"control: {{socket: control.sock}}\nroles: {{{roles}}}\n", encoding="utf-8")
     subprocess.run([str(VENV_BIN / "recorderctl"), "--config", str(config), "init"], check=True, capture_output=True, env=ENV)
     return config

@@ -23,7 +23,7 @@ from .cut import split_cut_rtp
 from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_IP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
 from .fragments import FragmentReassembler
 from .dids import DidDirectory
-from .encap import IPPROTO_GRE, MAX_DEPTH, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
+from .encap import IPPROTO_GRE, MAX_DEPTH, NOT_OPENED, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
 from .media import MediaMap
 from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
 from .sink import RecordingSink
@@ -31,7 +31,7 @@ from .sip import SipMessage, looks_like_sip
 from .source import Packet
 from .tcp import TcpStreams, parse_tcp
 from .tracker import CallTracker
-from .unrecognised import Unrecognised
+from .unrecognised import SIGNALLING, Unrecognised, is_call_signalling
 
 TICK = 1.0  # s of packet time between housekeeping passes
 _II = struct.Struct("!II")
@@ -157,7 +157,7 @@ class CapturePipeline:
                 on_sip(ts, src, dst, payload, frame, linktype)
             elif dport == VXLAN_PORT or dport == TZSP_PORT:
                 self.now, self._next_tick = now, next_tick
-                self._inner(ts, open_udp(self.encap, src, dport, payload))
+                self._inner(ts, open_udp(self.encap, src, dport, payload), src, dport, payload)
             else:
                 counters["udp_other"] += 1
                 self.unrecognised.udp_port(dport)
@@ -175,16 +175,20 @@ class CapturePipeline:
             if type(ip) is not str:
                 self.unrecognised.protocol(ip[3])  # type: ignore[index]
             return
-        self._inner(ts, open_gre(self.encap, ip[1], ip[4]))  # type: ignore[index]
+        self._inner(ts, open_gre(self.encap, ip[1], ip[4]), ip[1], -1, ip[4])  # type: ignore[index]
 
-    def _inner(self, ts: float, opened: tuple[int, bytes, str] | str | None) -> None:
+    def _inner(self, ts: float, opened: tuple[int, bytes, str] | str | None, src: bytes, port: int,
+               outer: bytes) -> None:  # fmt: skip
         """A remote mirror's outer packet, opened: its frame goes through the same dispatch as a
-        frame of the SPAN port (it is what the evidence pcap keeps), counted once in ``packets``."""
+        frame of the SPAN port (it is what the evidence pcap keeps), counted once in ``packets``.
+        (``src``, ``port`` and ``outer``: the outer packet's, for the kind of one not opened.)"""
         if opened is None:
             self.counters["udp_other"] += 1
             return
         if type(opened) is str:
             self.counters[opened] += 1  # type: ignore[index]
+            if opened == NOT_OPENED:
+                self.unrecognised.not_opened(src, port, outer)
             return
         if self._depth >= MAX_DEPTH:
             self.counters["encap_malformed"] += 1  # nested deeper than any mirror nests
@@ -273,7 +277,7 @@ class CapturePipeline:
         if whole is None:
             return
         if proto == IPPROTO_GRE:  # a remote mirror's packet, fragmented on its way (the frame and headers > MTU)
-            self._inner(ts, open_gre(self.encap, src, whole))
+            self._inner(ts, open_gre(self.encap, src, whole), src, -1, whole)
             return
         if proto != IPPROTO_UDP:
             self.counters["ip_reassembled_not_udp"] += 1
@@ -327,7 +331,7 @@ class CapturePipeline:
         elif looks_like_sip(payload):
             self.on_sip_payload(ts, src, dst, payload, frames=frames)
         elif dport == VXLAN_PORT or dport == TZSP_PORT:  # a remote mirror's packet that came in fragments
-            self._inner(ts, open_udp(self.encap, src, dport, payload))
+            self._inner(ts, open_udp(self.encap, src, dport, payload), src, dport, payload)
         else:
             self.counters["udp_other"] += 1
             self.unrecognised.udp_port(dport)
@@ -343,6 +347,8 @@ class CapturePipeline:
             self.counters["sip_malformed"] += 1
             return
         self.counters["sip_messages"] += 1
+        if is_call_signalling(msg):
+            self.counters[SIGNALLING] += 1  # (what tells the no-signalling alarm a call's SIP reaches us)
         self.tracker.on_sip(ts, src, dst, msg, frame, linktype, frames=frames)
 
     def _sip_mirror_copy(self, ts: float, src: bytes, dst: bytes, payload: bytes) -> bool:

@@ -24,13 +24,15 @@ a second of packet time, live and in replay alike), decides whether the traffic 
 * **not understood**: over a window of ``WINDOW`` s of packet time with at least ``MIN_PACKETS``
   packets, at least ``SHARE`` of them were not understood (``not_ip`` + ``not_udp`` + ``udp_other`` +
   ``encap_not_opened``, the remote mirror's encapsulation seen but not enabled: capture/encap.py);
-* **no SIP**: no SIP message for ``NO_SIP`` s of packet time while at least ``MIN_PACKETS`` packets
-  arrived in that time and no call is in progress (a call in progress may rightly be silent in SIP).
+* **no call signalling**: no INVITE (request, or response to one: ``sip_invites``) for ``NO_SIP`` s
+  of packet time while at least ``MIN_PACKETS`` packets arrived in that time and no call is in
+  progress (a call in progress may rightly be silent in SIP). Other SIP (REGISTER and OPTIONS from
+  phones, one message forged by anyone) does not count: it would hide a trunk that is not mirrored.
 
 When either begins it logs one WARNING (``EVENT=capture-unrecognised``) with the counts (numbers
 only: ethertypes, protocols, ports; never an address), then at most once per ``REPEAT`` s of packet
 time while it lasts; ``standing`` holds the text meanwhile (the service's status shows it). It clears
-on a window whose share is below ``CLEAR_SHARE`` with SIP seen (not merely a quiet one), said once at
+on a window whose share is below ``CLEAR_SHARE`` with an INVITE seen (not merely a quiet one), said once at
 INFO (``EVENT=capture-understood``); a later episode is logged again. ``counters`` get
 ``capture_unrecognised`` (packets not understood, the sum above less the chatter) and ``capture_unrecognised_standing``
 (1 while the condition lasts, else 0).
@@ -42,6 +44,8 @@ import os
 from collections import Counter
 
 from .decode import _network_offset
+from .encap import ALL, KINDS, NOT_OPENED, TZSP_PORT, EncapConfig, open_gre, open_udp
+from .sip import SipMessage
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,8 @@ MIN_PACKETS = 1000  # a window with fewer says nothing: a quiet port (a night, a
 SHARE = 0.5  # at least half not understood: a voice VLAN's SPAN is mostly SIP and RTP, and a mirror
 #              wrapped in an encapsulation not opened is (nearly) all of it
 CLEAR_SHARE = 0.25  # below a quarter (with SIP seen) it is over; between the two the state stays (no flapping)
-NO_SIP = 300.0  # s without any SIP message although packets flow and no call is in progress: 5 minutes
-#                 of RTP with no signalling at a contact centre means the SIP is not reaching us
+NO_SIP = 300.0  # s without an INVITE although packets flow and no call is in progress: 5 minutes of
+#                 RTP with no call signalling at a contact centre means the SIP is not reaching us
 REPEAT = 3600.0  # s: said again at most once an hour while it lasts
 TOP = 16  # distinct values counted per kind in a window; the rest are "other"
 SHOWN = 5  # values named per kind in the journal line and in status, the most frequent first
@@ -61,12 +65,23 @@ OTHER = -1
 FILTERED_SHARE = 0.9  # live: frames the kernel's filter left out count when over 90 % of the window's
 CHATTER = (0x0806, 0x88CC, 0x8809)  # ARP, LLDP, slow protocols (LACP); and every 802.3 length (< 0x0600)
 NOT_UNDERSTOOD = ("not_ip", "not_udp", "udp_other", "encap_not_opened")
+SIGNALLING = "sip_invites"  # the counter of INVITEs and their responses (capture/pipeline.py counts it)
+_EVERY = EncapConfig(ALL)  # what an encapsulation not opened would have been
+_KIND_NAMES = {counter: name for name, counter in KINDS}
+
+
+def is_call_signalling(msg: SipMessage) -> bool:
+    """An INVITE, or a response to one (its CSeq's method): what only a call's signalling carries."""
+    if msg.method is not None:
+        return msg.method == "INVITE"
+    cseq = msg.header("cseq")
+    return cseq is not None and cseq.rpartition(" ")[2].strip().upper() == "INVITE"
 
 
 class Unrecognised:
     """The counts of one window, and the condition they raise (see the module's doc)."""
 
-    __slots__ = ("counters", "ethertypes", "protocols", "ports", "standing", "_start", "_packets", "_unknown",
+    __slots__ = ("counters", "ethertypes", "protocols", "ports", "encaps", "standing", "_start", "_packets", "_unknown",
                  "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last", "chatter")  # fmt: skip
 
     def __init__(self, counters: Counter[str]) -> None:
@@ -74,13 +89,14 @@ class Unrecognised:
         self.ethertypes: dict[int, int] = {}
         self.protocols: dict[int, int] = {}
         self.ports: dict[int, int] = {}
+        self.encaps: dict[str, int] = {}  # encapsulations not opened, by kind (erspan2, vxlan, ...)
         self.standing: str | None = None  # what status shows while the condition lasts
         self.chatter = 0  # not-IP frames that are link-layer chatter (CHATTER), all told
         self._start: float | None = None  # packet time the window began
         self._packets = self._unknown = 0  # the counters' values then
         self._encap = (0, 0)  # encap_not_opened and kernel_filtered then
-        self._sip = 0  # sip_messages at the last look
-        self._sip_at = 0.0  # packet time a SIP message was last seen (or the first look)
+        self._sip = 0  # sip_invites at the last look
+        self._sip_at = 0.0  # packet time an INVITE (or a response to one) was last seen (or the first look)
         self._packets_at_sip = 0
         self._not_understood = self._no_sip = False
         self._said_at = 0.0
@@ -101,6 +117,20 @@ class Unrecognised:
     def udp_port(self, port: int) -> None:
         _count(self.ports, port)
 
+    def not_opened(self, src: bytes, port: int, outer: bytes) -> None:
+        """An encapsulated packet not opened (``port``: its UDP destination port, -1 for GRE): by
+        the kind it would have been opened as (``tzsp-other``: TZSP that is no received frame)."""
+        opened = open_gre(_EVERY, src, outer) if port < 0 else open_udp(_EVERY, src, port, outer)
+        if type(opened) is tuple:
+            kind = _KIND_NAMES.get(opened[2], "other")
+        else:
+            kind = "tzsp-other" if port == TZSP_PORT and opened == NOT_OPENED else "malformed"
+        n = self.encaps.get(kind)
+        if n is not None:
+            self.encaps[kind] = n + 1
+        elif len(self.encaps) < TOP:
+            self.encaps[kind] = 1
+
     # -- the condition (once per housekeeping tick) ------------------------------------------
 
     def look(self, now: float, calls_in_progress: int) -> None:
@@ -110,10 +140,10 @@ class Unrecognised:
         c["capture_unrecognised"] = unknown
         if self._start is None:
             self._start, self._packets, self._unknown, self._encap = now, packets, unknown, _marks(c)
-            self._sip, self._sip_at, self._packets_at_sip = c["sip_messages"], now, packets
+            self._sip, self._sip_at, self._packets_at_sip = c[SIGNALLING], now, packets
             return
-        if c["sip_messages"] != self._sip:
-            self._sip, self._sip_at, self._packets_at_sip = c["sip_messages"], now, packets
+        if c[SIGNALLING] != self._sip:
+            self._sip, self._sip_at, self._packets_at_sip = c[SIGNALLING], now, packets
         self._no_sip = (now - self._sip_at >= NO_SIP and packets - self._packets_at_sip >= MIN_PACKETS
                         and not calls_in_progress)  # fmt: skip
         if now - self._start >= WINDOW:
@@ -128,7 +158,7 @@ class Unrecognised:
                 elif share < CLEAR_SHARE and self._sip_at > self._start:
                     self._not_understood = False
             self._last = self._counts(odd, seen, now - self._start)
-            self.ethertypes, self.protocols, self.ports = {}, {}, {}
+            self.ethertypes, self.protocols, self.ports, self.encaps = {}, {}, {}, {}
             self._start, self._packets, self._unknown, self._encap = now, packets, unknown, _marks(c)
         self._decide(now)
 
@@ -137,14 +167,14 @@ class Unrecognised:
             if self.standing is not None:
                 self.standing = None
                 self.counters["capture_unrecognised_standing"] = 0
-                log.info("capture: the traffic is understood again (SIP seen, most packets understood)",
+                log.info("capture: the traffic is understood again (INVITE seen, most packets understood)",
                          extra={"EVENT": "capture-understood"})  # fmt: skip
             return
         reasons = []
         if self._not_understood:
             reasons.append("traffic not understood")
         if self._no_sip:
-            reasons.append(f"no SIP message for {int(now - self._sip_at) // 60} min although packets arrive")
+            reasons.append(f"no call signalling (INVITE) for {int(now - self._sip_at) // 60} min although packets arrive")
         text = f"{' and '.join(reasons)}: {self._last}"
         first = self.standing is None
         self.standing = text
@@ -162,7 +192,8 @@ class Unrecognised:
         parts += [f"udp port {_name(k)}: {n}" for k, n in _top(self.ports)]
         opened = self.counters["encap_not_opened"] - self._encap[0]
         if opened:
-            parts.append(f"encapsulation not opened: {opened}")
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.encaps.items(), key=lambda kv: (-kv[1], kv[0]))[:SHOWN])
+            parts.append(f"encapsulation not opened: {kinds or opened} — set capture.encapsulations and capture.collectors")
         filtered = self.counters["kernel_filtered"] - self._encap[1]
         if filtered:
             parts.append(f"not IP, left out by the kernel's filter: {filtered}")

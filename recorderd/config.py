@@ -139,7 +139,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "capture.block_timeout_ms": (_int(1, 1000), 64),
     "capture.promiscuous": (_bool, True),
     "capture.snaplen": (_int(64, 262144), 262144),  # bytes of each frame captured; below 1518 frames are cut
-    "capture.encapsulations": (_encapsulations, list(ENCAPSULATIONS)),  # remote SPAN: what to open
+    "capture.encapsulations": (_encapsulations, []),  # remote SPAN: what to open (none unless configured)
     "capture.collectors": (_addresses, []),  # and from which mirror addresses only (empty: any)
     "store.path": (_str, None),
     "store.keep_pcap": (_bool, True),
@@ -358,6 +358,17 @@ def direction_problem(config: Config) -> str | None:
             "internal and outbound ones (only inbound calls may be recorded, Art. 2(1)): set it to the trunk "
             "side's networks, e.g. [203.0.113.0/24], or set capture.direction: unknown to record every call "
             "to a designated number, internal and outbound ones too")  # fmt: skip
+
+
+COLLECTORS_ANY = ("encapsulated frames are opened from any address: set capture.collectors to the mirror's "
+                  "addresses")  # fmt: skip
+
+
+def collectors_warning(config: Config) -> str | None:
+    """What the service and replay warn once at start (EVENT=capture-collectors-any), or None: a
+    remote mirror's encapsulations are opened from any sender, so any host that reaches the capture
+    port could send frames that claim to come from the trunk or the PBX."""
+    return COLLECTORS_ANY if config["capture.encapsulations"] and not config["capture.collectors"] else None
 
 
 def load_dids(path: str) -> DidDirectory:

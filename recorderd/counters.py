@@ -34,6 +34,7 @@ TABLE: tuple[Counter, ...] = (
     # -- the capture: what came ---------------------------------------------------------------------
     C("packets", "Packets read from the capture", stats=ALWAYS),
     C("sip_messages", "SIP messages read", stats=ALWAYS),
+    C("sip_invites", "SIP INVITE requests and responses to them read (call signalling: capture/unrecognised.py)"),
     # -- calls ----------------------------------------------------------------------------------------
     C("calls_designated", "Inbound calls to designated numbers seen", stats=ALWAYS),
     C("calls_recorded", "Recordings kept (a conversation kept in parts counts each part)", stats=ALWAYS, status=True,

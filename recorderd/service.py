@@ -16,7 +16,7 @@ from storage.volume import Volume, examine
 from storage.worker import StoreWorker
 
 from . import journal
-from .config import Config, ConfigError, direction_problem, load
+from .config import Config, ConfigError, collectors_warning, direction_problem, load
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,9 @@ def store_worker(config: Config) -> StoreWorker:
 
 
 def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None = None) -> CapturePipeline:
+    warning = collectors_warning(config)
+    if warning:
+        log.warning("capture: %s", warning, extra={"EVENT": "capture-collectors-any"})
     return CapturePipeline(
         config.dids,
         store.sink(keep),

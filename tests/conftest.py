@@ -37,6 +37,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 _RUNNER_GROUP = grp.getgrgid(os.getgid()).gr_name
 SITE_DEFAULTS = "control: {socket: control.sock}\nroles: {%s}\n" % ", ".join(
     f"{role}_group: {_RUNNER_GROUP}" for role in ("manager", "staff", "technician", "auditor"))
+# The fixtures include remote mirrors' captures (encap-*): a site opens every encapsulation (the
+# shipped default opens none) unless a test's own capture settings say otherwise.
+SITE_DEFAULTS += "capture: {encapsulations: [erspan, gretap, vxlan, tzsp]}\n"
 
 
 def _merged(*texts: str) -> dict:

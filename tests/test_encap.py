@@ -220,7 +220,9 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
     path = tmp_path / "recorderd.yaml"
     path.write_text("store: {path: s}\n", encoding="utf-8")
     config = load(str(path))
-    assert parse_config(config["capture.encapsulations"], config["capture.collectors"]) == EncapConfig(ALL)
+    assert parse_config(config["capture.encapsulations"], config["capture.collectors"]) == EncapConfig(0)  # none
+    shipped = load(str(ROOT / "config" / "recorderd.yaml"), dids_optional=True)
+    assert (shipped["capture.encapsulations"], shipped["capture.collectors"]) == ([], [])  # a remote mirror is configured
     path.write_text("store: {path: s}\ncapture: {encapsulations: [vxlan], collectors: [198.51.100.7, '2001:db8::7']}\n",
                     encoding="utf-8")  # fmt: skip
     config = load(str(path))
@@ -385,3 +387,55 @@ def test_erspan_over_ipv6_or_a_tagged_collector_port_is_recorded(outer: str) -> 
     pipeline.finish("capture-end")
     assert sink.started == ["call-mulaw-1@203.0.113.5"]
     assert pipeline.counters["encap_erspan2"] == pipeline.counters["packets"] == len(plain)
+
+
+# -- the default opens nothing (the review of issue 14, finding 2) ------------------------------
+
+
+def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Any host that reaches the capture port (IP source guard stops it spoofing its own address)
+    sends VXLAN whose inner frames claim to come from the trunk: with the shipped default nothing of
+    it is opened, nothing is stored, and the count says what arrived."""
+    from generator import SipCall
+
+    fake = SipCall("fake-1@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "0312345678",
+                   1_790_000_000.0, talk=2.0, seed=7)  # fmt: skip
+    pcap = tmp_path / "inject.pcap"
+    write_pcap(str(pcap), [(t, udp_frame("192.0.2.99", 40000, "192.0.2.250", 4789, vxlan(f))) for t, f in fake.packets()])
+    (tmp_path / "site").mkdir()
+    site = Site(tmp_path / "site", settings="capture: {}").init()  # the shipped capture settings
+    capsys.readouterr()
+    assert site.replay(pcap) == 0
+    out = capsys.readouterr().out
+    assert ": 0 recorded," in out and f"{len(fake.packets())} not opened" in out
+    assert site.list(capsys) == [] and site.stored_files() == [] and site.evidence_files() == []
+    assert b"fake-1" not in (site.store / "index.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize("capture, warned", [
+    ("{encapsulations: [vxlan]}", True),
+    ("{encapsulations: [erspan, vxlan], collectors: [198.51.100.7]}", False),
+    ("{}", False),
+])  # fmt: skip
+def test_encapsulations_opened_from_any_address_are_warned_at_start(tmp_path: Path, capture: str, warned: bool,
+                                                                      ) -> None:  # fmt: skip
+    import logging
+
+    from recorderd import service
+
+    site = Site(tmp_path, settings=f"capture: {capture}").init()
+    config = load(str(site.config))
+    store = site.open_store()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("recorderd.service").addHandler(handler)  # (recorderctl init reset the root's handlers)
+    try:
+        service.build_pipeline(config, store)  # what the service and replay build at start
+    finally:
+        logging.getLogger("recorderd.service").removeHandler(handler)
+        store.close()
+    said = [r for r in records if getattr(r, "EVENT", None) == "capture-collectors-any"]
+    assert [r.getMessage() for r in said] == (["capture: encapsulated frames are opened from any address: set "
+                                               "capture.collectors to the mirror's addresses"] if warned else [])
+    assert all(r.levelname == "WARNING" for r in said)

@@ -66,9 +66,10 @@ def test_erspan_not_enabled_is_said_with_its_count_and_enabled_it_is_recorded(
     out, err = capsys.readouterr()
     assert "0 recorded" in out
     [line] = said(err)
-    counts = re.search(r"(\d+) of (\d+) packets in 60 s not understood \(encapsulation not opened: (\d+)\)", line)
+    counts = re.search(r"(\d+) of (\d+) packets in 60 s not understood \(encapsulation not opened: erspan2 (\d+) — "
+                       r"set capture.encapsulations and capture.collectors\)", line)  # fmt: skip
     assert counts and counts[1] == counts[2] == counts[3] and 1000 <= int(counts[1]) <= n, line
-    opened = Site(tmp_path / "opened").init()  # the default opens ERSPAN: the call is recorded, nothing said
+    opened = Site(tmp_path / "opened").init()  # the tests' sites open ERSPAN: the call is recorded, nothing said
     capsys.readouterr()
     assert opened.replay(capture) == 0
     out, err = capsys.readouterr()
@@ -117,7 +118,7 @@ def test_packets_without_any_sip_for_five_minutes_are_said(tmp_path: Path, capsy
     capsys.readouterr()
     assert site.replay(capture) == 0
     [line] = said(capsys.readouterr().err)
-    assert "no SIP message for 5 min although packets arrive" in line and "traffic not understood" not in line
+    assert "no call signalling (INVITE) for 5 min although packets arrive" in line and "traffic not understood" not in line
 
 
 # -- the condition itself, on a counter as the pipeline keeps it ----------------------------------
@@ -141,6 +142,7 @@ class Port:
             for _ in range(odd):
                 self.watch.ethertype(1, b"\0" * 12 + b"\x88\x47")
             self.counters["sip_messages"] += sip
+            self.counters["sip_invites"] += sip  # (an INVITE or a response to one)
             self.watch.look(self.now, calls)
 
     def events(self, name: str) -> list[float]:
@@ -181,7 +183,7 @@ def test_no_sip_is_not_said_while_a_call_is_in_progress(port: Port) -> None:
     port.run(400, odd=0, calls=1)  # a long call's RTP, its SIP quiet (until its BYE, which never comes)
     assert port.watch.standing is None
     port.run(1, odd=0)  # the call timed out: nothing in progress, and still no SIP
-    assert port.watch.standing is not None and port.watch.standing.startswith("no SIP message for 6 min ")
+    assert port.watch.standing is not None and port.watch.standing.startswith("no call signalling (INVITE) for 6 min ")
 
 
 def test_the_tables_are_bounded_and_the_line_names_the_most_frequent(port: Port) -> None:
@@ -214,6 +216,7 @@ def test_link_chatter_is_shown_but_is_not_an_alarm(port: Port) -> None:
         port.counters["packets"] += 40
         port.counters["not_ip"] += 30
         port.counters["sip_messages"] += 1
+        port.counters["sip_invites"] += 1
         port.watch.look(port.now, 0)
     assert port.watch.standing is None and port.counters["capture_unrecognised"] == 0
     assert port.watch.ethertypes == {}  # (the window just closed: emptied)
@@ -227,6 +230,7 @@ def test_frames_the_kernel_left_out_alarm_only_when_they_are_nearly_all(port: Po
         port.counters["kernel_filtered"] += 50  # ARP and the like, beside...
         port.counters["packets"] += 100  # ...understood IP
         port.counters["sip_messages"] += 1
+        port.counters["sip_invites"] += 1
         port.watch.look(port.now, 0)
     assert port.watch.standing is None
     for _ in range(60):
@@ -321,3 +325,72 @@ def test_the_live_service_says_a_mirror_in_mpls_and_status_shows_it(tmp_path: Pa
         assert site.list(capsys) == []
     finally:
         span.close()
+
+
+# -- only call signalling resets the no-SIP alarm (the review of issue 14, finding 8c) ------------
+
+
+def _sip(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode()
+
+
+REGISTER = _sip("REGISTER sip:192.0.2.10 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.31:5060;branch=z9hG4bK-r\n"
+                "From: <sip:2001@192.0.2.10>;tag=a\nTo: <sip:2001@192.0.2.10>\nCall-ID: reg-1\nCSeq: 7 REGISTER\n"
+                "Content-Length: 0\n\n")  # fmt: skip
+OPTIONS = _sip("OPTIONS sip:192.0.2.10 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.32:5060;branch=z9hG4bK-o\n"
+               "From: <sip:2002@192.0.2.10>;tag=b\nTo: <sip:192.0.2.10>\nCall-ID: opt-1\nCSeq: 1 OPTIONS\n"
+               "Content-Length: 0\n\n")  # fmt: skip
+OK_TO_OPTIONS = _sip("SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.32:5060;branch=z9hG4bK-o\n"
+                     "From: <sip:2002@192.0.2.10>;tag=b\nTo: <sip:192.0.2.10>;tag=c\nCall-ID: opt-1\nCSeq: 1 OPTIONS\n"
+                     "Content-Length: 0\n\n")  # fmt: skip
+RINGING = _sip("SIP/2.0 180 Ringing\nVia: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK-i\n"
+               "From: <sip:09011112222@203.0.113.5>;tag=d\nTo: <sip:0442003939@192.0.2.10>;tag=e\nCall-ID: inv-1\n"
+               "CSeq: 1 INVITE\nContent-Length: 0\n\n")  # fmt: skip
+
+
+def test_only_an_invite_or_its_response_is_call_signalling() -> None:
+    from capture.sip import SipMessage
+
+    invite = call("call-signalling-1", "0442003939", talk=1.0, seed=5).signalling()[0][1]
+    assert un.is_call_signalling(SipMessage.parse(invite[42:]))
+    assert un.is_call_signalling(SipMessage.parse(RINGING))
+    bye = RINGING.replace(b"SIP/2.0 180 Ringing", b"BYE sip:x SIP/2.0").replace(b"1 INVITE", b"2 BYE")
+    for other in (REGISTER, OPTIONS, OK_TO_OPTIONS, bye, bye.replace(b"BYE sip:x SIP/2.0", b"SIP/2.0 200 OK"),
+                  RINGING.replace(b"1 INVITE", b"1 INVITEX")):
+        assert not un.is_call_signalling(SipMessage.parse(other)), other
+
+
+def _rtp_without_calls(extra: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    packets = [(1_790_000_000.0 + i * 0.2, udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000,
+                                                     struct.pack("!BBHII", 0x80, 0, i, i * 160, 7) + b"\xff" * 160))
+               for i in range(5 * 60 * 5 + 100)]  # fmt: skip
+    return sorted(packets + extra, key=lambda p: p[0])
+
+
+@pytest.mark.parametrize("chatter, alarmed", [("phones", True), ("a call's", False)])
+def test_registrations_and_keepalives_do_not_hide_missing_call_signalling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], chatter: str, alarmed: bool
+) -> None:
+    """Phones REGISTER and send OPTIONS every 10 s on the voice VLAN while the trunk's SIP is not
+    mirrored (only RTP-looking packets otherwise): that is still no call signalling, said after 5
+    minutes. A call's INVITE response every 10 s is: nothing said."""
+    t0 = 1_790_000_000.0
+    if chatter == "phones":
+        sip = [m for k in range(31) for m in (
+            (t0 + 10 * k, udp_frame("192.0.2.31", 5060, "192.0.2.10", 5060, REGISTER)),
+            (t0 + 10 * k + 1, udp_frame("192.0.2.32", 5060, "192.0.2.10", 5060, OPTIONS)),
+            (t0 + 10 * k + 1.01, udp_frame("192.0.2.10", 5060, "192.0.2.32", 5060, OK_TO_OPTIONS)))]
+    else:
+        sip = [(t0 + 10 * k, udp_frame("192.0.2.10", 5060, "203.0.113.5", 5060, RINGING)) for k in range(31)]
+    capture = tmp_path / "rtp-and-chatter.pcap"
+    write_pcap(str(capture), _rtp_without_calls(sip))
+    (tmp_path / "site").mkdir()
+    site = Site(tmp_path / "site").init()
+    capsys.readouterr()
+    assert site.replay(capture) == 0
+    lines = said(capsys.readouterr().err)
+    if alarmed:
+        [line] = lines
+        assert "no call signalling (INVITE) for 5 min although packets arrive" in line
+    else:
+        assert lines == []

@@ -50,7 +50,8 @@ def span():  # type: ignore[no-untyped-def]
 def site_at(tmp: Path, name: str, interface: str) -> Site:
     root = tmp / name
     root.mkdir()
-    settings = (f"capture: {{interfaces: [{interface}], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}}\n"
+    settings = (f"capture: {{interfaces: [{interface}], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60, "
+                "encapsulations: [erspan, vxlan]}\n"
                 "logging: {stats_interval_s: 10}\n")  # fmt: skip
     return Site(root, None, settings).init()
 
