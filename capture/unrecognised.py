@@ -55,7 +55,7 @@ WINDOW = 60.0  # s: long enough that a burst of other traffic (a backup, an ARP 
 MIN_PACKETS = 1000  # a window with fewer says nothing: a quiet port (a night, a lab) is not a broken mirror
 SHARE = 0.5  # at least half not understood: a voice VLAN's SPAN is mostly SIP and RTP, and a mirror
 #              wrapped in an encapsulation not opened is (nearly) all of it
-CLEAR_SHARE = 0.25  # below a quarter (with SIP seen) it is over; between the two the state stays (no flapping)
+CLEAR_SHARE = 0.25  # below a quarter (with an INVITE seen) it is over; between the two the state stays (no flapping)
 NO_SIP = 300.0  # s without an INVITE although packets flow and no call is in progress: 5 minutes of
 #                 RTP with no call signalling at a contact centre means the SIP is not reaching us
 REPEAT = 3600.0  # s: said again at most once an hour while it lasts
