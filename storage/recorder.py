@@ -52,6 +52,10 @@ class StoreFull(OSError):
     """The store is below its critical free space: new calls cannot be recorded."""
 
 
+class KeyUnavailable(OSError):
+    """The master key cannot be loaded: a new call's data key cannot be wrapped, so it is not recorded."""
+
+
 class SpoolSink:
     """Creates one :class:`SpoolRecording` per recorded call (the ``RecordingSink`` of capture)."""
 
@@ -64,6 +68,12 @@ class SpoolSink:
     def call_started(self, call: Any) -> SpoolRecording:
         if not self.accepting:
             raise StoreFull(errno.ENOSPC, "the store is full: new calls cannot be recorded")
+        from .store import StoreError
+
+        try:
+            self.store.master_key()  # loaded once (the service checks it at start): a new call's key is wrapped by it
+        except StoreError as exc:  # a key gone, or not the store's: said, and the call not recorded
+            raise KeyUnavailable(errno.EACCES, f"the master key cannot be loaded: {exc}") from None
         recording_id = self.store.new_recording_id(call.call_id, call.did, call.started_at)
         rec = SpoolRecording(self, recording_id, call)
         self.open_recordings[recording_id] = rec

@@ -97,7 +97,7 @@ class SealedWriter:
                  readable: bool = False) -> None:  # fmt: skip
         self.path = path
         self.readable = readable  # keeps where each DATA record is, for :meth:`read` (the WAV: late payloads)
-        self._at = array("Q")  # (offset, length, file position) of each DATA record, when readable
+        self._index = _Extents()
         self.aes = aes
         self.header = file_header(kind)
         self.base = len(prefix)
@@ -115,7 +115,7 @@ class SealedWriter:
             else:  # the header and the first record in one write
                 self._put(head + seal(aes, self.header, DATA, 0, 0, first), data_end=len(first))
                 if readable:
-                    self._at.extend((0, len(first), len(head)))
+                    self._index.add(0, len(first), len(head))
         except BaseException:
             os.close(self.fd)
             self.fd = -1
@@ -126,7 +126,7 @@ class SealedWriter:
     def resume(cls, path: str, aes: AESGCM, scan: Scan) -> SealedWriter:
         """Append to a file left by a crash after its last whole valid record (what follows is cut)."""
         self = cls.__new__(cls)
-        self.readable, self._at = False, array("Q")
+        self.readable, self._index = False, _Extents()
         self.path, self.aes, self.header, self.base = path, aes, scan.header, scan.base
         self.seq, self.length, self.error = scan.count, scan.covered, None
         self.fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -143,20 +143,19 @@ class SealedWriter:
         at = self.end
         self._put(record, data_end=offset + len(plain))
         if self.readable:
-            self._at.extend((offset, len(plain), at))
+            self._index.add(offset, len(plain), at)
 
     def read(self, offset: int, length: int) -> bytearray:
         """The bytes at ``offset`` as written so far, the latest record winning (a readable writer;
-        rare: a late payload's frames, to seal their new version whole)."""
+        rare: a late payload's frames, to seal their new version whole). Finds the records by
+        bisection (a flood of late packets costs a few decryptions each, not a walk of the file)."""
         out = bytearray(length)
-        at, end = self._at, offset + length
-        for i in range(0, len(at), 3):
-            start, n, pos = at[i], at[i + 1], at[i + 2]
-            if start < end and start + n > offset:
-                blob = os.pread(self.fd, RECORD + NONCE + n + TAG, pos)
-                plain = self.aes.decrypt(blob[RECORD : RECORD + NONCE], blob[RECORD + NONCE :], self.header + blob[:RECORD])
-                a, b = max(start, offset), min(start + n, end)
-                out[a - offset : b - offset] = plain[a - start : b - start]
+        end = offset + length
+        for start, n, pos in self._index.overlapping(offset, end):
+            blob = os.pread(self.fd, RECORD + NONCE + n + TAG, pos)
+            plain = self.aes.decrypt(blob[RECORD : RECORD + NONCE], blob[RECORD + NONCE :], self.header + blob[:RECORD])
+            a, b = max(start, offset), min(start + n, end)
+            out[a - offset : b - offset] = plain[a - start : b - start]
         return out
 
     def append(self, plain: bytes | bytearray | memoryview) -> None:
@@ -192,6 +191,33 @@ class SealedWriter:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _Extents:
+    """Where a writer's DATA records are: by record (offset, length, file position) and sorted by
+    offset, in compact arrays (~36 bytes a record: 130 KB for an hour of a call's WAV)."""
+
+    def __init__(self) -> None:
+        self.off, self.len, self.pos = array("Q"), array("Q"), array("Q")
+        self.starts, self.order = array("Q"), array("Q")  # record offsets sorted, and their record numbers
+        self.longest = 0
+
+    def add(self, offset: int, length: int, pos: int) -> None:
+        k = len(self.off)
+        self.off.append(offset)
+        self.len.append(length)
+        self.pos.append(pos)
+        i = bisect.bisect_right(self.starts, offset)
+        self.starts.insert(i, offset)
+        self.order.insert(i, k)
+        self.longest = max(self.longest, length)
+
+    def overlapping(self, offset: int, end: int) -> list[tuple[int, int, int]]:
+        """(offset, length, position) of the records over ``[offset, end)``, in the order written."""
+        lo = bisect.bisect_left(self.starts, max(0, offset - self.longest))
+        hi = bisect.bisect_left(self.starts, end)
+        hits = sorted(k for k in self.order[lo:hi] if self.off[k] + self.len[k] > offset)
+        return [(self.off[k], self.len[k], self.pos[k]) for k in hits]
 
 
 # -- reading -------------------------------------------------------------------------------------

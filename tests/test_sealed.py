@@ -170,15 +170,16 @@ def find_clear(files: dict[str, bytes], audio: list[bytes]) -> list[str]:
     return found
 
 
-def call_info(call_id: str = CALL_ID) -> SimpleNamespace:
-    return SimpleNamespace(call_id=call_id, did="+81442003939", did_label="テスト", caller=CALLER, started_at=T0,
+def call_info(call_id: str = CALL_ID, started: float = T0) -> SimpleNamespace:
+    return SimpleNamespace(call_id=call_id, did="+81442003939", did_label="テスト", caller=CALLER, started_at=started,
                            codec="PCMU", clock_rate=8000, channels=1, conversation="c0ffee", part=1, part_reason="")  # fmt: skip
 
 
-def record(store: Store, seconds: int, *, check: object = None, end: bool = True) -> tuple[object, list[bytes]]:
+def record(store: Store, seconds: int, *, check: object = None, end: bool = True,
+           started: float = T0) -> tuple[object, list[bytes]]:  # fmt: skip
     """``seconds`` of random audio in both channels (20 ms packets), a SIP frame every second into
     the evidence pcap, and a late payload after a stall; ``check`` runs every 5 s of audio."""
-    rec = store.sink().call_started(call_info())
+    rec = store.sink().call_started(call_info(started=started))
     rnd = random.Random(7)
     chans = [bytearray(rnd.randbytes(8000 * seconds)) for _ in (1, 2)]
     late = None
@@ -194,7 +195,7 @@ def record(store: Store, seconds: int, *, check: object = None, end: bool = True
         if check is not None and i % 250 == 0:
             check()  # type: ignore[operator]
     if end:
-        rec.end(SimpleNamespace(complete=True, reason="bye", ended_at=T0 + seconds, streams=[]))
+        rec.end(SimpleNamespace(complete=True, reason="bye", ended_at=started + seconds, streams=[]))
     return rec, [bytes(c) for c in chans]
 
 
@@ -313,6 +314,110 @@ def test_a_keep_that_died_after_its_rename_is_kept_at_the_next_start(tmp_path: P
         data = b"".join(store.plaintext(row))
         assert wav.channel_bytes(data, 1) == chans[0] and store.check(row) is None
         assert row.frames == 4 * 8000 and row.pcap_path
+        assert os.listdir(store.spool_dir) == []
+    finally:
+        store.close()
+
+
+def test_a_sealed_recording_plays_and_checks_through_the_console_socket(tmp_path: Path) -> None:
+    """play / play-audio / play-check on a recording kept from the sealed spool (RDS1), through a
+    real ControlServer: every range is the PCM export's bytes; a record altered on disk makes
+    play-check fail and its range is refused, while a good range is still served."""
+    from conftest import Site
+    from test_playback import ME, audio, call, pcm_export
+
+    from recorderd import control
+    from recorderd.config import load
+    from recorderd.control import ControlServer
+
+    site = Site(tmp_path, None, f"console: {{user: {ME}}}\n").init()
+    store = site.open_store()
+    try:
+        record(store, 20, started=store.clock() - 3600)
+        [row] = store.recordings()
+    finally:
+        store.close()
+    server = ControlServer(load(str(site.config)))
+    assert server.start()
+    try:
+        sock = control.socket_path(load(str(site.config)))
+        played = call(sock, "play", {"id": row.id, "purpose": "quality"})
+        assert played.rc == 0, played.error
+        ticket, size = played.data["ticket"], played.data["size"]
+        reference = pcm_export(site, row.id, tmp_path)
+        assert size == len(reference) == 44 + 20 * 8000 * 4
+        rng = random.Random(5)
+        for _ in range(30):
+            off, n = rng.randrange(0, size), rng.randrange(1, 200_000)
+            reply, got = audio(sock, ticket, off, n)
+            assert reply.rc == 0 and got == reference[off : off + n], (off, n)
+        for _ in range(200):
+            state = call(sock, "play-check", {"ticket": ticket}).data["integrity"]
+            if state != "checking":
+                break
+        assert state == "checked"
+        path = Path(store.file_path(row))
+        fd = os.open(path, os.O_RDONLY)
+        offset, length, pos, _ = sealed.scan(fd, "t").records[10]
+        os.close(fd)
+        data = bytearray(path.read_bytes())
+        data[pos + sealed.RECORD + sealed.NONCE + 100] ^= 0x40  # inside record 10's ciphertext
+        path.write_bytes(bytes(data))
+        second = call(sock, "play", {"id": row.id, "purpose": "quality"}).data["ticket"]
+        assert audio(sock, second, 0, 1000)[0].rc == 0  # the first records are good
+        frame = (offset + length // 2 - wav.HEADER_SIZE) // 2  # a stereo G.711 frame in record 10
+        reply, got = audio(sock, second, 44 + 4 * frame, 1000)
+        assert reply.rc == 1 and "fails its integrity check" in reply.error and got == b""
+        for _ in range(200):
+            checked = call(sock, "play-check", {"ticket": second}).data
+            if checked["integrity"] != "checking":
+                break
+        assert checked["integrity"] == "failed" and "record 10 fails authentication" in checked["error"]
+    finally:
+        server.stop()
+
+
+def test_late_payloads_anywhere_in_the_call_land_in_place(tmp_path: Path) -> None:
+    """300 packets of one direction held back and delivered, shuffled, long after their place was
+    sealed (a burst after stalls): each is sealed again with its frames and the WAV is exactly the
+    call's audio; the spool file was only ever appended to."""
+    store = new_store(tmp_path)
+    try:
+        rec = store.sink().call_started(call_info())
+        rnd = random.Random(11)
+        chans = [rnd.randbytes(8000 * 30) for _ in (1, 2)]
+        held = set(rnd.sample(range(50 * 28), 300))
+        path = Path(store.spool_dir) / (rec.id + ".wav")
+        for i in range(50 * 30):
+            rec.audio(1, i * 160, chans[0][i * 160 : (i + 1) * 160])
+            if i not in held:
+                rec.audio(2, i * 160, chans[1][i * 160 : (i + 1) * 160])
+            if i == 50 * 29:
+                before = path.read_bytes()
+                late = sorted(held)
+                rnd.shuffle(late)
+                for j in late:
+                    rec.audio(2, j * 160, chans[1][j * 160 : (j + 1) * 160])
+        assert path.read_bytes().startswith(before)
+        rec.end(SimpleNamespace(complete=True, reason="bye", ended_at=T0 + 30, streams=[]))
+        [row] = store.recordings()
+        data = b"".join(store.plaintext(row))
+        assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]
+        assert store.check(row) is None
+    finally:
+        store.close()
+
+
+def test_a_call_whose_key_cannot_be_wrapped_is_refused_as_capture_expects(tmp_path: Path) -> None:
+    """The master key gone (a file readable by others, or removed) while the service runs: a new
+    call's data key cannot be wrapped; call_started raises the OSError capture reports as a call not
+    recorded (not another exception, which would stop the pipeline), and leaves nothing in the spool."""
+    store = new_store(tmp_path)
+    try:
+        store._master = None  # as a process that has not loaded it yet
+        os.chmod(store.key_file, 0o644)
+        with pytest.raises(OSError, match="the master key cannot be loaded"):
+            store.sink().call_started(call_info())
         assert os.listdir(store.spool_dir) == []
     finally:
         store.close()
