@@ -3,8 +3,10 @@
 A recording's WAV, its evidence pcap and its call sidecar are each written as RDS1 from their first
 byte, encrypted with the recording's own data key (made when the call starts, wrapped by the master
 key into the sidecar's clear first line). Keeping the recording renames the very same WAV and pcap
-files from the spool into the store: nothing is read back, encrypted twice or overwritten, and no
-plaintext audio, SIP, caller number or Call-ID is ever written to any file, spool included.
+files from the spool into the store: nothing is encrypted twice, copied or overwritten, and no
+plaintext audio, SIP, caller number or Call-ID is ever written to any file, spool included. The
+sidecar (``storage/sidecar.py``) is one clear JSON line (recording id, wrapped key) followed by a
+CALL file whose plaintext is its JSON lines (the call, figures, DTMF, linked legs), one record each.
 
 File layout::
 
@@ -32,15 +34,18 @@ appended to later can never reuse one (a recording has at most a few 10^4 record
 2^32 a random 96-bit nonce allows under one key).
 
 Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s, never per
-packet), the late payloads of one flush coalesced into small DATA records, the evidence pcap's
-buffer one DATA record per flush (16 KiB). A write the disk cannot take is cut back to the last
-whole record. Reading builds an extent map from the clear record headers once per open, then
+packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
+held until the next flush; each run of frames they fall in is then one DATA record: those frames as
+sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
+A write the disk cannot take is cut back to the last whole record. Reading builds an extent map from the clear record headers once per open, then
 decrypts only the records a byte range needs (playing from the 59th minute decrypts ~1 s).
 
 Crash recovery (:func:`finish`) keeps the records up to the last whole one whose tag holds (at most
 ~1 s of audio is lost), then writes the final header and FINAL. The index keeps the plaintext
-SHA-256 of the WAV and the pcap (computed once at keep, off the capture thread, from the files it
-renames: the page cache, no disk read), which exports, manifests and ``verify`` check.
+SHA-256 of the WAV and the pcap, which ``list``, exports, manifests and ``verify`` use: keep computes
+it once, on the store's thread, by reading the renamed files back through the page cache they were
+just written through (no disk read in practice; every record's tag is checked on the way), since
+the final bytes (the header first, late payloads) are only known at the end.
 """
 from __future__ import annotations
 
