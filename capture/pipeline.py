@@ -102,6 +102,11 @@ class CapturePipeline:
             if ts > now:
                 now = ts
                 if now >= next_tick:  # housekeeping as packet time passes (endings, timeouts)
+                    counters["packets"] += n - 1  # what housekeeping reads (the traffic check)
+                    n = 1  # counts what came before this packet
+                    if not_recorded:
+                        counters["rtp_not_recorded"] += not_recorded
+                        not_recorded = 0
                     self.now = now
                     self.housekeeping(now)
                     next_tick = now + TICK
