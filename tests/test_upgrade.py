@@ -24,6 +24,7 @@ from storage.audit import AuditLog
 
 OLD = "cf688db"
 SCHEMA_2 = "6cdf2e1"  # the last code of index schema 2 (before conversations, parts and linked legs)
+OLD_RELEASE_CAPTURE = "capture: {}\n"  # old releases know no capture.encapsulations (the Site default opens them)
 CALLS = ("inbound-mulaw.pcap", "inbound-e164.pcap", "dtmf.pcap", "inbound-alaw.pcap")
 NUMBERS = {"09011112222": 2, "+819033334444": 1, "0311112222": 1}  # caller -> recordings made by the old code
 
@@ -62,7 +63,8 @@ def schema_2_code(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
 
 def old(tree: Path, site: Site, *args: str, module: str = "recorderd.ctl") -> subprocess.CompletedProcess[str]:
     """The old release's recorderctl (or ``recorderd``), on the site's config."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "TZ": "UTC"}
+    # (its own Python loops: the C module built in this checkout is this code's, not the old one's)
+    env = {**os.environ, "PYTHONPATH": str(tree), "TZ": "UTC", "RECORDERD_PURE_PYTHON": "1"}
     cmd = [sys.executable, "-m", module, *(["--config", str(site.config)] if module == "recorderd.ctl" else []), *args]
     done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env=env)
     assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
@@ -86,7 +88,7 @@ def test_a_store_of_the_old_release_works_with_this_code(old_code: Path, tmp_pat
     faketime = shutil.which("faketime")
     if faketime is None:
         pytest.skip("faketime is not installed (apt-get install faketime): retention is run past the deadline with it")
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(old_code, site, "init")
     old(old_code, site, "replay", *(str(FIXTURES / c) for c in CALLS), "--config", str(site.config), module="recorderd.cli")
     listed = json.loads(old(old_code, site, "list", "--json").stdout)
@@ -157,7 +159,7 @@ def test_this_code_refuses_an_index_it_cannot_migrate_without_the_key(old_code: 
                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """The migration needs the master key (to open each recording's data key): without it the old
     index is left as it was and the message says what to restore."""
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(old_code, site, "init")
     old(old_code, site, "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config), module="recorderd.cli")
     key = site.root / "master.key"
@@ -179,7 +181,7 @@ def test_a_row_whose_erasure_had_begun_keeps_nothing_after_the_migration(old_cod
     """An erasure the old release began (wrapped key destroyed) and did not finish: the migration
     seals nothing for it and makes no digest (the number goes from the file), and the next
     retention run finishes it."""
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(old_code, site, "init")
     old(old_code, site, "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config), module="recorderd.cli")
     with sqlite3.connect(site.store / "index.sqlite") as db:
@@ -213,7 +215,7 @@ def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_ne
     """The migration commits, then the process is killed before VACUUM: the old pages (the caller's
     number in the clear) are still in the file; the next open compacts them away (the migration's
     own transaction said a compaction is pending)."""
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(old_code, site, "init")
     old(old_code, site, "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config), module="recorderd.cli")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -239,7 +241,7 @@ def test_a_store_of_schema_2_gets_conversations_and_works_with_this_code(schema_
     faketime = shutil.which("faketime")
     if faketime is None:
         pytest.skip("faketime is not installed (apt-get install faketime): retention is run past the deadline with it")
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(schema_2_code, site, "init")
     old(schema_2_code, site, "replay", *(str(FIXTURES / c) for c in CALLS), "--config", str(site.config),
         module="recorderd.cli")  # fmt: skip

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from storage import vault
 from storage.store import StoreError
@@ -130,7 +131,9 @@ def test_start_refuses_a_key_that_is_not_the_stores(tmp_path: Path, capsys: pyte
     original = key_file.read_bytes()
     _swap_key(key_file, os.urandom(32))
     daemon_config = tmp_path / "daemon.yaml"  # the service needs the trunk side told (it never gets to capture here)
-    daemon_config.write_text(site.config.read_text() + "capture: {trunk_networks: [192.0.2.0/24]}\n", encoding="utf-8")
+    config = yaml.safe_load(site.config.read_text(encoding="utf-8"))
+    config.setdefault("capture", {})["trunk_networks"] = ["192.0.2.0/24"]
+    daemon_config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     capsys.readouterr()
     assert Daemon(str(daemon_config)).run() == 2
     err = capsys.readouterr().err
