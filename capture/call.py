@@ -52,7 +52,7 @@ class Call:
         self.invite_cseq = 0
         self.codecs: dict[int, Codec] = dict(STATIC_CODECS)
         self.sdp_codec: Codec | None = None  # first audio format the answer (else the offer) lists
-        self.sdp_listed: frozenset[int] = frozenset()  # every payload type the answer (else the offer) lists
+        self.sdp_listed: frozenset[int] = frozenset()  # every audio payload type either side's SDP listed
         self.capped = False  # MAX_PARTS reached: the part in progress is the last (counted, logged once)
         self.endpoints: list[Endpoint] = []
         self.streams = (StreamAssembler(self, CALLER), StreamAssembler(self, CALLEE))

@@ -348,8 +348,10 @@ class CallTracker:
                 continue
             for pt, codec in m.codecs.items():
                 call.codecs.setdefault(pt, codec)
+            # Each side sends in the payload types the other listed (RFC 3264 6.1): what either side's
+            # SDP lists may carry the call's audio; anything else is no one's.
+            call.sdp_listed |= frozenset(int(f) for f in m.formats if f.isdigit() and len(f) < 4)
             if call.sdp_codec is None or not from_caller:
-                call.sdp_listed = frozenset(int(f) for f in m.formats if f.isdigit() and len(f) < 4)
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
             key = endpoint(m.address, m.port)  # type: ignore[arg-type]

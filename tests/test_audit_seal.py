@@ -407,7 +407,7 @@ def run_old(old: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def old_site(tmp_path: Path, old: Path) -> Site:
-    site = Site(tmp_path)
+    site = Site(tmp_path, settings="capture: {}\n")  # the old code knows no capture.encapsulations
     ctl = ("-m", "recorderd.ctl", "--config", str(site.config))
     run_old(old, *ctl, "init")
     run_old(old, "-m", "recorderd.cli", "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config))

@@ -79,7 +79,7 @@ def test_no_plaintext_audio_at_rest(site: Site, capsys: pytest.CaptureFixture[st
     [rec] = site.list(capsys)
     wav = site.wav_bytes(rec)
     stored = site.stored_path(rec).read_bytes()
-    assert stored[:4] == b"RDV1" and wav[:4] == b"RIFF"
+    assert stored[:4] == b"RDS1" and wav[:4] == b"RIFF"  # the sealed record format (docs/store.md)
     for off in range(100, len(wav) - 32, 997):  # no 32-byte run of the audio appears in the store
         needle = wav[off : off + 32]
         for path in site.store.rglob("*"):

@@ -200,9 +200,11 @@ def test_transcoded_audio_is_each_packet_decoded_in_its_place(name: str, codec: 
                 anchors = [(ts, pos) for s, ts, pos in stream["anchors"] if s == ssrc]
                 pts = {pt for _, _, pt, _ in wireshark[ssrc]}
                 audio_pt = min(pts, key=lambda p: -sum(1 for *_, q, _ in wireshark[ssrc] if q == p))  # the commonest
+                previous = None
                 for seq, ts, pt, payload in wireshark[ssrc]:
-                    if pt != audio_pt:
-                        continue
+                    if pt != audio_pt or (seq, ts, pt, payload) == previous:
+                        continue  # (cisco-sip-tcp-opus-h264 has every frame twice: a mirror's copy, decoded once)
+                    previous = (seq, ts, pt, payload)
                     pcm = decode(payload)
                     place = [2 * fmt.ratio * (pos + ((ts - ts0 + 2**31) % 2**32 - 2**31)) for ts0, pos in anchors]
                     assert any(channel[p : p + len(pcm)] == pcm for p in place), f"{name} SSRC {ssrc:#x} seq {seq}"
