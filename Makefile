@@ -55,8 +55,19 @@ run: venv
 	$(VENV)/bin/recorderd replay $(DEMO) --config $(DEMO_CONFIG)
 	$(PY) -m recorderd.demo up $(DEMO_CONFIG)
 
+# Many tests wait on real time (live capture, tcpreplay, a browser): on two cores the suite runs
+# as two pytest processes side by side. The console's tests and make run's share the console's Unix
+# users, PAM service and screenshots: they run in one process, one after another (their output is
+# printed when they are done, into var/test-console.log meanwhile); every other test file runs whole
+# on one of TEST_WORKERS pytest-xdist workers (its module fixtures, netns and user names are its own).
+TEST_WORKERS ?= 2
+SERIAL_TESTS := tests/console tests/test_make_run.py
 test: deps venv
-	$(PY) -m pytest -q
+	@mkdir -p var
+	@$(PY) -m pytest -q -p no:cacheprovider $(SERIAL_TESTS) > var/test-console.log 2>&1 & serial=$$!; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)); rest=$$?; \
+	wait $$serial; console=$$?; echo "--- $(SERIAL_TESTS):"; cat var/test-console.log; \
+	echo "--- exit status: the rest $$rest, $(SERIAL_TESTS) $$console"; [ $$rest -eq 0 ] && [ $$console -eq 0 ]
 
 # capture/_fastpath.c under AddressSanitizer and UndefinedBehaviorSanitizer: a copy of the tree
 # with the instrumented build runs the tests that drive the C code (fixtures, public captures,

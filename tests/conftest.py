@@ -171,14 +171,3 @@ def python_for(user: str) -> list[str]:
 
 os.environ.pop("JOURNAL_STREAM", None)
 os.environ.pop("INVOCATION_ID", None)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), each test file runs whole on
-    one worker (its module fixtures, netns and user names are its own); the console's tests and
-    `make run`'s share the console's Unix users, PAM service and screenshots, so they run on one."""
-    for item in items:
-        path = Path(str(item.fspath)).resolve().relative_to(ROOT / "tests")
-        group = "console" if path.parts[0] == "console" or path.name == "test_make_run.py" else str(path)
-        item.add_marker(pytest.mark.xdist_group(group))

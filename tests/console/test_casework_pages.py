@@ -301,8 +301,15 @@ def test_a_recording_failing_its_integrity_check_half_way_cuts_the_download(serv
     served = served_long
     stored = served.site.stored_path({"id": served.rid})
     assert stored.stat().st_size > 65536 + 1000, "the test needs a recording of two vault chunks at least"
+    from storage import sealed
+
+    with open(stored, "rb") as f:  # the last record of audio (after it: the final WAV header and FINAL)
+        found = sealed.scan(f.fileno(), str(stored))
+    offset, length, position, _kind = max((r for r in found.records if r[3] == sealed.DATA and r[0] > 0),
+                                          key=lambda r: r[0])  # fmt: skip
+    assert offset > 65536, "the test needs audio records after the first 64 KiB"
     data = bytearray(stored.read_bytes())
-    data[-100] ^= 0x01
+    data[position + sealed.RECORD + sealed.NONCE + length // 2] ^= 0x01
     stored.write_bytes(bytes(data))
     clerk = served.client("w2clerk")
     before = len(served.copies())
