@@ -44,7 +44,12 @@ MACHINE = "rdappliance"
 CONFIG = "/etc/recorderd/recorderd.yaml"
 TRUNK = ["203.0.113.0/24", "2001:db8:5::/48"]  # the fixtures' carrier side (pcap_fixtures/generator.py)
 CAP_NET_RAW = 1 << 13
-SKIP_FIXTURES = {"demo-day"}  # ten minutes of calls: the other fixtures cover its cases
+SKIP_FIXTURES = {
+    "demo-day",  # ten minutes of calls: the other fixtures cover its cases
+    # Their second calls come from an SBC's inside address: with trunk_networks set, as on a site,
+    # those are not inbound and not recorded (tests/test_legs.py replays them without a trunk side).
+    "sbc-lookalike", "sbc-near-misses",
+}
 DROPINS = "/run/systemd/system/recorderd.service.d"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 CONSOLE = "recorderd-console"
@@ -535,7 +540,11 @@ class Appliance:
             def new() -> dict[str, dict]:
                 return {r["call_id"]: r for r in box.recordings() if r["id"] not in before}
 
-            box.wait("every call kept", lambda: set(new()) >= set(expected), 20)
+            try:
+                box.wait("every call kept", lambda: set(new()) >= set(expected), 20)
+            except Failed:
+                missing = sorted(set(expected) - set(new()))  # (the fixtures' Call-IDs: made up, not personal)
+                raise Failed(f"every call kept: {len(missing)} not within 20 s: {', '.join(missing[:10])}") from None
             got = new()
             expect(set(got) == set(expected), f"recorded {sorted(set(got) - set(expected))} not expected, "
                                               f"missing {sorted(set(expected) - set(got))}")  # fmt: skip
