@@ -271,16 +271,23 @@ def conversation_parts(ctx: Context, row: RecordingRow, done: str) -> list[Recor
     return parts
 
 
-def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
-                         approved_by: str | None, ref: str | None) -> Reply:  # fmt: skip
-    """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
-    with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
-    parts = conversation_parts(ctx, row, "copied")
+def _the_parts_asked_for(ctx: Context, args: Args, row: RecordingRow, done: str) -> list[RecordingRow]:
+    """The parts of ``row``'s conversation, when they are still the ones the client was shown
+    (``parts``, from its ``show``); else nothing is ``done`` and the caller is told to ask again."""
+    parts = conversation_parts(ctx, row, done)
     asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
     ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
     if asked != [p.id for p in parts]:
         raise OpError(f"the conversation of {row.id} now has the part(s) {', '.join(p.id for p in parts)}, not "
-                      f"{', '.join(asked)}: nothing was copied; ask again")  # fmt: skip
+                      f"{', '.join(asked)}: nothing was {done}; ask again")  # fmt: skip
+    return parts
+
+
+def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
+                         approved_by: str | None, ref: str | None) -> Reply:  # fmt: skip
+    """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
+    with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
+    parts = _the_parts_asked_for(ctx, args, row, "copied")
     done, lines = [], []
     for part in parts:
         target = part_path(out, part.id, fmt)
@@ -354,12 +361,7 @@ def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str,
     """Every part of ``row``'s conversation into the folder ``out``, to one recipient under one basis:
     each part its own provision record, registered copy and signed manifest (which names the
     conversation), each audited (the request's row for ``row``, a ``provide`` row per other part)."""
-    parts = conversation_parts(ctx, row, "provided")
-    asked = args.ids("parts") if args.raw.get("parts") is not None else [p.id for p in parts]
-    ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
-    if asked != [p.id for p in parts]:
-        raise OpError(f"the conversation of {row.id} now has the part(s) {', '.join(p.id for p in parts)}, not "
-                      f"{', '.join(asked)}: nothing was provided; ask again")  # fmt: skip
+    parts = _the_parts_asked_for(ctx, args, row, "provided")
     done, lines = [], []
     for part in parts:
         target = part_path(out, part.id, fmt)
