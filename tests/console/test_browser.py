@@ -62,7 +62,8 @@ def path_of(driver) -> str:  # type: ignore[no-untyped-def]
 
 def search(driver, site: Site, digits: str) -> list:  # type: ignore[no-untyped-def]
     driver.get(site.url + "/search")
-    form = driver.find_element(By.ID, "search-form")
+    loaded(driver)
+    form = wait(driver).until(EC.presence_of_element_located((By.ID, "search-form")))
     form.find_element(By.NAME, "caller").send_keys(digits)
     Select(form.find_element(By.NAME, "match")).select_by_value("ends")
     click_to_next_page(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
