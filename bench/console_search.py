@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from storage import vault  # noqa: E402
 from storage.index import RecordingRow  # noqa: E402
-from storage.retention import retain_until  # noqa: E402
+from storage.policy import retain_until  # noqa: E402
 from storage.search import Filters, search  # noqa: E402
 from storage.store import Store  # noqa: E402
 

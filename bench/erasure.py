@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from capture.sink import CallInfo  # noqa: E402
 from storage import vault, wav  # noqa: E402
 from storage.index import COLUMNS  # noqa: E402
-from storage.retention import PERIOD, RetentionWorker, retain_until  # noqa: E402
+from storage.policy import retain_until  # noqa: E402
+from storage.retention import PERIOD, RetentionWorker  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 TZ = ZoneInfo("Asia/Tokyo")

@@ -19,10 +19,10 @@ import os
 import pwd
 import sqlite3
 import sys
-from datetime import datetime
 from typing import Any
 
 from storage import signing
+from storage.policy import iso
 from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
 
@@ -372,7 +372,7 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
                      + "; ".join(f"{g.get('how')}: {g.get('call_id')}" for g in legs))
     for h in data.get("holds") or []:
         until = h.get("until")
-        until = datetime.fromtimestamp(until, tz).isoformat(timespec="seconds") if isinstance(until, (int, float)) else until
+        until = iso(until, tz, "seconds") if isinstance(until, (int, float)) else until
         lines.append(f"  hold {h.get('hold_id')} until {until} by {h.get('created_by')}: {h.get('reason')} (ref {h.get('ref')})")
     history = data.get("history") or []
     lines.append(f"access history ({len(history)}, newest first):")
@@ -436,7 +436,7 @@ def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
         first[(seq, head, key_id)] = min(when, first.get((seq, head, key_id), when))
     newest = sorted(first.items(), key=lambda item: item[1])[-JOURNAL_CHECKPOINTS:]
     tz = config.tz
-    request["checkpoints"] = [[seq, head, datetime.fromtimestamp(when, tz).isoformat(timespec="seconds"), key_id]
+    request["checkpoints"] = [[seq, head, iso(when, tz, "seconds"), key_id]
                               for (seq, head, key_id), when in newest]  # fmt: skip
     request["journal"] = source
     return None

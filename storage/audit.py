@@ -37,11 +37,11 @@ import os
 import pwd
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import database
+from .policy import iso
 from .scrub import scrub, scrub_tree
 
 log = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ class AuditLog:
             legacy_through = int(start[1].detail.get("legacy_through", 0))
             if legacy_through >= first:
                 moved = next((r for r in rows if r[0] == legacy_through + 1 and r[1].action == MIGRATED_ACTION), start)
-                when = datetime.fromtimestamp(moved[1].at, self.tz).isoformat(timespec="seconds")
+                when = iso(moved[1].at, self.tz, "seconds")
                 self.notes.append(f"rows {first}-{legacy_through}: plain SHA-256, from before the seals, migrated at "
                                   f"{when} (row {moved[0]}): anyone can recompute their hashes; the sealed row "
                                   "binds them to its head")  # fmt: skip

@@ -23,9 +23,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from .policy import iso
 
 if TYPE_CHECKING:
     from .index import Index
@@ -62,7 +63,7 @@ class ClockJump:
     why: str  # what it was measured against
 
     def text(self, tz: ZoneInfo) -> str:
-        when = datetime.fromtimestamp(self.seen_at, tz).isoformat(timespec="seconds")
+        when = iso(self.seen_at, tz, "seconds")
         return (f"the clock jumped {_span(abs(self.seconds))} {'forward' if self.kind == 'forward' else 'back'} "
                 f"({self.why}; seen at {when} by the clock as it then was): retention is stopped, nothing is erased "
                 "until a manager checks the clock and runs 'recorderctl retention confirm-clock'")  # fmt: skip

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from . import signing
 from .erasure import erase_file
-from .retention import METHOD, iso
+from .policy import iso
+from .retention import METHOD
 
 if TYPE_CHECKING:
     from .store import Actor, Store

@@ -1,8 +1,5 @@
-"""Retention (guideline Art. 5(1), 5(2), 5(7)): the deadline, and the worker that erases on time.
-
-``retain_until = 00:00 in the site's time zone on (D + days + 1)``, D being the local date of the
-call's start (or end, with ``anchor: end``). A call on 1 Sep with 14 days is kept through 15 Sep and
-erased from 16 Sep 00:00. Calls between 00:00 and 09:00 JST belong to the JST date, not the UTC one.
+"""Retention (guideline Art. 5(1), 5(2), 5(7)): the worker that erases on time (the deadline it
+keeps is :func:`storage.policy.retain_until`).
 
 For each due recording (past its deadline, no hold in force) the worker: marks the erasure begun and
 destroys the wrapped data key (crypto-erase), overwrites the file with random bytes, fsyncs,
@@ -18,13 +15,12 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from . import clock
 from .clock import ClockGuard, ClockJump
 from .erasure import erase_file
+from .policy import iso
 
 if TYPE_CHECKING:
     from .store import Store
@@ -37,18 +33,6 @@ PERIOD = 60.0  # s between runs in the daemon
 REMIND_PERIOD = 3600.0  # s between CRITICAL reminders while a clock jump waits for confirmation
 SWEEP_PERIOD = 3600.0  # s between walks of the store for files with no index row
 _ONE_RUN_AT_A_TIME = threading.Lock()
-
-
-def retain_until(call_time: float, days: int, tz: ZoneInfo) -> float:
-    """Epoch seconds from which a recording of a call at ``call_time`` must be gone."""
-    local_date = datetime.fromtimestamp(call_time, tz).date()
-    deadline = datetime.combine(local_date + timedelta(days=days + 1), time(0, 0), tzinfo=tz)
-    return deadline.timestamp()
-
-
-def iso(ts: float, tz: ZoneInfo) -> str:
-    """ISO 8601 with the site's offset, to the millisecond."""
-    return datetime.fromtimestamp(ts, tz).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)

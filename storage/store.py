@@ -39,7 +39,7 @@ from .audit import marker as audit_marker
 from .clock import boot_clock, boot_id
 from .erasure import erase_file, fsync_dir
 from .index import SCHEMA_VERSION as INDEX_SCHEMA, Index, RecordingRow, SchemaError
-from .retention import retain_until
+from .policy import retain_until
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import FIXTURES, Site, needs_tool
 
 from storage import sealed
-from storage.retention import RetentionWorker, retain_until
+from storage.policy import retain_until
+from storage.retention import RetentionWorker
 
 JST = ZoneInfo("Asia/Tokyo")
 

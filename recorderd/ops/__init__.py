@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from storage import database
+from storage import database, policy
 from storage.audit import AuditEvent
 from storage.casework import Casework, CaseworkError
 from storage.scrub import MASK, MIN_DIGITS
@@ -323,9 +323,8 @@ def parse_when(text: str, ctx: Context, *, end: bool = False, what: str = "date"
 
 
 def iso(ts: float | None, ctx: Context) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, ctx.store.tz).isoformat(timespec="seconds")
+    """In the store's time zone, to the second (None stays None)."""
+    return None if ts is None else policy.iso(ts, ctx.store.tz, "seconds")
 
 
 # The modules that register the actions.

@@ -36,7 +36,7 @@ from typing import Any
 from storage import signing, vault
 from storage.codecs import g711
 from storage.index import RecordingRow
-from storage.retention import iso as iso_ms
+from storage.policy import iso as iso_ms
 from storage.store import IntegrityError
 from storage.wav import read_info
 

@@ -28,7 +28,7 @@ from storage.scrub import scrub
 from storage.search import MAX_PAGE_SIZE, MIN_SUFFIX, Filters
 from storage.search import search as search_index
 from storage.store import one_way_audio
-from storage.retention import iso as iso_ms_tz
+from storage.policy import iso as iso_ms_tz
 
 from ..counters import STATUS
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number

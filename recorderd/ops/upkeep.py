@@ -26,7 +26,7 @@ from storage.clock import ClockGuard
 from storage.decommission import decommission
 from storage.erasure import Unreachable, erase_beside, erase_copy
 from storage.retention import RetentionWorker
-from storage.retention import iso as iso_ms
+from storage.policy import iso as iso_ms
 from storage.store import Actor
 
 from ..roles import AUDITOR, MANAGER, TECHNICIAN
