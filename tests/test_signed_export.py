@@ -8,13 +8,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, Site, needs_tool
+from conftest import FIXTURES, ROOT, Site, needs_tool
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -56,7 +57,7 @@ def made_before_signing(root: Path) -> Site:
 
 
 def pubkey(site: Site, capsys: pytest.CaptureFixture[str], where: Path) -> Path:
-    """``recorderctl pubkey > where``, as the README says to hand the key over."""
+    """``recorderctl pubkey > where``, as docs/recorderctl.md says to hand the key over."""
     capsys.readouterr()
     assert site.ctl("pubkey") == 0
     where.write_text(capsys.readouterr().out)
@@ -70,12 +71,25 @@ def verify(site: Site, capsys: pytest.CaptureFixture[str], path: Path, *extra: s
     return rc, said.out + said.err
 
 
+def documented_openssl_check() -> list[str]:
+    """The ``openssl pkeyutl`` command of docs/recorderctl.md ("Checking a copy"), word by word, as a
+    recipient types it (with its continuation line)."""
+    text = (ROOT / "docs" / "recorderctl.md").read_text(encoding="utf-8")
+    found = re.search(r"^ *(openssl pkeyutl [^#\n]*\\\n[^#\n]*)#", text, re.M)
+    assert found, "docs/recorderctl.md no longer shows the openssl check of a copy"
+    return found.group(1).replace("\\\n", " ").split()
+
+
 def openssl_verify(pem: Path, copy: Path) -> subprocess.CompletedProcess[str]:
-    """The README's offline check of the signature, exactly."""
+    """The offline check of the signature in docs/recorderctl.md ("Checking a copy"), exactly: its
+    words, with the key's and the copy's paths put in."""
     openssl = needs_tool("openssl")
-    return subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
-                           "-in", f"{copy}.manifest.json", "-sigfile", f"{copy}.manifest.sig"],
-                          capture_output=True, text=True)  # fmt: skip
+    words = {"openssl": openssl, "recorder.pub.pem": str(pem), "F.manifest.json": f"{copy}.manifest.json",
+             "F.manifest.sig": f"{copy}.manifest.sig"}  # fmt: skip
+    command = [words.get(word, word) for word in documented_openssl_check()]
+    assert command == [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
+                       "-in", f"{copy}.manifest.json", "-sigfile", f"{copy}.manifest.sig"], command  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 def flip(path: Path, offset: int) -> None:
@@ -125,7 +139,7 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
     checked = openssl_verify(pem, out)
     assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, checked.stdout + checked.stderr
     sha256sum = subprocess.run(["sha256sum", str(out)], capture_output=True, text=True, check=True).stdout.split()[0]
-    assert f'"file_sha256": "{sha256sum}"'.encode() in body  # the line the README says to compare by eye
+    assert f'"file_sha256": "{sha256sum}"'.encode() in body  # the line docs/recorderctl.md says to compare by eye
     made = [e for e in events(site, "init") if e.detail["signing_key"]["created"]]  # by init, once, in its row
     assert [e.detail["signing_key"]["fingerprint"] for e in made] == [public.fingerprint]
     assert public.fingerprint.startswith(public.key_id)
