@@ -48,9 +48,74 @@ def test_malformed_sdp(data: bytes, message: str) -> None:
         SessionDescription.parse(data)
 
 
-def test_every_truncated_prefix() -> None:
-    for cut in range(len(OFFER)):
-        try:
-            SessionDescription.parse(OFFER[:cut])
-        except ValueError as exc:
-            assert str(exc)
+# What parsing OFFER cut anywhere gives. Each line of OFFER owns the cuts that keep 1 .. len+2 of its
+# bytes (its CRLF included); the lines before a cut are whole and valid, so the kept part of the cut
+# line decides. Per line: (at most this many bytes of the line kept, outcome), in order; past the last
+# entry the prefix is a valid description ("ok"). {value} is what the kept part has after "x=",
+# {last} its last field and {rtpmap} what follows "rtpmap:", as the parser reports them.
+PREFIX_OUTCOMES: list[tuple[bytes, list[tuple[int, str]]]] = [
+    (b"v=0", [(1, "SDP does not start with v=")]),
+    (b"o=- 1 1 IN IP4 203.0.113.20", [(1, "malformed SDP line 'o'")]),
+    (b"s=-", [(1, "malformed SDP line 's'")]),
+    (b"c=IN IP4 203.0.113.20", [
+        (1, "malformed SDP line 'c'"),
+        (len(b"c=IN IP4 "), "malformed c= line {value!r}"),
+        (len(b"c=IN IP4 203.0.113."), "c= address {last!r} is not an IP address"),  # 203.0.113.2 is one
+    ]),
+    (b"t=0 0", [(1, "malformed SDP line 't'")]),
+    (b"m=audio 40000 RTP/AVP 0 8 101", [(1, "malformed SDP line 'm'"), (len(b"m=audio 40000 "), "malformed m= line {value!r}")]),
+    (b"a=rtpmap:101 telephone-event/8000", [
+        (1, "malformed SDP line 'a'"),
+        (len(b"a=rtpma"), "ok"),  # an attribute this parser does not read
+        (len(b"a=rtpmap:"), "bad rtpmap payload type ''"),
+        (len(b"a=rtpmap:101 telephone-event/"), "malformed rtpmap {rtpmap!r}"),
+    ]),
+    (b"a=ptime:20", [(1, "malformed SDP line 'a'")]),
+    (b"m=video 40002 RTP/AVP 96", [(1, "malformed SDP line 'm'"), (len(b"m=video 40002 "), "malformed m= line {value!r}")]),
+    (b"c=IN IP6 2001:db8::1", [
+        (1, "malformed SDP line 'c'"),
+        (len(b"c=IN IP6 "), "malformed c= line {value!r}"),
+        (len(b"c=IN IP6 2001:db8:"), "c= address {last!r} is not an IP address"),  # 2001:db8:: is one
+    ]),
+    (b"a=rtpmap:96 H264/90000", [
+        (1, "malformed SDP line 'a'"),
+        (len(b"a=rtpma"), "ok"),
+        (len(b"a=rtpmap:"), "bad rtpmap payload type ''"),
+        (len(b"a=rtpmap:96 H264/"), "malformed rtpmap {rtpmap!r}"),
+    ]),
+    (b"a=sendonly", [(1, "malformed SDP line 'a'")]),
+]  # fmt: skip
+
+
+def _outcome(data: bytes) -> str:
+    """'ok, N media' or 'ValueError: <its message>'; any other exception fails the test as it is."""
+    try:
+        return f"ok, {len(SessionDescription.parse(data).media)} media"
+    except ValueError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_the_table_is_offer() -> None:
+    assert b"".join(line + b"\r\n" for line, _ in PREFIX_OUTCOMES) == OFFER
+
+
+def test_every_truncated_prefix_gives_its_exact_error() -> None:
+    assert _outcome(b"") == "ValueError: SDP does not start with v="
+    start = 0
+    media = 0
+    checked = 0
+    for line, steps in PREFIX_OUTCOMES:
+        media += line.startswith(b"m=")
+        for kept in range(1, len(line) + 3):
+            part = (line + b"\r\n")[:kept].decode().strip()
+            value = part[2:].strip()
+            template = next((outcome for most, outcome in steps if kept <= most), "ok")
+            expected = "ok, {media} media" if template == "ok" else "ValueError: " + template
+            expected = expected.format(
+                media=media, value=value, last=(value.split() or [""])[-1], rtpmap=value.partition(":")[2]
+            )
+            cut = start + kept
+            assert _outcome(OFFER[:cut]) == expected, f"cut at {cut}: {OFFER[max(0, cut - 20):cut]!r}"
+            checked += 1
+        start += len(line) + 2
+    assert checked == len(OFFER)

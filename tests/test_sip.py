@@ -124,14 +124,63 @@ def test_uri_user_context(uri: str, user: str, context: str) -> None:
     assert uri_user(uri) == user
 
 
-def test_every_truncated_prefix_is_parsed_or_rejected_with_a_reason() -> None:
+def _outcome(data: bytes) -> str:
+    """'ok' or 'ValueError: <its message>'; any other exception fails the test as it is."""
+    try:
+        SipMessage.parse(data)
+    except ValueError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_every_truncated_prefix_is_rejected_with_its_exact_reason() -> None:
+    """A message cut anywhere (a datagram cut by the snap length, a TCP segment): without its blank
+    line it is not yet a message; with it, the body is short of Content-Length."""
+    body_start = INVITE.index(b"\r\n\r\n") + 4
     for cut in range(len(INVITE)):
-        try:
-            msg = SipMessage.parse(INVITE[:cut])
-        except ValueError as exc:
-            assert str(exc)
-        else:  # only possible once the headers are complete
-            assert INVITE[:cut].find(b"\r\n\r\n") > 0 and msg.call_id
+        if cut < body_start:
+            expected = "ValueError: no blank line ending the headers"
+        else:
+            expected = f"ValueError: body shorter than Content-Length ({cut - body_start} < 4)"
+        assert _outcome(INVITE[:cut]) == expected, f"cut at {cut}: {INVITE[max(0, cut - 20):cut]!r}"
+    assert _outcome(INVITE) == "ok"
+
+
+def test_every_truncated_head_closed_by_a_blank_line_gives_its_exact_reason() -> None:
+    """The head cut anywhere and then ended by a blank line (what a forger or a broken SBC can send):
+    the cut line decides. A cut start line is malformed; a header line cut before its colon has no
+    name; a Content-Length cut before its value is not a number, with it the body is short of it;
+    otherwise the first of Call-ID, CSeq, From and To not yet present is missing (an empty value counts
+    as present: the parser only asks that they are there), and with all four the head parses."""
+    lines = INVITE[: INVITE.index(b"\r\n\r\n")].split(b"\r\n")
+    required = ["call-id", "cseq", "from", "to"]
+    seen: set[str] = set()
+    start = 0
+    checked = 0
+    for index, line in enumerate(lines):
+        for kept in range(0 if index == 0 else 1, len(line) + 3):
+            part = (line + b"\r\n")[:kept].decode()
+            text = part.rstrip("\r\n")  # (a lone CR kept at the end of a header line is stripped with it)
+            name, colon, value = text.partition(":")
+            if index == 0:  # whole, or whole with its CRLF; with a lone CR after it, it is not
+                whole = kept in (len(line), len(line) + 2)
+                expected = "missing call-id header" if whole else f"malformed request line {part[:40]!r}"
+            elif not colon:
+                expected = f"header line without a name: {text[:40]!r}"
+            elif name == "Content-Length":
+                digits = value.strip()
+                body = 2 if kept == len(line) + 2 else 0  # its own CRLF then ends the head: the blank line's is body
+                expected = f"Content-Length {digits!r} is not a number" if not digits else f"body shorter than Content-Length ({body} < 4)"
+            else:
+                missing = [h for h in required if h not in seen | {name.lower()}]
+                expected = f"missing {missing[0]} header" if missing else "ok"
+            expected = expected if expected == "ok" else "ValueError: " + expected
+            cut = start + kept
+            assert _outcome(INVITE[:cut] + b"\r\n\r\n") == expected, f"cut at {cut}: {INVITE[max(0, cut - 20):cut]!r}"
+            checked += 1
+        seen.add(line.decode().partition(":")[0].lower())
+        start += len(line) + 2
+    assert checked == start + 1  # every cut from 0 to the end of the head's last line
 
 
 @pytest.mark.parametrize("uri,user", [
