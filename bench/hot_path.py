@@ -7,7 +7,7 @@ packets do not weigh on the benchmark's other measurements. All batches are read
 garbage collector's sight (``gc.freeze()``: the real pipeline never holds a whole capture), then
 fed to ``CapturePipeline(dids, DiscardSink()).feed(batch)``; the sink starts a handle per recorded
 call whose ``audio()`` discards the bytes. Then the same batches go through a pipeline whose sink is
-the real ``Store.sink()`` of a temporary store (the storage cost, without process start-up or file
+the real ``SpoolSink(store)`` of a temporary store (the storage cost, without process start-up or file
 reading), and a last, fresh pipeline runs them under cProfile for the table of functions by own time.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from capture.pipeline import CapturePipeline  # noqa: E402
 from capture.source import CaptureFile  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
+from storage.recorder import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 DIDS_FILE = ROOT / "config" / "dids.yaml"
@@ -98,7 +99,7 @@ def feed_to_store(batches: list, dids) -> tuple[float, float, int]:  # type: ign
         store.open()
         store.check_key()
         wall, cpu = time.perf_counter(), time.process_time()
-        pipeline = CapturePipeline(dids, store.sink())
+        pipeline = CapturePipeline(dids, SpoolSink(store))
         for batch in batches:
             pipeline.feed(batch)
         pipeline.finish("capture-end")
@@ -144,7 +145,7 @@ def main(capture: str, top: int = 15) -> dict:
         "with_store_cpu_s": store_cpu_s,
         "with_store_pkt_per_s": packets / store_s,
         "with_store_kept": kept,
-        "with_store_method": "the same batches through CapturePipeline(dids, store.sink()) of a temporary Store "
+        "with_store_method": "the same batches through CapturePipeline(dids, SpoolSink(store)) of a temporary Store "
         "(spool WAVs, encryption, index: the replay minus process start-up and file reading)",
         "calls_recorded": c["calls_recorded"],
         "calls_not_designated": c["calls_not_designated"],

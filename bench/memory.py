@@ -2,7 +2,7 @@
 
 Each run is its own process (``python bench/memory.py concurrent|sequential CAPTURE ...``, JSON
 out) feeding ``CaptureFile(path).batches()`` to a ``CapturePipeline`` whose sink is the real
-``Store.sink()`` of a temporary store, so the spool files, buffers and encryption are real. RSS is
+``SpoolSink(store)`` of a temporary store, so the spool files, buffers and encryption are real. RSS is
 read from ``/proc/self/statm``: ``resident`` and ``resident - shared``. The second ("private RSS")
 is what the figures use: the capture file is read through ``mmap``, and its pages, once touched,
 count as resident-shared; they are page cache, not memory held per call (a live capture has no file).
@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from capture.pipeline import CapturePipeline  # noqa: E402
 from capture.source import CaptureFile  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
+from storage.recorder import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -56,7 +57,7 @@ def concurrent(capture: str, sample_from: float, sample_to: float) -> dict:
     root = tempfile.mkdtemp(prefix="recorderd-bench-mem-")
     try:
         store = open_store(root)
-        sink = store.sink()
+        sink = SpoolSink(store)
         pipeline = CapturePipeline(load_dids(str(DIDS_FILE)), sink)
         base = statm()
         samples = []
@@ -83,7 +84,7 @@ def sequential(capture: str, calls: int) -> dict:
     root = tempfile.mkdtemp(prefix="recorderd-bench-mem-")
     try:
         store = open_store(root)
-        sink = store.sink()
+        sink = SpoolSink(store)
         pipeline = CapturePipeline(load_dids(str(DIDS_FILE)), sink)
         counters = pipeline.counters
         tracker = pipeline.tracker
@@ -147,7 +148,7 @@ def rss_per_call(sizes: tuple[int, int], talk: float) -> dict:
     low, high = runs
     calls = high["calls"] - low["calls"]
     return {
-        "method": "python bench/memory.py concurrent CAPTURE FROM TO, once per size: Store.sink() of a temp store, "
+        "method": "python bench/memory.py concurrent CAPTURE FROM TO, once per size: SpoolSink(store) of a temp store, "
         "CapturePipeline.feed(batch) over CaptureFile(path).batches(); /proc/self/statm (resident - shared) "
         f"every {SAMPLE_EVERY} s of packet time while all calls carry media, largest sample; "
         "slope = (peak_high - peak_low) / (calls_high - calls_low)",
@@ -175,7 +176,7 @@ def rss_over_calls(calls: int, talk: float, concurrency: int) -> dict:
     handled = (last["recorded"] - half["recorded"]) / 1000
     return {
         "method": f"python bench/memory.py sequential CAPTURE {calls}: {calls} calls of {talk:g} s, one starting every "
-        f"{plan.spacing:g} s (<= {concurrency} open at once), Store.sink() of a temp store; /proc/self/statm "
+        f"{plan.spacing:g} s (<= {concurrency} open at once), SpoolSink(store) of a temp store; /proc/self/statm "
         "(resident - shared) and sys.getallocatedblocks() every 5 % of calls recorded; growth judged from 50 % to "
         "100 % (the first half warms up: the SQLite page cache, up to 2 MiB, fills as the index grows; the heap "
         "reaches its working size; the tracker's 64 s memory of ended Call-IDs fills)",

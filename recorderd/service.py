@@ -11,6 +11,7 @@ from typing import Any
 from capture.encap import parse_config
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
+from storage.recorder import SpoolSink
 from storage.store import Store
 from storage.volume import Volume, examine
 from storage.worker import StoreWorker
@@ -122,7 +123,7 @@ def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None
         log.warning("capture: %s", warning, extra={"EVENT": "capture-collectors-any"})
     return CapturePipeline(
         config.dids,
-        store.sink(keep),
+        SpoolSink(store, keep),  # keep: a StoreWorker's, off the capture thread (None: store.keep)
         trunk_networks=config["capture.trunk_networks"],
         ring_timeout=float(config["capture.ring_timeout_s"]),
         idle_timeout=float(config["capture.idle_timeout_s"]),

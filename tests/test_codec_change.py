@@ -310,13 +310,14 @@ def test_store_full_at_the_codec_change_keeps_the_first_part_and_counts_the_loss
 ) -> None:
     from zoneinfo import ZoneInfo
 
+    from storage.recorder import SpoolSink
     from storage.store import Store
 
     whole = codec_call("call-k-9", NUMBER, 99, ((1.5, "PCMA"),))
     store = Store(str(tmp_path / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp_path / "k"))
     store.init()
     store.open()
-    sink = store.sink()
+    sink = SpoolSink(store)
     pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), sink)
     switch = whole.media()[0].packets[whole.switches()[1][0]][0]
     packets = [(t, 1, f) for t, f in sorted(whole.packets(), key=lambda p: p[0])]

@@ -20,6 +20,7 @@ from conftest import Site
 from capture.sink import CallEnd, CallInfo, StreamStats
 from storage.audit import AuditLog
 from storage.index import own_conversation
+from storage.recorder import SpoolSink
 from storage.retention import RetentionWorker
 
 DID, LABEL = "+81442003939", "サンキューコールかわさき"
@@ -38,7 +39,7 @@ def record(store, call_id: str, *, started: float, part: int = 1, reason: str = 
     """One recording through the store's sink, as capture drives it; its id."""
     info = CallInfo(call_id=call_id, did=did, did_label=label, caller=CALLER, started_at=started, codec="PCMU",
                     conversation=conversation, part=part, part_reason=reason)  # fmt: skip
-    rec = store.sink().call_started(info)
+    rec = SpoolSink(store).call_started(info)
     packets = seconds * 50
     for i in range(packets):
         rec.audio(1, i * 160, bytes([byte]) * 160)
@@ -303,7 +304,7 @@ def test_a_part_recovered_after_a_crash_keeps_its_conversation_and_part(tmp_path
         p1 = record(store, "call-crash", started=START, conversation=t)
         info = CallInfo(call_id="call-crash", did=DID, did_label=LABEL, caller=CALLER, started_at=START + 3,
                         codec="PCMA", conversation=t, part=2, part_reason="codec-change")  # fmt: skip
-        rec = store.sink().call_started(info)
+        rec = SpoolSink(store).call_started(info)
         for i in range(100):
             rec.audio(1, i * 160, b"\xd5" * 160)
         rec._flush(final=True)  # on disk, then the process dies: no end()
@@ -327,7 +328,7 @@ def test_the_linked_legs_of_a_recording_recovered_after_a_crash_are_kept(tmp_pat
     try:
         info = CallInfo(call_id="call-crash-legs", did=DID, did_label=LABEL, caller=CALLER, started_at=START, codec="PCMU",
                         conversation=token("call-crash-legs"))  # fmt: skip
-        rec = store.sink().call_started(info)
+        rec = SpoolSink(store).call_started(info)
         rec.link_leg(LEG_IDS[0], "address")
         for i in range(100):
             rec.audio(1, i * 160, b"\x11" * 160)

@@ -37,6 +37,7 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
     from recorderd.service import replay
+    from storage.recorder import SpoolSink
     from storage.store import Store
 
     dids = load_dids(str(ROOT / "config" / "dids.yaml"))
@@ -46,7 +47,7 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
                       key_file=str(store_root / f"{n}.key"))  # fmt: skip
         store.init()
         store.open()
-        pipeline = CapturePipeline(dids, store.sink())
+        pipeline = CapturePipeline(dids, SpoolSink(store))
         result = replay(pipeline, [pcap])
         rows = []
         for row in sorted(store.db().all(), key=lambda r: r.id):

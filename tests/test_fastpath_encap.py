@@ -51,6 +51,7 @@ def digest(store_root: Path, spec: list[dict]) -> dict:
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
     from recorderd.service import replay
+    from storage.recorder import SpoolSink
     from storage.store import Store
 
     dids = load_dids(str(ROOT / "config" / "dids.yaml"))
@@ -61,7 +62,7 @@ def digest(store_root: Path, spec: list[dict]) -> dict:
         store.init()
         store.open()
         encap = EncapConfig(item["mask"], frozenset(socket.inet_aton(a) for a in item["collectors"]))
-        pipeline = CapturePipeline(dids, store.sink(), encap=encap)
+        pipeline = CapturePipeline(dids, SpoolSink(store), encap=encap)
         result = replay(pipeline, [item["pcap"]])
         rows = []
         for row in sorted(store.db().all(), key=lambda r: r.id):

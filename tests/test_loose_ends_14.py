@@ -24,6 +24,7 @@ from capture.pipeline import CapturePipeline
 from capture.sink import CallEnd, CallInfo, StreamStats
 from recorderd.config import ConfigError, load, load_dids
 from recorderd.service import replay
+from storage.recorder import SpoolSink
 from storage.store import Store
 
 sys.path.insert(0, str(ROOT / "pcap_fixtures"))
@@ -102,7 +103,7 @@ def test_the_stats_line_counts_the_mirror_copies(tmp_path: Path, caplog: pytest.
     store.init()
     store.open()
     try:
-        pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), store.sink())
+        pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), SpoolSink(store))
         replay(pipeline, [str(FIXTURES / "mirror-duplicates.pcap")])
         copies = pipeline.counters["mirror_duplicates"]
         assert copies > 0
@@ -120,7 +121,7 @@ def test_show_gives_each_directions_mirror_copies(tmp_path: Path, capsys: pytest
     try:
         info = CallInfo(call_id="call-mirrored", did="+81442003939", did_label="サンキューコールかわさき",
                         caller="09012345678", started_at=1790000000.0, codec="PCMU")  # fmt: skip
-        rec = store.sink().call_started(info)
+        rec = SpoolSink(store).call_started(info)
         for i in range(50):
             rec.audio(1, i * 160, b"\x11" * 160)
             rec.audio(2, i * 160, b"\x22" * 160)
@@ -311,7 +312,7 @@ def test_an_empty_rtp_payload_is_kept_the_same_by_c_and_python(tmp_path: Path) -
     store.init()
     store.open()
     try:
-        replay(CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), store.sink()), [str(pcap)])
+        replay(CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), SpoolSink(store)), [str(pcap)])
         kept = sorted((row.codec, row.audio) for row in store.recordings())
     finally:
         store.close()

@@ -22,6 +22,7 @@ from capture.pipeline import MAX_RECENT_SIP, CapturePipeline  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
 from recorderd.metrics import COUNTERS  # noqa: E402
 from recorderd.service import replay  # noqa: E402
+from storage.recorder import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 DIDS = load_dids(str(ROOT / "config" / "dids.yaml"))
@@ -36,7 +37,7 @@ class Replayed:
         self.store = Store(str(tmp / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp / "key"))
         self.store.init()
         self.store.open()
-        self.pipeline = CapturePipeline(DIDS, self.store.sink())
+        self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
         replay(self.pipeline, [str(pcap)])
         self.rows = {row.call_id: row for row in self.store.recordings()}
 
@@ -139,7 +140,7 @@ class Harness:
         self.store = Store(str(tmp / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp / "key"))
         self.store.init()
         self.store.open()
-        self.pipeline = CapturePipeline(DIDS, self.store.sink())
+        self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
         self.call = SipCall("mirror-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
                             1_790_000_000.0, talk=0)  # fmt: skip
         signalling = self.call.signalling()

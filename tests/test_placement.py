@@ -12,6 +12,7 @@ from generator import SipCall, rtp_packet, udp_frame
 
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
+from storage.recorder import SpoolSink
 from storage.store import Store
 from storage.wav import channel_bytes
 
@@ -25,7 +26,7 @@ class Harness:
         self.store = Store(str(tmp / "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=str(tmp / "key"))
         self.store.init()
         self.store.open()
-        self.pipeline = CapturePipeline(DIDS, self.store.sink())
+        self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
         self.call = SipCall("placement-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", T0, talk=0)
         signalling = self.call.signalling()
         self.bye = signalling[-2:]

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage import sealed, wav
 from storage.recovery import recover_spool
+from storage.recorder import SpoolSink
 from storage.store import Store
 
 KEY = bytes(range(32))
@@ -179,7 +180,7 @@ def record(store: Store, seconds: int, *, check: object = None, end: bool = True
            started: float = T0) -> tuple[object, list[bytes]]:  # fmt: skip
     """``seconds`` of random audio in both channels (20 ms packets), a SIP frame every second into
     the evidence pcap, and a late payload after a stall; ``check`` runs every 5 s of audio."""
-    rec = store.sink().call_started(call_info(started=started))
+    rec = SpoolSink(store).call_started(call_info(started=started))
     rnd = random.Random(7)
     chans = [bytearray(rnd.randbytes(8000 * seconds)) for _ in (1, 2)]
     late = None
@@ -308,8 +309,8 @@ def test_a_keep_that_died_after_its_rename_is_kept_at_the_next_start(tmp_path: P
         rec.sidecar.close()  # type: ignore[attr-defined]
         rid = rec.id  # type: ignore[attr-defined]
         rel = store.relative_path(rid, T0)
-        store._rename(os.path.join(store.spool_dir, rid + ".wav"), rel, rec.data_key)  # type: ignore[attr-defined]
-        store._rename(os.path.join(store.spool_dir, rid + ".pcap"), rel[:-4] + ".pcap.rdv", rec.data_key)  # type: ignore[attr-defined]
+        store.keeper._rename(os.path.join(store.spool_dir, rid + ".wav"), rel, rec.data_key)  # type: ignore[attr-defined]
+        store.keeper._rename(os.path.join(store.spool_dir, rid + ".pcap"), rel[:-4] + ".pcap.rdv", rec.data_key)  # type: ignore[attr-defined]
         assert sorted(os.listdir(store.spool_dir)) == [rid + ".call.json"]  # then the process died
         assert recover_spool(store) == [rid]
         row = store.get(rid)
@@ -385,7 +386,7 @@ def test_late_payloads_anywhere_in_the_call_land_in_place(tmp_path: Path) -> Non
     call's audio; the spool file was only ever appended to."""
     store = new_store(tmp_path)
     try:
-        rec = store.sink().call_started(call_info())
+        rec = SpoolSink(store).call_started(call_info())
         rnd = random.Random(11)
         chans = [rnd.randbytes(8000 * 30) for _ in (1, 2)]
         held = set(rnd.sample(range(50 * 28), 300))
@@ -416,10 +417,10 @@ def test_a_call_whose_key_cannot_be_wrapped_is_refused_as_capture_expects(tmp_pa
     recorded (not another exception, which would stop the pipeline), and leaves nothing in the spool."""
     store = new_store(tmp_path)
     try:
-        store._master = None  # as a process that has not loaded it yet
+        store.master.forget()  # as a process that has not loaded it yet
         os.chmod(store.key_file, 0o644)
         with pytest.raises(OSError, match="the master key cannot be loaded"):
-            store.sink().call_started(call_info())
+            SpoolSink(store).call_started(call_info())
         assert os.listdir(store.spool_dir) == []
     finally:
         store.close()

@@ -15,6 +15,7 @@ import pytest
 from conftest import FIXTURES, ROOT, Site
 
 from capture.sink import CallEnd, CallInfo, EvidenceBuffer, LaneBuffers, RecordingHandle, StreamStats
+from storage.recorder import SpoolSink
 
 PROTOCOLS = (RecordingHandle, LaneBuffers, EvidenceBuffer)
 
@@ -113,7 +114,7 @@ def test_storages_recording_satisfies_the_protocols(tmp_path: Path) -> None:
     site = Site(tmp_path).init()
     store = site.open_store()
     try:
-        sink = store.sink()
+        sink = SpoolSink(store)
         rec = sink.call_started(info())  # G.711: the C core places into its lanes and evidence buffer
         assert isinstance(rec, LaneBuffers)
         kinds_match(rec, RecordingHandle)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from storage import sealed, vault
 from storage.recovery import REASON, recover_spool
 from storage.sidecar import SIDECAR, STAGING, CallSidecar, read_sidecar
+from storage.recorder import SpoolSink
 from storage.store import Store
 
 T0 = 1_790_000_000.0
@@ -33,11 +34,12 @@ sys.path[:0] = [{root!r}, {fixtures!r}]
 from generator import SipCall
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
+from storage.recorder import SpoolSink
 from storage.store import Store
 
 store = Store({store!r}, tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file={key!r})
 store.open()
-pipeline = CapturePipeline(load_dids({dids!r}), store.sink())
+pipeline = CapturePipeline(load_dids({dids!r}), SpoolSink(store))
 call = SipCall("killed-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", {t0!r},
                talk=72.0, seed=5, dtmf=((50, "7"), (350, "3")))
 bye = call.end_time

@@ -18,6 +18,7 @@ from generator import SipCall
 
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
+from storage.recorder import SpoolSink
 from storage.store import Store
 from storage.worker import StoreWorker
 
@@ -39,7 +40,7 @@ def opener(root: Path):  # type: ignore[no-untyped-def]
 
 
 def record(store: Store, worker: StoreWorker, calls: int, talk: float = 2.0) -> None:
-    pipeline = CapturePipeline(DIDS, store.sink(worker.keep))
+    pipeline = CapturePipeline(DIDS, SpoolSink(store, worker.keep))
     packets = []
     for i in range(calls):
         call = SipCall(f"worker-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",

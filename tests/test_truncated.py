@@ -167,6 +167,7 @@ def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
     from capture.fast import fastpath
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
+    from storage.recorder import SpoolSink
     from storage.store import Store
     from zoneinfo import ZoneInfo
     import tempfile
@@ -181,7 +182,7 @@ def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
         store = Store(os.path.join(tmp, "s"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=os.path.join(tmp, "k"))
         store.init()
         store.open()
-        pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), store.sink())
+        pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), SpoolSink(store))
         pipeline.feed([(t, 1, bytes(f)) for t, f in packets[: cut_at - 1]])
         table = pipeline.media.table
         before = table.handled
