@@ -42,7 +42,7 @@ from storage.wav import read_info
 
 from .. import version
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, has_role
-from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+from .framework import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 
 log = logging.getLogger(__name__)
 

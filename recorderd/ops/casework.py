@@ -17,7 +17,7 @@ from storage.search import Filters
 from storage.search import search as search_index
 
 from ..roles import MANAGER, STAFF
-from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso, parse_when
+from .framework import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso, parse_when
 from .records import place_hold
 
 REQUESTERS = ("self", "legal-representative", "appointed-agent")

@@ -38,7 +38,7 @@ from storage.reader import VaultReader, open_reader
 from storage.sealed import SealedFile
 from storage.wav import read_info
 
-from . import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+from .framework import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 from .access import PURPOSES
 from .records import iso_ms, recording_json
 from ..roles import MANAGER, STAFF

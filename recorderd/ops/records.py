@@ -32,7 +32,7 @@ from storage.policy import iso as iso_ms_tz
 
 from ..counters import STATUS
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
-from . import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_when
+from .framework import Args, Context, NotAllowed, Reply, UsageError, action, iso, parse_when
 
 DEFAULT_PAGE_SIZE = 50
 

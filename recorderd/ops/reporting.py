@@ -17,7 +17,7 @@ from storage.reports import period_report
 
 from ..counters import REPORT
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN
-from . import Args, Context, Reply, UsageError, action, iso, parse_when
+from .framework import Args, Context, Reply, UsageError, action, iso, parse_when
 from .casework import integrity_incident
 
 HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ACTIONS, Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+from .framework import ACTIONS, Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 from .access import PURPOSES
 from ..roles import MANAGER, STAFF
 

@@ -17,7 +17,7 @@ as ``denied: sign-in locked`` / ``denied: sign-in rate-limited`` with the count 
 """
 from __future__ import annotations
 
-from . import UNKNOWN_USER, Args, Context, NotAllowed, Reply, UsageError, action
+from .framework import UNKNOWN_USER, Args, Context, NotAllowed, Reply, UsageError, action
 from ..roles import ROLES
 
 RESULTS = ("ok", "failed", "locked", "limited")

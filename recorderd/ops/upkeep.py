@@ -30,7 +30,7 @@ from storage.policy import iso as iso_ms
 from storage.store import Actor
 
 from ..roles import AUDITOR, MANAGER, TECHNICIAN
-from . import Args, Context, OpError, Reply, UsageError, action, iso
+from .framework import Args, Context, OpError, Reply, UsageError, action, iso
 from .access import signing_key
 from .casework import integrity_incident
 
