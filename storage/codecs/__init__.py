@@ -11,26 +11,12 @@ for G.722, whose RTP clock is 8 kHz for 16 kHz audio, RFC 3551).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from . import g711, g722, l16, opus
+from .base import AudioFormat, Codec, Decoder
 
+__all__ = ["AudioFormat", "Codec", "Decoder", "audio_format", "new_decoder"]
 
-@dataclass(frozen=True)
-class AudioFormat:
-    codec: str
-    exact: bool  # payload bytes kept as they are (G.711)
-    rate: int  # WAV samples per second
-    ratio: int  # WAV samples per RTP clock tick
-    width: int  # bytes per sample in the WAV
-    format_tag: int  # WAVE format tag: 7 mu-law, 6 A-law, 1 PCM
-    silence: int  # the fill byte of a silent sample
-
-
-Decoder = Callable[[bytes], bytes]
-
-_MODULES = {"PCMU": g711, "PCMA": g711, "G722": g722, "OPUS": opus, "L16": l16}
+_MODULES: dict[str, Codec] = {"PCMU": g711, "PCMA": g711, "G722": g722, "OPUS": opus, "L16": l16}
 
 
 def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat | None:
@@ -38,9 +24,9 @@ def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat | No
     module = _MODULES.get(codec.upper())
     if module is None or not module.available():
         return None
-    return module.audio_format(codec.upper(), clock_rate, channels)  # type: ignore[no-any-return]
+    return module.audio_format(codec.upper(), clock_rate, channels)
 
 
 def new_decoder(fmt: AudioFormat, clock_rate: int, channels: int) -> Decoder:
     """A decoder for one direction (decoders keep state between packets)."""
-    return _MODULES[fmt.codec].decoder(fmt, clock_rate, channels)  # type: ignore[no-any-return]
+    return _MODULES[fmt.codec].decoder(fmt, clock_rate, channels)

@@ -9,9 +9,9 @@ through two 256-byte tables (low and high byte), so a whole buffer is decoded wi
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from ..wav import CHANNELS, RATE
+from .base import AudioFormat, Decoder
 
 TAGS = {"PCMU": 7, "PCMA": 6}
 SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
@@ -21,13 +21,11 @@ def available() -> bool:
     return True
 
 
-def audio_format(codec: str, clock_rate: int, channels: int) -> Any:
-    from . import AudioFormat
-
+def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat:
     return AudioFormat(codec, True, 8000, 1, 1, TAGS[codec], SILENCE[codec])
 
 
-def decoder(fmt: Any, clock_rate: int, channels: int) -> Any:
+def decoder(fmt: AudioFormat, clock_rate: int, channels: int) -> Decoder:
     return bytes  # exact: the payload is the sample data
 
 

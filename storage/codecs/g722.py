@@ -2,7 +2,7 @@
 Its RTP clock is 8 kHz although it carries 16 kHz audio (RFC 3551 4.5.2): 2 samples per tick."""
 from __future__ import annotations
 
-from typing import Any
+from .base import AudioFormat, Decoder
 
 
 def available() -> bool:
@@ -13,13 +13,11 @@ def available() -> bool:
     return True
 
 
-def audio_format(codec: str, clock_rate: int, channels: int) -> Any:
-    from . import AudioFormat
-
+def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat:
     return AudioFormat(codec, False, 16000, 2, 2, 1, 0)
 
 
-def decoder(fmt: Any, clock_rate: int, channels: int) -> Any:
+def decoder(fmt: AudioFormat, clock_rate: int, channels: int) -> Decoder:
     import G722
 
     state = G722.G722(16000, 64000)

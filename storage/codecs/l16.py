@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import array
 import sys
-from typing import Any
+
+from .base import AudioFormat, Decoder
 
 
 def available() -> bool:
     return True
 
 
-def audio_format(codec: str, clock_rate: int, channels: int) -> Any:
-    from . import AudioFormat
-
+def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat:
     return AudioFormat(codec, False, clock_rate, 1, 2, 1, 0)
 
 
-def decoder(fmt: Any, clock_rate: int, channels: int) -> Any:
+def decoder(fmt: AudioFormat, clock_rate: int, channels: int) -> Decoder:
     def decode(payload: bytes) -> bytes:
         samples = array.array("h", payload[: len(payload) // 2 * 2])
         if sys.byteorder == "little":

@@ -6,6 +6,8 @@ import ctypes
 import ctypes.util
 from typing import Any
 
+from .base import AudioFormat, Decoder
+
 MAX_FRAME = 5760  # 120 ms at 48 kHz
 _lib: Any = None
 
@@ -33,9 +35,7 @@ def available() -> bool:
     return bool(_load())
 
 
-def audio_format(codec: str, clock_rate: int, channels: int) -> Any:
-    from . import AudioFormat
-
+def audio_format(codec: str, clock_rate: int, channels: int) -> AudioFormat:
     return AudioFormat(codec, False, 48000, 1, 2, 1, 0)
 
 
@@ -60,5 +60,5 @@ class _Decoder:
             self.lib.opus_decoder_destroy(self.state)
 
 
-def decoder(fmt: Any, clock_rate: int, channels: int) -> Any:
+def decoder(fmt: AudioFormat, clock_rate: int, channels: int) -> Decoder:
     return _Decoder()
