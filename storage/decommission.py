@@ -79,10 +79,10 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     store.record(actor, "decommission", None, {"certificate": os.path.abspath(certificate_path)}, "allowed")
     index = store.db()
     erased = overwritten = 0
-    for row in store.recordings():
+    for row in store.reading.recordings():
         index.begin_erasure(row.id, started)
-        overwritten += sum(erase_file(path) for path in store.files(row))
-        index.finish_erasure(row, store.local_date(row.started_at), store.clock(), METHOD)
+        overwritten += sum(erase_file(path) for path in store.layout.files(row))
+        index.finish_erasure(row, store.layout.local_date(row.started_at), store.clock(), METHOD)
         erased += 1
     index.checkpoint()
     spool = 0

@@ -1,15 +1,12 @@
-"""Reading kept recordings back: their rows, their files opened for random access (RDS1 or RDV1, by
-the magic), decrypted chunk by chunk (each chunk authenticated), or written out in the clear for an
-export (staging name, SHA-256 checked against the one recorded at finalisation, fsync, rename)."""
+"""Reading kept recordings back: their rows, and their files opened for random access (RDS1 or RDV1,
+by the magic) or decrypted chunk by chunk (each chunk authenticated)."""
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import sealed, vault
-from .errors import IntegrityError, StoreError
+from . import vault
+from .errors import StoreError
 from .index import Index, RecordingRow
 from .layout import Layout
 
@@ -45,30 +42,3 @@ class Reading:
         with self.reader(row, pcap) as f:
             for i in range(f.chunks):
                 yield f.chunk(i)
-
-    def write_plaintext(self, row: RecordingRow, out: str, pcap: bool = False) -> None:
-        """Decrypt to ``out`` (staging name, hash checked, fsync, rename); nothing is left on failure."""
-        if not pcap and row.audio == "not-decoded":
-            raise StoreError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here; "
-                             "its audio is the original RTP in the evidence pcap (export it as pcap)")  # fmt: skip
-        expected = row.pcap_sha256 if pcap else row.sha256
-        staging = f"{out}.part-{os.getpid()}"
-        digest = hashlib.sha256()
-        try:
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as dst:
-                for chunk in self.plaintext(row, pcap):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            if digest.hexdigest() != expected:
-                raise IntegrityError(
-                    f"recording {row.id} fails its integrity check (SHA-256 differs from the one recorded at finalisation)"
-                )
-            os.replace(staging, out)
-        except (vault.VaultError, sealed.SealedError) as exc:
-            raise IntegrityError(f"recording {row.id} fails its integrity check: {exc}") from None
-        finally:
-            if os.path.exists(staging):
-                os.unlink(staging)

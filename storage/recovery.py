@@ -75,7 +75,7 @@ def recover_spool(store: Store) -> list[str]:
             frames = 0
             try:
                 if wav_path and renamed[0] and not os.path.lexists(wav_path):
-                    with sealed.SealedFile(store.file_path_of(recording_id, call.started_at), data_key, recording_id) as f:
+                    with sealed.SealedFile(store.layout.file_path_of(recording_id, call.started_at), data_key, recording_id) as f:
                         length = f.size
                 elif wav_path:
                     length = sealed.finish(wav_path, data_key, f"recording {recording_id}", wav_header=sealed.wav_header)
@@ -92,7 +92,7 @@ def recover_spool(store: Store) -> list[str]:
             if pcap_path:
                 repair_pcap(pcap_path)
         seconds = frames / fmt.rate if fmt and frames else 0.0
-        store.keep(
+        store.keeper.keep(
             recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
             end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
             pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
@@ -110,7 +110,7 @@ def _renamed(store: Store, recording_id: str, call: SimpleNamespace) -> tuple[bo
     rename and its index row; the files renamed are complete: keep checked them before)."""
     if store.db().get(recording_id) is not None:
         return False, False  # kept: the sidecar alone was left (keep removes it next)
-    wav_dest = store.file_path_of(recording_id, float(call.started_at))
+    wav_dest = store.layout.file_path_of(recording_id, float(call.started_at))
     return os.path.exists(wav_dest), os.path.exists(wav_dest[: -len(".rdv")] + ".pcap.rdv")
 
 

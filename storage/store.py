@@ -91,13 +91,16 @@ class Store:
         self.audit_path = self.layout.audit_path
         self.index: Index | None = None
         self.audit: AuditLog | None = None
-        now = lambda: self.clock()  # noqa: E731  (the clock as set now: tests and the service may swap it)
         self.master = MasterKey(self.root, self.key_file, credentials_dir)
-        self.keeper = Keeper(self.layout, db=self.db, master_key=self.master_key, clock=now,
+        self.keeper = Keeper(self.layout, db=self.db, master_key=self.master_key, clock=self._now,
                              retention_days=retention_days, anchor=anchor)  # fmt: skip
         self.reading = Reading(self.layout, db=self.db, master_key=self.master_key)
         self.integrity = Integrity(self.reading, audit_log=self.audit_log)
-        self.holding = Holds(db=self.db, get=self.reading.get, clock=now)
+        self.holding = Holds(db=self.db, get=self.reading.get, clock=self._now)
+
+    def _now(self) -> float:
+        """The parts' clock: ``self.clock`` as set now (tests and the service may swap it)."""
+        return self.clock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -247,9 +250,6 @@ class Store:
     def relative_path(self, recording_id: str, started_at: float) -> str:
         return self.layout.relative_path(recording_id, started_at)
 
-    def file_path_of(self, recording_id: str, started_at: float) -> str:
-        return self.layout.file_path_of(recording_id, started_at)
-
     def file_path(self, row: RecordingRow, pcap: bool = False) -> str:
         return self.layout.file_path(row, pcap)
 
@@ -265,14 +265,8 @@ class Store:
     def get(self, recording_id: str) -> RecordingRow:
         return self.reading.get(recording_id)
 
-    def reader(self, row: RecordingRow, pcap: bool = False) -> Any:
-        return self.reading.reader(row, pcap)
-
     def plaintext(self, row: RecordingRow, pcap: bool = False) -> Iterator[bytes]:
         return self.reading.plaintext(row, pcap)
-
-    def write_plaintext(self, row: RecordingRow, out: str, pcap: bool = False) -> None:
-        self.reading.write_plaintext(row, out, pcap)
 
     def check(self, row: RecordingRow) -> str | None:
         return self.integrity.check(row)

@@ -226,7 +226,7 @@ def test_nothing_of_the_call_is_ever_in_the_clear_and_the_kept_audio_is_exact(tm
             assert f.read(4) == sealed.MAGIC
         pcap = b"".join(store.plaintext(row, pcap=True))
         assert pcap.count(CALL_ID.encode()) == 20 and hashlib.sha256(pcap).hexdigest() == row.pcap_sha256
-        with store.reader(row) as r:  # random access (play, waveform) decrypts only what it needs
+        with store.reading.reader(row) as r:  # random access (play, waveform) decrypts only what it needs
             assert r.read(wav.HEADER_SIZE + 2 * 8000 * 19, 64) == data[wav.HEADER_SIZE + 2 * 8000 * 19 :][:64]
     finally:
         store.close()
