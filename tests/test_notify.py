@@ -30,7 +30,10 @@ def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sock
 def datagrams(sock: socket.socket, wait: float = 0.0) -> list[bytes]:
     """Every datagram queued on ``sock`` (waiting up to ``wait`` s for each next one)."""
     out = []
-    sock.settimeout(wait) if wait else sock.setblocking(False)
+    if wait:
+        sock.settimeout(wait)
+    else:
+        sock.setblocking(False)
     try:
         while True:
             out.append(sock.recv(4096))

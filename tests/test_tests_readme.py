@@ -5,7 +5,6 @@ what it says about how `make test` splits the suite is what the Makefile does. A
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from conftest import ROOT
 
@@ -14,7 +13,7 @@ README = (TESTS / "README.md").read_text(encoding="utf-8")
 PACKAGES = ("capture", "storage", "recorderd", "console")
 MOVING = r"\s*\*\(moving"
 TEST_FILE = re.compile(r"`((?:(?:integration|console)/)?test_\w+\.py|appliance/run\.py)`")
-MODULE = re.compile(r"`((?:%s)/[\w/]+\.py)`" % "|".join(PACKAGES))
+MODULE = re.compile(r"`((?:" + "|".join(PACKAGES) + r")/[\w/]+\.py)`")
 
 
 def _named_test_files() -> dict[str, bool]:
@@ -45,7 +44,8 @@ def test_every_test_file_named_exists() -> None:
 
 def test_every_test_file_is_named() -> None:
     on_disk = {str(p.relative_to(TESTS)) for p in TESTS.glob("test_*.py")}
-    on_disk |= {str(p.relative_to(TESTS)) for group in ("integration", "console") for p in (TESTS / group).glob("test_*.py")}
+    for group in ("integration", "console"):
+        on_disk |= {str(p.relative_to(TESTS)) for p in (TESTS / group).glob("test_*.py")}
     unnamed = sorted(on_disk - set(_named_test_files()))
     assert unnamed == [], f"test files not in tests/README.md's map (add them where they belong): {unnamed}"
 
@@ -61,7 +61,8 @@ def test_every_module_has_a_row_and_every_row_a_module() -> None:
 def test_the_checks_find_what_they_check() -> None:
     """The patterns above read this page as it is written (so a change of its form cannot make
     every check pass on nothing)."""
-    assert {"test_sip.py", "integration/test_live_service.py", "console/test_browser.py", "appliance/run.py"} <= set(_named_test_files())
+    named = set(_named_test_files())
+    assert {"test_sip.py", "integration/test_live_service.py", "console/test_browser.py", "appliance/run.py"} <= named
     rows = _map_rows()
     assert {"capture/tracker.py", "storage/recorder.py", "recorderd/daemon.py", "console/__main__.py"} <= set(rows)
     assert len(rows) >= 100
@@ -69,8 +70,8 @@ def test_the_checks_find_what_they_check() -> None:
 
 def test_what_it_says_make_test_does_is_what_the_makefile_does() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    serial = re.search(r"^SERIAL_TESTS\s*:=\s*(.+)$", makefile, re.M)
-    workers = re.search(r"^TEST_WORKERS\s*\?=\s*(\d+)$", makefile, re.M)
+    serial = re.search(r"^SERIAL_TESTS\s*:=\s*(.+)$", makefile, re.MULTILINE)
+    workers = re.search(r"^TEST_WORKERS\s*\?=\s*(\d+)$", makefile, re.MULTILINE)
     assert serial is not None and workers is not None
     assert serial.group(1).split() == ["tests/console", "tests/test_make_run.py"]
     assert f"-n {workers.group(1)} --dist loadfile" in makefile.replace("$(TEST_WORKERS)", workers.group(1))
