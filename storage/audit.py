@@ -221,13 +221,11 @@ class AuditLog:
             return
         if database.is_read_only(self.db):
             return
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            started = self._start_seals(key, at, replaced, legacy)
-            self.db.execute("COMMIT")
+            with database.transaction(self.db):
+                started = self._start_seals(key, at, replaced, legacy)
         except BaseException:
             self._sealing = False
-            self.db.execute("ROLLBACK")
             raise
         self._sealing = True
         if started is not None:
@@ -267,14 +265,8 @@ class AuditLog:
     # -- appending ------------------------------------------------------------------------------
 
     def append(self, event: AuditEvent) -> int:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            seq = self._insert(event)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return seq
+        with database.transaction(self.db):
+            return self._insert(event)
 
     def _last(self) -> tuple[int, str] | None:
         """(seq, seal) of the last row, or the pruning anchor's when every row went."""
@@ -311,17 +303,12 @@ class AuditLog:
         record from their last row)."""
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_no_delete'").fetchone():
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with database.transaction(self.db):
             for statement in (*PROTECTION, NO_DELETE):
                 self.db.execute(statement)
             last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             if last and not self.db.execute("SELECT 1 FROM audit_head").fetchone():
                 self.db.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", last)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def _has(self, table: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
@@ -345,11 +332,9 @@ class AuditLog:
         as the anchor, and append ``event`` (its detail completed with the anchor). Returns the
         number of rows removed."""
         self.protect()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with database.transaction(self.db):
             through = self.db.execute("SELECT max(seq) FROM audit WHERE at < ?", (before,)).fetchone()[0]
             if through is None:
-                self.db.execute("ROLLBACK")
                 return 0
             through_hash = self.db.execute("SELECT hash FROM audit WHERE seq = ?", (through,)).fetchone()[0]
             self.db.execute("DROP TRIGGER audit_no_delete")
@@ -361,10 +346,6 @@ class AuditLog:
             )
             detail = {**event.detail, "through_seq": through, "through_hash": through_hash, "rows_removed": removed}
             self._insert(AuditEvent(event.at, event.user, event.uid, PRUNE_ACTION, None, detail, event.result))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return removed
 
     def rows(self) -> list[tuple[int, AuditEvent, str, str]]:

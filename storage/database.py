@@ -9,10 +9,12 @@ like still read it, and every write fails at once ("attempt to write a readonly 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +62,18 @@ def connect(path: str, *, foreign_keys: bool = False, secure_delete: bool = Fals
         db.execute("PRAGMA foreign_keys = ON")
     return db
 
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock taken at once, so no other writer slips in between a read
+    and the write it decides), ``COMMIT`` at the end of the block, ``ROLLBACK`` when anything escapes
+    it (an SQLite error, a refusal, a KeyboardInterrupt) or the COMMIT itself fails: all or nothing.
+    A block that returns early commits what it did (nothing, when it only read)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (a failed COMMIT on a full disk)
+            db.execute("ROLLBACK")
+        raise

@@ -269,20 +269,14 @@ class Index:
                               f"{SCHEMA_VERSION}, which needs room on the store's disk: free some space, then start "
                               "again")  # fmt: skip
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB while every row is rewritten (random digest keys)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with database.transaction(self.db):
             version = self.check_version()
             if version == SCHEMA_VERSION:  # another process did it meanwhile
-                self.db.execute("ROLLBACK")
                 return None
             if version == 1:
                 self._seal_first_edition(master)
             rows = self._add_conversations()
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         if self.meta("compact_pending"):
             self.compact()
         return version, SCHEMA_VERSION, rows
@@ -402,34 +396,29 @@ class Index:
         sealed_legs = [(row.id, n, how if how in HOW else "unsure", _seal_leg(data_key, row.id, n, str(call_id)))
                        for n, (call_id, how) in enumerate(list(legs)[:MAX_LEGS], 1)]  # fmt: skip
         digest_key = self.digest_key()
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
-                                    "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
-                                    (conversation,)).fetchone()  # fmt: skip
-            earliest = first is None or (row.started_at, row.id) < tuple(first)
-            values["conversation_start"], values["conversation_first"] = (row.started_at, row.id) if earliest else first
-            self.db.execute(
-                f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                [values[c] for c in COLUMNS],
-            )
-            if first is not None and earliest:  # kept after a later part: the parts stay together
-                self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
-                                "conversation = ?", (row.started_at, row.id, conversation))  # fmt: skip
-            if first is not None:  # a conversation in parts: how far a part may start after its conversation
-                latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
-                                         (conversation,)).fetchone()[0]  # fmt: skip
-                if latest - values["conversation_start"] > self.conversation_span():
-                    self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
-            self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
-            self._add_digests(row.id, row.caller, digest_key)
-            self.db.execute("COMMIT")
+            with database.transaction(self.db):
+                first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
+                                        "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
+                                        (conversation,)).fetchone()  # fmt: skip
+                earliest = first is None or (row.started_at, row.id) < tuple(first)
+                values["conversation_start"], values["conversation_first"] = (row.started_at, row.id) if earliest else first
+                self.db.execute(
+                    f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    [values[c] for c in COLUMNS],
+                )
+                if first is not None and earliest:  # kept after a later part: the parts stay together
+                    self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
+                                    "conversation = ?", (row.started_at, row.id, conversation))  # fmt: skip
+                if first is not None:  # a conversation in parts: how far a part may start after its conversation
+                    latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
+                                             (conversation,)).fetchone()[0]  # fmt: skip
+                    if latest - values["conversation_start"] > self.conversation_span():
+                        self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
+                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
+                self._add_digests(row.id, row.caller, digest_key)
         except sqlite3.IntegrityError as exc:
-            self.db.execute("ROLLBACK")
             raise DuplicateRecording(row.id) from exc
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def get(self, recording_id: str) -> RecordingRow | None:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE id = ?", (recording_id,))
@@ -574,23 +563,17 @@ class Index:
     def begin_erasure(self, recording_id: str, at: float) -> None:
         """Mark the erasure begun and destroy the wrapped data key, the sealed fields with it, and
         the caller's digests (secure_delete zeroes them)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with database.transaction(self.db):
             self.db.execute(
                 "UPDATE recordings SET erasing_at = coalesce(erasing_at, ?), wrapped_key = NULL, sealed = x'' WHERE id = ?",
                 (at, recording_id),
             )
             self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (recording_id,))
             self.db.execute("DELETE FROM linked_legs WHERE recording_id = ?", (recording_id,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def finish_erasure(self, row: RecordingRow, call_date: str, erased_at: float, method: str) -> None:
         """Replace the recording's row (and its sealed fields and digests) by the minimal deletion record."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with database.transaction(self.db):
             self.db.execute(
                 "INSERT OR REPLACE INTO erasures (id, did_label, call_date, retain_until, erased_at, method, sha256) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -600,10 +583,6 @@ class Index:
             self.db.execute("DELETE FROM caller_digests WHERE recording_id = ?", (row.id,))
             self.db.execute("DELETE FROM linked_legs WHERE recording_id = ?", (row.id,))
             self.db.execute("DELETE FROM recordings WHERE id = ?", (row.id,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database and truncate it, so no erased row lingers in the WAL."""
