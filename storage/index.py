@@ -131,6 +131,7 @@ HOW = ("address", "rtp-relay", "unsure")  # how a linked leg was matched (anythi
 MAX_LEGS = 16  # linked legs kept per recording
 MAX_LEG_CALL_ID = 512  # characters of a linked leg's Call-ID kept
 CONVERSATION_SPAN = "conversation_span"  # store_meta: Index.conversation_span
+COUNT_CHUNK = 500  # values per IN (...) of a count: well under SQLite's limit on a statement's parameters
 COLUMNS = (
     "id", "did", "did_label", "started_at", "ended_at", "codec", "channels", "frames", "size", "sha256",
     "retain_until", "state", "end_reason", "path", "streams", "created_at", "wrapped_key", "erasing_at",
@@ -470,22 +471,21 @@ class Index:
 
     def part_counts(self, conversations: Iterable[str]) -> dict[str, int]:
         """How many parts each of ``conversations`` has in the store."""
-        wanted = sorted(set(conversations))
-        counts: dict[str, int] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            counts.update(self.db.execute(f"SELECT conversation, count(*) FROM recordings WHERE conversation IN "
-                                          f"({', '.join('?' * len(chunk))}) GROUP BY conversation", chunk).fetchall())  # fmt: skip
-        return counts
+        return self._counts("recordings", "conversation", conversations)
 
     def leg_counts(self, ids: Iterable[str]) -> dict[str, int]:
         """How many linked legs each of the recordings ``ids`` has (those with none left out)."""
-        wanted = sorted(set(ids))
+        return self._counts("linked_legs", "recording_id", ids)
+
+    def _counts(self, table: str, column: str, keys: Iterable[str]) -> dict[str, int]:
+        """The rows of ``table`` per value of ``column`` among ``keys`` (those with none left out),
+        ``COUNT_CHUNK`` values to a query."""
+        wanted = sorted(set(keys))
         counts: dict[str, int] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            counts.update(self.db.execute(f"SELECT recording_id, count(*) FROM linked_legs WHERE recording_id IN "
-                                          f"({', '.join('?' * len(chunk))}) GROUP BY recording_id", chunk).fetchall())  # fmt: skip
+        for i in range(0, len(wanted), COUNT_CHUNK):
+            chunk = wanted[i : i + COUNT_CHUNK]
+            counts.update(self.db.execute(f"SELECT {column}, count(*) FROM {table} WHERE {column} IN "
+                                          f"({', '.join('?' * len(chunk))}) GROUP BY {column}", chunk).fetchall())  # fmt: skip
         return counts
 
     def legs(self, recording_id: str) -> list[dict[str, str]]:
