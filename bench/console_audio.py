@@ -7,7 +7,7 @@ tests write one, the user running the bench being the console and every role), o
 indexed, as the recorder keeps a call), a real :class:`recorderd.control.ControlServer` on its Unix
 socket. Each run, timed with ``time.perf_counter()`` by the client: ``play ID --purpose quality``
 acting for the user (audited, a new ticket, the background integrity check started), then
-``play-audio --offset 0 --length 65536`` into a :class:`recorderd.control.CallbackSink`; the time is
+``play-audio --offset 0 --length 65536`` into a :class:`recorderd.client.CallbackSink`; the time is
 that of the first chunk handed to the sink. The seek: ``play-audio`` at the byte of 59:00 of the
 PCM rendition with the same ticket. Also timed once: ``waveform --points 2000`` (the whole hour
 decrypted and reduced, then cached with the ticket).
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from capture.sink import CallInfo  # noqa: E402
-from recorderd import control, ctl  # noqa: E402
+from recorderd import client, control, ctl  # noqa: E402
 from recorderd.config import load  # noqa: E402
 from recorderd.control import ControlServer  # noqa: E402
 from storage import wav  # noqa: E402
@@ -91,8 +91,8 @@ def first_byte(sock: str, ticket: str, offset: int, started: float) -> float:
         if not seen:
             seen.append(time.perf_counter())
 
-    reply = control.call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": 65536},
-                         {"audio": control.CallbackSink("audio", deliver)}, acting_for={"user": USER, "ip": IP})  # fmt: skip
+    reply = client.call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": 65536},
+                         {"audio": client.CallbackSink("audio", deliver)}, acting_for={"user": USER, "ip": IP})  # fmt: skip
     if reply.rc != 0 or not seen:
         raise RuntimeError(f"play-audio failed: {reply.error}")
     return (seen[0] - started) * 1000
@@ -123,7 +123,7 @@ def main(runs: int = 20) -> dict:
             ticket, size = "", 0
             for _ in range(runs):
                 started = time.perf_counter()
-                played = control.call(sock, "play", {"id": rid, "purpose": "quality"}, {}, acting_for=acting)
+                played = client.call(sock, "play", {"id": rid, "purpose": "quality"}, {}, acting_for=acting)
                 if played.rc != 0:
                     raise RuntimeError(played.error)
                 plays.append((time.perf_counter() - started) * 1000)
@@ -133,10 +133,10 @@ def main(runs: int = 20) -> dict:
                 t = time.perf_counter()
                 seeks.append(first_byte(sock, ticket, seek_at, t))
             t = time.perf_counter()
-            wave = control.call(sock, "waveform", {"ticket": ticket, "points": 2000}, {}, acting_for=acting)
+            wave = client.call(sock, "waveform", {"ticket": ticket, "points": 2000}, {}, acting_for=acting)
             wave_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            control.call(sock, "waveform", {"ticket": ticket, "points": 2000}, {}, acting_for=acting)
+            client.call(sock, "waveform", {"ticket": ticket, "points": 2000}, {}, acting_for=acting)
             wave_cached_ms = (time.perf_counter() - t) * 1000
             if wave.rc != 0:
                 raise RuntimeError(wave.error)

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recorderd import control
+from recorderd import client
 from recorderd.config import Config
 
 from . import pages, web  # noqa: F401  (pages registers the routes)
@@ -110,7 +110,7 @@ def create_app(config: Config, *, authenticate: Any = None, daemon: Daemon | Non
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     console = Console(
         config=config,
-        daemon=daemon or Daemon(control.socket_path(config)),
+        daemon=daemon or Daemon(client.socket_path(config)),
         sessions=Sessions(config["console.idle_timeout_min"] * 60.0, config["console.absolute_timeout_h"] * 3600.0),
         lockout=Lockout(config["console.lockout_failures"], config["console.lockout_min"] * 60.0),
         templates=templates,

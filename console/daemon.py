@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from recorderd import control, ops
+from recorderd import client, ops
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,9 @@ class Daemon:
 
     async def call(self, action: str, args: dict[str, Any], *, user: str, ip: str,
                    sinks: dict[str, Any] | None = None) -> ops.Reply:  # fmt: skip
-        """The daemon's reply; :class:`control.Unreachable` / :class:`control.Busy` when it is not there."""
+        """The daemon's reply; :class:`client.Unreachable` / :class:`client.Busy` when it is not there."""
         return await run_in_threadpool(self.call_sync, action, args, user=user, ip=ip, sinks=sinks)
 
     def call_sync(self, action: str, args: dict[str, Any], *, user: str, ip: str,
                   sinks: dict[str, Any] | None = None) -> ops.Reply:  # fmt: skip
-        return control.call(self.socket, action, args, sinks or {}, acting_for={"user": user, "ip": ip})
+        return client.call(self.socket, action, args, sinks or {}, acting_for={"user": user, "ip": ip})

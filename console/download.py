@@ -2,7 +2,7 @@
 
 Nothing is written to disk by the console and at most a few chunks are held in memory. The daemon
 sends the copy, then its signed manifest and the signature, as the outputs of one request
-(:mod:`recorderd.wire`); each output lands in a streaming sink (``control.CallbackSink``), which
+(:mod:`recorderd.wire`); each output lands in a streaming sink (``client.CallbackSink``), which
 hands it chunk by chunk to the HTTP response. The response is one ZIP file, *stored* (no compression: the WAV inside is byte
 for byte what ``recorderctl export`` writes), holding the WAV, ``.manifest.json`` and
 ``.manifest.sig``: one file for the police to take away, checked with standard tools (unzip,
@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from recorderd import control, wire
+from recorderd import client, wire
 
 log = logging.getLogger("console")
 
@@ -71,8 +71,8 @@ class Download:
         except queue.Empty:
             return None
 
-    def sink(self, path: str) -> control.CallbackSink:
-        """The daemon's output ``path`` as a streaming sink (``control.CallbackSink``) into this download."""
+    def sink(self, path: str) -> client.CallbackSink:
+        """The daemon's output ``path`` as a streaming sink (``client.CallbackSink``) into this download."""
 
         def delivered(sha256: str) -> None:
             sent = threading.Event()
@@ -85,7 +85,7 @@ class Download:
         def aborted() -> None:
             self.put("abort", path)
 
-        return control.CallbackSink(path, lambda chunk: self.put("data", path, chunk), delivered, aborted)
+        return client.CallbackSink(path, lambda chunk: self.put("data", path, chunk), delivered, aborted)
 
 
 class _Chunks:
@@ -122,9 +122,9 @@ async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, n
     def converse() -> None:
         try:
             reply: Any = daemon.call_sync(action, {**args, "out": out}, user=user, ip=ip, sinks=sinks)
-        except control.Busy:
+        except client.Busy:
             reply = "error.busy"
-        except (control.Unreachable, OSError, wire.WireError):
+        except (client.Unreachable, OSError, wire.WireError):
             reply = "error.daemon"
         except Exception as exc:  # the kind only: the args may carry a recipient's name
             log.error("console download: %s from the daemon", type(exc).__name__, extra={"EVENT": "console-error"})

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from recorderd import control, ops
+from recorderd import client, ops
 
 from . import i18n
 from .sessions import COOKIE, Session
@@ -80,9 +80,9 @@ class Req:
         """The daemon's reply to ``action`` done for this person (raises :class:`DaemonDown`)."""
         try:
             return await self.app.daemon.call(action, args or {}, user=self.user, ip=self.ip, **kw)
-        except control.Busy as exc:
+        except client.Busy as exc:
             raise DaemonDown("error.busy") from exc
-        except (control.Unreachable, OSError) as exc:
+        except (client.Unreachable, OSError) as exc:
             raise DaemonDown("error.daemon") from exc
 
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = service.build_pipeline(config, store, worker.keep)
         result = service.replay(pipeline, args.pcaps)
     finally:
-        worker.close()  # every finished call kept before the summary
+        worker.stop()  # every finished call kept before the summary
         store.close()
     c = pipeline.counters
     not_kept = c["calls_recorded"] - worker.kept  # failed keeps, or a worker that could not open the store

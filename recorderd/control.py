@@ -24,18 +24,15 @@ browser's address in every audit row of the request; an unknown user, one in no 
 that is not an IP literal is refused. The console's uid carries every signed-in person's requests, so
 it may hold ``CONSOLE_SLOTS`` of the slots instead of ``MAX_PER_UID``.
 
-The server thread also keeps the books the period report needs: a snapshot of the capture counters
-every ``SNAPSHOT_PERIOD`` when they changed, and the audit log's pruning (``audit.retention_days``)
-every ``PRUNE_PERIOD``; with each, the audit chain's head goes to the journal (a checkpoint: at the
-start, at least every 10 minutes, at a clean stop). Stop order: stop accepting, remove the socket, last snapshot, wait a moment
-for requests in progress (their threads do not hold the process up).
+The books the period report needs (counter snapshots, the audit log's pruning, the journal's
+checkpoints) are kept by a thread of their own (:mod:`recorderd.books`), not by this one. The
+client side (``recorderctl``, the console) is :mod:`recorderd.client`. Stop order: stop accepting,
+remove the socket, wait a moment for requests in progress (their threads do not hold the process up).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import pwd
@@ -48,11 +45,12 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from storage.store import Store, StoreError
+from storage.worker import Worker
 
-from . import journal, ops, roles, service, wire
+from . import ops, roles, service, wire
+from .client import BUSY, socket_path
 from .config import Config
-from .counters import CONTROL, SNAPSHOT
-from .ops import upkeep
+from .counters import CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +63,9 @@ WARNINGS_WINDOW = 86400.0  # s of warnings status counts ("recent")
 WARNINGS_KEPT = 2000
 CONSOLE_SLOTS = 12  # ... and the console's uid (all its signed-in people) this many
 CONSOLE_UID_TTL = 60.0  # s the console's uid is trusted before the user database is read again
-BUSY = 5  # the rc of a refusal for want of a slot (and recorderctl's exit status for it)
-CONNECT_WAIT = 5  # s the client waits in a full listen queue before it says "busy"
 REFUSAL_LOG_PERIOD = 60.0
 COUNTERS = CONTROL  # the control socket's own counts (recorderd/counters.py)
-SNAPSHOT_PERIOD = 590.0  # under 10 minutes, with the audit checkpoint: at least one every 10 minutes
-PRUNE_PERIOD = 3600.0
-SNAPSHOT_KEYS = SNAPSHOT  # what the period report counts (recorderd/counters.py)
 PEERCRED = struct.Struct("3i")  # pid, uid, gid
-
-
-def socket_path(config: Config) -> str:
-    """``control.socket``, relative to the config file's folder unless absolute."""
-    return os.path.join(os.path.dirname(config.file), config["control.socket"])
 
 
 class WarningTally(logging.Handler):
@@ -229,10 +217,13 @@ class RefusalLog:
         log.warning(message, *args, extra={"EVENT": "control-refused"})
 
 
-class ControlServer:
+class ControlServer(Worker):
+    name = "control"
+
     def __init__(self, config: Config, *, pipeline: Any = None, health: Any = None,
                  alerts: Mapping[str, str] | None = None,
                  open_store: Callable[[Config], Store] = service.open_store) -> None:  # fmt: skip
+        super().__init__()
         self.config = config
         self.path = socket_path(config)
         self.warnings = WarningTally() if pipeline is not None else None
@@ -245,50 +236,46 @@ class ControlServer:
         for key in COUNTERS:
             self.counters.setdefault(key, 0)  # set now: the capture thread may be copying the dict
         self._count_lock = threading.Lock()
-        self.stopping = threading.Event()
         self.sock: socket.socket | None = None
-        self.thread: threading.Thread | None = None
         self._inode: int | None = None
-        self._last_counters: dict[str, int] | None = None
         self._stopped = False
-        self.service_caller = roles.Caller(_user_name(os.getuid()), os.getuid(), (), "service", os.getpid())
         self._console: tuple[float, int | None] = (-CONSOLE_UID_TTL, None)  # (when read, uid)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> bool:
-        """Listen and serve in a thread; a failure is logged and leaves the recorder running."""
-        try:
-            self.sock = self._listen()
-        except OSError as exc:
-            log.error("control socket %s unavailable (%s): recorderctl cannot reach the service; it works "
-                      "directly only when the service is stopped", self.path, exc, extra={"EVENT": "control-failed"})  # fmt: skip
-            return False
-        if self.warnings is not None:
-            logging.getLogger().addHandler(self.warnings)
-        self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
-        self.thread.start()
-        log.info("control socket listening at %s", self.path, extra={"EVENT": "control-listening"})
-        return True
+        """Listen and serve in a thread (once); a failure is logged, False, and leaves the recorder running."""
+        if self.sock is None and not self.stopping.is_set():
+            try:
+                self.sock = self._listen()
+            except OSError as exc:
+                log.error("control socket %s unavailable (%s): recorderctl cannot reach the service; it works "
+                          "directly only when the service is stopped", self.path, exc, extra={"EVENT": "control-failed"})  # fmt: skip
+                return False
+            if self.warnings is not None:
+                logging.getLogger().addHandler(self.warnings)
+            log.info("control socket listening at %s", self.path, extra={"EVENT": "control-listening"})
+        return self.sock is not None and super().start()
+
+    def wake(self) -> None:
+        if self.sock is not None:  # the accept returns at once (else within its 1 s timeout)
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
-        """Idempotent. Stop accepting, remove the socket, keep the last counters, let requests end."""
+        """Idempotent. Stop accepting, remove the socket, let requests end."""
+        super().stop()
         if self._stopped:
             return
         self._stopped = True
-        self.stopping.set()
         if self.warnings is not None:
             logging.getLogger().removeHandler(self.warnings)
-        if self.thread is not None:
-            self.thread.join(timeout=5.0)
-            self.thread = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None
             with contextlib.suppress(OSError):
                 if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
-            self._housekeeping(final=True)
         self.slots.drain(timeout=5.0)  # requests in progress get a moment to finish
 
     def _listen(self) -> socket.socket:
@@ -315,9 +302,7 @@ class ControlServer:
             raise
         return sock
 
-    def _serve(self) -> None:
-        next_snapshot = time.monotonic()
-        next_prune = time.monotonic() + 60.0
+    def run(self) -> None:
         while not self.stopping.is_set() and self.sock is not None:
             try:
                 conn, _ = self.sock.accept()
@@ -331,12 +316,6 @@ class ControlServer:
                 continue
             if conn is not None:
                 self._dispatch(conn)
-            now = time.monotonic()
-            if now >= next_snapshot or now >= next_prune:
-                prune = now >= next_prune
-                next_snapshot = now + SNAPSHOT_PERIOD
-                next_prune = now + PRUNE_PERIOD if prune else next_prune
-                self._housekeeping(prune=prune)
 
     def _dispatch(self, conn: socket.socket) -> None:
         """In the accept loop: never wait on the client here."""
@@ -465,170 +444,9 @@ class ControlServer:
         log.debug("control: %s by %s -> %d", action, caller.user, reply.rc)
         return reply
 
-    # -- the books ------------------------------------------------------------------------------
-
-    def _housekeeping(self, *, prune: bool = False, final: bool = False) -> None:
-        counters = None
-        if self.view is not None:
-            current = self.view.counters()
-            counters = {k: int(current.get(k, 0)) for k in SNAPSHOT_KEYS}
-            if counters == self._last_counters and not final:
-                counters = None
-        try:
-            with ops.session(self.config, self.service_caller, _no_output, self.view,
-                             store=self.open_store(self.config)) as ctx:  # fmt: skip
-                if counters is not None and self.view is not None:
-                    ctx.casework.snapshot_counters(self.view.started, time.time(), counters)
-                    self._last_counters = counters
-                if prune:
-                    ctx.role = "service"
-                    upkeep.prune_audit(ctx)
-                audit = ctx.store.audit_log()
-                journal.audit_checkpoint(*audit.tip(), audit.key_id())
-        except Exception:
-            log.exception("control housekeeping failed", extra={"EVENT": "control-error"})
-
-
-def _no_output(path: str) -> ops.Output:
-    raise ops.OpError("no output here")
-
 
 def _user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid-{uid}"
-
-
-# -- the client side ------------------------------------------------------------------------------
-
-
-class Unreachable(Exception):
-    """Nothing answers on the control socket (the service is not running)."""
-
-
-class Busy(Exception):
-    """The service took no request from us: every slot was taken, and it closed before reading."""
-
-
-class CallbackSink:
-    """An output handed chunk by chunk to ``deliver`` instead of a file (the console streams a
-    download or audio to the browser and keeps nothing on disk). At the commit, ``delivered(sha256)``
-    must return only once the consumer has passed every byte on (raise to say it could not): the
-    daemon hears "placed" ok only then, and registers a copy only on ok. A ``deliver`` that raises
-    (the browser went away) makes the commit fail; the daemon is told, nothing more is handed on."""
-
-    def __init__(self, path: str, deliver: Callable[[bytes], None],
-                 delivered: Callable[[str], None] | None = None, aborted: Callable[[], None] | None = None) -> None:  # fmt: skip
-        self.path = path  # the name the request gave the output (its "out"), not a file
-        self.deliver, self.delivered, self.aborted = deliver, delivered, aborted
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.failed: str | None = None
-
-    def write(self, chunk: bytes) -> None:
-        if self.failed is not None:
-            raise OSError(self.failed)
-        self.digest.update(chunk)
-        self.size += len(chunk)
-        try:
-            self.deliver(chunk)
-        except Exception as exc:
-            self.failed = f"the consumer did not take the bytes ({type(exc).__name__}: {exc})"[:300]
-            raise OSError(self.failed) from None
-
-    def commit(self, sha256: str | None = None) -> None:
-        if self.failed is not None:
-            raise wire.not_placed(self.path, self.failed)
-        if sha256 is not None and self.digest.hexdigest() != sha256:
-            self.abort()
-            raise wire.not_placed(self.path, "what arrived differs from what was sent (SHA-256 mismatch)")
-        try:
-            if self.delivered is not None:
-                self.delivered(self.digest.hexdigest())
-        except Exception as exc:
-            raise wire.not_placed(self.path, f"the consumer did not confirm delivery ({type(exc).__name__}: {exc})"[:300]) from None
-
-    def abort(self) -> None:
-        if self.aborted is not None:
-            with contextlib.suppress(Exception):
-                self.aborted()
-
-
-def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, Any],
-         acting_for: dict[str, str] | None = None) -> ops.Reply:  # fmt: skip
-    """Send one request and take the answer; copies go to ``sinks`` (made beforehand, by path).
-    ``acting_for`` ({"user", "ip"}): the console's request for a signed-in person.
-
-    A service with every slot taken answers "busy" and closes without reading the request: the send
-    then fails (EPIPE, ECONNRESET) with that answer waiting to be read, and a listen queue that stays
-    full refuses the connect after ``CONNECT_WAIT`` s. Either way, :class:`Busy` or the busy reply,
-    never a broken pipe."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", CONNECT_WAIT, 0))
-        try:
-            with wire.unix_address(path) as address:
-                sock.connect(address)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise Unreachable(f"nothing answers on {path} ({exc.strerror})") from None
-        except BlockingIOError:
-            raise Busy(f"the queue of {path} stayed full for {CONNECT_WAIT} s") from None
-        try:
-            request: dict[str, Any] = {"t": "request", "v": wire.VERSION, "action": action, "args": args}
-            if acting_for is not None:
-                request["for"] = acting_for
-            wire.send_json(sock, request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # closed before it read us: its answer, if it sent one, is waiting below
-        except BlockingIOError:
-            raise Busy("the service did not take the request") from None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
-        return _conversation(sock, sinks)
-    finally:
-        sock.close()
-
-
-def _conversation(sock: socket.socket, sinks: dict[str, wire.FileSink]) -> ops.Reply:
-    current: wire.FileSink | None = None
-    failed: dict[str, str] = {}  # path -> why its copy cannot be put in place
-    heard = False
-    while True:
-        try:
-            kind, payload = wire.recv_frame(sock)
-        except (ConnectionResetError, BrokenPipeError, wire.Closed):
-            if heard:
-                raise
-            raise Busy("the service closed the connection without an answer") from None
-        heard = True
-        if kind == wire.DATA:
-            if current is None:
-                raise wire.WireError("data for no open copy")
-            if current.path not in failed:
-                try:
-                    current.write(payload)
-                except OSError as exc:  # a full disk, say: the service is told at the commit
-                    failed[current.path] = exc.strerror or str(exc)
-                    current.abort()
-            continue
-        msg = json.loads(payload)
-        if msg.get("t") == "reply":
-            return ops.Reply(int(msg.get("rc", 1)), msg.get("text") or "", msg.get("data"), msg.get("error") or "")
-        target = str(msg.get("path"))
-        sink = sinks.get(target)
-        if sink is None:
-            raise wire.WireError(f"the service named a copy this request did not ask for: {msg.get('path')!r}")
-        if msg.get("t") == "open":
-            current = sink
-        elif msg.get("t") == "commit":
-            why = failed.pop(sink.path, None)
-            if why is None:
-                try:
-                    sink.commit(str(msg.get("sha256")))
-                except wire.NotPlaced as exc:
-                    why = exc.why
-            wire.send_json(sock, {"t": "placed", "path": target, "ok": why is None, "error": why})
-            current = None
-        elif msg.get("t") == "abort":
-            sink.abort()
-            current = None

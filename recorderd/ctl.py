@@ -26,13 +26,13 @@ from storage.policy import iso
 from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
 
-from . import control, journal, ops, roles, service, version, wire
+from . import client, journal, ops, roles, service, version, wire
 from .config import Config
 from .ops.access import part_path
 from .ops.records import DEFAULT_PAGE_SIZE
 
 UNREACHABLE = 4
-BUSY = control.BUSY
+BUSY = client.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
 JOURNAL_CHECKPOINTS = 6000  # the newest distinct ones, ~840 KB in a request (a sealed chain that holds the newest holds all before it)
 SIGNED_ACTIONS = ("export", "provide")  # their copy comes with a signed manifest beside it
@@ -258,7 +258,7 @@ def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Repl
 
 
 def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
-    path = control.socket_path(config)
+    path = client.socket_path(config)
     if action == "init":
         return _init(config, request, path)
     sinks: dict[str, wire.FileSink] = {}
@@ -276,10 +276,10 @@ def perform(config: Config, action: str, request: dict[str, Any]) -> ops.Reply:
                     sink.abort()
                 return ops.Reply(1, error=f"cannot write {target}: {exc.strerror}")
     try:
-        return control.call(path, action, request, sinks)
-    except control.Busy:
+        return client.call(path, action, request, sinks)
+    except client.Busy:
         return ops.Reply(BUSY, error="recorderd is busy: try again in a moment (nothing was done)")
-    except control.Unreachable:
+    except client.Unreachable:
         for sink in sinks.values():
             sink.abort()
         sinks = {}

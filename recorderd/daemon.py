@@ -4,28 +4,37 @@ Start order: umask, config (the trunk side named, or ``capture.direction: unknow
 store (must be initialised, key usable, on an encrypted volume unless the site opted out), the
 signing key of its copies (made, and audited, if the store has none), crash
 recovery of the spool, the store worker thread (keeping finished calls and retention: storage/worker.py), pipeline,
-capture ring, DID-file watcher, metrics, the spool-sync thread (every second), READY=1. The main
+capture ring, DID-file reader and watcher, the control socket, the books (recorderd/books.py),
+metrics, the spool-sync thread (every second), READY=1. Each part is entered in one
+``contextlib.ExitStack`` as it starts: a part that cannot start (the capture, the metrics port
+taken) stops and closes every part started before it, in the shutdown order, and the service exits
+1; the control socket not bound is said and the service runs on. Every thread is a
+:class:`storage.worker.Worker`: one that dies is logged (EVENT=worker-failed) and named first in
+STATUS= and ``recorderctl status`` while the service runs on. The main
 loop reads ring blocks and, between them, does the housekeeping on the wall clock: WATCHDOG/STATUS
 every second, store health every 10 s, a retention run queued every minute, a stats line every
 ``logging.stats_interval_s``. SIGHUP or an edit of the DID file reloads the DID list: read and checked
 in a thread of its own, swapped in by the loop between two blocks (an invalid file is refused and the
-old list stays). Shutdown order (SIGTERM/SIGINT): stop reading, close the
-capture, end every call in progress as ``incomplete`` keeping all audio so far, STOPPING=1, let the
-store worker keep them, stop the watcher and metrics, close the store. Live packet time is the
+old list stays). Shutdown order (SIGTERM/SIGINT; the start's in reverse): STOPPING=1, stop
+reading, stop the spool sync and metrics, the last counter snapshot and audit checkpoint, close the
+control socket, stop the watcher and the DID reader, close the capture, end every call in progress
+as ``incomplete`` keeping all audio so far, let the store worker keep them, sync the store's file
+system, close the store, the signal handlers back. Live packet time is the
 kernel's capture time, so while the port is silent the pipeline's clock is moved on with the wall
 clock.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import logging
 import os
 import pwd
 import signal
-import threading
 import time
 from types import FrameType
+from typing import Any
 
 from capture import fast
 from capture.live import RingSource
@@ -35,9 +44,10 @@ from storage import signing
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
 from storage.store import Actor, Store, StoreError
-from storage.worker import StoreWorker
+from storage.worker import StoreWorker, Worker
 
 from . import service
+from .books import Books
 from .config import Config
 from .control import ControlServer
 from .counters import STATS_ALWAYS, STATS_NONZERO
@@ -61,6 +71,7 @@ class Daemon:
         self.started = time.time()
         self.alerts: dict[str, str] = {}  # standing conditions, by kind: first in STATUS=, and in recorderctl status
         self.left_out = LeftOut()  # frames the kernel's filter did not pass (not IP), per interface
+        self.workers: list[Worker] = []  # the threads started, for the alert of one that died
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -82,7 +93,24 @@ class Daemon:
             log.critical("capture.direction is unknown (no capture.trunk_networks): every call to a designated number "
                          "is recorded, internal and outbound ones too, where only inbound calls may be (Art. 2(1)); "
                          "set capture.trunk_networks", extra={"EVENT": "direction-unknown"})  # fmt: skip
+        with contextlib.ExitStack() as stack:  # each part started is stopped, in the reverse order, however run ends
+            parts = self._start(config, stack)
+            if isinstance(parts, int):
+                return parts
+            try:
+                self._loop(*parts)
+            finally:
+                self.notifier.stopping()
+        log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
+        return 0
+
+    def _start(self, config: Config, stack: contextlib.ExitStack) -> (
+            tuple[CapturePipeline, RingSource, StoreWorker, StoreHealth, MetricsServer | None] | int):  # fmt: skip
+        """The parts in start order, each entered in ``stack``; or the exit status of a start that failed."""
+        saved: dict[int, Any] = {}  # the signal handlers before ours: back once all else has stopped
+        stack.callback(_restore_signals, saved)
         store = service.open_store(config)
+        stack.callback(store.close)
         try:
             with self.notifier.extending("opening the store (an index migration may take minutes)"):
                 store.open()
@@ -91,56 +119,51 @@ class Daemon:
             log.critical("%s", exc, extra={"EVENT": "store-unusable"})
             return 2
         if not self._volume_allowed(config):
-            store.close()
             return 2
         self._signing_key(store)
         recovered = recover_spool(store)
-        worker = service.store_worker(config)  # keeping and retention, off the capture loop
+        store_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+        stack.callback(os.close, store_fd)
+        stack.callback(_syncfs, store_fd)  # once the worker has kept the last calls
+        worker = stack.enter_context(service.store_worker(config))  # keeping and retention, off the capture loop
         pipeline = service.build_pipeline(config, store, worker.keep)
+        stack.callback(pipeline.finish, "shutdown")  # every call in progress, for the worker to keep
         try:
             source = capture_source(config)
         except (OSError, ValueError) as exc:
             log.critical("cannot open capture: %s", exc, extra={"EVENT": "capture-failed"})
-            worker.close()
-            store.close()
             return 1
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        stack.callback(source.close)
+        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop, signal.SIGHUP: self._on_hup}
+        for signum, handler in handlers.items():
+            saved[signum] = signal.signal(signum, handler)
         faulthandler.register(signal.SIGUSR1)  # a technician can dump the stacks: kill -USR1
-        self.reloader = DidReloader(config["dids_file"], on_start=self.notifier.reloading)
-        watch = FileWatch(config["dids_file"], self.reloader.request)
-        metrics = MetricsServer(config["metrics.listen"]) if config["metrics.listen"] else None
+        saved[signal.SIGUSR1] = faulthandler
+        self.reloader = stack.enter_context(DidReloader(config["dids_file"], on_start=self.notifier.reloading))
+        stack.callback(FileWatch(config["dids_file"], self.reloader.request).stop)
         health = StoreHealth(store, config["store.warn_free_percent"], config["store.critical_free_mb"])
-        store_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
-        syncer = SpoolSync(store_fd)
+        # own thread, own store connections; the alerts are read through, for recorderctl status
+        control = ControlServer(config, pipeline=pipeline, health=health, alerts=self.alerts)
+        stack.callback(control.stop)
+        control.start()  # not bound: said, and the recorder runs on
+        books = stack.enter_context(Books(config, control.view))
+        metrics = None
+        if config["metrics.listen"]:
+            try:
+                metrics = stack.enter_context(MetricsServer(config["metrics.listen"]))
+            except (OSError, ValueError) as exc:
+                log.critical("metrics.listen %s cannot be listened on (%s): not starting", config["metrics.listen"],
+                             getattr(exc, "strerror", None) or exc, extra={"EVENT": "metrics-failed"})  # fmt: skip
+                return 1
+        syncer = stack.enter_context(SpoolSync(store_fd))
+        self.workers = [worker, self.reloader, control, books, syncer, *([metrics] if metrics else [])]
         log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
                  ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
         if fast.MODE != "native":
             log.warning("the C fast path (capture/_fastpath.c) is not built: the capture loops run in Python, "
                         "about 4x slower; reinstall with a C compiler", extra={"EVENT": "slow-capture"})  # fmt: skip
         self.notifier.ready(self._status(pipeline, source, health))
-        # own thread, own store connections; the alerts are read through, for recorderctl status
-        control = ControlServer(config, pipeline=pipeline, health=health, alerts=self.alerts)
-        control.start()
-        try:
-            self._loop(pipeline, source, worker, health, metrics)
-        finally:
-            control.stop()
-            self.notifier.stopping()
-            source.close()
-            pipeline.finish("shutdown")
-            worker.close()  # every call ended above is kept before the service stops
-            syncer.stop()
-            _syncfs(store_fd)
-            os.close(store_fd)
-            watch.stop()
-            self.reloader.stop()
-            if metrics:
-                metrics.stop()
-            store.close()
-            log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
-        return 0
+        return pipeline, source, worker, health, metrics
 
     def _signing_key(self, store: Store) -> None:
         """A store made before signed copies gets its signing key at the service's first start
@@ -182,6 +205,7 @@ class Daemon:
                 continue
             next_second = now + 1.0
             self._capture_stats(pipeline, source)
+            self._workers_failed()
             pipeline.counters["erasures"] = worker.erased
             pipeline.counters["keep_failures"] = worker.failed
             self._unrecognised(pipeline)
@@ -246,6 +270,12 @@ class Daemon:
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
                             st.drops, st.interface, extra={"EVENT": "capture-drops"})  # fmt: skip
 
+    def _workers_failed(self) -> None:
+        """A thread that died (logged once, EVENT=worker-failed): named first in STATUS= from then on."""
+        failed = [w.name for w in self.workers if w.failure is not None]
+        if failed:
+            self.alerts["worker_failed"] = "THREAD FAILED: " + ", ".join(failed) + " (journal: EVENT=worker-failed)"
+
     def _unrecognised(self, pipeline: CapturePipeline) -> None:
         """Traffic not understood (capture/unrecognised.py logs it, in packet time): first in STATUS= while it lasts."""
         if pipeline.unrecognised.standing is not None:
@@ -273,25 +303,29 @@ def capture_source(config: Config) -> RingSource:
                       snaplen=config["capture.snaplen"])  # fmt: skip
 
 
-class SpoolSync:
+class SpoolSync(Worker):
     """Syncs the store's file system every second, in a thread of its own (the call releases the
     GIL): what is in the spool survives a power cut, at most about a second is lost, and the
     capture loop never waits for the disk (at 300 k pkt/s it spent ~10 % blocked in syncfs)."""
 
+    name = "spool-sync"
+
     def __init__(self, fd: int, period: float = 1.0) -> None:
+        super().__init__()
         self.fd = fd
         self.period = period
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="spool-sync", daemon=True)
-        self.thread.start()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while not self.stopping.wait(self.period):
             _syncfs(self.fd)
 
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=5)
+
+def _restore_signals(saved: dict[int, Any]) -> None:
+    for signum, before in saved.items():
+        if before is faulthandler:
+            faulthandler.unregister(signum)
+        else:
+            signal.signal(signum, before)
 
 
 def _user_name() -> str:

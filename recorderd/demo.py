@@ -120,6 +120,7 @@ def control_only(config_path: str) -> int:
     """The daemon's control socket on the demo store, without capture (for a demo run by a user
     without CAP_NET_RAW): the same dispatcher, role checks and audit as the service's."""
     from . import control, service
+    from .books import Books
 
     config = service.start("recorderd", config_path, mode="replay")
     if config is None:
@@ -129,8 +130,9 @@ def control_only(config_path: str) -> int:
         return 1
     stop = stop_on_signals()
     try:
-        while not stop[0]:
-            time.sleep(0.2)
+        with Books(config):  # the audit's pruning and journal checkpoints, as the service keeps them
+            while not stop[0]:
+                time.sleep(0.2)
     finally:
         server.stop()
     return 0

@@ -1,22 +1,27 @@
 """A Prometheus text endpoint on loopback (off unless ``metrics.listen`` is set).
 
 The main loop publishes a snapshot once a second; the HTTP thread only reads the last snapshot, so
-it never touches the pipeline's state.
+it never touches the pipeline's state. The port is bound when the server is made (a port taken is
+an OSError then), served once ``start()`` is called, and let go at ``stop()``.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from storage.worker import Worker
 
 from .counters import TABLE
 
 COUNTERS = {c.name: c.help for c in TABLE}  # name -> help text (recorderd/counters.py)
 
 
-class MetricsServer:
+class MetricsServer(Worker):
+    name = "metrics"
+
     def __init__(self, listen: str) -> None:
+        super().__init__()
         host, _, port = listen.rpartition(":")
         self.body = b""
         server = self
@@ -35,8 +40,12 @@ class MetricsServer:
                 pass
 
         self.httpd = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
-        self.thread.start()
+
+    def run(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.5)
+
+    def wake(self) -> None:
+        self.httpd.shutdown()
 
     def publish(self, counters: Mapping[str, int], active_calls: int, health: Any) -> None:
         lines = []
@@ -48,5 +57,5 @@ class MetricsServer:
         self.body = ("\n".join(lines) + "\n").encode()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
+        self.httpd.server_close()  # the port is let go, started or not

@@ -114,7 +114,9 @@ def store_worker(config: Config) -> StoreWorker:
         store.open()
         return store
 
-    return StoreWorker(open_in_worker).start()
+    worker = StoreWorker(open_in_worker)
+    worker.start()
+    return worker
 
 
 def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None = None) -> CapturePipeline:

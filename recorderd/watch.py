@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from capture.dids import DidDirectory
+from storage.worker import Worker
 
 from .config import ConfigError, load_dids
 
@@ -45,21 +46,22 @@ class FileWatch:
             self.observer.join(timeout=2)
 
 
-class DidReloader:
-    """Reads and validates the DID file in a thread of its own, so that a large or slow file never
-    holds up the capture loop (nor the watchdog): the loop only takes the result, a new list or the
-    error, between two ring blocks and swaps the list in at once. Requests made while a read is in
-    progress are answered by one more read when it ends (the file as it is then)."""
+class DidReloader(Worker):
+    """Reads and validates the DID file in a thread of its own (from ``start()``), so that a large or
+    slow file never holds up the capture loop (nor the watchdog): the loop only takes the result, a
+    new list or the error, between two ring blocks and swaps the list in at once. Requests made while
+    a read is in progress are answered by one more read when it ends (the file as it is then)."""
+
+    name = "did-reload"
+    join_timeout = 2.0
 
     def __init__(self, path: str, on_start: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
         self.path = path
         self.on_start = on_start
         self.result: tuple[DidDirectory | None, ConfigError | None] | None = None
         self._lock = threading.Lock()
         self._wanted = threading.Event()
-        self._stopping = False
-        self.thread = threading.Thread(target=self._run, name="did-reload", daemon=True)
-        self.thread.start()
 
     def request(self) -> None:
         self._wanted.set()
@@ -72,10 +74,10 @@ class DidReloader:
             result, self.result = self.result, None
         return result
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while True:
             self._wanted.wait()
-            if self._stopping:
+            if self.stopping.is_set():
                 return
             self._wanted.clear()
             self.on_start()
@@ -89,7 +91,5 @@ class DidReloader:
             with self._lock:
                 self.result = outcome
 
-    def stop(self) -> None:
-        self._stopping = True
+    def wake(self) -> None:
         self._wanted.set()
-        self.thread.join(timeout=2)

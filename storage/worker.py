@@ -10,6 +10,10 @@ in that thread (its own SQLite connections); the capture loop only queues the wo
 The queue is bounded: a store that falls far behind (a failing disk) slows the capture loop down
 rather than growing memory without bound. A keep that fails (a full disk) is logged CRITICAL and
 tried again at each retention run; its spool files stay meanwhile (and a restart recovers them).
+
+:class:`Worker` is the base of every thread of the service (this one, and recorderd's metrics,
+did-reload, spool-sync, control and books): it lives here because storage/ may import nothing of
+recorderd/ and the store worker is one of them; it knows nothing of either.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from .retention import RetentionWorker
 from .store import Store
@@ -30,20 +34,86 @@ _STOP = object()
 _RETENTION = object()
 
 
-class StoreWorker:
+class Worker:
+    """A thread of the service. ``start()`` starts it once (again: nothing more); ``stop()`` asks it
+    to end and waits up to ``join_timeout`` (None: until it has), any number of times, before
+    ``start()`` too. ``run()`` is the loop: it ends when ``stopping`` is set (``wake()`` interrupts
+    a wait that ``stopping`` does not). What escapes ``run()`` is logged CRITICAL (``EVENT=
+    worker-failed``, with the thread's name), ``failure`` says what for the service to show, and
+    ``after_failure()`` runs; the process goes on."""
+
+    name = "worker"
+    join_timeout: float | None = 5.0
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.failure: str | None = None  # what escaped run(), once it has
+        self._thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+
+    def start(self) -> bool:
+        """Start the thread, once. False: it will not run (stopped before it started)."""
+        with self._lifecycle:
+            if self._thread is None and not self.stopping.is_set():
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+                self._thread.start()
+            return self._thread is not None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        with self._lifecycle:
+            first = not self.stopping.is_set()
+            self.stopping.set()
+            thread = self._thread
+        if thread is None:
+            return
+        if first and thread.is_alive():
+            self.wake()
+        if thread is not threading.current_thread():
+            thread.join(self.join_timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """Interrupt the loop's wait (called once, by the first ``stop()``, while it runs)."""
+
+    def after_failure(self) -> None:
+        """What the thread still owes once ``run()`` has raised (in the thread)."""
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # said, never a thread gone without a word
+            self.failure = type(exc).__name__
+            log.critical("the %s thread failed (%s); the service goes on without it", self.name, self.failure,
+                         exc_info=True, extra={"EVENT": "worker-failed", "WORKER": self.name})  # fmt: skip
+            self.after_failure()
+
+
+class StoreWorker(Worker):
+    name = "store-worker"
+    join_timeout = None  # everything queued is kept first
+
     def __init__(self, open_store: Callable[[], Store], *, max_pending: int = MAX_PENDING) -> None:
+        super().__init__()
         self._open_store = open_store  # called in the worker thread: SQLite connections stay in it
         self._queue: queue.Queue[Any] = queue.Queue(max_pending)
-        self._thread = threading.Thread(target=self._run, name="store-worker", daemon=True)
         self._retention_queued = False
         self._retry: list[dict[str, Any]] = []
         self.kept = 0
         self.erased = 0  # recordings erased by retention runs (read by the service for its counters)
         self.failed = 0  # keeps that failed at least once
-
-    def start(self) -> StoreWorker:
-        self._thread.start()
-        return self
 
     def keep(self, recording_id: str, wav_path: str | None, call: Any, **final: Any) -> None:
         """:meth:`Store.keep`, queued (the sink's ``keep``)."""
@@ -59,23 +129,31 @@ class StoreWorker:
         """Wait until everything queued so far is done."""
         self._queue.join()
 
-    def close(self) -> None:
-        """Keep everything queued, then stop."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+    def wake(self) -> None:
+        """``stop()``: everything queued before is kept, then the thread ends."""
+        self._queue.put(_STOP)
 
     # -- the thread ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def after_failure(self) -> None:
+        """The loop died (a bug): the capture loop must not wait on a queue nobody reads, so what is
+        queued is let go, its spool files left to the next start's recovery."""
+        self._discard()
+
+    def _discard(self) -> None:
+        while not (self.stopping.is_set() and self._queue.empty()):  # (a _STOP may have gone with the loop)
+            job = self._queue.get()
+            self._queue.task_done()
+            if job is _STOP:
+                return
+
+    def run(self) -> None:
         try:
             store = self._open_store()
         except Exception as exc:  # noqa: BLE001  (anything: the queue must still drain)
             log.critical("the store worker cannot open the store (%s): finished calls stay in the spool "
                          "and are recovered at the next start", exc, extra={"EVENT": "store-unusable"})  # fmt: skip
-            while self._queue.get() is not _STOP:
-                self._queue.task_done()
-            self._queue.task_done()
+            self._discard()
             return
         retention = RetentionWorker(store)
         try:

@@ -102,6 +102,7 @@ class Checkpoints(logging.Handler):
 def service(site: Site) -> Iterator[list[logging.LogRecord]]:
     """The control server as the daemon runs it; yields the checkpoint records logged so far (the
     one at its start is there when the block begins; the one at its stop when it ends)."""
+    from recorderd.books import Books
     from recorderd.config import load
     from recorderd.control import ControlServer
     from recorderd.service import build_pipeline
@@ -113,7 +114,8 @@ def service(site: Site) -> Iterator[list[logging.LogRecord]]:
     config = load(str(site.config))
     store = site.open_store()
     server = ControlServer(config, pipeline=build_pipeline(config, store))
-    assert server.start()
+    books = Books(config, server.view)  # the counter snapshots and the checkpoints (recorderd/books.py)
+    assert server.start() and books.start()
     try:
         deadline = time.monotonic() + 10
         while not taken.records and time.monotonic() < deadline:
@@ -121,6 +123,7 @@ def service(site: Site) -> Iterator[list[logging.LogRecord]]:
         assert taken.records, "no checkpoint at the start"
         yield taken.records
     finally:
+        books.stop()
         server.stop()
         store.close()
         logger.removeHandler(taken)
@@ -233,9 +236,9 @@ def test_what_the_file_says_never_starts_the_seals_again(busy: Site, capsys: pyt
 
 def test_checkpoints_go_to_the_journal_at_start_and_stop_without_personal_data(
         busy: Site, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from recorderd import control
+    from recorderd import books
 
-    assert control.SNAPSHOT_PERIOD < 600  # the periodic one: at least every 10 minutes
+    assert books.SNAPSHOT_PERIOD < 600  # the periodic one: at least every 10 minutes
     with service(busy) as records:
         assert len(records) == 1
         assert busy.ctl("list") == 0  # through the socket: one more row

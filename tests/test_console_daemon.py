@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, USER_TOOLS, Site, needs_root, python_for
 
-from recorderd import control
+from recorderd import client, control
 from recorderd.config import load
 from recorderd.control import ControlServer
 from storage.audit import AuditLog
@@ -48,7 +48,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Sit
 
 def test_the_console_acting_for_a_person_is_audited_as_that_person_via_console(served: tuple[Site, str]) -> None:
     site, sock = served
-    reply = control.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+    reply = client.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
     assert reply.rc == 0, reply.error
     [row] = [r for r in _rows(site) if r.action == "list"]
     assert (row.user, row.uid, row.result) == (ME, os.getuid(), "allowed")
@@ -58,7 +58,7 @@ def test_the_console_acting_for_a_person_is_audited_as_that_person_via_console(s
 
 def test_an_ipv6_address_is_kept_in_its_short_form(served: tuple[Site, str]) -> None:
     site, sock = served
-    assert control.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "2001:DB8:0::7"}).rc == 0
+    assert client.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "2001:DB8:0::7"}).rc == 0
     [row] = [r for r in _rows(site) if r.action == "status"]
     assert row.detail["client_ip"] == "2001:db8::7"
 
@@ -66,7 +66,7 @@ def test_an_ipv6_address_is_kept_in_its_short_form(served: tuple[Site, str]) -> 
 @pytest.mark.parametrize("ip", ["", "localhost", "192.0.2.1:443", "fe80::1%eth0", "192.0.2.1 ", "1" * 60, None, 7])
 def test_a_client_address_that_is_not_an_ip_literal_is_refused(served: tuple[Site, str], ip: object) -> None:
     site, sock = served
-    reply = control.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": ip})  # type: ignore[dict-item]
+    reply = client.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": ip})  # type: ignore[dict-item]
     assert reply.rc == 3 and "client address" in reply.error
     [row] = [r for r in _rows(site) if r.action == "list"]
     assert row.result.startswith("denied: the console sent no valid client address")
@@ -75,7 +75,7 @@ def test_a_client_address_that_is_not_an_ip_literal_is_refused(served: tuple[Sit
 @pytest.mark.parametrize("name", ["k-nobody-such-user", "../etc", "", "a" * 200, "root\n"])
 def test_acting_for_an_unknown_user_is_refused_and_audited(served: tuple[Site, str], name: str) -> None:
     site, sock = served
-    reply = control.call(sock, "list", {}, {}, acting_for={"user": name, "ip": "192.0.2.10"})
+    reply = client.call(sock, "list", {}, {}, acting_for={"user": name, "ip": "192.0.2.10"})
     assert reply.rc == 3 and "does not know" in reply.error
     [row] = [r for r in _rows(site) if r.action == "list"]
     assert row.user == ME and row.detail["via"] == "console" and row.detail["client_ip"] == "192.0.2.10"
@@ -85,7 +85,7 @@ def test_acting_for_an_unknown_user_is_refused_and_audited(served: tuple[Site, s
 @pytest.mark.parametrize("action", ["init", "decommission"])
 def test_the_console_may_never_do_a_direct_only_action(served: tuple[Site, str], action: str) -> None:
     site, sock = served
-    reply = control.call(sock, action, {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+    reply = client.call(sock, action, {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
     assert reply.rc == 3 and "works on the store directly" in reply.error
     row = [r for r in _rows(site) if r.action == action][-1]  # (init: after the store's own init row)
     assert row.result.startswith("denied:") and row.detail["via"] == "console"
@@ -94,12 +94,12 @@ def test_the_console_may_never_do_a_direct_only_action(served: tuple[Site, str],
 @pytest.mark.parametrize("served", ["nobody"], indirect=True)
 def test_for_from_a_uid_that_is_not_the_consoles_is_refused_and_audited(served: tuple[Site, str]) -> None:
     site, sock = served
-    reply = control.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+    reply = client.call(sock, "list", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
     assert reply.rc == 3 and "only the console (user nobody) may act for another user" in reply.error
     [row] = [r for r in _rows(site) if r.action == "list"]
     assert row.user == ME and row.detail["via"] == "socket" and "client_ip" not in row.detail
     assert row.result.startswith("denied: only the console") and row.detail["acting_for"] == ME
-    assert control.call(sock, "list", {}, {}).rc == 0  # the same user asking for themselves: as ever
+    assert client.call(sock, "list", {}, {}).rc == 0  # the same user asking for themselves: as ever
 
 
 # -- with real Unix users ----------------------------------------------------------------------
@@ -111,9 +111,9 @@ def _sh(*cmd: str) -> None:
 
 CLIENT = """
 import json, sys
-from recorderd import control
+from recorderd import client
 sock, action, args, acting = sys.argv[1:5]
-reply = control.call(sock, action, json.loads(args), {}, acting_for=json.loads(acting))
+reply = client.call(sock, action, json.loads(args), {}, acting_for=json.loads(acting))
 print(json.dumps({"rc": reply.rc, "error": reply.error, "data": reply.data}))
 """
 
@@ -225,14 +225,14 @@ def test_status_gives_the_technicians_overview_with_packets_per_second_and_recen
     assert server.start()
     try:
         sock = control.socket_path(config)
-        control.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+        client.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
         pipeline.counters["packets"] += 5000
         pipeline.counters["keep_failures"] = 2
         logging.getLogger("storage.store").warning("could not keep recording %s", "20261201-100409-3f9a0c12b4",
                                                    extra={"EVENT": "keep-failed"})  # fmt: skip
         logging.getLogger("storage.store").warning("again", extra={"EVENT": "keep-failed"})
         time.sleep(1.1)
-        reply = control.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
+        reply = client.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})
         assert reply.rc == 0, reply.error
         o = reply.data["overview"]
         assert o["capture_running"] is True and o["keep_failures"] == 2 and o["active_calls"] == 0

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Site
 
-from recorderd import control, ctl, wire
+from recorderd import ctl, wire
+from recorderd.client import BUSY, CONNECT_WAIT, _conversation
 from recorderd.config import load
-from recorderd.control import CONNECT_WAIT, MAX_PER_UID, ControlServer
+from recorderd.control import MAX_PER_UID, ControlServer
 from storage.audit import AuditLog
 from storage.casework import Casework
 
@@ -135,14 +136,14 @@ def test_a_busy_answer_after_a_broken_pipe_is_read(tmp_path: Path) -> None:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.connect(path)
     conn, _ = listener.accept()
-    wire.send_json(conn, {"t": "reply", "rc": control.BUSY, "text": "", "data": None, "error": "recorderd is busy (x)"})
+    wire.send_json(conn, {"t": "reply", "rc": BUSY, "text": "", "data": None, "error": "recorderd is busy (x)"})
     conn.close()
     listener.close()
     with pytest.raises(BrokenPipeError):
         client.send(b"x" * 10)  # what call() meets: the pipe is broken ...
-    reply = control._conversation(client, {})  # ... and the answer is there to read
+    reply = _conversation(client, {})  # ... and the answer is there to read
     client.close()
-    assert (reply.rc, reply.error) == (control.BUSY, "recorderd is busy (x)")
+    assert (reply.rc, reply.error) == (BUSY, "recorderd is busy (x)")
 
 
 def test_request_frames_are_bounded(served: tuple[Site, ControlServer, str]) -> None:

@@ -443,7 +443,7 @@ def test_no_other_hand_kept_list_of_counter_names() -> None:
 def test_the_metrics_the_stats_line_and_the_report_read_the_table() -> None:
     """What users see follows the table: an entry's metric with its HELP line, the stats line's
     keys in the table's order, the report's sections and the snapshots they are made from."""
-    from recorderd import control
+    from recorderd import books
     from recorderd.daemon import Daemon
     from recorderd.metrics import MetricsServer
 
@@ -473,7 +473,7 @@ def test_the_metrics_the_stats_line_and_the_report_read_the_table() -> None:
     keys = [kv.split("=")[0] for kv in records[0].removeprefix("stats: ").split()]
     assert keys == [*table.STATS_ALWAYS, "encap_vxlan"]
     assert "packets=5" in records[0] and "encap_vxlan=2" in records[0]
-    assert set(control.SNAPSHOT_KEYS) == {c.name for c in table.TABLE if c.report}
+    assert set(books.SNAPSHOT_KEYS) == {c.name for c in table.TABLE if c.report}
 
 
 def test_the_report_counts_every_way_a_designated_call_goes_unrecorded(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
@@ -483,7 +483,7 @@ def test_the_report_counts_every_way_a_designated_call_goes_unrecorded(site: Sit
     the manager's report did not account for them), with its Japanese label on the console's page."""
     import time
 
-    from recorderd import control, service
+    from recorderd import books, service
     from recorderd.config import load
     from recorderd.ops import CASEWORK_FILE
     from storage.casework import Casework
@@ -496,13 +496,13 @@ def test_the_report_counts_every_way_a_designated_call_goes_unrecorded(site: Sit
         pipeline = service.build_pipeline(config, store, worker.keep)
         service.replay(pipeline, [str(FIXTURES / f"{name}.pcap") for name in ("sbc-two-faces", "b2bua", "transfer-in-not-designated")])
     finally:
-        worker.close()
+        worker.stop()
         store.close()
     now = time.time()
     casework = Casework(str(site.store / CASEWORK_FILE))
-    try:  # what the control server snapshots every ten minutes: SNAPSHOT_KEYS of the live counters
-        casework.snapshot_counters(now - 60, now - 60, {k: 0 for k in control.SNAPSHOT_KEYS})
-        casework.snapshot_counters(now - 60, now - 1, {k: int(pipeline.counters.get(k, 0)) for k in control.SNAPSHOT_KEYS})
+    try:  # what the service's books snapshot every ten minutes: SNAPSHOT_KEYS of the live counters
+        casework.snapshot_counters(now - 60, now - 60, {k: 0 for k in books.SNAPSHOT_KEYS})
+        casework.snapshot_counters(now - 60, now - 1, {k: int(pipeline.counters.get(k, 0)) for k in books.SNAPSHOT_KEYS})
     finally:
         casework.close()
     capsys.readouterr()
@@ -548,7 +548,7 @@ def test_replaying_every_fixture_counts_only_declared_names(site: Site) -> None:
         pipeline = service.build_pipeline(config, store, worker.keep)
         service.replay(pipeline, [str(p) for p in pcaps])
     finally:
-        worker.close()
+        worker.stop()
         store.close()
     assert len(pcaps) > 40 and pipeline.counters["packets"] > 10_000
     assert sorted(set(pipeline.counters) - DECLARED) == []

@@ -62,6 +62,7 @@ def test_the_reloader_reads_in_its_own_thread_and_hands_over_once(tmp_path: Path
     path.write_text('dids:\n  - {number: "044-200-3939", label: a}\n', encoding="utf-8")
     readers: list[str] = []
     reloader = DidReloader(str(path), on_start=lambda: readers.append(threading.current_thread().name))
+    reloader.start()
     try:
         assert reloader.take() is None
         reloader.request()
@@ -74,7 +75,7 @@ def test_the_reloader_reads_in_its_own_thread_and_hands_over_once(tmp_path: Path
         assert dids is None and "dids.yaml: not UTF-8 at byte 43" in str(error)
     finally:
         reloader.stop()
-    assert not reloader.thread.is_alive()
+    assert not reloader.alive
 
 
 def test_a_slow_read_does_not_hold_up_the_caller(tmp_path: Path) -> None:
@@ -82,6 +83,7 @@ def test_a_slow_read_does_not_hold_up_the_caller(tmp_path: Path) -> None:
     lines = ["dids:"] + [f'  - {{number: "044-{i // 10000 % 1000:03d}-{i % 10000:04d}", label: "l{i}"}}' for i in range(22_000)]
     path.write_text("\n".join(lines) + '\n  - {number: "044-200-39x9", label: broken}\n', encoding="utf-8")
     reloader = DidReloader(str(path))
+    reloader.start()
     try:
         start = time.monotonic()
         reloader.request()

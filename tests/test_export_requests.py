@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, USER_TOOLS, Site, needs_root
 
-from recorderd import control
+from recorderd import client, control
 from recorderd.config import load
 from recorderd.control import ControlServer
 from storage.audit import AuditLog
@@ -38,7 +38,7 @@ class Env:
         return f"{self.tag}{who}"
 
     def call(self, who: str, action: str, args: dict | None = None, sinks: dict | None = None):  # type: ignore[no-untyped-def]
-        return control.call(self.sock, action, args or {}, sinks or {}, acting_for={"user": self.user(who), "ip": IP})
+        return client.call(self.sock, action, args or {}, sinks or {}, acting_for={"user": self.user(who), "ip": IP})
 
     def rows(self, action: str) -> list:
         log = AuditLog(str(self.site.store / "audit.sqlite"))
@@ -101,7 +101,7 @@ def env() -> Iterator[Env]:
 
 def _download(env: Env, who: str, n: int):  # type: ignore[no-untyped-def]
     """``export --request n`` by ``who`` into sinks that take the bytes and keep nothing."""
-    sinks = {name: control.CallbackSink(name, lambda b: None) for name in ("d.wav", "d.wav.manifest.json", "d.wav.manifest.sig")}
+    sinks = {name: client.CallbackSink(name, lambda b: None) for name in ("d.wav", "d.wav.manifest.json", "d.wav.manifest.sig")}
     return env.call(who, "export", {"request": n, "out": "d.wav"}, sinks)
 
 
@@ -129,7 +129,7 @@ def test_a_staff_request_approved_by_a_manager_is_downloaded_once_byte_identical
     assert other.rc == 3 and "only the one who asked" in other.error
 
     wav = bytearray()
-    sinks = {name: control.CallbackSink(name, (wav.extend if name == "dl.wav" else (lambda b: None)))
+    sinks = {name: client.CallbackSink(name, (wav.extend if name == "dl.wav" else (lambda b: None)))
              for name in ("dl.wav", "dl.wav.manifest.json", "dl.wav.manifest.sig")}  # fmt: skip
     got = env.call("s", "export", {"request": n, "out": "dl.wav"}, sinks)
     assert got.rc == 0, got.error
@@ -143,7 +143,7 @@ def test_a_staff_request_approved_by_a_manager_is_downloaded_once_byte_identical
     assert copy["expires_at"] > copy["made_at"]
 
     again = env.call("s", "export", {"request": n, "out": "dl2.wav"},
-                     {k: control.CallbackSink(k, lambda b: None) for k in ("dl2.wav",)})  # fmt: skip
+                     {k: client.CallbackSink(k, lambda b: None) for k in ("dl2.wav",)})  # fmt: skip
     assert again.rc == 3 and "used already" in again.error
 
     for action in ("export-request", "export-decide"):
@@ -178,7 +178,7 @@ def test_staff_may_not_decide_and_see_only_their_own(env: Env) -> None:
 def test_quality_needs_no_request_and_the_console_cannot_name_its_own_approver(env: Env) -> None:
     q = env.call("s", "export-request", {"id": env.rid, "purpose": "quality", "reason": "x"})
     assert q.rc == 2 and "needs no request" in q.error
-    sinks = {"x.wav": control.CallbackSink("x.wav", lambda b: None)}
+    sinks = {"x.wav": client.CallbackSink("x.wav", lambda b: None)}
     direct = env.call("s", "export", {"id": env.rid, "out": "x.wav", "purpose": "police",
                                      "approved_by": env.user("m1"), "approval_ref": "R-1"}, sinks)  # fmt: skip
     assert direct.rc == 3 and "export request" in direct.error
@@ -192,7 +192,7 @@ def test_a_download_the_browser_did_not_take_leaves_the_request_approved(env: En
     def gone(_sha: str) -> None:
         raise ConnectionError("the browser went away")
 
-    sinks = {"d.wav": control.CallbackSink("d.wav", lambda b: None, gone)}
+    sinks = {"d.wav": client.CallbackSink("d.wav", lambda b: None, gone)}
     failed = env.call("s", "export", {"request": n, "out": "d.wav"}, sinks)
     assert failed.rc == 1 and "did not confirm delivery" in failed.error
     assert env.copies() == []  # no copy registered
@@ -218,7 +218,7 @@ def test_signin_ok_replies_with_the_roles_from_the_groups_now(env: Env) -> None:
 def test_a_failed_signin_is_audited_without_the_password_and_for_unknown_users_too(env: Env) -> None:
     assert env.call("s", "console-signin", {"result": "failed", "password": "hunter2"}).rc == 0
     assert env.call("s", "console-signin", {"result": "locked"}).rc == 0
-    unknown = control.call(env.sock, "console-signin", {"result": "failed"}, {},
+    unknown = client.call(env.sock, "console-signin", {"result": "failed"}, {},
                            acting_for={"user": "k-no-such-user", "ip": IP})  # fmt: skip
     assert unknown.rc == 0
     rows = env.rows("console-signin")
@@ -234,7 +234,7 @@ def test_a_failed_signin_is_audited_without_the_password_and_for_unknown_users_t
 
 def test_signin_accounting_is_refused_to_anyone_but_the_console(env: Env) -> None:
     for action in ("console-signin", "console-signout"):
-        reply = control.call(env.sock, action, {"result": "ok"}, {})  # the console's uid, but not acting for anyone
+        reply = client.call(env.sock, action, {"result": "ok"}, {})  # the console's uid, but not acting for anyone
         assert reply.rc == 3 and "the web console's" in reply.error
     assert [r.result.startswith("denied") for r in env.rows("console-signin") + env.rows("console-signout")] == [True, True]
 
@@ -245,7 +245,7 @@ def test_signin_from_another_uid_is_refused(tmp_path: Path) -> None:
     server = ControlServer(config)
     assert server.start()
     try:
-        reply = control.call(control.socket_path(config), "console-signin", {"result": "ok"}, {},
+        reply = client.call(control.socket_path(config), "console-signin", {"result": "ok"}, {},
                              acting_for={"user": ME, "ip": IP})  # fmt: skip
         assert reply.rc == 3 and "only the console" in reply.error
     finally:

@@ -21,6 +21,7 @@ def free_port() -> int:
 def test_metrics_text() -> None:
     port = free_port()
     server = MetricsServer(f"127.0.0.1:{port}")
+    server.start()
     try:
         server.publish(Counter(calls_recorded=3, kernel_drops=0, packets=1200), 2, SimpleNamespace(free_bytes=12345))
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

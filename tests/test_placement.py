@@ -342,6 +342,7 @@ def test_the_other_source_count_reaches_the_metrics(h: Harness) -> None:
     h.feed([h.up(t, 1, 0, chunk(0))] + [from_address(h, FLOODER, t + 0.01 + k * 0.001, 2 + k, (1 + k) * SPP,
                                                       chunk(k)) for k in range(7)])  # fmt: skip
     server = MetricsServer("127.0.0.1:0")
+    server.start()
     try:
         server.publish(h.pipeline.counters, 1, SimpleNamespace(free_bytes=1))
         port = server.httpd.server_address[1]

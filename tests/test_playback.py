@@ -19,7 +19,7 @@ import pytest
 from conftest import FIXTURES, USER_TOOLS, Site, needs_root
 
 from capture.sink import CallInfo
-from recorderd import control
+from recorderd import client, control
 from recorderd.config import load
 from recorderd.control import ControlServer
 from recorderd.ops import playback
@@ -70,13 +70,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Site, str, str]]:
 
 
 def call(sock: str, action: str, args: dict, sinks: dict | None = None, user: str = ME):  # type: ignore[no-untyped-def]
-    return control.call(sock, action, args, sinks or {}, acting_for={"user": user, "ip": IP})
+    return client.call(sock, action, args, sinks or {}, acting_for={"user": user, "ip": IP})
 
 
 def audio(sock: str, ticket: str, offset: int, length: int, user: str = ME) -> tuple[object, bytes]:
     got = bytearray()
     reply = call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": length},
-                 {"audio": control.CallbackSink("audio", got.extend)}, user)  # fmt: skip
+                 {"audio": client.CallbackSink("audio", got.extend)}, user)  # fmt: skip
     return reply, bytes(got)
 
 
@@ -219,14 +219,14 @@ def test_play_audio_and_waveform_answer_only_the_console(served: tuple[Site, str
     """recorderctl (the socket without acting_for) would write the rendition to a file: a full copy
     of the call no copy register knows. Refused and audited; the console's player still works."""
     site, sock, rid = served
-    played = control.call(sock, "play", {"id": rid, "purpose": "quality"}, {})
+    played = client.call(sock, "play", {"id": rid, "purpose": "quality"}, {})
     assert played.rc == 0, played.error
     ticket = played.data["ticket"]
     got = bytearray()
-    reply = control.call(sock, "play-audio", {"ticket": ticket, "offset": 0, "length": 4096},
-                         {"audio": control.CallbackSink("audio", got.extend)})  # fmt: skip
+    reply = client.call(sock, "play-audio", {"ticket": ticket, "offset": 0, "length": 4096},
+                         {"audio": client.CallbackSink("audio", got.extend)})  # fmt: skip
     assert reply.rc == 3 and "web console's player" in reply.error and got == b""
-    wave = control.call(sock, "waveform", {"ticket": ticket, "points": 10}, {})
+    wave = client.call(sock, "waveform", {"ticket": ticket, "points": 10}, {})
     assert wave.rc == 3 and wave.data is None
     refused = [(r.action, r.result.split(":")[0], r.detail["via"]) for r in rows(site) if r.action in ("play-audio", "waveform")]
     assert refused == [("play-audio", "denied", "socket"), ("waveform", "denied", "socket")]

@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capture.dids import to_e164
+from recorderd.client import call
 from recorderd.config import load
-from recorderd.control import ControlServer, call
+from recorderd.control import ControlServer
 from storage.audit import AuditLog
 from storage.search import caller_key
 

@@ -62,9 +62,10 @@ def test_calls_are_kept_by_the_worker_thread_and_all_are_in_before_close_returns
 
     Store.keep = spy  # type: ignore[method-assign]
     try:
-        worker = StoreWorker(opener(tmp_path)).start()
+        worker = StoreWorker(opener(tmp_path))
+        worker.start()
         record(store, worker, calls=5)
-        worker.close()
+        worker.stop()
     finally:
         Store.keep = keep  # type: ignore[method-assign]
     assert kept_in == {"store-worker"}
@@ -76,7 +77,8 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     store = make_store(tmp_path)
     with small_tmpfs(Path(store.recordings_dir), "16k") as recordings:
-        worker = StoreWorker(opener(tmp_path)).start()
+        worker = StoreWorker(opener(tmp_path))
+        worker.start()
         with caplog.at_level(logging.CRITICAL):
             record(store, worker, calls=1, talk=3.0)  # ~100 KB of WAV and pcap for 16 KiB of room
             worker.retention()  # still full: the retry fails quietly, nothing is lost
@@ -89,7 +91,7 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
 
         resize_tmpfs(recordings, "64m")  # room again
         worker.retention()
-        worker.close()
+        worker.stop()
         [row] = store.recordings()
         assert worker.kept == 1 and row.frames > 3 * 8000 * 0.9 and os.listdir(store.spool_dir) == []
         assert store.verify() == []  # decrypts, and its SHA-256 matches
@@ -107,7 +109,8 @@ def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_pa
         return store
 
     store = make_store(tmp_path)
-    worker = StoreWorker(open_store).start()
+    worker = StoreWorker(open_store)
+    worker.start()
     try:
         record(store, worker, calls=3)
         worker.retention()
@@ -123,4 +126,4 @@ def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_pa
         assert [r.levelname for r in jumps] == ["CRITICAL"]
         assert not [r for r in caplog.records if getattr(r, "EVENT", "") == "recording-erased"]
     finally:
-        worker.close()
+        worker.stop()

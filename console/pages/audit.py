@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response, StreamingResponse
 
-from recorderd import control, wire
+from recorderd import client, wire
 
 from .. import i18n, labels
 from ..download import Download
@@ -137,9 +137,9 @@ async def export(r: Req) -> Response:
     def converse() -> None:
         try:
             reply: Any = daemon.call_sync("audit-export", args, user=user, ip=ip, sinks=sinks)
-        except control.Busy:
+        except client.Busy:
             reply = "error.busy"
-        except (control.Unreachable, OSError, wire.WireError):
+        except (client.Unreachable, OSError, wire.WireError):
             reply = "error.daemon"
         try:
             download.put("reply", reply)

@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from recorderd import control
+from recorderd import client
 
 from .. import i18n, labels
 from ..web import MANAGER, STAFF, Req, page
@@ -180,7 +180,7 @@ class Tickets:
 TICKETS = Tickets()
 
 
-def audio_sink(limit: int) -> tuple[control.CallbackSink, bytearray]:
+def audio_sink(limit: int) -> tuple[client.CallbackSink, bytearray]:
     """Where the daemon's bytes of one range land: memory, at most ``limit`` bytes, never a file."""
     data = bytearray()
 
@@ -189,7 +189,7 @@ def audio_sink(limit: int) -> tuple[control.CallbackSink, bytearray]:
             raise ValueError("the daemon sent more audio than was asked for")
         data.extend(chunk)
 
-    return control.CallbackSink(AUDIO_OUT, take, aborted=data.clear), data
+    return client.CallbackSink(AUDIO_OUT, take, aborted=data.clear), data
 
 
 def _rid(r: Req) -> str | None:

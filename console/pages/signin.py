@@ -8,7 +8,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from recorderd import control
+from recorderd import client
 
 from .. import i18n
 from ..sessions import COOKIE
@@ -98,7 +98,7 @@ async def _account(r: Req, user: str, result: str, *, ip: str | None = None, cou
     args: dict = {"result": result} if count is None else {"result": result, "count": count}
     try:
         return await r.app.daemon.call("console-signin", args, user=user, ip=ip or r.ip)
-    except (control.Busy, control.Unreachable, OSError):
+    except (client.Busy, client.Unreachable, OSError):
         return None
 
 

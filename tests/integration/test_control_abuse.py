@@ -294,6 +294,7 @@ print(json.dumps({"after": time.monotonic() - began, "cut": cut}), flush=True)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     metrics = MetricsServer(f"127.0.0.1:{port}")
+    metrics.start()
     try:
         metrics.publish(env.server.counters, 0, SimpleNamespace(free_bytes=1))
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

@@ -47,7 +47,7 @@ CONSOLE_IP = "192.0.2.7"
 # as recorderctl prints it, and its rc is the exit status.
 RAW = textwrap.dedent("""
     import json, sys
-    from recorderd import control, ctl, service, wire
+    from recorderd import client, control, ctl, service, wire
     from storage import signing
     config = service.start("recorderctl", sys.argv[1], mode="ctl")
     steps, acting = json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -58,8 +58,8 @@ RAW = textwrap.dedent("""
         targets = [] if not out else [out, *signing.manifest_paths(out)] if action == "export" else [out]
         sinks = {t: wire.FileSink(t) for t in targets}
         try:
-            reply = control.call(path, action, args, sinks, acting_for=acting)
-        except control.Unreachable:
+            reply = client.call(path, action, args, sinks, acting_for=acting)
+        except client.Unreachable:
             for sink in sinks.values():
                 sink.abort()
             reply = ctl.direct(config, action, args, path)
