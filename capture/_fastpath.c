@@ -6,9 +6,12 @@
  *
  *   read_pcap()   CaptureFile._pcap's record walk: one batch of (ts, linktype, frame) tuples;
  *   ring_block()  _Ring.drain's walk over one retired TPACKET_V3 block;
+ *   Lanes,        capture's buffers the kernel writes: a recording's audio placement buffers (one
+ *   Records       per channel, from sample ``frontier``) and its evidence pcap records; the recording
+ *                 (storage) writes them out by their names (capture/lanes.py has their Python twin);
  *   StreamCore    the state of a StreamAssembler (its Python subclass), and the steady case of
- *                 StreamAssembler.packet(): same source, the recording's codec, in or near order,
- *                 placed at or after the spool's frontier;
+ *                 StreamAssembler.packet(): same source, the recording's codec (one byte a sample),
+ *                 in or near order, placed at or after the lanes' frontier;
  *   FastPath      CapturePipeline.feed's fast path: Ethernet, IPv4 without options, UDP, RTP v2,
  *                 one hash lookup on the destination; media of calls not recorded is counted and
  *                 dropped, media from another source than the direction's learned one is counted
@@ -20,6 +23,11 @@
  * payload to patch, another link type, a tick of housekeeping due) stops the loop *before* anything
  * is changed, and the Python code handles that packet as it always did. Floating-point results
  * must be the same as Python's: built with -ffp-contract=off (no fused multiply-add).
+ *
+ * The kernel touches only its own objects (FastPath, StreamCore, Lanes, Records) and the frames: it
+ * fetches no attribute of and calls no method on anything it is handed. A buffer that reaches its
+ * limit stops the loop after the packet that filled it, and run() hands the stream back to capture,
+ * whose Python has the recording write it out (docs/hot-path.md).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,16 +36,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The constants the Python code has too (capture/source.py MAX_SNAPLEN, capture/assembler.py
+ * SEQ_WINDOW, MIRROR_WINDOW_S and MIRROR_RING, capture/rtp.py RTCP_PT_FIRST/LAST): exported as module
+ * constants, and tests/test_fastpath.py checks they are the Python ones. */
 #define MAX_SNAPLEN 262144
 #define SEQ_WINDOW 64
-/* capture/assembler.py's MIRROR_WINDOW_S and MIRROR_RING: a second mirror session's copy of a packet */
-#define MIRROR_WINDOW_S 0.010
+#define MIRROR_WINDOW_S 0.010 /* a second mirror session's copy of a packet arrives this close */
 #define MIRROR_RING 8
 #define RTCP_PT_FIRST 72
 #define RTCP_PT_LAST 76
-
-/* the names of capture/sink.py's Protocols this file uses (RecordingHandle, LaneBuffers, EvidenceBuffer) */
-static PyObject *str_frontier, *str_flush_lanes, *str_flush, *str_linktype, *str_audio, *str_buf, *str_flush_bytes;
 
 /* ------------------------------------------------------------------------------------------ */
 /* read_pcap(buf, off, big_endian, scale, linktype, batch_size) -> (batch, off, error)          */
@@ -120,51 +127,153 @@ fail:
     return NULL;
 }
 
-/* ring_block(buf, off, num) -> batch: the packets of one TPACKET_V3 block (tpacket3_hdr walk). */
+/* ring_block(buf, off, num) -> (batch, malformed): the packets of one TPACKET_V3 block (tpacket3_hdr
+ * walk) that lie whole in ``buf``. A block that claims more packets than the ring can hold, or whose
+ * walk leads a header or a frame off the ring, is malformed: the walk stops there, the packets before
+ * it are kept, and ``malformed`` is 1 (capture/live.py _walk_block does the same; it never raises). */
 static PyObject *ring_block(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t off, num;
     if (!PyArg_ParseTuple(args, "y*nn", &view, &off, &num)) return NULL;
     static PyObject *ethernet = NULL;
     if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) goto fail0;
+    int malformed = 0;
     if (num < 0) num = 0;
     if (num > view.len / 32) { /* more packet headers than the ring has room for */
-        PyErr_SetString(PyExc_ValueError, "TPACKET_V3 block claims more packets than its ring holds");
-        goto fail0;
+        num = view.len / 32;
+        malformed = 1;
     }
-    PyObject *batch = PyList_New(num);
+    PyObject *batch = PyList_New(0);
     if (batch == NULL) goto fail0;
     const unsigned char *buf = view.buf;
     for (Py_ssize_t i = 0; i < num; i++) {
         uint32_t nxt, sec, nsec, snap;
         uint16_t mac;
-        if (off < 0 || off + 32 > view.len) goto bad;
-        memcpy(&nxt, buf + off, 4);  /* struct tpacket3_hdr, host byte order */
+        if (off < 0 || off > view.len - 32) {
+            malformed = 1;
+            break;
+        }
+        memcpy(&nxt, buf + off, 4); /* struct tpacket3_hdr, host byte order */
         memcpy(&sec, buf + off + 4, 4);
         memcpy(&nsec, buf + off + 8, 4);
         memcpy(&snap, buf + off + 12, 4);
         memcpy(&mac, buf + off + 24, 2);
         Py_ssize_t start = off + mac;
-        if (start + (Py_ssize_t)snap > view.len) goto bad;
+        if (start + (Py_ssize_t)snap > view.len) {
+            malformed = 1;
+            break;
+        }
         PyObject *t = packet_tuple((double)sec + (double)nsec * 1e-9, ethernet, buf + start, snap);
-        if (t == NULL) {
+        if (t == NULL || PyList_Append(batch, t) < 0) {
+            Py_XDECREF(t);
             Py_DECREF(batch);
             goto fail0;
         }
-        PyList_SET_ITEM(batch, i, t);
+        Py_DECREF(t);
         off += nxt;
-        continue;
-    bad:
-        Py_DECREF(batch);
-        PyErr_SetString(PyExc_ValueError, "TPACKET_V3 block walks off its ring");
-        goto fail0;
     }
     PyBuffer_Release(&view);
-    return batch;
+    return Py_BuildValue("(Ni)", batch, malformed);
 fail0:
     PyBuffer_Release(&view);
     return NULL;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lanes and Records: capture's buffers the kernel writes (capture/lanes.py: their Python twin and  */
+/* what the recording does with them). Their state is in their structs: nothing is looked up.     */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *bufs;     /* (bytearray, bytearray): channel 1's and channel 2's samples from frontier */
+    PyObject *buf[2];   /* the same two, borrowed */
+    long long frontier; /* the sample the buffers start at (the recording moves it as it writes) */
+    Py_ssize_t limit;   /* a buffer this long (bytes) is to be written out */
+    int silence;        /* the codec's silence byte: a gap before a payload is padded with it */
+} Lanes;
+
+static PyObject *lanes_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (!_PyArg_NoKeywords("Lanes", kw) || !PyArg_ParseTuple(args, ":Lanes")) return NULL;
+    Lanes *l = (Lanes *)type->tp_alloc(type, 0);
+    if (l == NULL) return NULL;
+    PyObject *a = PyByteArray_FromStringAndSize(NULL, 0), *b = PyByteArray_FromStringAndSize(NULL, 0);
+    l->bufs = a && b ? PyTuple_Pack(2, a, b) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (l->bufs == NULL) {
+        Py_DECREF(l);
+        return NULL;
+    }
+    l->buf[0] = a;
+    l->buf[1] = b;
+    return (PyObject *)l;
+}
+
+static void lanes_dealloc(Lanes *l) {
+    Py_CLEAR(l->bufs);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyMemberDef lanes_members[] = {
+    {"bufs", T_OBJECT, offsetof(Lanes, bufs), READONLY, "(channel 1, channel 2): bytearrays from sample frontier"},
+    {"frontier", T_LONGLONG, offsetof(Lanes, frontier), 0, "the sample the buffers start at"},
+    {"limit", T_PYSSIZET, offsetof(Lanes, limit), 0, "a buffer this long (bytes) is written out"},
+    {"silence", T_INT, offsetof(Lanes, silence), 0, "the codec's silence byte"},
+    {NULL},
+};
+
+static PyTypeObject LanesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture._fastpath.Lanes",
+    .tp_basicsize = sizeof(Lanes),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = lanes_new,
+    .tp_dealloc = (destructor)lanes_dealloc,
+    .tp_members = lanes_members,
+    .tp_doc = "A recording's audio placement buffers, one byte a sample (capture/lanes.py).",
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buf;    /* bytearray: pcap records (nanosecond pcap, little-endian) not yet written */
+    Py_ssize_t limit; /* once buf holds this many bytes it is to be written out */
+    long linktype;    /* the file's link type; -1 until its first frame (the kernel leaves frames to Python) */
+} Records;
+
+static PyObject *records_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (!_PyArg_NoKeywords("Records", kw) || !PyArg_ParseTuple(args, ":Records")) return NULL;
+    Records *r = (Records *)type->tp_alloc(type, 0);
+    if (r == NULL) return NULL;
+    r->linktype = -1;
+    if ((r->buf = PyByteArray_FromStringAndSize(NULL, 0)) == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return (PyObject *)r;
+}
+
+static void records_dealloc(Records *r) {
+    Py_CLEAR(r->buf);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyMemberDef records_members[] = {
+    {"buf", T_OBJECT, offsetof(Records, buf), READONLY, "bytearray: pcap records not yet written"},
+    {"limit", T_PYSSIZET, offsetof(Records, limit), 0, "buf this long (bytes) is written out"},
+    {"linktype", T_LONG, offsetof(Records, linktype), 0, "the file's link type, -1 until its first frame"},
+    {NULL},
+};
+
+static PyTypeObject RecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture._fastpath.Records",
+    .tp_basicsize = sizeof(Records),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = records_new,
+    .tp_dealloc = (destructor)records_dealloc,
+    .tp_members = records_members,
+    .tp_doc = "A recording's evidence pcap records not yet written (capture/lanes.py).",
+};
 
 /* ------------------------------------------------------------------------------------------ */
 /* StreamCore: a StreamAssembler's per-packet state; the Python subclass has the rest.          */
@@ -182,18 +291,12 @@ typedef struct {
     PyObject *source;
     uint64_t src_key;
     long long other_source; /* packets from another source, dropped */
-    /* armed by the call once its recording is open: what the steady case needs of the call */
+    /* armed by the call once its recording took capture's buffers: what the steady case needs */
     char armed;
     int audio_pt;
     double t0, clock, drift_limit;
-    PyObject *handle;   /* the recording handle */
-    PyObject *lane;     /* the handle's buffer for this channel (1 byte a sample), or NULL: handle.audio() */
-    Py_ssize_t lane_limit;
-    int silence;
-    PyObject *evidence; /* the handle's evidence pcap, or NULL when the call keeps no packets */
-    PyObject *ev_buf;
-    Py_ssize_t ev_flush;
-    long ev_linktype;   /* -1 until the evidence file has its link type */
+    Lanes *lanes;     /* where this channel's samples are placed */
+    Records *records; /* where the call's frames go (its evidence pcap), or NULL: it keeps none */
     /* the last packets seen, by sequence number modulo MIRROR_RING: a copy of one of them delivered
      * again by a second mirror session within MIRROR_WINDOW_S is dropped (StreamAssembler.mirror_copy) */
     struct {
@@ -209,19 +312,13 @@ typedef struct {
 
 static int core_traverse(StreamCore *s, visitproc visit, void *arg) {
     Py_VISIT(s->source);
-    Py_VISIT(s->handle);
-    Py_VISIT(s->lane);
-    Py_VISIT(s->evidence);
-    Py_VISIT(s->ev_buf);
     return 0;
 }
 
 static int core_clear(StreamCore *s) {
     s->armed = 0;
-    Py_CLEAR(s->handle);
-    Py_CLEAR(s->lane);
-    Py_CLEAR(s->evidence);
-    Py_CLEAR(s->ev_buf);
+    Py_CLEAR(s->lanes);
+    Py_CLEAR(s->records);
     return 0;
 }
 
@@ -305,66 +402,34 @@ static PyObject *core_mirror_copy(StreamCore *s, PyObject *args) {
     return PyLong_FromLong(copy);
 }
 
-/* arm(*, audio_pt, t0, clock, drift_limit, handle, lane=None, lane_limit=0, silence=0, evidence=None):
- * keyword arguments only (capture/call.py _arm). The names this file uses on what it is handed are
- * the Protocols of capture/sink.py: on ``handle`` audio() (RecordingHandle), and with a lane
- * frontier and flush_lanes() (LaneBuffers); on ``evidence`` buf, flush_bytes, linktype and flush()
- * (EvidenceBuffer). tests/test_sink_contract.py checks every attribute-name string here is declared. */
-static PyObject *core_arm(StreamCore *s, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"audio_pt", "t0", "clock", "drift_limit", "handle", "lane", "lane_limit", "silence",
-                             "evidence", NULL};
-    int audio_pt, silence = 0;
+/* arm(audio_pt, t0, clock, drift_limit, lanes, records=None): the steady case is the kernel's from
+ * here (capture/call.py _arm), placed into ``lanes`` (this stream's channel's buffer) and its frames
+ * appended to ``records`` (None: the call keeps no packets). Only capture's own objects. */
+static PyObject *core_arm(StreamCore *s, PyObject *args) {
+    int audio_pt;
     double t0, clock, drift_limit;
-    PyObject *handle, *lane = Py_None, *evidence = Py_None;
-    Py_ssize_t lane_limit = 0;
-    if (PyTuple_GET_SIZE(args) != 0) {
-        PyErr_SetString(PyExc_TypeError, "arm() takes keyword arguments only");
+    PyObject *lanes, *records = Py_None;
+    if (!PyArg_ParseTuple(args, "idddO!|O:arm", &audio_pt, &t0, &clock, &drift_limit, &LanesType, &lanes, &records))
+        return NULL;
+    if (records != Py_None && !PyObject_TypeCheck(records, &RecordsType)) {
+        PyErr_SetString(PyExc_TypeError, "records must be a Records or None");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "idddO|OniO", kwlist, &audio_pt, &t0, &clock, &drift_limit, &handle,
-                                     &lane, &lane_limit, &silence, &evidence))
+    if (s->channel != 1 && s->channel != 2) {
+        PyErr_SetString(PyExc_ValueError, "a stream's channel is 1 or 2");
         return NULL;
-    if (lane != Py_None && !PyByteArray_CheckExact(lane)) {
-        PyErr_SetString(PyExc_TypeError, "lane must be a bytearray or None");
-        return NULL;
-    }
-    PyObject *ev_buf = NULL;
-    Py_ssize_t ev_flush = 0;
-    if (evidence != Py_None) {
-        ev_buf = PyObject_GetAttr(evidence, str_buf);
-        PyObject *fl = ev_buf ? PyObject_GetAttr(evidence, str_flush_bytes) : NULL;
-        if (fl == NULL) {
-            Py_XDECREF(ev_buf);
-            return NULL;
-        }
-        ev_flush = PyLong_AsSsize_t(fl);
-        Py_DECREF(fl);
-        if (!PyByteArray_CheckExact(ev_buf) || (ev_flush == -1 && PyErr_Occurred())) {
-            Py_DECREF(ev_buf);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "evidence.buf must be a bytearray");
-            return NULL;
-        }
     }
     core_clear(s);
     s->audio_pt = audio_pt;
     s->t0 = t0;
     s->clock = clock;
     s->drift_limit = drift_limit;
-    Py_INCREF(handle);
-    s->handle = handle;
-    if (lane != Py_None) {
-        Py_INCREF(lane);
-        s->lane = lane;
+    Py_INCREF(lanes);
+    s->lanes = (Lanes *)lanes;
+    if (records != Py_None) {
+        Py_INCREF(records);
+        s->records = (Records *)records;
     }
-    s->lane_limit = lane_limit;
-    s->silence = silence & 0xFF;
-    if (evidence != Py_None) {
-        Py_INCREF(evidence);
-        s->evidence = evidence;
-        s->ev_buf = ev_buf;
-    }
-    s->ev_flush = ev_flush;
-    s->ev_linktype = -1;
     s->armed = 1;
     Py_RETURN_NONE;
 }
@@ -475,8 +540,8 @@ static PyGetSetDef core_getset[] = {
 };
 
 static PyMethodDef core_methods[] = {
-    {"arm", (PyCFunction)(void (*)(void))core_arm, METH_VARARGS | METH_KEYWORDS,
-     "Take the steady case over once the recording is open (keyword arguments only)."},
+    {"arm", (PyCFunction)core_arm, METH_VARARGS,
+     "Take the steady case over: arm(audio_pt, t0, clock, drift_limit, lanes, records=None)."},
     {"disarm", (PyCFunction)core_disarm, METH_NOARGS, "Give every packet back to Python (the recording ends)."},
     {"mirror_copy", (PyCFunction)core_mirror_copy, METH_VARARGS,
      "Whether this packet is a second mirror session's copy of one just seen (counted); else remember it."},
@@ -498,9 +563,9 @@ static PyTypeObject StreamCoreType = {
     .tp_doc = "Per-packet state of one direction of a recorded call (see capture/assembler.py).",
 };
 
-/* Append one pcap record (nanosecond pcap, little-endian) to the evidence buffer. */
-static int evidence_add(StreamCore *s, double ts, const unsigned char *frame, Py_ssize_t n) {
-    PyObject *buf = s->ev_buf;
+/* Append one pcap record (nanosecond pcap, little-endian) to the records; 1: they reached their limit. */
+static int records_add(Records *r, double ts, const unsigned char *frame, Py_ssize_t n) {
+    PyObject *buf = r->buf;
     Py_ssize_t have = PyByteArray_GET_SIZE(buf);
     if (PyByteArray_Resize(buf, have + 16 + n) < 0) return -1;
     unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + have;
@@ -508,15 +573,11 @@ static int evidence_add(StreamCore *s, double ts, const unsigned char *frame, Py
     uint32_t rec[4] = {(uint32_t)sec, (uint32_t)(long long)((ts - (double)sec) * 1e9), (uint32_t)n, (uint32_t)n};
     memcpy(p, rec, 16); /* x86-64 and aarch64: little-endian, as the file header says */
     memcpy(p + 16, frame, n);
-    if (have + 16 + n >= s->ev_flush) {
-        PyObject *r = PyObject_CallMethodNoArgs(s->evidence, str_flush);
-        if (r == NULL) return -1;
-        Py_DECREF(r);
-    }
-    return 0;
+    return have + 16 + n >= r->limit;
 }
 
-enum { BAIL = 0, DONE = 1, FAILED = -1 };
+/* DUE: handled, and a buffer reached its limit (capture has the recording write it out). */
+enum { BAIL = 0, DONE = 1, DUE = 2, FAILED = -1 };
 
 /* StreamAssembler.packet() for the steady case; BAIL (nothing changed) for anything else. */
 static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq, long long rtp_ts, long long ssrc,
@@ -524,7 +585,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
                        Py_ssize_t payload_len, PyObject *frame_obj) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
     /* an RTP packet without payload is Python's (the batch loop leaves it there too): nothing is
-     * placed for it, no audio() call (libopus would conceal up to 120 ms for an empty packet) */
+     * placed for it (libopus would conceal up to 120 ms for an empty packet) */
     if (payload_len <= 0) return BAIL;
     if (!(ts >= 0.0 && ts < 4294967296.0)) return BAIL; /* a time no pcap record can carry: Python's */
     int copy = mirror_match(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len, 0);
@@ -533,20 +594,10 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
         return DONE;
     }
     if (copy) return BAIL; /* whole, after a copy the capture cut short: Python puts it over the fill */
-    if (s->evidence != NULL) {
-        if (s->ev_linktype < 0) {
-            PyObject *lt = PyObject_GetAttr(s->evidence, str_linktype);
-            if (lt == NULL) return FAILED;
-            long v = lt == Py_None ? -1 : PyLong_AsLong(lt);
-            Py_DECREF(lt);
-            if (v == -1 && PyErr_Occurred()) return FAILED;
-            if (v < 0) return BAIL;
-            s->ev_linktype = v;
-        }
-        if (linktype != s->ev_linktype) return BAIL;
-    }
+    Records *records = s->records;
+    if (records != NULL && (records->linktype < 0 || linktype != records->linktype)) return BAIL;
     long delta = (seq - s->max_seq) & 0xFFFF;
-    int dup = 0, newer = 0;
+    int dup = 0, newer = 0, due = 0;
     unsigned long long bit = 0;
     if (delta == 0) {
         dup = 1;
@@ -559,7 +610,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
             if (s->seen & bit) dup = 1;
         }
     }
-    long long offset = 0, pos = 0, frontier = 0;
+    long long offset = 0, pos = 0, frontier = s->lanes->frontier;
     double arrival = 0.0;
     if (!dup) {
         offset = ((rtp_ts - s->base_ts + 0x80000000LL) & 0xFFFFFFFFLL) - 0x80000000LL;
@@ -567,14 +618,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
         arrival = (ts - s->t0) * s->clock;
         if (arrival - (double)pos > s->drift_limit || pos < 0) return BAIL; /* re-anchor, or early */
         if ((double)pos - arrival > s->drift_limit && (double)(pos - s->end) > s->drift_limit) return BAIL; /* leapt */
-        if (s->lane != NULL) {
-            PyObject *f = PyObject_GetAttr(s->handle, str_frontier);
-            if (f == NULL) return FAILED;
-            frontier = PyLong_AsLongLong(f);
-            Py_DECREF(f);
-            if (frontier == -1 && PyErr_Occurred()) return FAILED;
-            if (pos < frontier) return BAIL; /* its place is on disk already: patched by Python */
-        }
+        if (pos < frontier) return BAIL; /* its place is written out already: patched by Python */
     }
     /* from here on the packet is ours */
     mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, frame_obj,
@@ -582,10 +626,10 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
     double last = s->last_arrival;
     if (last != 0.0 && ts - last > s->max_gap) s->max_gap = ts - last;
     s->last_arrival = ts;
-    if (s->evidence != NULL && evidence_add(s, ts, frame, frame_len) < 0) return FAILED;
+    if (records != NULL && (due = records_add(records, ts, frame, frame_len)) < 0) return FAILED;
     if (dup) {
         s->duplicates++;
-        return DONE;
+        return due ? DUE : DONE;
     }
     if (newer) {
         s->max_seq = seq;
@@ -605,32 +649,15 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
     s->packets++;
     long long stop = pos + payload_len;
     if (stop > s->end) s->end = stop;
-    const unsigned char *payload = frame + payload_off;
-    if (s->lane == NULL) { /* a codec the handle decodes (G.722, Opus, L16): its audio() */
-        PyObject *ch = PyLong_FromLong(s->channel), *at = PyLong_FromLongLong(pos);
-        PyObject *data = PyBytes_FromStringAndSize((const char *)payload, payload_len);
-        PyObject *r = ch && at && data ? PyObject_CallMethodObjArgs(s->handle, str_audio, ch, at, data, NULL) : NULL;
-        Py_XDECREF(ch);
-        Py_XDECREF(at);
-        Py_XDECREF(data);
-        if (r == NULL) return FAILED;
-        Py_DECREF(r);
-        return DONE;
-    }
     /* SpoolRecording._place for one byte a sample: pad with silence, append or overwrite */
-    PyObject *lane = s->lane;
+    PyObject *lane = s->lanes->buf[s->channel - 1];
     Py_ssize_t have = PyByteArray_GET_SIZE(lane), rel = (Py_ssize_t)(pos - frontier);
     Py_ssize_t need = rel + payload_len > have ? rel + payload_len : have;
     if (need != have && PyByteArray_Resize(lane, need) < 0) return FAILED;
     char *b = PyByteArray_AS_STRING(lane);
-    if (rel > have) memset(b + have, s->silence, rel - have);
-    memcpy(b + rel, payload, payload_len);
-    if (need >= s->lane_limit) {
-        PyObject *r = PyObject_CallMethodNoArgs(s->handle, str_flush_lanes);
-        if (r == NULL) return FAILED;
-        Py_DECREF(r);
-    }
-    return DONE;
+    if (rel > have) memset(b + have, s->lanes->silence, rel - have);
+    memcpy(b + rel, frame + payload_off, payload_len);
+    return due || need >= s->lanes->limit ? DUE : DONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -913,13 +940,17 @@ static int encap_inner(FastPath *fp, const unsigned char *f, Py_ssize_t len, con
     return kind;
 }
 
-/* run(batch, i, now, next_tick) -> (i, now): handle packets from batch[i] on until one needs Python
- * (returned as i; len(batch) when all were handled). ``now`` is the pipeline's packet time; a packet
- * that moves it to or past ``next_tick`` is left to Python, which runs the housekeeping first. */
+/* run(batch, i, now, next_tick) -> (i, now, full): handle packets from batch[i] on until one needs
+ * Python (returned as i; len(batch) when all were handled), or until a packet fills a buffer of its
+ * recording: then i is the packet after it and ``full`` its stream (else None), whose recording
+ * capture has write the buffers out (StreamAssembler.flush_buffers) before it runs the loop again.
+ * ``now`` is the pipeline's packet time; a packet that moves it to or past ``next_tick`` is left to
+ * Python, which runs the housekeeping first. */
 static PyObject *fp_run(FastPath *fp, PyObject *args) {
     PyObject *batch;
     Py_ssize_t i;
     double now, next_tick;
+    PyObject *full = Py_None;
     if (!PyArg_ParseTuple(args, "O!ndd", &PyList_Type, &batch, &i, &now, &next_tick)) return NULL;
     for (; i < PyList_GET_SIZE(batch); i++) {
         PyObject *item = PyList_GET_ITEM(batch, i);
@@ -979,17 +1010,18 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         long seq = (f[44] << 8) | f[45];
         long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
         long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
-        Py_INCREF(stream); /* a flush may run Python code: keep the stream and the frame alive */
-        Py_INCREF(item);
         int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54, fr_o);
-        Py_DECREF(item);
-        Py_DECREF(stream);
         if (r == FAILED) return NULL;
         if (r == BAIL) break;
         fp->handled++;
         if (kind >= 0) fp->encap[kind]++;
+        if (r == DUE) { /* a buffer is full: capture has it written out, then calls run() again */
+            full = stream;
+            i++;
+            break;
+        }
     }
-    return Py_BuildValue("(nd)", i, now);
+    return Py_BuildValue("(ndO)", i, now, full);
 }
 
 static PyMethodDef fp_methods[] = {
@@ -1038,24 +1070,25 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&StreamCoreType) < 0 || PyType_Ready(&FastPathType) < 0) return NULL;
-    str_frontier = PyUnicode_InternFromString("frontier");
-    str_flush_lanes = PyUnicode_InternFromString("flush_lanes");
-    str_flush = PyUnicode_InternFromString("flush");
-    str_linktype = PyUnicode_InternFromString("linktype");
-    str_audio = PyUnicode_InternFromString("audio");
-    str_buf = PyUnicode_InternFromString("buf");
-    str_flush_bytes = PyUnicode_InternFromString("flush_bytes");
-    if (!str_frontier || !str_flush_lanes || !str_flush || !str_linktype || !str_audio || !str_buf ||
-        !str_flush_bytes)
+    if (PyType_Ready(&LanesType) < 0 || PyType_Ready(&RecordsType) < 0 || PyType_Ready(&StreamCoreType) < 0 ||
+        PyType_Ready(&FastPathType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    Py_INCREF(&LanesType);
+    Py_INCREF(&RecordsType);
     Py_INCREF(&StreamCoreType);
     Py_INCREF(&FastPathType);
-    if (PyModule_AddObject(m, "StreamCore", (PyObject *)&StreamCoreType) < 0 ||
+    if (PyModule_AddObject(m, "Lanes", (PyObject *)&LanesType) < 0 ||
+        PyModule_AddObject(m, "Records", (PyObject *)&RecordsType) < 0 ||
+        PyModule_AddObject(m, "StreamCore", (PyObject *)&StreamCoreType) < 0 ||
         PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_SNAPLEN", MAX_SNAPLEN) < 0) {
+        PyModule_AddIntConstant(m, "MAX_SNAPLEN", MAX_SNAPLEN) < 0 ||
+        PyModule_AddIntConstant(m, "SEQ_WINDOW", SEQ_WINDOW) < 0 ||
+        PyModule_AddIntConstant(m, "MIRROR_RING", MIRROR_RING) < 0 ||
+        PyModule_AddIntConstant(m, "RTCP_PT_FIRST", RTCP_PT_FIRST) < 0 ||
+        PyModule_AddIntConstant(m, "RTCP_PT_LAST", RTCP_PT_LAST) < 0 ||
+        PyModule_AddObject(m, "MIRROR_WINDOW_S", PyFloat_FromDouble(MIRROR_WINDOW_S)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

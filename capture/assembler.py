@@ -5,7 +5,7 @@ turns them into samples. Each packet of the recording's codec is placed by its R
 first packet of a source
 (SSRC) is anchored at its arrival time in the recording, later ones at ``anchor + (ts - ts0)``
 (32-bit wrap handled). Duplicates are dropped by sequence number; gaps are left to the writer, which
-fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT_S`` later than its
+fills them with the codec's silence. When a packet arrives more than ``DRIFT_LIMIT_S`` (capture/call.py) later than its
 timestamp says (a sender that paused on hold and resumed with a timestamp that did not advance), the
 source is re-anchored at its arrival time, so the pause stays as silence; a burst delayed by a
 network stall shorter than that is placed by its timestamps (the writer patches what it had already
@@ -42,20 +42,20 @@ from typing import TYPE_CHECKING
 
 from .cut import completed
 from .fast import fastpath
+from .lanes import PyLanes, PyRecords
+from .rtp import PT_CN
 from .sink import StreamStats
 
 if TYPE_CHECKING:
     from .call import Call
 
-DRIFT_LIMIT_S = 3.0  # a packet this much later than its timestamp says means a paused sender
 SEQ_WINDOW = 64  # how far back a reordered packet is still checked for duplication
 MAX_EVENTS = 1000  # DTMF events kept per direction
 DTMF = "0123456789*#ABCD"
-PT_CN = 13
 MAX_ANCHORS = 32  # anchorings kept for the record (each SSRC change or clock jump adds one)
 MAX_SSRCS = 32  # SSRCs kept for the record (each change adds one)
-MIRROR_WINDOW_S = 0.010  # a copy this close to the first is a second mirror session's (in C too)
-MIRROR_RING = 8  # the last packets of a direction a copy is compared with, by sequence number (in C too)
+MIRROR_WINDOW_S = 0.010  # a copy this close to the first is a second mirror session's (the C module's too)
+MIRROR_RING = 8  # the last packets of a direction a copy is compared with, by sequence number (the C module's too)
 
 
 class _PyStreamCore:
@@ -95,10 +95,10 @@ class _PyStreamCore:
         self.recent[slot] = (seq, rtp_ts, ssrc, pt, ts, payload, cut)
         return copy
 
-    def arm(self, **recording: object) -> None:
-        """The C core takes over the steady case here (keyword arguments only: ``audio_pt``, ``t0``,
-        ``clock``, ``drift_limit``, ``handle``, and for the direct buffers ``lane``, ``lane_limit``,
-        ``silence``, ``evidence``: capture/call.py ``_arm``); in Python there is nothing to do."""
+    def arm(self, audio_pt: int, t0: float, clock: float, drift_limit: float, lanes: PyLanes,
+            records: PyRecords | None = None) -> None:  # fmt: skip
+        """The C kernel takes over the steady case here, writing into capture's buffers ``lanes`` and
+        ``records`` (capture/lanes.py; capture/call.py ``_arm``); in Python there is nothing to do."""
 
     def disarm(self) -> None:
         pass
@@ -307,6 +307,11 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         keep = self.learned, self.source, self.announced, self.last_arrival
         StreamAssembler.__init__(self, self.call, self.channel)
         self.learned, self.source, self.announced, self.last_arrival = keep
+
+    def flush_buffers(self) -> None:
+        """The kernel stopped after a packet of this direction filled a buffer of its recording
+        (capture/pipeline.py): the recording writes it out."""
+        self.call.flush_buffers()
 
     def relearn_source(self) -> None:
         """Its sender announced a new media address: the next packet from a new source is its own."""

@@ -14,7 +14,8 @@ from .assembler import StreamAssembler
 from .dids import Did
 from .media import Endpoint
 from .sdp import Codec
-from .sink import CallEnd, CallInfo, LaneBuffers, RecordingHandle, RecordingSink, StreamStats
+from .lanes import Lanes, PyLanes, PyRecords, Records
+from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Call:
         self.pending_frames: list[tuple[float, int, bytes]] = []  # SIP frames before the recording opened
         self.sink: RecordingSink | None = None
         self.handle: RecordingHandle | None = None
+        # capture's buffers the recording took (use_buffers): the C kernel writes into them; None: it declined
+        self.buffers: tuple[PyLanes, PyRecords | None] | None = None
         self.lost = ""  # why the recording could not be opened (store full, write error)
         self.end: CallEnd | None = None  # set when the call ends
         self.linger_until = 0.0
@@ -106,6 +109,8 @@ class Call:
             return False
         self.handle.figures = self.figures  # the figures so far, saved by the sink as it writes
         self.evidence = self.handle.packet if self.handle.keeps_packets else None
+        lanes, records = Lanes(), Records() if self.evidence is not None else None
+        self.buffers = (lanes, records) if self.handle.use_buffers(lanes, records) else None
         if self.evidence is not None:
             for when, linktype, frame in self.pending_frames:
                 self.evidence(when, linktype, frame)
@@ -204,32 +209,25 @@ class Call:
                      extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip
 
     def _arm(self) -> None:
-        """Hand the steady case of both directions to the C core (a no-op in pure Python). The C
-        core places audio into the handle's buffers only where the handle is a ``LaneBuffers``
-        (capture/sink.py; else it calls ``audio()``), and appends frames to its ``evidence`` buffer;
-        a call whose frames go to a ``packet()`` with no buffer stays with Python."""
-        handle = self.handle
-        assert handle is not None
-        evidence = handle.evidence if self.evidence is not None else None
-        if self.evidence is not None and evidence is None:
-            return  # packets go to a packet() the C core cannot write for it
-        direct = handle if isinstance(handle, LaneBuffers) else None
-        lanes = direct.lanes if direct is not None else None
+        """Hand the steady case of both directions to the C kernel (a no-op in pure Python), where the
+        recording took capture's buffers: the kernel writes into those alone."""
+        if self.buffers is None:
+            return  # the recording declined them: every packet goes to its audio() and packet()
+        lanes, records = self.buffers
         for stream in self.streams:
-            if lanes is None:
-                stream.arm(audio_pt=self.audio_pt, t0=self.t0, clock=self.clock, drift_limit=self.drift_limit,
-                           handle=handle, evidence=evidence)  # fmt: skip
-            else:
-                assert direct is not None
-                stream.arm(audio_pt=self.audio_pt, t0=self.t0, clock=self.clock, drift_limit=self.drift_limit,
-                           handle=direct, lane=lanes[stream.channel - 1], lane_limit=direct.lane_limit,
-                           silence=direct.silence_byte, evidence=evidence)  # fmt: skip
+            stream.arm(self.audio_pt, self.t0, self.clock, self.drift_limit, lanes, records)
+
+    def flush_buffers(self) -> None:
+        """A buffer the kernel wrote reached its limit: the recording writes it out."""
+        if self.handle is not None:
+            self.handle.flush_buffers()
 
     def close(self) -> None:
         """The recording is over: every packet goes back through Python (and the handle is let go)."""
         for stream in self.streams:
             stream.disarm()
         self.handle = None
+        self.buffers = None
 
     def sip_frame(self, ts: float, linktype: int, frame: bytes) -> None:
         """A frame of this call's signalling, for the evidence pcap (held until the recording opens)."""

@@ -70,7 +70,7 @@ class ProbedStream(StreamAssembler):
 
     __slots__ = ()
 
-    def arm(self, **recording: object) -> None:
+    def arm(self, *recording: object) -> None:
         """Not handed to the C core while probed (a recording that opens now is armed at the end)."""
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",

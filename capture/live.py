@@ -70,6 +70,7 @@ class RingStats:
     interface: str
     packets: int  # received by the socket since the last read
     drops: int  # dropped by the kernel (ring full) since the last read
+    malformed: int = 0  # blocks whose walk led off the ring since the last read: their whole packets kept
 
 
 class RingSource:
@@ -114,17 +115,28 @@ class RingSource:
             ring.close()
 
 
-def _walk_block(ring: mmap.mmap | bytes | bytearray, off: int, num: int) -> Batch:
-    """The ``num`` packets of a retired block, its first at ``off`` (tpacket3_hdr walk)."""
+def _walk_block(ring: mmap.mmap | bytes | bytearray, off: int, num: int) -> tuple[Batch, int]:
+    """The ``num`` packets of a retired block, its first at ``off`` (tpacket3_hdr walk), that lie whole
+    in the ring, and 1 where the block is malformed (more packets claimed than the ring can hold, or
+    a header or a frame off the ring: the walk stops there, the packets before it kept), else 0.
+    The C walk (``ring_block``) does the same; neither raises."""
     batch: Batch = []
     append = batch.append
     unpack = _pkt_hdr.unpack_from
+    size = len(ring)
+    malformed = 0
+    if num > size // 32:
+        num, malformed = size // 32, 1
     for _ in range(num):
+        if off < 0 or off > size - 32:
+            return batch, 1
         nxt, sec, nsec, snap, _plen, _st, mac, _net = unpack(ring, off)
         start = off + mac
+        if start + snap > size:
+            return batch, 1
         append((sec + nsec * 1e-9, LINKTYPE_ETHERNET, ring[start : start + snap]))
         off += nxt
-    return batch
+    return batch, malformed
 
 
 walk_block = fastpath.ring_block if fastpath is not None else _walk_block  # the same walk in C
@@ -156,6 +168,7 @@ class _Ring:
             self.sock.close()
             raise OSError(exc.errno, f"cannot open capture on {name}: {exc.strerror}") from None
         self.block = 0
+        self.malformed = 0  # blocks whose walk led off the ring (counted, never raised)
 
     def drain(self) -> Iterator[Batch]:
         """Every retired block, oldest first, each handed back to the kernel once read."""
@@ -165,14 +178,16 @@ class _Ring:
             _v, _p, status, num, first, _len, _seq = _block_hdr.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
                 return
-            batch = walk_block(ring, base + first, num)
+            batch, malformed = walk_block(ring, base + first, num)
+            self.malformed += malformed
             _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
             self.block = (self.block + 1) % self.block_nr
             yield batch
 
     def stats(self) -> RingStats:
         packets, drops, _freeze = struct.unpack("=III", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
-        return RingStats(self.name, packets, drops)
+        malformed, self.malformed = self.malformed, 0
+        return RingStats(self.name, packets, drops, malformed)
 
     def close(self) -> None:
         try:

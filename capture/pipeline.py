@@ -63,14 +63,18 @@ class CapturePipeline:
             return
         # The C fast path (capture/_fastpath.c) handles what it can of the batch: media of calls not
         # recorded, steady RTP of recorded calls. It stops at a packet that needs this module (SIP,
-        # a new source, a tick of housekeeping, ...): _feed handles that one, then C goes on.
+        # a new source, a tick of housekeeping, ...): _feed handles that one, then C goes on. It also
+        # stops after a packet that filled a buffer of its recording (``full``: that packet's stream):
+        # the recording writes the buffer out, then C goes on with the next packet.
         run = table.run
         i, n = 0, len(batch)
         while i < n:
-            j, self.now = run(batch, i, self.now, self._next_tick)
+            j, self.now, full = run(batch, i, self.now, self._next_tick)
             if j > i:
                 self.counters["packets"] += j - i
-            if j < n:
+            if full is not None:
+                full.flush_buffers()
+            elif j < n:
                 self._feed(batch[j : j + 1])
                 j += 1
             i = j

@@ -3,15 +3,16 @@
 ``capture`` calls a :class:`RecordingSink`; ``storage`` provides one. Neither package imports the
 other: storage reads these objects by their attribute names (structural typing), and the service
 (``recorderd``) wires the two together. What capture may use on a recording is declared here as
-Protocols (:class:`RecordingHandle`, and the buffers the C fast path writes into: :class:`LaneBuffers`,
-:class:`EvidenceBuffer`); tests/test_sink_contract.py checks that capture uses no other name and
-that storage's recording satisfies them.
+Protocols (:class:`RecordingHandle`; and what capture's buffers, which it hands to a recording and
+its per-packet kernel writes into, offer the recording: :class:`AudioLanes`, :class:`EvidenceRecords`);
+tests/test_sink_contract.py checks that capture uses no other name and that storage's recording
+satisfies them.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,51 +63,44 @@ class CallEnd:
     streams: tuple[StreamStats, ...] = field(default_factory=tuple)
 
 
-@runtime_checkable
-class EvidenceBuffer(Protocol):
-    """A recording's evidence pcap as capture's C fast path appends to it (capture/_fastpath.c)."""
+class AudioLanes(Protocol):
+    """Capture's audio placement buffers of a recording (capture/lanes.py ``Lanes``), handed to it by
+    :meth:`RecordingHandle.use_buffers`: the per-packet kernel places the steady case's payloads
+    into them; the recording sets ``silence`` and ``limit``, writes the buffers out and moves
+    ``frontier``."""
 
-    buf: bytearray  # pcap records not yet written (nanosecond pcap, little-endian): C appends here
-    linktype: int | None  # the file's link type, None until its first frame (C leaves frames to packet() till then)
-    flush_bytes: int  # once ``buf`` holds this many bytes C calls flush()
-
-    def flush(self) -> None:
-        """Write ``buf`` out and empty it."""
+    bufs: tuple[bytearray, bytearray]  # channel 1's and channel 2's samples (one byte each) from ``frontier``
+    frontier: int  # the sample both buffers start at
+    limit: int  # a buffer this long (bytes) is due to be written out (flush_buffers())
+    silence: int  # the codec's silence byte: a gap before a payload is padded with it
 
 
-@runtime_checkable
-class LaneBuffers(Protocol):
-    """The direct-buffer part of a recording handle: where the C fast path places the steady case's
-    audio itself instead of calling ``audio()`` (capture/call.py ``_arm`` checks a handle with
-    ``isinstance(handle, LaneBuffers)``: the one check of whether C may write into its buffers; a
-    handle without them records through ``audio()`` and ``packet()`` alone)."""
+class EvidenceRecords(Protocol):
+    """Capture's buffer of a recording's evidence pcap records (capture/lanes.py ``Records``)."""
 
-    # One buffer per channel, one byte a sample (G.711), starting at sample ``frontier``; None when
-    # the codec is not one byte a sample (C then calls ``audio()``). A payload is placed at
-    # ``position - frontier``, the gap before it padded with ``silence_byte``; ``flush_lanes()`` once
-    # a buffer reaches ``lane_limit`` bytes. A position before ``frontier`` still goes to ``audio()``.
-    lanes: tuple[bytearray, bytearray] | None
-    frontier: int  # read by C for each packet it places
-    lane_limit: int
-    silence_byte: int
-
-    def flush_lanes(self) -> None:
-        """A buffer of ``lanes`` reached ``lane_limit``: write what is settled."""
+    buf: bytearray  # pcap records (nanosecond pcap, little-endian) not yet written: the kernel appends here
+    limit: int  # once ``buf`` holds this many bytes it is due to be written out (flush_buffers())
+    linktype: int  # the file's link type, -1 until its first frame (the kernel leaves frames to packet() till then)
 
 
 class RecordingHandle(Protocol):
-    """What capture may use on a recording (``RecordingSink.call_started`` returns one): nothing
-    else on it, but the :class:`LaneBuffers` where the handle also is one."""
+    """What capture may use on a recording (``RecordingSink.call_started`` returns one): nothing else."""
 
     id: str  # the recording's id: what capture may log about it
     keeps_packets: bool  # whether packet() wants the call's frames (the evidence pcap)
     # Set by capture once the recording is open: a callable returning the streams' StreamStats so
     # far (the sink saves them as it writes, for crash recovery); the sink lets it go at the end.
     figures: Callable[[], tuple[StreamStats, ...]] | None
-    # Where keeps_packets: the buffer packet() appends to, which the C fast path appends to as well
-    # (an EvidenceBuffer), or None: packet() is all there is, and C leaves the call's RTP to Python.
-    # Read only where keeps_packets.
-    evidence: EvidenceBuffer | None
+
+    def use_buffers(self, lanes: AudioLanes, records: EvidenceRecords | None) -> bool:
+        """Capture's buffers for this recording (``records`` None where it keeps no packets), offered
+        once when it opens: True, the recording places its audio into ``lanes`` and appends its frames
+        to ``records`` from now on (in audio() and packet() too), and the per-packet kernel writes
+        into them for the steady case; False (a codec not one byte a sample, a handle without them),
+        every packet goes to audio() and packet()."""
+
+    def flush_buffers(self) -> None:
+        """A buffer taken by :meth:`use_buffers` reached its ``limit``: write out what is settled."""
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         """Place ``payload`` (as the codec carried it) at ``position`` (RTP clock ticks from the start)."""

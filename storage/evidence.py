@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -21,7 +22,7 @@ _record = struct.Struct("<IIII")
 
 
 class EvidencePcap:
-    flush_bytes = FLUSH_BYTES  # capture's C fast path appends to ``buf`` and calls flush() past this
+    flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out
 
     def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
                  on_flush: Callable[[], None] | None = None) -> None:  # fmt: skip
@@ -34,6 +35,16 @@ class EvidencePcap:
         self.error: OSError | None = None  # the write that failed (a full store): frames after it are lost
         self.on_error = on_error
         self.on_flush = on_flush  # after each write of the buffer (the recording's figures are saved at this pace)
+        self.records: Any = None  # capture's buffer of records once taken (use_records): ``buf`` is its
+
+    def use_records(self, records: Any) -> None:
+        """From here on ``buf`` is capture's (``records.buf``: its per-packet kernel appends to it too,
+        once ``records.linktype`` says the file's link type; capture.sink.EvidenceRecords)."""
+        records.buf[:] = self.buf
+        records.limit = self.flush_bytes
+        records.linktype = -1 if self.linktype is None else self.linktype
+        self.buf = records.buf
+        self.records = records
 
     @property
     def fd(self) -> int:
@@ -45,6 +56,8 @@ class EvidencePcap:
             return
         if self.linktype is None:
             self.linktype = linktype
+            if self.records is not None:
+                self.records.linktype = linktype
             try:
                 self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes)
             except OSError as exc:

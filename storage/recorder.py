@@ -3,7 +3,9 @@ call goes, sealed as they are written (``storage/sealed.py``: RDS1 under the rec
 key, made when the call starts and wrapped by the master key into the sidecar's clear first line). G.711 payload bytes go in as they are; G.722, Opus and L16 are decoded to 16-bit PCM
 (``storage.codecs``); a codec that cannot be decoded here leaves only the evidence pcap.
 
-Each channel has a small buffer that starts at the *frontier* (the first sample not yet on disk).
+Each channel has a small buffer that starts at the *frontier* (the first sample not yet on disk);
+for G.711 they are capture's (``use_buffers``: capture's per-packet kernel places the steady case's
+payloads into them itself, and ``flush_buffers`` is called when one is full).
 A payload is copied to its place in its channel's buffer, gaps are filled with the codec's silence
 byte, and once enough is buffered the frames up to the frontier are interleaved and appended to the
 spool file as one sealed DATA record (~1 s; never per packet). The frontier stays ``REORDER_MARGIN`` behind the slower channel, so packets reordered
@@ -120,7 +122,7 @@ class SpoolRecording:
         self.late = [0, 0]  # samples patched into frames already written
         self.held: list[tuple[int, int, bytes]] = []  # late payloads (channel, position, samples) until the next write
         self.written = 0  # WAV data bytes sealed
-        self.lanes: tuple[bytearray, bytearray] | None = None  # see capture.sink.RecordingHandle
+        self.lanes: Any = None  # capture's audio placement buffers once taken (use_buffers): self.bufs are theirs
         self.frontier = 0
         if self.fmt is None:
             log.warning("recording %s: codec %s cannot be decoded here; its RTP is kept in the evidence pcap",
@@ -140,12 +142,34 @@ class SpoolRecording:
         self.bufs = (bytearray(), bytearray())
         if fmt.exact:
             self.audio = self._place  # type: ignore[method-assign]  # G.711: the payload is the samples
-            if fmt.width == 1:  # capture's C fast path places payloads straight into the buffers
-                self.lanes = self.bufs
-                self.lane_limit = self.flush_at
-                self.silence_byte = fmt.silence
         provisional = wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag)
         self.file = sealed.SealedWriter(self.path, sealed.WAV, self.aes, first=provisional, readable=True)
+
+    def use_buffers(self, lanes: Any, records: Any) -> bool:
+        """Capture's buffers (capture.sink.RecordingHandle.use_buffers): taken for G.711 (one byte a
+        sample, kept as it came), with records exactly where this recording keeps packets. From here
+        on the channel buffers are ``lanes.bufs`` and the evidence pcap's buffer ``records.buf``,
+        whoever places into them: this recording (audio(), packet()) or capture's kernel."""
+        fmt = self.fmt
+        if fmt is None or not fmt.exact or fmt.width != 1 or (records is None) != (self.evidence is None):
+            return False
+        lanes.silence = fmt.silence
+        lanes.limit = self.flush_at
+        lanes.frontier = self.frontier
+        for mine, theirs in zip(self.bufs, lanes.bufs):
+            theirs[:] = mine  # (empty: offered as the recording opens)
+        self.bufs = lanes.bufs
+        self.lanes = lanes
+        if records is not None and self.evidence is not None:
+            self.evidence.use_records(records)
+        return True
+
+    def flush_buffers(self) -> None:
+        """A buffer taken by use_buffers reached its limit (capture's kernel filled it)."""
+        if self.lanes is not None and max(len(self.bufs[0]), len(self.bufs[1])) >= self.flush_at:
+            self._flush(final=False)
+        if self.evidence is not None and len(self.evidence.buf) >= self.evidence.flush_bytes:
+            self.evidence.flush()
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         if self.evidence is not None:
@@ -179,10 +203,6 @@ class SpoolRecording:
             buf[rel : rel + len(payload)] = payload
         if len(buf) >= self.flush_at:
             self._flush(final=False)
-
-    def flush_lanes(self) -> None:
-        """A channel buffer reached ``lane_limit`` (the fast path placed into it)."""
-        self._flush(final=False)
 
     def _patch(self, channel: int, position: int, payload: bytes) -> None:
         """Hold a late payload for one channel of frames already sealed (rare: a packet later than
@@ -251,6 +271,8 @@ class SpoolRecording:
         del a[:size]
         del b[:size]
         self.frontier += n  # the buffers start n samples later, written or not
+        if self.lanes is not None:
+            self.lanes.frontier = self.frontier  # where capture's kernel places from
         if self.error is None:
             try:
                 self.file.data(wav.HEADER_SIZE + self.written, frames)

@@ -53,6 +53,9 @@ class Calls:
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         pass
 
+    def use_buffers(self, lanes, records) -> bool:  # type: ignore[no-untyped-def]
+        return False  # capture's buffers declined: audio() gets every payload
+
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         pass
 

@@ -59,8 +59,8 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
                                             "counters": counters, "recordings": rows}  # fmt: skip
         table = pipeline.media.table
         out["handled_in_c"] = out.get("handled_in_c", 0) + (table.handled if table is not None else 0)
-        out["rtp_recorded"] = out.get("rtp_recorded", 0) + sum(
-            s["packets"] + s["duplicates"] for r in rows for s in r["streams"])
+        out["rtp_recorded"] = out.get("rtp_recorded", 0) + sum(  # of the codecs the kernel places (G.711)
+            s["packets"] + s["duplicates"] for r in rows if r["audio"] == "exact" for s in r["streams"])
     return out
 
 
@@ -92,7 +92,8 @@ def test_the_c_module_is_built_and_used() -> None:
 
 
 def compare(pcaps: list[Path], tmp: Path) -> float:
-    """Both digests equal; the share of the recorded RTP that C handled whole."""
+    """Both digests equal; the share of the recorded G.711 RTP that C handled whole (G.722, Opus
+    and L16 are Python's: docs/hot-path.md)."""
     native_built()
     native = digest_in_subprocess(pcaps, pure=False, tmp=tmp)
     pure = digest_in_subprocess(pcaps, pure=True, tmp=tmp)
@@ -107,7 +108,9 @@ def compare(pcaps: list[Path], tmp: Path) -> float:
 def test_every_fixture_is_kept_byte_for_byte_the_same_by_c_and_python(tmp_path: Path) -> None:
     pcaps = sorted(FIXTURES.glob("*.pcap"))
     assert len(pcaps) >= 20
-    assert compare(pcaps, tmp_path) > 0.8  # and the comparison is about C's work, not Python's
+    # and the comparison is about C's work, not Python's: ~0.80 of the fixtures' G.711 RTP (made of
+    # the rare cases), the same packets as before the kernel stopped calling audio() for G.722 and Opus
+    assert compare(pcaps, tmp_path) > 0.75
 
 
 @pytest.mark.skipif(not PUBLIC.is_dir(), reason=f"public captures not present ({PUBLIC})")
@@ -250,8 +253,10 @@ def ring_block(frames: list[tuple[int, int, bytes]], pad: int = 0) -> tuple[byte
 
 
 def test_the_ring_walk_gives_the_same_batches_in_c_and_python() -> None:
-    """Frames of every size up to a jumbo one, nanosecond times; and a block whose header lies
-    (a walk off the end) is refused by C instead of read past the ring."""
+    """Frames of every size up to a jumbo one, nanosecond times; and a block whose header lies (a
+    walk off the end, a frame beyond the ring, more packets than the ring holds): both walks keep
+    the packets before the lie, say the block was malformed, and neither raises (C raised, Python
+    read a truncated frame or raised struct.error)."""
     native_built()
     from capture import live
 
@@ -261,18 +266,41 @@ def test_the_ring_walk_gives_the_same_batches_in_c_and_python() -> None:
     block, first = ring_block(frames, pad=64)
     c = live.walk_block(block, first, len(frames))
     py = live._walk_block(block, first, len(frames))
-    assert c == py and [f for _, _, f in c] == [f for _, _, f in frames]
+    assert c == py and c[1] == 0 and [f for _, _, f in c[0]] == [f for _, _, f in frames]
     off = first
     for _ in range(len(frames) - 1):  # to the last packet: its next offset is 0 in a real block
         off += int.from_bytes(block[off : off + 4], "little")
     beyond = bytearray(block)
     beyond[off : off + 4] = (len(block) - off).to_bytes(4, "little")  # a next offset off the end
-    with pytest.raises(ValueError):
-        live.walk_block(beyond, first, len(frames) + 1)
     lying = bytearray(block)
-    lying[first + 12 : first + 16] = (1 << 30).to_bytes(4, "little")  # a snaplen beyond the ring
-    with pytest.raises(ValueError):
-        live.walk_block(lying, first, 1)
+    lying[off + 12 : off + 16] = (1 << 30).to_bytes(4, "little")  # the last one's snaplen beyond the ring
+    for ring, num in ((beyond, len(frames) + 1), (lying, len(frames)), (block, len(block) // 32 + 5)):
+        c_batch, c_bad = live.walk_block(ring, first, num)
+        py_batch, py_bad = live._walk_block(ring, first, num)
+        assert (c_batch, c_bad) == (py_batch, py_bad)
+        assert c_bad == 1
+        whole = len(frames) if ring is beyond or ring is block else len(frames) - 1
+        assert [f for _, _, f in c_batch][:whole] == [f for _, _, f in frames][:whole]
+        last = len(frames) - 1  # (a block of a next offset 0 claiming more packets: the last one again)
+        assert all(len(f) == len(frames[min(k, last)][2]) for k, (_, _, f) in enumerate(c_batch))  # none cut short
+    lie_first = bytearray(block)
+    lie_first[first + 12 : first + 16] = (1 << 30).to_bytes(4, "little")
+    assert live.walk_block(lie_first, first, 1) == live._walk_block(lie_first, first, 1) == ([], 1)
+    assert live.walk_block(block, len(block) - 8, 1) == live._walk_block(block, len(block) - 8, 1) == ([], 1)
+
+
+def test_the_constants_c_and_python_share_are_the_same() -> None:
+    """MAX_SNAPLEN, SEQ_WINDOW, the RTCP payload types and the mirror window: one value each."""
+    native_built()
+    from capture import assembler, rtp, source
+    from capture.fast import fastpath
+
+    assert fastpath is not None
+    assert fastpath.MAX_SNAPLEN == source.MAX_SNAPLEN
+    assert fastpath.SEQ_WINDOW == assembler.SEQ_WINDOW
+    assert (fastpath.RTCP_PT_FIRST, fastpath.RTCP_PT_LAST) == (rtp.RTCP_PT_FIRST, rtp.RTCP_PT_LAST)
+    assert fastpath.MIRROR_WINDOW_S == assembler.MIRROR_WINDOW_S
+    assert fastpath.MIRROR_RING == assembler.MIRROR_RING
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["digest"]:

@@ -1,23 +1,24 @@
 """The capture-to-storage contract (capture/sink.py): what capture may use on a recording is declared
-as Protocols, capture (Python and the C fast path) uses no other name on a handle, storage's
-recording satisfies them, and a handle with none of the direct buffers still records every fixture
-byte for byte through audio() alone."""
+as Protocols, capture uses no other name on a handle, the C kernel fetches no attribute of and calls
+no method on anything it is handed (it writes capture's own buffers, capture/lanes.py), storage's
+recording satisfies the handle and uses only the declared names of capture's buffers, and a handle
+that takes the buffers, or declines them, records every fixture byte for byte."""
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
 import re
+import struct
 import typing
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, ROOT, Site
 
-from capture.sink import CallEnd, CallInfo, EvidenceBuffer, LaneBuffers, RecordingHandle, StreamStats
-from storage.recorder import SpoolSink
+from capture.sink import AudioLanes, CallEnd, CallInfo, EvidenceRecords, RecordingHandle, StreamStats
 
-PROTOCOLS = (RecordingHandle, LaneBuffers, EvidenceBuffer)
+PROTOCOLS = (RecordingHandle, AudioLanes, EvidenceRecords)
 
 
 def declared(protocol: type) -> set[str]:
@@ -27,68 +28,98 @@ def declared(protocol: type) -> set[str]:
     return own
 
 
-def test_the_protocols_declare_what_the_c_core_and_call_py_need() -> None:
-    assert declared(RecordingHandle) == {"id", "keeps_packets", "figures", "evidence", "audio", "packet", "end",
-                                         "link_leg"}  # fmt: skip
-    assert declared(LaneBuffers) == {"lanes", "frontier", "lane_limit", "silence_byte", "flush_lanes"}
-    assert declared(EvidenceBuffer) == {"buf", "linktype", "flush_bytes", "flush"}
-    # the two capture checks with isinstance are runtime-checkable; the handle itself is only declared
-    assert getattr(LaneBuffers, "_is_runtime_protocol", False) and getattr(EvidenceBuffer, "_is_runtime_protocol", False)
-    assert set(typing.get_type_hints(RecordingHandle)) == {"id", "keeps_packets", "figures", "evidence"}
+def test_the_protocols_declare_what_capture_and_storage_use() -> None:
+    assert declared(RecordingHandle) == {"id", "keeps_packets", "figures", "use_buffers", "flush_buffers", "audio",
+                                         "packet", "end", "link_leg"}  # fmt: skip
+    assert declared(AudioLanes) == {"bufs", "frontier", "limit", "silence"}
+    assert declared(EvidenceRecords) == {"buf", "limit", "linktype"}
+    assert set(typing.get_type_hints(RecordingHandle)) == {"id", "keeps_packets", "figures"}
 
 
-def c_attribute_names(source: str) -> set[str]:
-    """Every attribute or method name capture/_fastpath.c fetches from a Python object."""
-    names = set(re.findall(r'PyUnicode_InternFromString\("(\w+)"\)', source))
-    names |= set(re.findall(r'PyObject_(?:GetAttrString|SetAttrString|HasAttrString)\(\s*\w+\s*,\s*"(\w+)"', source))
-    names |= set(re.findall(r'PyObject_CallMethod\w*\(\s*[\w>-]+\s*,\s*"(\w+)"', source))
-    return names
+def test_capture_s_buffers_are_what_the_protocols_declare_in_c_and_in_python() -> None:
+    """The C types' members and their Python twins' slots: exactly the declared names."""
+    from capture import lanes
+    from capture.fast import fastpath
+
+    for c_name, twin, protocol in (("Lanes", lanes.PyLanes, AudioLanes), ("Records", lanes.PyRecords, EvidenceRecords)):
+        assert set(twin.__slots__) == declared(protocol)
+        made = twin()
+        assert all(type(b) is bytearray for b in (made.bufs if c_name == "Lanes" else (made.buf,)))  # type: ignore[attr-defined]
+        if fastpath is not None:
+            ctype = getattr(fastpath, c_name)
+            assert {n for n in dir(ctype) if not n.startswith("_")} == declared(protocol)
+            c = ctype()
+            for name in declared(protocol):
+                assert type(getattr(c, name)) is type(getattr(made, name)), name
+                if name not in ("bufs", "buf"):
+                    assert getattr(c, name) == getattr(made, name), name
 
 
-def test_every_name_the_c_core_fetches_is_declared() -> None:
+C_LOOKUPS = re.compile(r"PyObject_(?:GetAttr|SetAttr|HasAttr|CallMethod|Call|CallObject|CallFunction|VectorcallMethod)"
+                       r"\w*\(|PyUnicode_InternFromString|_PyObject_LookupAttr|PyObject_GenericGetAttr")  # fmt: skip
+
+
+def test_the_c_kernel_fetches_nothing_from_what_it_is_handed() -> None:
+    """No attribute fetched, set or called by name, no Python callable called: the kernel writes
+    its own objects' structs (Lanes, Records, StreamCore, FastPath) and reads the frames."""
     source = (ROOT / "capture" / "_fastpath.c").read_text(encoding="utf-8")
-    names = c_attribute_names(source)
-    assert {"frontier", "flush_lanes", "audio", "buf", "flush_bytes", "linktype", "flush"} <= names  # the grep works
-    undeclared = names - set().union(*map(declared, PROTOCOLS))
-    assert not undeclared, f"_fastpath.c uses names capture/sink.py does not declare: {sorted(undeclared)}"
-    # and it fetches them only through the interned names (no string built per packet)
-    assert "GetAttrString" not in source and "CallMethod(" not in source
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)  # (comments may name them)
+    assert not C_LOOKUPS.findall(code), sorted(set(C_LOOKUPS.findall(code)))
+    assert C_LOOKUPS.search("PyObject_GetAttr(x, y) PyObject_CallMethodNoArgs(")  # the pattern works
 
 
-HANDLES = {"handle", "direct"}  # what call.py and assembler.py name a recording handle
+HANDLES = {"handle"}  # what call.py and assembler.py name a recording handle
 
 
-def handle_uses(path: Path) -> tuple[set[str], list[str]]:
-    """The attribute names used on a handle in ``path`` (``handle.X``, ``self.handle.X``,
-    ``call.handle.X``, ``direct.X``), and any getattr/hasattr/setattr on one (refused)."""
+def attribute_uses(path: Path, names: set[str], attrs: set[str]) -> tuple[set[str], list[str]]:
+    """The attribute names used in ``path`` on a variable named one of ``names`` or an attribute
+    named one of ``attrs`` (``handle.X``, ``self.handle.X``, ``call.handle.X``), and any
+    getattr/hasattr/setattr on one (refused)."""
 
-    def is_handle(node: ast.AST) -> bool:
-        return (isinstance(node, ast.Name) and node.id in HANDLES) or (
-            isinstance(node, ast.Attribute) and node.attr == "handle"
+    def is_it(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Name) and node.id in names) or (
+            isinstance(node, ast.Attribute) and node.attr in attrs
         )
 
-    names: set[str] = set()
+    used: set[str] = set()
     dynamic: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Attribute) and is_handle(node.value):
-            names.add(node.attr)
+        if isinstance(node, ast.Attribute) and is_it(node.value):
+            used.add(node.attr)
         if (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id in ("getattr", "hasattr", "setattr") and node.args and is_handle(node.args[0])
+            and node.func.id in ("getattr", "hasattr", "setattr", "isinstance") and node.args and is_it(node.args[0])
         ):  # fmt: skip
             dynamic.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
-    return names, dynamic
+    return used, dynamic
 
 
 def test_call_py_and_assembler_py_use_only_declared_names_on_a_handle() -> None:
-    everything = set().union(*map(declared, PROTOCOLS))
+    everything = declared(RecordingHandle)
     seen: set[str] = set()
-    for name in ("call.py", "assembler.py"):
-        names, dynamic = handle_uses(ROOT / "capture" / name)
-        assert not dynamic, f"a handle's names looked up by string: {dynamic}"
+    for name in ("call.py", "assembler.py", "legs.py", "tracker.py", "pipeline.py"):
+        names, dynamic = attribute_uses(ROOT / "capture" / name, HANDLES, {"handle"})
+        assert not dynamic, f"a handle probed or looked up by string: {dynamic}"
         assert not names - everything, f"{name} uses undeclared names on a handle: {sorted(names - everything)}"
         seen |= names
-    assert {"audio", "keeps_packets", "packet", "figures", "evidence", "lanes", "lane_limit", "silence_byte"} <= seen
+    assert {"audio", "keeps_packets", "packet", "figures", "use_buffers", "flush_buffers"} <= seen
+
+
+def test_storage_uses_only_the_declared_names_of_capture_s_buffers() -> None:
+    """storage/recorder.py and storage/evidence.py on ``lanes``/``records`` (structural typing: storage
+    does not import capture)."""
+    lanes, records = declared(AudioLanes), declared(EvidenceRecords)
+    seen: set[str] = set()
+    for name in ("recorder.py", "evidence.py"):
+        text = (ROOT / "storage" / name).read_text(encoding="utf-8")
+        assert "capture" not in {n.split(".")[0] for n in re.findall(r"^(?:from|import) ([\w.]+)", text, re.M)}
+        used, dynamic = attribute_uses(ROOT / "storage" / name, {"lanes"}, {"lanes"})
+        assert not dynamic and used <= lanes, (name, sorted(used - lanes))
+        seen |= used
+        used, dynamic = attribute_uses(ROOT / "storage" / name, {"records"}, {"records"})
+        assert not dynamic and used <= records, (name, sorted(used - records))
+        seen |= used
+    assert {"bufs", "frontier", "limit", "silence", "buf", "linktype"} <= seen
 
 
 def info(codec: str = "PCMU", rate: int = 8000) -> CallInfo:
@@ -98,7 +129,7 @@ def info(codec: str = "PCMU", rate: int = 8000) -> CallInfo:
 
 def kinds_match(obj: object, protocol: type) -> None:
     """Every name the Protocol declares is on ``obj``, a method where it declares a method, data where
-    it declares data, of the declared type where capture reads it."""
+    it declares data."""
     hints = typing.get_type_hints(protocol)
     for name in declared(protocol):
         assert hasattr(obj, name), f"{type(obj).__name__} has no {name} ({protocol.__name__})"
@@ -111,26 +142,33 @@ def kinds_match(obj: object, protocol: type) -> None:
 
 
 def test_storages_recording_satisfies_the_protocols(tmp_path: Path) -> None:
+    from capture.lanes import Lanes, Records
+    from storage.recorder import SpoolSink
+
     site = Site(tmp_path).init()
     store = site.open_store()
     try:
         sink = SpoolSink(store)
-        rec = sink.call_started(info())  # G.711: the C core places into its lanes and evidence buffer
-        assert isinstance(rec, LaneBuffers)
+        rec = sink.call_started(info())  # G.711: it takes capture's buffers
         kinds_match(rec, RecordingHandle)
-        kinds_match(rec, LaneBuffers)
         assert isinstance(rec.id, str) and rec.id and rec.keeps_packets is True  # store.keep_pcap is on by default
-        assert rec.lanes is not None and all(type(lane) is bytearray for lane in rec.lanes) and len(rec.lanes) == 2
-        assert type(rec.frontier) is int and type(rec.lane_limit) is int and rec.lane_limit > 0
-        assert rec.silence_byte == 0xFF  # PCMU's silence
-        assert isinstance(rec.evidence, EvidenceBuffer)
-        kinds_match(rec.evidence, EvidenceBuffer)
-        assert type(rec.evidence.buf) is bytearray and type(rec.evidence.flush_bytes) is int
-        assert rec.evidence.linktype is None  # until its first frame
-        other = sink.call_started(info("G722"))  # decoded by storage: audio() (no lanes), its evidence direct
+        lanes, records = Lanes(), Records()
+        bufs = lanes.bufs
+        assert rec.use_buffers(lanes, None) is False  # it keeps packets: without a records buffer, declined
+        assert rec.use_buffers(lanes, records) is True
+        assert lanes.bufs is bufs and all(type(b) is bytearray and not b for b in bufs)
+        assert (lanes.silence, lanes.frontier) == (0xFF, 0) and lanes.limit > 0  # PCMU's silence
+        assert records.limit > 0 and records.linktype == -1  # until its first frame
+        rec.packet(1790000000.5, 1, b"\x00" * 60)
+        assert records.linktype == 1 and len(records.buf) == 24 + 16 + 60  # the pcap header and the record, there
+        rec.audio(1, 10, b"\x01\x02")
+        assert bytes(bufs[0]) == b"\xff" * 10 + b"\x01\x02" and not bufs[1]  # its audio() places into them too
+        bufs[1].extend(b"\x7f" * lanes.limit)  # as the kernel fills a buffer, then says so
+        rec.flush_buffers()
+        assert lanes.frontier > 0 and len(bufs[1]) < lanes.limit  # written out, the frontier moved on
+        other = sink.call_started(info("G722"))  # decoded by storage: audio() and packet() alone
         kinds_match(other, RecordingHandle)
-        assert isinstance(other.evidence, EvidenceBuffer)
-        assert not isinstance(other, LaneBuffers) or other.lanes is None
+        assert other.use_buffers(Lanes(), Records()) is False
         for r in (rec, other):
             stats = tuple(StreamStats(ch, (), 0, 0, 0, 0, 0, (), 0.0) for ch in (1, 2))
             r.end(CallEnd(1790000001.0, True, "bye", stats))
@@ -139,20 +177,25 @@ def test_storages_recording_satisfies_the_protocols(tmp_path: Path) -> None:
 
 
 class PlainHandle:
-    """A recording handle that implements RecordingHandle only (no lanes, no evidence buffer): it
-    places each G.711 payload at its position itself, a later payload for the same samples winning,
-    gaps silence, as storage's writer does."""
+    """A recording handle that declines capture's buffers: it places each G.711 payload at its
+    position itself, a later payload for the same samples winning, gaps silence, as storage's
+    writer does."""
 
     def __init__(self, sink: PlainSink, call: CallInfo, keeps_packets: bool) -> None:
         self.sink, self.call = sink, call
         self.id = f"plain-{call.call_id}-{call.part}"
         self.keeps_packets = keeps_packets
         self.figures: typing.Callable[[], tuple[StreamStats, ...]] | None = None
-        self.evidence: EvidenceBuffer | None = None  # packet() is all there is
         self.channels = (bytearray(), bytearray())
         self.frames: list[tuple[float, int, bytes]] = []
         self.legs: list[tuple[str, str]] = []
         self.silence = 0xFF if call.codec == "PCMU" else 0xD5
+
+    def use_buffers(self, lanes: AudioLanes, records: EvidenceRecords | None) -> bool:
+        return False
+
+    def flush_buffers(self) -> None:
+        raise AssertionError("its buffers were never taken")
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         buf = self.channels[channel - 1]
@@ -174,13 +217,83 @@ class PlainHandle:
         self.legs.append((call_id, how))
 
 
+class BufferHandle(PlainHandle):
+    """A handle that takes capture's buffers (the way storage's recording does, written afresh): its
+    audio() places into them, flush_buffers() writes everything in them out (to ``channels``) and
+    moves the frontier; a payload before the frontier is patched into what was written out. Its
+    frames, taken through ``records``, are read back out of the pcap records at the end."""
+
+    def __init__(self, sink: PlainSink, call: CallInfo, keeps_packets: bool) -> None:
+        super().__init__(sink, call, keeps_packets)
+        self.lanes: AudioLanes | None = None
+        self.records: EvidenceRecords | None = None
+        self.pcap = bytearray()
+        self.flushes = 0
+
+    def use_buffers(self, lanes: AudioLanes, records: EvidenceRecords | None) -> bool:
+        if self.call.codec not in ("PCMU", "PCMA") or (records is None) == self.keeps_packets:
+            return False
+        lanes.silence, lanes.limit = self.silence, 800  # (storage's are 8000 and 16 KiB: more flushes here)
+        self.lanes, self.records = lanes, records
+        if records is not None:
+            records.limit = 4096
+        return True
+
+    def audio(self, channel: int, position: int, payload: bytes) -> None:
+        if self.lanes is None:
+            return super().audio(channel, position, payload)
+        frontier = self.lanes.frontier
+        if position < frontier:  # its place is written out: patched there
+            head = payload[: frontier - position]
+            self.channels[channel - 1][position : position + len(head)] = head
+            payload, position = payload[len(head) :], frontier
+        buf = self.lanes.bufs[channel - 1]
+        rel = position - frontier
+        if rel > len(buf):
+            buf += bytes([self.silence]) * (rel - len(buf))
+        buf[rel : rel + len(payload)] = payload
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        if self.records is None:
+            return super().packet(ts, linktype, frame)
+        if self.records.linktype < 0:
+            self.records.linktype = linktype
+        sec = int(ts)
+        self.records.buf.extend(struct.pack("<IIII", sec, int((ts - sec) * 1e9), len(frame), len(frame)) + frame)
+
+    def flush_buffers(self) -> None:
+        self.flushes += 1
+        if self.lanes is not None:
+            bufs = self.lanes.bufs
+            n = max(map(len, bufs))
+            for buf, out in zip(bufs, self.channels):
+                out += buf + bytes([self.silence]) * (n - len(buf))
+                del buf[:]
+            self.lanes.frontier += n
+        if self.records is not None:
+            self.pcap += self.records.buf
+            del self.records.buf[:]
+
+    def end(self, result: CallEnd) -> None:
+        if self.lanes is not None or self.records is not None:
+            self.flush_buffers()
+        if self.records is not None:
+            off = 0
+            while off < len(self.pcap):
+                sec, nsec, n, _ = struct.unpack_from("<IIII", self.pcap, off)
+                self.frames.append((sec + nsec / 1e9, self.records.linktype, bytes(self.pcap[off + 16 : off + 16 + n])))
+                off += 16 + n
+        super().end(result)
+
+
 class PlainSink:
-    def __init__(self, keeps_packets: bool) -> None:
+    def __init__(self, keeps_packets: bool, handle: type[PlainHandle] = PlainHandle) -> None:
         self.keeps_packets = keeps_packets
+        self.handle = handle
         self.ended: list[PlainHandle] = []
 
     def call_started(self, call: CallInfo) -> PlainHandle:
-        return PlainHandle(self, call, self.keeps_packets)
+        return self.handle(self, call, self.keeps_packets)
 
 
 def g711_fixtures() -> list[str]:
@@ -193,37 +306,48 @@ def g711_fixtures() -> list[str]:
     return out
 
 
+@pytest.mark.parametrize("handle", [PlainHandle, BufferHandle], ids=["declines", "takes"])
 @pytest.mark.parametrize("keeps_packets", [False, True], ids=["audio-only", "with-packet"])
 @pytest.mark.parametrize("name", g711_fixtures())
-def test_a_handle_without_direct_buffers_records_byte_for_byte(name: str, keeps_packets: bool) -> None:
-    """Without lanes the C core (where built) calls audio() itself; a handle that keeps packets
-    without an evidence buffer leaves the call to Python: either way every channel is the fixture's."""
+def test_a_handle_records_byte_for_byte_whether_it_takes_the_buffers_or_not(
+    name: str, keeps_packets: bool, handle: type[PlainHandle]
+) -> None:
+    """A handle that declines capture's buffers gets every packet through audio() and packet() (the
+    kernel leaves its calls to Python); one that takes them gets the kernel's steady case in them
+    and flush_buffers() when one is full: either way every channel is the fixture's, and every
+    frame of the call is the same."""
     from capture.fast import fastpath
     from capture.pipeline import CapturePipeline
     from capture.source import CaptureFile
     from recorderd.config import load_dids
 
     expected = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
-    sink = PlainSink(keeps_packets)
-    pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), sink)
-    with CaptureFile(FIXTURES / f"{name}.pcap") as source:
-        for batch in source.batches():
-            pipeline.feed(batch)
-    pipeline.finish("capture-end")
-    got = {(handle.call.call_id, handle.call.part): handle for handle in sink.ended}
+    runs = {}
+    for kind in {PlainHandle, handle}:
+        sink = PlainSink(keeps_packets, kind)
+        pipeline = CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), sink)
+        with CaptureFile(FIXTURES / f"{name}.pcap") as source:
+            for batch in source.batches():
+                pipeline.feed(batch)
+        pipeline.finish("capture-end")
+        runs[kind] = sink, (pipeline.media.table.handled if pipeline.media.table is not None else 0)
+    sink, handled = runs[handle]
+    got = {(h.call.call_id, h.call.part): h for h in sink.ended}
     assert len(got) == len(sink.ended)
     want = {(r["call_id"], r.get("part", 1)): r for r in expected["recordings"]}
     assert sorted(got) == sorted(want)
+    plain = {(h.call.call_id, h.call.part): h for h in runs[PlainHandle][0].ended}
     for key, exp in want.items():
-        handle = got[key]
-        assert handle.call.codec == exp["codec"]
+        h = got[key]
+        assert h.call.codec == exp["codec"]
         for chan in exp["channels"]:
-            audio = bytes(handle.channels[chan["channel"] - 1])
+            audio = bytes(h.channels[chan["channel"] - 1])
             assert (len(audio), hashlib.sha256(audio).hexdigest()) == (chan["length"], chan["sha256"]), (key, chan)
         if keeps_packets:
-            assert handle.frames, key  # its frames came to packet()
-    handled = pipeline.media.table.handled if pipeline.media.table is not None else 0
-    if fastpath is not None and not keeps_packets and name in ("inbound-mulaw", "loss-reorder"):
-        assert handled > 100  # C did place these calls' steady case, through audio()
-    if keeps_packets:
-        assert handled == 0  # packet() without a buffer: C left every packet to Python
+            assert h.frames, key  # its frames came to packet() or into its records
+            assert h.frames == plain[key].frames, key  # the same frames, in the same order, either way
+    if handle is PlainHandle or fastpath is None:
+        assert handled == 0  # declined (or no C): every packet through Python
+    elif name in ("inbound-mulaw", "loss-reorder"):
+        assert handled > 100  # C did place these calls' steady case, into the handle's buffers
+        assert all(h.flushes > 1 for h in sink.ended if isinstance(h, BufferHandle))  # and said when they were full

@@ -188,7 +188,7 @@ def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
         before = table.handled
         ts = packets[cut_at][0]
         batch = [(packets[cut_at - 1][0], 1, bytes(packets[cut_at - 1][1])), (ts, 1, bytes(packets[cut_at][1]))]
-        stopped, _now = table.run(batch, 0, pipeline.now, ts + 10.0)
+        stopped, _now, _full = table.run(batch, 0, pipeline.now, ts + 10.0)
         assert stopped == 1 and table.handled == before + 1  # the whole frame in C, the cut one left to Python
         truncated = pipeline.counters["rtp_truncated"]
         pipeline.feed(batch[1:])
