@@ -250,8 +250,8 @@ class AuditLog:
             detail: dict[str, Any] = {"from_format": 1, "to_format": FORMAT, "legacy_through": through[0]}
         else:
             action = REKEYED_ACTION
-            legacy = meta.get("legacy_through", "0")
-            detail = {"reason": "init made a new master key", "legacy_through": int(legacy) if legacy.isdigit() else 0}
+            before = meta.get("legacy_through", "0")
+            detail = {"reason": "init made a new master key", "legacy_through": int(before) if before.isdigit() else 0}
         detail |= {"through_seq": through[0], "through_hash": through[1]}
         self._set_meta(format=FORMAT, sealed_from=through[0] + 1, legacy_through=detail["legacy_through"], seal_check=check)
         self.key, self._sealing = key, True
@@ -361,7 +361,8 @@ class AuditLog:
                action: str | None = None, recording_id: str | None = None,
                limit: int | None = None) -> list[tuple[int, AuditEvent, str, str]]:  # fmt: skip
         """Rows in ``[start, end)`` matching the filters, oldest first (the last ``limit`` of them)."""
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[Any] = []
         for clause, value in (("at >= ?", start), ("at < ?", end), ("user = ?", user), ("action = ?", action),
                               ("recording_id = ?", recording_id)):  # fmt: skip
             if value is not None:
@@ -409,7 +410,9 @@ class AuditLog:
             problems.append("the seals cannot be checked here: the store's master key is not available")
             return lambda s: None
         key = self.key
-        keyed = lambda s, e, p: seal(key, s, e, p)  # noqa: E731
+        def keyed(s: int, e: AuditEvent, p: str) -> str:
+            return seal(key, s, e, p)
+
         if meta.get("seal_check") != key_check(key):
             problems.append("the log is sealed under another master key than the store's (its key check differs)")
         sealed_from = int(meta.get("sealed_from", "1")) if meta.get("sealed_from", "1").isdigit() else first
@@ -515,6 +518,7 @@ class AuditLog:
                 counts["pruned"] += 1
                 continue
             counts["checked"] += 1
+            found: str | None
             if seq == floor:
                 found = anchor[1] if anchor else GENESIS
             else:

@@ -241,7 +241,7 @@ class Index:
         try:
             return int(value) if value is not None else 1  # the first stores had none
         except ValueError:
-            raise SchemaError(f"the index {self.path} has a schema_version that is not a number ({value[:20]!r})") from None
+            raise SchemaError(f"the index {self.path} has a schema_version that is not a number ({str(value)[:20]!r})") from None
 
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
@@ -616,7 +616,8 @@ def _open(data_key: bytes, recording_id: str, sealed: bytes) -> dict[str, Any]:
         plain = AESGCM(data_key).decrypt(sealed[:12], sealed[12:], _SEAL_AAD + recording_id.encode())
     except InvalidTag:
         raise vault.VaultError(f"recording {recording_id}: its sealed index fields do not open with its key") from None
-    return json.loads(plain)
+    fields: dict[str, Any] = json.loads(plain)
+    return fields
 
 
 def _token_ok(token: Any) -> bool:
