@@ -10,7 +10,7 @@ CONFIG := config/recorderd.yaml
 DEBS   := tshark tcpreplay sip-tester faketime iproute2 libsystemd-dev pkg-config libopus0 cryptsetup-bin \
           chromium chromium-driver libpam0g libpam-modules openssl passwd fonts-ipafont-gothic
 
-.PHONY: run test deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-deps appliance-test
+.PHONY: run test lint deps venv fixtures fuzz bench clean install sanitize deb deb-deps appliance-deps appliance-test
 
 # $(call apt_missing,PACKAGES): install those of PACKAGES that are missing, when we are root on Debian
 define apt_missing
@@ -68,6 +68,12 @@ test: deps venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)); rest=$$?; \
 	wait $$serial; console=$$?; echo "--- $(SERIAL_TESTS):"; cat var/test-console.log; \
 	echo "--- exit status: the rest $$rest, $(SERIAL_TESTS) $$console"; [ $$rest -eq 0 ] && [ $$console -eq 0 ]
+
+# Static checks, configured in pyproject.toml: ruff over the tree ([tool.ruff]), mypy over the packages
+# that ship ([tool.mypy]: capture/ and storage/ strict, recorderd/ and console/ their bodies checked).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 
 # capture/_fastpath.c under AddressSanitizer and UndefinedBehaviorSanitizer: a copy of the tree
 # with the instrumented build runs the tests that drive the C code (fixtures, public captures,

@@ -15,6 +15,7 @@ say) is ``CUT`` when its headers were captured whole: the pipeline takes what wa
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from .source import (
     LINKTYPE_ETHERNET,
@@ -84,8 +85,10 @@ def decode_udp(linktype: int, frame: bytes) -> UdpDatagram | str:
     whose UDP header was captured but not all of its payload is ``CUT``: see :func:`decode_cut`."""
     ip = _ip(linktype, frame)
     if type(ip) is str:
-        return ip  # type: ignore[return-value]
-    _version, src, dst, proto, _net, start, end, fragment = ip  # type: ignore[misc]
+        return ip
+    if TYPE_CHECKING:  # a reason is a plain str: type() narrows as isinstance would, and costs less per packet
+        assert not isinstance(ip, str)
+    _version, src, dst, proto, _net, start, end, fragment = ip
     n = len(frame)
     if fragment is not None or proto != IPPROTO_UDP:
         if end > n:
@@ -111,8 +114,10 @@ def decode_cut(linktype: int, frame: bytes) -> CutDatagram | str:
     cannot make a packet longer than a real one)."""
     ip = _ip(linktype, frame)
     if type(ip) is str:
-        return ip  # type: ignore[return-value]
-    _version, src, dst, proto, net, start, end, fragment = ip  # type: ignore[misc]
+        return ip
+    if TYPE_CHECKING:  # a reason is a plain str: type() narrows as isinstance would, and costs less per packet
+        assert not isinstance(ip, str)
+    _version, src, dst, proto, net, start, end, fragment = ip
     if fragment is not None or proto != IPPROTO_UDP or start + 8 > min(end, len(frame)):
         return TRUNCATED
     sport, dport, ulen = _udp(frame, start)
@@ -131,8 +136,10 @@ def decode_ip(linktype: int, frame: bytes) -> IpPacket | str:
     capture cut short is ``TRUNCATED``."""
     ip = _ip(linktype, frame)
     if type(ip) is str:
-        return ip  # type: ignore[return-value]
-    version, src, dst, proto, _net, start, end, fragment = ip  # type: ignore[misc]
+        return ip
+    if TYPE_CHECKING:  # a reason is a plain str: type() narrows as isinstance would, and costs less per packet
+        assert not isinstance(ip, str)
+    version, src, dst, proto, _net, start, end, fragment = ip
     if end > len(frame):
         return TRUNCATED
     return version, src, dst, proto, frame[start:end], fragment
@@ -148,7 +155,9 @@ def _ip(linktype: int, frame: bytes) -> _IpHeader | str:
     net = _network_offset(linktype, frame)
     if type(net) is str:
         return net
-    etype, off = net  # type: ignore[misc]
+    if TYPE_CHECKING:
+        assert not isinstance(net, str)
+    etype, off = net
     n = len(frame)
     if etype == ETH_IPV4:
         if n < off + 20 or frame[off] >> 4 != 4:
@@ -161,7 +170,8 @@ def _ip(linktype: int, frame: bytes) -> _IpHeader | str:
             return TRUNCATED
         ident, flags_frag = struct.unpack_from("!HH", frame, off + 4)
         frag = (ident, (flags_frag & 0x1FFF) * 8, bool(flags_frag & 0x2000)) if flags_frag & 0x3FFF else None
-        return 4, frame[off + 12 : off + 16], frame[off + 16 : off + 20], frame[off + 9], off, off + ihl, off + total, frag
+        return (4, frame[off + 12 : off + 16], frame[off + 16 : off + 20], frame[off + 9], off, off + ihl,
+                off + total, frag)
     if etype != ETH_IPV6:
         return NOT_IP
     if n < off + 40 or frame[off] >> 4 != 6:

@@ -149,7 +149,8 @@ class FragmentReassembler:
         dgram = self._pending.get(key)
         end = offset + len(data)
         if end > MAX_PAYLOAD:
-            return self._fail(key, dgram, "fragments_oversize")
+            self._fail(key, dgram, "fragments_oversize")
+            return None
         if dgram is not None and ts - dgram.first_ts > self.timeout:
             self._fail(key, dgram, "fragments_timeout")
             dgram = None
@@ -160,9 +161,11 @@ class FragmentReassembler:
         total = dgram.total
         if more:
             if total is not None and end > total:
-                return self._fail(key, dgram, "fragments_inconsistent")
+                self._fail(key, dgram, "fragments_inconsistent")
+                return None
         elif (total is not None and end != total) or end < dgram.high:
-            return self._fail(key, dgram, "fragments_inconsistent")
+            self._fail(key, dgram, "fragments_inconsistent")
+            return None
         else:
             total = end
         kept = len(evidence[2]) if evidence is not None and len(dgram.frames) < MAX_FRAMES else 0  # its frame's charge
@@ -175,7 +178,8 @@ class FragmentReassembler:
         else:
             parts = dgram.new_parts(offset, data)
             if parts is None:
-                return self._fail(key, dgram, "fragments_overlap")
+                self._fail(key, dgram, "fragments_overlap")
+                return None
             if not parts and total == dgram.total:
                 counters["fragments_duplicate"] += 1
                 return None

@@ -44,7 +44,8 @@ FRAME_SIZE = 2048  # only a hint for TPACKET_V3, which packs variable-length fra
 SNAPLEN = 0x40000  # bytes of each frame captured (the BPF filter's accept length): whole frames
 FULL_FRAME = 1518  # a full Ethernet frame with a VLAN tag (1514 untagged): a shorter snap length cuts packets
 
-_block_hdr = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, block_status, num_pkts, offset_to_first_pkt, blk_len, seq
+# version, offset_to_priv, block_status, num_pkts, offset_to_first_pkt, blk_len, seq
+_block_hdr = struct.Struct("=IIIIIIQ")
 _pkt_hdr = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, status, mac, net
 _status = struct.Struct("=I")
 
@@ -115,7 +116,7 @@ class RingSource:
             ring.close()
 
 
-def _walk_block(ring: mmap.mmap | bytes | bytearray, off: int, num: int) -> tuple[Batch, int]:
+def _walk_block(ring: mmap.mmap | bytes, off: int, num: int) -> tuple[Batch, int]:
     """The ``num`` packets of a retired block, its first at ``off`` (tpacket3_hdr walk), that lie whole
     in the ring, and 1 where the block is malformed (more packets claimed than the ring can hold, or
     a header or a frame off the ring: the walk stops there, the packets before it kept), else 0.

@@ -17,13 +17,14 @@ import math
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .assembler import MIRROR_WINDOW_S, StreamAssembler
 from .cut import split_cut_rtp
 from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_IP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
-from .fragments import FragmentReassembler
 from .dids import DidDirectory
 from .encap import IPPROTO_GRE, MAX_DEPTH, NOT_OPENED, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
+from .fragments import FragmentReassembler
 from .media import MediaMap
 from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
 from .sink import RecordingSink
@@ -49,7 +50,7 @@ class CapturePipeline:
         self.tracker = CallTracker(dids, sink, self.media, self.counters, **tracker_options)  # type: ignore[arg-type]
         self.fragments = FragmentReassembler(self.counters)
         self.tcp = TcpStreams(self.counters)
-        self.unrecognised = Unrecognised(self.counters)  # what is not understood, and the alert (capture/unrecognised.py)
+        self.unrecognised = Unrecognised(self.counters)  # what is not understood, and the alert (unrecognised.py)
         self.now = 0.0
         self._next_tick = 0.0
         self._recent_sip: dict[tuple[bytes, bytes, bytes], float] = {}  # (src, dst, digest) -> when first seen
@@ -148,11 +149,13 @@ class CapturePipeline:
                     self.now, self._next_tick = now, next_tick
                     self._gre(ts, linktype, frame)
                 else:
-                    counters[udp] += 1  # type: ignore[index]
+                    counters[udp] += 1
                     if udp is NOT_IP:
                         self.unrecognised.ethertype(linktype, frame)
                 continue
-            src, sport, dst, dport, payload = udp  # type: ignore[misc]
+            if TYPE_CHECKING:  # a reason is a plain str: type() narrows as isinstance would, and costs less per packet
+                assert not isinstance(udp, str)
+            src, sport, dst, dport, payload = udp
             if payload and payload[0] & 0xC0 == 0x80:  # RTP version 2 (or RTCP)
                 stream = media_get((dst, dport))
                 if stream is None:
@@ -179,12 +182,16 @@ class CapturePipeline:
     def _gre(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: an IP packet that is not UDP nor TCP; GRE may carry a remote mirror's frame."""
         ip = decode_ip(linktype, frame)
-        if type(ip) is str or ip[3] != IPPROTO_GRE:  # type: ignore[index]
+        if type(ip) is str:
             self.counters[NOT_UDP] += 1
-            if type(ip) is not str:
-                self.unrecognised.protocol(ip[3])  # type: ignore[index]
             return
-        self._inner(ts, open_gre(self.encap, ip[1], ip[4]), ip[1], -1, ip[4])  # type: ignore[index]
+        if TYPE_CHECKING:
+            assert not isinstance(ip, str)
+        if ip[3] != IPPROTO_GRE:
+            self.counters[NOT_UDP] += 1
+            self.unrecognised.protocol(ip[3])
+            return
+        self._inner(ts, open_gre(self.encap, ip[1], ip[4]), ip[1], -1, ip[4])
 
     def _inner(self, ts: float, opened: tuple[int, bytes, str] | str | None, src: bytes, port: int,
                outer: bytes) -> None:  # fmt: skip
@@ -195,14 +202,16 @@ class CapturePipeline:
             self.counters["udp_other"] += 1
             return
         if type(opened) is str:
-            self.counters[opened] += 1  # type: ignore[index]
+            self.counters[opened] += 1
             if opened == NOT_OPENED:
                 self.unrecognised.not_opened(src, port, outer)
             return
         if self._depth >= MAX_DEPTH:
             self.counters["encap_malformed"] += 1  # nested deeper than any mirror nests
             return
-        linktype, frame, kind = opened  # type: ignore[misc]
+        if TYPE_CHECKING:
+            assert not isinstance(opened, str)
+        linktype, frame, kind = opened
         self.counters[kind] += 1
         self._depth += 1
         next_tick, self._next_tick = self._next_tick, math.inf  # the outer packet's loop does the housekeeping
@@ -248,9 +257,11 @@ class CapturePipeline:
         counters = self.counters
         cut = decode_cut(linktype, frame)
         if type(cut) is str:
-            counters[cut] += 1  # type: ignore[index]
+            counters[cut] += 1
             return
-        src, sport, dst, dport, captured, wire = cut  # type: ignore[misc]
+        if TYPE_CHECKING:
+            assert not isinstance(cut, str)
+        src, sport, dst, dport, captured, wire = cut
         if captured and captured[0] & 0xC0 == 0x80:
             stream = self.media.get((dst, dport))
             if stream is None:
@@ -278,10 +289,16 @@ class CapturePipeline:
         """Rare path: one IP fragment; a completed UDP datagram goes on as if it came whole."""
         self.counters["ip_fragment"] += 1
         ip = decode_ip(linktype, frame)
-        if type(ip) is str or ip[5] is None:  # type: ignore[index]
+        if type(ip) is str:
             self.counters["ip_fragment_malformed"] += 1
             return
-        version, src, dst, proto, data, (ident, offset, more) = ip  # type: ignore[misc]
+        if TYPE_CHECKING:
+            assert not isinstance(ip, str)
+        version, src, dst, proto, data, fragment = ip
+        if fragment is None:
+            self.counters["ip_fragment_malformed"] += 1
+            return
+        ident, offset, more = fragment
         whole = self.fragments.push(ts, version, src, dst, ident, proto, offset, more, data, (ts, linktype, frame))
         if whole is None:
             return
@@ -294,18 +311,25 @@ class CapturePipeline:
             return
         udp = split_udp(whole)
         if type(udp) is str:
-            self.counters[udp] += 1  # type: ignore[index]
+            self.counters[udp] += 1
             return
-        sport, dport, payload = udp  # type: ignore[misc]
+        if TYPE_CHECKING:
+            assert not isinstance(udp, str)
+        sport, dport, payload = udp
         self.feed_udp(ts, src, sport, dst, dport, payload, self.fragments.completed)  # its fragments: the evidence
 
     def _tcp(self, ts: float, linktype: int, frame: bytes) -> None:
         """Rare path: a TCP segment; SIP over TCP is reassembled and framed, anything else dropped."""
         ip = decode_ip(linktype, frame)
-        if type(ip) is str or ip[5] is not None:  # type: ignore[index]
-            self.counters["tcp_unusable"] += 1  # truncated, or fragmented TCP (not worth following)
+        if type(ip) is str:
+            self.counters["tcp_unusable"] += 1  # truncated
             return
-        _version, src, dst, _proto, segment, _frag = ip  # type: ignore[misc]
+        if TYPE_CHECKING:
+            assert not isinstance(ip, str)
+        _version, src, dst, _proto, segment, fragment = ip
+        if fragment is not None:
+            self.counters["tcp_unusable"] += 1  # fragmented TCP (not worth following)
+            return
         try:
             sport, dport, seq, flags, payload = parse_tcp(segment)
         except ValueError:
@@ -321,7 +345,7 @@ class CapturePipeline:
             return
         tcp = self.tcp
         messages = tcp.push(ts, src, sport, dst, dport, seq, flags, payload, (ts, linktype, frame))
-        for message, frames in zip(messages, tcp.completed):  # frames: its segments, for the evidence
+        for message, frames in zip(messages, tcp.completed, strict=False):  # frames: its segments, for the evidence
             self.on_sip_payload(ts, src, dst, message, frames=frames)
 
     def feed_udp(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes,

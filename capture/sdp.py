@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 MAX_SDP = 16_384
 MAX_MEDIA = 16
@@ -46,6 +47,18 @@ class Media:
         return "SAVP" in self.proto
 
 
+class _Section(TypedDict):
+    """One m= section while its lines are read (a Media once the description is whole)."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    codecs: dict[int, Codec]
+    address: NotRequired[str]  # its own c= line's
+    direction: NotRequired[str]  # its own a= direction's
+
+
 @dataclass(frozen=True, slots=True)
 class SessionDescription:
     media: tuple[Media, ...]
@@ -63,7 +76,7 @@ class SessionDescription:
             raise ValueError("SDP does not start with v=")
         session_addr: str | None = None
         session_dir = "sendrecv"
-        media: list[dict] = []
+        media: list[_Section] = []
         for line in lines:
             if len(line) < 2 or line[1] != "=":
                 raise ValueError(f"malformed SDP line {line[:40]!r}")
@@ -110,14 +123,15 @@ class SessionDescription:
         return cls(tuple(out))
 
 
-def _media_line(value: str) -> dict:
+def _media_line(value: str) -> _Section:
     parts = value.split()
     if len(parts) < 3:
         raise ValueError(f"malformed m= line {value[:40]!r}")
     port_text = parts[1].split("/", 1)[0]
     if not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"bad port {parts[1]!r} in m= line")
-    return {"kind": parts[0].lower(), "port": int(port_text), "proto": parts[2], "formats": tuple(parts[3:]), "codecs": {}}
+    return {"kind": parts[0].lower(), "port": int(port_text), "proto": parts[2], "formats": tuple(parts[3:]),
+            "codecs": {}}
 
 
 def _connection(value: str) -> str:

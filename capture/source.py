@@ -76,7 +76,7 @@ class CaptureFile:
         if size < 4:
             os.close(self._fd)
             raise CaptureFileError(self.path, 0, f"file too short ({size} bytes) for a capture header")
-        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        self._map: mmap.mmap | None = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
 
     def close(self) -> None:
         if self._map is not None:
@@ -92,6 +92,8 @@ class CaptureFile:
 
     def batches(self) -> Iterator[Batch]:
         buf = self._map
+        if buf is None:
+            raise ValueError(f"{self.path}: capture file closed")
         magic = struct.unpack_from("<I", buf, 0)[0]
         if magic == PCAPNG_SHB:
             yield from self._pcapng(buf)
@@ -118,10 +120,10 @@ class CaptureFile:
             read = fastpath.read_pcap
             big = bo == ">"
             while off < end:
-                batch, off, failed = read(buf, off, big, scale, linktype, self.batch_size)
-                if batch:
-                    self.packets_read += len(batch)
-                    yield batch
+                chunk, off, failed = read(buf, off, big, scale, linktype, self.batch_size)
+                if chunk:
+                    self.packets_read += len(chunk)
+                    yield chunk
                 if failed is not None:
                     raise CaptureFileError(self.path, *failed)
             return
@@ -188,7 +190,8 @@ class CaptureFile:
                 error = CaptureFileError(self.path, off, f"bad pcapng block length {blen}")
                 break
             if off + blen > end:
-                error = CaptureFileError(self.path, off, f"truncated pcapng block: {blen} bytes declared, {end - off} left")
+                error = CaptureFileError(self.path, off,
+                                         f"truncated pcapng block: {blen} bytes declared, {end - off} left")
                 break
             if struct.unpack_from(bo + "I", buf, off + blen - 4)[0] != blen:
                 error = CaptureFileError(self.path, off, "pcapng block trailer length does not match its header")
@@ -201,7 +204,8 @@ class CaptureFile:
                 else:
                     ifid, _drops, ts_hi, ts_lo, incl = struct.unpack_from(bo + "HHIII", buf, off + 8)
                 if ifid >= len(interfaces):
-                    error = CaptureFileError(self.path, off, f"packet names interface {ifid}, which was never described")
+                    error = CaptureFileError(self.path, off,
+                                             f"packet names interface {ifid}, which was never described")
                     break
                 data = off + 28
                 if data + incl > off + blen - 4:

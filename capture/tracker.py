@@ -50,6 +50,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from .call import CALLEE, CALLER, MAX_ENDPOINTS, NOT_AUDIO, Call
 from .dids import Did, DidDirectory, complete_number
@@ -62,6 +63,7 @@ from .sip import SipMessage, header_tag, name_addr, split_list, uri_user, uri_us
 from .transfer import Transfers, replaces_call_id
 
 log = logging.getLogger(__name__)
+_V = TypeVar("_V")
 
 FORGET_AFTER = 64.0  # s: INVITE retransmissions and proxy hops of an ignored or ended call
 MAX_REMEMBERED = 100_000  # ignored / ended Call-IDs kept at most (an INVITE flood stays bounded)
@@ -183,25 +185,31 @@ class CallTracker:
             caller = ""
         prior = self._transferred(ts, src, msg, caller)
         first_face = None
+        did: Did | None
         if prior is not None:  # the next part of a recorded conversation, whatever number it calls
             did = prior.did  # (its caller is its own: the transfer matched only the same caller)
         else:
             did = self.called_did(msg)
             if did is None:
                 self.transfers.ignored_outside(ts, cid, src, dst, caller)  # a REFER there may follow
-                return self._ignore(cid, ts, "calls_not_designated")
+                self._ignore(cid, ts, "calls_not_designated")
+                return None
             if self._transferred_in(ts, src, msg, caller):
-                return self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
+                self._ignore(cid, ts, "calls_transferred_in")  # first received on another number
+                return None
             if self.trunks and not any(ipaddress.ip_address(src) in net for net in self.trunks):
-                return self._ignore(cid, ts, "calls_not_inbound")
+                self._ignore(cid, ts, "calls_not_inbound")
+                return None
             first_leg = self._first_leg(ts, src, caller)
             if first_leg is not None:
                 if len(first_leg.linked_legs) < 16:
                     first_leg.linked_legs.append((cid, "address"))  # the B2BUA's own leg, linked to the recording
-                return self._ignore(cid, ts, "calls_second_leg")
+                self._ignore(cid, ts, "calls_second_leg")
+                return None
             first_face = self.faces.first_face(ts, did.key, caller, src, dst)
         if not self._make_room(ts, src, did):
-            return self._ignore(cid, ts, "calls_over_capacity")
+            self._ignore(cid, ts, "calls_over_capacity")
+            return None
         call = Call(cid, did, caller, header_tag(msg.header("from")), ts, src, dst)
         call.invite_cseq = _cseq_number(msg)
         if prior is not None:
@@ -354,7 +362,7 @@ class CallTracker:
             if call.sdp_codec is None or not from_caller:
                 listed = (m.codecs.get(int(f)) for f in m.formats if f.isdigit())
                 call.sdp_codec = next((c for c in listed if c and c.name not in NOT_AUDIO), call.sdp_codec)
-            key = endpoint(m.address, m.port)  # type: ignore[arg-type]
+            key = endpoint(m.address, m.port)
             call.media_announced(key, stream)  # before it is routed: its sender's own address, perhaps a new one
             self._route(call, key, stream)
 
@@ -401,9 +409,11 @@ class CallTracker:
         self.faces.tick(now)
         self.transfers.expire(now)
         horizon = now - FORGET_AFTER
+        registry: dict[str, float] | dict[str, tuple[float, int]]
         for registry in (self.ignored, self.ended):
             while registry:
-                cid, value = next(iter(registry.items()))
+                cid = next(iter(registry))
+                value = registry[cid]
                 when = value if isinstance(value, float) else value[0]
                 if when >= horizon:
                     break
@@ -467,10 +477,8 @@ class CallTracker:
         if not any(s.packets for s in call.streams):
             complete, reason = False, reason + "; no media captured"
         handle = call.handle
-        link = getattr(handle, "link_leg", None)
-        if link is not None:
-            for other, how in call.linked_legs:
-                link(other, how)
+        for other, how in call.linked_legs:
+            handle.link_leg(other, how)
         call.close()
         handle.end(CallEnd(end.ended_at, complete, reason, tuple(s.stats() for s in call.streams)))
 
@@ -482,7 +490,7 @@ class CallTracker:
             log.log(level, message, extra={"EVENT": f"call-{kind}", "DID_LABEL": did_label})
 
 
-def _remember(registry: dict, cid: str, value: object) -> None:  # type: ignore[type-arg]
+def _remember(registry: dict[str, _V], cid: str, value: _V) -> None:
     registry.pop(cid, None)  # re-insert: the dict stays ordered by time
     registry[cid] = value
     if len(registry) > MAX_REMEMBERED:

@@ -89,7 +89,7 @@ class CaseworkError(Exception):
 
 def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
     keys = [c[0] for c in cur.description]
-    return [dict(zip(keys, row)) for row in cur.fetchall()]
+    return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
 
 
 class Casework:
@@ -112,7 +112,8 @@ class Casework:
     def _insert(self, table: str, **values: Any) -> int:
         values = {k: scrub(v) if isinstance(v, str) and k not in VERBATIM else v for k, v in values.items()}
         cols = ", ".join(values)
-        cur = self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+        marks = ", ".join("?" * len(values))
+        cur = self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(values.values()))
         return int(cur.lastrowid or 0)
 
     def _one(self, table: str, row_id: int, what: str) -> dict[str, Any]:
@@ -168,8 +169,8 @@ class Casework:
         return _dicts(self.db.execute("SELECT * FROM disclosures ORDER BY id"))
 
     def add_candidate(self, request_id: int, recording_id: str, hold_id: int | None, at: float) -> bool:
-        cur = self.db.execute("INSERT OR IGNORE INTO disclosure_candidates (request_id, recording_id, hold_id, found_at) "
-                              "VALUES (?, ?, ?, ?)", (request_id, recording_id, hold_id, at))  # fmt: skip
+        cur = self.db.execute("INSERT OR IGNORE INTO disclosure_candidates (request_id, recording_id, hold_id, "
+                              "found_at) VALUES (?, ?, ?, ?)", (request_id, recording_id, hold_id, at))  # fmt: skip
         return cur.rowcount == 1
 
     def release_candidates(self, request_id: int, at: float) -> None:
@@ -192,11 +193,12 @@ class Casework:
     def open_incident(self, kind: str, summary: str, occurred_at: float, recordings: list[str], by: str, at: float,
                       *, automatic: bool = False, fingerprint: str | None = None) -> int:  # fmt: skip
         return self._insert("incidents", kind=kind, summary=summary, occurred_at=occurred_at,
-                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at, automatic=int(automatic),
-                            fingerprint=fingerprint)  # fmt: skip
+                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at,
+                            automatic=int(automatic), fingerprint=fingerprint)  # fmt: skip
 
     def open_incident_with(self, fingerprint: str) -> int | None:
-        row = self.db.execute("SELECT id FROM incidents WHERE fingerprint = ? AND state = 'open'", (fingerprint,)).fetchone()
+        row = self.db.execute("SELECT id FROM incidents WHERE fingerprint = ? AND state = 'open'",
+                              (fingerprint,)).fetchone()
         return row[0] if row else None
 
     def incident(self, incident_id: int) -> dict[str, Any]:
@@ -219,7 +221,8 @@ class Casework:
     def open_complaint(self, summary: str, channel: str, received_at: float, recordings: list[str], by: str,
                        at: float) -> int:  # fmt: skip
         return self._insert("complaints", summary=summary, channel=channel, received_at=received_at,
-                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at, state="open")  # fmt: skip
+                            recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at,
+                            state="open")  # fmt: skip
 
     def complaint(self, complaint_id: int) -> dict[str, Any]:
         row = self._one("complaints", complaint_id, "complaint")
@@ -233,8 +236,8 @@ class Casework:
         return rows
 
     def close_complaint(self, complaint_id: int, outcome: str, by: str, at: float) -> None:
-        self.db.execute("UPDATE complaints SET state = 'closed', outcome = ?, closed_by = ?, closed_at = ? WHERE id = ?",
-                        (scrub(outcome), by, at, complaint_id))  # fmt: skip
+        self.db.execute("UPDATE complaints SET state = 'closed', outcome = ?, closed_by = ?, closed_at = ? "
+                        "WHERE id = ?", (scrub(outcome), by, at, complaint_id))  # fmt: skip
 
     # -- export requests (Art. 5(5): a copy for another purpose, approved by a second person) ----
 
@@ -247,7 +250,7 @@ class Casework:
 
     def export_requests(self, *, requested_by: str | None = None) -> list[dict[str, Any]]:
         """All export requests (or one user's), newest first."""
-        sql, args = "SELECT * FROM export_requests", []  # type: ignore[var-annotated]
+        sql, args = "SELECT * FROM export_requests", []
         if requested_by is not None:
             sql, args = sql + " WHERE requested_by = ?", [requested_by]
         return _dicts(self.db.execute(sql + " ORDER BY id DESC", args))
@@ -256,7 +259,8 @@ class Casework:
         """Approve or refuse a pending request; False when it was no longer pending."""
         cur = self.db.execute("UPDATE export_requests SET state = ?, decided_by = ?, decided_uid = ?, decided_at = ?, "
                               "decision_reason = ? WHERE id = ? AND state = 'pending'",
-                              ("approved" if approve else "refused", by, uid, at, scrub(reason), request_id))  # fmt: skip
+                              ("approved" if approve else "refused", by, uid, at, scrub(reason),
+                               request_id))  # fmt: skip
         return cur.rowcount == 1
 
     def claim_export_request(self, request_id: int) -> bool:

@@ -241,8 +241,7 @@ class Index:
         try:
             return int(value) if value is not None else 1  # the first stores had none
         except ValueError:
-            raise SchemaError(f"the index {self.path} has a schema_version that is not a number "
-                              f"({str(value)[:20]!r})") from None
+            raise SchemaError(f"the index {self.path} has a schema_version that is not a number ({str(value)[:20]!r})") from None
 
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
@@ -404,8 +403,7 @@ class Index:
                                         "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
                                         (conversation,)).fetchone()  # fmt: skip
                 earliest = first is None or (row.started_at, row.id) < tuple(first)
-                start = (row.started_at, row.id) if earliest else first
-                values["conversation_start"], values["conversation_first"] = start
+                values["conversation_start"], values["conversation_first"] = (row.started_at, row.id) if earliest else first
                 self.db.execute(
                     f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                     [values[c] for c in COLUMNS],
@@ -418,8 +416,7 @@ class Index:
                                              (conversation,)).fetchone()[0]  # fmt: skip
                     if latest - values["conversation_start"] > self.conversation_span():
                         self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
-                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)",
-                                    sealed_legs)
+                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
                 self._add_digests(row.id, row.caller, digest_key)
         except sqlite3.IntegrityError as exc:
             raise DuplicateRecording(row.id) from exc

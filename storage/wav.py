@@ -85,7 +85,7 @@ def repair_header(path: str, codec: str | None = None, *, sync: bool = True) -> 
         head = f.read(HEADER_SIZE)
         tag, _channels, rate, _byte_rate, align, bits = struct.unpack_from("<HHIIHH", head, 20)
         size = os.fstat(f.fileno()).st_size
-        frames = max(0, size - HEADER_SIZE) // align
+        frames: int = max(0, size - HEADER_SIZE) // align
         f.truncate(HEADER_SIZE + frames * align)
         f.seek(0)
         f.write(header(codec or CODECS_BY_TAG.get(tag, "PCM"), frames, rate=rate, width=bits // 8, tag=tag))

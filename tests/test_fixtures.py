@@ -115,6 +115,9 @@ class NullSink:
     def use_buffers(self, lanes, records) -> bool:  # type: ignore[no-untyped-def]
         return False  # capture's buffers declined: audio() gets every payload
 
+    def link_leg(self, call_id: str, how: str) -> None:
+        pass  # (capture/sink.py RecordingHandle: another leg of the conversation, not recorded)
+
     def end(self, result) -> None:  # type: ignore[no-untyped-def]
         pass
 
