@@ -458,7 +458,7 @@ def test_matrix_through_the_control_socket(env: Env, tmp_path: Path, capsys: pyt
             listed = json.loads(out)
             assert listed and all(re.fullmatch(r"[*+\-]*\d{2}", r["caller"]) for r in listed)
             assert all(r["call_id"] == "(hidden)" for r in listed)
-            # Through the service, the report has its capture counters (snapshotted by the control thread).
+            # Through the service, the report has its capture counters (snapshotted by the service's books thread).
             rc, out, err = env.run(T, "report", "--from", "2026-01-01", "--to", "2099-12-31", "--json")
             report = json.loads(out)
             assert rc == 0 and report["capture"] is not None and "kernel_drops" in report["capture"], err
