@@ -9,6 +9,12 @@ fed to ``CapturePipeline(dids, DiscardSink()).feed(batch)``; the sink starts a h
 call whose ``audio()`` discards the bytes. Then the same batches go through a pipeline whose sink is
 the real ``SpoolSink(store)`` of a temporary store (the storage cost, without process start-up or file
 reading), and a last, fresh pipeline runs them under cProfile for the table of functions by own time.
+
+``python bench/hot_path.py compare CAPTURE BASE [ROUNDS]``: this tree against another checkout of the
+project (``BASE``: e.g. ``git worktree add /tmp/base <commit>``; its C module is built in place
+there first), the same script for both (``HOT_PATH_TREE`` says which tree's packages a process
+imports), one process per tree and round, interleaved (this, base, base, this, ...): the pipeline's
+CPU time with the discarding sink and with the real storage sink; medians, spreads and the ratios.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("HOT_PATH_TREE") or Path(__file__).resolve().parent.parent).resolve()
 sys.path.insert(0, str(ROOT))
 
 from capture.pipeline import CapturePipeline  # noqa: E402
@@ -37,14 +43,42 @@ DIDS_FILE = ROOT / "config" / "dids.yaml"
 
 
 class DiscardedRecording:
-    """A ``RecordingHandle`` that keeps nothing."""
+    """A ``RecordingHandle`` that keeps nothing, but takes capture's buffers as storage's recording
+    does (G.711: the kernel places into them) and empties them as storage's writer would, by its rule
+    (the frontier REORDER_MARGIN behind the slower channel, MAX_LAG behind the faster). It offers the
+    same buffers under the names an older tree's C fast path read on a handle (``lanes``,
+    ``frontier``, ``lane_limit``, ``silence_byte``, ``flush_lanes``), so ``compare`` measures the
+    same work in both trees."""
 
-    __slots__ = ("sink", "figures")
+    __slots__ = ("sink", "figures", "taken", "lanes", "frontier")
     id = "discarded"
     keeps_packets = False
+    lane_limit = 8_000  # storage/recorder.py FLUSH_AT (G.711)
+    silence_byte = 0xFF
 
     def __init__(self, sink: DiscardSink) -> None:
         self.sink = sink
+        self.taken = None
+        self.lanes = (bytearray(), bytearray())
+        self.frontier = 0
+
+    def use_buffers(self, lanes, records) -> bool:  # type: ignore[no-untyped-def]
+        lanes.silence, lanes.limit = self.silence_byte, self.lane_limit
+        self.taken, self.lanes = lanes, lanes.bufs
+        return True
+
+    def flush_buffers(self) -> None:
+        a, b = self.lanes
+        n = max(min(len(a), len(b)) - 2_000, max(len(a), len(b)) - 6_400)  # REORDER_MARGIN, MAX_LAG
+        if n < 1_600:  # MIN_WRITE
+            return
+        del a[:n]
+        del b[:n]
+        self.frontier += n
+        if self.taken is not None:
+            self.taken.frontier = self.frontier
+
+    flush_lanes = flush_buffers
 
     def audio(self, channel: int, position: int, payload: bytes) -> None:
         pass
@@ -186,7 +220,65 @@ def pipeline_only(capture: str, runs: int = 3) -> dict:
     }
 
 
-if __name__ == "__main__":
+def tree_run(capture: str) -> dict:
+    """One round in this process's tree: the pipeline's CPU time with the discarding sink, then with
+    the real storage sink (one run each, the batches preloaded)."""
+    dids = load_dids(str(DIDS_FILE))
+    with CaptureFile(capture) as source:
+        batches = list(source.batches())
+    gc.collect()
+    gc.freeze()
+    started = time.process_time()
+    pipeline, _sink = feed_all(batches, dids)
+    alone = time.process_time() - started
+    _wall, with_store, kept = feed_to_store(batches, dids)
+    table = pipeline.media.table
+    return {"tree": str(ROOT), "packets": sum(map(len, batches)), "alone_cpu_s": alone, "store_cpu_s": with_store,
+            "kept": kept, "handled_in_c": table.handled if table is not None else 0}  # fmt: skip
+
+
+def compare(capture: str, base: str, rounds: int = 5) -> dict:
+    """This tree against ``base``, interleaved rounds, one process each (see the module's docstring)."""
+    import statistics
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent
+    trees = {"this": here, "base": Path(base).resolve()}
+    for tree in trees.values():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, capture_output=True,
+                       check=True)  # fmt: skip
+    runs: dict[str, list[dict]] = {"this": [], "base": []}
+    for r in range(rounds):
+        for name in ("this", "base") if r % 2 == 0 else ("base", "this"):
+            env = {**os.environ, "HOT_PATH_TREE": str(trees[name]), "PYTHONPATH": str(trees[name])}
+            env.pop("RECORDERD_PURE_PYTHON", None)
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "tree", capture], env=env,
+                                  capture_output=True, text=True, timeout=3600, cwd=trees[name])  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"hot_path.py tree ({name}) failed: {done.stderr.strip()[-800:]}")
+            runs[name].append(json.loads(done.stdout))
+    out: dict = {"method": f"python bench/hot_path.py compare CAPTURE BASE {rounds}: per round one process per tree "
+                 "(order alternating), batches preloaded, gc.freeze(); time.process_time() around a fresh "
+                 "CapturePipeline over all batches + finish(): with DiscardSink (the kernel places into "
+                 "buffers a discarding handle empties) and with SpoolSink of a temporary Store",
+                 "base": str(trees["base"]), "rounds": rounds, "runs": runs}  # fmt: skip
+    for key in ("alone_cpu_s", "store_cpu_s"):
+        figures = {}
+        for name in runs:
+            values = [run[key] for run in runs[name]]
+            figures[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        figures["ratio"] = figures["this"]["median"] / figures["base"]["median"]  # < 1: this tree is faster
+        out[key] = figures
+    out["handled_in_c"] = {name: runs[name][0]["handled_in_c"] for name in runs}
+    out["kept"] = {name: runs[name][0]["kept"] for name in runs}
+    return out
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["tree"]:
+    print(json.dumps(tree_run(sys.argv[2])))
+elif __name__ == "__main__" and sys.argv[1:2] == ["compare"]:
+    print(json.dumps(compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 5), indent=1))
+elif __name__ == "__main__":
     if sys.argv[1:2] == ["pipeline"]:
         print(json.dumps(pipeline_only(sys.argv[2])))
     else:

@@ -38,7 +38,10 @@ from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
 from span_capture import SpanPlan, erspan_copy, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
-SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "memory", "erasure", "live", "console")
+SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "kernel", "memory", "erasure", "live",
+            "console")  # fmt: skip
+KERNEL_BASE = os.environ.get("BENCH_KERNEL_BASE", "bfa6a28^")  # the hand C before the narrow kernel (issue 15)
+KERNEL_RATIO = 1.05  # issue 15: the pipeline's CPU within 5 % of that base's, or less
 
 # DESIGN.md, "Speed and size targets"
 REPLAY_PKT_S = 500_000
@@ -273,6 +276,30 @@ class Bench:
                             + f" = {r['wall_s'] * per:.2f}", method="source, pipeline and storage from hot_path.py; "
                             "process_rest = replay wall - source - pipeline into the store (start-up, imports, config); "
                             "the parts come from separate runs, so each carries a few % of run-to-run noise")  # fmt: skip
+
+    def kernel(self) -> None:
+        """This tree's per-packet kernel against the hand C it replaced (``BENCH_KERNEL_BASE``, a commit:
+        checked out in a temporary git worktree, its C module built there), the same script and
+        process layout for both, interleaved rounds (bench/hot_path.py compare)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="recorderd-kernel-base-") as tmp:
+            base = Path(tmp) / "base"
+            subprocess.run(["git", "worktree", "add", "--detach", str(base), KERNEL_BASE], cwd=ROOT, check=True,
+                           capture_output=True)  # fmt: skip
+            try:
+                out = subprocess.run([sys.executable, str(BENCH / "hot_path.py"), "compare", str(self.path), str(base),
+                                      "3" if self.settings.calls < 100 else "5"],
+                                     check=True, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
+        k = json.loads(out.stdout)
+        self.results["kernel"] = k
+        for key, figure in (("alone_cpu_s", "pipeline alone, CPU s"), ("store_cpu_s", "pipeline into a store, CPU s")):
+            f = k[key]
+            spread = " / ".join(f"{n} {f[n]['median']:.2f} ({f[n]['min']:.2f}-{f[n]['max']:.2f})" for n in ("this", "base"))
+            self.report.check("kernel", f"{figure}: this / {KERNEL_BASE}", f"{f['ratio'] * 100:.1f} % ({spread})",
+                              f"<= {KERNEL_RATIO * 100:.0f} %", f["ratio"] <= KERNEL_RATIO, method=k["method"])  # fmt: skip
 
     # -- 6. memory ----------------------------------------------------------------------------------------
 

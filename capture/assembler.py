@@ -67,6 +67,26 @@ class _PyStreamCore:
         "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned", "source", "other_source",
         "recent", "mirror_duplicates",
     )  # fmt: skip
+    channel: int
+    ssrc: int | None
+    base_ts: int
+    base_pos: int
+    end: int
+    max_seq: int
+    seen: int
+    ext_max: int
+    received: int
+    packets: int
+    duplicates: int
+    jitter: float
+    last_transit: float | None
+    last_arrival: float
+    max_gap: float
+    learned: bool
+    source: tuple[bytes, int] | None
+    other_source: int
+    recent: list[tuple[int, int, int, int, float, bytes, int] | None]
+    mirror_duplicates: int
 
     def __new__(cls, *args: object) -> _PyStreamCore:
         self = super().__new__(cls)
@@ -119,10 +139,13 @@ def _same_packet(had: bytes, had_cut: int, payload: bytes, cut: int) -> int:
     return 1 if b <= a and had[:b] == payload else 0  # the first whole, this one cut
 
 
-_StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
+if TYPE_CHECKING:  # the C type has the same names (capture/_fastpath.c core_members, core_getset)
+    _StreamCore = _PyStreamCore
+else:
+    _StreamCore = fastpath.StreamCore if fastpath is not None else _PyStreamCore
 
 
-class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
+class StreamAssembler(_StreamCore):
     __slots__ = (
         "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
         "announced", "truncated", "cuts",
@@ -275,7 +298,7 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         if stop > self.end:
             self.end = stop
         if payload:
-            call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
+            call.handle.audio(self.channel, pos, payload)
         if whole:
             self.truncated -= 1
             self.cuts[slot] = None
@@ -295,7 +318,7 @@ class StreamAssembler(_StreamCore):  # type: ignore[misc,valid-type]
         offset = ((rtp_ts - self.base_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         at = round((self.base_pos + offset) / self.call.clock, 3)
         if self.events and self.events[-1][0] == at:
-            self.events[-1][2] = max(self.events[-1][2], duration_ms)  # type: ignore[type-var]
+            self.events[-1][2] = max(self.events[-1][2], duration_ms)
         elif len(self.events) < MAX_EVENTS:
             self.events.append([at, DTMF[payload[0]], duration_ms])
 

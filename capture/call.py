@@ -27,6 +27,7 @@ MAX_PENDING_FRAMES = 64  # SIP frames held per call before its recording opens
 DRIFT_LIMIT_S = 3.0  # s: a packet this much later than its timestamp says means a paused sender
 MAX_PARTS = 64  # per call: a flood of re-INVITEs flipping codecs cannot open recordings without bound
 RECENT_FRAMES = 8  # SIP frames a part begun by a codec change gets first (the re-INVITE or UPDATE that made it)
+Held = tuple[float, StreamAssembler, int, int, int, int, bytes, bytes, int]  # a packet of a run: (ts, stream, pt, seq, ...)
 SWITCH_RUN = 3  # packets in a row of another audio codec, one the SDP listed but did not choose, that begin a part
 
 
@@ -47,7 +48,7 @@ class Call:
         self.part_sdp: Codec | None = None  # sdp_codec when the part in progress began
         self.parts_ended = 0  # parts ended by a codec change before the one in progress (each kept)
         self.recent_frames: deque[tuple[float, int, bytes]] = deque(maxlen=RECENT_FRAMES)
-        self.runs: tuple[list[tuple], list[tuple]] = ([], [])  # per direction: packets in a row of another codec
+        self.runs: tuple[list[Held], list[Held]] = ([], [])  # per direction: packets in a row of another codec
         self.strangers = [-1, -1]  # per direction: the SSRC of the last run refused as not the sender's
         self.answered_at: float | None = None
         self.invite_cseq = 0
@@ -138,7 +139,7 @@ class Call:
         if self.part >= MAX_PARTS:
             self._cap()
             return False
-        held: list[tuple] = []
+        held: list[Held] = []
         if codec != self.sdp_codec or codec == self.part_sdp:  # not negotiated since the part began
             if pt not in self.sdp_listed:
                 return False  # a codec the SDP never listed: forged or stray, another payload of the part
@@ -162,8 +163,8 @@ class Call:
             held = sorted(run + (other if self._current(other, pt) else []), key=lambda p: p[0])
         self._next_part(codec, pt, held[0][0] if held else ts)
         if self.handle is not None:
-            for when, into, *rest in held:  # already counted as another payload in the part they came in
-                into.packet(when, *rest, again=True)
+            for when, into, p, seq, rtp_ts, ssrc, payload, frame, linktype in held:  # already counted as another
+                into.packet(when, p, seq, rtp_ts, ssrc, payload, frame, linktype, again=True)  # payload in their part
         return True
 
     def _other_follows(self, stream: StreamAssembler, since: float, pt: int) -> bool:
@@ -172,7 +173,7 @@ class Call:
         other = self.streams[1] if stream is self.streams[0] else self.streams[0]
         return other.last_arrival < since or self._current(self.runs[other.channel - 1], pt)
 
-    def _current(self, run: list[tuple], pt: int) -> bool:
+    def _current(self, run: list[Held], pt: int) -> bool:
         """Whether ``run`` (a direction's) is of ``pt`` and ends with that direction's latest packet."""
         return bool(run) and run[-1][2] == pt and run[-1][0] >= run[-1][1].last_arrival
 
@@ -203,7 +204,7 @@ class Call:
         self.part_reason = "codec-change"
         self.pending_frames = list(self.recent_frames)
         self.audio_pt = pt
-        if self.start(codec, ts):
+        if self.start(codec, ts) and self.handle is not None:
             log.info("recording %s: part %d of a call to %s, the codec changed to %s", self.handle.id,
                      self.part, self.did.label, codec.name,
                      extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip

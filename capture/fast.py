@@ -10,11 +10,19 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-fastpath: ModuleType | None = None
-if os.environ.get("RECORDERD_PURE_PYTHON", "") not in ("1", "yes", "true"):
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("RECORDERD_PURE_PYTHON", "") in ("1", "yes", "true"):
+        return None
     try:
-        from . import _fastpath as fastpath
+        from . import _fastpath
     except ImportError:  # not built (no compiler): the Python loops do the work
-        fastpath = None
+        return None
+    module: ModuleType = _fastpath
+    return module
+
+
+fastpath = _load()
 
 MODE = "native" if fastpath is not None else "python"
