@@ -80,7 +80,8 @@ TZSP_OPENED = "encap_tzsp"
 NOT_OPENED = "encap_not_opened"
 MALFORMED = "encap_malformed"
 NOT_ENCAP = "not_udp"  # GRE that is no mirror (an IP tunnel, PPTP): what it was counted as before
-COUNTER_NAMES = (ERSPAN1_OPENED, ERSPAN2_OPENED, ERSPAN3_OPENED, GRETAP_OPENED, VXLAN_OPENED, TZSP_OPENED, NOT_OPENED, MALFORMED)
+COUNTER_NAMES = (ERSPAN1_OPENED, ERSPAN2_OPENED, ERSPAN3_OPENED, GRETAP_OPENED, VXLAN_OPENED, TZSP_OPENED, NOT_OPENED,
+                 MALFORMED)
 
 Inner = tuple[int, bytes, str]  # (inner linktype, inner frame, counter of the outer packet)
 

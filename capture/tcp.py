@@ -53,7 +53,8 @@ CONTENT_LENGTH = (b"content-length", b"l")
 MAX_LENGTH_DIGITS = 9  # a longer Content-Length is certainly over max_buffer
 START_PROBE = 12  # bytes looks_like_sip() looks at
 STARTS = tuple(m + b" " for m in METHODS) + (SIP_VERSION.encode() + b" ",)
-MAX_FRAMES = 64  # captured frames kept per stream for the evidence (a 1400-byte INVITE in 1-byte segments is more: counted)
+# captured frames kept per stream for the evidence (a 1400-byte INVITE in 1-byte segments is more: counted)
+MAX_FRAMES = 64
 
 StreamKey = tuple[bytes, int, bytes, int]
 Frame = tuple[float, int, bytes]  # (time, link type, frame) as captured

@@ -82,7 +82,8 @@ class Unrecognised:
     """The counts of one window, and the condition they raise (see the module's doc)."""
 
     __slots__ = ("counters", "ethertypes", "protocols", "ports", "encaps", "standing", "_start", "_packets", "_unknown",
-                 "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last", "chatter")  # fmt: skip
+                 "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last",
+                 "chatter")  # fmt: skip
 
     def __init__(self, counters: Counter[str]) -> None:
         self.counters = counters
@@ -174,7 +175,8 @@ class Unrecognised:
         if self._not_understood:
             reasons.append("traffic not understood")
         if self._no_sip:
-            reasons.append(f"no call signalling (INVITE) for {int(now - self._sip_at) // 60} min although packets arrive")
+            minutes = int(now - self._sip_at) // 60
+            reasons.append(f"no call signalling (INVITE) for {minutes} min although packets arrive")
         text = f"{' and '.join(reasons)}: {self._last}"
         first = self.standing is None
         self.standing = text
@@ -192,12 +194,15 @@ class Unrecognised:
         parts += [f"udp port {_name(k)}: {n}" for k, n in _top(self.ports)]
         opened = self.counters["encap_not_opened"] - self._encap[0]
         if opened:
-            kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.encaps.items(), key=lambda kv: (-kv[1], kv[0]))[:SHOWN])
-            parts.append(f"encapsulation not opened: {kinds or opened} — set capture.encapsulations and capture.collectors")
+            most = sorted(self.encaps.items(), key=lambda kv: (-kv[1], kv[0]))[:SHOWN]
+            kinds = ", ".join(f"{k} {n}" for k, n in most)
+            parts.append(f"encapsulation not opened: {kinds or opened} — set capture.encapsulations and "
+                         "capture.collectors")
         filtered = self.counters["kernel_filtered"] - self._encap[1]
         if filtered:
             parts.append(f"not IP, left out by the kernel's filter: {filtered}")
-        return f"{odd} of {seen} packets in {seconds:.0f} s not understood" + (f" ({', '.join(parts)})" if parts else "")
+        detail = f" ({', '.join(parts)})" if parts else ""
+        return f"{odd} of {seen} packets in {seconds:.0f} s not understood{detail}"
 
 
 class LeftOut:

@@ -157,7 +157,8 @@ def _erase_held(path: str, owner_uid: int, check: Callable[[int, os.stat_result]
             if not stat.S_ISREG(st.st_mode):
                 raise Unreachable("it is not a regular file (a FIFO, a device, a socket): left alone")
             if st.st_uid != owner_uid:
-                raise Unreachable(f"it belongs to uid {st.st_uid}, not to the copy's holder (uid {owner_uid}): left alone")
+                raise Unreachable(f"it belongs to uid {st.st_uid}, not to the copy's holder (uid {owner_uid}): "
+                                  "left alone")
             if st.st_nlink != 1:
                 raise Unreachable(f"it has {st.st_nlink} hard links: left alone")
             size = _overwrite(fd, check(fd, st))

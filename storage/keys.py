@@ -25,4 +25,5 @@ def derive(master: bytes, purpose: str) -> bytes:
         raise ValueError(f"no derived key for {purpose!r}")
     if len(master) != 32:
         raise ValueError("the master key must be 32 bytes")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=f"recorderd {purpose} v1".encode()).derive(master)
+    info = f"recorderd {purpose} v1".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=info).derive(master)

@@ -66,7 +66,8 @@ def accesses(events: list[AuditEvent]) -> dict[str, Any]:
             continue
         key = {"export": f"export: {e.detail.get('purpose', '?')}", "provide": f"provide: {e.detail.get('basis', '?')}"}
         by_purpose[key.get(e.action, e.action)][_outcome(e.result)] += 1
-    return {"by_purpose": {k: dict(v) for k, v in sorted(by_purpose.items())}, "denied_by_action": dict(sorted(denied.items()))}
+    return {"by_purpose": {k: dict(v) for k, v in sorted(by_purpose.items())},
+            "denied_by_action": dict(sorted(denied.items()))}
 
 
 def erasures(store: Store, holds: list[AuditEvent], start: float, end: float) -> dict[str, Any]:
@@ -92,7 +93,8 @@ def erasures(store: Store, holds: list[AuditEvent], start: float, end: float) ->
     return {"on_time": on_time, "late": len(late), "late_recordings": late}
 
 
-def counter_deltas(snapshots: list[tuple[float, float, dict[str, int]]], start: float, end: float) -> dict[str, int] | None:
+def counter_deltas(snapshots: list[tuple[float, float, dict[str, int]]], start: float,
+                   end: float) -> dict[str, int] | None:
     """The service's counters over [start, end), summed over its runs (None: no snapshot there)."""
     runs: dict[float, list[tuple[float, dict[str, int]]]] = defaultdict(list)
     for run, at, counters in snapshots:

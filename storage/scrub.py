@@ -36,12 +36,13 @@ MIN_DIGITS = 7
 HASH_KEYS = frozenset({"sha256", "recording_sha256", "through_hash", "fingerprint", "hash", "prev_hash"})
 ADDRESS_KEYS = frozenset({"client_ip"})  # the console's browser address: kept when it is an IP literal
 
-_KANJI_DIGITS = dict(zip("〇一二三四五六七八九", "0123456789"))
+_KANJI_DIGITS = dict(zip("〇一二三四五六七八九", "0123456789", strict=True))
 _SEPARATORS = " .,、_~〜-()/:・\u2010\u2011\u2012\u2013\u2014\u2015\u2212ー"  # after NFKC: － is -, ， is ,, ～ is ~
 _SEP = "[" + re.escape(_SEPARATORS) + r"\s]"
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?"
 _DAY = r"(?:0?[1-9]|1[0-2])%s(?:0?[1-9]|[12]\d|3[01])"
-_DATE = r"(?:19|20)\d\d(?:-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])|/%s|\.%s)" % (_DAY % "/", _DAY % "\\.")
+_DAY_SLASH, _DAY_DOT = _DAY % "/", _DAY % "\\."
+_DATE = rf"(?:19|20)\d\d(?:-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])|/{_DAY_SLASH}|\.{_DAY_DOT})"
 _KEEP = (
     r"(?:19|20)\d\d[01]\d[0-3]\d-[0-2]\d[0-5]\d[0-5]\d-[0-9a-f]{10}(?![0-9A-Za-z])"  # a recording id
     rf"|{_DATE}(?:[T ]{_TIME}(?:Z|[+-][01]\d:?[0-5]\d)?)?(?!\d)"  # a date, maybe with its time and offset

@@ -37,8 +37,9 @@ Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s
 packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
 held until the next flush; each run of frames they fall in is then one DATA record: those frames as
 sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
-A write the disk cannot take is cut back to the last whole record. Reading builds an extent map from the clear record headers once per open, then
-decrypts only the records a byte range needs (playing from the 59th minute decrypts ~1 s).
+A write the disk cannot take is cut back to the last whole record. Reading builds an extent map from
+the clear record headers once per open, then decrypts only the records a byte range needs (playing
+from the 59th minute decrypts ~1 s).
 
 Crash recovery (:func:`finish`) keeps the records up to the last whole one whose tag holds (at most
 ~1 s of audio is lost), then writes the final header and FINAL. The index keeps the plaintext
@@ -256,7 +257,8 @@ def scan(fd: int, name: str, *, base: int = 0, kinds: tuple[int, ...] = (WAV, PC
     if version != VERSION:
         raise SealedError(f"{name}: sealed format version {version}, this recorder reads {VERSION}")
     if kind not in kinds:
-        raise SealedError(f"{name}: a sealed {KINDS.get(kind, kind)} file where a {'/'.join(KINDS[k] for k in kinds)} was expected")
+        wanted = "/".join(KINDS[k] for k in kinds)
+        raise SealedError(f"{name}: a sealed {KINDS.get(kind, kind)} file where a {wanted} was expected")
     size = os.fstat(fd).st_size
     found = Scan(header, base)
     pos = base + HEADER

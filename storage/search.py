@@ -146,7 +146,8 @@ def _where(f: Filters, digest_key: Callable[[], bytes], now: float,
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def search(index: Index, f: Filters, *, now: float, page: int = 1, page_size: int = 50) -> tuple[int, list[RecordingRow]]:
+def search(index: Index, f: Filters, *, now: float, page: int = 1,
+           page_size: int = 50) -> tuple[int, list[RecordingRow]]:
     """``(total, rows)``: how many recordings match, and the page asked for, newest first (only the
     rows of the page are opened). ``page_size=0``: all of them. The parts of one conversation come
     together, in part order, where its first part's start puts them."""
@@ -154,7 +155,8 @@ def search(index: Index, f: Filters, *, now: float, page: int = 1, page_size: in
         raise ValueError(f"the last digits need at least {MIN_SUFFIX} digits")
     where, params = _where(f, index.digest_key, now, index.conversation_span)
     counted, count_params = _where(f, index.digest_key, now)
-    order = " ORDER BY r.conversation_start DESC, r.conversation_first DESC, r.part, r.id"  # recordings_conversations_newest
+    # the index recordings_conversations_newest gives this order
+    order = " ORDER BY r.conversation_start DESC, r.conversation_first DESC, r.part, r.id"
     db = index.db
     if f.caller_ends is not None and len(f.caller_ends) > MAX_SUFFIX:
         # the digest finds those ending in the same MAX_SUFFIX digits; their sealed numbers say which end in all

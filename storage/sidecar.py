@@ -93,7 +93,8 @@ class CallSidecar:
         _unlink(self.path)
 
 
-def read_sidecar(path: str, master: bytes | None = None) -> tuple[dict[str, Any], list[dict[str, Any]] | None, tuple[bytes, bytes] | None]:
+def read_sidecar(path: str, master: bytes | None = None) -> tuple[dict[str, Any], list[dict[str, Any]] | None,
+                                                                 tuple[bytes, bytes] | None]:
     """The call's metadata (with ``linked_legs``: the (Call-ID, how) of its leg lines), its streams'
     figures at the last whole line (None when no line of figures was written), and the recording's
     (data key, wrapped key) (None for a sidecar of the previous edition, whose lines are clear).

@@ -125,7 +125,8 @@ class SigningKey:
 
 
 def _wrap(master: bytes, private: Ed25519PrivateKey, kid: str) -> str:
-    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
     nonce = os.urandom(12)
     return base64.b64encode(nonce + AESGCM(master).encrypt(nonce, raw, _WRAP_AAD + kid.encode())).decode("ascii")
 
@@ -180,7 +181,8 @@ def load(store_root: str, master: bytes) -> SigningKey | None:
         private = Ed25519PrivateKey.from_private_bytes(raw)
     except (ValueError, InvalidTag):
         raise SigningError(f"the signing key {path} does not open with the store's master key (altered, or the "
-                           "master key was replaced): restore the master key, or the signing key, from its backup") from None  # fmt: skip
+                           "master key was replaced): restore the master key, or the signing key, from its "
+                           "backup") from None  # fmt: skip
     if key_id(private.public_key()) != public.key_id:
         raise SigningError(f"the signing key {path} was altered (its public key is not its private key's)")
     return SigningKey(public, private)
@@ -324,7 +326,8 @@ def verify_export(path: str, public: PublicKey) -> Verdict:
             why = f"{sig_path} is not an Ed25519 signature ({len(signature)} bytes, {SIGNATURE_BYTES} expected)"
         else:
             why = "the manifest or its signature was altered, or another key signed it"
-        verdict.problems.append(f"signature: {manifest_path} is not signed by the recorder's key {public.key_id} ({why})")
+        verdict.problems.append(f"signature: {manifest_path} is not signed by the recorder's key {public.key_id} "
+                                f"({why})")
     expected = manifest.get("file_sha256") if manifest else None
     if not isinstance(expected, str) or not _HEX64.fullmatch(expected):
         verdict.problems.append(f"manifest: {manifest_path} is not a recorderd export manifest (no file_sha256)")
