@@ -39,7 +39,7 @@ def _journal_handler() -> logging.Handler | None:
     if not os.environ.get("JOURNAL_STREAM") and not os.environ.get("INVOCATION_ID"):
         return None  # not started by systemd: a terminal or a test wants stderr
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        from systemd.journal import JournalHandler
     except ImportError:
         return None
     return JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
