@@ -102,6 +102,9 @@ class _Chunks:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:  # zipfile never closes a file it was handed; declared for its type
+        pass
+
     def take(self) -> bytes:
         data, self.parts = b"".join(self.parts), []
         return data

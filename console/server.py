@@ -12,10 +12,9 @@ and the like are not believed: the console has no proxy in front, the peer addre
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
-
-import asyncio
 from typing import Any
 
 import h11
@@ -36,12 +35,13 @@ class GuardedH11(H11Protocol):
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         counts: dict[str, int] = self.server_state.__dict__.setdefault("console_per_address", {})
-        self._address = self.client[0] if self.client else "-"
-        if counts.get(self._address, 0) >= PER_ADDRESS:
-            self._address = None
+        address = self.client[0] if self.client else "-"
+        self._address: str | None = None
+        if counts.get(address, 0) >= PER_ADDRESS:
             transport.abort()  # no answer: one address does not get to hold the console
             return
-        counts[self._address] = counts.get(self._address, 0) + 1
+        self._address = address
+        counts[address] = counts.get(address, 0) + 1
         self._arm_head()
 
     def data_received(self, data: bytes) -> None:
@@ -53,13 +53,14 @@ class GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head()
-        if getattr(self, "_address", None) is not None:
+        address = getattr(self, "_address", None)
+        if address is not None:
             counts = self.server_state.__dict__.get("console_per_address", {})
-            left = counts.get(self._address, 1) - 1
+            left = counts.get(address, 1) - 1
             if left > 0:
-                counts[self._address] = left
+                counts[address] = left
             else:
-                counts.pop(self._address, None)
+                counts.pop(address, None)
             self._address = None
         super().connection_lost(exc)
 

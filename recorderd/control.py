@@ -426,7 +426,8 @@ class ControlServer(Worker):
         if request.get("t") != "request" or request.get("v") != wire.VERSION:
             return ops.Reply(2, error="unsupported request: recorderctl and recorderd are different versions")
         action = str(request.get("action"))[:50]
-        refusal, shown = None, {}
+        refusal: str | None = None
+        shown: dict[str, Any] = {}
         if "for" in request:
             caller, refusal, shown = self._acting_for(caller, uid, request["for"], action)
         try:

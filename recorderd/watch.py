@@ -30,7 +30,7 @@ class FileWatch:
         target = self.path
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # type: ignore[no-untyped-def]
+            def on_any_event(self, event) -> None:
                 paths = {os.path.abspath(getattr(event, "src_path", "")), os.path.abspath(getattr(event, "dest_path", "") or "")}
                 if target in paths and event.event_type in ("modified", "created", "moved", "closed"):
                     on_change()

@@ -9,6 +9,7 @@ it) and goes to the daemon only; the page shows the recordings found by id and D
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 
 from starlette.responses import Response
@@ -152,8 +153,8 @@ def _done(r: Req, message: str, back: str, back_label: str) -> Response:
     return r.render("casework.html", view="done", message=message, back=back, back_label=r.t(back_label))
 
 
-async def _answer(r: Req, action: str, args: dict[str, object]):  # type: ignore[no-untyped-def]
-    reply = await r.call(action, args)
+async def _answer(r: Req, action: str, args: Mapping[str, object]):
+    reply = await r.call(action, dict(args))
     return reply, (r.refused(reply) if reply.rc != 0 else None)
 
 

@@ -207,7 +207,7 @@ def _ticket(r: Req) -> Ticket | None:
 
 
 def _history_row(r: Req, row: dict[str, Any]) -> dict[str, str]:
-    detail = row.get("detail") if isinstance(row.get("detail"), dict) else {}
+    detail: dict[str, Any] = row["detail"] if isinstance(row.get("detail"), dict) else {}
     why = row.get("purpose") or row.get("basis") or detail.get("purpose") or detail.get("basis") or row.get("reason") or ""
     return {
         "at": r.time(row.get("at")) if isinstance(row.get("at"), (str, int, float)) else "",
@@ -263,12 +263,12 @@ async def recording(r: Req) -> Response:
     if reply.rc != 0:
         return r.refused(reply)
     data = reply.data or {}
-    rec = data.get("recording") if isinstance(data.get("recording"), dict) else data
-    streams = data.get("quality") if isinstance(data.get("quality"), list) else rec.get("streams") or []
+    rec: dict[str, Any] = data["recording"] if isinstance(data.get("recording"), dict) else data
+    streams: list[Any] = data["quality"] if isinstance(data.get("quality"), list) else rec.get("streams") or []
     holds = data.get("holds") if isinstance(data.get("holds"), list) else rec.get("holds") or []
     history = [_history_row(r, h) for h in data.get("history") or () if isinstance(h, dict)]
     one_way = data.get("one_way_audio", rec.get("one_way_audio"))
-    conversation = data.get("conversation") if isinstance(data.get("conversation"), dict) else {}
+    conversation: dict[str, Any] = data["conversation"] if isinstance(data.get("conversation"), dict) else {}
     parts = [p for p in conversation.get("parts") or () if isinstance(p, dict) and isinstance(p.get("id"), str)]
     legs = [g for g in data.get("linked_legs") or () if isinstance(g, dict)]
     return r.render(

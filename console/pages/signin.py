@@ -12,7 +12,7 @@ from recorderd import client
 
 from .. import i18n
 from ..sessions import COOKIE
-from ..web import AUDITOR, EVERYONE, MANAGER, STAFF, TECHNICIAN, Req, page
+from ..web import AUDITOR, EVERYONE, MANAGER, STAFF, Req, page
 
 
 def landing(roles: tuple[str, ...]) -> str:
@@ -88,12 +88,12 @@ def _pam_slots() -> anyio.Semaphore:
     return slots
 
 
-def _recorded(reply) -> bool:  # type: ignore[no-untyped-def]
+def _recorded(reply) -> bool:
     """The daemon wrote the audit row: rc 0, or 3 (refused: a person in no role, audited as such)."""
     return reply is not None and reply.rc in (0, 3)
 
 
-async def _account(r: Req, user: str, result: str, *, ip: str | None = None, count: int | None = None):  # type: ignore[no-untyped-def]
+async def _account(r: Req, user: str, result: str, *, ip: str | None = None, count: int | None = None):
     """The daemon audits every sign-in (and answers the roles of a good one); None if it is not there."""
     args: dict = {"result": result} if count is None else {"result": result, "count": count}
     try:
