@@ -70,15 +70,16 @@ def keep_hour(config_path: Path) -> str:
         frames = SECONDS * 8000
         started = store.clock() - 2 * SECONDS
         call = CallInfo("bench-hour@console", "+81442003939", "bench", "09000000000", started, "PCMU")
-        rid = store.new_recording_id(call.call_id, call.did, started)
+        rid = store.layout.new_recording_id(call.call_id, call.did, started)
         spool = os.path.join(store.spool_dir, rid + ".wav")
         rng = random.Random(1)
         with open(spool, "xb") as f:
             f.write(wav.header("PCMU", frames))
             for _ in range(SECONDS):
                 f.write(rng.randbytes(2 * 8000))
-        store.keep(rid, spool, call, ended_at=started + SECONDS, frames=frames, complete=True, end_reason="bye",
-                   streams=[{"channel": ch, "packets": 180000, "expected": 180000, "lost": 0} for ch in (1, 2)])  # fmt: skip
+        store.keeper.keep(rid, spool, call, ended_at=started + SECONDS, frames=frames, complete=True, end_reason="bye",
+                          streams=[{"channel": ch, "packets": 180000, "expected": 180000, "lost": 0}
+                                   for ch in (1, 2)])  # fmt: skip
         return rid
     finally:
         store.close()
@@ -92,7 +93,8 @@ def first_byte(sock: str, ticket: str, offset: int, started: float) -> float:
             seen.append(time.perf_counter())
 
     reply = client.call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": 65536},
-                         {"audio": client.CallbackSink("audio", deliver)}, acting_for={"user": USER, "ip": IP})  # fmt: skip
+                         {"audio": client.CallbackSink("audio", deliver)},
+                         acting_for={"user": USER, "ip": IP})  # fmt: skip
     if reply.rc != 0 or not seen:
         raise RuntimeError(f"play-audio failed: {reply.error}")
     return (seen[0] - started) * 1000

@@ -72,7 +72,8 @@ class RunningClock:
 
 
 def new_store(root: str, clock: Clock) -> Store:
-    store = Store(os.path.join(root, "store"), tz=TZ, retention_days=14, key_file=os.path.join(root, "master.key"), clock=clock)
+    store = Store(os.path.join(root, "store"), tz=TZ, retention_days=14, key_file=os.path.join(root, "master.key"),
+                  clock=clock)
     store.init()
     store.open()
     return store
@@ -94,12 +95,13 @@ def keep_recordings(store: Store, count: int, seconds: float, day: float, tag: s
     for i in range(count):
         started = day + 9 * 3600 + i * (9 * 3600 / count)
         call = CallInfo(f"{tag}-{i}@bench", "+81442003939", "bench", "09000000000", started, "PCMU")
-        rid = store.new_recording_id(call.call_id, call.did, started)
+        rid = store.layout.new_recording_id(call.call_id, call.did, started)
         spool = os.path.join(store.spool_dir, rid + ".wav")
         with open(spool, "xb") as f:
             f.write(header)
             f.write(audio)
-        store.keep(rid, spool, call, ended_at=started + seconds, frames=frames, complete=True, end_reason="bye", streams=STREAMS)
+        store.keeper.keep(rid, spool, call, ended_at=started + seconds, frames=frames, complete=True, end_reason="bye",
+                          streams=STREAMS)
     return time.perf_counter() - started_all
 
 
@@ -193,7 +195,7 @@ def idle(rows: int) -> dict:
                 "caller": "09000000000", "started_at": started, "ended_at": started + 180.0, "codec": "PCMU",
                 "channels": 2, "frames": 1_440_000, "size": 2_880_058, "sha256": "0" * 64,
                 "retain_until": retain_until(started, 14, TZ), "state": "complete", "end_reason": "bye",
-                "path": store.relative_path(rid, started), "streams": streams, "created_at": started + 181.0,
+                "path": store.layout.relative_path(rid, started), "streams": streams, "created_at": started + 181.0,
                 "wrapped_key": os.urandom(60), "erasing_at": None, "audio": "exact", "rate": 8000,
                 "pcap_path": "", "pcap_sha256": "", "pcap_size": 0, "sealed": b"",  # no personal fields
             }  # fmt: skip
@@ -201,7 +203,8 @@ def idle(rows: int) -> dict:
         db = store.db().db
         started = time.perf_counter()
         db.execute("BEGIN")
-        db.executemany(f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
+        db.executemany(f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                       values)
         db.execute("COMMIT")
         insert_s = time.perf_counter() - started
         made = set()
@@ -230,7 +233,7 @@ def idle(rows: int) -> dict:
             index.due(now)
             parts["due_s"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            store.recordings()
+            store.reading.recordings()
             parts["recordings_s"].append(time.perf_counter() - t)
             files, walk_s = walk_tree(store.recordings_dir)
             parts["walk_s"].append(walk_s)

@@ -108,9 +108,9 @@ class RetentionWorker:
     def _erase(self, row, now: float) -> Erased:  # type: ignore[no-untyped-def]
         index = self.store.db()
         index.begin_erasure(row.id, now)  # the wrapped key is gone from here on: crypto-erased
-        overwritten = sum(erase_file(path) for path in self.store.files(row))
+        overwritten = sum(erase_file(path) for path in self.store.layout.files(row))
         erased_at = self.clock()
-        call_date = self.store.local_date(row.started_at)
+        call_date = self.store.layout.local_date(row.started_at)
         index.finish_erasure(row, call_date, erased_at, METHOD)
         late = erased_at - row.retain_until
         log.info("recording %s erased (retention ended %s, %.0f s after the deadline)", row.id,
@@ -152,4 +152,5 @@ class RetentionWorker:
             if now - row.retain_until > LATE_AFTER:
                 log.critical("recording %s is still stored %.0f min after its retention deadline", row.id,
                              (now - row.retain_until) / 60,
-                             extra={"EVENT": "erasure-late", "RECORDING_ID": row.id, "DID_LABEL": row.did_label})  # fmt: skip
+                             extra={"EVENT": "erasure-late", "RECORDING_ID": row.id,
+                                    "DID_LABEL": row.did_label})  # fmt: skip

@@ -6,8 +6,8 @@ and writing them out (:mod:`storage.reading`), checking them (:mod:`storage.inte
 (:mod:`storage.holds`). ``Store`` creates the store (``init``), opens its index and audit log, seals
 the audit log with the key derived from the master key, migrates an older index once, and hands the
 parts out: ``store.layout``, ``store.master``, ``store.keeper``, ``store.reading``,
-``store.integrity``, ``store.holding``. The methods below the parts' section are their old names on
-the store, delegating, for the callers not yet moved to the parts.
+``store.integrity``, ``store.holding``; callers use the parts. Four old names stay, delegating, for
+the hot path's files not yet moved (``new_recording_id``, ``keep``, ``recordings``, ``plaintext``).
 
 Files: see :mod:`storage.layout`; directories are 0700 and files 0600, created under umask 077: only
 the service user reads them. A stored recording is never rewritten.
@@ -29,15 +29,16 @@ from .audit import marker as audit_marker
 from .clock import boot_clock, boot_id
 from .errors import IntegrityError, StoreError, StoreNotInitialised
 from .holds import Holds
-from .index import SCHEMA_VERSION as INDEX_SCHEMA, Index, RecordingRow, SchemaError
+from .index import SCHEMA_VERSION as INDEX_SCHEMA
+from .index import Index, RecordingRow, SchemaError
 from .integrity import Integrity
-from .keeping import Keeper, one_way_audio
+from .keeping import Keeper
 from .layout import DIR_MODE, PCAP_SUFFIX, SUFFIX, Layout
 from .master_key import KEY_CHECK, MasterKey
 from .reading import Reading
 
 __all__ = ["DIR_MODE", "KEY_CHECK", "PCAP_SUFFIX", "SUFFIX", "Actor", "IntegrityError", "Store", "StoreError",
-           "StoreNotInitialised", "one_way_audio"]  # fmt: skip
+           "StoreNotInitialised"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -239,22 +240,11 @@ class Store:
     def record(self, actor: Actor, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> None:
         self.audit_log().append(AuditEvent(self.clock(), actor.user, actor.uid, action, recording_id, detail, result))
 
-    # -- the parts' old names, delegating (callers move to store.<part>.<method>) ---------------
+    # -- the parts' old names still used by the hot path's files (storage/recorder.py, bench/hot_path.py,
+    # tests/test_kernel_property.py), delegating; they go when those move to the parts -----------------
 
     def new_recording_id(self, call_id: str, did: str, started_at: float) -> str:
         return self.layout.new_recording_id(call_id, did, started_at)
-
-    def local_date(self, ts: float) -> str:
-        return self.layout.local_date(ts)
-
-    def relative_path(self, recording_id: str, started_at: float) -> str:
-        return self.layout.relative_path(recording_id, started_at)
-
-    def file_path(self, row: RecordingRow, pcap: bool = False) -> str:
-        return self.layout.file_path(row, pcap)
-
-    def files(self, row: RecordingRow) -> list[str]:
-        return self.layout.files(row)
 
     def keep(self, recording_id: str, wav_path: str | None, call: Any, **kw: Any) -> RecordingRow | None:
         return self.keeper.keep(recording_id, wav_path, call, **kw)
@@ -262,23 +252,5 @@ class Store:
     def recordings(self) -> list[RecordingRow]:
         return self.reading.recordings()
 
-    def get(self, recording_id: str) -> RecordingRow:
-        return self.reading.get(recording_id)
-
     def plaintext(self, row: RecordingRow, pcap: bool = False) -> Iterator[bytes]:
         return self.reading.plaintext(row, pcap)
-
-    def check(self, row: RecordingRow) -> str | None:
-        return self.integrity.check(row)
-
-    def verify(self) -> list[str]:
-        return self.integrity.verify()
-
-    def holds(self, recording_id: str) -> list[dict[str, Any]]:
-        return self.holding.in_force(recording_id)
-
-    def hold(self, recording_id: str, *, until: float, reason: str, ref: str, by: str) -> int:
-        return self.holding.hold(recording_id, until=until, reason=reason, ref=ref, by=by)
-
-    def release(self, recording_id: str, hold_id: int) -> None:
-        self.holding.release(recording_id, hold_id)

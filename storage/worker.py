@@ -175,7 +175,7 @@ class StoreWorker(Worker):
 
     def _keep(self, store: Store, job: dict[str, Any], *, retry: bool = False) -> bool:
         try:
-            store.keep(**job)
+            store.keeper.keep(**job)
         except Exception as exc:  # noqa: BLE001  (a full disk, a failing one: the recorder goes on)
             if not retry:
                 self.failed += 1

@@ -35,8 +35,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # settings replaces the default one, as a later YAML key did). The tests' stores are not on LUKS:
 # their configs opt out (store.require_encrypted_volume: false) unless a test says otherwise.
 _RUNNER_GROUP = grp.getgrgid(os.getgid()).gr_name
-SITE_DEFAULTS = "control: {socket: control.sock}\nroles: {%s}\n" % ", ".join(
-    f"{role}_group: {_RUNNER_GROUP}" for role in ("manager", "staff", "technician", "auditor"))
+_ROLE_GROUPS = ", ".join(f"{role}_group: {_RUNNER_GROUP}" for role in ("manager", "staff", "technician", "auditor"))
+SITE_DEFAULTS = f"control: {{socket: control.sock}}\nroles: {{{_ROLE_GROUPS}}}\n"
 # The fixtures include remote mirrors' captures (encap-*): a site opens every encapsulation (the
 # shipped default opens none) unless a test's own capture settings say otherwise.
 SITE_DEFAULTS += "capture: {encapsulations: [erspan, gretap, vxlan, tzsp]}\n"
@@ -105,7 +105,7 @@ class Site:
         """The recording's WAV, decrypted by the store (no export, so no audit row)."""
         store = self.open_store()
         try:
-            return b"".join(store.plaintext(store.get(recording["id"])))
+            return b"".join(store.reading.plaintext(store.reading.get(recording["id"])))
         finally:
             store.close()
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, ROOT, Site
+from frames import rtp_packet, udp_frames, write_pcap
 
 from capture.call import MAX_PARTS, SWITCH_RUN
 from capture.pipeline import CapturePipeline
-from frames import rtp_packet, udp_frames, write_pcap
 from recorderd.config import load_dids
 from storage.wav import channel_bytes, read_info
 
@@ -92,7 +92,7 @@ def test_pcmu_to_pcma_gives_two_parts_listed_and_exported_byte_for_byte(
         (whole.call_id, "PCMU", "complete"), (whole.call_id, "PCMA", "complete")]  # fmt: skip
     assert recs[0]["id"] != recs[1]["id"]  # (call_id, did, started_at): each part its own start, its own id
     assert recs[0]["end_reason"] == "codec-change" and recs[1]["end_reason"] == "bye"
-    for rec, exp in zip(recs, expected(whole)):
+    for rec, exp in zip(recs, expected(whole), strict=True):
         assert_audio(site, rec, exp)
         out = tmp_path / f"{rec['id']}.wav"
         assert site.ctl("export", rec["id"], "--out", str(out), "--purpose", "quality") == 0
@@ -107,7 +107,7 @@ def test_pcmu_to_g722_part_is_decoded_like_a_g722_call(site: Site, tmp_path: Pat
     whole = codec_call("call-k-2", NUMBER, 92, ((1.5, "G722"),))
     recs = replay(site, tmp_path, whole.packets(), capsys)
     assert [(r["codec"], r["audio"]) for r in recs] == [("PCMU", "exact"), ("G722", "transcoded")]
-    for rec, exp in zip(recs, expected(whole)):
+    for rec, exp in zip(recs, expected(whole), strict=True):
         assert_audio(site, rec, exp)
 
 
@@ -189,7 +189,7 @@ def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(site: Site, tmp
         extra.append((t, udp_frames(up.src[0], up.src[1], up.dst[0], up.dst[1], data)[0]))
     recs = replay(site, tmp_path, whole.packets() + extra, capsys)
     assert [r["codec"] for r in recs] == ["PCMU", "PCMA"]
-    for rec, exp in zip(recs, expected(whole)):
+    for rec, exp in zip(recs, expected(whole), strict=True):
         assert_audio(site, rec, exp)  # the PCMA part begins at the first PCMA packet, as without them
 
 
@@ -200,7 +200,7 @@ def test_call_ending_without_bye_ends_the_part_in_progress(site: Site, tmp_path:
     recs = replay(site, tmp_path, packets, capsys)
     assert [(r["codec"], r["state"], r["end_reason"]) for r in recs] == [
         ("PCMU", "complete", "codec-change"), ("PCMA", "incomplete", "capture-end")]  # fmt: skip
-    for rec, exp in zip(recs, expected(whole)):
+    for rec, exp in zip(recs, expected(whole), strict=True):
         assert_audio(site, rec, exp)
 
 
@@ -214,7 +214,7 @@ def test_a_flood_of_codec_flips_opens_at_most_max_parts(caplog: pytest.LogCaptur
     # the last part keeps every packet of its codec to the call's end; the other codec's are counted
     first, codec = whole.switches()[MAX_PARTS - 1]
     pt = 8 if codec == "PCMA" else 0
-    for d, s in zip(whole.media(), parts[-1].result.streams):
+    for d, s in zip(whole.media(), parts[-1].result.streams, strict=False):
         rest = [p[4] for p in d.packets[first:]]
         assert (s.packets, s.other_payload) == (rest.count(pt), len(rest) - rest.count(pt))
     capped = [r for r in caplog.records if getattr(r, "EVENT", "") == "call-parts-capped"]
@@ -296,7 +296,7 @@ def test_each_part_has_its_own_evidence_the_new_one_beginning_with_the_reinvite(
     frames = []
     for rec in recs:
         path = tmp_path / f"{rec['id']}.pcap"
-        path.write_bytes(b"".join(store.plaintext(store.get(rec["id"]), pcap=True)))
+        path.write_bytes(b"".join(store.reading.plaintext(store.reading.get(rec["id"]), pcap=True)))
         frames.append([f for b in CaptureFile(path).batches() for _, _, f in b])
     store.close()
     rtp = [[f[43] & 0x7F for f in part if f[42] & 0xC0 == 0x80] for part in frames]
@@ -330,7 +330,7 @@ def test_store_full_at_the_codec_change_keeps_the_first_part_and_counts_the_loss
     pipeline.finish("capture-end")
     rows = store.db().all()
     assert [(r.codec, r.state, r.end_reason) for r in rows] == [("PCMU", "complete", "codec-change")]
-    data = b"".join(store.plaintext(rows[0]))
+    data = b"".join(store.reading.plaintext(rows[0]))
     exp = expected(whole)[0]
     for chan in exp["channels"]:
         assert hashlib.sha256(channel_bytes(data, chan["channel"])).hexdigest() == chan["sha256"]
@@ -356,7 +356,7 @@ def test_export_of_the_conversation_gives_every_codec_part(site: Site, tmp_path:
     folder.mkdir()
     capsys.readouterr()
     assert site.ctl("export", recs[1]["id"], "--conversation", "--out", str(folder), "--purpose", "quality") == 0
-    for rec, exp in zip(recs, expected(whole)):
+    for rec, exp in zip(recs, expected(whole), strict=True):
         wav = (folder / f"{rec['id']}.wav").read_bytes()
         assert wav == site.wav_bytes(rec)
         info = read_info(wav)

@@ -26,8 +26,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Site, ControlServer, str]]:
     assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
     store = site.open_store()
     try:
-        [row] = store.recordings()
-        store.hold(row.id, until=4_102_444_800.0, reason="limits tests", ref="T-A", by="tests")
+        [row] = store.reading.recordings()
+        store.holding.hold(row.id, until=4_102_444_800.0, reason="limits tests", ref="T-A", by="tests")
     finally:
         store.close()
     server = ControlServer(load(str(site.config)))

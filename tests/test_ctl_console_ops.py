@@ -168,7 +168,7 @@ def people(tmp_path: Path) -> Iterator[tuple[Site, dict[str, str], Path, list[st
         os.chown(outbox, pw.pw_uid, pw.pw_gid)
         store = site.open_store()
         try:
-            [row] = store.recordings()
+            [row] = store.reading.recordings()
             sha256 = row.sha256
         finally:
             store.close()

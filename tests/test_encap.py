@@ -262,7 +262,7 @@ def test_the_evidence_pcap_keeps_the_frames_as_they_crossed_the_pbx_port(tmp_pat
     for site in (plain_site, wrapped_site):
         (rec,) = site.list(capsys)
         store = site.open_store()
-        evidence.append(b"".join(store.plaintext(store.get(rec["id"]), pcap=True)))
+        evidence.append(b"".join(store.reading.plaintext(store.reading.get(rec["id"]), pcap=True)))
         store.close()
         audio = site.wav_bytes(rec)
         evidence.append(hashlib.sha256(channel_bytes(audio, 1) + channel_bytes(audio, 2)).hexdigest())

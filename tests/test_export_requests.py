@@ -82,7 +82,7 @@ def env() -> Iterator[Env]:
         assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
         store = site.open_store()
         try:
-            [row] = store.recordings()
+            [row] = store.reading.recordings()
         finally:
             store.close()
         config = load(str(site.config))

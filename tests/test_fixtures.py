@@ -7,7 +7,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, ROOT, Site
@@ -50,7 +49,7 @@ def test_replay_gives_expected_recordings(name: str, site: Site, capsys: pytest.
         if exp["audio"] == "not-decoded":  # the recording is the call's RTP, frame for frame
             evidence = site.root / f"{rec['id']}.pcap"
             store = site.open_store()
-            evidence.write_bytes(b"".join(store.plaintext(store.get(rec["id"]), pcap=True)))
+            evidence.write_bytes(b"".join(store.reading.plaintext(store.reading.get(rec["id"]), pcap=True)))
             store.close()
             from capture.pipeline import CapturePipeline  # noqa: F401  (the reader below is the project's)
             from capture.source import CaptureFile

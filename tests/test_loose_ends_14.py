@@ -313,7 +313,7 @@ def test_an_empty_rtp_payload_is_kept_the_same_by_c_and_python(tmp_path: Path) -
     store.open()
     try:
         replay(CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), SpoolSink(store)), [str(pcap)])
-        kept = sorted((row.codec, row.audio) for row in store.recordings())
+        kept = sorted((row.codec, row.audio) for row in store.reading.recordings())
     finally:
         store.close()
     assert kept == [("G722", "transcoded"), ("OPUS", "transcoded"), ("PCMU", "exact")]

@@ -39,13 +39,13 @@ class Replayed:
         self.store.open()
         self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
         replay(self.pipeline, [str(pcap)])
-        self.rows = {row.call_id: row for row in self.store.recordings()}
+        self.rows = {row.call_id: row for row in self.store.reading.recordings()}
 
     def wav(self, call_id: str) -> bytes:
-        return b"".join(self.store.plaintext(self.rows[call_id]))
+        return b"".join(self.store.reading.plaintext(self.rows[call_id]))
 
     def evidence(self, call_id: str) -> bytes:
-        return b"".join(self.store.plaintext(self.rows[call_id], pcap=True))
+        return b"".join(self.store.reading.plaintext(self.rows[call_id], pcap=True))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_copies_are_counted_as_mirror_duplicates_not_as_the_senders(both: tuple[
     clean, duplicated = both
     want = rtp_copies_per_direction()
     for call_id, row in duplicated.rows.items():
-        for stream, clean_stream in zip(row.streams, clean.rows[call_id].streams):
+        for stream, clean_stream in zip(row.streams, clean.rows[call_id].streams, strict=False):
             assert stream["duplicates"] == 0, (call_id, stream["channel"])  # a quality figure: nothing lost or doubled
             assert stream["mirror_duplicates"] == want[(call_id, stream["channel"])], (call_id, stream["channel"])
             assert clean_stream["mirror_duplicates"] == 0
@@ -157,7 +157,7 @@ class Harness:
     def finish(self) -> dict:
         self.feed([(max(t, self.pipeline.now + 0.1), f) for t, f in self.bye])
         self.pipeline.finish("capture-end")
-        [row] = self.store.recordings()
+        [row] = self.store.reading.recordings()
         return {s["channel"]: s for s in row.streams}
 
 
@@ -258,7 +258,7 @@ def test_a_cut_copy_first_does_not_win_over_the_whole_one(tmp_path: Path, order:
     assert copied.wav(call_id) == clean.wav(call_id)  # the real audio, byte for byte
     rtp = sum(1 for _, f in call.packets() if f[42] & 0xC0 == 0x80)
     copies = rtp * (2 if order == "cut-twice" else 1)
-    for stream, clean_stream in zip(copied.rows[call_id].streams, clean.rows[call_id].streams):
+    for stream, clean_stream in zip(copied.rows[call_id].streams, clean.rows[call_id].streams, strict=False):
         assert (stream["truncated"], stream["duplicates"]) == (0, 0), stream
         assert {**stream, "mirror_duplicates": 0} == clean_stream
     assert sum(s["mirror_duplicates"] for s in copied.rows[call_id].streams) == copies

@@ -47,8 +47,8 @@ class Harness:
         t_end = max(t for t, _ in self.bye)
         self.feed([(max(t_end, self.pipeline.now + 0.1), f) for _, f in self.bye])
         self.pipeline.finish("capture-end")  # the BYE's linger for media in flight ends with the capture
-        [row] = self.store.recordings()
-        data = b"".join(self.store.plaintext(row))
+        [row] = self.store.reading.recordings()
+        data = b"".join(self.store.reading.plaintext(row))
         return channel_bytes(data, 1), channel_bytes(data, 2), {s["channel"]: s for s in row.streams}
 
 
@@ -245,7 +245,7 @@ def test_rtp_from_another_source_is_dropped_and_counted(both: Harness, caplog: p
     assert h.pipeline.counters["rtp_other_source"] == 2000
     assert streams[1]["other_source"] == 2000 and streams[2]["other_source"] == 0
     assert streams[1]["ssrcs"] == [0xAAAA] and streams[1]["packets"] == 50 and streams[1]["lost"] == 0
-    [row] = h.store.recordings()
+    [row] = h.store.reading.recordings()
     [warning] = [r for r in caplog.records if getattr(r, "EVENT", "") == "rtp-other-source"]
     assert warning.RECORDING_ID == row.id and row.id in warning.getMessage()  # type: ignore[attr-defined]
     assert "2000" in warning.getMessage() and h.call.caller not in warning.getMessage()

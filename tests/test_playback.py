@@ -44,13 +44,13 @@ def keep_recording(site: Site, seconds: float, codec: str = "PCMU", seed: int = 
         frames = round(seconds * 8000)
         started = store.clock() - 3600
         call = CallInfo(f"k-{seed}@test", "+81442003939", "テスト", "09011112222", started, codec)
-        rid = store.new_recording_id(call.call_id, call.did, started)
+        rid = store.layout.new_recording_id(call.call_id, call.did, started)
         spool = os.path.join(store.spool_dir, rid + ".wav")
         with open(spool, "xb") as f:
             f.write(wav.header(codec, frames))
             f.write(random.Random(seed).randbytes(2 * frames))
-        store.keep(rid, spool, call, ended_at=started + seconds, frames=frames, complete=True, end_reason="bye",
-                   streams=STREAMS)  # fmt: skip
+        store.keeper.keep(rid, spool, call, ended_at=started + seconds, frames=frames, complete=True, end_reason="bye",
+                          streams=STREAMS)  # fmt: skip
         return rid
     finally:
         store.close()
@@ -323,7 +323,7 @@ def test_a_ticket_is_refused_to_another_user(tmp_path: Path) -> None:
         assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
         store = site.open_store()
         try:
-            [row] = store.recordings()
+            [row] = store.reading.recordings()
         finally:
             store.close()
         rid = row.id

@@ -91,7 +91,7 @@ def test_erased_at_the_deadline_not_before(kept) -> None:  # type: ignore[no-unt
     report = worker.run()
     assert sorted(e.id for e in report.erased) == sorted(r["id"] for r in recs)
     assert all(e.late_s == 0 for e in report.erased)
-    assert site.stored_files() == [] and store.recordings() == []
+    assert site.stored_files() == [] and store.reading.recordings() == []
     records = store.db().erasures()
     assert [(r["did_label"], r["call_date"]) for r in records] == [("幸区役所", "2026-09-21"), ("麻生区役所", "2026-09-21")]
     assert {r["sha256"] for r in records} == {r["sha256"] for r in recs}
@@ -100,24 +100,24 @@ def test_erased_at_the_deadline_not_before(kept) -> None:  # type: ignore[no-unt
 def test_holds_stack_and_postpone_erasure(kept) -> None:  # type: ignore[no-untyped-def]
     site, store, clock, recs = kept
     target = recs[0]["id"]
-    h1 = store.hold(target, until=jst("2026-10-20 00:00:00"), reason="complaint", ref="K-1", by="manager1")
-    h2 = store.hold(target, until=jst("2026-11-01 00:00:00"), reason="police inquiry", ref="K-2", by="manager1")
+    h1 = store.holding.hold(target, until=jst("2026-10-20 00:00:00"), reason="complaint", ref="K-1", by="manager1")
+    h2 = store.holding.hold(target, until=jst("2026-11-01 00:00:00"), reason="police inquiry", ref="K-2", by="manager1")
     worker = RetentionWorker(store)
     clock.t = jst(DEADLINE) + 60
     assert [e.id for e in worker.run().erased] == [recs[1]["id"]]
-    store.release(target, h1)
+    store.holding.release(target, h1)
     assert worker.run().erased == []  # the second hold still stands
     clock.t = jst("2026-10-25 00:00:00")
     assert worker.run().erased == []
-    store.release(target, h2)  # released after the deadline
+    store.holding.release(target, h2)  # released after the deadline
     [erased] = worker.run().erased
     assert erased.id == target and erased.late_s > 0
-    assert store.recordings() == []
+    assert store.reading.recordings() == []
 
 
 def test_hold_that_ends_by_itself(kept) -> None:  # type: ignore[no-untyped-def]
     site, store, clock, recs = kept
-    store.hold(recs[0]["id"], until=jst("2026-10-10 00:00:00"), reason="review", ref="R-7", by="manager1")
+    store.holding.hold(recs[0]["id"], until=jst("2026-10-10 00:00:00"), reason="review", ref="R-7", by="manager1")
     worker = RetentionWorker(store)
     clock.t = jst("2026-10-09 23:59:59")
     assert [e.id for e in worker.run().erased] == [recs[1]["id"]]
@@ -163,13 +163,13 @@ def test_erasure_interrupted_at_each_step_completes_next_run(kept) -> None:  # t
     site, store, clock, recs = kept
     clock.t = jst(DEADLINE)
     index = store.db()
-    a, b = (store.get(r["id"]) for r in recs)
+    a, b = (store.reading.get(r["id"]) for r in recs)
     index.begin_erasure(a.id, clock.t)  # died right after the key was destroyed
     index.begin_erasure(b.id, clock.t)
-    os.unlink(store.file_path(b))  # died right after the unlink
+    os.unlink(store.layout.file_path(b))  # died right after the unlink
     report = RetentionWorker(store).run()
     assert sorted(e.id for e in report.erased) == sorted([a.id, b.id])
-    assert store.recordings() == [] and site.stored_files() == []
+    assert store.reading.recordings() == [] and site.stored_files() == []
     assert len(index.erasures()) == 2
 
 
@@ -178,9 +178,9 @@ def test_kill_9_during_erasure_then_retention_run(tmp_path: Path, capsys: pytest
     site.replay(FIXTURES / "demo-day.pcap")
     n = len(site.list(capsys))
     script = (
-        "import sys, time; sys.argv[1:] = ['--config', %r, 'retention', 'run'];"
-        "time.time = lambda: %r; from recorderd.ctl import main; main()"
-    ) % (str(site.config), jst(DEADLINE) + 3600)
+        f"import sys, time; sys.argv[1:] = ['--config', {str(site.config)!r}, 'retention', 'run'];"
+        f"time.time = lambda: {jst(DEADLINE) + 3600!r}; from recorderd.ctl import main; main()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.25)  # wherever it is: loading, erasing, or done
     proc.send_signal(signal.SIGKILL)
@@ -188,7 +188,7 @@ def test_kill_9_during_erasure_then_retention_run(tmp_path: Path, capsys: pytest
     store = site.open_store()
     store.clock = Clock(jst(DEADLINE) + 3660)  # a minute on, by the wall clock: the boot clock agrees
     RetentionWorker(store).run()
-    assert store.recordings() == [] and site.stored_files() == []
+    assert store.reading.recordings() == [] and site.stored_files() == []
     assert len(store.db().erasures()) == n
     store.close()
 

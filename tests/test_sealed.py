@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage import sealed, wav
-from storage.recovery import recover_spool
 from storage.recorder import SpoolSink
+from storage.recovery import recover_spool
 from storage.store import Store
 
 KEY = bytes(range(32))
@@ -215,16 +215,16 @@ def test_nothing_of_the_call_is_ever_in_the_clear_and_the_kept_audio_is_exact(tm
     try:
         _, chans = record(store, 20, check=check)
         assert chans == audio
-        [row] = store.recordings()
+        [row] = store.reading.recordings()
         assert not seen, seen  # while in progress
         assert not find_clear(every_file(root), audio)  # after keep
         assert os.listdir(store.spool_dir) == []
-        data = b"".join(store.plaintext(row))
-        assert hashlib.sha256(data).hexdigest() == row.sha256 and store.check(row) is None
+        data = b"".join(store.reading.plaintext(row))
+        assert hashlib.sha256(data).hexdigest() == row.sha256 and store.integrity.check(row) is None
         assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]  # the late one in place
-        with open(store.file_path(row), "rb") as f:
+        with open(store.layout.file_path(row), "rb") as f:
             assert f.read(4) == sealed.MAGIC
-        pcap = b"".join(store.plaintext(row, pcap=True))
+        pcap = b"".join(store.reading.plaintext(row, pcap=True))
         assert pcap.count(CALL_ID.encode()) == 20 and hashlib.sha256(pcap).hexdigest() == row.pcap_sha256
         with store.reading.reader(row) as r:  # random access (play, waveform) decrypts only what it needs
             assert r.read(wav.HEADER_SIZE + 2 * 8000 * 19, 64) == data[wav.HEADER_SIZE + 2 * 8000 * 19 :][:64]
@@ -236,9 +236,9 @@ def test_every_nonce_is_distinct(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     try:
         record(store, 12)
-        [row] = store.recordings()
+        [row] = store.reading.recordings()
         nonces = []
-        for path in store.files(row):
+        for path in store.layout.files(row):
             fd = os.open(path, os.O_RDONLY)
             found = sealed.scan(fd, "t")
             nonces += [os.pread(fd, sealed.NONCE, pos + sealed.RECORD) for _, _, pos, _ in found.records]
@@ -263,7 +263,7 @@ def test_keeping_writes_each_byte_once(tmp_path: Path) -> None:
         record(store, 180)
         os.sync()
         after = io_counts()
-        kept = sum(os.path.getsize(p) for row in store.recordings() for p in store.files(row))
+        kept = sum(os.path.getsize(p) for row in store.reading.recordings() for p in store.layout.files(row))
         assert kept > 4_500_000
         assert after["wchar"] - before["wchar"] <= 1.1 * kept
         assert after["write_bytes"] - before["write_bytes"] <= 1.1 * kept
@@ -285,9 +285,9 @@ def test_recovery_after_a_crash_keeps_the_sealed_audio_up_to_the_last_whole_reco
             f.write(os.urandom(500))  # and a half-written record after the last whole one
         assert not find_clear(every_file(Path(store.root)), chans)
         [rid] = recover_spool(store)
-        row = store.get(rid)
-        assert row.state == "incomplete" and store.check(row) is None
-        data = b"".join(store.plaintext(row))
+        row = store.reading.get(rid)
+        assert row.state == "incomplete" and store.integrity.check(row) is None
+        data = b"".join(store.reading.plaintext(row))
         got = wav.channel_bytes(data, 1)
         assert 9 * 8000 <= len(got) <= 10 * 8000 and got == chans[0][: len(got)]  # at most ~1 s lost
         assert os.listdir(store.spool_dir) == []
@@ -308,14 +308,14 @@ def test_a_keep_that_died_after_its_rename_is_kept_at_the_next_start(tmp_path: P
         rec.evidence.file.close()  # type: ignore[attr-defined]
         rec.sidecar.close()  # type: ignore[attr-defined]
         rid = rec.id  # type: ignore[attr-defined]
-        rel = store.relative_path(rid, T0)
+        rel = store.layout.relative_path(rid, T0)
         store.keeper._rename(os.path.join(store.spool_dir, rid + ".wav"), rel, rec.data_key)  # type: ignore[attr-defined]
         store.keeper._rename(os.path.join(store.spool_dir, rid + ".pcap"), rel[:-4] + ".pcap.rdv", rec.data_key)  # type: ignore[attr-defined]
         assert sorted(os.listdir(store.spool_dir)) == [rid + ".call.json"]  # then the process died
         assert recover_spool(store) == [rid]
-        row = store.get(rid)
-        data = b"".join(store.plaintext(row))
-        assert wav.channel_bytes(data, 1) == chans[0] and store.check(row) is None
+        row = store.reading.get(rid)
+        data = b"".join(store.reading.plaintext(row))
+        assert wav.channel_bytes(data, 1) == chans[0] and store.integrity.check(row) is None
         assert row.frames == 4 * 8000 and row.pcap_path
         assert os.listdir(store.spool_dir) == []
     finally:
@@ -337,7 +337,7 @@ def test_a_sealed_recording_plays_and_checks_through_the_console_socket(tmp_path
     store = site.open_store()
     try:
         record(store, 20, started=store.clock() - 3600)
-        [row] = store.recordings()
+        [row] = store.reading.recordings()
     finally:
         store.close()
     server = ControlServer(load(str(site.config)))
@@ -359,7 +359,7 @@ def test_a_sealed_recording_plays_and_checks_through_the_console_socket(tmp_path
             if state != "checking":
                 break
         assert state == "checked"
-        path = Path(store.file_path(row))
+        path = Path(store.layout.file_path(row))
         fd = os.open(path, os.O_RDONLY)
         offset, length, pos, _ = sealed.scan(fd, "t").records[10]
         os.close(fd)
@@ -403,10 +403,10 @@ def test_late_payloads_anywhere_in_the_call_land_in_place(tmp_path: Path) -> Non
                     rec.audio(2, j * 160, chans[1][j * 160 : (j + 1) * 160])
         assert path.read_bytes().startswith(before)
         rec.end(SimpleNamespace(complete=True, reason="bye", ended_at=T0 + 30, streams=[]))
-        [row] = store.recordings()
-        data = b"".join(store.plaintext(row))
+        [row] = store.reading.recordings()
+        data = b"".join(store.reading.plaintext(row))
         assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]
-        assert store.check(row) is None
+        assert store.integrity.check(row) is None
     finally:
         store.close()
 
@@ -444,10 +444,10 @@ def test_a_plaintext_spool_left_by_the_previous_edition_is_still_recovered(tmp_p
         audio = random.Random(3).randbytes(2 * 8000 * 3)
         base.with_name(rid + ".wav").write_bytes(wav.header("PCMU", 0) + audio + b"\x01")  # a half frame at the end
         assert recover_spool(store) == [rid]
-        row = store.get(rid)
-        with open(store.file_path(row), "rb") as f:
+        row = store.reading.get(rid)
+        with open(store.layout.file_path(row), "rb") as f:
             assert f.read(4) == vault.MAGIC
-        data = b"".join(store.plaintext(row))
+        data = b"".join(store.reading.plaintext(row))
         assert data[wav.HEADER_SIZE :] == audio and row.frames == 3 * 8000 and row.caller == CALLER
         assert os.listdir(store.spool_dir) == []
     finally:

@@ -79,7 +79,7 @@ def test_crypto_erase_takes_the_sealed_fields_and_digests_with_the_key(site: Sit
         with sqlite3.connect(store.index_path) as db:
             assert db.execute("SELECT count(*) FROM caller_digests").fetchone()[0] == 6  # exact + last 4..8
         store.db().begin_erasure(rec["id"], store.clock())
-        row = store.get(rec["id"])
+        row = store.reading.get(rec["id"])
         assert (row.caller, row.call_id) == ("", "")
         with sqlite3.connect(store.index_path) as db:
             assert db.execute("SELECT count(*) FROM caller_digests").fetchone()[0] == 0
@@ -231,8 +231,9 @@ def test_a_store_newer_than_the_code_is_refused_naming_both_versions(site: Site,
 def test_erasure_leaves_no_caller_number_in_any_file(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     """After retention the caller's number, its Call-ID, its digests and its key are in no file of
     the store (index, WAL, audit log, casework, spool)."""
-    from storage.retention import RetentionWorker
     from test_retention import Clock, jst
+
+    from storage.retention import RetentionWorker
 
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     [rec] = site.list(capsys)

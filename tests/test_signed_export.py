@@ -121,8 +121,8 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
         "file_sha256": rec["sha256"], "copy_id": 1, "copy_kind": "export", "recording_id": rec["id"],
         "did_label": rec["did_label"], "started_at": rec["started_at"], "ended_at": rec["ended_at"],
         "codec": "PCMU", "channels": 2, "recording_sha256": rec["sha256"], "purpose": "suspicious_call"}  # fmt: skip
-    assert manifest["evidence_pcap_sha256"] == hashlib.sha256(b"".join(
-        site.open_store().plaintext(site.open_store().get(rec["id"]), pcap=True))).hexdigest()  # fmt: skip
+    assert manifest["evidence_pcap_sha256"] == hashlib.sha256(b"".join(site.open_store().reading.plaintext(
+        site.open_store().reading.get(rec["id"]), pcap=True))).hexdigest()  # fmt: skip
     me = __import__("pwd").getpwuid(os.getuid()).pw_name
     assert manifest["signer"] == {"user": me, "role": "manager", "via": "direct"}
     assert manifest["recorder"]["key_id"] == public.key_id == hashlib.sha256(

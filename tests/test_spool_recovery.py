@@ -14,13 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ROOT, small_tmpfs
-
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage import sealed, vault
 from storage.recovery import REASON, recover_spool
 from storage.sidecar import SIDECAR, STAGING, CallSidecar, read_sidecar
-from storage.recorder import SpoolSink
 from storage.store import Store
 
 T0 = 1_790_000_000.0
@@ -79,7 +77,7 @@ def test_a_recording_recovered_after_kill_9_keeps_its_figures_and_dtmf_and_says_
     store.open()
     try:
         [recording_id] = recover_spool(store)
-        row = store.get(recording_id)
+        row = store.reading.get(recording_id)
     finally:
         store.close()
     assert row.state == "incomplete"

@@ -18,6 +18,7 @@ from generator import SipCall
 
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
+from storage.keeping import Keeper
 from storage.recorder import SpoolSink
 from storage.store import Store
 from storage.worker import StoreWorker
@@ -54,22 +55,22 @@ def record(store: Store, worker: StoreWorker, calls: int, talk: float = 2.0) -> 
 def test_calls_are_kept_by_the_worker_thread_and_all_are_in_before_close_returns(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     kept_in: set[str] = set()
-    keep = Store.keep
+    keep = Keeper.keep
 
-    def spy(self: Store, *args: object, **kw: object) -> object:
+    def spy(self: Keeper, *args: object, **kw: object) -> object:
         kept_in.add(threading.current_thread().name)
         return keep(self, *args, **kw)  # type: ignore[arg-type]
 
-    Store.keep = spy  # type: ignore[method-assign]
+    Keeper.keep = spy  # type: ignore[method-assign]
     try:
         worker = StoreWorker(opener(tmp_path))
         worker.start()
         record(store, worker, calls=5)
         worker.stop()
     finally:
-        Store.keep = keep  # type: ignore[method-assign]
+        Keeper.keep = keep  # type: ignore[method-assign]
     assert kept_in == {"store-worker"}
-    assert len(store.recordings()) == 5 and worker.kept == 5 and worker.failed == 0
+    assert len(store.reading.recordings()) == 5 and worker.kept == 5 and worker.failed == 0
     assert os.listdir(store.spool_dir) == []
 
 
@@ -87,14 +88,14 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         assert "could not be kept" in caplog.text and "09011112222" not in caplog.text
         spool = sorted(os.listdir(store.spool_dir))
         assert [n.split(".", 1)[1] for n in spool] == ["call.json", "pcap", "wav"]  # all of it, in the spool
-        assert not list(recordings.rglob("*.part")) and store.recordings() == []
+        assert not list(recordings.rglob("*.part")) and store.reading.recordings() == []
 
         resize_tmpfs(recordings, "64m")  # room again
         worker.retention()
         worker.stop()
-        [row] = store.recordings()
+        [row] = store.reading.recordings()
         assert worker.kept == 1 and row.frames > 3 * 8000 * 0.9 and os.listdir(store.spool_dir) == []
-        assert store.verify() == []  # decrypts, and its SHA-256 matches
+        assert store.integrity.verify() == []  # decrypts, and its SHA-256 matches
 
 
 def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -115,13 +116,13 @@ def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_pa
         record(store, worker, calls=3)
         worker.retention()
         worker.drain()
-        assert len(store.recordings()) == 3
+        assert len(store.reading.recordings()) == 3
         wall[0] += 20 * 86400 + 1  # the clock set 20 days ahead; one second passed
         steady[0] += 1
         with caplog.at_level(logging.INFO):
             worker.retention()
             worker.drain()
-        assert worker.erased == 0 and len(store.recordings()) == 3
+        assert worker.erased == 0 and len(store.reading.recordings()) == 3
         jumps = [r for r in caplog.records if getattr(r, "EVENT", "") == "clock-jump"]
         assert [r.levelname for r in jumps] == ["CRITICAL"]
         assert not [r for r in caplog.records if getattr(r, "EVENT", "") == "recording-erased"]

@@ -108,7 +108,7 @@ def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
     recorded, written = hashlib.sha256(), hashlib.sha256()
     pcm = PcmStream() if fmt == "pcm" and row.audio == "exact" else None  # transcoded WAVs already are PCM
     try:
-        for chunk in ctx.store.plaintext(row, pcap=pcap):
+        for chunk in ctx.store.reading.plaintext(row, pcap=pcap):
             recorded.update(chunk)
             data = pcm.feed(chunk) if pcm else chunk
             written.update(data)
@@ -182,7 +182,8 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
         fields["purpose"] = purpose
         if approved_by:
             fields["approval"] = {"approved_by": approved_by, "approval_ref": approval_ref}
-    fields["recorder"] = {"key_id": key.public.key_id, "public_key": key.public.pem, "software": f"recorderd {version()}"}
+    fields["recorder"] = {"key_id": key.public.key_id, "public_key": key.public.pem,
+                          "software": f"recorderd {version()}"}
     body = signing.manifest_bytes(fields)
     manifest_path, sig_path = signing.manifest_paths(out)
     try:
@@ -226,11 +227,12 @@ def export(ctx: Context, args: Args) -> Reply:
     if purpose not in PURPOSES:
         if not approved_by or not ref:
             raise NotAllowed(f"purpose {purpose!r} is not one of {', '.join(PURPOSES)}: a copy for another purpose "
-                             "needs a manager's approval (guideline Art. 5(5)): --approved-by MANAGER --approval-ref REF")  # fmt: skip
+                             "needs a manager's approval (guideline Art. 5(5)): "
+                             "--approved-by MANAGER --approval-ref REF")  # fmt: skip
         ctx.note(approved_by=approved_by, approval_ref=ref)
         if not has_role(approved_by, MANAGER, ctx.config):
             raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
-    row = ctx.store.get(rid)
+    row = ctx.store.reading.get(rid)
     if args.flag("conversation"):
         return _export_conversation(ctx, args, row, out, fmt, purpose, approved_by, ref)
     sha256 = write_copy(ctx, row, out, fmt)
@@ -239,7 +241,8 @@ def export(ctx: Context, args: Args) -> Reply:
     key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export", purpose=purpose,
                             approved_by=approved_by, approval_ref=ref)  # fmt: skip
     text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
-            f"by {iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id})")  # fmt: skip
+            f"by {iso(expires, ctx)}; signed manifest beside it "
+            f"({out}{signing.MANIFEST_SUFFIX}, key {key_id})")  # fmt: skip
     conversation = conversation_note(ctx, row)
     if conversation["other_parts"]:
         ctx.note(conversation=conversation["token"], part=row.part, parts=conversation["parts"])
@@ -305,7 +308,8 @@ def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, 
                                           "recording_sha256": part.sha256, "copy": copy_id,
                                           "expires": iso(expires, ctx), "conversation": row.conversation,
                                           "part": part.part, "asked_for": row.id,
-                                          **({"approved_by": approved_by, "approval_ref": ref} if approved_by else {})})  # fmt: skip
+                                          **({"approved_by": approved_by, "approval_ref": ref}
+                                             if approved_by else {})})  # fmt: skip
         done.append(entry)
         lines.append(f"part {part.part}: exported {part.id} to {target} ({_what_was_written(part, fmt, sha256)}); "
                      f"copy {copy_id}, to be destroyed by {iso(expires, ctx)}; signed manifest beside it")  # fmt: skip
@@ -328,7 +332,7 @@ def provide(ctx: Context, args: Args) -> Reply:
                          f"Art. 69 (guideline Art. 5(6)): {', '.join(BASES)}")  # fmt: skip
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    row = ctx.store.get(rid)
+    row = ctx.store.reading.get(rid)
     ctx.note(basis_article=BASES[basis])
     if args.flag("conversation"):
         return _provide_conversation(ctx, args, row, out, fmt, recipient, basis, note)
@@ -417,7 +421,8 @@ def copies_list(ctx: Context, args: Args) -> Reply:
     data = [copy_json(c, ctx) for c in rows]
     ctx.note(count=len(data))
     lines = [f"copy {c['copy']}: {c['recording_id']} {c['kind']} by {c['user']} ({c['purpose']}) at {c['out']}; "
-             f"{c['state']}" + (f" ({c['disposed']})" if c["disposed"] else f", expires {c['expires_at']}") for c in data]  # fmt: skip
+             f"{c['state']}" + (f" ({c['disposed']})" if c["disposed"] else f", expires {c['expires_at']}")
+             for c in data]  # fmt: skip
     return Reply(text="\n".join(lines + [f"({len(data)} copies)"]), data=data)
 
 

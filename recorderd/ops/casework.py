@@ -51,7 +51,8 @@ def disclosure_search(ctx: Context, args: Args) -> Reply:
     number, start, end = args.text("caller", 40), args.text("from", 40), args.text("to", 40)
     lo, hi = parse_when(start, ctx, what="--from"), parse_when(end, ctx, end=True, what="--to")
     hold_text = args.opt("hold_until", 40)
-    until = parse_when(hold_text, ctx, end=True, what="--hold-until") if hold_text else ctx.now + DISCLOSURE_HOLD_DAYS * 86400
+    until = (parse_when(hold_text, ctx, end=True, what="--hold-until") if hold_text
+             else ctx.now + DISCLOSURE_HOLD_DAYS * 86400)
     ctx.note(filters={"caller": "exact", "from": start, "to": end})
     if request["state"] != "open":
         raise OpError(f"disclosure request {request['id']} is {request['state']}: searches belong to open requests")
@@ -63,11 +64,14 @@ def disclosure_search(ctx: Context, args: Args) -> Reply:
         ctx.casework.add_candidate(request["id"], row.id, hold_id, ctx.now)
         ctx.audit("hold", row.id, {"hold_id": hold_id, "until": until, "reason": f"disclosure request {request['id']}",
                                    "ref": request["ref"], "request": request["id"]})  # fmt: skip
-        held.append({"id": row.id, "hold_id": hold_id, "did_label": row.did_label, "started_at": iso(row.started_at, ctx)})
+        held.append({"id": row.id, "hold_id": hold_id, "did_label": row.did_label,
+                     "started_at": iso(row.started_at, ctx)})
     ctx.note(recordings=[h["id"] for h in held], count=len(held))
     lines = [f"{h['id']} ({h['did_label']}, {h['started_at']}): hold {h['hold_id']}" for h in held]
-    lines.append(f"{len(held)} candidate recording(s) found for request {request['id']} and held until {iso(until, ctx)}")
-    return Reply(text="\n".join(lines), data={"request": request["id"], "candidates": held, "held_until": iso(until, ctx)})
+    lines.append(f"{len(held)} candidate recording(s) found for request {request['id']} "
+                 f"and held until {iso(until, ctx)}")
+    return Reply(text="\n".join(lines),
+                 data={"request": request["id"], "candidates": held, "held_until": iso(until, ctx)})
 
 
 @action("disclosure-check", MANAGER)
@@ -84,7 +88,8 @@ def disclosure_check(ctx: Context, args: Args) -> Reply:
     if request["state"] == "closed":
         raise OpError(f"disclosure request {request['id']} is closed")
     check = ctx.casework.add_identity_check(request["id"], document=document, checked_by=checked_by, checked_on=on,
-                                            matched_with=matched, recorded_by=ctx.caller.user, recorded_at=ctx.now)  # fmt: skip
+                                            matched_with=matched, recorded_by=ctx.caller.user,
+                                            recorded_at=ctx.now)  # fmt: skip
     return Reply(text=f"identity check {check} recorded for request {request['id']}: {document}, checked by "
                       f"{checked_by} on {on}", data={"check": check})  # fmt: skip
 
@@ -106,7 +111,8 @@ def disclosure_decide(ctx: Context, args: Args) -> Reply:
                              f"authority ({', '.join(AUTHORITY_DOCUMENTS)}) before disclosing")  # fmt: skip
     ctx.casework.decide_disclosure(request["id"], decision, reason, ctx.caller.user, ctx.now)
     ctx.note(recordings=[c["recording_id"] for c in request["candidates"]])
-    return Reply(text=f"disclosure request {request['id']}: {decision}", data={"request": request["id"], "decision": decision})
+    return Reply(text=f"disclosure request {request['id']}: {decision}",
+                 data={"request": request["id"], "decision": decision})
 
 
 @action("disclosure-release", MANAGER)
@@ -117,8 +123,10 @@ def disclosure_release(ctx: Context, args: Args) -> Reply:
         raise OpError(f"disclosure request {request['id']} is already closed")
     released = []
     for c in request["candidates"]:
-        if c["released_at"] is None and c["hold_id"] is not None and ctx.store.db().release_hold(c["recording_id"], c["hold_id"], ctx.now):
-            ctx.audit("release", c["recording_id"], {"hold_id": c["hold_id"], "reason": reason, "request": request["id"]})
+        if (c["released_at"] is None and c["hold_id"] is not None
+                and ctx.store.db().release_hold(c["recording_id"], c["hold_id"], ctx.now)):
+            ctx.audit("release", c["recording_id"],
+                      {"hold_id": c["hold_id"], "reason": reason, "request": request["id"]})
             released.append(c["recording_id"])
     ctx.casework.release_candidates(request["id"], ctx.now)
     ctx.casework.close_disclosure(request["id"], ctx.caller.user, ctx.now)
@@ -136,7 +144,8 @@ def disclosure_text(r: dict[str, Any], ctx: Context) -> str:
         lines.append(f"  identity check {c['id']}: {c['document']} checked by {c['checked_by']} on {c['checked_on']}"
                      + (f", matched with {c['matched_with']}" if c["matched_with"] else ""))  # fmt: skip
     if r["decision"]:
-        lines.append(f"  decision: {r['decision']} by {r['decided_by']} {iso(r['decided_at'], ctx)}: {r['decision_reason']}")
+        lines.append(f"  decision: {r['decision']} by {r['decided_by']} {iso(r['decided_at'], ctx)}: "
+                     f"{r['decision_reason']}")
     return "\n".join(lines)
 
 
@@ -163,9 +172,11 @@ def integrity_incident(ctx: Context, problems: list[str], recordings: list[str],
     if existing is not None:
         return existing, False
     summary = f"integrity check failed ({source}): {len(problems)} problem(s): " + "; ".join(problems[:5])
-    incident = ctx.casework.open_incident("other", summary, ctx.now, recordings, f"recorderctl {source} ({ctx.caller.user})",
+    incident = ctx.casework.open_incident("other", summary, ctx.now, recordings,
+                                          f"recorderctl {source} ({ctx.caller.user})",
                                           ctx.now, automatic=True, fingerprint=fingerprint)  # fmt: skip
-    ctx.audit("incident-new", None, {"incident": incident, "kind": "other", "automatic": True, "recordings": recordings})
+    ctx.audit("incident-new", None,
+              {"incident": incident, "kind": "other", "automatic": True, "recordings": recordings})
     return incident, True
 
 
@@ -195,15 +206,16 @@ def incident_action(ctx: Context, args: Args) -> Reply:
 
 def incident_json(i: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {**i, "occurred_at": iso(i["occurred_at"], ctx), "opened_at": iso(i["opened_at"], ctx),
-            "automatic": bool(i["automatic"]), "actions": [{**a, "at": iso(a["at"], ctx)} for a in i["actions"]]}  # fmt: skip
+            "automatic": bool(i["automatic"]),
+            "actions": [{**a, "at": iso(a["at"], ctx)} for a in i["actions"]]}  # fmt: skip
 
 
 @action("incident-list", MANAGER)
 def incident_list(ctx: Context, args: Args) -> Reply:
     rows = [incident_json(i, ctx) for i in ctx.casework.incidents()]
     ctx.note(count=len(rows))
-    lines = [f"incident {i['id']}: {i['kind']}, {i['state']}, opened {i['opened_at']} by {i['opened_by']}: {i['summary'][:100]}"
-             for i in rows]  # fmt: skip
+    lines = [f"incident {i['id']}: {i['kind']}, {i['state']}, opened {i['opened_at']} by {i['opened_by']}: "
+             f"{i['summary'][:100]}" for i in rows]  # fmt: skip
     return Reply(text="\n".join(lines + [f"({len(rows)} incident(s))"]), data=rows)
 
 
@@ -240,7 +252,7 @@ def complaint_new(ctx: Context, args: Args) -> Reply:
     when = parse_when(received, ctx, what="--received") if received else ctx.now
     recordings = args.ids("recordings")
     for rid in recordings:
-        ctx.store.get(rid)
+        ctx.store.reading.get(rid)
     ctx.note(channel=channel, recordings=recordings)
     complaint = ctx.casework.open_complaint(summary, channel, when, recordings, ctx.caller.user, ctx.now)
     ctx.note(complaint=complaint)

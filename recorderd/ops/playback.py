@@ -38,10 +38,10 @@ from storage.reader import VaultReader, open_reader
 from storage.sealed import SealedFile
 from storage.wav import read_info
 
-from .framework import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
-from .access import PURPOSES
-from .records import iso_ms, recording_json
 from ..roles import MANAGER, STAFF
+from .access import PURPOSES
+from .framework import Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
+from .records import iso_ms, recording_json
 
 HISTORY_ROWS = 200
 TICKET_IDLE = 3600.0  # s a ticket lives after its last use
@@ -133,14 +133,14 @@ def _reader(ctx: Context, row: RecordingRow) -> VaultReader | SealedFile:
                       "original RTP in its evidence pcap)")  # fmt: skip
     data_key = vault.unwrap(ctx.store.master_key(), row.wrapped_key, row.id)
     try:
-        return open_reader(ctx.store.file_path(row), data_key, f"recording {row.id}")  # RDS1 or RDV1
+        return open_reader(ctx.store.layout.file_path(row), data_key, f"recording {row.id}")  # RDS1 or RDV1
     except FileNotFoundError:
         raise OpError(f"recording {row.id} has no file in the store (erased?)") from None
 
 
 def _current(ctx: Context, ticket: Ticket) -> RecordingRow:
     """The ticket's recording, still there and still the one played (not erased, same SHA-256)."""
-    row = ctx.store.get(ticket.recording_id)
+    row = ctx.store.reading.get(ticket.recording_id)
     if row.sha256 != ticket.sha256 or row.erasing_at is not None:
         raise OpError(f"recording {row.id} is being erased or has changed since it was played")
     return row
@@ -166,13 +166,14 @@ def history(ctx: Context, recording_id: str, limit: int = HISTORY_ROWS) -> list[
 def show(ctx: Context, args: Args) -> Reply:
     rid = args.text("id", 100)
     ctx.note(rid)
-    row = ctx.store.get(rid)
+    row = ctx.store.reading.get(rid)
     index = ctx.store.db()
     parts = index.parts(row.conversation)
     legs = index.legs(row.id)
     record = recording_json(row, ctx, parts=len(parts), legs=len(legs))
     quality = [{k: s.get(k) for k in ("channel", "packets", "expected", "lost", "duplicates", "late_samples",
-                                      "jitter_ms", "max_gap_ms", "truncated", "mirror_duplicates")} for s in row.streams]  # fmt: skip
+                                      "jitter_ms", "max_gap_ms", "truncated", "mirror_duplicates")}
+               for s in row.streams]  # fmt: skip
     for q in quality:
         expected = q.get("expected") or 0
         q["loss_pct"] = round(100.0 * (q.get("lost") or 0) / expected, 2) if expected else None
@@ -204,7 +205,7 @@ def play(ctx: Context, args: Args) -> Reply:
     ctx.note(rid, purpose=purpose)
     if purpose not in PURPOSES:
         raise NotAllowed(f"playing a recording needs a purpose: one of {', '.join(PURPOSES)} (guideline Art. 5(3))")
-    row = ctx.store.get(rid)
+    row = ctx.store.reading.get(rid)
     with _reader(ctx, row) as reader:
         head = reader.read(0, min(reader.size, 4096))
         try:
@@ -241,7 +242,7 @@ def _start_check(ctx: Context, row: RecordingRow, ticket: Ticket) -> None:
             return
         _RUNNING[key] = [ticket]
     data_key = vault.unwrap(ctx.store.master_key(), row.wrapped_key, row.id)
-    path, expected = ctx.store.file_path(row), row.sha256
+    path, expected = ctx.store.layout.file_path(row), row.sha256
 
     def outcome() -> tuple[str, str]:
         digest = hashlib.sha256()
@@ -377,13 +378,13 @@ def peaks(ticket: Ticket, data: bytes, points: int) -> list[list[list[int]]]:
             rank, value = ORDERS[ticket.codec]
             chan = data[ch : frames * frame : ticket.channels].translate(rank)
             for b in range(points):
-                part = chan[b * frames // points : (b + 1) * frames // points]
-                if not part:
+                ranks = chan[b * frames // points : (b + 1) * frames // points]
+                if not ranks:
                     buckets.append([0, 0])
                     continue
                 # the lowest and the highest rank present: each test a memchr, most buckets settle in a few
-                low = next(r for r in range(256) if RANK_BYTES[r] in part)
-                high = next(r for r in range(255, -1, -1) if RANK_BYTES[r] in part)
+                low = next(r for r in range(256) if RANK_BYTES[r] in ranks)
+                high = next(r for r in range(255, -1, -1) if RANK_BYTES[r] in ranks)
                 buckets.append([value[low], value[high]])
         out.append(buckets)
     return out
@@ -402,15 +403,16 @@ def waveform(ctx: Context, args: Args) -> Reply:
         row = _current(ctx, ticket)
         with _WAVEFORM_SLOT, _reader(ctx, row) as reader:  # one at a time: an hour is ~60 MB in memory
             try:
-                data = reader.read(ticket.data_offset, ticket.data_bytes)
+                audio = reader.read(ticket.data_offset, ticket.data_bytes)
             except vault.VaultError as exc:
                 raise OpError(f"recording {row.id} fails its integrity check: {exc}") from None
-            cached = peaks(ticket, data, min(points, max(1, ticket.frames)))
-            del data
+            cached = peaks(ticket, audio, min(points, max(1, ticket.frames)))
+            del audio
         if len(ticket.peaks) >= 4:
             ticket.peaks.clear()
         ticket.peaks[points] = cached
-    labels = ["caller", "contact centre"] if ticket.channels == 2 else [f"channel {i + 1}" for i in range(ticket.channels)]
+    labels = (["caller", "contact centre"] if ticket.channels == 2
+              else [f"channel {i + 1}" for i in range(ticket.channels)])
     data = {"id": ticket.recording_id, "points": len(cached[0]) if cached else 0, "duration_s":
             round(ticket.frames / ticket.rate, 3) if ticket.rate else 0.0,
             "channels": [{"label": labels[i], "min": [p[0] for p in c], "max": [p[1] for p in c]}

@@ -24,11 +24,11 @@ from capture.dids import parse_did
 from capture.encap import summary as encap_summary
 from storage.clock import pending as pending_clock_jump
 from storage.index import RecordingRow
+from storage.keeping import one_way_audio
+from storage.policy import iso as iso_ms_tz
 from storage.scrub import scrub
 from storage.search import MAX_PAGE_SIZE, MIN_SUFFIX, Filters
 from storage.search import search as search_index
-from storage.store import one_way_audio
-from storage.policy import iso as iso_ms_tz
 
 from ..counters import STATUS
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN, mask_number
@@ -63,7 +63,7 @@ def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False, par
         "retain_until": iso_ms(row.retain_until, ctx),
         "state": row.state,
         "end_reason": row.end_reason,
-        "holds": ctx.store.holds(row.id),
+        "holds": ctx.store.holding.in_force(row.id),
         "audio": row.audio,  # exact (G.711 bytes as on the wire) | transcoded (16-bit PCM) | not-decoded
         "transcoded": row.audio == "transcoded",
         "rate": row.rate,
@@ -218,7 +218,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [(r["id"], r["did_label"], r["started_at"][:19].replace("T", " "), f"{r['duration_s']:.1f} s", r["codec"],
               r["state"] + (" (held)" if r["holds"] else ""), part_mark(r), r["caller"]) for r in rows]  # fmt: skip
     widths = [max([width(h)] + [width(line[i]) for line in lines]) for i, h in enumerate(headers)]
-    out = ["  ".join(v + " " * (w - width(v)) for v, w in zip(line, widths)).rstrip() for line in [headers, *lines]]
+    out = ["  ".join(v + " " * (w - width(v)) for v, w in zip(line, widths, strict=True)).rstrip()
+           for line in [headers, *lines]]
     out.append(f"({len(lines)} recording{'s' if len(lines) != 1 else ''})")
     return "\n".join(out)
 
@@ -240,10 +241,12 @@ def status(ctx: Context, args: Args) -> Reply:
     db = ctx.store.db().db
     now = ctx.now
     count, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM recordings").fetchone()
-    held = db.execute("SELECT count(DISTINCT recording_id) FROM holds WHERE released_at IS NULL AND until > ?", (now,)).fetchone()[0]
+    held = db.execute("SELECT count(DISTINCT recording_id) FROM holds WHERE released_at IS NULL AND until > ?",
+                      (now,)).fetchone()[0]
     last = db.execute("SELECT id, erased_at FROM erasures ORDER BY erased_at DESC LIMIT 1").fetchone()
     nxt = db.execute("SELECT min(retain_until) FROM recordings r WHERE NOT EXISTS (SELECT 1 FROM holds h WHERE "
-                     "h.recording_id = r.id AND h.released_at IS NULL AND h.until > ?)", (now,)).fetchone()[0]  # fmt: skip
+                     "h.recording_id = r.id AND h.released_at IS NULL AND h.until > ?)",
+                     (now,)).fetchone()[0]  # fmt: skip
     st = os.statvfs(ctx.store.root)
     data = {
         "service": ctx.live.status() if ctx.live else {"running": False},
@@ -313,7 +316,7 @@ def place_hold(ctx: Context, recording_id: str, until: float, reason: str, ref: 
     """A hold on one recording (``hold`` and disclosure searches; each audits it)."""
     if until <= ctx.now:
         raise UsageError("a hold must end in the future")
-    return ctx.store.hold(recording_id, until=until, reason=scrub(reason), ref=scrub(ref), by=ctx.caller.user)
+    return ctx.store.holding.hold(recording_id, until=until, reason=scrub(reason), ref=scrub(ref), by=ctx.caller.user)
 
 
 @action("hold", MANAGER)
@@ -324,12 +327,13 @@ def hold(ctx: Context, args: Args) -> Reply:
     ctx.note(rid, until=until, until_local=iso(until, ctx), reason=reason, ref=ref)
     hold_id = place_hold(ctx, rid, until, reason, ref)
     ctx.note(hold_id=hold_id)
-    return Reply(text=f"hold {hold_id} on {rid} until {until_text}", data={"hold_id": hold_id, "until": iso(until, ctx)})
+    return Reply(text=f"hold {hold_id} on {rid} until {until_text}",
+                 data={"hold_id": hold_id, "until": iso(until, ctx)})
 
 
 @action("release", MANAGER)
 def release(ctx: Context, args: Args) -> Reply:
     rid, hold_id, reason = args.text("id", 100), args.int("hold"), args.text("reason")
     ctx.note(rid, hold_id=hold_id, reason=reason)
-    ctx.store.release(rid, hold_id)
+    ctx.store.holding.release(rid, hold_id)
     return Reply(text=f"hold {hold_id} on {rid} released", data={"hold_id": hold_id})

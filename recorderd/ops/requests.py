@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .framework import ACTIONS, Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
-from .access import PURPOSES
 from ..roles import MANAGER, STAFF
+from .access import PURPOSES
+from .framework import ACTIONS, Args, Context, NotAllowed, OpError, Reply, UsageError, action, iso
 
 _plain_export = ACTIONS["export"].fn  # access.export, as registered by access.py
 
@@ -55,7 +55,7 @@ def export_request(ctx: Context, args: Args) -> Reply:
     reason = args.text("reason", 2000)
     if purpose in PURPOSES:
         raise UsageError(f"a copy for {purpose} needs no request: export it at once (export {rid} --purpose {purpose})")
-    row = ctx.store.get(rid)
+    row = ctx.store.reading.get(rid)
     n = ctx.casework.add_export_request(row.id, purpose, reason, ctx.caller.user, ctx.caller.uid, ctx.now)
     ctx.note(request=n)
     text = f"export request {n} for {row.id} ({purpose}): waiting for a manager other than you to approve it"
@@ -89,7 +89,8 @@ def export_decide(ctx: Context, args: Args) -> Reply:
     r = ctx.casework.export_request(n)
     ctx.note(r["recording_id"], purpose=r["purpose"])
     if r["requested_by"] == ctx.caller.user or r["requested_uid"] == ctx.caller.uid:
-        raise NotAllowed(f"export request {n} is your own: another manager must decide it (four eyes, guideline Art. 5(5))")
+        raise NotAllowed(f"export request {n} is your own: another manager must decide it "
+                         "(four eyes, guideline Art. 5(5))")
     if not ctx.casework.decide_export_request(n, approve, reason, ctx.caller.user, ctx.caller.uid, ctx.now):
         raise OpError(f"export request {n} was decided already ({r['state']})")
     text = f"export request {n} {'approved' if approve else 'refused'}: {r['requested_by']} " + (

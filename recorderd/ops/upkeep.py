@@ -25,14 +25,14 @@ from storage.audit import AuditEvent
 from storage.clock import ClockGuard
 from storage.decommission import decommission
 from storage.erasure import Unreachable, erase_beside, erase_copy
-from storage.retention import RetentionWorker
 from storage.policy import iso as iso_ms
+from storage.retention import RetentionWorker
 from storage.store import Actor
 
 from ..roles import AUDITOR, MANAGER, TECHNICIAN
-from .framework import Args, Context, OpError, Reply, UsageError, action, iso
 from .access import signing_key
 from .casework import integrity_incident
+from .framework import Args, Context, OpError, Reply, UsageError, action, iso
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,17 @@ def init(ctx: Context, args: Args) -> Reply:
     key, made = signing_key(ctx, own_row=False)
     key_id = key.public.key_id
     ctx.note(signing_key={**key.public.audited(), "created": made})
-    return Reply(text=f"store {'created' if created else 'already initialised'} at {ctx.store.root}; signing key {key_id}",
+    return Reply(text=f"store {'created' if created else 'already initialised'} at {ctx.store.root}; "
+                      f"signing key {key_id}",
                  data={"store": ctx.store.root, "created": created, "signing_key": key_id})  # fmt: skip
 
 
 @action("verify", MANAGER, TECHNICIAN, AUDITOR)
 def verify(ctx: Context, args: Args) -> Reply:
-    rows = ctx.store.recordings()
+    rows = ctx.store.reading.recordings()
     problems, failed = [], []
     for row in rows:
-        problem = ctx.store.check(row)
+        problem = ctx.store.integrity.check(row)
         if problem:
             problems.append(problem)
             failed.append(row.id)
@@ -144,7 +145,8 @@ def retention_run(ctx: Context, args: Args) -> Reply:
     lines = []
     for e in report.erased:
         late = f", {e.late_s / 60:.0f} min late" if e.late_s > 60 else ""
-        lines.append(f"erased {e.id} ({e.did_label}, call of {e.call_date}, due {iso_ms(e.retain_until, ctx.store.tz)}{late})")
+        lines.append(f"erased {e.id} ({e.did_label}, call of {e.call_date}, "
+                     f"due {iso_ms(e.retain_until, ctx.store.tz)}{late})")
     lines += [f"erased leftover file {name}" for name in report.orphans + report.spool_leftovers]
     copies_erased, copy_lines = sweep_copies(ctx)
     lines += copy_lines

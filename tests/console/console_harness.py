@@ -171,7 +171,7 @@ def fill_store(config: Path) -> list[dict]:
     assert cli.main(["replay", str(pcap), "--config", str(config)]) == 0
     store = open_store(load(str(config))).open()
     try:
-        return [{"id": r.id, "did_label": r.did_label, "sha256": r.sha256} for r in store.recordings()]
+        return [{"id": r.id, "did_label": r.did_label, "sha256": r.sha256} for r in store.reading.recordings()]
     finally:
         store.close()
 

@@ -132,7 +132,7 @@ def _serve(tmp_path: Path, pcap: Path) -> Iterator[Served]:
     assert site.replay(pcap) == 0
     store = site.open_store()
     try:
-        row = max(store.recordings(), key=lambda r: r.ended_at - r.started_at)  # the longest call
+        row = max(store.reading.recordings(), key=lambda r: r.ended_at - r.started_at)  # the longest call
     finally:
         store.close()
     # recorderctl export in direct mode, as a manager: the same store through a config of its own

@@ -155,8 +155,8 @@ def env() -> Iterator[Env]:
         site.init()
         assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0
         store = site.open_store()
-        [row] = store.recordings()
-        store.hold(row.id, until=4_102_444_800.0, reason="control abuse tests", ref="T-A", by="root")
+        [row] = store.reading.recordings()
+        store.holding.hold(row.id, until=4_102_444_800.0, reason="control abuse tests", ref="T-A", by="root")
         for who, user in users.items():
             box = base / f"out-{who}"
             box.mkdir(mode=0o700)

@@ -6,7 +6,6 @@ call recorderd must record. Skips when the folder or tshark is absent."""
 from __future__ import annotations
 
 import asyncio
-
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -62,8 +61,9 @@ OTHER_CODECS = {
 def stored(site: Site) -> list:  # type: ignore[type-arg]
     store = site.open_store()
     try:
-        return [(row, b"".join(store.plaintext(row)), b"".join(store.plaintext(row, pcap=True)) if row.pcap_path else b"")
-                for row in store.recordings()]  # fmt: skip
+        return [(row, b"".join(store.reading.plaintext(row)),
+                 b"".join(store.reading.plaintext(row, pcap=True)) if row.pcap_path else b"")
+                for row in store.reading.recordings()]  # fmt: skip
     finally:
         store.close()
 
@@ -155,7 +155,7 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
                 udp = decode_udp(linktype, frame)
                 if isinstance(udp, tuple) and looks_like_sip(udp[4]):
                     msg = SipMessage.parse(udp[4])
-                    ours.append((msg.call_id, msg.method or str(msg.status), "%d %s" % msg.cseq))
+                    ours.append((msg.call_id, msg.method or str(msg.status), "{} {}".format(*msg.cseq)))
     # pyshark runs tshark from the main thread's asyncio loop; a test before this one (the
     # console's, on anyio) may have left none set: give it one (pyshark keeps using it)
     try:

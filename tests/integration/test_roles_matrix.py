@@ -186,9 +186,9 @@ def env() -> Iterator[Env]:
                   second=users["second manager"])  # fmt: skip
         store = site.open_store()
         try:  # the fixture's calls may be past their retention already: keep them for the test
-            for row in store.recordings():
-                store.hold(row.id, until=4_102_444_800.0, reason="role matrix", ref="T-0", by="root")
-            row = next(r for r in store.recordings() if r.did_label == "サンキューコールかわさき")
+            for row in store.reading.recordings():
+                store.holding.hold(row.id, until=4_102_444_800.0, reason="role matrix", ref="T-0", by="root")
+            row = next(r for r in store.reading.recordings() if r.did_label == "サンキューコールかわさき")
             env.recording, env.sha256 = row.id, row.sha256
         finally:
             store.close()
