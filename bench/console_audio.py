@@ -3,7 +3,7 @@ chosen (issue 12: at most 300 ms), and after a seek to its 59th minute.
 
 ``python bench/console_audio.py [RUNS]`` (JSON out). A store in a temporary folder (a config as the
 tests write one, the user running the bench being the console and every role), one recording of
-3,600 s of random stereo PCMU kept through ``Store.keep`` (encrypted in 64 KiB vault chunks,
+3,600 s of random stereo PCMU kept through ``store.keeper.keep`` (encrypted in 64 KiB vault chunks,
 indexed, as the recorder keeps a call), a real :class:`recorderd.control.ControlServer` on its Unix
 socket. Each run, timed with ``time.perf_counter()`` by the client: ``play ID --purpose quality``
 acting for the user (audited, a new ticket, the background integrity check started), then

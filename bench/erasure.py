@@ -4,7 +4,7 @@ Run as its own process (``python bench/erasure.py day N SECONDS`` / ``idle ROWS`
 each in a temporary store made with the ``Store`` API (as tests/test_retention.py does).
 
 - ``day``: N recordings of SECONDS each, all started on one local date, are kept through
-  ``Store.keep`` (a real spool WAV, encrypted, fsynced, indexed, spool copy erased), so they share
+  ``store.keeper.keep`` (a real spool WAV, encrypted, fsynced, indexed, spool copy erased), so they share
   one deadline, as a real day does. ``RetentionWorker(store, clock).run()`` is then timed with a
   clock that reads the deadline when the run starts and moves on with the wall clock, so each
   erasure's ``late_s`` is how long after the deadline it happened. A second, small batch of 1 s
@@ -13,7 +13,7 @@ each in a temporary store made with the ``Store`` API (as tests/test_retention.p
 - ``idle``: ROWS index rows inserted straight into the SQLite index (one transaction), with an
   empty file at each row's path so the orphan sweep walks a tree of that size, none of them due;
   ``RetentionWorker.run()`` is timed, and its parts: ``Index.due()`` (run() calls it twice),
-  ``Store.recordings()`` (the orphan sweep loads every row), and the walk + stat of the tree.
+  ``store.reading.recordings()`` (the orphan sweep loads every row), and the walk + stat of the tree.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from capture.sink import CallInfo  # noqa: E402
 from storage import vault, wav  # noqa: E402
-from storage.index import COLUMNS  # noqa: E402
+from storage.index import COLUMNS, own_conversation  # noqa: E402
 from storage.policy import retain_until  # noqa: E402
 from storage.retention import PERIOD, RetentionWorker  # noqa: E402
 from storage.store import Store  # noqa: E402
@@ -87,7 +87,7 @@ def stored_size(seconds: float) -> int:
 
 def keep_recordings(store: Store, count: int, seconds: float, day: float, tag: str) -> float:
     """``count`` recordings of ``seconds`` started during office hours of the local date ``day``,
-    kept through Store.keep; returns the seconds it took."""
+    kept through store.keeper.keep; returns the seconds it took."""
     frames = round(seconds * 8000)
     audio = random.Random(count).randbytes(2 * frames)
     header = wav.header("PCMU", frames)
@@ -158,7 +158,7 @@ def day(count: int, seconds: float) -> dict:
     day_s = TARGET_DAY_CALLS * (fixed_s + per_byte * target_size)
     return {
         "method": f"python bench/erasure.py day {count} {seconds:g}: {count} recordings of {seconds:g} s kept through "
-        f"Store.keep on one local date (+ {small} of 1 s on the next), then RetentionWorker(store, clock).run() "
+        f"store.keeper.keep on one local date (+ {small} of 1 s on the next), then RetentionWorker(store, clock).run() "
         "timed with time.perf_counter(), the clock reading the deadline when the run starts",
         "recordings": count,
         "seconds_each": seconds,
@@ -198,6 +198,8 @@ def idle(rows: int) -> dict:
                 "path": store.layout.relative_path(rid, started), "streams": streams, "created_at": started + 181.0,
                 "wrapped_key": os.urandom(60), "erasing_at": None, "audio": "exact", "rate": 8000,
                 "pcap_path": "", "pcap_sha256": "", "pcap_size": 0, "sealed": b"",  # no personal fields
+                "conversation": own_conversation(rid), "part": 1, "part_reason": "",  # each call a conversation
+                "conversation_start": started, "conversation_first": rid,
             }  # fmt: skip
             values.append([row[c] for c in COLUMNS])
         db = store.db().db

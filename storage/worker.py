@@ -116,7 +116,7 @@ class StoreWorker(Worker):
         self.failed = 0  # keeps that failed at least once
 
     def keep(self, recording_id: str, wav_path: str | None, call: Any, **final: Any) -> None:
-        """:meth:`Store.keep`, queued (the sink's ``keep``)."""
+        """:meth:`Keeper.keep` (``store.keeper.keep``), queued (the sink's ``keep``)."""
         self._queue.put({"recording_id": recording_id, "wav_path": wav_path, "call": call, **final})
 
     def retention(self) -> None:

@@ -151,7 +151,8 @@ def _unsignalled(whole: CodecChangeCall, first: int, count: int, both: bool = Tr
         for t, seq, ts, payload, pt, ssrc, _ in d.packets[first : first + count]:
             originals.add(udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1], rtp_packet(pt, seq, ts, ssrc, payload))[0])
             changed.append((t, udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1],
-                                          rtp_packet(8, seq, ts, ssrc, bytes(b ^ 0x55 for b in payload)))[0]))  # fmt: skip
+                                          rtp_packet(8, seq, ts, ssrc,
+                                                     bytes(b ^ 0x55 for b in payload)))[0]))  # fmt: skip
     return [p for p in whole.packets() if p[1] not in originals] + changed
 
 
@@ -177,8 +178,9 @@ def test_one_side_on_a_codec_of_its_own_begins_no_part() -> None:
     assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [(40, 110), (150, 0)]
 
 
-def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(site: Site, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     whole = codec_call("call-k-5", NUMBER, 95, ((1.5, "PCMA"),))
     up = whole.media()[0]
     k = whole.switches()[1][0]
@@ -364,4 +366,5 @@ def test_export_of_the_conversation_gives_every_codec_part(site: Site, tmp_path:
         for chan in exp["channels"]:
             assert hashlib.sha256(channel_bytes(wav, chan["channel"])).hexdigest() == chan["sha256"]
         manifest = json.loads((folder / f"{rec['id']}.wav.manifest.json").read_text())
-        assert (manifest["conversation"]["part"], manifest["conversation"]["part_reason"]) == (rec["part"], rec["part_reason"])
+        assert (manifest["conversation"]["part"], manifest["conversation"]["part_reason"]) == (rec["part"],
+                                                                                               rec["part_reason"])

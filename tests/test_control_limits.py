@@ -56,7 +56,8 @@ def _copies(site: Site) -> list[dict]:
 
 @pytest.mark.parametrize("way", ["socket", "direct"])
 def test_a_copy_that_cannot_be_put_at_its_path_is_reported_and_not_registered(
-        served: tuple[Site, ControlServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], way: str) -> None:  # fmt: skip
+    served: tuple[Site, ControlServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], way: str
+) -> None:  # fmt: skip
     site, server, rid = served
     if way == "direct":
         server.stop()

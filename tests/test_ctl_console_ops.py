@@ -182,7 +182,9 @@ def people(tmp_path: Path) -> Iterator[tuple[Site, dict[str, str], Path, list[st
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(people) -> None:  # type: ignore[no-untyped-def]
+def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(  # type: ignore[no-untyped-def]
+    people
+) -> None:
     site, users, outbox, python, sha256 = people
     staff, manager = users["staff"], users["manager"]
     rid = json.loads(_cli(site, "list", "--json")[1])[0]["id"]
@@ -201,7 +203,8 @@ def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(
         theirs = site.root / "out-manager"
         theirs.mkdir(mode=0o700)
         os.chown(theirs, pwd.getpwnam(manager).pw_uid, -1)
-        rc, _, err = _cli(site, "export", "--request", "1", "--out", str(theirs / "mine.wav"), user=manager, python=python)
+        rc, _, err = _cli(site, "export", "--request", "1", "--out", str(theirs / "mine.wav"), user=manager,
+                          python=python)
         assert rc == 3 and f"export request 1 is {staff}'s" in err and not (theirs / "mine.wav").exists()
         copy = outbox / "req1.wav"
         rc, out, err = _cli(site, "export", "--request", "1", "--out", str(copy), user=staff, python=python)
@@ -210,7 +213,8 @@ def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(
         assert copy.stat().st_uid == pwd.getpwnam(staff).pw_uid
         rc, out, err = _cli(site, "verify-export", str(copy), user=staff, python=python)
         assert rc == 0 and out.startswith("OK "), out + err
-        rc, _, err = _cli(site, "export", "--request", "1", "--out", str(outbox / "again.wav"), user=staff, python=python)
+        rc, _, err = _cli(site, "export", "--request", "1", "--out", str(outbox / "again.wav"), user=staff,
+                          python=python)
         assert rc == 3 and "export request 1 was used already" in err and not (outbox / "again.wav").exists()
         rc, out, _ = _cli(site, "export-requests", "--json", user=staff, python=python)
         [req] = json.loads(out)["requests"]
@@ -242,7 +246,8 @@ def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(
     server = ControlServer(load(str(site.config)))
     assert server.start()
     try:
-        assert _cli(site, "export-decide", "--request", "3", "--approve", "--reason", "ok", user=manager, python=python)[0] == 0
+        assert _cli(site, "export-decide", "--request", "3", "--approve", "--reason", "ok", user=manager,
+                    python=python)[0] == 0
     finally:
         server.stop()
     rc, out, err = _cli(site, "export", "--request", "3", "--out", str(target), "--json")

@@ -225,7 +225,8 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
     config = load(str(path))
     assert parse_config(config["capture.encapsulations"], config["capture.collectors"]) == EncapConfig(0)  # none
     shipped = load(str(ROOT / "config" / "recorderd.yaml"), dids_optional=True)
-    assert (shipped["capture.encapsulations"], shipped["capture.collectors"]) == ([], [])  # a remote mirror is configured
+    # a remote mirror is configured
+    assert (shipped["capture.encapsulations"], shipped["capture.collectors"]) == ([], [])
     path.write_text("store: {path: s}\ncapture: {encapsulations: [vxlan], collectors: [198.51.100.7, '2001:db8::7']}\n",
                     encoding="utf-8")  # fmt: skip
     config = load(str(path))
@@ -243,16 +244,18 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
         assert message in str(err.value)
 
 
-def test_a_disabled_encapsulation_leaves_no_recording_in_the_store(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_disabled_encapsulation_leaves_no_recording_in_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     site = Site(tmp_path, settings="capture: {encapsulations: [gretap, vxlan, tzsp]}").init()
     assert site.replay(FIXTURES / "encap-erspan2.pcap") == 0
     assert site.list(capsys) == [] and site.stored_files() == [] and site.evidence_files() == []
     assert b"call-mulaw-1" not in (site.store / "index.sqlite").read_bytes()
 
 
-def test_the_evidence_pcap_keeps_the_frames_as_they_crossed_the_pbx_port(tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_evidence_pcap_keeps_the_frames_as_they_crossed_the_pbx_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     (tmp_path / "plain").mkdir()
     (tmp_path / "wrapped").mkdir()
     plain_site, wrapped_site = Site(tmp_path / "plain").init(), Site(tmp_path / "wrapped").init()
@@ -323,7 +326,8 @@ NOT_FOR_TSHARK = {"encap-erspan2-noseq"}
 
 
 def tshark(path: Path, *args: str) -> list[list[str]]:
-    out = subprocess.run(["tshark", "-n", "-r", str(path), "-E", "occurrence=l", *args], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(["tshark", "-n", "-r", str(path), "-E", "occurrence=l", *args], capture_output=True, text=True,
+                         timeout=120, check=True)
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
@@ -395,7 +399,9 @@ def test_erspan_over_ipv6_or_a_tagged_collector_port_is_recorded(outer: str) -> 
 # -- the default opens nothing (the review of issue 14, finding 2) ------------------------------
 
 
-def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Any host that reaches the capture port (IP source guard stops it spoofing its own address)
     sends VXLAN whose inner frames claim to come from the trunk: with the shipped default nothing of
     it is opened, nothing is stored, and the count says what arrived."""
@@ -404,7 +410,8 @@ def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(tmp_path: Path, c
     fake = SipCall("fake-1@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "0312345678",
                    1_790_000_000.0, talk=2.0, seed=7)  # fmt: skip
     pcap = tmp_path / "inject.pcap"
-    write_pcap(str(pcap), [(t, udp_frame("192.0.2.99", 40000, "192.0.2.250", 4789, vxlan(f))) for t, f in fake.packets()])
+    write_pcap(str(pcap), [(t, udp_frame("192.0.2.99", 40000, "192.0.2.250", 4789, vxlan(f)))
+                           for t, f in fake.packets()])
     (tmp_path / "site").mkdir()
     site = Site(tmp_path / "site", settings="capture: {}").init()  # the shipped capture settings
     capsys.readouterr()

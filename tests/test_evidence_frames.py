@@ -88,7 +88,8 @@ def test_the_evidence_pcap_has_every_frame_of_the_calls_sip(name: str, kind: str
         # captures' calls without RTP are, is finalised at its BYE: what follows is not its evidence;
         # a complete one lingers for the 200 to its BYE).
         numbers = sorted({n for cid, number, made_of in messages if cid == call_id
-                          and (row.state == "complete" or source[number - 1][0] <= row.ended_at) for n in made_of})  # fmt: skip
+                          and (row.state == "complete" or source[number - 1][0] <= row.ended_at)
+                          for n in made_of})  # fmt: skip
         assert len(numbers) > 1
         have = Counter((linktype, frame) for _, linktype, frame in packets)
         missing = [n for n in numbers if have[source[n - 1][1:]] == 0]
@@ -141,7 +142,8 @@ def test_tcp_segments_go_with_the_first_message_they_carry() -> None:
     got = []
     for i in range(3):
         seq = 1000 + cuts[i]
-        got += list(zip(streams.push(float(i), b"s", 1, b"d", 2, seq, 0x18, data[cuts[i] : cuts[i + 1]], (float(i), 1, b"seg%d" % i)),
+        got += list(zip(streams.push(float(i), b"s", 1, b"d", 2, seq, 0x18, data[cuts[i] : cuts[i + 1]],
+                                     (float(i), 1, b"seg%d" % i)),
                         streams.completed, strict=False))  # fmt: skip
         if i == 1:
             assert streams.push(1.5, b"s", 1, b"d", 2, 1000, 0x18, data[:20], (1.5, 1, b"retransmitted")) == []

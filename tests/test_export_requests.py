@@ -37,7 +37,9 @@ class Env:
     def user(self, who: str) -> str:
         return f"{self.tag}{who}"
 
-    def call(self, who: str, action: str, args: dict | None = None, sinks: dict | None = None):  # type: ignore[no-untyped-def]
+    def call(  # type: ignore[no-untyped-def]
+        self, who: str, action: str, args: dict | None = None, sinks: dict | None = None
+    ):
         return client.call(self.sock, action, args or {}, sinks or {}, acting_for={"user": self.user(who), "ip": IP})
 
     def rows(self, action: str) -> list:
@@ -101,12 +103,14 @@ def env() -> Iterator[Env]:
 
 def _download(env: Env, who: str, n: int):  # type: ignore[no-untyped-def]
     """``export --request n`` by ``who`` into sinks that take the bytes and keep nothing."""
-    sinks = {name: client.CallbackSink(name, lambda b: None) for name in ("d.wav", "d.wav.manifest.json", "d.wav.manifest.sig")}
+    sinks = {name: client.CallbackSink(name, lambda b: None)
+             for name in ("d.wav", "d.wav.manifest.json", "d.wav.manifest.sig")}
     return env.call(who, "export", {"request": n, "out": "d.wav"}, sinks)
 
 
 def test_a_staff_request_approved_by_a_manager_is_downloaded_once_byte_identical(env: Env) -> None:
-    asked = env.call("s", "export-request", {"id": env.rid, "purpose": "police inquiry", "reason": "警察からの照会 K-2026-0012"})
+    asked = env.call("s", "export-request",
+                     {"id": env.rid, "purpose": "police inquiry", "reason": "警察からの照会 K-2026-0012"})
     assert asked.rc == 0, asked.error
     n = asked.data["id"]
     assert asked.data["state"] == "pending" and asked.data["requested_by"] == env.user("s")
@@ -236,7 +240,8 @@ def test_signin_accounting_is_refused_to_anyone_but_the_console(env: Env) -> Non
     for action in ("console-signin", "console-signout"):
         reply = client.call(env.sock, action, {"result": "ok"}, {})  # the console's uid, but not acting for anyone
         assert reply.rc == 3 and "the web console's" in reply.error
-    assert [r.result.startswith("denied") for r in env.rows("console-signin") + env.rows("console-signout")] == [True, True]
+    accounting = env.rows("console-signin") + env.rows("console-signout")
+    assert [r.result.startswith("denied") for r in accounting] == [True, True]
 
 
 def test_signin_from_another_uid_is_refused(tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ def test_the_service_captures_with_the_configured_snap_length(tmp_path: Path, ca
         pytest.skip("needs root and ip(8) for a veth link and a packet socket")
     from recorderd.daemon import capture_source
 
-    site = Site(tmp_path, settings=f"capture: {{interfaces: [{VETH[1]}], ring_mb: 4, block_timeout_ms: 20, snaplen: 200}}\n")
+    site = Site(tmp_path,
+                settings=f"capture: {{interfaces: [{VETH[1]}], ring_mb: 4, block_timeout_ms: 20, snaplen: 200}}\n")
     config = load(str(site.config))
     subprocess.run(["ip", "link", "del", VETH[0]], capture_output=True)
     subprocess.run(["ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1]], check=True)
@@ -74,7 +75,8 @@ def test_the_service_captures_with_the_configured_snap_length(tmp_path: Path, ca
         try:
             [warning] = [r for r in caplog.records if getattr(r, "EVENT", "") == "capture-snaplen"]
             assert warning.getMessage().startswith("snap length 200 is below a full frame")
-            frame = udp_frame("192.0.2.10", 40000, "192.0.2.20", 40002, rtp_packet(0, 1, 160, 0x1234, bytes(range(256)) * 3))
+            frame = udp_frame("192.0.2.10", 40000, "192.0.2.20", 40002,
+                              rtp_packet(0, 1, 160, 0x1234, bytes(range(256)) * 3))
             assert len(frame) > 800
             got: list[bytes] = []
             with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as tx:
@@ -154,8 +156,9 @@ def test_the_metrics_say_calls_recorded_counts_each_part() -> None:
 POLICE = "Kawasaki Police Station"
 
 
-def test_provide_of_the_conversation_gives_every_part_its_own_provision(conv, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_provide_of_the_conversation_gives_every_part_its_own_provision(
+    conv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     site, t, p1, p2, other = conv
     folder = tmp_path / "police"
     folder.mkdir()
@@ -175,7 +178,8 @@ def test_provide_of_the_conversation_gives_every_part_its_own_provision(conv, tm
         assert manifest["recording_id"] == rid and manifest["copy_kind"] == "provision"
         assert manifest["legal_basis"]["basis"] == "law"
         provisions.add(manifest["legal_basis"]["provision"])
-        assert manifest["conversation"] == {"token": t, "part": part, "parts": 2, "part_reason": "" if part == 1 else "transfer",
+        assert manifest["conversation"] == {"token": t, "part": part, "parts": 2,
+                                            "part_reason": "" if part == 1 else "transfer",
                                             "other_parts": [p2 if part == 1 else p1]}  # fmt: skip
         capsys.readouterr()
         assert site.ctl("verify-export", str(wav)) == 0, capsys.readouterr()
@@ -209,25 +213,30 @@ def test_provide_of_one_part_says_the_conversation_has_others(conv, tmp_path: Pa
     assert "conversation" not in out(capsys)
 
 
-def test_provide_of_the_conversation_refuses_parts_it_was_not_asked_for(conv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_provide_of_the_conversation_refuses_parts_it_was_not_asked_for(  # type: ignore[no-untyped-def]
+    conv, tmp_path: Path
+) -> None:
     from recorderd import ctl
 
     site, t, p1, p2, other = conv
     folder = tmp_path / "police"
     folder.mkdir()
-    reply = ctl.perform(load(str(site.config)), "provide", {"id": p1, "conversation": True, "parts": [p1], "out": str(folder),
-                                                            "to": POLICE, "basis": "law", "format": "wav"})  # fmt: skip
+    reply = ctl.perform(load(str(site.config)), "provide", {"id": p1, "conversation": True, "parts": [p1],
+                                                            "out": str(folder), "to": POLICE, "basis": "law",
+                                                            "format": "wav"})  # fmt: skip
     assert reply.rc == 1 and "now has the part(s)" in reply.error and list(folder.iterdir()) == []
     [row] = [e for e in audit_rows(site) if e.action == "provide"]
     assert row.result.startswith("failed") and row.recording_id == p1
     assert _casework(site).provisions() == []
 
 
-def test_provide_of_the_conversation_needs_a_folder_and_a_basis(conv, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_provide_of_the_conversation_needs_a_folder_and_a_basis(
+    conv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     site, t, p1, p2, other = conv
     capsys.readouterr()
-    assert site.ctl("provide", p1, "--conversation", "--to", POLICE, "--basis", "law", "--out", str(tmp_path / "x.wav")) == 2
+    assert site.ctl("provide", p1, "--conversation", "--to", POLICE, "--basis", "law",
+                    "--out", str(tmp_path / "x.wav")) == 2
     assert "must be an existing folder" in capsys.readouterr().err
     folder = tmp_path / "police"
     folder.mkdir()
@@ -254,7 +263,8 @@ def _as_opus(frame: bytes, media_ports: set[int]) -> bytes:
     src, sport, dst, dport, data = _udp(frame)
     if b"SIP/2.0" in data[:200]:
         body_at = data.find(b"\r\n\r\n") + 4
-        body = data[body_at:].replace(b"RTP/AVP 0 ", b"RTP/AVP 111 ").replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:111 opus/48000/2")
+        body = data[body_at:].replace(b"RTP/AVP 0 ", b"RTP/AVP 111 ").replace(b"a=rtpmap:0 PCMU/8000",
+                                                                              b"a=rtpmap:111 opus/48000/2")
         head = re.sub(rb"Content-Length: *\d+", b"Content-Length: %d" % len(body), data[:body_at])
         return udp_frame(src, sport, dst, dport, head + body)
     if dport in media_ports and data[1] & 0x7F == 0:

@@ -27,7 +27,8 @@ class Harness:
         self.store.init()
         self.store.open()
         self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
-        self.call = SipCall("placement-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", T0, talk=0)
+        self.call = SipCall("placement-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", T0,
+                            talk=0)
         signalling = self.call.signalling()
         self.bye = signalling[-2:]
         self.feed(signalling[:-2])  # up to the ACK; media follows
@@ -305,7 +306,8 @@ def test_a_caller_behind_nat_that_moves_keeps_its_audio(both: Harness) -> None:
     old = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(10)]
     early = [from_address(h, moved_to, t + 0.101, 900, 5000 + 5 * SPP, b"\x42" * SPP)]  # before the re-INVITE
     moved = reinvite(h, t + 0.19, ("10.0.0.77", 41000))
-    new = [from_address(h, moved_to, t + 0.2 + i * 0.02, 110 + i, 5000 + (10 + i) * SPP, chunk(10 + i)) for i in range(10)]
+    new = [from_address(h, moved_to, t + 0.2 + i * 0.02, 110 + i, 5000 + (10 + i) * SPP, chunk(10 + i))
+           for i in range(10)]
     h.feed(sorted(old + early + moved + new, key=lambda p: p[0]))
     ch1, _, streams = h.finish()
     p = start_pos(h, t)

@@ -228,7 +228,8 @@ def test_play_audio_and_waveform_answer_only_the_console(served: tuple[Site, str
     assert reply.rc == 3 and "web console's player" in reply.error and got == b""
     wave = client.call(sock, "waveform", {"ticket": ticket, "points": 10}, {})
     assert wave.rc == 3 and wave.data is None
-    refused = [(r.action, r.result.split(":")[0], r.detail["via"]) for r in rows(site) if r.action in ("play-audio", "waveform")]
+    refused = [(r.action, r.result.split(":")[0], r.detail["via"]) for r in rows(site)
+               if r.action in ("play-audio", "waveform")]
     assert refused == [("play-audio", "denied", "socket"), ("waveform", "denied", "socket")]
     ticket = call(sock, "play", {"id": rid, "purpose": "quality"}).data["ticket"]
     assert audio(sock, ticket, 0, 4096)[1][:4] == b"RIFF"
@@ -290,7 +291,8 @@ def test_the_waveform_is_the_min_and_max_of_each_bucket_of_each_channel(served: 
     ticket = call(sock, "play", {"id": rid, "purpose": "quality"}).data["ticket"]
     reply = call(sock, "waveform", {"ticket": ticket, "points": 37})
     assert reply.rc == 0, reply.error
-    samples = struct.unpack(f"<{(len(pcm_export(site, rid, tmp_path)) - 44) // 2}h", pcm_export(site, rid, tmp_path)[44:])
+    samples = struct.unpack(f"<{(len(pcm_export(site, rid, tmp_path)) - 44) // 2}h",
+                            pcm_export(site, rid, tmp_path)[44:])
     frames = len(samples) // 2
     for ch, channel in enumerate(reply.data["channels"]):
         mine = samples[ch::2]
@@ -316,8 +318,8 @@ def test_a_recording_erased_after_the_play_is_no_longer_served(served: tuple[Sit
 def test_a_ticket_is_refused_to_another_user(tmp_path: Path) -> None:
     needs_root("a second real user (useradd) asks with the first one's ticket", *USER_TOOLS)
     tag = f"k{uuid.uuid4().hex[:5]}"
-    subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-g", grp.getgrgid(os.getgid()).gr_name, f"{tag}o"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-g", grp.getgrgid(os.getgid()).gr_name,
+                    f"{tag}o"], check=True, capture_output=True)  # fmt: skip
     try:
         site = Site(tmp_path, None, f"console: {{user: {ME}}}\n").init()
         assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0

@@ -93,7 +93,8 @@ def test_erased_at_the_deadline_not_before(kept) -> None:  # type: ignore[no-unt
     assert all(e.late_s == 0 for e in report.erased)
     assert site.stored_files() == [] and store.reading.recordings() == []
     records = store.db().erasures()
-    assert [(r["did_label"], r["call_date"]) for r in records] == [("幸区役所", "2026-09-21"), ("麻生区役所", "2026-09-21")]
+    assert [(r["did_label"], r["call_date"]) for r in records] == [("幸区役所", "2026-09-21"),
+                                                                   ("麻生区役所", "2026-09-21")]
     assert {r["sha256"] for r in records} == {r["sha256"] for r in recs}
 
 
@@ -193,7 +194,9 @@ def test_kill_9_during_erasure_then_retention_run(tmp_path: Path, capsys: pytest
     store.close()
 
 
-def test_verify_and_export_fail_loudly_on_damage(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_and_export_fail_loudly_on_damage(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from generator import SipCall, write_pcap
 
     calls = [SipCall(f"long-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
@@ -230,7 +233,9 @@ def test_insecure_key_file_is_refused(site: Site, capsys: pytest.CaptureFixture[
     assert "is readable by others (mode 0644): refusing to use it" in capsys.readouterr().err
 
 
-def test_decommission_erases_everything_and_certifies(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_decommission_erases_everything_and_certifies(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "demo-day.pcap")
     n = len(site.list(capsys))
     assert site.ctl("decommission", "--certificate", str(tmp_path / "cert")) == 2  # needs --confirm
@@ -253,15 +258,19 @@ def test_retention_run_under_faketime(site: Site, capsys: pytest.CaptureFixture[
     [rec] = site.list(capsys)
     ctl = [sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "retention", "run"]
     env = {**os.environ, "TZ": "UTC"}
-    before = subprocess.run([faketime, "2026-10-05 14:59:00", *ctl], capture_output=True, text=True, env=env)  # 23:59 JST
+    # 23:59 JST
+    before = subprocess.run([faketime, "2026-10-05 14:59:00", *ctl], capture_output=True, text=True, env=env)
     assert before.returncode == 0 and "0 recording(s) erased" in before.stdout, before.stdout + before.stderr
     assert len(site.stored_files()) == 1
-    after = subprocess.run([faketime, "2026-10-05 15:00:00", *ctl], capture_output=True, text=True, env=env)  # 00:00 JST
+    # 00:00 JST
+    after = subprocess.run([faketime, "2026-10-05 15:00:00", *ctl], capture_output=True, text=True, env=env)
     assert after.returncode == 0 and f"erased {rec['id']}" in after.stdout, after.stdout + after.stderr
     assert site.stored_files() == []
 
 
-def test_retention_change_applies_to_new_recordings_and_is_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retention_change_applies_to_new_recordings_and_is_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site = Site(tmp_path).init()
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     site.config.write_text(site.config.read_text() + "retention: {days: 30}\n")
@@ -272,7 +281,9 @@ def test_retention_change_applies_to_new_recordings_and_is_logged(tmp_path: Path
     assert deadlines == {"PCMU": "2026-10-06T00:00:00.000+09:00", "PCMA": "2026-10-22T00:00:00.000+09:00"}
 
 
-def test_failed_and_late_erasure_is_critical(kept, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_failed_and_late_erasure_is_critical(  # type: ignore[no-untyped-def]
+    kept, caplog: pytest.LogCaptureFixture
+) -> None:
     site, store, clock, recs = kept
     clock.t = jst(DEADLINE) + 3601
     blocked = site.stored_path(recs[0])
@@ -304,11 +315,13 @@ def _confirm_clock(site: Site, clock: Clock) -> object:
 
 
 def _clock_events(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if getattr(r, "EVENT", "") == "clock-jump" and r.levelname == "CRITICAL"]
+    return [r.getMessage() for r in caplog.records
+            if getattr(r, "EVENT", "") == "clock-jump" and r.levelname == "CRITICAL"]
 
 
-def test_a_clock_stepped_forward_stops_erasure_until_a_manager_confirms(kept, caplog: pytest.LogCaptureFixture,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_clock_stepped_forward_stops_erasure_until_a_manager_confirms(
+    kept, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     """The wall clock set 20 days ahead (the boot clock moved a second): nothing is erased, CRITICAL
     once, status says so, until the manager confirms; then what is due by the clock is erased."""
     site, store, clock, recs = kept
@@ -340,7 +353,9 @@ def test_a_clock_stepped_forward_stops_erasure_until_a_manager_confirms(kept, ca
     assert sorted(e.id for e in worker.run().erased) == sorted(r["id"] for r in recs)  # due by the confirmed clock
 
 
-def test_a_clock_stepped_back_stops_erasure_and_says_so(kept, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_a_clock_stepped_back_stops_erasure_and_says_so(  # type: ignore[no-untyped-def]
+    kept, caplog: pytest.LogCaptureFixture
+) -> None:
     """Set back two days just before the deadline: the recordings would stay past it without a word."""
     site, store, clock, recs = kept
     worker = RetentionWorker(store)
@@ -383,7 +398,9 @@ def test_forward_steps_each_under_the_bound_add_up(kept) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize("wall,kind", [(-3600.0, "back"), (2 * 86400.0, "forward"), (3 * 3600.0, None)])
-def test_across_a_reboot_the_last_run_is_the_reference(kept, wall: float, kind: str | None) -> None:  # type: ignore[no-untyped-def]
+def test_across_a_reboot_the_last_run_is_the_reference(  # type: ignore[no-untyped-def]
+    kept, wall: float, kind: str | None
+) -> None:
     """After a reboot the boot clock starts again: earlier than the last run is a step back, more
     than a day after it needs a confirmation, a few hours (the box was off) is fine."""
     site, store, clock, recs = kept
@@ -416,7 +433,8 @@ def test_clock_jump_under_faketime_directly(site: Site, capsys: pytest.CaptureFi
     first = at("2026-09-22 03:00:00", "retention", "run")
     assert first.returncode == 0 and "0 recording(s) erased" in first.stdout, first.stdout + first.stderr
     stepped = at("2026-10-12 03:00:00", "retention", "run")  # 20 days later, a second after
-    assert stepped.returncode == 1 and "STOPPED: the clock jumped 20.0 days forward" in stepped.stdout, stepped.stdout + stepped.stderr
+    said = stepped.stdout + stepped.stderr
+    assert stepped.returncode == 1 and "STOPPED: the clock jumped 20.0 days forward" in stepped.stdout, said
     assert len(site.stored_files()) == 1
     assert "RETENTION STOPPED" in at("2026-10-12 03:00:05", "status").stdout
     confirmed = at("2026-10-12 03:00:10", "retention", "confirm-clock")
@@ -426,7 +444,9 @@ def test_clock_jump_under_faketime_directly(site: Site, capsys: pytest.CaptureFi
     assert site.stored_files() == []
 
 
-def test_recordings_made_while_the_clock_was_ahead_do_not_stop_retention_again(kept) -> None:  # type: ignore[no-untyped-def]
+def test_recordings_made_while_the_clock_was_ahead_do_not_stop_retention_again(  # type: ignore[no-untyped-def]
+    kept
+) -> None:
     """After a confirmed correction, a recording that started by the wrong clock (later than now) is
     not a new step back: retention goes on."""
     site, store, clock, recs = kept

@@ -101,8 +101,9 @@ def test_a_removed_reordered_altered_or_truncated_record_fails_clearly(tmp_path:
     make(tmp_path / "other", [(i * 1000, bytes([i]) * 1000) for i in range(5)])
     other = (tmp_path / "other").read_bytes()
     cases["record of another file"] = whole[:a] + other[a:b] + whole[b:]  # same key, same seq: its file id differs
-    expect = {"removed": "out of sequence", "reordered": "out of sequence", "altered ciphertext": "fails authentication",
-              "altered header": "fails authentication", "truncated": "incomplete", "cut": "record 5 cut",
+    expect = {"removed": "out of sequence", "reordered": "out of sequence",
+              "altered ciphertext": "fails authentication", "altered header": "fails authentication",
+              "truncated": "incomplete", "cut": "record 5 cut",
               "appended": "after the final record", "record of another file": "fails authentication"}  # fmt: skip
     for name, blob in cases.items():
         (tmp_path / "bad").write_bytes(blob)
@@ -173,7 +174,8 @@ def find_clear(files: dict[str, bytes], audio: list[bytes]) -> list[str]:
 
 def call_info(call_id: str = CALL_ID, started: float = T0) -> SimpleNamespace:
     return SimpleNamespace(call_id=call_id, did="+81442003939", did_label="テスト", caller=CALLER, started_at=started,
-                           codec="PCMU", clock_rate=8000, channels=1, conversation="c0ffee", part=1, part_reason="")  # fmt: skip
+                           codec="PCMU", clock_rate=8000, channels=1, conversation="c0ffee", part=1,
+                           part_reason="")  # fmt: skip
 
 
 def record(store: Store, seconds: int, *, check: object = None, end: bool = True,
@@ -221,7 +223,8 @@ def test_nothing_of_the_call_is_ever_in_the_clear_and_the_kept_audio_is_exact(tm
         assert os.listdir(store.spool_dir) == []
         data = b"".join(store.reading.plaintext(row))
         assert hashlib.sha256(data).hexdigest() == row.sha256 and store.integrity.check(row) is None
-        assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]  # the late one in place
+        # the late one in place
+        assert wav.channel_bytes(data, 1) == chans[0] and wav.channel_bytes(data, 2) == chans[1]
         with open(store.layout.file_path(row), "rb") as f:
             assert f.read(4) == sealed.MAGIC
         pcap = b"".join(store.reading.plaintext(row, pcap=True))

@@ -54,11 +54,14 @@ def audit_rows(site: Site) -> list:
         audit.close()
 
 
-def test_the_index_holds_no_caller_number_call_id_or_dtmf_in_the_clear(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_index_holds_no_caller_number_call_id_or_dtmf_in_the_clear(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap", FIXTURES / "inbound-e164.pcap", FIXTURES / "dtmf.pcap")
     recs = site.list(capsys)
     assert sorted(r["caller"] for r in recs) == ["+819033334444", "09011112222", "09011112222"]
-    assert {r["call_id"] for r in recs} == {"call-mulaw-1@203.0.113.5", "call-e164-1@203.0.113.5", "call-dtmf-1@203.0.113.5"}
+    assert {r["call_id"] for r in recs} == {"call-mulaw-1@203.0.113.5", "call-e164-1@203.0.113.5",
+                                            "call-dtmf-1@203.0.113.5"}
     [dtmf] = [r for r in recs if r["call_id"].startswith("call-dtmf")]
     assert [e[1] for s in dtmf["streams"] for e in s["dtmf"]] == ["1", "#"]  # shown to those who may hear the call
     raw = raw_index(site)
@@ -71,7 +74,9 @@ def test_the_index_holds_no_caller_number_call_id_or_dtmf_in_the_clear(site: Sit
     assert not columns & {"caller", "call_id"}
 
 
-def test_crypto_erase_takes_the_sealed_fields_and_digests_with_the_key(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_crypto_erase_takes_the_sealed_fields_and_digests_with_the_key(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     [rec] = site.list(capsys)
     store = site.open_store()
@@ -89,7 +94,9 @@ def test_crypto_erase_takes_the_sealed_fields_and_digests_with_the_key(site: Sit
     assert found(site, capsys, "--caller", "09011112222") == []
 
 
-def test_caller_search_by_exact_number_in_any_form_and_by_last_digits(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_caller_search_by_exact_number_in_any_form_and_by_last_digits(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap", FIXTURES / "inbound-e164.pcap", FIXTURES / "inbound-alaw.pcap",
                 FIXTURES / "dtmf.pcap")  # fmt: skip
     assert found(site, capsys, "--caller", "090-1111-2222") == ["09011112222"] * 2
@@ -170,7 +177,8 @@ def test_find_pages_newest_first_with_the_total(site: Site) -> None:
         assert find(site, caller_ends="12").rc != 0
     finally:
         server.stop()
-    [event] = [e for e in audit_rows(site) if e.action == "find" and e.detail.get("filters", {}).get("caller") == "exact"]
+    [event] = [e for e in audit_rows(site)
+               if e.action == "find" and e.detail.get("filters", {}).get("caller") == "exact"]
     assert event.detail["count"] == len(want) and someone.caller not in json.dumps(event.detail)
 
 
@@ -186,12 +194,15 @@ def test_find_on_hold(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
         server.stop()
 
 
-def test_technicians_find_masked_and_without_a_caller_filter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_technicians_find_masked_and_without_a_caller_filter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import grp
 
     me = grp.getgrgid(os.getgid()).gr_name
     site = Site(tmp_path, settings=f"control: {{socket: control.sock}}\nroles: {{technician_group: {me}, "
-                                   "manager_group: nogroup, staff_group: nogroup, auditor_group: nogroup}\n").init()  # fmt: skip
+                                   "manager_group: nogroup, staff_group: nogroup, "
+                                   "auditor_group: nogroup}\n").init()  # fmt: skip
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     server = serve(site)
     try:
@@ -217,7 +228,9 @@ def test_disclosure_search_finds_the_caller_through_the_digests(site: Site, caps
     assert candidate["id"] in {r["id"] for r in site.list(capsys) if r["caller"] == "+819033334444"}
 
 
-def test_a_store_newer_than_the_code_is_refused_naming_both_versions(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_store_newer_than_the_code_is_refused_naming_both_versions(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     with sqlite3.connect(site.store / "index.sqlite") as db:
         db.execute("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'")
@@ -254,12 +267,15 @@ def test_erasure_leaves_no_caller_number_in_any_file(site: Site, capsys: pytest.
     assert site.spool_files() == [] and site.stored_files() == []
 
 
-def test_an_altered_sealed_row_is_shown_unreadable_and_the_others_still_listed(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_altered_sealed_row_is_shown_unreadable_and_the_others_still_listed(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap", FIXTURES / "inbound-alaw.pcap")
     first, second = site.list(capsys)
     with sqlite3.connect(site.store / "index.sqlite") as db:
         [(sealed,)] = db.execute("SELECT sealed FROM recordings WHERE id = ?", (first["id"],)).fetchall()
-        db.execute("UPDATE recordings SET sealed = ? WHERE id = ?", (sealed[:-1] + bytes([sealed[-1] ^ 1]), first["id"]))
+        db.execute("UPDATE recordings SET sealed = ? WHERE id = ?",
+                   (sealed[:-1] + bytes([sealed[-1] ^ 1]), first["id"]))
     listed = site.list(capsys)
     assert [(r["id"], r["caller"], r["call_id"]) for r in listed] == \
         [(first["id"], "(unreadable)", "(unreadable)"), (second["id"], second["caller"], second["call_id"])]

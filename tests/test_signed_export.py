@@ -114,8 +114,9 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
     pem = pubkey(site, capsys, tmp_path / "recorder.pub.pem")
     public = signing.PublicKey.from_pem(pem.read_bytes())
     assert len(sig) == 64 and public.verify(sig, body)
-    assert {k: manifest[k] for k in ("manifest", "version", "file", "file_format", "file_sha256", "copy_id", "copy_kind",
-                                     "recording_id", "did_label", "started_at", "ended_at", "codec", "channels",
+    assert {k: manifest[k] for k in ("manifest", "version", "file", "file_format", "file_sha256", "copy_id",
+                                     "copy_kind", "recording_id", "did_label", "started_at", "ended_at", "codec",
+                                     "channels",
                                      "recording_sha256", "purpose")} == {
         "manifest": "recorderd export manifest", "version": 1, "file": "evidence.wav", "file_format": "wav",
         "file_sha256": rec["sha256"], "copy_id": 1, "copy_kind": "export", "recording_id": rec["id"],
@@ -135,22 +136,27 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
     assert rc == 0 and f"OK {out}: signed by the recorder's key {public.key_id}" in said, said
     elsewhere = subprocess.run([*CTL, "--config", str(tmp_path / "no-such.yaml"), "verify-export", str(out),
                                 "--pubkey", str(pem)], capture_output=True, text=True, cwd="/")  # fmt: skip
-    assert elsewhere.returncode == 0 and "OK" in elsewhere.stdout, elsewhere.stdout + elsewhere.stderr  # no store, no config
+    # no store, no config
+    assert elsewhere.returncode == 0 and "OK" in elsewhere.stdout, elsewhere.stdout + elsewhere.stderr
     checked = openssl_verify(pem, out)
-    assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, checked.stdout + checked.stderr
+    said = checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, said
     sha256sum = subprocess.run(["sha256sum", str(out)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert f'"file_sha256": "{sha256sum}"'.encode() in body  # the line docs/recorderctl.md says to compare by eye
     made = [e for e in events(site, "init") if e.detail["signing_key"]["created"]]  # by init, once, in its row
     assert [e.detail["signing_key"]["fingerprint"] for e in made] == [public.fingerprint]
     assert public.fingerprint.startswith(public.key_id)
     asked = events(site, "pubkey")  # recorderctl pubkey, and verify-export asking for the store's key
-    assert [(e.result, e.detail["signing_key"]) for e in asked] == [("allowed", {"fingerprint": public.fingerprint})] * 2
+    assert [(e.result, e.detail["signing_key"]) for e in asked] == [
+        ("allowed", {"fingerprint": public.fingerprint})] * 2
     [exported] = events(site, "export")
     assert exported.detail["signing_key"] == {"fingerprint": public.fingerprint}
 
 
 @pytest.mark.parametrize("where", ["first byte", "header", "middle of the audio", "last byte"])
-def test_one_bit_flipped_in_the_copy_fails(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+def test_one_bit_flipped_in_the_copy_fails(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
     rec = recording(site, capsys)
     out = tmp_path / "copy.wav"
     export(site, rec, out)
@@ -163,11 +169,14 @@ def test_one_bit_flipped_in_the_copy_fails(site: Site, tmp_path: Path, capsys: p
         assert f"FAIL file: the SHA-256 of {out} is " in said and f"not the manifest's {rec['sha256']}" in said, said
         assert "FAIL signature" not in said  # the manifest is intact: it is the copy that changed
     assert openssl_verify(pem, out).returncode == 0  # the manifest is still the recorder's ...
-    assert subprocess.run(["sha256sum", str(out)], capture_output=True, text=True).stdout.split()[0] != rec["sha256"]  # ... the file is not
+    summed = subprocess.run(["sha256sum", str(out)], capture_output=True, text=True).stdout.split()[0]
+    assert summed != rec["sha256"]  # ... the file is not
 
 
 @pytest.mark.parametrize("where", ["first byte", "file_sha256", "purpose", "last byte"])
-def test_one_bit_flipped_in_the_manifest_fails(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+def test_one_bit_flipped_in_the_manifest_fails(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
     rec = recording(site, capsys)
     out = tmp_path / "copy.wav"
     export(site, rec, out)
@@ -181,7 +190,8 @@ def test_one_bit_flipped_in_the_manifest_fails(site: Site, tmp_path: Path, capsy
         rc, said = verify(site, capsys, out, *extra)
         assert rc == 1 and "FAIL signature: " in said and "is not signed by the recorder's key" in said, said
     checked = openssl_verify(pem, out)
-    assert checked.returncode != 0 and "Signature Verification Failure" in checked.stdout, checked.stdout + checked.stderr
+    said = checked.stdout + checked.stderr
+    assert checked.returncode != 0 and "Signature Verification Failure" in checked.stdout, said
 
 
 def test_a_flipped_or_missing_signature_fails(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,7 +210,9 @@ def test_a_flipped_or_missing_signature_fails(site: Site, tmp_path: Path, capsys
     assert rc == 1 and f"FAIL signature: cannot read {sig} (No such file or directory)" in said, said
 
 
-def test_a_manifest_re_signed_with_another_key_fails(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_manifest_re_signed_with_another_key_fails(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Whoever edits the audio can write a manifest that matches it and sign it with a key of their
     own, naming that key in it: the check goes by the recorder's key, never by the manifest's."""
     rec = recording(site, capsys)
@@ -224,7 +236,8 @@ def test_a_manifest_re_signed_with_another_key_fails(site: Site, tmp_path: Path,
     assert openssl_verify(pem, out).returncode != 0
     forged_pem = tmp_path / "forged.pem"
     forged_pem.write_text(forged_key.pem)
-    assert verify(site, capsys, out, "--pubkey", str(forged_pem))[0] == 0  # it is the forger's: hence, the recorder's key
+    # it is the forger's: hence, the recorder's key
+    assert verify(site, capsys, out, "--pubkey", str(forged_pem))[0] == 0
 
 
 def test_provide_gets_a_signed_manifest_too(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -244,7 +257,9 @@ def test_provide_gets_a_signed_manifest_too(site: Site, tmp_path: Path, capsys: 
     assert openssl_verify(pubkey(site, capsys, tmp_path / "recorder.pub.pem"), out).returncode == 0
 
 
-def test_pcm_and_pcap_copies_are_signed_with_their_own_hash(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pcm_and_pcap_copies_are_signed_with_their_own_hash(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rec = recording(site, capsys)
     for fmt in ("pcm", "pcap"):
         out = tmp_path / f"copy.{fmt}"
@@ -255,7 +270,9 @@ def test_pcm_and_pcap_copies_are_signed_with_their_own_hash(site: Site, tmp_path
         assert verify(site, capsys, out)[0] == 0
 
 
-def test_exports_through_the_control_socket_are_signed(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exports_through_the_control_socket_are_signed(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from recorderd.config import load
     from recorderd.control import ControlServer
 
@@ -266,7 +283,8 @@ def test_exports_through_the_control_socket_are_signed(site: Site, tmp_path: Pat
         out = tmp_path / "via-socket.wav"
         export(site, rec, out)
         provided = tmp_path / "provided.wav"
-        assert site.ctl("provide", rec["id"], "--to", "Kawasaki Police Station", "--basis", "law", "--out", str(provided)) == 0
+        assert site.ctl("provide", rec["id"], "--to", "Kawasaki Police Station", "--basis", "law",
+                        "--out", str(provided)) == 0
         pem = pubkey(site, capsys, tmp_path / "recorder.pub.pem")
         for copy in (out, provided):
             assert verify(site, capsys, copy)[0] == 0
@@ -295,8 +313,9 @@ def test_a_manifest_that_cannot_be_put_beside_the_copy_is_said(site: Site, tmp_p
     assert row.result.startswith("failed: the copy is at")
 
 
-def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(site: Site, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     key_file = site.store / "signing.key"
     first = json.loads(key_file.read_bytes())
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -309,15 +328,18 @@ def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(site: Sit
     master = (site.root / "master.key").read_bytes()
     key = signing.load(str(site.store), master)
     assert key is not None and key.public.key_id == first["key_id"]
-    raw = key.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    raw = key.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
     text = key_file.read_bytes()
-    assert raw not in text and base64.b64encode(raw) not in text and raw.hex().encode() not in text  # wrapped, never clear
+    # wrapped, never clear
+    assert raw not in text and base64.b64encode(raw) not in text and raw.hex().encode() not in text
     with pytest.raises(signing.SigningError, match="does not open with the store's master key"):
         signing.load(str(site.store), os.urandom(32))
 
 
-def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     """A store of the release before has no signing.key (and no audit row naming one): its first
     copy makes the key, audited once, and later ones use it."""
     site = made_before_signing(tmp_path / "older")
@@ -332,8 +354,9 @@ def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(tmp_path: Pa
         assert verify(site, capsys, tmp_path / name)[0] == 0
 
 
-def test_decommission_leaves_no_signing_key_and_old_copies_still_check(site: Site, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_decommission_leaves_no_signing_key_and_old_copies_still_check(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     rec = recording(site, capsys)
     out = tmp_path / "handed-over.wav"
     export(site, rec, out)
@@ -372,8 +395,9 @@ def test_decommission_erases_a_staging_copy_of_the_key_a_crash_left(site: Site, 
     (("public_key", "key_id"), "does not open with the store's master key"),  # the key id is bound to the wrapped key
     (("public_key",), "was altered (its key id is not its public key's)"),
 ])  # fmt: skip
-def test_a_key_file_with_its_public_key_swapped_signs_nothing(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                              swapped: tuple[str, ...], refusal: str) -> None:  # fmt: skip
+def test_a_key_file_with_its_public_key_swapped_signs_nothing(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], swapped: tuple[str, ...], refusal: str
+) -> None:  # fmt: skip
     """Whoever can write the store but lacks the master key could put their own public key in the
     key file, so that the box would vouch for their forgeries: the key file must then refuse to work."""
     rec = recording(site, capsys)
@@ -391,8 +415,9 @@ def test_a_key_file_with_its_public_key_swapped_signs_nothing(site: Site, tmp_pa
     assert rc == 1 and "cannot get the recorder's public key" in said, said
 
 
-def test_a_deleted_signing_key_is_not_replaced_but_said_to_be_restored(site: Site, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_deleted_signing_key_is_not_replaced_but_said_to_be_restored(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     """signing.key deleted on a store whose audit log records its key (init's row): a new key would
     make the copies signed before fail verify-export on the box. Neither a copy nor init makes one;
     both say to restore the file from its backup; restored, everything checks again."""
@@ -401,13 +426,15 @@ def test_a_deleted_signing_key_is_not_replaced_but_said_to_be_restored(site: Sit
     key_file = site.store / "signing.key"
     backup = key_file.read_bytes()
     key_file.unlink()
-    for args in (("export", rec["id"], "--out", str(tmp_path / "after.wav"), "--purpose", "suspicious_call"), ("init",)):
+    for args in (("export", rec["id"], "--out", str(tmp_path / "after.wav"), "--purpose", "suspicious_call"),
+                 ("init",)):
         capsys.readouterr()
         assert site.ctl(*args) == 1, args
         err = capsys.readouterr().err
         assert (f"the signing key {key_file} is missing, but the audit log records that this store has one (key "
                 f"{json.loads(backup)['key_id']})") in err, err
-        assert "restore signing.key from its backup" in err and "the master key's backup alone does not bring it back" in err
+        assert ("restore signing.key from its backup" in err
+                and "the master key's backup alone does not bring it back" in err)
         assert not key_file.exists() and not list(site.store.glob("signing.key*")), args
     assert events(site, "signing-key-created") == []
     key_file.write_bytes(backup)

@@ -98,7 +98,9 @@ def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
         assert store.integrity.verify() == []  # decrypts, and its SHA-256 matches
 
 
-def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_service_worker_erases_nothing_when_the_wall_clock_is_stepped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The running service's retention (its store thread, each minute) with a clock pair injected:
     the wall clock stepped 20 days ahead erased recordings seconds old; now it stops, CRITICAL."""
     wall = [T0 + 10.0]  # the calls ended seconds ago

@@ -116,7 +116,8 @@ def write_site(base: Path, port: int, *, idle_min: int = 1) -> Path:
     """The site config: the demo store, the w3 role groups, the console as w3console on ``port``."""
     shutil.copy(ROOT / "config" / "dids.yaml", base / "dids.yaml")
     config = {
-        "capture": {"interfaces": ["lo"], "trunk_networks": yaml.safe_load(TRUNK), "ring_mb": 8, "block_timeout_ms": 20},
+        "capture": {"interfaces": ["lo"], "trunk_networks": yaml.safe_load(TRUNK), "ring_mb": 8,
+                    "block_timeout_ms": 20},
         "store": {"path": str(base / "store"), "require_encrypted_volume": False},
         "dids_file": str(base / "dids.yaml"),
         "control": {"socket": str(base / "control.sock")},
@@ -306,7 +307,8 @@ class Site:
 
     def ctl(self, role: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """``recorderctl`` run as ``role``'s Unix user, through the daemon's control socket."""
-        cmd = ["runuser", "-u", self.user(role), "--", *self.python, "-m", "recorderd.ctl", "--config", str(self.config), *args]
+        cmd = ["runuser", "-u", self.user(role), "--", *self.python, "-m", "recorderd.ctl",
+               "--config", str(self.config), *args]
         return subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=timeout)
 
     def audit(self, **filters: str) -> list[dict]:

@@ -122,7 +122,8 @@ class Browser:
         return self.client.get(path, **kw)
 
     def post(self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True):  # type: ignore[no-untyped-def]
-        return self.client.post(path, data={**(data or {}), **({"csrf": self.csrf} if csrf else {})}, follow_redirects=False)
+        return self.client.post(path, data={**(data or {}), **({"csrf": self.csrf} if csrf else {})},
+                                follow_redirects=False)
 
 
 def _serve(tmp_path: Path, pcap: Path) -> Iterator[Served]:
@@ -142,7 +143,8 @@ def _serve(tmp_path: Path, pcap: Path) -> Iterator[Served]:
     direct["control"] = {"socket": "direct.sock"}
     (tmp_path / "direct.yaml").write_text(yaml.safe_dump(direct, allow_unicode=True))
     out = tmp_path / "direct-export.wav"
-    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "export", row.id, "--out", str(out), "--purpose", "quality"]) == 0
+    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "export", row.id, "--out", str(out),
+                     "--purpose", "quality"]) == 0
     direct_wav = out.read_bytes()
     config = load(str(site.config))
     server = ControlServer(config)
@@ -204,7 +206,8 @@ def test_a_quality_export_downloads_what_recorderctl_exports_and_registers_the_c
     copies = served.copies()
     assert len(copies) == before + 1
     copy = copies[-1]
-    assert (copy["user"], copy["purpose"], copy["kind"], copy["recording_id"]) == ("w2clerk", "quality", "export", served.rid)
+    assert (copy["user"], copy["purpose"], copy["kind"], copy["recording_id"]) == ("w2clerk", "quality", "export",
+                                                                                   served.rid)
     assert copy["expires_at"] > copy["made_at"]
     [row] = [e for e in served.audit("export") if e.user == "w2clerk"]
     assert row.result == "allowed" and row.detail["via"] == "console" and row.detail.get("client_ip") == "192.0.2.10"
@@ -214,8 +217,9 @@ def test_a_quality_export_downloads_what_recorderctl_exports_and_registers_the_c
     assert listed.status_code == 200 and served.rid in listed.text and "保持中" in listed.text
 
 
-def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(served: Served, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
     """What the police do with the file, with standard tools only: unzip it, check the manifest's
     signature with the recorder's public key (``recorderctl pubkey``), and the WAV's SHA-256."""
     unzip, openssl, sha256sum = needs_tool("unzip"), needs_tool("openssl"), needs_tool("sha256sum")
@@ -227,7 +231,8 @@ def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(served: Served
     wav = tmp_path / "out" / f"{served.rid}.wav"
     pem = tmp_path / "recorder.pub.pem"
     capsys.readouterr()
-    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "pubkey", "--json"]) == 0  # the key, from the box itself
+    # the key, from the box itself
+    assert ctl.main(["--config", str(tmp_path / "direct.yaml"), "pubkey", "--json"]) == 0
     pem.write_text(json.loads(capsys.readouterr().out)["public_key"])
     checked = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
                               "-in", f"{wav}.manifest.json", "-sigfile", f"{wav}.manifest.sig"],
@@ -450,7 +455,8 @@ def test_a_manager_holds_then_releases_a_recording(served: Served) -> None:
     assert _holds(served) == []
     answer = boss.post(f"/recordings/{served.rid}/hold", form)
     assert answer.status_code == 200, answer.text
-    match = re.search(rf"録音 {re.escape(served.rid)} を 2100-01-01 00:00 まで保全しました（保全番号 (\d+)）", answer.text)
+    match = re.search(rf"録音 {re.escape(served.rid)} を 2100-01-01 00:00 まで保全しました（保全番号 (\d+)）",
+                      answer.text)
     assert match, answer.text
     hold_id = int(match.group(1))
     [hold] = _holds(served)
@@ -474,7 +480,8 @@ def test_a_disclosure_request_is_opened_and_listed(served: Served) -> None:
     assert match, answer.text
     n = int(match.group(1))
     listed = boss.get("/casework")
-    assert listed.status_code == 200 and f'<a href="/disclosures/{n}">{n}</a>' in listed.text and "D-2026-5" in listed.text
+    assert (listed.status_code == 200 and f'<a href="/disclosures/{n}">{n}</a>' in listed.text
+            and "D-2026-5" in listed.text)
     shown = boss.get(f"/disclosures/{n}")
     assert shown.status_code == 200 and 'id="disclosure-search"' in shown.text and "本人" in shown.text
 
@@ -539,7 +546,8 @@ def test_the_report_opens_on_the_last_seven_days_with_accesses_and_refusals_in_w
     assert served.client("w2clerk").post(f"/recordings/{served.rid}/export", {"purpose": "quality"}).status_code == 200
     assert served.client("w2tech").get("/search", params={"caller": "2222", "match": "ends"}).status_code == 403
     stranger = TestClient(served.app, base_url="https://testserver", client=("192.0.2.10", 50124))
-    assert stranger.post("/signin", data={"user": "w2boss", "password": "wrong"}, follow_redirects=False).status_code != 303
+    refused = stranger.post("/signin", data={"user": "w2boss", "password": "wrong"}, follow_redirects=False)
+    assert refused.status_code != 303
     today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
     week = f"{today - timedelta(days=6)} — {today}"
     page = served.client("w2boss").get("/report")
@@ -565,7 +573,8 @@ def test_the_report_opens_on_the_last_seven_days_with_accesses_and_refusals_in_w
 def test_a_name_the_console_does_not_know_is_shown_as_it_is() -> None:
     from console import labels
 
-    assert labels.action("ja", "frobnicate") == "frobnicate" and labels.access("ja", "export: 苦情対応") == "持出し：苦情対応"
+    assert labels.action("ja", "frobnicate") == "frobnicate"
+    assert labels.access("ja", "export: 苦情対応") == "持出し：苦情対応"
     assert labels.result("ja", "denied: not yours") == "拒否: not yours" and labels.result("en", "weird") == "weird"
     assert labels.access("en", "provide: law") == "provided: Based on laws and regulations (Art. 69(1))"
 
@@ -585,8 +594,8 @@ def test_the_audit_page_shows_a_search_of_many_recordings_in_a_short_line(served
     page = boss.get("/audit", params={"action": "find", "user": "w2boss"})
     assert page.status_code == 200
     [cells] = re.findall(r'<td class="action" data-action="find">検索</td>(.*?)</tr>', page.text, re.S)
-    shown, full = re.fullmatch(r'.*<td class="detail">(.*?)<details><summary>[^<]*</summary><pre>(.*?)</pre></details></td>',
-                               cells, re.S).groups()  # fmt: skip
+    shown, full = re.fullmatch(r'.*<td class="detail">(.*?)<details><summary>[^<]*</summary>'
+                               r'<pre>(.*?)</pre></details></td>', cells, re.S).groups()  # fmt: skip
     assert "<td>許可</td>" in cells
     assert len(shown) < 250, shown
     assert f"ほか {len(ids) - 3} 件" in shown and ", ".join(ids[:3]) in shown and ids[3] not in shown

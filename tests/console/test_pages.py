@@ -123,7 +123,9 @@ def audit_rows(site: Site) -> list:
 # -- search -------------------------------------------------------------------------------------------
 
 
-def test_search_by_the_callers_last_digits_finds_the_call(app, daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_search_by_the_callers_last_digits_finds_the_call(  # type: ignore[no-untyped-def]
+    app, daemon, caplog: pytest.LogCaptureFixture
+) -> None:
     site, _ = daemon
     rows = recordings(site)
     staff = signed_in(app, "staff")
@@ -142,7 +144,8 @@ def test_search_by_the_callers_last_digits_finds_the_call(app, daemon, caplog: p
     started = {r.id: r.started_at for r in rows.values()}
     assert found == sorted(found, key=lambda i: -started[i])  # newest first
     assert len(everything.content) < 200_000
-    found = [r for r in audit_rows(site) if r.action == "find" and r.detail.get("filters", {}).get("caller") == "last digits"]
+    found = [r for r in audit_rows(site)
+             if r.action == "find" and r.detail.get("filters", {}).get("caller") == "last digits"]
     assert len(found) == 2
     for row in found:
         assert "4444" not in json.dumps(row.detail, ensure_ascii=False)  # the kind of filter, never the digits
@@ -219,8 +222,10 @@ def test_the_recording_page_shows_the_play_in_its_access_history(app, daemon) ->
     [play] = [row for row in re.findall(r"<tr>(.*?)</tr>", history, re.S) if "<td>再生</td>" in row]
     assert f"<td>{USERS['staff']}</td>" in play and "<td>不審な電話への対応</td>" in play and "<td>画面</td>" in play
     assert "<td>許可</td>" in play  # the result in words too (was: "allowed")
-    history_en = re.search(r'<table id="history">(.*?)</table>', signed_in(app, "staff", "en").get(f"/recordings/{rid}").text, re.S).group(1)
-    assert "<td>played</td>" in history_en and "<td>allowed</td>" in history_en and "<td>Suspicious call</td>" in history_en
+    page_en = signed_in(app, "staff", "en").get(f"/recordings/{rid}").text
+    history_en = re.search(r'<table id="history">(.*?)</table>', page_en, re.S).group(1)
+    assert ("<td>played</td>" in history_en and "<td>allowed</td>" in history_en
+            and "<td>Suspicious call</td>" in history_en)
     [row] = [r for r in audit_rows(site) if r.action == "play"]
     assert row.user == USERS["staff"] and row.detail["purpose"] == "suspicious_call" and row.detail["via"] == "console"
     as_manager = signed_in(app, "manager").get(f"/recordings/{rid}").text
@@ -282,7 +287,8 @@ def test_range_requests_return_the_bytes_of_the_pcm_rendition(app, daemon) -> No
     assert _data_chunk(head.content + samples) == ({"tag": 1, "channels": 2, "rate": 8000, "bits": 16}, samples)
     rendition = head.content + samples
     for asked, first, last in (("bytes=0-", 0, min(size, 1 << 20) - 1), ("bytes=1000-1999", 1000, 1999),
-                               ("bytes=-100", size - 100, size - 1), (f"bytes={size - 10}-{size + 500}", size - 10, size - 1),
+                               ("bytes=-100", size - 100, size - 1),
+                               (f"bytes={size - 10}-{size + 500}", size - 10, size - 1),
                                ("bytes=44-44", 44, 44)):  # fmt: skip
         reply = staff.get(played["audio"], headers={"range": asked})
         assert reply.status_code == 206, (asked, reply.status_code)
@@ -335,7 +341,8 @@ def test_audit_filters_and_export(app, daemon) -> None:  # type: ignore[no-untyp
     page = manager.get("/audit", params={"action": "play", "user": USERS["staff"], "recording": rid})
     assert page.status_code == 200
     body = re.search(r'<table id="audit"[^>]*>.*?<tbody>(.*?)</tbody>', page.text, re.S).group(1)
-    shown = re.findall(r'<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>.*?<td class="action" data-action="(play|show|find)">[^<]*</td>\s*<td>([^<]*)</td>', body, re.S)
+    shown = re.findall(r'<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>.*?'
+                       r'<td class="action" data-action="(play|show|find)">[^<]*</td>\s*<td>([^<]*)</td>', body, re.S)
     assert shown and all((user, action, r) == (USERS["staff"], "play", rid) for _, user, action, r in shown)
     assert [int(seq) for seq, *_ in shown] == sorted((int(seq) for seq, *_ in shown), reverse=True)  # newest first
     assert "該当する記録はありません" in manager.get("/audit", params={"action": "play", "user": USERS["auditor"]}).text
@@ -365,12 +372,14 @@ def test_the_audit_page_says_actions_results_and_details_in_words(app, daemon) -
     assert cells
     for row in cells:
         assert row.startswith("再生</td>") and "<td>許可</td>" in row, row
-        shown, full = re.search(r'<td class="detail">(.*?)<details><summary>すべての詳細（JSON）</summary><pre>(.*?)</pre>', row, re.S).groups()
+        shown, full = re.search(r'<td class="detail">(.*?)<details><summary>すべての詳細（JSON）</summary>'
+                                r'<pre>(.*?)</pre>', row, re.S).groups()
         assert shown.startswith("目的：") and "接続元：192.0.2.10" in shown and "{" not in shown, shown
         assert "&#34;purpose&#34;: &#34;" in full or "&quot;purpose&quot;: &quot;" in full, full
     assert "目的：応対品質の向上" in page
     english = signed_in(app, "auditor", "en").get("/audit", params={"action": "play", "user": USERS["staff"]}).text
-    assert 'data-action="play">played</td>' in english and "<td>allowed</td>" in english and "purpose: Quality of response" in english
+    assert ('data-action="play">played</td>' in english and "<td>allowed</td>" in english
+            and "purpose: Quality of response" in english)
     signins = auditor.get("/audit", params={"action": "console-signin"}).text
     assert 'data-action="console-signin">画面へのサインイン</td>' in signins and ">console-signin<" not in signins
 
@@ -395,12 +404,15 @@ def test_the_status_page_for_a_technician_shows_no_caller_number(app, daemon) ->
 
 def test_the_notice_in_english_keeps_the_japanese_beside(app, daemon) -> None:  # type: ignore[no-untyped-def]
     ja = signed_in(app, "staff").get("/notice")
-    assert ja.status_code == 200 and "通話録音についてのお知らせ" in ja.text and "Notice: calls are recorded" not in ja.text
+    assert (ja.status_code == 200 and "通話録音についてのお知らせ" in ja.text
+            and "Notice: calls are recorded" not in ja.text)
     en = signed_in(app, "staff", lang="en").get("/notice")
     assert "通話録音についてのお知らせ" in en.text and "Notice: calls are recorded" in en.text
 
 
-def test_the_status_of_a_running_capture_in_readable_words(people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_status_of_a_running_capture_in_readable_words(  # type: ignore[no-untyped-def]
+    people, tmp_path: Path
+) -> None:
     """A real capture pipeline (the service's) fed a call half way, its control socket serving the
     console: capture running, packets per second between two looks, calls in progress; no number."""
     from capture.source import CaptureFile
@@ -444,7 +456,9 @@ def test_the_status_of_a_running_capture_in_readable_words(people, tmp_path: Pat
         assert number not in page
 
 
-def test_search_pages_newest_first(app, daemon, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_search_pages_newest_first(  # type: ignore[no-untyped-def]
+    app, daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from console.pages import search
 
     site, _ = daemon
@@ -460,7 +474,9 @@ def test_search_pages_newest_first(app, daemon, monkeypatch: pytest.MonkeyPatch)
     assert manager.get("/search", params={"page": "0x1"}).status_code == 400
 
 
-def test_each_answer_is_capped_and_the_whole_comes_in_parts(app, daemon, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_each_answer_is_capped_and_the_whole_comes_in_parts(  # type: ignore[no-untyped-def]
+    app, daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from console.pages import recording
 
     site, _ = daemon
@@ -486,7 +502,8 @@ def test_every_page_shows_words_not_message_keys(app, daemon, lang: str) -> None
     manager = signed_in(app, "manager", lang=lang)
     _play(manager, rid)
     keys = [k for k in i18n.MESSAGES if k.split(".")[0] in ("rec", "search", "audit", "status", "notice", "purpose",
-                                                           "basis", "action", "via", "state", "alert", "nav")]  # fmt: skip
+                                                           "basis", "action", "via", "state", "alert",
+                                                           "nav")]  # fmt: skip
     for path in ("/search", f"/recordings/{rid}", "/audit", "/status", "/notice"):
         page = manager.get(path)
         assert page.status_code == 200, path
@@ -529,7 +546,9 @@ def test_audit_verify_shows_an_altered_row(people, tmp_path: Path) -> None:  # t
 
 
 @pytest.fixture(scope="module")
-def conv_daemon(people: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, ControlServer, dict]]:
+def conv_daemon(
+    people: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Site, ControlServer, dict]]:
     """A store with one conversation in two parts (the second after a transfer; the first with two
     linked legs) and a call of its own, made through storage's sink as capture makes them."""
     from test_conversations import LEG_IDS, START, record, token
@@ -562,17 +581,22 @@ def conv_app(conv_daemon):  # type: ignore[no-untyped-def]
     return create_app(load(str(site.config), dids_optional=True), authenticate=_check)
 
 
-def test_search_shows_the_parts_of_a_conversation_together(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_search_shows_the_parts_of_a_conversation_together(  # type: ignore[no-untyped-def]
+    conv_app, conv_daemon
+) -> None:
     site, _, ids = conv_daemon
     page = signed_in(conv_app, "staff").get("/search").text
-    marks = re.findall(r'<tr class="recording" data-id="([^"]+)" data-conversation="([0-9a-f]+)"(?: data-part="([^"]+)")?', page)
+    marks = re.findall(r'<tr class="recording" data-id="([^"]+)" data-conversation="([0-9a-f]+)"'
+                       r'(?: data-part="([^"]+)")?', page)
     assert [(rid, part) for rid, _, part in marks] == [(ids["other"], ""), (ids["p1"], "1/2"), (ids["p2"], "2/2")]
     assert marks[1][1] == marks[2][1] == ids["t"] != marks[0][1]
     assert "<th>通話の一部</th>" in page and 'title="一つの会話の第2部分（全2部分）">2/2</span>' in page
     assert "<th>Part</th>" in signed_in(conv_app, "staff", "en").get("/search").text
 
 
-def test_the_recording_page_lists_the_other_parts_and_the_linked_legs(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_the_recording_page_lists_the_other_parts_and_the_linked_legs(  # type: ignore[no-untyped-def]
+    conv_app, conv_daemon
+) -> None:
     from test_conversations import LEG_IDS
 
     site, _, ids = conv_daemon
@@ -589,7 +613,9 @@ def test_the_recording_page_lists_the_other_parts_and_the_linked_legs(conv_app, 
     assert "Parts of this conversation" in english and "after a transfer" in english and 'id="legs"' not in english
 
 
-def test_the_download_of_a_conversation_holds_every_part(conv_app, conv_daemon, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_the_download_of_a_conversation_holds_every_part(  # type: ignore[no-untyped-def]
+    conv_app, conv_daemon, caplog: pytest.LogCaptureFixture
+) -> None:
     import zipfile
 
     from test_conversations import CALLER
@@ -598,12 +624,14 @@ def test_the_download_of_a_conversation_holds_every_part(conv_app, conv_daemon, 
     staff = signed_in(conv_app, "staff")
     token = csrf(staff.get(f"/recordings/{ids['p2']}").text)
     answer = staff.post(f"/recordings/{ids['p2']}/export", data={
-        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1", "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1",
+        "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
     assert answer.status_code == 200, answer.text[:500]
     assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p2"]}.conversation.zip"'
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     members = {i.filename: archive.read(i) for i in archive.infolist()}
-    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"]) for s in ("", ".manifest.json", ".manifest.sig"))
+    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"])
+                                     for s in ("", ".manifest.json", ".manifest.sig"))
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     for n, rid in ((1, ids["p1"]), (2, ids["p2"])):
@@ -619,18 +647,23 @@ def test_the_download_of_a_conversation_holds_every_part(conv_app, conv_daemon, 
     assert CALLER not in caplog.text and CALLER[-8:] not in caplog.text
 
 
-def test_a_conversation_download_naming_a_part_of_another_is_refused(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_a_conversation_download_naming_a_part_of_another_is_refused(  # type: ignore[no-untyped-def]
+    conv_app, conv_daemon
+) -> None:
     site, _, ids = conv_daemon
     before = len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"])
     staff = signed_in(conv_app, "staff")
     token = csrf(staff.get(f"/recordings/{ids['p1']}").text)
     answer = staff.post(f"/recordings/{ids['p1']}/export", data={
-        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1", "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
+        "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1",
+        "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
     assert answer.status_code != 200 and answer.headers["content-type"].startswith("text/html")
     assert len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"]) == before
 
 
-def test_the_status_page_says_traffic_not_understood_and_what_a_remote_mirror_sent(people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_status_page_says_traffic_not_understood_and_what_a_remote_mirror_sent(  # type: ignore[no-untyped-def]
+    people, tmp_path: Path
+) -> None:
     """The service's pipeline fed a remote mirror's call (ERSPAN II) and then a minute of MPLS it
     cannot open: the page says the traffic is not understood (the standing alert, as the daemon
     raises it, and the day's warning by its label, never the raw kind) and what the mirror sent."""
@@ -669,7 +702,9 @@ def test_the_status_page_says_traffic_not_understood_and_what_a_remote_mirror_se
     assert "<tr><th>Remote mirror packets opened</th><td>ERSPAN II 307</td></tr>" in en
 
 
-def test_a_manager_provides_the_whole_conversation_in_one_download(conv_app, conv_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_a_manager_provides_the_whole_conversation_in_one_download(  # type: ignore[no-untyped-def]
+    conv_app, conv_daemon
+) -> None:
     """The provide form of a part offers every part of its conversation: one ZIP with each part's
     WAV, manifest (naming its provision, legal basis and the conversation) and signature; each part
     its own provision record and audit row."""
@@ -680,21 +715,25 @@ def test_a_manager_provides_the_whole_conversation_in_one_download(conv_app, con
     site, _, ids = conv_daemon
     manager = signed_in(conv_app, "manager")
     page = manager.get(f"/recordings/{ids['p1']}").text
-    form = re.search(r'<form method="post" action="/recordings/[^"]+/provide" id="provide-form">(.*?)</form>', page, re.S).group(1)
+    form = re.search(r'<form method="post" action="/recordings/[^"]+/provide" id="provide-form">(.*?)</form>', page,
+                     re.S).group(1)
     assert 'name="conversation" value="1"' in form and f'name="parts" value="{ids["p1"]},{ids["p2"]}"' in form
     answer = manager.post(f"/recordings/{ids['p1']}/provide", data={
-        "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "note": "照会 第12号", "format": "wav", "conversation": "1",
-        "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+        "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "note": "照会 第12号", "format": "wav",
+        "conversation": "1", "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
     assert answer.status_code == 200, answer.text[:500]
     assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p1"]}.conversation.zip"'
-    members = {i.filename: zipfile.ZipFile(io.BytesIO(answer.content)).read(i) for i in zipfile.ZipFile(io.BytesIO(answer.content)).infolist()}
-    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"]) for s in ("", ".manifest.json", ".manifest.sig"))
+    members = {i.filename: zipfile.ZipFile(io.BytesIO(answer.content)).read(i)
+               for i in zipfile.ZipFile(io.BytesIO(answer.content)).infolist()}
+    assert sorted(members) == sorted(f"{p}.wav{s}" for p in (ids["p1"], ids["p2"])
+                                     for s in ("", ".manifest.json", ".manifest.sig"))
     provisions = {p["recording_id"]: p for p in Casework(str(site.store / "casework.sqlite")).provisions()}
     for n, rid in ((1, ids["p1"]), (2, ids["p2"])):
         assert members[f"{rid}.wav"] == site.wav_bytes({"id": rid})
         manifest = json.loads(members[f"{rid}.wav.manifest.json"])
         assert manifest["copy_kind"] == "provision" and manifest["legal_basis"]["basis"] == "law"
-        assert manifest["legal_basis"]["provision"] == provisions[rid]["id"] and provisions[rid]["recipient"] == "川崎警察署"
+        assert (manifest["legal_basis"]["provision"] == provisions[rid]["id"]
+                and provisions[rid]["recipient"] == "川崎警察署")
         assert (manifest["conversation"]["token"], manifest["conversation"]["part"]) == (ids["t"], n)
     rows = [e for e in audit_rows(site) if e.action == "provide"]
     assert sorted(e.recording_id for e in rows) == sorted([ids["p1"], ids["p2"]])
@@ -702,4 +741,5 @@ def test_a_manager_provides_the_whole_conversation_in_one_download(conv_app, con
     other = manager.post(f"/recordings/{ids['p1']}/provide", data={
         "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "format": "wav", "conversation": "1",
         "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
-    assert other.status_code != 200 and len([e for e in audit_rows(site) if e.action == "provide" and e.result == "allowed"]) == 2
+    provided = [e for e in audit_rows(site) if e.action == "provide" and e.result == "allowed"]
+    assert other.status_code != 200 and len(provided) == 2

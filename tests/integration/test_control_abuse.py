@@ -80,9 +80,10 @@ class Env:
         return str(self.base / "control.sock")
 
     def start(self, who: str, code: str) -> subprocess.Popen[str]:
-        self.procs.append(subprocess.Popen([sys.executable, "-c", PRELUDE + code, self.users[who], str(self.site.config), self.sock],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd="/"))  # fmt: skip
+        self.procs.append(subprocess.Popen([sys.executable, "-c", PRELUDE + code, self.users[who],
+                                            str(self.site.config), self.sock],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, cwd="/"))  # fmt: skip
         return self.procs[-1]
 
     def run(self, who: str, code: str, timeout: float = 60) -> str:
@@ -145,7 +146,8 @@ def env() -> Iterator[Env]:
             groups.append(f"{tag}-{role[:3]}")
         for who, role in members.items():
             users[who] = f"{tag}{who[:3]}"
-            _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *(["-G", f"{tag}-{role[:3]}"] if role else []), users[who])
+            _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *(["-G", f"{tag}-{role[:3]}"] if role else []),
+                users[who])
         site = Site(base)
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in ROLE_GROUPS)
         site.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\ncontrol: {{socket: control.sock}}\n"
@@ -240,7 +242,8 @@ print(json.dumps({"after": time.monotonic() - began, "reply": json.loads(payload
 """)
     answer = json.loads(out)
     assert answer["after"] < REQUEST_DEADLINE + 2, answer
-    assert answer["reply"]["rc"] == 1 and f"did not arrive in full within {REQUEST_DEADLINE:.0f} s" in answer["reply"]["error"]
+    assert answer["reply"]["rc"] == 1
+    assert f"did not arrive in full within {REQUEST_DEADLINE:.0f} s" in answer["reply"]["error"]
     assert env.server.counters["control_request_timeouts"] == before + 1
     assert not [e for e in env.audit() if e.user == env.users["staff"] and e.action == "status"]  # never run
 
@@ -287,7 +290,8 @@ print(json.dumps({"after": time.monotonic() - began, "cut": cut}), flush=True)
     assert held["after"] < REQUEST_DEADLINE + 2 and len(held["cut"]) == MAX_PER_UID
     assert all("did not arrive in full" in text for text in held["cut"])
     lines = [r.getMessage() for r in caplog.records if "refused a connection" in r.getMessage()]
-    assert lines == [f"control socket: refused a connection from uid {env.uid('idler')}: it has 4 requests in progress already"]
+    assert lines == [f"control socket: refused a connection from uid {env.uid('idler')}: "
+                     "it has 4 requests in progress already"]
     assert env.users["idler"] not in " ".join(r.getMessage() for r in caplog.records)  # the uid, not who it is
     # The service publishes its counters (these among them) to the metrics endpoint as they are.
     with socket.socket() as probe:

@@ -141,8 +141,9 @@ def test_g711_payloads_confirmed_by_tshark(name: str, tmp_path: Path, capsys: py
     assert G711_STREAMS[name] <= covered
 
 
-@pytest.mark.parametrize("name", ["g711u-proxy-simple.pcapng", "sngrep-aaa-cancel-auth.pcap", "forking-cancel-g711u.pcap",
-                                  "asterisk-reinvite-g711u.pcapng", "sip-ipv6-udp.pcap"])  # fmt: skip
+@pytest.mark.parametrize("name", ["g711u-proxy-simple.pcapng", "sngrep-aaa-cancel-auth.pcap",
+                                  "forking-cancel-g711u.pcap", "asterisk-reinvite-g711u.pcapng",
+                                  "sip-ipv6-udp.pcap"])  # fmt: skip
 def test_sip_parsing_matches_pyshark(name: str) -> None:
     """Every SIP message over UDP: the same Call-ID, method or status, and CSeq as Wireshark's."""
     path = public_capture(name)
@@ -174,7 +175,8 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
     assert theirs and ours == theirs
 
 
-@pytest.mark.parametrize("name,codec", [("g722-call-register-noise.pcapng", "G722"), ("cisco-sip-tcp-opus-h264.pcap", "OPUS")])
+@pytest.mark.parametrize("name,codec", [("g722-call-register-noise.pcapng", "G722"),
+                                        ("cisco-sip-tcp-opus-h264.pcap", "OPUS")])
 def test_transcoded_audio_is_each_packet_decoded_in_its_place(name: str, codec: str, tmp_path: Path) -> None:
     """Each payload Wireshark shows, decoded in arrival order with a fresh decoder, is in the WAV
     at its timestamp's place (16-bit PCM, both channels interleaved)."""

@@ -169,7 +169,8 @@ def env() -> Iterator[Env]:
         _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", f"{tag}-man", f"{tag}x")
         users["second manager"] = f"{tag}x"  # decides the export requests the cells download
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in (M, S, T, A))
-        settings = ("capture: {interfaces: [span-rx], trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"], ring_mb: 8, block_timeout_ms: 20}\n"
+        settings = ("capture: {interfaces: [span-rx], trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"], "
+                    "ring_mb: 8, block_timeout_ms: 20}\n"
                     f"roles: {{{roles}}}\nconsole: {{user: {console}}}\n")  # fmt: skip
         site = Site(base, None, settings)
         for name in ("recorderd.yaml", "dids.yaml"):
@@ -230,12 +231,14 @@ def _release(env: Env, role: str) -> list[str]:
 
 def _complaint_close(env: Env, role: str) -> list[str]:
     allowed = role in (M, S)
-    number = _setup(env, ["complaint", "new", "--summary", "for closing"], r"complaint (\d+) recorded") if allowed else "1"
+    number = (_setup(env, ["complaint", "new", "--summary", "for closing"], r"complaint (\d+) recorded")
+              if allowed else "1")
     return ["complaint", "close", number, "--outcome", "explained"]
 
 
 def _incident_report(env: Env, role: str) -> list[str]:
-    number = _setup(env, ["incident", "new", "--kind", "other", "--summary", "matrix"], r"incident (\d+) opened") if role == M else "1"
+    number = (_setup(env, ["incident", "new", "--kind", "other", "--summary", "matrix"], r"incident (\d+) opened")
+              if role == M else "1")
     return ["incident", "report", number]
 
 
@@ -257,10 +260,12 @@ CELLS = [
     Cell("export, other purpose, no approval", "export", frozenset(),
          lambda e, r: ["export", e.recording, "--out", _out(e, r, "n.wav"), "--purpose", "training"]),
     Cell("copies list", "copies-list", frozenset({M, S}), lambda e, r: ["copies", "list", "--json"]),
-    Cell("hold", "hold", frozenset({M}), lambda e, r: ["hold", e.recording, "--until", "2099-12-31", "--reason", "x", "--ref", "H-1"]),
+    Cell("hold", "hold", frozenset({M}),
+         lambda e, r: ["hold", e.recording, "--until", "2099-12-31", "--reason", "x", "--ref", "H-1"]),
     Cell("release", "release", frozenset({M}), _release),
     Cell("provide", "provide", frozenset({M}),
-         lambda e, r: ["provide", e.recording, "--to", "Kawasaki police", "--basis", "law", "--out", _out(e, r, "p.wav")]),
+         lambda e, r: ["provide", e.recording, "--to", "Kawasaki police", "--basis", "law",
+                       "--out", _out(e, r, "p.wav")]),
     Cell("provide without basis", "provide", frozenset(),
          lambda e, r: ["provide", e.recording, "--to", "a newspaper", "--out", _out(e, r, "x.wav")]),
     Cell("disclosure open", "disclosure-open", frozenset({M}),
@@ -273,10 +278,12 @@ CELLS = [
     Cell("complaint new", "complaint-new", frozenset({M, S}), lambda e, r: ["complaint", "new", "--summary", "rude"]),
     Cell("complaint list", "complaint-list", frozenset({M, S}), lambda e, r: ["complaint", "list"]),
     Cell("complaint close", "complaint-close", frozenset({M, S}), _complaint_close),
-    Cell("report", "report", frozenset({M, T, A}), lambda e, r: ["report", "--from", "2026-09-01", "--to", "2026-12-31", "--json"]),
+    Cell("report", "report", frozenset({M, T, A}),
+         lambda e, r: ["report", "--from", "2026-09-01", "--to", "2026-12-31", "--json"]),
     Cell("audit show", "audit-show", frozenset({M, A}), lambda e, r: ["audit", "show", "--limit", "5"]),
     Cell("audit verify", "audit-verify", frozenset({M, A}), lambda e, r: ["audit", "verify"]),
-    Cell("audit export", "audit-export", frozenset({M, A}), lambda e, r: ["audit", "export", "--out", _out(e, r, "audit.jsonl")]),
+    Cell("audit export", "audit-export", frozenset({M, A}),
+         lambda e, r: ["audit", "export", "--out", _out(e, r, "audit.jsonl")]),
     Cell("verify", "verify", frozenset({M, T, A}), lambda e, r: ["verify"]),
     Cell("retention run", "retention-run", frozenset({M, T}), lambda e, r: ["retention", "run"]),
     Cell("retention confirm-clock", "retention-confirm-clock", frozenset({M}),
@@ -348,17 +355,19 @@ NEW_CELLS = [  # the actions added for the console, as recorderctl runs them
 CONSOLE_OPS = [  # the console's own ops: no recorderctl command
     Cell("play", "play", frozenset({M, S}), lambda e, r: _play(e), raw=True),
     Cell("play, no purpose of Art. 5(3)", "play", frozenset(), lambda e, r: _play(e, purpose="training"), raw=True),
-    Cell("play-check", "play-check", frozenset({M, S}), lambda e, r: _play(e, ("play-check", {"ticket": "@ticket"})), raw=True),
+    Cell("play-check", "play-check", frozenset({M, S}), lambda e, r: _play(e, ("play-check", {"ticket": "@ticket"})),
+         raw=True),
     Cell("play-audio", "play-audio", frozenset({M, S}),
          lambda e, r: _play(e, ("play-audio", {"ticket": "@ticket", "offset": 0, "length": 4096,
                                                "out": _out(e, r, "audio")})), raw=True),  # fmt: skip
-    Cell("waveform", "waveform", frozenset({M, S}), lambda e, r: _play(e, ("waveform", {"ticket": "@ticket", "points": 100})),
-         raw=True),  # fmt: skip
+    Cell("waveform", "waveform", frozenset({M, S}),
+         lambda e, r: _play(e, ("waveform", {"ticket": "@ticket", "points": 100})), raw=True),  # fmt: skip
 ]
 SIGN_IN = [  # the console's sign-in accounting: refused to anyone but the console
     Cell("console-signin", "console-signin", frozenset(), lambda e, r: [["console-signin", {"result": "ok"}]], raw=True,
          no_role=True),  # fmt: skip
-    Cell("console-signout", "console-signout", frozenset(), lambda e, r: [["console-signout", {}]], raw=True, no_role=True),
+    Cell("console-signout", "console-signout", frozenset(), lambda e, r: [["console-signout", {}]], raw=True,
+         no_role=True),
 ]
 # play-audio and waveform answer only the console (recorderctl would write an unregistered copy):
 # through the socket they are refused to everyone, the manager and staff for that reason.
@@ -372,12 +381,14 @@ CONSOLE_CELLS = [
     _raw(NEW_CELLS[2], lambda e, r: [["show", {"id": e.recording}]]),
     _raw(NEW_CELLS[3], lambda e, r: [["find", {"page_size": 5}]]),
     _raw(NEW_CELLS[4], lambda e, r: [["find", {"caller_ends": "2222"}]]),
-    _raw(NEW_CELLS[5], lambda e, r: [["export-request", {"id": e.recording, "purpose": "training", "reason": "matrix"}]]),
+    _raw(NEW_CELLS[5],
+         lambda e, r: [["export-request", {"id": e.recording, "purpose": "training", "reason": "matrix"}]]),
     _raw(NEW_CELLS[6], lambda e, r: [["export-requests", {}]]),
     _raw(NEW_CELLS[7], _decide),
     _raw(NEW_CELLS[8], _by_request),
     *CONSOLE_OPS,
-    Cell("console-signin", "console-signin", frozenset(ALL), lambda e, r: [["console-signin", {"result": "ok"}]], raw=True),
+    Cell("console-signin", "console-signin", frozenset(ALL), lambda e, r: [["console-signin", {"result": "ok"}]],
+         raw=True),
     Cell("console-signout", "console-signout", frozenset(ROLES), lambda e, r: [["console-signout", {}]], raw=True),
 ]
 
