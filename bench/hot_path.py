@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from capture.pipeline import CapturePipeline  # noqa: E402
 from capture.source import CaptureFile  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
-from storage.recorder import SpoolSink  # noqa: E402
+from storage.spool import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 DIDS_FILE = ROOT / "config" / "dids.yaml"
@@ -53,7 +53,7 @@ class DiscardedRecording:
     __slots__ = ("sink", "figures", "taken", "lanes", "frontier")
     id = "discarded"
     keeps_packets = False
-    lane_limit = 8_000  # storage/recorder.py FLUSH_AT (G.711)
+    lane_limit = 8_000  # storage/spool.py FLUSH_AT (G.711)
     silence_byte = 0xFF
 
     def __init__(self, sink: DiscardSink) -> None:

@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from capture.pipeline import CapturePipeline  # noqa: E402
 from capture.source import CaptureFile  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
-from storage.recorder import SpoolSink  # noqa: E402
+from storage.spool import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

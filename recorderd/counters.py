@@ -66,6 +66,7 @@ TABLE: tuple[Counter, ...] = (
       label=("受信パケット", "Packets received")),
     C("kernel_drops", "Packets the kernel dropped (ring full)", stats=ALWAYS, status=True, report=CAPTURE,
       label=("取りこぼしたパケット", "Packets dropped by the kernel")),
+    C("ring_malformed", "Capture ring blocks whose walk led off the ring (their whole packets kept)"),
     # -- SIP ------------------------------------------------------------------------------------------
     C("sip_malformed", "Malformed SIP messages dropped", stats=ALWAYS, report=CAPTURE, label=("不正な SIP", "Malformed SIP")),
     C("sip_header_not_utf8", "SIP messages with a header that is not UTF-8 (read as latin-1, kept)"),

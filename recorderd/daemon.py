@@ -265,6 +265,10 @@ class Daemon:
             left_out = self.left_out.frames(st.interface, st.packets)
             if left_out:
                 pipeline.counters["kernel_filtered"] += left_out  # not understood (capture/unrecognised.py)
+            if st.malformed:  # the kernel never writes one; a block that claims more than the ring holds
+                pipeline.counters["ring_malformed"] += st.malformed
+                log.warning("%d capture ring block(s) on %s led off the ring: their whole packets were kept",
+                            st.malformed, st.interface, extra={"EVENT": "capture-ring-malformed"})
             if st.drops:
                 pipeline.counters["kernel_drops"] += st.drops
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",

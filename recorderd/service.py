@@ -11,7 +11,7 @@ from typing import Any
 from capture.encap import parse_config
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 from storage.volume import Volume, examine
 from storage.worker import StoreWorker

@@ -7,7 +7,7 @@ they are sealed together (AES-256-GCM, the recording id as associated data) unde
 own data key, so destroying its wrapped key (crypto-erase) makes them unreadable with the audio.
 They are opened only for the rows shown. The caller's number is searched through keyed digests
 (``storage/search.py``). The recording id is the local start time and a digest of the Call-ID, DID
-and start (``storage/recorder.py``): no caller number.
+and start (``storage/spool.py``): no caller number.
 
 One conversation may be kept in parts (a transfer, a codec change mid-call): every part has the
 conversation's token (``conversation``, opaque, made by capture: not personal), its ``part`` number
@@ -241,7 +241,8 @@ class Index:
         try:
             return int(value) if value is not None else 1  # the first stores had none
         except ValueError:
-            raise SchemaError(f"the index {self.path} has a schema_version that is not a number ({str(value)[:20]!r})") from None
+            raise SchemaError(f"the index {self.path} has a schema_version that is not a number "
+                              f"({str(value)[:20]!r})") from None
 
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
@@ -403,7 +404,8 @@ class Index:
                                         "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
                                         (conversation,)).fetchone()  # fmt: skip
                 earliest = first is None or (row.started_at, row.id) < tuple(first)
-                values["conversation_start"], values["conversation_first"] = (row.started_at, row.id) if earliest else first
+                start = (row.started_at, row.id) if earliest else first
+                values["conversation_start"], values["conversation_first"] = start
                 self.db.execute(
                     f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                     [values[c] for c in COLUMNS],
@@ -416,7 +418,8 @@ class Index:
                                              (conversation,)).fetchone()[0]  # fmt: skip
                     if latest - values["conversation_start"] > self.conversation_span():
                         self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
-                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)", sealed_legs)
+                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)",
+                                    sealed_legs)
                 self._add_digests(row.id, row.caller, digest_key)
         except sqlite3.IntegrityError as exc:
             raise DuplicateRecording(row.id) from exc

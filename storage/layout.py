@@ -20,7 +20,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .index import RecordingRow
-from .recorder import recording_id
+from .spool import recording_id
 from .sidecar import SIDECAR
 
 DIR_MODE = 0o700

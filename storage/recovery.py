@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import codecs, sealed, wav
 from .erasure import erase_file
-from .recorder import audio_kind
+from .spool import audio_kind
 from .sidecar import FIELDS as SIDECAR_FIELDS
 from .sidecar import PROGRESS_EVERY, SIDECAR, STAGING, read_sidecar
 

@@ -240,7 +240,7 @@ class Store:
     def record(self, actor: Actor, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> None:
         self.audit_log().append(AuditEvent(self.clock(), actor.user, actor.uid, action, recording_id, detail, result))
 
-    # -- the parts' old names still used by the hot path's files (storage/recorder.py, bench/hot_path.py,
+    # -- the parts' old names still used by the hot path's files (storage/spool.py, bench/hot_path.py,
     # tests/test_kernel_property.py), delegating; they go when those move to the parts -----------------
 
     def new_recording_id(self, call_id: str, did: str, started_at: float) -> str:

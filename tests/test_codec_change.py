@@ -315,7 +315,7 @@ def test_store_full_at_the_codec_change_keeps_the_first_part_and_counts_the_loss
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
     from storage.store import Store
 
     whole = codec_call("call-k-9", NUMBER, 99, ((1.5, "PCMA"),))

@@ -20,7 +20,8 @@ CODECS = Path(codecs.__file__).parent
     (l16, "L16", 44100, base.AudioFormat("L16", False, 44100, 1, 2, 1, 0)),
     (opus, "OPUS", 48000, base.AudioFormat("OPUS", False, 48000, 1, 2, 1, 0)),
 ])  # fmt: skip
-def test_each_codec_gives_the_format_of_base(module: base.Codec, name: str, clock: int, expected: base.AudioFormat) -> None:
+def test_each_codec_gives_the_format_of_base(module: base.Codec, name: str, clock: int,
+                                             expected: base.AudioFormat) -> None:
     assert module.audio_format(name, clock, 1) == expected
     assert type(module.audio_format(name, clock, 1)) is base.AudioFormat is codecs.AudioFormat
     if module.available():
@@ -33,5 +34,6 @@ def test_no_codec_imports_the_package_that_looks_it_up() -> None:
         if path.name == "__init__.py":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        upward = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module is None]
+        upward = [n.lineno for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module is None]
         assert not upward, f"{path.name}:{upward}: import what codecs share from .base"

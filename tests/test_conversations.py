@@ -20,7 +20,7 @@ from conftest import Site
 from capture.sink import CallEnd, CallInfo, StreamStats
 from storage.audit import AuditLog
 from storage.index import own_conversation
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.retention import RetentionWorker
 
 DID, LABEL = "+81442003939", "サンキューコールかわさき"

@@ -37,7 +37,7 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
     from recorderd.service import replay
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
     from storage.store import Store
 
     dids = load_dids(str(ROOT / "config" / "dids.yaml"))

@@ -67,7 +67,7 @@ def worker() -> None:
     from capture.fast import MODE
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
     from storage.store import Store
 
     dids = load_dids(str(ROOT / "config" / "dids.yaml"))

@@ -24,7 +24,7 @@ from capture.pipeline import CapturePipeline
 from capture.sink import CallEnd, CallInfo, StreamStats
 from recorderd.config import ConfigError, load, load_dids
 from recorderd.service import replay
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 
 sys.path.insert(0, str(ROOT / "pcap_fixtures"))

@@ -22,7 +22,7 @@ from capture.pipeline import MAX_RECENT_SIP, CapturePipeline  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
 from recorderd.metrics import COUNTERS  # noqa: E402
 from recorderd.service import replay  # noqa: E402
-from storage.recorder import SpoolSink  # noqa: E402
+from storage.spool import SpoolSink  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 DIDS = load_dids(str(ROOT / "config" / "dids.yaml"))

@@ -19,7 +19,8 @@ NOT_OPERATIONS = {"__init__", "framework"}
 def _actions_after_importing(module: str) -> list[str]:
     """The registered action names in a fresh interpreter that imported only ``module``."""
     code = f"import json, {module}, recorderd.ops.framework as f; print(json.dumps(sorted(f.ACTIONS)))"
-    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 

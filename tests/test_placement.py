@@ -12,7 +12,7 @@ from generator import SipCall, rtp_packet, udp_frame
 
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 from storage.wav import channel_bytes
 

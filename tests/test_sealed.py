@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage import sealed, wav
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.recovery import recover_spool
 from storage.store import Store
 

@@ -106,11 +106,11 @@ def test_call_py_and_assembler_py_use_only_declared_names_on_a_handle() -> None:
 
 
 def test_storage_uses_only_the_declared_names_of_capture_s_buffers() -> None:
-    """storage/recorder.py and storage/evidence.py on ``lanes``/``records`` (structural typing: storage
+    """storage/spool.py and storage/evidence.py on ``lanes``/``records`` (structural typing: storage
     does not import capture)."""
     lanes, records = declared(AudioLanes), declared(EvidenceRecords)
     seen: set[str] = set()
-    for name in ("recorder.py", "evidence.py"):
+    for name in ("spool.py", "evidence.py"):
         text = (ROOT / "storage" / name).read_text(encoding="utf-8")
         assert "capture" not in {n.split(".")[0] for n in re.findall(r"^(?:from|import) ([\w.]+)", text, re.M)}
         used, dynamic = attribute_uses(ROOT / "storage" / name, {"lanes"}, {"lanes"})
@@ -143,7 +143,7 @@ def kinds_match(obj: object, protocol: type) -> None:
 
 def test_storages_recording_satisfies_the_protocols(tmp_path: Path) -> None:
     from capture.lanes import Lanes, Records
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
 
     site = Site(tmp_path).init()
     store = site.open_store()

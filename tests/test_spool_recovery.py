@@ -32,7 +32,7 @@ sys.path[:0] = [{root!r}, {fixtures!r}]
 from generator import SipCall
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 
 store = Store({store!r}, tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file={key!r})
@@ -139,7 +139,7 @@ def test_a_cut_last_line_leaves_the_figures_of_the_line_before(tmp_path: Path) -
 def test_a_full_store_leaves_no_empty_or_partial_sidecar(tmp_path: Path) -> None:
     """The store's disk full (a real 1 MiB tmpfs filled to the last block): the call cannot be
     recorded, and neither a 0-byte sidecar (found by review) nor its staging copy is left."""
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
 
     with small_tmpfs(tmp_path / "tiny", "1m") as tiny:
         store = store_at(tiny)

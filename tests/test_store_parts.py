@@ -15,7 +15,7 @@ from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
 from recorderd.service import replay
 from storage.errors import StoreError
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 
 PARTS = ("errors", "layout", "master_key", "keeping", "reading", "integrity", "holds")

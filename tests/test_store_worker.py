@@ -19,7 +19,7 @@ from generator import SipCall
 from capture.pipeline import CapturePipeline
 from recorderd.config import load_dids
 from storage.keeping import Keeper
-from storage.recorder import SpoolSink
+from storage.spool import SpoolSink
 from storage.store import Store
 from storage.worker import StoreWorker
 

@@ -64,7 +64,7 @@ def test_the_checks_find_what_they_check() -> None:
     named = set(_named_test_files())
     assert {"test_sip.py", "integration/test_live_service.py", "console/test_browser.py", "appliance/run.py"} <= named
     rows = _map_rows()
-    assert {"capture/tracker.py", "storage/recorder.py", "recorderd/daemon.py", "console/__main__.py"} <= set(rows)
+    assert {"capture/tracker.py", "storage/spool.py", "recorderd/daemon.py", "console/__main__.py"} <= set(rows)
     assert len(rows) >= 100
 
 

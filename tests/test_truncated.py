@@ -167,7 +167,7 @@ def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
     from capture.fast import fastpath
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
-    from storage.recorder import SpoolSink
+    from storage.spool import SpoolSink
     from storage.store import Store
     from zoneinfo import ZoneInfo
     import tempfile
