@@ -180,7 +180,6 @@ def main(argv: list[str]) -> int:
     import logging
 
     import httpx
-
     from console_audio import keep_hour
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
@@ -200,11 +199,11 @@ def main(argv: list[str]) -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with open(tmp / "daemon.log", "wb") as daemon_log:
             procs.append(subprocess.Popen([sys.executable, "-m", "recorderd.demo", "control", str(config_path)],
-                                          cwd=ROOT, env=env, stdout=daemon_log, stderr=subprocess.STDOUT))  # fmt: skip
+                                          cwd=ROOT, env=env, stdout=daemon_log, stderr=subprocess.STDOUT))
         with open(log_path, "wb") as console_log:
             procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(config_path)],
                                           cwd=ROOT, env={**env, PASSWORD_ENV: password}, stdout=console_log,
-                                          stderr=subprocess.STDOUT))  # fmt: skip
+                                          stderr=subprocess.STDOUT))
         base = f"https://localhost:{port}"
         client = httpx.Client(base_url=base, verify=str(cert), follow_redirects=False, timeout=60)
         deadline = time.monotonic() + START_WAIT_S
@@ -240,11 +239,11 @@ def main(argv: list[str]) -> int:
             console_all += theirs
             client_all += mine
             results[name] = {"console_p50_ms": statistics.median(theirs), "console_p95_ms": p95(theirs),
-                             "client_p50_ms": round(statistics.median(mine), 1), "client_p95_ms": p95(mine)}  # fmt: skip
+                             "client_p50_ms": round(statistics.median(mine), 1), "client_p95_ms": p95(mine)}
         search = {"rows": rows, "build_s": round(build_s, 1), "runs_per_query": runs,
                   "console_p50_ms": statistics.median(console_all), "console_p95_ms": p95(console_all),
                   "client_p50_ms": round(statistics.median(client_all), 1), "client_p95_ms": p95(client_all),
-                  "queries": results}  # fmt: skip
+                  "queries": results}
 
         page = client.get(f"/recordings/{hour}")
         csrf = re.search(r'data-csrf="([^"]+)"', page.text)
@@ -267,13 +266,13 @@ def main(argv: list[str]) -> int:
             audio_console.append(sum(ms for _m, path, _s, ms in got if path.startswith(("/recordings/", "/audio/"))))
         audio_result = {"recording_s": 3600, "runs": runs, "first_byte_p50_ms": round(statistics.median(first_byte), 1),
                         "first_byte_p95_ms": p95(first_byte), "console_play_plus_audio_p50_ms": statistics.median(audio_console),
-                        "console_play_plus_audio_p95_ms": p95(audio_console)}  # fmt: skip
+                        "console_play_plus_audio_p95_ms": p95(audio_console)}
 
         static: dict[str, int] = {}
         some = made[0].id
         pages = {path: page_size(client, path, static) for path in (
             "/search", "/search?page=2", f"/recordings/{some}", f"/recordings/{hour}", "/status", "/notice", "/audit",
-            "/requests", "/copies", "/casework", "/report")}  # fmt: skip
+            "/requests", "/copies", "/casework", "/report")}
         anonymous = httpx.Client(base_url=base, verify=str(cert), timeout=60)
         pages["/signin"] = page_size(anonymous, "/signin", static)
         anonymous.close()
@@ -283,7 +282,7 @@ def main(argv: list[str]) -> int:
             "largest_page_bytes": max(p["with_static_bytes"] for p in pages.values()),
             "targets": {"search_console_p95_ms": 100, "first_audio_byte_ms": 300, "page_bytes": 200_000},
             "machine": f"{os.cpu_count()} cores, {os.uname().release}",
-        }, ensure_ascii=False, indent=1))  # fmt: skip
+        }, ensure_ascii=False, indent=1))
         return 0
     finally:
         for proc in reversed(procs):

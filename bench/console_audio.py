@@ -79,7 +79,7 @@ def keep_hour(config_path: Path) -> str:
                 f.write(rng.randbytes(2 * 8000))
         store.keeper.keep(rid, spool, call, ended_at=started + SECONDS, frames=frames, complete=True, end_reason="bye",
                           streams=[{"channel": ch, "packets": 180000, "expected": 180000, "lost": 0}
-                                   for ch in (1, 2)])  # fmt: skip
+                                   for ch in (1, 2)])
         return rid
     finally:
         store.close()
@@ -94,7 +94,7 @@ def first_byte(sock: str, ticket: str, offset: int, started: float) -> float:
 
     reply = client.call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": 65536},
                          {"audio": client.CallbackSink("audio", deliver)},
-                         acting_for={"user": USER, "ip": IP})  # fmt: skip
+                         acting_for={"user": USER, "ip": IP})
     if reply.rc != 0 or not seen:
         raise RuntimeError(f"play-audio failed: {reply.error}")
     return (seen[0] - started) * 1000
@@ -156,7 +156,7 @@ def main(runs: int = 20) -> dict:
                                          "max": round(max(seeks), 1)},
             "waveform_2000_ms": round(wave_ms, 1), "waveform_2000_cached_ms": round(wave_cached_ms, 1),
             "target_first_byte_ms": 300,
-        }  # fmt: skip
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

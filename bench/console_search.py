@@ -37,7 +37,7 @@ DAYS = 60
 DIDS = [("+81442003939", "サンキューコールかわさき"), ("+81442002111", "本庁舎代表"), ("+81442013113", "川崎区役所"),
         ("+81442710130", "大師支所"), ("+81443221960", "田島支所"), ("+81445566666", "幸区役所"),
         ("+81447443113", "中原区役所"), ("+81448613113", "高津区役所"), ("+81448563113", "宮前区役所"),
-        ("+81449353113", "多摩区役所"), ("+81449655100", "麻生区役所")]  # fmt: skip
+        ("+81449353113", "多摩区役所"), ("+81449655100", "麻生区役所")]
 REPEAT = 20
 
 
@@ -45,7 +45,7 @@ def callers(n: int, rng: random.Random) -> list[str]:
     """Mobile and Kawasaki numbers, national or E.164, as From headers carry them."""
     prefixes = ("090", "080", "044", "+8170")
     return [p + "".join(rng.choice("0123456789") for _ in range(7 if p == "044" else 8))
-            for p in (rng.choice(prefixes) for _ in range(n))]  # fmt: skip
+            for p in (rng.choice(prefixes) for _ in range(n))]
 
 
 def other_form(number: str) -> str:
@@ -74,7 +74,7 @@ def fill(store: Store, rows: int, seed: int = 1) -> list[RecordingRow]:
             end_reason="bye", path=f"x/{rid}.rdv", streams=[{"channel": 1, "packets": 1, "dtmf": []},
                                                            {"channel": 2, "packets": 1, "dtmf": []}],
             created_at=started + duration, wrapped_key=vault.wrap(master, data_key, rid),
-        )  # fmt: skip
+        )
         index.add(row, data_key)
         if rng.random() < 0.01:
             index.add_hold(rid, END + 365 * DAY, "bench", "B-1", "bench", started)
@@ -129,14 +129,14 @@ def main() -> None:
                 times.append((time.perf_counter() - t) * 1000)
             every += times
             results[name] = {"total": total, "p50_ms": round(statistics.median(times), 2),
-                             "p95_ms": round(statistics.quantiles(times, n=20)[18], 2)}  # fmt: skip
+                             "p95_ms": round(statistics.quantiles(times, n=20)[18], 2)}
         size = os.path.getsize(store.index_path)
         store.close()
         print(json.dumps({
             "rows": rows, "build_s": round(build_s, 1), "index_bytes": size, "repeat": REPEAT,
             "p50_ms": round(statistics.median(every), 2), "p95_ms": round(statistics.quantiles(every, n=20)[18], 2),
             "queries": results, "machine": f"{os.cpu_count()} cores, {os.uname().release}",
-        }, ensure_ascii=False, indent=1))  # fmt: skip
+        }, ensure_ascii=False, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -49,7 +49,7 @@ STREAMS = [
     {"channel": ch, "ssrcs": [0x1000 + ch], "packets": 9000, "expected": 9000, "lost": 0, "duplicates": 0,
      "late_samples": 0, "other_payload": 0, "anchors": [[0x1000 + ch, 12345, 3600]], "jitter_ms": 0.0}
     for ch in (1, 2)
-]  # fmt: skip
+]
 
 
 class Clock:
@@ -200,7 +200,7 @@ def idle(rows: int) -> dict:
                 "pcap_path": "", "pcap_sha256": "", "pcap_size": 0, "sealed": b"",  # no personal fields
                 "conversation": own_conversation(rid), "part": 1, "part_reason": "",  # each call a conversation
                 "conversation_start": started, "conversation_first": rid,
-            }  # fmt: skip
+            }
             values.append([row[c] for c in COLUMNS])
         db = store.db().db
         started = time.perf_counter()

@@ -128,7 +128,7 @@ def feed_to_store(batches: list, dids) -> tuple[float, float, int]:  # type: ign
     root = tempfile.mkdtemp(prefix="recorderd-bench-hot-")
     try:
         store = Store(os.path.join(root, "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14,
-                      key_file=os.path.join(root, "master.key"))  # fmt: skip
+                      key_file=os.path.join(root, "master.key"))
         store.init()
         store.open()
         store.check_key()
@@ -234,7 +234,7 @@ def tree_run(capture: str) -> dict:
     _wall, with_store, kept = feed_to_store(batches, dids)
     table = pipeline.media.table
     return {"tree": str(ROOT), "packets": sum(map(len, batches)), "alone_cpu_s": alone, "store_cpu_s": with_store,
-            "kept": kept, "handled_in_c": table.handled if table is not None else 0}  # fmt: skip
+            "kept": kept, "handled_in_c": table.handled if table is not None else 0}
 
 
 def compare(capture: str, base: str, rounds: int = 5) -> dict:
@@ -246,14 +246,14 @@ def compare(capture: str, base: str, rounds: int = 5) -> dict:
     trees = {"this": here, "base": Path(base).resolve()}
     for tree in trees.values():
         subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, capture_output=True,
-                       check=True)  # fmt: skip
+                       check=True)
     runs: dict[str, list[dict]] = {"this": [], "base": []}
     for r in range(rounds):
         for name in ("this", "base") if r % 2 == 0 else ("base", "this"):
             env = {**os.environ, "HOT_PATH_TREE": str(trees[name]), "PYTHONPATH": str(trees[name])}
             env.pop("RECORDERD_PURE_PYTHON", None)
             done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "tree", capture], env=env,
-                                  capture_output=True, text=True, timeout=3600, cwd=trees[name])  # fmt: skip
+                                  capture_output=True, text=True, timeout=3600, cwd=trees[name])
             if done.returncode != 0:
                 raise RuntimeError(f"hot_path.py tree ({name}) failed: {done.stderr.strip()[-800:]}")
             runs[name].append(json.loads(done.stdout))
@@ -261,7 +261,7 @@ def compare(capture: str, base: str, rounds: int = 5) -> dict:
                  "(order alternating), batches preloaded, gc.freeze(); time.process_time() around a fresh "
                  "CapturePipeline over all batches + finish(): with DiscardSink (the kernel places into "
                  "buffers a discarding handle empties) and with SpoolSink of a temporary Store",
-                 "base": str(trees["base"]), "rounds": rounds, "runs": runs}  # fmt: skip
+                 "base": str(trees["base"]), "rounds": rounds, "runs": runs}
     for key in ("alone_cpu_s", "store_cpu_s"):
         figures = {}
         for name in runs:

@@ -231,9 +231,9 @@ def make_site(root: Path) -> Path:
         "trunk_networks: [203.0.113.0/24]}\n"
         f'metrics: {{listen: "127.0.0.1:{METRICS_PORT}"}}\nlogging: {{stats_interval_s: 10}}\n',
         encoding="utf-8",
-    )  # fmt: skip
+    )
     subprocess.run([str(VENV_BIN / "recorderctl"), "--config", str(config), "init"], check=True, capture_output=True,
-                   env=ENV, timeout=60)  # fmt: skip
+                   env=ENV, timeout=60)
     return config
 
 
@@ -246,7 +246,7 @@ class Service:
         env = {k: v for k, v in ENV.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(ns.cmd(str(VENV_BIN / "recorderd"), "--config", str(config)), stdout=out,
-                                         stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)  # fmt: skip
+                                         stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         self.pid = self.proc.pid
 
     def wait_started(self, timeout: float = 30.0) -> float:
@@ -293,7 +293,7 @@ class Service:
     def metrics(self) -> dict[str, float]:
         """The Prometheus endpoint, read from inside the namespace. {} until the first publish."""
         code = ("import sys, urllib.request\n"
-                f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=3).read().decode())")  # fmt: skip
+                f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=3).read().decode())")
         out = subprocess.run(self.ns.cmd(sys.executable, "-I", "-S", "-c", code), capture_output=True, text=True, timeout=10)
         values = {}
         for line in out.stdout.splitlines():
@@ -335,7 +335,7 @@ def cpu_times() -> list[int]:
 
 
 def machine_share(before: list[int], after: list[int]) -> dict:
-    d = [b - a for a, b in zip(before, after)]
+    d = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(d) or 1
     cpus = os.cpu_count() or 1
     return {
@@ -353,11 +353,11 @@ def _tcpreplay(ns: Netns, capture: Path, rate: int | None, limit: int | None, ou
     bound = [f"--limit={limit}"] if limit else []
     with open(out, "wb") as f:
         return subprocess.Popen(ns.cmd("tcpreplay", "-i", TX, speed, *bound, str(capture)), stdout=f,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
 def send(service: Service, capture: Path, rate: int | None, limit: int | None, packets: int, out: Path,
-         stall_at: float | None = None) -> dict:  # fmt: skip
+         stall_at: float | None = None) -> dict:
     """Send ``capture`` (its first ``limit`` packets, or all ``packets``) at ``rate`` (None: top
     speed) and wait until the service has accounted for every packet (read or dropped). ``stall_at``:
     SIGSTOP the service for STALL_S that many seconds after the first packet reaches span-rx."""
@@ -589,7 +589,7 @@ def run(calls: int = 3000, seconds: float = 10.0, churn: bool = True, only_churn
                 return {"skipped": f"cannot create a network namespace with a veth pair: {str(err).strip()[:120]}"}
             for rate in () if only_churn else RATES:
                 print(f"   live: {'top speed' if rate is None else f'{rate // 1000} k pkt/s'}, {limits[rate]:,} packets",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                      file=sys.stderr, flush=True)
                 result["runs"].append(run_once(ns, Path(tmp), cap, rate, limits[rate]))
             stall_limit = int(STALL_RATE * seconds)
             if not only_churn:
@@ -620,7 +620,7 @@ def method(r: dict) -> str:
             "media only, no call ends. sent = tcpreplay's 'Actual' line, its rate the 'Rated' line; read / drops = "
             "deltas of recorderd_packets_total / recorderd_kernel_drops_total (PACKET_STATISTICS, read by the service "
             "each second) once sent = read + drops; CPU = utime + stime of the recorderd process (/proc/PID/stat), "
-            "per packet read; busy = its CPU while tcpreplay ran / tcpreplay's wall time; then SIGKILL")  # fmt: skip
+            "per packet read; busy = its CPU while tcpreplay ran / tcpreplay's wall time; then SIGKILL")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ def statm() -> dict[str, int]:
 
 def open_store(root: str) -> Store:
     store = Store(os.path.join(root, "store"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14,
-                  key_file=os.path.join(root, "master.key"))  # fmt: skip
+                  key_file=os.path.join(root, "master.key"))
     store.init()
     store.open()
     store.check_key()
@@ -67,7 +67,7 @@ def concurrent(capture: str, sample_from: float, sample_to: float) -> dict:
                 pipeline.feed(batch)
                 if pipeline.now >= next_at:
                     samples.append({"packet_time": pipeline.now, **statm(), "calls": len(pipeline.tracker.calls),
-                                    "open_recordings": len(sink.open_recordings)})  # fmt: skip
+                                    "open_recordings": len(sink.open_recordings)})
                     next_at += SAMPLE_EVERY
                     if next_at > sample_to:
                         break
@@ -99,7 +99,7 @@ def sequential(capture: str, calls: int) -> dict:
                             "index_file_kib": pages // 1024,
                             "calls": len(tracker.calls),
                             "closing": len(tracker.closing), "ended": len(tracker.ended),
-                            "ignored": len(tracker.ignored), "media_map": len(pipeline.media)})  # fmt: skip
+                            "ignored": len(tracker.ignored), "media_map": len(pipeline.media)})
 
         with CaptureFile(capture) as source:
             for batch in source.batches():
@@ -144,7 +144,7 @@ def rss_per_call(sizes: tuple[int, int], talk: float) -> dict:
             "peak_rss_kib": peak["rss_kib"], "baseline_rss_kib": base["rss_kib"],
             "private_kib_per_call_incl_fixed": (peak["private_kib"] - base["private_kib"]) / calls,
             "samples": result["samples"],
-        })  # fmt: skip
+        })
     low, high = runs
     calls = high["calls"] - low["calls"]
     return {
@@ -187,7 +187,7 @@ def rss_over_calls(calls: int, talk: float, concurrency: int) -> dict:
         "growth_per_1000_calls_kib": (last["private_kib"] - half["private_kib"]) / handled,
         "python_blocks_growth_per_1000_calls": (last["python_blocks"] - half["python_blocks"]) / handled,
         "growth_0_to_50_kib": half["private_kib"] - samples[0]["private_kib"],
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

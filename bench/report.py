@@ -28,7 +28,7 @@ class Report:
         return self.methods.index(text) + 1
 
     def add(self, section: str, figure: str, value: str, target: str = "", verdict: str = INFO,
-            method: str | None = None) -> None:  # fmt: skip
+            method: str | None = None) -> None:
         self.rows.append(Row(section, figure, value, target, verdict, self.method(method) if method else None))
 
     def check(self, section: str, figure: str, value: str, target: str, ok: bool, method: str | None = None) -> None:
@@ -38,12 +38,12 @@ class Report:
         head = ("section", "figure", "result", "target", "verdict", "how")
         cells = [(r.section, r.figure, r.value, r.target, r.verdict, f"[{r.method}]" if r.method else "") for r in self.rows]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)).rstrip(), "  ".join("-" * w for w in widths)]
         previous = None
         for c in cells:
             shown = ("" if c[0] == previous else c[0], *c[1:])
             previous = c[0]
-            lines.append("  ".join(v.ljust(w) for v, w in zip(shown, widths)).rstrip())
+            lines.append("  ".join(v.ljust(w) for v, w in zip(shown, widths, strict=False)).rstrip())
         lines.append("")
         lines.append("how each figure was measured:")
         lines += [f"  [{i}] {m}" for i, m in enumerate(self.methods, 1)]
@@ -55,7 +55,7 @@ class Report:
     def as_json(self) -> dict:
         return {
             "rows": [r.__dict__ for r in self.rows],
-            "methods": {i: m for i, m in enumerate(self.methods, 1)},
+            "methods": dict(enumerate(self.methods, 1)),
             "notes": self.notes,
         }
 

@@ -39,7 +39,7 @@ from span_capture import SpanPlan, erspan_copy, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
 SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "kernel", "memory", "erasure", "live",
-            "console")  # fmt: skip
+            "console")
 KERNEL_BASE = os.environ.get("BENCH_KERNEL_BASE", "bfa6a28^")  # the hand C before the narrow kernel (issue 15)
 KERNEL_RATIO = 1.05  # issue 15: the pipeline's CPU within 5 % of that base's, or less
 
@@ -81,7 +81,7 @@ class Settings:
     def quick(cls) -> Settings:
         return cls(calls=20, seconds=20.0, pyshark_packets=2_000, memory_calls=(20, 100), memory_seconds=12.0,
                    sequential_calls=600, erase_recordings=50, erase_seconds=30.0, idle_rows=10_000,
-                   live_seconds=2.0, console_rows=20_000, console_runs=5)  # fmt: skip
+                   live_seconds=2.0, console_rows=20_000, console_runs=5)
 
 
 def machine() -> dict:
@@ -96,7 +96,7 @@ def machine() -> dict:
         "python": platform.python_version(), "root": str(ROOT), "commit": git("rev-parse", "HEAD") or "unknown",
         "worktree_changes": len(git("status", "--porcelain", "--", ".", ":!bench").splitlines()),
         "fastpath": fastpath_mode(),
-    }  # fmt: skip
+    }
 
 
 def fastpath_mode() -> str:
@@ -104,7 +104,7 @@ def fastpath_mode() -> str:
     its own), then ask that tree which loops it runs: "native" (C) or "python"."""
     subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT, capture_output=True)
     asked = subprocess.run([sys.executable, "-c", "from capture.fast import MODE; print(MODE)"], cwd=ROOT,
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return asked.stdout.strip() or f"unknown ({asked.stderr.strip()[-200:]})"
 
 
@@ -156,14 +156,14 @@ class Bench:
         self.replay_rate = r["pkt_per_s"]
         add = self.report
         add.check("replay", "recorderd replay, whole pipeline", rate(r["pkt_per_s"]), f">= {rate(REPLAY_PKT_S)}",
-                  r["pkt_per_s"] >= REPLAY_PKT_S, r["method"])  # fmt: skip
+                  r["pkt_per_s"] >= REPLAY_PKT_S, r["method"])
         add.add("replay", "wall / CPU (user+sys)", f"{r['wall_s']:.2f} s / {r['cpu_s']:.2f} s "
-                f"({rate(r['pkt_per_cpu_s'])} per CPU-s)", method=r["method"])  # fmt: skip
+                f"({rate(r['pkt_per_cpu_s'])} per CPU-s)", method=r["method"])
         add.add("replay", "peak RSS (ru_maxrss)", f"{r['peak_rss_kib'] / 1024:,.1f} MiB (incl. the mmap'd capture's pages)",
-                method=r["method"])  # fmt: skip
+                method=r["method"])
         add.check("replay", "recorded / designated (complete)", f"{r['recorded']} / {r['designated_calls']} ({r['kept_complete']})",
                   "all, complete", r["recorded"] == r["designated_calls"] == r["kept_complete"],
-                  "recorderd's summary line and recorderctl list --json of the store it wrote")  # fmt: skip
+                  "recorderd's summary line and recorderctl list --json of the store it wrote")
 
     def erspan(self) -> None:
         """The same capture as a switch's ERSPAN II session delivers it, replayed the same way."""
@@ -172,26 +172,26 @@ class Bench:
         how = (f"bench/span_capture.py erspan_copy(): every frame of the capture above wrapped as a switch's ERSPAN "
                f"type II session sends it (outer Ethernet/IPv4 198.18.0.1 -> 198.18.0.9, GRE with sequence numbers, "
                f"0x88BE, 8-byte ERSPAN header, the frame unchanged), same times; {meta['bytes'] / 1e6:,.0f} MB ({made}), "
-               f"cached as bench/results/captures/{path.name}; then replayed as 'replay' is")  # fmt: skip
+               f"cached as bench/results/captures/{path.name}; then replayed as 'replay' is")
         r = whole_process.replay(path, meta["packets"], meta["designated_calls"])
         self.results["erspan"] = {"path": str(path), "capture": meta, **r}
         add = self.report
         add.add("erspan", "recorderd replay, ERSPAN II", f"{rate(r['pkt_per_s'])} (wall / CPU {r['wall_s']:.2f} s / "
-                f"{r['cpu_s']:.2f} s)", method=f"{how}; {r['method']}")  # fmt: skip
+                f"{r['cpu_s']:.2f} s)", method=f"{how}; {r['method']}")
         if hasattr(self, "replay_rate"):
             ratio = r["pkt_per_s"] / self.replay_rate
             cpu_ratio = r["pkt_per_cpu_s"] / self.results["replay"]["pkt_per_cpu_s"]
             self.results["erspan"].update(ratio_to_plain=ratio, cpu_ratio_to_plain=cpu_ratio)
             add.check("erspan", "ERSPAN II / plain", f"{ratio * 100:.0f} % ({rate(r['pkt_per_s'])} / {rate(self.replay_rate)}); "
                       f"per CPU-s {cpu_ratio * 100:.0f} %", f">= {ERSPAN_RATIO * 100:.0f} %", ratio >= ERSPAN_RATIO,
-                      "the wall-clock rates of the two rows above; per CPU-s: their packets per CPU second")  # fmt: skip
+                      "the wall-clock rates of the two rows above; per CPU-s: their packets per CPU second")
         add.check("erspan", "recorded / designated (complete)", f"{r['recorded']} / {r['designated_calls']} ({r['kept_complete']})",
                   "all, complete", r["recorded"] == r["designated_calls"] == r["kept_complete"],
-                  "recorderd's summary line and recorderctl list --json of the store it wrote")  # fmt: skip
+                  "recorderd's summary line and recorderctl list --json of the store it wrote")
         alone = {}
         for name, capture in (("plain", self.path), ("erspan2", path)):
             done = subprocess.run([sys.executable, str(BENCH / "hot_path.py"), "pipeline", str(capture)],
-                                  capture_output=True, text=True, timeout=1800, cwd=ROOT)  # fmt: skip
+                                  capture_output=True, text=True, timeout=1800, cwd=ROOT)
             if done.returncode != 0:
                 raise RuntimeError(f"hot_path.py pipeline failed: {done.stderr.strip()[-500:]}")
             alone[name] = json.loads(done.stdout)
@@ -200,12 +200,12 @@ class Bench:
         add.add("erspan", "pipeline alone, CPU: ERSPAN II / plain", f"{e['pkt_per_cpu_s'] / p['pkt_per_cpu_s'] * 100:.0f} % "
                 f"({rate(e['pkt_per_cpu_s'])} / {rate(p['pkt_per_cpu_s'])} per CPU-s; RTP handled in C "
                 f"{e['handled_in_c']:,} / {p['handled_in_c']:,}; encap_erspan2 {e['counters'].get('encap_erspan2', 0):,})",
-                method=e["method"] + ", in a process of its own for each capture")  # fmt: skip
+                method=e["method"] + ", in a process of its own for each capture")
 
     def write_amplification(self) -> None:
         """The bench capture replayed into a fresh store: bytes written to disk per byte kept."""
         done = subprocess.run([sys.executable, str(BENCH / "write_amplification.py"), str(self.path)],
-                              capture_output=True, text=True, timeout=1800, cwd=ROOT)  # fmt: skip
+                              capture_output=True, text=True, timeout=1800, cwd=ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"write_amplification.py failed: {done.stderr.strip()[-500:]}")
         w = json.loads(done.stdout)
@@ -214,10 +214,10 @@ class Bench:
         self.report.check("write-amplification", "bytes written to disk / byte kept", f"{w['written_per_kept']:.2f} "
                           f"({w['write_bytes'] / mb:,.0f} MB written, {w['kept_bytes'] / mb:,.0f} MB kept in "
                           f"{w['files']} files: audio {w['audio_bytes'] / mb:,.0f} + evidence {w['evidence_bytes'] / mb:,.0f})",
-                          f"<= {WRITTEN_PER_KEPT:g}", w["written_per_kept"] <= WRITTEN_PER_KEPT, w["method"])  # fmt: skip
+                          f"<= {WRITTEN_PER_KEPT:g}", w["written_per_kept"] <= WRITTEN_PER_KEPT, w["method"])
         self.report.add("write-amplification", "  never reached the disk (cancelled) / net per byte kept",
                         f"{w['cancelled_write_bytes'] / mb:,.1f} MB / {w['net_written_per_kept']:.2f} "
-                        f"({w['recorded']} recorded, store on {w['store_fs']}, {w['wall_s']:.1f} s)", method=w["method"])  # fmt: skip
+                        f"({w['recorded']} recorded, store on {w['store_fs']}, {w['wall_s']:.1f} s)", method=w["method"])
 
     def tshark(self) -> None:
         t = whole_process.tshark(self.path, self.meta["packets"])
@@ -229,7 +229,7 @@ class Bench:
         self.report.add("tshark", "tshark -q -z rtp,streams", rate(t["pkt_per_s"]), method=how)
         self.report.add("tshark", "wall / CPU / peak RSS", f"{t['wall_s']:.2f} s / {t['cpu_s']:.2f} s / "
                         f"{t['peak_rss_kib'] / 1024:,.0f} MiB; {t['rtp_streams_listed']} RTP streams listed",
-                        method=how)  # fmt: skip
+                        method=how)
         if hasattr(self, "replay_rate"):
             ratio = self.replay_rate / t["pkt_per_s"]
             t["recorderd_ratio"] = ratio
@@ -253,15 +253,15 @@ class Bench:
 
     def hotpath(self) -> None:
         out = subprocess.run([sys.executable, str(BENCH / "hot_path.py"), str(self.path), "15"],
-                             check=True, capture_output=True, text=True)  # fmt: skip
+                             check=True, capture_output=True, text=True)
         h = json.loads(out.stdout)
         self.results["hotpath"] = h
         self.report.add("hot path", "parse + track + assemble, no disk", f"{rate(h['pkt_per_s'])} "
-                        f"({h['us_per_packet']:.2f} us/pkt)", method=h["method"])  # fmt: skip
+                        f"({h['us_per_packet']:.2f} us/pkt)", method=h["method"])
         self.report.add("hot path", "source alone (CaptureFile.batches)", rate(h["source_pkt_per_s"]), method=h["method"])
         self.report.add("hot path", "same, into a real store (in-process)", f"{rate(h['with_store_pkt_per_s'])} "
                         f"(wall {h['with_store_s']:.2f} s, CPU {h['with_store_cpu_s']:.2f} s, {h['with_store_kept']} kept)",
-                        method=h["with_store_method"])  # fmt: skip
+                        method=h["with_store_method"])
         r = self.results.get("replay")
         if r and "wall_s" in r:
             per = 1e6 / h["packets"]
@@ -275,7 +275,7 @@ class Bench:
             self.report.add("hot path", "replay wall split, us/pkt", " + ".join(f"{k} {v:.2f}" for k, v in split.items())
                             + f" = {r['wall_s'] * per:.2f}", method="source, pipeline and storage from hot_path.py; "
                             "process_rest = replay wall - source - pipeline into the store (start-up, imports, config); "
-                            "the parts come from separate runs, so each carries a few % of run-to-run noise")  # fmt: skip
+                            "the parts come from separate runs, so each carries a few % of run-to-run noise")
 
     def kernel(self) -> None:
         """This tree's per-packet kernel against the hand C it replaced (``BENCH_KERNEL_BASE``, a commit:
@@ -286,11 +286,11 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="recorderd-kernel-base-") as tmp:
             base = Path(tmp) / "base"
             subprocess.run(["git", "worktree", "add", "--detach", str(base), KERNEL_BASE], cwd=ROOT, check=True,
-                           capture_output=True)  # fmt: skip
+                           capture_output=True)
             try:
                 out = subprocess.run([sys.executable, str(BENCH / "hot_path.py"), "compare", str(self.path), str(base),
                                       "3" if self.settings.calls < 100 else "5"],
-                                     check=True, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+                                     check=True, capture_output=True, text=True, cwd=ROOT)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
         k = json.loads(out.stdout)
@@ -299,7 +299,7 @@ class Bench:
             f = k[key]
             spread = " / ".join(f"{n} {f[n]['median']:.2f} ({f[n]['min']:.2f}-{f[n]['max']:.2f})" for n in ("this", "base"))
             self.report.check("kernel", f"{figure}: this / {KERNEL_BASE}", f"{f['ratio'] * 100:.1f} % ({spread})",
-                              f"<= {KERNEL_RATIO * 100:.0f} %", f["ratio"] <= KERNEL_RATIO, method=k["method"])  # fmt: skip
+                              f"<= {KERNEL_RATIO * 100:.0f} %", f["ratio"] <= KERNEL_RATIO, method=k["method"])
 
     # -- 6. memory ----------------------------------------------------------------------------------------
 
@@ -311,22 +311,22 @@ class Bench:
         low, high = per_call["runs"]
         slope = per_call["slope_private_kib_per_call"]
         self.report.check("memory", f"private RSS per call, slope {low['calls']} -> {high['calls']} calls",
-                          f"{slope:.1f} KiB", f"<= {KIB_PER_CALL} KiB", slope <= KIB_PER_CALL, per_call["method"])  # fmt: skip
+                          f"{slope:.1f} KiB", f"<= {KIB_PER_CALL} KiB", slope <= KIB_PER_CALL, per_call["method"])
         for run in (low, high):
             self.report.add("memory", f"{run['calls']} concurrent: private / resident at peak",
                             f"{run['peak_private_kib'] / 1024:.1f} / {run['peak_rss_kib'] / 1024:.1f} MiB "
-                            f"({run['concurrent_at_peak']} calls open)", method=per_call["method"])  # fmt: skip
+                            f"({run['concurrent_at_peak']} calls open)", method=per_call["method"])
         self.report.add("memory", "resident slope (incl. mapped capture pages)",
-                        f"{per_call['slope_rss_kib_per_call']:.1f} KiB/call", method=per_call["method"])  # fmt: skip
+                        f"{per_call['slope_rss_kib_per_call']:.1f} KiB/call", method=per_call["method"])
         shown = " / ".join(f"{kib / 1024:.1f}" for kib in over["private_kib_at"].values())
         self.report.add("memory", f"{over['calls']:,} short calls: private RSS at 25/50/75/100 %", f"{shown} MiB",
-                        method=over["method"])  # fmt: skip
+                        method=over["method"])
         growth = over["growth_per_1000_calls_kib"]
         self.report.check("memory", "growth 50 % -> 100 % of calls handled", f"{over['growth_50_to_100_kib']:+,} KiB "
                           f"({growth:+.0f} KiB per 1,000 calls; Python objects "
                           f"{over['python_blocks_growth_per_1000_calls']:+.0f} per 1,000)",
                           f"<= {GROWTH_PER_1000_CALLS_KIB} KiB per 1,000", growth <= GROWTH_PER_1000_CALLS_KIB,
-                          over["method"])  # fmt: skip
+                          over["method"])
 
     # -- 7. erasure ----------------------------------------------------------------------------------------
 
@@ -338,21 +338,21 @@ class Bench:
         b = d["batch"]
         self.report.add("erasure", f"erase {b['erased']:,} x {d['seconds_each']:g} s recordings",
                         f"{b['mb_per_s']:.0f} MB/s, {b['run_s']:.2f} s ({b['s_per_recording'] * 1000:.1f} ms each)",
-                        method=d["method"])  # fmt: skip
+                        method=d["method"])
         self.report.add("erasure", "fixed cost per recording (1 s recordings)", f"{d['fixed_s_per_recording'] * 1000:.1f} ms",
-                        method=d["method"])  # fmt: skip
+                        method=d["method"])
         self.report.check("erasure", f"a day ({d['day_calls']:,} x {d['day_call_seconds'] // 60} min), all due at 00:00",
                           f"last erased {d['day_erase_s']:.1f} s after the deadline", f"<= {ERASE_WITHIN_S:.0f} s",
                           d["day_erase_s"] <= ERASE_WITHIN_S, f"{d['model']} (from [{self.report.method(d['method'])}]); "
                           "assumes a run starts at the deadline: deadlines fall on 00:00 local, so a worker run on "
                           f"each minute boundary does; with {d['worker_period_s']:.0f} s runs not aligned to the minute "
-                          f"the worst case is {d['worker_period_s']:.0f} s + this")  # fmt: skip
+                          f"the worst case is {d['worker_period_s']:.0f} s + this")
         self.report.add("erasure", f"idle run, {i['rows']:,} indexed, none due",
                         f"{i['run_s']:.2f} s per run ({i['share_of_a_core_at_period'] * 100:.1f} % of a core at one run "
-                        f"per {i['worker_period_s']:.0f} s)", method=i["method"])  # fmt: skip
+                        f"per {i['worker_period_s']:.0f} s)", method=i["method"])
         self.report.add("erasure", "  of which: due() / load all rows / walk tree",
                         f"{i['due_s'] * 1000:.0f} ms (x2 per run) / {i['recordings_s'] * 1000:.0f} ms / "
-                        f"{i['walk_s'] * 1000:.0f} ms ({i['tree_files']:,} files)", method=i["method"])  # fmt: skip
+                        f"{i['walk_s'] * 1000:.0f} ms ({i['tree_files']:,} files)", method=i["method"])
 
     # -- 8. live --------------------------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ class Bench:
         if "skipped" in r:
             why = f"skipped: {r['skipped']}"
             add.add("live (veth)", "tcpreplay at 100 k / 200 k / 300 k pkt/s / top", why,
-                    f"0 kernel drops at {rate(LIVE_PKT_S)}", NOT_RUN)  # fmt: skip
+                    f"0 kernel drops at {rate(LIVE_PKT_S)}", NOT_RUN)
             add.add("live (veth)", f"stall: service stopped {live.STALL_S:g} s at {rate(live.STALL_RATE)}", why, "0 drops", NOT_RUN)
             return
         how = r["method"]
@@ -372,7 +372,7 @@ class Bench:
         made = "cached" if c["cached"] else f"made in {c['generated_in_s']:.1f} s"
         add.add("live (veth)", "live capture (span_capture.py's calls)", f"{r['calls']:,} concurrent calls ({r['designated_calls']:,} "
                 f"designated): set-up {c['setup_packets']:,} + media {c['media_packets']:,} packets, {c['bytes'] / 1e6:,.0f} MB "
-                f"({made}); per run the set-up, then RATE x {r['seconds_per_rate']:g} s of media measured", method=how)  # fmt: skip
+                f"({made}); per run the set-up, then RATE x {r['seconds_per_rate']:g} s of media measured", method=how)
         for run in r["runs"]:
             speed = f"--pps={run['rate']}" if run["rate"] else "--topspeed"
             text = live_text(run, r["designated_calls"])
@@ -391,22 +391,22 @@ class Bench:
         add.check("live (veth)", f"stall: SIGSTOP {st['stalled_s']:.2f} s at {rate(st['achieved_pps'])}",
                   f"{st['kernel_drops']:,} drops, read {st['read']:,} of {st['sent']:,} sent (ring holds "
                   f"~{r['ring_capacity_rtp_frames'] // 1000} k RTP frames = {r['ring_capacity_rtp_frames'] / live.STALL_RATE:.1f} s "
-                  f"at {rate(live.STALL_RATE)}){extra}", "0 drops", st["kept_up"], how)  # fmt: skip
+                  f"at {rate(live.STALL_RATE)}){extra}", "0 drops", st["kept_up"], how)
         add.add("live (veth)", "service CPU per packet read", " / ".join(
                 f"{'top' if x['rate'] is None else x['rate'] // 1000}: {x['service_cpu_us_per_packet']:.2f} us"
-                for x in r["runs"]) + " (rate in k pkt/s)", method=how)  # fmt: skip
+                for x in r["runs"]) + " (rate in k pkt/s)", method=how)
         base = r["runs"][0]
         if base["service_cpu_us_per_packet"]:
             add.add("live (veth)", "service capacity, one core", f"~{rate(1e6 / base['service_cpu_us_per_packet'])} "
                     f"(1 / CPU per packet at {rate(base['achieved_pps'])}: {base['service_user_s']:.2f} s user + "
                     f"{base['service_sys_s']:.2f} s sys for {base['read']:,} packets)", f"{rate(LIVE_PKT_S)}",
-                    method=how)  # fmt: skip
+                    method=how)
         at = next((x for x in r["runs"] if x["rate"] == LIVE_PKT_S), None)
         if at:
             add.add("live (veth)", f"capture loop thread at {rate(LIVE_PKT_S)}", f"on a CPU {at['loop_on_cpu'] * 100:.0f} %, "
                     f"waiting for one {at['loop_waiting_for_cpu'] * 100:.0f} %, sleeping or blocked "
                     f"{at['loop_sleeping_or_blocked'] * 100:.0f} % of the send; {at['service_write_mb'] / at['send_s']:.0f} MB/s "
-                    f"written", method=how)  # fmt: skip
+                    f"written", method=how)
         ch = r.get("churn")
         if ch:
             cc = ch["capture"]
@@ -415,7 +415,7 @@ class Bench:
                          "other designated); a fresh service gets the ramp at the capture's own pace (tcpreplay "
                          f"--multiplier=1, {cc['setup_packets']:,} packets), then the steady state at "
                          f"--pps={live.TARGET_RATE} ({cc['media_packets']:,} packets, calls starting and ending "
-                         "throughout); kept = rows in the store's index when the service is killed")  # fmt: skip
+                         "throughout); kept = rows in the store's index when the service is killed")
             short = ch["achieved_pps"] < 0.95 * LIVE_PKT_S
             ok = ch["kept_up"] and not short
             note = (f"; the sender reached only {rate(ch['achieved_pps'])} (it needs a core of its own, and shares "
@@ -426,11 +426,11 @@ class Bench:
                       f"recordings finalised/s, kept {ch['recordings_kept_total']:,} of {ch['recordings_finalised_total']:,} "
                       f"at the end, all {_drained(ch)}; service busy {ch['service_busy_while_sending'] * 100:.0f} %, "
                       f"{ch['service_cpu_us_per_packet']:.2f} us/pkt (ramp: {ch['ramp']['kernel_drops']:,} drops)",
-                      "0 kernel drops", ok, churn_how)  # fmt: skip
+                      "0 kernel drops", ok, churn_how)
         top = r["runs"][-1]
         add.add("live (veth)", "sender / machine at top speed", f"tcpreplay {top['tcpreplay_busy'] * 100:.0f} % of a core, "
                 f"service {top['service_busy_while_sending'] * 100:.0f} %, machine {top['machine']['busy_cores']:.2f} of "
-                f"{os.cpu_count()} cores busy (softirq {top['machine']['softirq_cores']:.2f})", method=how)  # fmt: skip
+                f"{os.cpu_count()} cores busy (softirq {top['machine']['softirq_cores']:.2f})", method=how)
 
 
     # -- 9. the console ------------------------------------------------------------------------------
@@ -438,28 +438,28 @@ class Bench:
     def console(self) -> None:
         s = self.settings
         done = subprocess.run([sys.executable, str(BENCH / "console.py"), str(s.console_rows), str(s.console_runs)],
-                              capture_output=True, text=True, timeout=3600, cwd=ROOT)  # fmt: skip
+                              capture_output=True, text=True, timeout=3600, cwd=ROOT)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
         c = json.loads(done.stdout)
         self.results["console"] = c
         method = (f"bench/console.py {s.console_rows} {s.console_runs}: the real daemon's control server and the "
                   "real console app on uvicorn with TLS in their own processes, httpx over HTTPS with one "
-                  "signed-in session; 'console' is the console's access log ms")  # fmt: skip
+                  "signed-in session; 'console' is the console's access log ms")
         se, au = c["search"], c["audio"]
         self.report.check("console", f"search over {se['rows']:,} indexed, {len(se['queries'])} queries x {se['runs_per_query']}",
                           f"p50 {se['console_p50_ms']:.0f} ms, p95 {se['console_p95_ms']:.0f} ms (client p95 {se['client_p95_ms']:.0f} ms)",
-                          f"p95 <= {CONSOLE_SEARCH_P95_MS} ms", se["console_p95_ms"] <= CONSOLE_SEARCH_P95_MS, method)  # fmt: skip
+                          f"p95 <= {CONSOLE_SEARCH_P95_MS} ms", se["console_p95_ms"] <= CONSOLE_SEARCH_P95_MS, method)
         slowest = max(se["queries"].items(), key=lambda kv: kv[1]["console_p95_ms"])
         self.report.add("console", "  slowest search", f"{slowest[0]}: p95 {slowest[1]['console_p95_ms']:.0f} ms", method=method)
         self.report.check("console", "first audio byte of a one-hour recording after the purpose",
                           f"p50 {au['first_byte_p50_ms']:.0f} ms, p95 {au['first_byte_p95_ms']:.0f} ms (client: play POST to "
                           "the first byte of /audio)", f"<= {CONSOLE_FIRST_AUDIO_MS} ms",
-                          au["first_byte_p95_ms"] <= CONSOLE_FIRST_AUDIO_MS, method)  # fmt: skip
+                          au["first_byte_p95_ms"] <= CONSOLE_FIRST_AUDIO_MS, method)
         largest = max(c["pages"].items(), key=lambda kv: kv[1]["with_static_bytes"])
         self.report.check("console", f"largest of {len(c['pages'])} pages without audio (HTML + its static files)",
                           f"{largest[0].split('?')[0]}: {largest[1]['with_static_bytes'] / 1000:.0f} KB",
-                          f"<= {CONSOLE_PAGE_BYTES // 1000} KB", largest[1]["with_static_bytes"] <= CONSOLE_PAGE_BYTES, method)  # fmt: skip
+                          f"<= {CONSOLE_PAGE_BYTES // 1000} KB", largest[1]["with_static_bytes"] <= CONSOLE_PAGE_BYTES, method)
 
 
 def _drained(churn: dict) -> str:
@@ -469,7 +469,7 @@ def _drained(churn: dict) -> str:
 
 def live_text(run: dict, designated: int) -> str:
     text = (f"sent {run['sent']:,} at {rate(run['achieved_pps'])}, read {run['read']:,}, {run['kernel_drops']:,} drops, "
-            f"service busy {run['service_busy_while_sending'] * 100:.0f} %")  # fmt: skip
+            f"service busy {run['service_busy_while_sending'] * 100:.0f} %")
     if run["lost_before_socket"] or run["softnet_drops"]:
         text += f", {run['lost_before_socket']:,} lost before the socket (softnet drops {run['softnet_drops']:,})"
     text += " - kept up" if run["kept_up"] else " - did not keep up"
@@ -506,10 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "default",
         "settings": asdict(settings),
         "machine": machine(),
-    })  # fmt: skip
+    })
     if bench.results["machine"]["fastpath"] != "native":
         print(f"warning: capture/_fastpath.c is not in use ({bench.results['machine']['fastpath']}): "
-              "measuring the Python loops", file=sys.stderr)  # fmt: skip
+              "measuring the Python loops", file=sys.stderr)
     bench.section("capture", bench.capture)
     if "capture" in bench.failed:
         print(bench.report.render())
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     m = bench.results["machine"]
     changes = f" + {m['worktree_changes']} uncommitted change(s) outside bench/" if m["worktree_changes"] else ""
     print(f"recorderd benchmark ({bench.results['mode']}), {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, "
-          f"commit {m['commit'][:10]}{changes}, capture loops: {m['fastpath']}")  # fmt: skip
+          f"commit {m['commit'][:10]}{changes}, capture loops: {m['fastpath']}")
     print()
     print(bench.report.render())
     hot = bench.results.get("hotpath", {})

@@ -77,7 +77,7 @@ class SpanPlan:
                 start=T0 + i * self.spacing, codec=self.codec, talk=self.talk,
                 caller_media=(f"203.0.113.{20 + block}", port), pbx_media=(f"192.0.2.{20 + block}", port),
                 seed=i + 1,
-            )  # fmt: skip
+            )
 
     # figures derived from the plan ------------------------------------------------------------
 
@@ -151,7 +151,7 @@ def source_digest() -> str:
     h = hashlib.sha256()
     fixtures = Path(generator.__file__).parent
     used = sorted(Path(m.__file__) for m in list(sys.modules.values())
-                  if getattr(m, "__file__", None) and Path(m.__file__).parent == fixtures)  # fmt: skip
+                  if getattr(m, "__file__", None) and Path(m.__file__).parent == fixtures)
     for path in (*used, Path(__file__), DIDS_FILE):
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
@@ -220,7 +220,7 @@ def _erspan_prefix(length: int) -> bytes:
 
     total = 20 + 8 + 8 + length
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 47, 0, socket.inet_aton(ERSPAN_SOURCE),
-                     socket.inet_aton(ERSPAN_PROBE))  # fmt: skip
+                     socket.inet_aton(ERSPAN_PROBE))
     ip = ip[:10] + struct.pack("!H", ip_checksum(ip)) + ip[12:]
     return b"\x02\x00\x00\x00\x00\x09\x02\x00\x00\x00\x00\x08\x08\x00" + ip
 
@@ -246,7 +246,7 @@ def erspan_copy(path: Path, meta: dict) -> tuple[Path, dict]:
     staging = out.with_name(out.name + ".part")
     count = 0
     with open(path, "rb") as src, mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as buf, \
-            open(staging, "wb", buffering=1 << 22) as dst:  # fmt: skip
+            open(staging, "wb", buffering=1 << 22) as dst:
         dst.write(PCAP_HEADER)
         write_ = dst.write
         off, end = 24, len(buf)
@@ -265,7 +265,7 @@ def erspan_copy(path: Path, meta: dict) -> tuple[Path, dict]:
             count += 1
     os.replace(staging, out)
     wrapped = {**{k: v for k, v in meta.items() if k != "cached"}, "packets": count, "bytes": out.stat().st_size,
-               "wrapped_from": path.name, "wrapped_in_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+               "wrapped_from": path.name, "wrapped_in_s": round(time.perf_counter() - started, 2)}
     sidecar.write_text(json.dumps(wrapped, indent=1))
     wrapped["cached"] = False
     return out, wrapped

@@ -37,7 +37,7 @@ def measure(command: list[str], cwd: str | None = None) -> dict:
         out = subprocess.run(
             [PYTHON, __file__, "measure", "--out", tmp, "--", *command],
             cwd=cwd, check=True, capture_output=True, text=True, env=ENV,
-        )  # fmt: skip
+        )
         result = json.loads(out.stdout)
         result["stdout"] = Path(tmp, "stdout").read_text(errors="replace")
         result["stderr"] = Path(tmp, "stderr").read_text(errors="replace")
@@ -58,7 +58,7 @@ def _measure_child(out_dir: str, command: list[str]) -> None:
         "sys_s": ru.ru_stime,
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "peak_rss_kib": ru.ru_maxrss,  # Linux: KiB
-    }))  # fmt: skip
+    }))
 
 
 # -- recorderd replay ------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def replay(capture: Path, packets: int, designated: int) -> dict:
         command = [str(VENV_BIN / "recorderd"), "replay", str(capture), "--config", str(config)]
         run = measure(command)
         listed = subprocess.run([str(VENV_BIN / "recorderctl"), "--config", str(config), "list", "--json"],
-                                check=True, capture_output=True, text=True, env=ENV)  # fmt: skip
+                                check=True, capture_output=True, text=True, env=ENV)
         kept = json.loads(listed.stdout)
     found = SUMMARY.search(run["stdout"])
     if run["returncode"] != 0 or found is None:

@@ -89,7 +89,7 @@ def kept_files(store: Path) -> dict:
                 audio += path.stat().st_size
     rest = sum(p.stat().st_size for p in store.rglob("*") if p.is_file() and (store / "recordings") not in p.parents)
     return {"files": files, "audio_bytes": audio, "evidence_bytes": evidence, "kept_bytes": audio + evidence,
-            "other_store_bytes_at_end": rest}  # fmt: skip
+            "other_store_bytes_at_end": rest}
 
 
 def measure(capture: Path) -> dict:

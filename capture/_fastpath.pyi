@@ -11,7 +11,7 @@ RTCP_PT_LAST: int
 Packet = tuple[float, int, bytes]
 
 def read_pcap(buf: Any, off: int, big_endian: int, scale: float, linktype: int,
-              batch_size: int) -> tuple[list[Packet], int, tuple[int, str] | None]: ...  # fmt: skip
+              batch_size: int) -> tuple[list[Packet], int, tuple[int, str] | None]: ...
 def ring_block(buf: Any, off: int, num: int) -> tuple[list[Packet], int]: ...
 
 class Lanes:
@@ -48,7 +48,7 @@ class StreamCore:
     other_source: int
     mirror_duplicates: int
     def arm(self, audio_pt: int, t0: float, clock: float, drift_limit: float, lanes: Lanes,
-            records: Records | None = None) -> None: ...  # fmt: skip
+            records: Records | None = None) -> None: ...
     def disarm(self) -> None: ...
     def mirror_copy(self, ts: float, seq: int, rtp_ts: int, ssrc: int, pt: int, payload: bytes, cut: int = 0) -> int: ...
 

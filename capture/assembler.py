@@ -66,7 +66,7 @@ class _PyStreamCore:
         "channel", "ssrc", "base_ts", "base_pos", "end", "max_seq", "seen", "ext_max", "received", "packets",
         "duplicates", "jitter", "last_transit", "last_arrival", "max_gap", "learned", "source", "other_source",
         "recent", "mirror_duplicates",
-    )  # fmt: skip
+    )
     channel: int
     ssrc: int | None
     base_ts: int
@@ -104,7 +104,7 @@ class _PyStreamCore:
         if (
             first is not None and first[0] == seq and first[1] == rtp_ts and first[2] == ssrc and first[3] == pt
             and -MIRROR_WINDOW_S <= ts - first[4] <= MIRROR_WINDOW_S
-        ):  # fmt: skip
+        ):
             copy = _same_packet(first[5], first[6], payload, cut)
             if copy:
                 self.mirror_duplicates += 1
@@ -116,7 +116,7 @@ class _PyStreamCore:
         return copy
 
     def arm(self, audio_pt: int, t0: float, clock: float, drift_limit: float, lanes: PyLanes,
-            records: PyRecords | None = None) -> None:  # fmt: skip
+            records: PyRecords | None = None) -> None:
         """The C kernel takes over the steady case here, writing into capture's buffers ``lanes`` and
         ``records`` (capture/lanes.py; capture/call.py ``_arm``); in Python there is nothing to do."""
 
@@ -149,7 +149,7 @@ class StreamAssembler(_StreamCore):
     __slots__ = (
         "call", "ssrcs", "first_ext", "expected_before", "other_payload", "anchors", "ignorable", "events", "early",
         "announced", "truncated", "cuts",
-    )  # fmt: skip
+    )
 
     def __init__(self, call: Call, channel: int) -> None:
         self.call = call
@@ -186,7 +186,7 @@ class StreamAssembler(_StreamCore):
         #   sequence number as the mirror ring: (seq, rtp_ts, ssrc, position), for a whole copy to go over
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
-               linktype: int = 1, again: bool = False) -> None:  # fmt: skip
+               linktype: int = 1, again: bool = False) -> None:
         """``again``: a packet a codec change held back (Call.codec_changed), placed in the new part now."""
         if not again:
             copy = self.mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload)
@@ -203,7 +203,7 @@ class StreamAssembler(_StreamCore):
             self._not_audio(pt, rtp_ts, payload, placed=False)  # before the first audio packet
             return
         if pt != call.audio_pt and call.codec_changed(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype) \
-                and call.handle is None:  # fmt: skip
+                and call.handle is None:
             self.other_payload += 1  # a codec change whose part the store could not open (full): counted
             return  # (else this packet is the first of the new part, whose figures both directions begin afresh)
         if ssrc != self.ssrc and call.end is not None:  # after the BYE only media already flowing is ours
@@ -259,7 +259,7 @@ class StreamAssembler(_StreamCore):
             call.handle.audio(self.channel, pos, payload)  # type: ignore[union-attr]
 
     def cut(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, captured: bytes, missing: int,
-            frame: bytes, linktype: int) -> bool:  # fmt: skip
+            frame: bytes, linktype: int) -> bool:
         """A packet the capture cut short (``missing`` payload bytes not captured): its payload
         completed with its codec's silence (capture/cut.py) and placed as any packet is; True (and
         counted in ``truncated``) when it went into the audio."""
@@ -281,7 +281,7 @@ class StreamAssembler(_StreamCore):
         return True
 
     def _uncut(self, ts: float, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes, linktype: int,
-               *, whole: bool) -> None:  # fmt: skip
+               *, whole: bool) -> None:
         """A second mirror session's copy of a packet placed cut short (``cuts``) that holds more of
         it: its payload goes where the cut one went, over the silence that completed it (and its
         frame into the evidence, which then holds the bytes the recording has). Whole, the packet

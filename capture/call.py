@@ -9,13 +9,17 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .assembler import StreamAssembler
 from .dids import Did
+from .lanes import Lanes, PyLanes, PyRecords, Records
 from .media import Endpoint
 from .sdp import Codec
-from .lanes import Lanes, PyLanes, PyRecords, Records
 from .sink import CallEnd, CallInfo, RecordingHandle, RecordingSink, StreamStats
+
+if TYPE_CHECKING:  # capture/legs.py imports this module
+    from .legs import LegProbe
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ SWITCH_RUN = 3  # packets in a row of another audio codec, one the SDP listed bu
 
 class Call:
     def __init__(self, call_id: str, did: Did, caller: str, caller_tag: str, ts: float,
-                 invite_src: bytes = b"", invite_dst: bytes = b"") -> None:  # fmt: skip
+                 invite_src: bytes = b"", invite_dst: bytes = b"") -> None:
         self.call_id = call_id
         self.did = did
         self.caller = caller  # personal data: handed to the sink, never logged
@@ -73,7 +77,7 @@ class Call:
         self.end: CallEnd | None = None  # set when the call ends
         self.linger_until = 0.0
         self.late_strangers = 0  # packets of a new source after the end: another call's, dropped
-        self.leg_probe = None  # capture/legs.py LegProbe while an SBC's other face is being compared
+        self.leg_probe: LegProbe | None = None  # capture/legs.py LegProbe while an SBC's other face is being compared
         self.linked_legs: list[tuple[str, str]] = []  # (Call-ID, how): legs linked to this recording at its end
 
     def accepts_payload(self, pt: int, ts: float) -> bool:
@@ -100,13 +104,13 @@ class Call:
         # from the answer (or the first packet, early media); a part a codec change began, from its first packet
         self.t0 = ts if self.answered_at is None or self.parts_ended else min(self.answered_at, ts)
         info = CallInfo(self.call_id, self.did.key, self.did.label, self.caller, self.t0, codec.name,
-                        codec.rate, codec.channels, self.conversation, self.part, self.part_reason)  # fmt: skip
+                        codec.rate, codec.channels, self.conversation, self.part, self.part_reason)
         try:
             self.handle = self.sink.call_started(info)
         except OSError as exc:
             self.lost = str(exc)
             log.critical("designated call to %s NOT RECORDED: %s", self.did.label, exc,
-                         extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})  # fmt: skip
+                         extra={"EVENT": "call-lost", "DID_LABEL": self.did.label})
             return False
         self.handle.figures = self.figures  # the figures so far, saved by the sink as it writes
         self.evidence = self.handle.packet if self.handle.keeps_packets else None
@@ -120,7 +124,7 @@ class Call:
         return True
 
     def codec_changed(self, stream: StreamAssembler, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int,
-                      payload: bytes, frame: bytes, linktype: int) -> bool:  # fmt: skip
+                      payload: bytes, frame: bytes, linktype: int) -> bool:
         """Whether this packet (payload type ``pt``, not the part's) ends the part in progress and
         begins the next, in its codec (an audio codec, another than the part's, the call live):
         at once when the call's SDP negotiated that codec since the part began (a re-INVITE, an
@@ -134,7 +138,7 @@ class Call:
         if (
             codec is None or codec.name in NOT_AUDIO or codec.name == self.codec or self.handle is None
             or self.end is not None
-        ):  # fmt: skip
+        ):
             return False
         if self.part >= MAX_PARTS:
             self._cap()
@@ -185,7 +189,7 @@ class Call:
         self.capped = True
         log.warning("recording %s: a call to %s reached %d parts; the rest is kept in this part's codec (%s), "
                     "other codecs counted, not recorded", self.handle.id if self.handle else "-", self.did.label,
-                    MAX_PARTS, self.codec, extra={"EVENT": "call-parts-capped", "DID_LABEL": self.did.label})  # fmt: skip
+                    MAX_PARTS, self.codec, extra={"EVENT": "call-parts-capped", "DID_LABEL": self.did.label})
 
     def _next_part(self, codec: Codec, pt: int, ts: float) -> None:
         """End the part in progress at ``ts`` (complete, ``codec-change``) and open the next there."""
@@ -207,7 +211,7 @@ class Call:
         if self.start(codec, ts) and self.handle is not None:
             log.info("recording %s: part %d of a call to %s, the codec changed to %s", self.handle.id,
                      self.part, self.did.label, codec.name,
-                     extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})  # fmt: skip
+                     extra={"EVENT": "call-codec-change", "DID_LABEL": self.did.label})
 
     def _arm(self) -> None:
         """Hand the steady case of both directions to the C kernel (a no-op in pure Python), where the

@@ -118,7 +118,7 @@ def open_gre(config: EncapConfig, src: bytes, gre: bytes) -> Inner | str:
         return _ethernet(gre, off, GRETAP_OPENED)
     if proto == GRE_ERSPAN2:
         if not flags & GRE_SEQUENCE and not (n > off and gre[off] >> 4 == 1 and
-                                             _ethertype(gre, off + 8) in ETHERTYPES_INNER):  # fmt: skip
+                                             _ethertype(gre, off + 8) in ETHERTYPES_INNER):
             if _ethertype(gre, off) in ETHERTYPES_INNER:
                 return _ethernet(gre, off, ERSPAN1_OPENED)
         if n < off + 8 or gre[off] >> 4 != 1:
@@ -191,7 +191,7 @@ def parse_config(names: list[str], collectors: list[str]) -> EncapConfig:
 
 
 KINDS = (("erspan1", ERSPAN1_OPENED), ("erspan2", ERSPAN2_OPENED), ("erspan3", ERSPAN3_OPENED),
-         ("gretap", GRETAP_OPENED), ("vxlan", VXLAN_OPENED), ("tzsp", TZSP_OPENED))  # fmt: skip
+         ("gretap", GRETAP_OPENED), ("vxlan", VXLAN_OPENED), ("tzsp", TZSP_OPENED))
 
 
 def summary(counters: Mapping[str, int]) -> str:

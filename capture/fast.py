@@ -11,7 +11,6 @@ import os
 from types import ModuleType
 
 
-
 def _load() -> ModuleType | None:
     if os.environ.get("RECORDERD_PURE_PYTHON", "") in ("1", "yes", "true"):
         return None

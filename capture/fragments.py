@@ -105,7 +105,7 @@ class FragmentReassembler:
     __slots__ = ("counters", "max_datagrams", "max_bytes", "timeout", "_pending", "_bytes", "completed")
 
     def __init__(self, counters: collections.Counter[str], *, max_datagrams: int = 1024,
-                 max_bytes: int = 4 * 1024 * 1024, timeout: float = 30.0) -> None:  # fmt: skip
+                 max_bytes: int = 4 * 1024 * 1024, timeout: float = 30.0) -> None:
         if max_datagrams < 1:
             raise ValueError(f"max_datagrams must be at least 1, not {max_datagrams}")
         if max_bytes < 1:
@@ -134,7 +134,7 @@ class FragmentReassembler:
     def push(
         self, ts: float, version: int, src: bytes, dst: bytes, ident: int, proto: int,
         offset: int, more: bool, data: bytes, evidence: Frame | None = None,
-    ) -> bytes | None:  # fmt: skip
+    ) -> bytes | None:
         """Add one fragment (``evidence``: its captured frame, kept for the call's evidence pcap); the
         reassembled upper-layer payload if it completes its datagram (then its frames are in ``completed``)."""
         counters = self.counters

@@ -74,7 +74,7 @@ class ProbedStream(StreamAssembler):
         """Not handed to the C core while probed (a recording that opens now is armed at the end)."""
 
     def packet(self, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int, payload: bytes, frame: bytes = b"",
-               linktype: int = 1, again: bool = False) -> None:  # fmt: skip
+               linktype: int = 1, again: bool = False) -> None:
         probe: LegProbe | None = self.call.leg_probe
         if probe is not None and probe.observe(self, ts, pt, seq, rtp_ts, ssrc, payload, frame, linktype):
             return
@@ -96,12 +96,12 @@ class LegProbe:
         self.tapping = True  # the first leg's payloads are still being noted
 
     def observe(self, stream: StreamAssembler, ts: float, pt: int, seq: int, rtp_ts: int, ssrc: int,
-                payload: bytes, frame: bytes, linktype: int) -> bool:  # fmt: skip
+                payload: bytes, frame: bytes, linktype: int) -> bool:
         """Note the caller's payload; True when the packet is held (the candidate's)."""
         held = stream.call is self.candidate
         mine, theirs = (self.noted[1], self.noted[0]) if held else (self.noted[0], self.noted[1])
         if (stream.channel == CALLER and len(payload) >= MIN_PAYLOAD
-                and payload.count(payload[0]) != len(payload)):  # fmt: skip
+                and payload.count(payload[0]) != len(payload)):
             seen = theirs.get(payload)
             if seen is not None and abs(ts - seen) <= RELAY_DELAY:
                 self.matches += 1
@@ -152,7 +152,7 @@ class LegMatcher:
             return None
         for call in faces:
             if (call.leg_probe is None and call.invite_src != src and call.invite_dst != dst
-                    and 0.0 <= ts - call.created_at <= FACE_WINDOW):  # fmt: skip
+                    and 0.0 <= ts - call.created_at <= FACE_WINDOW):
                 return call
         return None
 

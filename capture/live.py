@@ -78,7 +78,7 @@ class RingSource:
     """One TPACKET_V3 ring per interface, polled together."""
 
     def __init__(self, interfaces: list[str], *, ring_bytes: int = 64 << 20, block_timeout_ms: int = 64,
-                 poll_ms: int = 100, promiscuous: bool = True, snaplen: int = SNAPLEN) -> None:  # fmt: skip
+                 poll_ms: int = 100, promiscuous: bool = True, snaplen: int = SNAPLEN) -> None:
         if not interfaces:
             raise ValueError("no capture interface configured")
         if not 0 < snaplen <= SNAPLEN:
@@ -145,7 +145,7 @@ walk_block = fastpath.ring_block if fastpath is not None else _walk_block  # the
 
 class _Ring:
     def __init__(self, name: str, ring_bytes: int, block_timeout_ms: int, promiscuous: bool,
-                 snaplen: int = SNAPLEN) -> None:  # fmt: skip
+                 snaplen: int = SNAPLEN) -> None:
         self.name = name
         self.block_nr = max(2, ring_bytes // BLOCK_SIZE)
         try:
@@ -156,10 +156,10 @@ class _Ring:
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             _attach_filter(self.sock, snaplen)
             req = struct.pack("=IIIIIII", BLOCK_SIZE, self.block_nr, FRAME_SIZE,
-                              BLOCK_SIZE // FRAME_SIZE * self.block_nr, block_timeout_ms, 0, 0)  # fmt: skip
+                              BLOCK_SIZE // FRAME_SIZE * self.block_nr, block_timeout_ms, 0, 0)
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.map = mmap.mmap(self.sock.fileno(), BLOCK_SIZE * self.block_nr, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
             self.sock.bind((name, ETH_P_ALL))
             if promiscuous:
                 ifindex = socket.if_nametoindex(name)

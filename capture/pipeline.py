@@ -42,7 +42,7 @@ MAX_RECENT_SIP = 256  # SIP messages remembered (for MIRROR_WINDOW_S) to spot a 
 
 class CapturePipeline:
     def __init__(self, dids: DidDirectory, sink: RecordingSink, *, encap: EncapConfig | None = None,
-                 **tracker_options: object) -> None:  # fmt: skip
+                 **tracker_options: object) -> None:
         self.counters: Counter[str] = Counter()
         self.encap = encap if encap is not None else EncapConfig()  # remote SPAN: what to open (capture/encap.py)
         self._depth = 0  # encapsulations around the frame being handled
@@ -88,7 +88,7 @@ class CapturePipeline:
         erspan2, erspan3, gretap, vxlan = table.take_encap()  # remote SPAN packets C opened
         if erspan2 or erspan3 or gretap or vxlan:
             for name, n in (("encap_erspan2", erspan2), ("encap_erspan3", erspan3), ("encap_gretap", gretap),
-                            ("encap_vxlan", vxlan)):  # fmt: skip
+                            ("encap_vxlan", vxlan)):
                 if n:
                     self.counters[name] += n
 
@@ -120,7 +120,7 @@ class CapturePipeline:
             if (
                 linktype == 1 and len(frame) > 54 and frame[12] == 8 and frame[13] == 0 and frame[14] == 0x45
                 and frame[23] == 17 and not frame[20] & 0x3F and not frame[21] and frame[42] & 0xC0 == 0x80
-            ):  # fmt: skip
+            ):
                 end = 14 + ((frame[16] << 8) | frame[17])
                 if 54 < end <= len(frame):
                     stream = media_get((frame[30:34], (frame[36] << 8) | frame[37]))
@@ -194,7 +194,7 @@ class CapturePipeline:
         self._inner(ts, open_gre(self.encap, ip[1], ip[4]), ip[1], -1, ip[4])
 
     def _inner(self, ts: float, opened: tuple[int, bytes, str] | str | None, src: bytes, port: int,
-               outer: bytes) -> None:  # fmt: skip
+               outer: bytes) -> None:
         """A remote mirror's outer packet, opened: its frame goes through the same dispatch as a
         frame of the SPAN port (it is what the evidence pcap keeps), counted once in ``packets``.
         (``src``, ``port`` and ``outer``: the outer packet's, for the kind of one not opened.)"""
@@ -339,7 +339,7 @@ class CapturePipeline:
             if payload[:2] == b"\x16\x03" and SIP_TLS_PORT in (sport, dport):
                 self.counters["sip_tls"] += 1  # a TLS handshake on the SIPS port
                 self.tracker.warn("tls", "SIP over TLS seen on port 5061: calls signalled over TLS cannot be "
-                                   "recorded passively (their called number and media are encrypted)", "-")  # fmt: skip
+                                   "recorded passively (their called number and media are encrypted)", "-")
             else:
                 self.counters["tcp_not_sip"] += 1
             return
@@ -349,7 +349,7 @@ class CapturePipeline:
             self.on_sip_payload(ts, src, dst, message, frames=frames)
 
     def feed_udp(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes,
-                 frames: Sequence[Packet] = ()) -> None:  # fmt: skip
+                 frames: Sequence[Packet] = ()) -> None:
         """One UDP payload outside the batch loop (reassembled datagrams; ``frames``: the frames it
         came in, kept as a SIP message's evidence): same dispatch."""
         if payload and payload[0] & 0xC0 == 0x80:
@@ -370,7 +370,7 @@ class CapturePipeline:
             self.unrecognised.udp_port(dport)
 
     def on_sip_payload(self, ts: float, src: bytes, dst: bytes, payload: bytes, frame: bytes = b"",
-                       linktype: int = 1, frames: Sequence[Packet] = ()) -> None:  # fmt: skip
+                       linktype: int = 1, frames: Sequence[Packet] = ()) -> None:
         if self._sip_mirror_copy(ts, src, dst, payload):
             self.counters["mirror_duplicates"] += 1
             return

@@ -17,7 +17,7 @@ DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
 STATIC_PAYLOADS: dict[int, tuple[str, int]] = {
     0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000),
     10: ("L16", 44100), 11: ("L16", 44100), 13: ("CN", 8000), 18: ("G729", 8000),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ COMPACT = {
     "r": "refer-to", "b": "referred-by", "o": "event", "u": "allow-events", "x": "session-expires",
     "a": "accept-contact", "j": "reject-contact", "d": "request-disposition", "y": "identity",
     "n": "identity-info",
-}  # fmt: skip
+}
 METHODS = frozenset(
     b"INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK UPDATE INFO SUBSCRIBE NOTIFY REFER MESSAGE PUBLISH".split()
 )

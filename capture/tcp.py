@@ -80,7 +80,7 @@ class _Stream:
     """One direction of one connection: where it is, what waits behind a gap, what is unframed."""
 
     __slots__ = ("isn", "anchor", "pos", "fin", "last", "buf", "need", "scanned", "held", "starts", "held_bytes",
-                 "frames", "held_frames", "frame_bytes")  # fmt: skip
+                 "frames", "held_frames", "frame_bytes")
 
     def __init__(self, isn: int | None, anchor: int, ts: float) -> None:
         self.isn = isn  # sequence number of the SYN that opened the stream; None when not seen

@@ -110,7 +110,7 @@ class CallTracker:
     # -- SIP ----------------------------------------------------------------------------------
 
     def on_sip(self, ts: float, src: bytes, dst: bytes, msg: SipMessage, frame: bytes = b"", linktype: int = 1,
-               frames: Sequence[tuple[float, int, bytes]] = ()) -> None:  # fmt: skip
+               frames: Sequence[tuple[float, int, bytes]] = ()) -> None:
         """One SIP message, with its frame for the evidence pcap; ``frames`` instead: the original
         (time, link type, frame) of a message reassembled from IP fragments or TCP segments."""
         if msg.not_utf8:
@@ -272,16 +272,16 @@ class CallTracker:
             oldest = self.ringing.oldest_of(src, _still_ringing)
             if oldest is not None:
                 self._drop(oldest, ts, did.label, "unanswered INVITEs from one source exceed "
-                           f"{self.ringing.per_source}: the oldest are dropped (an INVITE flood?)")  # fmt: skip
+                           f"{self.ringing.per_source}: the oldest are dropped (an INVITE flood?)")
         if len(self.calls) < self.max_calls:
             return True
         oldest = self.ringing.oldest_of_largest(_still_ringing)
         if oldest is not None:
             self._drop(oldest, ts, did.label, f"call table full ({self.max_calls} calls): the oldest unanswered "
-                       "calls are dropped (an INVITE flood?)")  # fmt: skip
+                       "calls are dropped (an INVITE flood?)")
             return True
         self.warn("call-table-full", f"call table full ({self.max_calls} answered calls): designated calls are "
-                  "not recorded", did.label, logging.ERROR)  # fmt: skip
+                  "not recorded", did.label, logging.ERROR)
         return False
 
     def _drop(self, call: Call, ts: float, did_label: str, message: str) -> None:
@@ -352,7 +352,7 @@ class CallTracker:
             if m.secure:
                 self.counters["srtp_media"] += 1
                 self.warn("srtp", "a designated call negotiates SRTP (RTP/SAVP): encrypted media cannot be "
-                           "recorded passively; only its signalling is seen", call.did.label)  # fmt: skip
+                           "recorded passively; only its signalling is seen", call.did.label)
                 continue
             for pt, codec in m.codecs.items():
                 call.codecs.setdefault(pt, codec)
@@ -466,7 +466,7 @@ class CallTracker:
             if call.sdp_codec is None:
                 self.counters["calls_codec_unsupported"] += 1
                 self.warn("codec", "an answered designated call negotiated no audio that can be captured "
-                           "(e.g. SRTP only): not recorded", call.did.label)  # fmt: skip
+                           "(e.g. SRTP only): not recorded", call.did.label)
                 return
             if not call.start(call.sdp_codec, call.answered_at):
                 self.counters["calls_lost_store_full"] += 1

@@ -77,7 +77,7 @@ class Transfers:
         self.elsewhere: dict[str, tuple[float, bytes, str]] = {}  # the keys, REFERs of those: (when, referee, caller)
 
     def refer(self, ts: float, call: Call, msg: SipMessage, dst: bytes, from_caller: bool,
-              counters: dict[str, int] | None = None) -> None:  # fmt: skip
+              counters: dict[str, int] | None = None) -> None:
         """A REFER in a recorded dialog. Only one the contact centre's side sent, to a target inside
         the contact centre, is followed; one to an outside number is counted in
         ``calls_transfer_not_followed`` (``counters``) once."""
@@ -145,7 +145,7 @@ class Transfers:
         key = self._key(msg)
         for r in self.pending.get(key, ()):
             if (0.0 <= ts - r.at <= TRANSFER_WINDOW and caller == r.call.caller
-                    and (src == r.referee or key.startswith("r:"))):  # fmt: skip
+                    and (src == r.referee or key.startswith("r:"))):
                 self.pending[key].remove(r)
                 self.count -= 1
                 if not self.pending[key]:
@@ -162,7 +162,7 @@ class Transfers:
             return True
         seen = self.elsewhere.get(self._key(msg)) if self.elsewhere else None
         return (seen is not None and 0.0 <= ts - seen[0] <= TRANSFER_WINDOW and src == seen[1]
-                and caller == seen[2])  # fmt: skip
+                and caller == seen[2])
 
     def expire(self, now: float) -> None:
         for key, referrals in list(self.pending.items()):

@@ -83,7 +83,7 @@ class Unrecognised:
 
     __slots__ = ("counters", "ethertypes", "protocols", "ports", "encaps", "standing", "_start", "_packets", "_unknown",
                  "_encap", "_sip", "_sip_at", "_packets_at_sip", "_not_understood", "_no_sip", "_said_at", "_last",
-                 "chatter")  # fmt: skip
+                 "chatter")
 
     def __init__(self, counters: Counter[str]) -> None:
         self.counters = counters
@@ -146,7 +146,7 @@ class Unrecognised:
         if c[SIGNALLING] != self._sip:
             self._sip, self._sip_at, self._packets_at_sip = c[SIGNALLING], now, packets
         self._no_sip = (now - self._sip_at >= NO_SIP and packets - self._packets_at_sip >= MIN_PACKETS
-                        and not calls_in_progress)  # fmt: skip
+                        and not calls_in_progress)
         if now - self._start >= WINDOW:
             seen, odd = packets - self._packets, unknown - self._unknown
             filtered = c["kernel_filtered"] - self._encap[1]
@@ -169,7 +169,7 @@ class Unrecognised:
                 self.standing = None
                 self.counters["capture_unrecognised_standing"] = 0
                 log.info("capture: the traffic is understood again (INVITE seen, most packets understood)",
-                         extra={"EVENT": "capture-understood"})  # fmt: skip
+                         extra={"EVENT": "capture-understood"})
             return
         reasons = []
         if self._not_understood:
@@ -185,7 +185,7 @@ class Unrecognised:
             self._said_at = now
             log.warning("capture: %s; no call can be recorded from it: is the mirror encapsulated (enable it in "
                         "capture.encapsulations) or the SIP elsewhere?", text,
-                        extra={"EVENT": "capture-unrecognised"})  # fmt: skip
+                        extra={"EVENT": "capture-unrecognised"})
 
     def _counts(self, odd: int, seen: int, seconds: float) -> str:
         """'N of M packets in S s not understood: ethertype 0x8847: 4210, ip proto 47: 12, ...'"""

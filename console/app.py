@@ -34,7 +34,7 @@ HERE = Path(__file__).parent
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-                                 b"frame-ancestors 'none'"),  # fmt: skip
+                                 b"frame-ancestors 'none'"),
     (b"strict-transport-security", b"max-age=31536000"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -88,13 +88,13 @@ class Guard:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # no trace to the browser; in the log only the kind and the route
             log.error("console: %s on %s %s", type(exc).__name__, scope.get("method"), self.logged_route(scope),
-                      extra={"EVENT": "console-error"})  # fmt: skip
+                      extra={"EVENT": "console-error"})
             if status[0] == 0:
                 await PlainTextResponse("internal error / 内部エラー", status_code=500)(scope, receive, send_with_headers)
         finally:
             client = scope.get("client") or ("-", 0)
             access.info("%s %s %s %d %.0f ms", client[0], scope.get("method"), self.logged_route(scope), status[0],
-                        (time.monotonic() - started) * 1000)  # fmt: skip  (the route only: never the query string)
+                        (time.monotonic() - started) * 1000)  # (the route only: never the query string)
 
     def logged_route(self, scope: Scope) -> str:
         """The matched route's template (the router put its endpoint in the scope), ``/static/…``, or
@@ -121,7 +121,7 @@ def create_app(config: Config, *, authenticate: Any = None, daemon: Daemon | Non
     templates_of = {route.endpoint: route.path for route in routes}
     routes.append(Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"))
     app = Starlette(routes=routes, middleware=[Middleware(Guard, routes=templates_of)],
-                    exception_handlers={404: _not_found, SessionsFull: _sessions_full})  # fmt: skip
+                    exception_handlers={404: _not_found, SessionsFull: _sessions_full})
     app.state.console = console
     return app
 
@@ -135,4 +135,4 @@ async def _sessions_full(request: Request, exc: Exception) -> Response:
     log.warning("console: sign-in refused, the session table is full", extra={"EVENT": "console-sessions-full"})
     return PlainTextResponse("サインインしている人が多すぎます。しばらくしてからもう一度お試しください。 / "
                              "Too many sessions are open; try again later.", status_code=503,
-                             headers={"retry-after": "60"})  # fmt: skip
+                             headers={"retry-after": "60"})

@@ -19,10 +19,10 @@ class Daemon:
     socket: str
 
     async def call(self, action: str, args: dict[str, Any], *, user: str, ip: str,
-                   sinks: dict[str, Any] | None = None) -> ops.Reply:  # fmt: skip
+                   sinks: dict[str, Any] | None = None) -> ops.Reply:
         """The daemon's reply; :class:`client.Unreachable` / :class:`client.Busy` when it is not there."""
         return await run_in_threadpool(self.call_sync, action, args, user=user, ip=ip, sinks=sinks)
 
     def call_sync(self, action: str, args: dict[str, Any], *, user: str, ip: str,
-                  sinks: dict[str, Any] | None = None) -> ops.Reply:  # fmt: skip
+                  sinks: dict[str, Any] | None = None) -> ops.Reply:
         return client.call(self.socket, action, args, sinks or {}, acting_for={"user": user, "ip": ip})

@@ -111,7 +111,7 @@ class _Chunks:
 
 
 async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, name: str,
-                       copies: dict[str, str] | None = None) -> Response:  # fmt: skip
+                       copies: dict[str, str] | None = None) -> Response:
     """Run ``action`` (whose copy goes to ``out``, its manifest and signature beside it) for the
     signed-in person and answer with ``name``.zip, or with the daemon's refusal as a page.
     ``copies`` (the daemon's output path -> the name in the ZIP): a request of several copies (every
@@ -151,7 +151,7 @@ async def zip_download(r: Any, action: str, args: dict[str, Any], *, out: str, n
             return r.refused(reply)
         return r.error("error.internal", 500)  # done, yet no copy came: never the case
     return _Streamed(download, _zip_body(download, first, entries), media_type="application/zip",
-                     headers={"content-disposition": f'attachment; filename="{name}.zip"'})  # fmt: skip
+                     headers={"content-disposition": f'attachment; filename="{name}.zip"'})
 
 
 class _Streamed(StreamingResponse):

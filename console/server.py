@@ -89,7 +89,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         access_log=False, log_config=None, server_header=False, date_header=False,
         timeout_keep_alive=5, limit_concurrency=200, h11_max_incomplete_event_size=16 * 1024,
         http=GuardedH11, proxy_headers=False, forwarded_allow_ips="",
-    )  # fmt: skip
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,7 +99,7 @@ class Lockout:
     SUMMARIES_AT_ONCE = 20
 
     def __init__(self, failures: int, window: float, clock: Callable[[], float] = time.monotonic,
-                 per_minute: int = 10) -> None:  # fmt: skip
+                 per_minute: int = 10) -> None:
         self.failures, self.window, self.clock, self.per_minute = failures, window, clock, per_minute
         self._seen: dict[str, list[float]] = {}
         self._rate: dict[str, list[float]] = {}  # address key -> its attempts of the last minute

@@ -28,17 +28,17 @@ def ethernet(ethertype: int, packet: bytes, tags: tuple[int, ...] = (), vlan: in
 
 def _ipv4(src: str, dst: str, proto: int, body: bytes, ident: int, flags_frag: int) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), ident & 0xFFFF, flags_frag, 64, proto, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))  # fmt: skip
+                     socket.inet_aton(src), socket.inet_aton(dst))
     return ip[:10] + struct.pack("!H", ip_checksum(ip)) + ip[12:] + body
 
 
 def _ipv6(src: str, dst: str, next_header: int, body: bytes) -> bytes:
     return struct.pack("!IHBB16s16s", 0x60000000, len(body), next_header, 64,
-                       socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)) + body  # fmt: skip
+                       socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)) + body
 
 
 def ip_frames(src: str, dst: str, proto: int, segment: bytes, *, tags: tuple[int, ...] = (),
-              fragment: int = 0, ident: int = 0, vlan: int | None = None) -> list[bytes]:  # fmt: skip
+              fragment: int = 0, ident: int = 0, vlan: int | None = None) -> list[bytes]:
     """One transport segment as frames: whole, or IP-fragmented into pieces of ``fragment`` bytes
     (a multiple of 8) when it is longer; fragments are emitted last first, as some stacks do."""
     v6 = ":" in src
@@ -74,7 +74,7 @@ def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes, *, vla
 
 
 def tcp_frame(src: str, sport: int, dst: str, dport: int, seq: int, ack: int, flags: int, payload: bytes,
-              **kw: object) -> bytes:  # fmt: skip
+              **kw: object) -> bytes:
     segment = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0)
     return ip_frames(src, dst, 6, segment + payload, **kw)[0]  # type: ignore[arg-type]
 
@@ -132,7 +132,7 @@ def erspan2(frame: bytes, *, session: int = 1, index: int = 0, vlan: int = 0) ->
 
 
 def erspan3(frame: bytes, *, session: int = 1, timestamp: int = 0, subheader: bytes | None = None,
-            frame_type: int = 0) -> bytes:  # fmt: skip
+            frame_type: int = 0) -> bytes:
     """ERSPAN type III header (version 2), the optional 8-byte platform sub-header (O bit), the frame
     (for GRE protocol 0x22EB)."""
     last = (frame_type & 0x1F) << 10 | (1 if subheader is not None else 0)

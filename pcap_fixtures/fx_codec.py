@@ -11,7 +11,16 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from generator import PAYLOAD_BYTES_PER_MS, PAYLOAD_TYPE, PT_DTMF, SAMPLE_RATE, SILENCE, Direction, SipCall, _g722_decoder
+from generator import (
+    PAYLOAD_BYTES_PER_MS,
+    PAYLOAD_TYPE,
+    PT_DTMF,
+    SAMPLE_RATE,
+    SILENCE,
+    Direction,
+    SipCall,
+    _g722_decoder,
+)
 from make_fixtures import TopicFixture, call
 
 REINVITE_LEAD = 0.03  # s: the PBX's re-INVITE goes this long before the first packet of the new codec
@@ -55,7 +64,7 @@ class CodecChangeCall(SipCall):
                 (when + 0.01, True, self._response("200 OK", f"{n} INVITE", to_tag=True, reverse=True,
                                                    body=self._codec_sdp(self.caller_media, 1 + n, codec))),
                 (when + 0.02, False, self._message(f"ACK {uri} SIP/2.0", f"{n} ACK", to_tag=True, reverse=True)),
-            ]  # fmt: skip
+            ]
         return out
 
     def switches(self) -> list[tuple[int, str]]:
@@ -172,10 +181,10 @@ class CodecPart:
 
 
 def codec_call(call_id: str, number: str, seed: int, changes: tuple[tuple[float, str], ...], **options: object
-               ) -> CodecChangeCall:  # fmt: skip
+               ) -> CodecChangeCall:
     like = call(call_id, number, seed=seed)
     return CodecChangeCall(like.call_id, like.called, like.to, like.caller, like.start, seed=seed, changes=changes,
-                           **options)  # type: ignore[arg-type]  # fmt: skip
+                           **options)  # type: ignore[arg-type]
 
 
 def _entries(whole: CodecChangeCall, number: str) -> list[tuple[object, str | None]]:
@@ -206,7 +215,7 @@ FIXTURES = {
         "PCMU, then PCMA by re-INVITE at 1 s, then PCMU again at 2 s: three parts; the caller's last PCMU packet "
         "before the first change arrives after the first PCMA one and is dropped (counted as another payload).",
         _entries(codec_call("call-codec-3", "0442013113", 93, ((1.0, "PCMA"), (2.0, "PCMU")), late_old=True),
-                 "0442013113"),  # type: ignore[arg-type]  # fmt: skip
+                 "0442013113"),  # type: ignore[arg-type]
         counters={"calls_recorded": 3, "recording_parts_codec_change": 2},
     ),
 }

@@ -53,7 +53,7 @@ ERSPAN2_SEQ = _over_gre(0x88BE, lambda i, f: erspan2(f, session=7, index=i), seq
 ERSPAN2_NOSEQ = _over_gre(0x88BE, lambda i, f: erspan2(f, session=7, index=i))
 ERSPAN3 = _over_gre(0x22EB, lambda i, f: erspan3(f, session=9, timestamp=1000 * i), seq="index")
 ERSPAN3_SUB = _over_gre(0x22EB, lambda i, f: erspan3(f, session=9, timestamp=1000 * i, subheader=b"\x0c" + b"\0" * 7),
-                        seq="index")  # fmt: skip
+                        seq="index")
 GRETAP = _over_gre(0x6558, lambda i, f: f)
 GRETAP_FIELDS = _over_gre(0x6558, lambda i, f: f, checksum=True, key=0x2A, seq="index")
 VXLAN = _over_udp(VXLAN_PORT, lambda i, f: vxlan(f, 5001))
@@ -106,7 +106,7 @@ FIXTURES = {
     "encap-erspan2-in-vxlan": TopicFixture(
         "inbound-mulaw's call from an ERSPAN type II session carried over a VXLAN overlay (two encapsulations).",
         MULAW, _transform(ERSPAN2_SEQ, VXLAN), _counters(N_MULAW, encap_erspan2=N_MULAW, encap_vxlan=N_MULAW)),
-}  # fmt: skip
+}
 
 ERSPAN1 = _over_gre(0x88BE, lambda i, f: f)
 FIXTURES["encap-erspan1"] = TopicFixture(
@@ -135,4 +135,4 @@ for _kind, _counter in (("erspan2", "encap_erspan2"), ("vxlan", "encap_vxlan")):
         f"inbound-mulaw's call from a {'ERSPAN type II' if _kind == 'erspan2' else 'VXLAN'} mirror whose outer "
         "packets longer than 512 bytes (the SIP messages) arrive as IP fragments, last first.",
         MULAW, _fragmented(_kind), {**_counters(sum(map(len, _split)), **{_counter: N_MULAW}),
-                                    "ip_fragment": sum(len(p) for p in _split if len(p) > 1)})  # fmt: skip
+                                    "ip_fragment": sum(len(p) for p in _split if len(p) > 1)})

@@ -47,14 +47,14 @@ class InsideFace(SipCall):
 def outside(call_id: str, caller: str, start: float, seed: int) -> SipCall:
     return SipCall(call_id, f"sip:{NUMBER}@{SBC_OUTSIDE[0]}", f"sip:{NUMBER}@{SBC_OUTSIDE[0]}", caller, start,
                    caller_media=("203.0.113.20", 40000 + seed), pbx_media=("198.51.100.1", 30000 + seed),
-                   sip_src=CARRIER, sip_dst=SBC_OUTSIDE, seed=seed)  # fmt: skip
+                   sip_src=CARRIER, sip_dst=SBC_OUTSIDE, seed=seed)
 
 
 def inside(call_id: str, face: SipCall | None, caller: str, start: float, seed: int, **kw: object) -> InsideFace:
     ring = face.ring - 0.006 if face is not None else 0.4
     return InsideFace(call_id, f"sip:{NUMBER}@{PBX[0]}", f"sip:{NUMBER}@{PBX[0]}", caller, start, ring=ring,
                       caller_media=("198.51.100.2", 32000 + seed), pbx_media=("192.0.2.20", 20000 + seed),
-                      sip_src=SBC_INSIDE, sip_dst=PBX, seed=seed, outside=face, **kw)  # type: ignore[arg-type]  # fmt: skip
+                      sip_src=SBC_INSIDE, sip_dst=PBX, seed=seed, outside=face, **kw)  # type: ignore[arg-type]
 
 
 def adding(*calls: SipCall):  # type: ignore[no-untyped-def]

@@ -63,7 +63,7 @@ class Part(SipCall):
                                                       "Content-Type: message/sipfrag"), body=b"")
                  .replace(b"Content-Length: 0", b"Content-Length: %d" % len(sipfrag)) + sipfrag),
                 (t + 0.03, False, self._response("200 OK", "3 NOTIFY", to_tag=True)),
-            ]  # fmt: skip
+            ]
         if self.move_to is not None and self.outcome == "answered":
             t = self.media_start + self.move_at - 0.05
             out += [
@@ -72,7 +72,7 @@ class Part(SipCall):
                 (t + 0.01, True, self._response("200 OK", "11 INVITE", to_tag=True, reverse=True,
                                                 body=self._sdp(self.caller_media, 6))),
                 (t + 0.02, False, self._message(f"ACK {uri} SIP/2.0", "11 ACK", to_tag=True, reverse=True)),
-            ]  # fmt: skip
+            ]
         return sorted(out, key=lambda m: m[0])
 
     def media(self):  # type: ignore[no-untyped-def]
@@ -83,7 +83,7 @@ class Part(SipCall):
             kept = [p for p in down.packets if p[0] < switch]
             seq0, ts0 = 7000 + self.seed, 900_000 + self.seed
             down.packets = kept + [(t, (seq0 + i) & 0xFFFF, ts0 + i * 160, payload, pt, 0x4000 + self.seed, i == 0)
-                                   for i, (t, _s, _ts, payload, pt, _ss, _a) in enumerate(moved)]  # fmt: skip
+                                   for i, (t, _s, _ts, payload, pt, _ss, _a) in enumerate(moved)]
         return up, down
 
     def rtp_frames(self) -> list[tuple[float, bytes]]:
@@ -115,7 +115,7 @@ class Part(SipCall):
 def designated_call(call_id: str, caller: str, start: float, seed: int, **kw: object) -> Part:
     return Part(call_id, f"sip:{NUMBER}@{PBX_HOST}", f"sip:{NUMBER}@{PBX_HOST}", caller, start,
                 caller_media=("203.0.113.20", 41000 + seed), pbx_media=("192.0.2.20", 21000 + seed), seed=seed,
-                **kw)  # type: ignore[arg-type]  # fmt: skip
+                **kw)  # type: ignore[arg-type]
 
 
 def transferred(first: Part, call_id: str, extension: str, seed: int, extra: tuple[str, ...]) -> Part:
@@ -124,7 +124,7 @@ def transferred(first: Part, call_id: str, extension: str, seed: int, extra: tup
                 first.refer_time + 0.1, caller_media=("203.0.113.20", 42000 + seed),
                 pbx_media=(PHONE_B[0], 22000 + seed), seed=seed, extra_headers=extra,
                 first_call_id=first.first_call_id or first.call_id,
-                first_start=first.first_start if first.first_call_id else first.start, part=first.part + 1)  # fmt: skip
+                first_start=first.first_start if first.first_call_id else first.start, part=first.part + 1)
 
 
 def _fixtures() -> dict:  # type: ignore[type-arg]
@@ -136,21 +136,21 @@ def _fixtures() -> dict:  # type: ignore[type-arg]
 
     consult = SipCall("xfer-consult-1@192.0.2.10", f"sip:2002@{PHONE_B[0]}", f"sip:2002@{PHONE_B[0]}", "3001",
                       T + 1.0, talk=1.0, caller_media=("192.0.2.20", 23084), pbx_media=(PHONE_B[0], 23184),
-                      sip_src=(PBX_HOST, 5060), sip_dst=PHONE_B, seed=84)  # fmt: skip
+                      sip_src=(PBX_HOST, 5060), sip_dst=PHONE_B, seed=84)
     replaces = f"{consult.call_id};to-tag={consult.to_tag};from-tag={consult.from_tag}"
     attended = designated_call("xfer-attended-1@203.0.113.5", "09012340002", T, 83,
-                               refer_to=f"sip:2002@{PBX_HOST}?Replaces={quote(replaces, safe='')}")  # fmt: skip
+                               refer_to=f"sip:2002@{PBX_HOST}?Replaces={quote(replaces, safe='')}")
     attended_2 = transferred(attended, "xfer-attended-2@203.0.113.5", "2002", 85,
-                             (referred_by, f"Replaces: {replaces}"))  # fmt: skip
+                             (referred_by, f"Replaces: {replaces}"))
 
     moved = designated_call("xfer-reinvite-1@203.0.113.5", "09012340003", T, 86, move_to=(PHONE_B[0], 24086))
 
     elsewhere = Part("xfer-in-1@203.0.113.5", f"sip:0449999999@{PBX_HOST}", f"sip:0449999999@{PBX_HOST}",
                      "09012340004", T, caller_media=("203.0.113.20", 41087), pbx_media=("192.0.2.20", 21087),
-                     seed=87, refer_to=f"sip:{NUMBER}@{PBX_HOST}")  # fmt: skip
+                     seed=87, refer_to=f"sip:{NUMBER}@{PBX_HOST}")
     elsewhere_2 = Part("xfer-in-2@203.0.113.5", f"sip:{NUMBER}@{PBX_HOST}", f"sip:{NUMBER}@{PBX_HOST}",
                        "09012340004", elsewhere.refer_time + 0.1, caller_media=("203.0.113.20", 42088),
-                       pbx_media=("192.0.2.20", 22088), seed=88, extra_headers=(referred_by,))  # fmt: skip
+                       pbx_media=("192.0.2.20", 22088), seed=88, extra_headers=(referred_by,))
     return {
         "transfer-blind": TopicFixture(
             "A call to 044-200-3939 that the operator transfers blind: REFER (Refer-To extension 2001), 202, "

@@ -22,7 +22,7 @@ def erspan_truncating(packets: list[tuple[float, bytes]]) -> list[tuple[float, b
     """Every frame as a remote mirror that truncates sends it: the (cut) frame inside ERSPAN II,
     the outer packet whole (the capture itself cut nothing)."""
     return [(t, ip_frames(MIRROR, RECORDER, 47, gre(0x88BE, erspan2(bytes(f), session=7, index=i), seq=i))[0])
-            for i, (t, f) in enumerate(packets)]  # fmt: skip
+            for i, (t, f) in enumerate(packets)]
 
 
 def rtp_offset(frame: bytes) -> int:
@@ -84,10 +84,10 @@ class CutCall(SipCall):
         channels = [bytearray(c) for c in super().expected_channels()]
         cuts = self.cuts()
         fill = bytes([SILENCE[self.codec]])
-        for d, channel in zip(self.media(), channels):
+        for d, channel in zip(self.media(), channels, strict=False):
             first = d.packets[0]
             anchor_pos, anchor_ts = round((first[0] - self.answer_at) * 8000), first[2]
-            for t, seq, ts, payload, pt, ssrc, _anchor in d.packets:
+            for _t, seq, ts, payload, _pt, ssrc, _anchor in d.packets:
                 how = cuts.get((ssrc, seq & 0xFFFF))
                 if how is None:
                     continue
@@ -104,7 +104,7 @@ class CutCall(SipCall):
     def expected_recording(self, did: str, did_label: str) -> dict:
         record = super().expected_recording(did, did_label)
         record["lost"] = [sum(1 for k, _ in self.header_cut if k == side) + (len(self.lose) if side == 0 else 0)
-                          for side in (0, 1)]  # fmt: skip
+                          for side in (0, 1)]
         return record
 
     def truncated(self) -> int:
@@ -114,13 +114,13 @@ class CutCall(SipCall):
 
 def _call(call_id: str, number: str, **options: object) -> CutCall:
     return CutCall(call_id + "@203.0.113.5", f"sip:{number}@192.0.2.10", f"sip:{number}@192.0.2.10", "09011112222",
-                   T, **options)  # type: ignore[arg-type]  # fmt: skip
+                   T, **options)  # type: ignore[arg-type]
 
 
 MULAW = _call("call-cut-1", "0442003939", seed=91, header_cut=((0, 25), (0, 75), (1, 55)), sip_cut="100 Trying")
 ALAW_V6 = _call("call-cut-2", "0442013113", seed=92, codec="PCMA", tags=(0x8100,),
                 sip_src=("2001:db8:5::5", 5060), sip_dst=("2001:db8:10::10", 5060),
-                caller_media=("2001:db8:5::20", 40000), pbx_media=("2001:db8:10::20", 20000))  # fmt: skip
+                caller_media=("2001:db8:5::20", 40000), pbx_media=("2001:db8:10::20", 20000))
 
 FIXTURES = {
     "truncated-rtp": TopicFixture(

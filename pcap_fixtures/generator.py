@@ -119,7 +119,7 @@ class SipCall:
         ).encode()
 
     def _message(self, start_line: str, cseq: str, *, to_tag: str | bool, body: bytes = b"",
-                 extra: tuple[str, ...] = (), reverse: bool = False) -> bytes:  # fmt: skip
+                 extra: tuple[str, ...] = (), reverse: bool = False) -> bytes:
         """A message of this dialog; ``reverse`` for a request the PBX side sends (From/To swap)."""
         src = self.sip_dst if reverse else self.sip_src
         tag = self.to_tag if to_tag is True else (to_tag or "")
@@ -141,7 +141,7 @@ class SipCall:
             body = (b"--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n" + body +
                     b"\r\n--unique-boundary-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n"
                     b"Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\x00\x00\x03\x02\x00\x07"
-                    b"\r\n--unique-boundary-1--\r\n")  # fmt: skip
+                    b"\r\n--unique-boundary-1--\r\n")
             lines.append('Content-Type: multipart/mixed;boundary="unique-boundary-1"')
         elif body:
             lines.append("Content-Type: application/sdp")
@@ -160,7 +160,7 @@ class SipCall:
             (t, True, self._message(f"INVITE {self.called} SIP/2.0", "1 INVITE", to_tag=False,
                                     body=self._sdp(offer_media, 1), extra=self.extra_headers)),
             (t + 0.01, False, self._response("100 Trying", "1 INVITE", to_tag=False)),
-        ]  # fmt: skip
+        ]
         answer_tag: str | bool = True
         if self.forking:
             out.append((t + 0.1, False, self._response("180 Ringing", "1 INVITE", to_tag=f"fork-a{self.seed}")))
@@ -186,7 +186,7 @@ class SipCall:
         out += [
             (self.answer_at, False, self._response("200 OK", "1 INVITE", to_tag=answer_tag, body=self._sdp(self.pbx_media, 2))),
             (self.answer_at + 0.01, True, self._message(f"ACK {self.called} SIP/2.0", "1 ACK", to_tag=answer_tag)),
-        ]  # fmt: skip
+        ]
         if self.hold:
             h0 = self.media_start + self.hold[0]
             h1 = h0 + self.hold[1]
@@ -198,7 +198,7 @@ class SipCall:
                     (when + 0.01, True, self._response("200 OK", f"{cseq} INVITE", to_tag=True, reverse=True,
                                                        body=self._sdp(offer_media, 1 + cseq, caller_dir))),
                     (when + 0.02, False, self._message(f"ACK {uri} SIP/2.0", f"{cseq} ACK", to_tag=True, reverse=True)),
-                ]  # fmt: skip
+                ]
         end = self.end_time
         out += [
             (end, True, self._message(f"BYE {self.called} SIP/2.0", "2 BYE", to_tag=answer_tag)),
@@ -215,7 +215,7 @@ class SipCall:
         for i, (t, forward, data) in enumerate(msgs):
             a, b = (self.sip_src, self.sip_dst) if forward else (self.sip_dst, self.sip_src)
             for frame in udp_frames(a[0], int(a[1]), b[0], int(b[1]), data, fragment=self.fragment,
-                                    ident=self.seed * 100 + i, **self.frame_kw):  # type: ignore[arg-type]  # fmt: skip
+                                    ident=self.seed * 100 + i, **self.frame_kw):  # type: ignore[arg-type]
                 out.append((t, frame))
         out += self._second_leg()
         return out
@@ -235,7 +235,7 @@ class SipCall:
             for off in range(0, len(data), size):
                 piece = data[off : off + size]
                 out.append((t, tcp_frame(a[0], int(a[1]), b[0], int(b[1]), seq[forward], seq[not forward], 0x18, piece,
-                                         **self.frame_kw)))  # fmt: skip
+                                         **self.frame_kw)))
                 seq[forward] += len(piece)
         return out
 
@@ -247,7 +247,7 @@ class SipCall:
         leg = SipCall(self.call_id + "-leg2", f"sip:3001@{EXTENSION[0]}", self.to, self.caller, self.start + 0.05,
                       codec=self.codec, talk=self.talk, ring=self.ring - 0.05, caller_media=(self.pbx_media[0], self.pbx_media[1] + 100),
                       pbx_media=(EXTENSION[0], 30000), sip_src=self.sip_dst, sip_dst=EXTENSION, seed=self.seed + 500,
-                      tags=self.tags, vlan=self.vlan)  # fmt: skip
+                      tags=self.tags, vlan=self.vlan)
         return leg.signalling() + leg.rtp_frames()
 
     # -- media ----------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ class SipCall:
                 up.packets.append((t, seq_up + k, event_ts, payload, PT_DTMF, ssrc_up, False))
             elif i not in self.lose:
                 up.packets.append((t, seq_up + k, base_up + k * spp, rng.randbytes(size), pt, ssrc_up,
-                                   k == 0 or resumed))  # fmt: skip
+                                   k == 0 or resumed))
             else:
                 rng.randbytes(size)
             ts_down = base_down + round((t - self.media_start) * SAMPLE_RATE)
@@ -356,7 +356,7 @@ class SipCall:
                 end = max(end, pos + len(payload))  # G.711 and G.722 carry one byte per 8 kHz clock tick
             decode = _g722_decoder() if wide else bytes  # decoders keep state: in arrival order, like the recorder
             buf = bytearray()
-            for t, seq, ts, payload, pt, ssrc, anchor in sorted(d.packets, key=lambda p: p[0]):
+            for _t, seq, _ts, payload, _pt, ssrc, _anchor in sorted(d.packets, key=lambda p: p[0]):
                 pos = position.pop((ssrc, seq), None)
                 if pos is None:
                     continue  # a duplicate, or not audio
@@ -377,7 +377,7 @@ class SipCall:
                 "call_id": self.call_id, "did": did, "did_label": did_label, "caller": self.caller,
                 "codec": self.codec, "audio": "not-decoded", "state": "complete",
                 "rtp_packets": sum(len(d.packets) for d in self.media()), "dtmf": [],
-            }  # fmt: skip
+            }
         channels = self.expected_channels()
         width = 2 if self.codec == "G722" else 1
         return {

@@ -185,7 +185,7 @@ def fixtures() -> dict[str, tuple[str, list[tuple[SipCall, str | None]]]]:
 def call(call_id: str, number: str, **options: object) -> SipCall:
     """An inbound call from the trunk to ``number`` at the PBX, 3 s of audio each way."""
     return SipCall(call_id + "@203.0.113.5", f"sip:{number}@192.0.2.10", f"sip:{number}@192.0.2.10", "09011112222",
-                   T, **options)  # type: ignore[arg-type]  # fmt: skip
+                   T, **options)  # type: ignore[arg-type]
 
 
 PBX_SIDE = ("192.0.2.10", 5060)
@@ -250,7 +250,7 @@ def topic_fixtures() -> dict[str, TopicFixture]:
 
 
 def build(name: str, description: str, entries: list[tuple[SipCall, str | None]], folder: str,
-          topic: TopicFixture | None = None) -> None:  # fmt: skip
+          topic: TopicFixture | None = None) -> None:
     packets = []
     recordings, not_recorded = [], []
     for call, number in entries:

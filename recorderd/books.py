@@ -45,7 +45,7 @@ class Books(Worker):
 
     def __init__(self, config: Config, view: Any = None, *, open_store: Callable[[Config], Store] = service.open_store,
                  snapshot_period: float = SNAPSHOT_PERIOD, prune_period: float = PRUNE_PERIOD,
-                 first_prune: float = FIRST_PRUNE) -> None:  # fmt: skip
+                 first_prune: float = FIRST_PRUNE) -> None:
         super().__init__()
         self.config, self.view, self.open_store = config, view, open_store
         self.snapshot_period, self.prune_period, self.first_prune = snapshot_period, prune_period, first_prune
@@ -92,7 +92,7 @@ class Books(Worker):
                 journal.audit_checkpoint(*audit.tip(), audit.key_id())
         except Exception:
             log.exception("keeping the books failed (counter snapshot, audit pruning or checkpoint)",
-                          extra={"EVENT": "books-failed"})  # fmt: skip
+                          extra={"EVENT": "books-failed"})
 
 
 def _no_output(path: str) -> ops.Output:

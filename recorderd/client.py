@@ -46,7 +46,7 @@ class CallbackSink:
     (the browser went away) makes the commit fail; the daemon is told, nothing more is handed on."""
 
     def __init__(self, path: str, deliver: Callable[[bytes], None],
-                 delivered: Callable[[str], None] | None = None, aborted: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 delivered: Callable[[str], None] | None = None, aborted: Callable[[], None] | None = None) -> None:
         self.path = path  # the name the request gave the output (its "out"), not a file
         self.deliver, self.delivered, self.aborted = deliver, delivered, aborted
         self.digest = hashlib.sha256()
@@ -83,7 +83,7 @@ class CallbackSink:
 
 
 def call(path: str, action: str, args: dict[str, Any], sinks: dict[str, Any],
-         acting_for: dict[str, str] | None = None) -> ops.Reply:  # fmt: skip
+         acting_for: dict[str, str] | None = None) -> ops.Reply:
     """Send one request and take the answer; copies go to ``sinks`` (made beforehand, by path).
     ``acting_for`` ({"user", "ip"}): the console's request for a signed-in person.
 

@@ -21,7 +21,6 @@ import yaml
 from capture.dids import Did, DidDirectory, parse_did, parse_user
 from capture.encap import NAMES as ENCAPSULATIONS
 
-
 MAX_FILE_BYTES = 1 << 20  # 11 designated numbers fit in a few KB; a site config in less
 
 _BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
@@ -235,14 +234,14 @@ def decode(name: str, data: bytes) -> str:
     nul = data.find(b"\0")
     if nul >= 0:
         raise ConfigError(name, "", f"not UTF-8 text: a NUL byte at byte {nul} (UTF-16 without a byte-order mark?): "
-                                    "save it as UTF-8")  # fmt: skip
+                                    "save it as UTF-8")
     try:
         text = data[skipped:].decode("utf-8")
     except UnicodeDecodeError as exc:
         at = skipped + exc.start  # in the file as it is on disk
         line = data.count(b"\n", 0, at) + 1
         raise ConfigError(name, "", f"not UTF-8 at byte {at} (line {line}): save it as UTF-8 "
-                                    "(Shift_JIS and UTF-16 are not read)") from None  # fmt: skip
+                                    "(Shift_JIS and UTF-16 are not read)") from None
     return text
 
 
@@ -290,7 +289,7 @@ def _refuse_duplicates(name: str, root: yaml.Node) -> None:
                     line = key_node.start_mark.line + 1
                     if key in keys and key_node.value != "<<":
                         raise ConfigError(name, where, f"is given twice (lines {keys[key]} and {line}): "
-                                                       "YAML would silently keep the last one; remove one")  # fmt: skip
+                                                       "YAML would silently keep the last one; remove one")
                     keys[key] = line
                 else:
                     where = path
@@ -337,7 +336,7 @@ def load(path: str, *, dids_optional: bool = False) -> Config:
             raise ConfigError(name, key, str(exc)) from None
     if values["capture.direction"] == "unknown" and values["capture.trunk_networks"]:
         raise ConfigError(name, "capture.direction", '"unknown" while capture.trunk_networks names the trunk side: '
-                                                     "remove capture.direction (calls are inbound when they come from the trunk)")  # fmt: skip
+                                                     "remove capture.direction (calls are inbound when they come from the trunk)")
     base = os.path.dirname(path)
     for key in PATH_KEYS:
         values[key] = os.path.normpath(os.path.join(base, values[key]))
@@ -357,11 +356,11 @@ def direction_problem(config: Config) -> str | None:
     return (f"{os.path.basename(config.file)}: capture.trunk_networks: is empty, so inbound calls cannot be told from "
             "internal and outbound ones (only inbound calls may be recorded, Art. 2(1)): set it to the trunk "
             "side's networks, e.g. [203.0.113.0/24], or set capture.direction: unknown to record every call "
-            "to a designated number, internal and outbound ones too")  # fmt: skip
+            "to a designated number, internal and outbound ones too")
 
 
 COLLECTORS_ANY = ("encapsulated frames are opened from any address: set capture.collectors to the mirror's "
-                  "addresses")  # fmt: skip
+                  "addresses")
 
 
 def collectors_warning(config: Config) -> str | None:

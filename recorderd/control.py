@@ -97,7 +97,7 @@ class ServiceView:
     """What the running service can tell a request (read from the capture thread's objects)."""
 
     def __init__(self, pipeline: Any, health: Any, started: float, alerts: Mapping[str, str] | None = None,
-                 warnings: WarningTally | None = None) -> None:  # fmt: skip
+                 warnings: WarningTally | None = None) -> None:
         self.pipeline, self.health, self.started = pipeline, health, started
         self.alerts = alerts if alerts is not None else {}  # the service's standing conditions, by kind
         self.warnings = warnings
@@ -130,7 +130,7 @@ class ServiceView:
                 "store_level": getattr(self.health, "level", None), "alerts": sorted(self.alerts),
                 "unrecognised": getattr(getattr(self.pipeline, "unrecognised", None), "standing", None),
                 "packets_per_s": self.packets_per_s(counters),
-                "recent_warnings": self.warnings.recent() if self.warnings is not None else []}  # fmt: skip
+                "recent_warnings": self.warnings.recent() if self.warnings is not None else []}
 
     def dids(self) -> Any:
         return self.pipeline.tracker.dids
@@ -222,7 +222,7 @@ class ControlServer(Worker):
 
     def __init__(self, config: Config, *, pipeline: Any = None, health: Any = None,
                  alerts: Mapping[str, str] | None = None,
-                 open_store: Callable[[Config], Store] = service.open_store) -> None:  # fmt: skip
+                 open_store: Callable[[Config], Store] = service.open_store) -> None:
         super().__init__()
         self.config = config
         self.path = socket_path(config)
@@ -250,7 +250,7 @@ class ControlServer(Worker):
                 self.sock = self._listen()
             except OSError as exc:
                 log.error("control socket %s unavailable (%s): recorderctl cannot reach the service; it works "
-                          "directly only when the service is stopped", self.path, exc, extra={"EVENT": "control-failed"})  # fmt: skip
+                          "directly only when the service is stopped", self.path, exc, extra={"EVENT": "control-failed"})
                 return False
             if self.warnings is not None:
                 logging.getLogger().addHandler(self.warnings)
@@ -335,14 +335,14 @@ class ControlServer(Worker):
         if refused == "busy":
             self._count("control_refused_busy")
             self.refusals.warn("busy", "control socket: refused a connection from uid %d: %d requests in progress",
-                               uid, MAX_CLIENTS)  # fmt: skip
+                               uid, MAX_CLIENTS)
             error = f"recorderd is busy ({MAX_CLIENTS} requests in progress): try again in a moment"
         else:
             self._count("control_refused_uid_limit")
             self.refusals.warn("uid-limit", "control socket: refused a connection from uid %d: it has %d requests "
-                               "in progress already", uid, MAX_PER_UID)  # fmt: skip
+                               "in progress already", uid, MAX_PER_UID)
             error = (f"recorderd is busy: you have {MAX_PER_UID} requests in progress already; try again when "
-                     "one has ended")  # fmt: skip
+                     "one has ended")
         with conn, contextlib.suppress(OSError):
             conn.settimeout(0.5)
             wire.send_json(conn, ops.Reply(BUSY, error=error).wire())
@@ -362,7 +362,7 @@ class ControlServer(Worker):
         return uid
 
     def _acting_for(self, caller: roles.Caller, uid: int, acting: Any,
-                    action: str = "") -> tuple[roles.Caller, str | None, dict[str, Any]]:  # fmt: skip
+                    action: str = "") -> tuple[roles.Caller, str | None, dict[str, Any]]:
         """The caller a request with ``"for"`` is made for, or the reason it is refused (and what the
         denied row says of whom it asked for). The console's sign-in accounting is let through for
         an unknown user (as ``(unknown user)``) or one in no role: the operation records it."""
@@ -371,7 +371,7 @@ class ControlServer(Worker):
         console = str(self.config["console.user"])
         if uid != self.console_uid():
             return caller, (f"only the console (user {console}) may act for another user; "
-                            f"{caller.user} asked to act for {shown.get('acting_for', '?')!s}"), shown  # fmt: skip
+                            f"{caller.user} asked to act for {shown.get('acting_for', '?')!s}"), shown
         ip = roles.client_address(acting.get("ip")) if isinstance(acting, dict) else None
         if ip is None:
             return caller, "the console sent no valid client address (an IPv4 or IPv6 literal)", shown
@@ -384,7 +384,7 @@ class ControlServer(Worker):
         if not person.roles and action not in ops.SIGN_IN_ACTIONS:
             groups = ", ".join(str(self.config[roles.GROUP_KEYS[r]]) for r in roles.ROLES)
             return person, (f"{person.user} is in none of the recorderd role groups ({groups}): "
-                            "ask the manager to add you to the group of your role"), {}  # fmt: skip
+                            "ask the manager to add you to the group of your role"), {}
         return person, None, {}
 
     def _count(self, key: str) -> None:
@@ -409,7 +409,7 @@ class ControlServer(Worker):
         except wire.Deadline:
             self._count("control_request_timeouts")
             self.refusals.warn("deadline", "control socket: a request from uid %d did not arrive in full within "
-                               "%.0f s: cut off", uid, REQUEST_DEADLINE)  # fmt: skip
+                               "%.0f s: cut off", uid, REQUEST_DEADLINE)
             conn.settimeout(0.5)
             return ops.Reply(1, error=f"the request did not arrive in full within {REQUEST_DEADLINE:.0f} s")
         except wire.Closed:
@@ -432,7 +432,7 @@ class ControlServer(Worker):
             caller, refusal, shown = self._acting_for(caller, uid, request["for"], action)
         try:
             with ops.session(self.config, caller, lambda path: RemoteOutput(conn, path), self.view,
-                             store=self.open_store(self.config)) as ctx:  # fmt: skip
+                             store=self.open_store(self.config)) as ctx:
                 if refusal is not None:
                     reply = ops.deny(ctx, action, request.get("args"), refusal, **shown)
                 else:

@@ -92,7 +92,7 @@ class Daemon:
             self.alerts["direction_unknown"] = "DIRECTION UNKNOWN: internal and outbound calls are recorded too"
             log.critical("capture.direction is unknown (no capture.trunk_networks): every call to a designated number "
                          "is recorded, internal and outbound ones too, where only inbound calls may be (Art. 2(1)); "
-                         "set capture.trunk_networks", extra={"EVENT": "direction-unknown"})  # fmt: skip
+                         "set capture.trunk_networks", extra={"EVENT": "direction-unknown"})
         with contextlib.ExitStack() as stack:  # each part started is stopped, in the reverse order, however run ends
             parts = self._start(config, stack)
             if isinstance(parts, int):
@@ -105,7 +105,7 @@ class Daemon:
         return 0
 
     def _start(self, config: Config, stack: contextlib.ExitStack) -> (
-            tuple[CapturePipeline, RingSource, StoreWorker, StoreHealth, MetricsServer | None] | int):  # fmt: skip
+            tuple[CapturePipeline, RingSource, StoreWorker, StoreHealth, MetricsServer | None] | int):
         """The parts in start order, each entered in ``stack``; or the exit status of a start that failed."""
         saved: dict[int, Any] = {}  # the signal handlers before ours: back once all else has stopped
         stack.callback(_restore_signals, saved)
@@ -153,15 +153,15 @@ class Daemon:
                 metrics = stack.enter_context(MetricsServer(config["metrics.listen"]))
             except (OSError, ValueError) as exc:
                 log.critical("metrics.listen %s cannot be listened on (%s): not starting", config["metrics.listen"],
-                             getattr(exc, "strerror", None) or exc, extra={"EVENT": "metrics-failed"})  # fmt: skip
+                             getattr(exc, "strerror", None) or exc, extra={"EVENT": "metrics-failed"})
                 return 1
         syncer = stack.enter_context(SpoolSync(store_fd))
         self.workers = [worker, self.reloader, control, books, syncer, *([metrics] if metrics else [])]
         log.info("recording %d designated numbers from %s (%d recording(s) recovered)", len(config.dids),
-                 ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})  # fmt: skip
+                 ", ".join(config["capture.interfaces"]), len(recovered), extra={"EVENT": "started"})
         if fast.MODE != "native":
             log.warning("the C fast path (capture/_fastpath.c) is not built: the capture loops run in Python, "
-                        "about 4x slower; reinstall with a C compiler", extra={"EVENT": "slow-capture"})  # fmt: skip
+                        "about 4x slower; reinstall with a C compiler", extra={"EVENT": "slow-capture"})
         self.notifier.ready(self._status(pipeline, source, health))
         return pipeline, source, worker, health, metrics
 
@@ -172,16 +172,16 @@ class Daemon:
             key, made = signing.ensure(store.root, store.master_key())
         except (signing.SigningError, StoreError, OSError) as exc:
             log.error("the recorder's signing key cannot be made (%s): copies cannot be signed until it is",
-                      getattr(exc, "strerror", None) or exc, extra={"EVENT": "signing-key-failed"})  # fmt: skip
+                      getattr(exc, "strerror", None) or exc, extra={"EVENT": "signing-key-failed"})
             return
         if made:
             store.record(Actor(_user_name(), os.getuid()), "signing-key-created", None,
-                         {"role": "none", "via": "service", "signing_key": key.public.audited()}, "allowed")  # fmt: skip
+                         {"role": "none", "via": "service", "signing_key": key.public.audited()}, "allowed")
             log.info("the recorder's signing key %s was made (its public key: recorderctl pubkey)", key.public.key_id,
-                     extra={"EVENT": "signing-key-created"})  # fmt: skip
+                     extra={"EVENT": "signing-key-created"})
 
     def _loop(self, pipeline: CapturePipeline, source: RingSource, worker: StoreWorker, health: StoreHealth,
-              metrics: MetricsServer | None) -> None:  # fmt: skip
+              metrics: MetricsServer | None) -> None:
         stats_every = float(self.config["logging.stats_interval_s"])
         next_second = next_health = time.monotonic()
         next_retention = next_stats = time.monotonic() + 5.0
@@ -235,11 +235,11 @@ class Daemon:
         if config["store.require_encrypted_volume"]:
             log.critical("the store %s is not on an encrypted volume (%s): not starting. Put it on a LUKS volume "
                          "(cryptsetup luksFormat), or set store.require_encrypted_volume: false if the site has "
-                         "decided otherwise", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})  # fmt: skip
+                         "decided otherwise", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})
             return False
         self.alerts["store_volume_unencrypted"] = "STORE VOLUME NOT ENCRYPTED"
         log.critical("the store %s is NOT on an encrypted volume (%s); running because store.require_encrypted_volume "
-                     "is false", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})  # fmt: skip
+                     "is false", config.store_path, how, extra={"EVENT": "store-volume-unencrypted"})
         return True
 
     def _swap_dids(self, pipeline: CapturePipeline) -> None:
@@ -251,12 +251,12 @@ class Daemon:
         if error is not None:
             self.alerts["did_file_broken"] = f"DID FILE REFUSED: the previous list ({len(pipeline.tracker.dids)}) in force"
             log.error("DID list not reloaded, the previous list (%d numbers) stays in force: %s",
-                      len(pipeline.tracker.dids), error, extra={"EVENT": "reload-failed"})  # fmt: skip
+                      len(pipeline.tracker.dids), error, extra={"EVENT": "reload-failed"})
         elif dids is not None:
             self.alerts.pop("did_file_broken", None)
             pipeline.tracker.dids = dids  # one reference swap: calls in progress keep their DID
             log.info("DID list reloaded: %d designated numbers (%s)", len(dids),
-                     ", ".join(d.label for d in dids.dids), extra={"EVENT": "reload"})  # fmt: skip
+                     ", ".join(d.label for d in dids.dids), extra={"EVENT": "reload"})
         self.notifier.send(READY=1)
 
     def _capture_stats(self, pipeline: CapturePipeline, source: RingSource) -> None:
@@ -272,7 +272,7 @@ class Daemon:
             if st.drops:
                 pipeline.counters["kernel_drops"] += st.drops
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
-                            st.drops, st.interface, extra={"EVENT": "capture-drops"})  # fmt: skip
+                            st.drops, st.interface, extra={"EVENT": "capture-drops"})
 
     def _workers_failed(self) -> None:
         """A thread that died (logged once, EVENT=worker-failed): named first in STATUS= from then on."""
@@ -291,12 +291,12 @@ class Daemon:
         c = pipeline.counters
         alerts = "".join(f"{text}; " for text in self.alerts.values())
         return (f"{alerts}{len(pipeline.tracker.calls)} active calls, {c['calls_recorded']} recorded, "
-                f"{c['kernel_drops']} drops, store {health.free_text()} free")  # fmt: skip
+                f"{c['kernel_drops']} drops, store {health.free_text()} free")
 
     def _stats_line(self, pipeline: CapturePipeline) -> None:
         c = pipeline.counters
         encap = "".join(f" {k}={c[k]}" for k in STATS_NONZERO if c[k])  # remote SPAN, where a mirror sends it
-        log.info("stats: " + " ".join(f"{k}={c[k]}" for k in STATS_ALWAYS) + encap, extra={"EVENT": "stats"})
+        log.info("stats: %s%s", " ".join(f"{k}={c[k]}" for k in STATS_ALWAYS), encap, extra={"EVENT": "stats"})
 
 
 def capture_source(config: Config) -> RingSource:
@@ -304,7 +304,7 @@ def capture_source(config: Config) -> RingSource:
     a full frame is said at start, EVENT=capture-snaplen)."""
     return RingSource(config["capture.interfaces"], ring_bytes=config["capture.ring_mb"] << 20,
                       block_timeout_ms=config["capture.block_timeout_ms"], promiscuous=config["capture.promiscuous"],
-                      snaplen=config["capture.snaplen"])  # fmt: skip
+                      snaplen=config["capture.snaplen"])
 
 
 class SpoolSync(Worker):

@@ -25,7 +25,6 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
@@ -77,7 +76,7 @@ def main(argv: list[str]) -> int:
         },
     }
     with open(out, "w", encoding="utf-8") as f:
-        f.write("# Made by `make run` from %s for the user running the demo. Do not install.\n" % source)
+        f.write(f"# Made by `make run` from {source} for the user running the demo. Do not install.\n")
         yaml.safe_dump(demo, f, allow_unicode=True, sort_keys=False)
     return 0
 
@@ -95,7 +94,7 @@ def tls_pair(cert: str, key: str) -> None:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                         "-nodes", "-days", "825", "-subj", "/CN=localhost",
                         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                        "-keyout", key, "-out", cert], check=True, capture_output=True)  # fmt: skip
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
     finally:
         os.umask(old)
 
@@ -110,7 +109,7 @@ def demo_users() -> list[str]:
         except KeyError:
             pass
         subprocess.run(["useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        "--comment", "recorderd make run demo", user], check=True, capture_output=True)  # fmt: skip
+                        "--comment", "recorderd make run demo", user], check=True, capture_output=True)
         subprocess.run(["chpasswd"], input=f"{user}:{DEMO_PASSWORD}\n", text=True, check=True, capture_output=True)
         made.append(user)
     return made
@@ -149,7 +148,7 @@ def _answers_tls(port: int) -> bool:
         return False
 
 
-def _wait(what: str, ready, proc: subprocess.Popen) -> None:  # type: ignore[no-untyped-def,type-arg]
+def _wait(what: str, ready, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
         if ready():
@@ -160,7 +159,7 @@ def _wait(what: str, ready, proc: subprocess.Popen) -> None:  # type: ignore[no-
     raise RuntimeError(f"{what} not ready within {START_WAIT_S} s")
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:  # type: ignore[type-arg]
+def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
@@ -186,7 +185,7 @@ def up(config_path: str) -> int:
         daemon_cmd = [os.path.join(bindir, "recorderd"), "--config", config_path]
     else:
         daemon_cmd = [sys.executable, "-m", "recorderd.demo", "control", config_path]
-    procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
+    procs: list[subprocess.Popen] = []
     stop = stop_on_signals()
     try:
         # their own sessions: Ctrl-C reaches this process, which stops them in order
@@ -195,14 +194,14 @@ def up(config_path: str) -> int:
         lister = ["runuser", "-u", DEMO_USERS["manager"], "--"] if root and shutil.which("runuser") else []
         subprocess.run([*lister, os.path.join(bindir, "recorderctl"), "--config", config_path, "list"], check=False)
         procs.append(subprocess.Popen([os.path.join(bindir, "recorderd-console"), "--config", config_path],
-                                      start_new_session=True))  # fmt: skip
+                                      start_new_session=True))
         _wait("the console", lambda: _answers_tls(config["console.port"]), procs[1])
         print(f"\nthe console: https://localhost:{config['console.port']}/  (a self-signed certificate for localhost)")
         if root:
             print("sign in as " + ", ".join(DEMO_USERS.values()) + f" with the password {DEMO_PASSWORD}")
         else:
             print(f"sign in as {pwd.getpwuid(os.getuid()).pw_name} with your own password (your group has every role)")
-        print("daemon pid %d, console pid %d; Ctrl-C stops both" % (procs[0].pid, procs[1].pid), flush=True)
+        print(f"daemon pid {procs[0].pid}, console pid {procs[1].pid}; Ctrl-C stops both", flush=True)
         while not stop[0]:
             if any(p.poll() is not None for p in procs):
                 print("recorderd demo: a process ended by itself; stopping the other", file=sys.stderr)

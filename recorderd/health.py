@@ -54,7 +54,7 @@ class StoreHealth:
         if level == "critical":
             log.critical("store almost full (%s free, below %d MiB): NEW CALLS ARE NOT BEING RECORDED; "
                          "no kept recording is deleted to make room", self.free_text(), self.critical_bytes >> 20,
-                         extra=extra)  # fmt: skip
+                         extra=extra)
         elif level == "low":
             log.warning("store space low: %s free (warning below %d%%)", self.free_text(), self.warn_percent, extra=extra)
         else:

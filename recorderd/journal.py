@@ -64,7 +64,7 @@ def audit_checkpoint(seq: int, head: str, key_id: str) -> None:
     """The audit chain's head (last row and its seal, and which key seals the log) into the
     journal, beyond the reach of whoever can rewrite the audit file."""
     log.info("audit log checkpoint: row %d, seal %s", seq, head,
-             extra={"EVENT": CHECKPOINT, "AUDIT_SEQ": seq, "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id})  # fmt: skip
+             extra={"EVENT": CHECKPOINT, "AUDIT_SEQ": seq, "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id})
 
 
 class JournalUnavailable(Exception):
@@ -74,7 +74,7 @@ class JournalUnavailable(Exception):
 def journal_lines(timeout: float = 120.0) -> Iterator[str]:
     """The service's checkpoints as ``journalctl -o json`` prints them (read as they come)."""
     cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"SYSLOG_IDENTIFIER={IDENTIFIER}", f"EVENT={CHECKPOINT}",
-           "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID"]  # fmt: skip
+           "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID"]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
@@ -117,7 +117,7 @@ def read_checkpoints(lines: Iterable[str], uid: int | None) -> tuple[list[tuple[
         key_id = entry.get("AUDIT_KEY_ID")
         if (not isinstance(seq, str) or not seq.isdigit() or len(seq) > 18 or not isinstance(head, str)
                 or not _HEAD.fullmatch(head) or not isinstance(when, str) or not when.isdigit() or len(when) > 20
-                or not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):  # fmt: skip
+                or not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):
             left["unreadable"] += 1
             continue
         if uid is not None and entry.get("_UID") not in (None, str(uid)):

@@ -53,7 +53,7 @@ class MetricsServer(Worker):
             metric = f"recorderd_{c.name}" + ("_total" if c.kind == "counter" else "")
             lines += [f"# HELP {metric} {c.help}", f"# TYPE {metric} {c.kind}", f"{metric} {counters.get(c.name, 0)}"]
         lines += ["# TYPE recorderd_active_calls gauge", f"recorderd_active_calls {active_calls}",
-                  "# TYPE recorderd_store_free_bytes gauge", f"recorderd_store_free_bytes {health.free_bytes}"]  # fmt: skip
+                  "# TYPE recorderd_store_free_bytes gauge", f"recorderd_store_free_bytes {health.free_bytes}"]
         self.body = ("\n".join(lines) + "\n").encode()
 
     def stop(self) -> None:

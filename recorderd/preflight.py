@@ -37,9 +37,9 @@ def _interface_problems(config: Config) -> list[str]:
     names = config["capture.interfaces"]
     if not names:
         return [f"no SPAN interface named: set capture.interfaces in {config.file} to the mirror port "
-                f"(interfaces on this box: {_interfaces()})"]  # fmt: skip
+                f"(interfaces on this box: {_interfaces()})"]
     return [f"capture.interfaces: {name!r} is not an interface on this box (interfaces here: {_interfaces()}): "
-            f"set the SPAN port in {config.file}" for name in names if not _is_interface(name)]  # fmt: skip
+            f"set the SPAN port in {config.file}" for name in names if not _is_interface(name)]
 
 
 def _direction_problems(config: Config) -> list[str]:
@@ -56,14 +56,14 @@ def _volume_problems(config: Config) -> list[str]:
     how = volume.how if volume is not None else "not readable"
     return [f"the store {config.store_path} is not on an encrypted volume ({how}): put it on a LUKS volume "
             f"(cryptsetup luksFormat), or set store.require_encrypted_volume: false in {config.file} if the site "
-            "has decided otherwise"]  # fmt: skip
+            "has decided otherwise"]
 
 
 def _store_problems(config: Config) -> list[str]:
     store = service.open_store(config)
     if not os.path.exists(store.index_path):
         return [f"the store {store.root} is not initialised: run "
-                f"'sudo -u recorderd recorderctl --config {config.file} init'"]  # fmt: skip
+                f"'sudo -u recorderd recorderctl --config {config.file} init'"]
     try:
         store.check_key()
     except StoreError as exc:
@@ -90,7 +90,7 @@ def main(config_path: str) -> int:
         print(f"recorderd: not starting: {line}", file=sys.stderr, flush=True)
     if found:
         print("recorderd: capture stays off until this is done; then: systemctl start recorderd",
-              file=sys.stderr, flush=True)  # fmt: skip
+              file=sys.stderr, flush=True)
         return NOT_READY
     print("recorderd: ready to record", flush=True)
     return READY

@@ -43,7 +43,7 @@ def start(prog: str, config_path: str, *, mode: str = "replay") -> Config | None
         return None
     if problem and mode == "replay":
         print(f"{prog}: warning: capture.trunk_networks is empty: every call to a designated number is taken as "
-              "inbound, internal and outbound ones too (the live service refuses this)", file=sys.stderr, flush=True)  # fmt: skip
+              "inbound, internal and outbound ones too (the live service refuses this)", file=sys.stderr, flush=True)
     journal.setup(config["logging.level"])
     return config
 
@@ -65,10 +65,10 @@ def status_warnings(config: Config, service: dict[str, Any]) -> list[str]:
     if config.dids_error is not None:
         notes.append(f"the DID file on disk is broken ({config.dids_error}): " + (
             "the service runs on the previous list; fix the file (its reload is refused until then)" if running
-            else "the service cannot start until it is fixed"))  # fmt: skip
+            else "the service cannot start until it is fixed"))
     if "direction_unknown" in alerts if running else config["capture.direction"] == "unknown":
         notes.append("capture.direction: unknown: every call to a designated number is recorded, internal and "
-                     "outbound ones too (Art. 2(1): inbound only); set capture.trunk_networks")  # fmt: skip
+                     "outbound ones too (Art. 2(1): inbound only); set capture.trunk_networks")
     elif not running and direction_problem(config):
         notes.append(f"the service will not start: {direction_problem(config)}")
     if running:
@@ -79,7 +79,7 @@ def status_warnings(config: Config, service: dict[str, Any]) -> list[str]:
     if unencrypted:
         notes.append("the store is not on an encrypted volume" + (
             " (store.require_encrypted_volume: false)" if not config["store.require_encrypted_volume"]
-            else ": the service will not start (put it on LUKS, or set store.require_encrypted_volume: false)"))  # fmt: skip
+            else ": the service will not start (put it on LUKS, or set store.require_encrypted_volume: false)"))
     return notes
 
 

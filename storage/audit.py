@@ -35,9 +35,8 @@ import json
 import logging
 import os
 import pwd
-import sqlite3
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from . import database
@@ -110,7 +109,7 @@ def _body(seq: int, event: AuditEvent, prev_hash: str) -> bytes:
         [seq, repr(event.at), event.user, event.uid, event.action, event.recording_id,
          event.detail, event.result, prev_hash],
         ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-    ).encode()  # fmt: skip
+    ).encode()
 
 
 def _digest(seq: int, event: AuditEvent, prev_hash: str) -> str:
@@ -211,13 +210,13 @@ class AuditLog:
             self.meta_removed = self._sealing = True
             log.error("the audit log has no audit_meta, but the store's index says it was sealed: it was rewritten; "
                       "run 'recorderctl audit verify' and restore audit.sqlite from its backup",
-                      extra={"EVENT": "audit-meta-removed"})  # fmt: skip
+                      extra={"EVENT": "audit-meta-removed"})
             return
         if need is None:
             self._sealing = True
             if self._meta().get("seal_check") != check:
                 log.error("the audit log is sealed under another master key than the store's: audit verify "
-                          "will fail for its rows", extra={"EVENT": "audit-key-differs"})  # fmt: skip
+                          "will fail for its rows", extra={"EVENT": "audit-key-differs"})
             return
         if database.is_read_only(self.db):
             return
@@ -260,7 +259,7 @@ class AuditLog:
 
     def _set_meta(self, **values: Any) -> None:
         self.db.executemany("INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
-                            [(k, str(v)) for k, v in values.items()])  # fmt: skip
+                            [(k, str(v)) for k, v in values.items()])
 
     # -- appending ------------------------------------------------------------------------------
 
@@ -293,7 +292,7 @@ class AuditLog:
             (seq, event.at, event.user, event.uid, event.action, event.recording_id,
              json.dumps(event.detail, ensure_ascii=False, sort_keys=True), event.result, prev,
              seal(self.key, seq, event, prev)),
-        )  # fmt: skip
+        )
         return seq
 
     # -- protection, head and anchor ------------------------------------------------------------
@@ -359,12 +358,12 @@ class AuditLog:
 
     def select(self, start: float | None = None, end: float | None = None, *, user: str | None = None,
                action: str | None = None, recording_id: str | None = None,
-               limit: int | None = None) -> list[tuple[int, AuditEvent, str, str]]:  # fmt: skip
+               limit: int | None = None) -> list[tuple[int, AuditEvent, str, str]]:
         """Rows in ``[start, end)`` matching the filters, oldest first (the last ``limit`` of them)."""
         where: list[str] = []
         args: list[Any] = []
         for clause, value in (("at >= ?", start), ("at < ?", end), ("user = ?", user), ("action = ?", action),
-                              ("recording_id = ?", recording_id)):  # fmt: skip
+                              ("recording_id = ?", recording_id)):
             if value is not None:
                 where.append(clause)
                 args.append(value)
@@ -382,7 +381,7 @@ class AuditLog:
         (``audit-rekeyed``: a key from before that was wrapped by the lost one); None: none."""
         rekeyed = self.db.execute("SELECT coalesce(max(seq), 0) FROM audit WHERE action = ?", (REKEYED_ACTION,)).fetchone()[0]
         cur = self.db.execute("SELECT detail FROM audit WHERE seq > ? AND action IN ('init', 'signing-key-created') "
-                              "ORDER BY seq DESC", (rekeyed,))  # fmt: skip
+                              "ORDER BY seq DESC", (rekeyed,))
         for (text,) in cur:
             try:
                 found = json.loads(text).get("signing_key", {}).get("fingerprint")
@@ -393,13 +392,13 @@ class AuditLog:
         return None
 
     def _hashers(self, rows: list[tuple[int, AuditEvent, str, str]], first: int,
-                 problems: list[str]) -> Callable[[int], Callable[[int, AuditEvent, str], str] | None]:  # fmt: skip
+                 problems: list[str]) -> Callable[[int], Callable[[int, AuditEvent, str], str] | None]:
         """What recomputes row ``seq``'s hash: the seal (format 2), plain SHA-256 (the rows before
         the migration), or nothing (rows sealed under a master key that init replaced)."""
         meta = self._meta()
         if meta.get("format") is None and self.meta_removed and self.key is not None:
             problems.append("audit_meta removed or rewritten: the store's index says its audit log is sealed, but "
-                            "the log claims the format before the seals (plain SHA-256): it was rewritten")  # fmt: skip
+                            "the log claims the format before the seals (plain SHA-256): it was rewritten")
             key = self.key
             return lambda s: lambda s2, e, p: seal(key, s2, e, p)
         if meta.get("format") is None:  # not sealed yet (opened read-only, or without the key)
@@ -421,9 +420,9 @@ class AuditLog:
             start = next((r for r in rows if r[0] == sealed_from), None)
             if (start is None or start[1].action not in (MIGRATED_ACTION, REKEYED_ACTION)
                     or keyed(start[0], start[1], start[2]) != start[3]
-                    or start[1].detail.get("through_seq") != sealed_from - 1):  # fmt: skip
+                    or start[1].detail.get("through_seq") != sealed_from - 1):
                 problems.append(f"row {sealed_from}: the log says its seals start there, but it is no sealed "
-                                f"{MIGRATED_ACTION} or {REKEYED_ACTION} row (the start of the seals was moved)")  # fmt: skip
+                                f"{MIGRATED_ACTION} or {REKEYED_ACTION} row (the start of the seals was moved)")
                 return lambda s: keyed
             legacy_through = int(start[1].detail.get("legacy_through", 0))
             if legacy_through >= first:
@@ -431,11 +430,11 @@ class AuditLog:
                 when = iso(moved[1].at, self.tz, "seconds")
                 self.notes.append(f"rows {first}-{legacy_through}: plain SHA-256, from before the seals, migrated at "
                                   f"{when} (row {moved[0]}): anyone can recompute their hashes; the sealed row "
-                                  "binds them to its head")  # fmt: skip
+                                  "binds them to its head")
             if sealed_from - 1 > max(legacy_through, first - 1):
                 lo = max(legacy_through + 1, first)
                 self.notes.append(f"rows {lo}-{sealed_from - 1}: sealed under the master key that init replaced "
-                                  f"at row {sealed_from}: only their order is checked")  # fmt: skip
+                                  f"at row {sealed_from}: only their order is checked")
         return lambda s: keyed if s >= sealed_from else _digest if s <= legacy_through else None
 
     def verify(self) -> list[str]:
@@ -459,12 +458,12 @@ class AuditLog:
             place = seq if holds(seq, event, prev_hash, digest) else next(
                 (s for s in range(seq - NEAR, seq + NEAR + 1)
                  if s != seq and hasher(s) is not None and holds(s, event, prev_hash, digest)),
-                None)  # fmt: skip
+                None)
             belongs[seq] = place
             if place is not None:
                 true_hash.setdefault(place, digest)
         expected = first
-        for seq, event, prev_hash, digest in rows:
+        for seq, _event, prev_hash, _digest in rows:
             if seq < first:
                 problems.append(f"row {seq}: is older than the pruning anchor (row {first - 1}): put back after pruning")
                 continue
@@ -527,7 +526,7 @@ class AuditLog:
             where = f"checkpoint of {when} (row {seq}, seal {head[:16]}…)"
             if found is None and seq > end:
                 problems.append(f"{where}: the log now ends at row {end}: rows {end + 1}-{seq} at least were "
-                                "removed (cut short)")  # fmt: skip
+                                "removed (cut short)")
             elif found is None:
                 problems.append(f"{where}: row {seq} is missing")
             elif found != head:

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS capture_stats (
 # recording lists (scrubbed as lists before they are encoded). Every other text value is scrubbed.
 VERBATIM = frozenset({"out", "sha256", "recording_sha256", "fingerprint", "recordings", "user", "approved_by",
                       "opened_by", "by", "provided_by", "recorded_by", "decided_by", "closed_by", "requested_by",
-                      "recording_id"})  # fmt: skip
+                      "recording_id"})
 
 
 class CaseworkError(Exception):
@@ -141,7 +141,7 @@ class Casework:
 
     def dispose_copy(self, copy_id: int, at: float, how: str) -> None:
         self.db.execute("UPDATE copies SET disposed_at = ?, disposed_how = ? WHERE id = ? AND disposed_at IS NULL",
-                        (at, scrub(how), copy_id))  # fmt: skip
+                        (at, scrub(how), copy_id))
 
     def add_provision(self, **values: Any) -> int:
         return self._insert("provisions", **values)
@@ -153,16 +153,16 @@ class Casework:
 
     def open_disclosure(self, requester_type: str, ref: str, note: str, by: str, at: float) -> int:
         return self._insert("disclosures", requester_type=requester_type, ref=ref, note=note, opened_by=by,
-                            opened_at=at, state="open")  # fmt: skip
+                            opened_at=at, state="open")
 
     def disclosure(self, request_id: int) -> dict[str, Any]:
         request = self._one("disclosures", request_id, "disclosure request")
         request["candidates"] = _dicts(self.db.execute(
             "SELECT recording_id, hold_id, found_at, released_at FROM disclosure_candidates WHERE request_id = ? "
-            "ORDER BY recording_id", (request_id,)))  # fmt: skip
+            "ORDER BY recording_id", (request_id,)))
         request["identity_checks"] = _dicts(self.db.execute(
             "SELECT id, document, checked_by, checked_on, matched_with, recorded_by, recorded_at FROM identity_checks "
-            "WHERE request_id = ? ORDER BY id", (request_id,)))  # fmt: skip
+            "WHERE request_id = ? ORDER BY id", (request_id,)))
         return request
 
     def disclosures(self) -> list[dict[str, Any]]:
@@ -170,31 +170,31 @@ class Casework:
 
     def add_candidate(self, request_id: int, recording_id: str, hold_id: int | None, at: float) -> bool:
         cur = self.db.execute("INSERT OR IGNORE INTO disclosure_candidates (request_id, recording_id, hold_id, "
-                              "found_at) VALUES (?, ?, ?, ?)", (request_id, recording_id, hold_id, at))  # fmt: skip
+                              "found_at) VALUES (?, ?, ?, ?)", (request_id, recording_id, hold_id, at))
         return cur.rowcount == 1
 
     def release_candidates(self, request_id: int, at: float) -> None:
         self.db.execute("UPDATE disclosure_candidates SET released_at = ? WHERE request_id = ? AND released_at IS NULL",
-                        (at, request_id))  # fmt: skip
+                        (at, request_id))
 
     def add_identity_check(self, request_id: int, **values: Any) -> int:
         return self._insert("identity_checks", request_id=request_id, **values)
 
     def decide_disclosure(self, request_id: int, decision: str, reason: str, by: str, at: float) -> None:
         self.db.execute("UPDATE disclosures SET state = 'decided', decision = ?, decision_reason = ?, decided_by = ?, "
-                        "decided_at = ? WHERE id = ?", (decision, scrub(reason), by, at, request_id))  # fmt: skip
+                        "decided_at = ? WHERE id = ?", (decision, scrub(reason), by, at, request_id))
 
     def close_disclosure(self, request_id: int, by: str, at: float) -> None:
         self.db.execute("UPDATE disclosures SET state = 'closed', closed_by = ?, closed_at = ? WHERE id = ?",
-                        (by, at, request_id))  # fmt: skip
+                        (by, at, request_id))
 
     # -- incidents (Art. 7) and complaints (Art. 8) ---------------------------------------------
 
     def open_incident(self, kind: str, summary: str, occurred_at: float, recordings: list[str], by: str, at: float,
-                      *, automatic: bool = False, fingerprint: str | None = None) -> int:  # fmt: skip
+                      *, automatic: bool = False, fingerprint: str | None = None) -> int:
         return self._insert("incidents", kind=kind, summary=summary, occurred_at=occurred_at,
                             recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at,
-                            automatic=int(automatic), fingerprint=fingerprint)  # fmt: skip
+                            automatic=int(automatic), fingerprint=fingerprint)
 
     def open_incident_with(self, fingerprint: str) -> int | None:
         row = self.db.execute("SELECT id FROM incidents WHERE fingerprint = ? AND state = 'open'",
@@ -219,10 +219,10 @@ class Casework:
         self.db.execute("UPDATE incidents SET state = 'closed' WHERE id = ?", (incident_id,))
 
     def open_complaint(self, summary: str, channel: str, received_at: float, recordings: list[str], by: str,
-                       at: float) -> int:  # fmt: skip
+                       at: float) -> int:
         return self._insert("complaints", summary=summary, channel=channel, received_at=received_at,
                             recordings=json.dumps(scrub_tree(recordings)), opened_by=by, opened_at=at,
-                            state="open")  # fmt: skip
+                            state="open")
 
     def complaint(self, complaint_id: int) -> dict[str, Any]:
         row = self._one("complaints", complaint_id, "complaint")
@@ -237,13 +237,13 @@ class Casework:
 
     def close_complaint(self, complaint_id: int, outcome: str, by: str, at: float) -> None:
         self.db.execute("UPDATE complaints SET state = 'closed', outcome = ?, closed_by = ?, closed_at = ? "
-                        "WHERE id = ?", (scrub(outcome), by, at, complaint_id))  # fmt: skip
+                        "WHERE id = ?", (scrub(outcome), by, at, complaint_id))
 
     # -- export requests (Art. 5(5): a copy for another purpose, approved by a second person) ----
 
     def add_export_request(self, recording_id: str, purpose: str, reason: str, by: str, uid: int, at: float) -> int:
         return self._insert("export_requests", recording_id=recording_id, purpose=purpose, reason=reason,
-                            requested_by=by, requested_uid=uid, requested_at=at, state="pending")  # fmt: skip
+                            requested_by=by, requested_uid=uid, requested_at=at, state="pending")
 
     def export_request(self, request_id: int) -> dict[str, Any]:
         return self._one("export_requests", request_id, "export request")
@@ -260,29 +260,29 @@ class Casework:
         cur = self.db.execute("UPDATE export_requests SET state = ?, decided_by = ?, decided_uid = ?, decided_at = ?, "
                               "decision_reason = ? WHERE id = ? AND state = 'pending'",
                               ("approved" if approve else "refused", by, uid, at, scrub(reason),
-                               request_id))  # fmt: skip
+                               request_id))
         return cur.rowcount == 1
 
     def claim_export_request(self, request_id: int) -> bool:
         """Take an approved request for its one download (False: not approved, or taken already)."""
         cur = self.db.execute("UPDATE export_requests SET state = 'exporting' WHERE id = ? AND state = 'approved'",
-                              (request_id,))  # fmt: skip
+                              (request_id,))
         return cur.rowcount == 1
 
     def finish_export_request(self, request_id: int, copy_id: int | None, at: float) -> None:
         """The download made copy ``copy_id`` (the request is used), or failed (None: approved again)."""
         if copy_id is None:
             self.db.execute("UPDATE export_requests SET state = 'approved' WHERE id = ? AND state = 'exporting'",
-                            (request_id,))  # fmt: skip
+                            (request_id,))
         else:
             self.db.execute("UPDATE export_requests SET state = 'used', copy_id = ?, used_at = ? WHERE id = ?",
-                            (copy_id, at, request_id))  # fmt: skip
+                            (copy_id, at, request_id))
 
     # -- capture counters (for the period report) -----------------------------------------------
 
     def snapshot_counters(self, run_started: float, at: float, counters: dict[str, int]) -> None:
         self.db.execute("INSERT OR REPLACE INTO capture_stats (run_started, at, counters) VALUES (?, ?, ?)",
-                        (run_started, at, json.dumps(counters, sort_keys=True)))  # fmt: skip
+                        (run_started, at, json.dumps(counters, sort_keys=True)))
 
     def counter_snapshots(self) -> list[tuple[float, float, dict[str, int]]]:
         cur = self.db.execute("SELECT run_started, at, counters FROM capture_stats ORDER BY run_started, at")

@@ -66,7 +66,7 @@ class ClockJump:
         when = iso(self.seen_at, tz, "seconds")
         return (f"the clock jumped {_span(abs(self.seconds))} {'forward' if self.kind == 'forward' else 'back'} "
                 f"({self.why}; seen at {when} by the clock as it then was): retention is stopped, nothing is erased "
-                "until a manager checks the clock and runs 'recorderctl retention confirm-clock'")  # fmt: skip
+                "until a manager checks the clock and runs 'recorderctl retention confirm-clock'")
 
 
 def _span(seconds: float) -> str:
@@ -94,7 +94,7 @@ class ClockGuard:
     """Decides, for one retention run, whether the wall clock can be trusted."""
 
     def __init__(self, index: Index, wall: Callable[[], float], steady: Callable[[], float] = boot_clock,
-                 boot: Callable[[], str] = boot_id) -> None:  # fmt: skip
+                 boot: Callable[[], str] = boot_id) -> None:
         self.index = index
         self.wall = wall
         self.steady = steady
@@ -115,7 +115,7 @@ class ClockGuard:
         self._save(JUMP, asdict(jump))
         log.critical("clock jump: the wall clock is %.0f s %s where it should be (%s): retention is stopped until "
                      "a manager confirms the clock (recorderctl retention confirm-clock)", abs(jump.seconds),
-                     "ahead of" if jump.seconds > 0 else "behind", jump.why, extra={"EVENT": "clock-jump"})  # fmt: skip
+                     "ahead of" if jump.seconds > 0 else "behind", jump.why, extra={"EVENT": "clock-jump"})
         return jump
 
     def confirm(self) -> ClockJump | None:
@@ -128,7 +128,7 @@ class ClockGuard:
         return waiting
 
     def _set_reference(self, now: float, mono: float, boot: str, accepted: float | None = None,
-                       ahead: float = 0.0) -> None:  # fmt: skip
+                       ahead: float = 0.0) -> None:
         if accepted is None:
             accepted = (self._reference() or {}).get("accepted")
         self._save(REFERENCE, {"wall": now, "steady": mono, "boot": boot, "accepted": accepted, "ahead": ahead})
@@ -160,18 +160,18 @@ class ClockGuard:
                 self.ahead = (before if isinstance(before, (int, float)) else 0.0) + drift
                 if drift > FORWARD_BOUND:
                     return ClockJump("forward", drift, now, f"{_span(elapsed)} passed since the last retention run "
-                                     f"by the boot clock, {_span(now - ref['wall'])} by the wall clock")  # fmt: skip
+                                     f"by the boot clock, {_span(now - ref['wall'])} by the wall clock")
                 if self.ahead > FORWARD_BOUND:
                     return ClockJump("forward", self.ahead, now, "steps of the wall clock, each smaller, add up to "
-                                     "that since the machine started or the clock was last confirmed")  # fmt: skip
+                                     "that since the machine started or the clock was last confirmed")
                 if drift < -(BACK_TOLERANCE + SLEW * elapsed):
                     return ClockJump("back", drift, now, f"{_span(elapsed)} passed since the last retention run by "
-                                     "the boot clock, the wall clock moved less")  # fmt: skip
+                                     "the boot clock, the wall clock moved less")
             elif now < ref["wall"] - BACK_TOLERANCE:
                 return ClockJump("back", now - ref["wall"], now, "earlier than the last retention run, across a restart")
             elif now - ref["wall"] > UNSEEN_GAP:
                 return ClockJump("forward", now - ref["wall"], now, "since the last retention run, across a restart of "
-                                 "the machine: the time between cannot be measured")  # fmt: skip
+                                 "the machine: the time between cannot be measured")
         newest = self.index.newest_start()
         accepted = (ref or {}).get("accepted")
         known = isinstance(accepted, (int, float)) and newest is not None and newest <= accepted

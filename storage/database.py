@@ -49,11 +49,11 @@ def connect(path: str, *, foreign_keys: bool = False, secure_delete: bool = Fals
         wal = path + "-wal"
         if os.path.exists(wal) and os.path.getsize(wal) > 0:
             raise StoreFull(f"the store's disk is full and {os.path.basename(path)} has changes in its WAL "
-                            "that cannot be read without room: free some space") from None  # fmt: skip
+                            "that cannot be read without room: free some space") from None
         db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?immutable=1", uri=True, isolation_level=None,
-                             factory=ReadOnlyConnection)  # fmt: skip
+                             factory=ReadOnlyConnection)
         log.warning("the store's disk is full: %s is opened read-only (nothing can be written to it)",
-                    os.path.basename(path), extra={"EVENT": "store-read-only"})  # fmt: skip
+                    os.path.basename(path), extra={"EVENT": "store-read-only"})
     else:
         db.execute("PRAGMA synchronous = FULL")
     if secure_delete:

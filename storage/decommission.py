@@ -130,14 +130,14 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     )
     write_certificate(cert, certificate_path)
     store.record(actor, "decommission", None, {"recordings_erased": erased, "verification": cert.verification},
-                 "allowed" if gone else "failed: files remain")  # fmt: skip
+                 "allowed" if gone else "failed: files remain")
     return cert
 
 
 def write_certificate(cert: Certificate, path: str) -> None:
     base = path[:-5] if path.endswith(".json") else path
     for target, body in ((base + ".json", json.dumps(asdict(cert), ensure_ascii=False, indent=2) + "\n"),
-                         (base + ".txt", cert.text())):  # fmt: skip
+                         (base + ".txt", cert.text())):
         with open(target, "w", encoding="utf-8") as f:
             f.write(body)
             f.flush()

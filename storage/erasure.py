@@ -126,7 +126,7 @@ def erase_beside(path: str, owner_uid: int, *, limit: int = 1 << 20) -> int:
 
 
 def _erase_held(path: str, owner_uid: int, check: Callable[[int, os.stat_result], int], *,
-                missing_ok: bool) -> int | None:  # fmt: skip
+                missing_ok: bool) -> int | None:
     """The one way a file outside the store is erased: the path absolute, each folder walked without
     following links, the file opened once and, through that descriptor, found to be a regular file
     of ``owner_uid`` with one link and to pass ``check`` (which returns how many bytes to

@@ -25,7 +25,7 @@ class EvidencePcap:
     flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out
 
     def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
-                 on_flush: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_flush: Callable[[], None] | None = None) -> None:
         self.path = path
         self.aes = aes
         self.linktype: int | None = None

@@ -126,7 +126,7 @@ SCHEMA_3_COLUMNS = (
     ("conversation", "TEXT NOT NULL DEFAULT ''"), ("part", "INTEGER NOT NULL DEFAULT 1"),
     ("part_reason", "TEXT NOT NULL DEFAULT ''"), ("conversation_start", "REAL NOT NULL DEFAULT 0"),
     ("conversation_first", "TEXT NOT NULL DEFAULT ''"),
-)  # fmt: skip
+)
 HOW = ("address", "rtp-relay", "unsure")  # how a linked leg was matched (anything else is kept as "unsure")
 MAX_LEGS = 16  # linked legs kept per recording
 MAX_LEG_CALL_ID = 512  # characters of a linked leg's Call-ID kept
@@ -137,7 +137,7 @@ COLUMNS = (
     "retain_until", "state", "end_reason", "path", "streams", "created_at", "wrapped_key", "erasing_at",
     "audio", "rate", "pcap_path", "pcap_sha256", "pcap_size", "sealed",
     "conversation", "part", "part_reason", "conversation_start", "conversation_first",
-)  # fmt: skip
+)
 PERSONAL = ("caller", "call_id")  # RecordingRow fields kept sealed (with the streams' DTMF digits)
 _SEAL_AAD = b"recorderd index fields v1\0"
 _LEG_AAD = b"recorderd linked leg v1\0"
@@ -147,7 +147,7 @@ ADDED_COLUMNS = (
     ("audio", "TEXT NOT NULL DEFAULT 'exact'"), ("rate", "INTEGER NOT NULL DEFAULT 8000"),
     ("pcap_path", "TEXT NOT NULL DEFAULT ''"), ("pcap_sha256", "TEXT NOT NULL DEFAULT ''"),
     ("pcap_size", "INTEGER NOT NULL DEFAULT 0"),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +215,7 @@ class Index:
         if not self._table("recordings"):
             self.db.executescript(SCHEMA + SCHEMA_2 + SCHEMA_3)
             self.db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
-                            (str(SCHEMA_VERSION),))  # fmt: skip
+                            (str(SCHEMA_VERSION),))
             return
         self.db.executescript(SCHEMA)  # store_meta, holds, erasures of a partial first-edition file
         version = self.schema_version()
@@ -247,7 +247,7 @@ class Index:
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
                            f"reads versions up to {SCHEMA_VERSION}: install the release that made it (or a newer one); "
-                           "nothing was changed")  # fmt: skip
+                           "nothing was changed")
 
     def check_version(self) -> int:
         """The file's version; a newer one than this code's is refused."""
@@ -269,7 +269,7 @@ class Index:
         if database.is_read_only(self.db):
             raise SchemaError(f"the index {self.path} is schema version {self.schema_version()} and must be migrated to "
                               f"{SCHEMA_VERSION}, which needs room on the store's disk: free some space, then start "
-                              "again")  # fmt: skip
+                              "again")
         self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB while every row is rewritten (random digest keys)
         with database.transaction(self.db):
             version = self.check_version()
@@ -320,7 +320,7 @@ class Index:
         ids = [rid for (rid,) in self.db.execute("SELECT id FROM recordings")]
         self.db.executemany("UPDATE recordings SET conversation = ?, part = 1, part_reason = '', "
                             "conversation_start = started_at, conversation_first = id WHERE id = ?",
-                            [(own_conversation(rid), rid) for rid in ids])  # fmt: skip
+                            [(own_conversation(rid), rid) for rid in ids])
         for statement in SCHEMA_3.split(";"):
             if statement.strip():
                 self.db.execute(statement)
@@ -376,10 +376,10 @@ class Index:
 
     def _add_digests(self, recording_id: str, caller: str, key: bytes) -> None:
         self.db.executemany("INSERT OR IGNORE INTO caller_digests (digest, recording_id) VALUES (?, ?)",
-                            [(d, recording_id) for d in search.caller_digests(key, caller)])  # fmt: skip
+                            [(d, recording_id) for d in search.caller_digests(key, caller)])
 
     def add(self, row: RecordingRow, data_key: bytes | None = None,
-            legs: Iterable[tuple[str, str]] = ()) -> None:  # fmt: skip
+            legs: Iterable[tuple[str, str]] = ()) -> None:
         """Index a kept recording: its personal fields sealed under its data key (given, or
         unwrapped from the row), its caller's digests beside it, its conversation's place and the
         other legs of it that were not recorded (``legs``: (Call-ID, how), the Call-IDs sealed), in
@@ -396,13 +396,13 @@ class Index:
         part = row.part if isinstance(row.part, int) and 1 <= row.part < 1 << 31 else 1
         values.update(conversation=conversation, part=part, part_reason=str(row.part_reason or "")[:40])
         sealed_legs = [(row.id, n, how if how in HOW else "unsure", _seal_leg(data_key, row.id, n, str(call_id)))
-                       for n, (call_id, how) in enumerate(list(legs)[:MAX_LEGS], 1)]  # fmt: skip
+                       for n, (call_id, how) in enumerate(list(legs)[:MAX_LEGS], 1)]
         digest_key = self.digest_key()
         try:
             with database.transaction(self.db):
                 first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
                                         "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
-                                        (conversation,)).fetchone()  # fmt: skip
+                                        (conversation,)).fetchone()
                 earliest = first is None or (row.started_at, row.id) < tuple(first)
                 start = (row.started_at, row.id) if earliest else first
                 values["conversation_start"], values["conversation_first"] = start
@@ -412,10 +412,10 @@ class Index:
                 )
                 if first is not None and earliest:  # kept after a later part: the parts stay together
                     self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
-                                    "conversation = ?", (row.started_at, row.id, conversation))  # fmt: skip
+                                    "conversation = ?", (row.started_at, row.id, conversation))
                 if first is not None:  # a conversation in parts: how far a part may start after its conversation
                     latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
-                                             (conversation,)).fetchone()[0]  # fmt: skip
+                                             (conversation,)).fetchone()[0]
                     if latest - values["conversation_start"] > self.conversation_span():
                         self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
                 self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)",
@@ -444,7 +444,7 @@ class Index:
         return [self._row(r) for r in cur.fetchall()]
 
     def _row(self, values: tuple[Any, ...]) -> RecordingRow:
-        data = dict(zip(COLUMNS, values))
+        data = dict(zip(COLUMNS, values, strict=False))
         sealed = data.pop("sealed")
         streams = json.loads(data["streams"])
         personal: dict[str, Any] = {"caller": "", "call_id": "", "dtmf": []}
@@ -469,7 +469,7 @@ class Index:
     def parts(self, conversation: str) -> list[RecordingRow]:
         """Every kept part of a conversation, in part order (opened)."""
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE conversation = ? "
-                              "ORDER BY part, started_at, id", (conversation,))  # fmt: skip
+                              "ORDER BY part, started_at, id", (conversation,))
         return [self._row(r) for r in cur.fetchall()]
 
     def part_counts(self, conversations: Iterable[str]) -> dict[str, int]:
@@ -488,14 +488,14 @@ class Index:
         for i in range(0, len(wanted), COUNT_CHUNK):
             chunk = wanted[i : i + COUNT_CHUNK]
             counts.update(self.db.execute(f"SELECT {column}, count(*) FROM {table} WHERE {column} IN "
-                                          f"({', '.join('?' * len(chunk))}) GROUP BY {column}", chunk).fetchall())  # fmt: skip
+                                          f"({', '.join('?' * len(chunk))}) GROUP BY {column}", chunk).fetchall())
         return counts
 
     def legs(self, recording_id: str) -> list[dict[str, str]]:
         """The recording's linked legs, {how, call_id} in the order they were seen, their Call-IDs
         opened (:data:`UNREADABLE` for one whose seal does not open; none once erased)."""
         found = self.db.execute("SELECT n, how, sealed FROM linked_legs WHERE recording_id = ? ORDER BY n",
-                                (recording_id,)).fetchall()  # fmt: skip
+                                (recording_id,)).fetchall()
         if not found:
             return []
         wrapped = self.db.execute("SELECT wrapped_key FROM recordings WHERE id = ?", (recording_id,)).fetchone()
@@ -513,7 +513,7 @@ class Index:
                     call_id = _open_leg(key, recording_id, n, sealed)
                 except vault.VaultError:
                     log.warning("recording %s: linked leg %d does not open with its key", recording_id, n,
-                                extra={"EVENT": "index-fields-unreadable", "RECORDING_ID": recording_id})  # fmt: skip
+                                extra={"EVENT": "index-fields-unreadable", "RECORDING_ID": recording_id})
             out.append({"how": how, "call_id": call_id})
         return out
 
@@ -525,7 +525,7 @@ class Index:
             (recording_id, now, now),
         )
         keys = ("hold_id", "until", "reason", "ref", "created_by", "created_at")
-        return [dict(zip(keys, r)) for r in cur.fetchall()]
+        return [dict(zip(keys, r, strict=False)) for r in cur.fetchall()]
 
     def add_hold(self, recording_id: str, until: float, reason: str, ref: str, by: str, at: float) -> int:
         cur = self.db.execute(
@@ -596,7 +596,7 @@ class Index:
             "SELECT id, did_label, call_date, retain_until, erased_at, method, sha256 FROM erasures ORDER BY erased_at, id"
         )
         keys = ("id", "did_label", "call_date", "retain_until", "erased_at", "method", "sha256")
-        return [dict(zip(keys, r)) for r in cur.fetchall()]
+        return [dict(zip(keys, r, strict=False)) for r in cur.fetchall()]
 
 
 def _dumps(value: Any) -> str:

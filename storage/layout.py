@@ -20,8 +20,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .index import RecordingRow
-from .spool import recording_id
 from .sidecar import SIDECAR
+from .spool import recording_id
 
 DIR_MODE = 0o700
 SUFFIX = ".rdv"

@@ -38,7 +38,7 @@ class MasterKey:
     def restore_advice(self, what: str, wrapped: int) -> str:
         return (f"{what}: the store at {self.root} holds {wrapped} recording(s) whose keys only the store's own "
                 f"master key opens; restore that key from its backup to {self.key_file} (mode 0400, owned by the "
-                "service user) or load it as the systemd credential master-key, then start again")  # fmt: skip
+                "service user) or load it as the systemd credential master-key, then start again")
 
     def create(self, index: Index) -> bool:
         """At init: the key file made unless a credential provides the key or the file is there
@@ -49,7 +49,7 @@ class MasterKey:
             wrapped = index.wrapped_keys()
             if wrapped and not os.path.exists(self.key_file):
                 raise StoreError(self.restore_advice(f"the master key file {self.key_file} is missing", wrapped)
-                                 + "; init does not make a new key for a store that holds recordings")  # fmt: skip
+                                 + "; init does not make a new key for a store that holds recordings")
             made = vault.create_key_file(self.key_file)
         if made:  # a store without wrapped keys: its old check value (if any) is for a key gone
             index.delete_meta(KEY_CHECK)
@@ -64,7 +64,7 @@ class MasterKey:
         erase_file(path)
         log.warning("the signing key was wrapped by the master key that is gone: erased, and a new one is made; "
                     "copies signed before still check with the old public key (recorderctl verify-export --pubkey)",
-                    extra={"EVENT": "signing-key-replaced"})  # fmt: skip
+                    extra={"EVENT": "signing-key-replaced"})
 
     def get(self, index: Index | None = None) -> bytes:
         """The master key, checked against the store's key check value (recorded at init; a store
@@ -94,7 +94,7 @@ class MasterKey:
             if not vault.same_check(stored, check):
                 raise StoreError(self.restore_advice(f"the master key in {source} is not this store's (its check "
                                                      "value differs from the one recorded when the store was made)",
-                                                     index.wrapped_keys()) + "; do not run init")  # fmt: skip
+                                                     index.wrapped_keys()) + "; do not run init")
             return
         sample = index.wrapped_key_sample()
         if sample is not None:
@@ -102,7 +102,7 @@ class MasterKey:
                 vault.unwrap(key, sample[1], sample[0])
             except vault.VaultError:
                 raise StoreError(self.restore_advice(f"the master key in {source} does not open recording {sample[0]}",
-                                                     index.wrapped_keys()) + "; do not run init") from None  # fmt: skip
+                                                     index.wrapped_keys()) + "; do not run init") from None
         try:
             index.set_meta(KEY_CHECK, check)
         except sqlite3.Error as exc:  # a full or read-only disk: checked by a recording's key until then
@@ -110,4 +110,4 @@ class MasterKey:
         else:
             if sample is not None:
                 log.info("the master key opens the store's recordings: its check value is recorded now",
-                         extra={"EVENT": "key-check-recorded"})  # fmt: skip
+                         extra={"EVENT": "key-check-recorded"})

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from . import codecs, sealed, wav
 from .erasure import erase_file
-from .spool import audio_kind
 from .sidecar import FIELDS as SIDECAR_FIELDS
 from .sidecar import PROGRESS_EVERY, SIDECAR, STAGING, read_sidecar
+from .spool import audio_kind
 
 if TYPE_CHECKING:
     from .store import Store
@@ -58,7 +58,7 @@ def recover_spool(store: Store) -> list[str]:
                 erase_file(base + SIDECAR)  # died before anything was written (or while the sidecar was): nothing to keep
                 continue
             log.error("spool files of %s have no readable call record (%s): kept in the spool for a technician",
-                      recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
+                      recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})
             continue
         if wav_path is None and renamed[0]:
             wav_path = base + ".wav"  # renamed into the store by a keep that died before its index row
@@ -85,7 +85,7 @@ def recover_spool(store: Store) -> list[str]:
                     sealed.finish(pcap_path, data_key, f"recording {recording_id} (pcap)")
             except (OSError, sealed.SealedError) as exc:
                 log.error("spool files of %s cannot be finished (%s): kept in the spool for a technician",
-                          recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})  # fmt: skip
+                          recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})
                 continue
         else:
             frames = wav.repair_header(wav_path) if wav_path else 0
@@ -97,11 +97,11 @@ def recover_spool(store: Store) -> list[str]:
             end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
             pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
             linked_legs=meta.get("linked_legs") or [], **sealed_keys,
-        )  # fmt: skip
+        )
         recovered.append(recording_id)
         log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,
                     extra={"EVENT": "recording-recovered", "RECORDING_ID": recording_id,
-                           "DID_LABEL": call.did_label})  # fmt: skip
+                           "DID_LABEL": call.did_label})
     return recovered
 
 

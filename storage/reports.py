@@ -42,11 +42,11 @@ def recorded_per_did(store: Store, start: float, end: float) -> dict[str, int]:
     db = store.db().db
     counts: Counter[str] = Counter()
     for label, n in db.execute("SELECT did_label, count(*) FROM recordings WHERE started_at >= ? AND started_at < ? "
-                               "GROUP BY did_label", (start, end)):  # fmt: skip
+                               "GROUP BY did_label", (start, end)):
         counts[label] += n
     first, last = _local_dates(start, end, store)
     for label, n in db.execute("SELECT did_label, count(*) FROM erasures WHERE call_date >= ? AND call_date <= ? "
-                               "GROUP BY did_label", (first, last)):  # fmt: skip
+                               "GROUP BY did_label", (first, last)):
         counts[label] += n
     return dict(sorted(counts.items()))
 

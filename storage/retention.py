@@ -63,7 +63,7 @@ class RetentionWorker:
     ``recorderctl retention run`` calls it once."""
 
     def __init__(self, store: Store, clock: Callable[[], float] | None = None,
-                 steady: Callable[[], float] | None = None) -> None:  # fmt: skip
+                 steady: Callable[[], float] | None = None) -> None:
         self.store = store
         self.clock = clock or store.clock
         self.steady = steady or store.steady
@@ -115,7 +115,7 @@ class RetentionWorker:
         late = erased_at - row.retain_until
         log.info("recording %s erased (retention ended %s, %.0f s after the deadline)", row.id,
                  iso(row.retain_until, self.store.tz), max(0.0, late),
-                 extra={"EVENT": "recording-erased", "RECORDING_ID": row.id, "DID_LABEL": row.did_label})  # fmt: skip
+                 extra={"EVENT": "recording-erased", "RECORDING_ID": row.id, "DID_LABEL": row.did_label})
         return Erased(row.id, row.did_label, call_date, row.retain_until, erased_at, overwritten)
 
     def _sweep_orphans(self, now: float) -> list[str]:
@@ -153,4 +153,4 @@ class RetentionWorker:
                 log.critical("recording %s is still stored %.0f min after its retention deadline", row.id,
                              (now - row.retain_until) / 60,
                              extra={"EVENT": "erasure-late", "RECORDING_ID": row.id,
-                                    "DID_LABEL": row.did_label})  # fmt: skip
+                                    "DID_LABEL": row.did_label})

@@ -97,7 +97,7 @@ class Filters:
 
 
 def _where(f: Filters, digest_key: Callable[[], bytes], now: float,
-           span: Callable[[], float] | None = None) -> tuple[str, list[object]]:  # fmt: skip
+           span: Callable[[], float] | None = None) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     # For the rows in order (``span`` given), a start-time filter is also said of conversation_start,
@@ -131,7 +131,7 @@ def _where(f: Filters, digest_key: Callable[[], bytes], now: float,
         params.append(f.state)
     if f.on_hold is not None:
         clauses.append("r.id " + ("" if f.on_hold else "NOT ") + "IN (SELECT h.recording_id FROM holds h "
-                       "WHERE h.released_at IS NULL AND h.until > ?)")  # fmt: skip
+                       "WHERE h.released_at IS NULL AND h.until > ?)")
         params.append(now)
     if f.conversation is not None:
         clauses.append("r.conversation = ?")
@@ -167,7 +167,7 @@ def search(index: Index, f: Filters, *, now: float, page: int = 1,
     total = int(db.execute(f"SELECT count(*) FROM recordings r{counted}", count_params).fetchone()[0])
     if page_size:
         ids = [i for (i,) in db.execute(f"SELECT r.id FROM recordings r{where}{order} LIMIT ? OFFSET ?",
-                                         [*params, page_size, (page - 1) * page_size])]  # fmt: skip
+                                         [*params, page_size, (page - 1) * page_size])]
     else:
         ids = [i for (i,) in db.execute(f"SELECT r.id FROM recordings r{where}{order}", params)]
     return total, index.rows(ids)

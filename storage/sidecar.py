@@ -33,7 +33,7 @@ from . import sealed, vault
 SIDECAR = ".call.json"
 STAGING = ".call.json.part"  # the previous edition's first line before it was in place (a crash may leave one: erased)
 FIELDS = ("call_id", "did", "did_label", "caller", "started_at", "codec", "clock_rate", "channels",
-          "conversation", "part", "part_reason")  # fmt: skip
+          "conversation", "part", "part_reason")
 FIRST_PROGRESS = 1.0  # s of audio before the first line (its streams and sources known by then)
 PROGRESS_EVERY = 30.0  # s of audio between two lines of figures (what a crash may leave out of them)
 # (each save costs ~0.1 ms of the capture thread: every 5 s, 3,000 calls cost 6% of a core and
@@ -120,7 +120,7 @@ def read_sidecar(path: str, master: bytes | None = None) -> tuple[dict[str, Any]
                 raise ValueError(str(exc)) from None
             try:
                 _, plains = sealed.valid_prefix(fd, AESGCM(data_key), path, base=len(first) + 1, kinds=(sealed.CALL,),
-                                                plain=True)  # fmt: skip
+                                                plain=True)
             except sealed.SealedError as exc:
                 raise ValueError(str(exc)) from None
             if not plains:

@@ -182,7 +182,7 @@ def load(store_root: str, master: bytes) -> SigningKey | None:
     except (ValueError, InvalidTag):
         raise SigningError(f"the signing key {path} does not open with the store's master key (altered, or the "
                            "master key was replaced): restore the master key, or the signing key, from its "
-                           "backup") from None  # fmt: skip
+                           "backup") from None
     if key_id(private.public_key()) != public.key_id:
         raise SigningError(f"the signing key {path} was altered (its public key is not its private key's)")
     return SigningKey(public, private)
@@ -201,7 +201,7 @@ def _recorded(store_root: str) -> str | None:
             audit.close()
     except sqlite3.Error as exc:  # not known, so not made: a key it records would be replaced
         raise SigningError(f"the signing key {key_path(store_root)} is missing and the audit log, which says whether "
-                           f"this store had one, cannot be read ({exc}): no new key is made") from None  # fmt: skip
+                           f"this store had one, cannot be read ({exc}): no new key is made") from None
 
 
 def ensure(store_root: str, master: bytes) -> tuple[SigningKey, bool]:
@@ -226,7 +226,7 @@ def ensure(store_root: str, master: bytes) -> tuple[SigningKey, bool]:
     public = PublicKey.of(private.public_key())
     body = json.dumps({"version": KEY_VERSION, "algorithm": "Ed25519", "key_id": public.key_id,
                        "public_key": public.pem, "wrapped_private_key": _wrap(master, private, public.key_id)},
-                      indent=2) + "\n"  # fmt: skip
+                      indent=2) + "\n"
     path = key_path(store_root)
     staging = f"{path}.part-{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -262,7 +262,7 @@ def ensure(store_root: str, master: bytes) -> tuple[SigningKey, bool]:
 def manifest_bytes(fields: dict[str, Any]) -> bytes:
     """The manifest file's exact bytes (what the signature covers)."""
     return (json.dumps({"manifest": MANIFEST_KIND, "version": MANIFEST_VERSION, **fields}, ensure_ascii=False,
-                       indent=2) + "\n").encode("utf-8")  # fmt: skip
+                       indent=2) + "\n").encode("utf-8")
 
 
 @dataclass
@@ -339,5 +339,5 @@ def verify_export(path: str, public: PublicKey) -> Verdict:
         return verdict
     if verdict.sha256 != expected:
         verdict.problems.append(f"file: the SHA-256 of {path} is {verdict.sha256}, not the manifest's {expected} "
-                                "(the file was altered)")  # fmt: skip
+                                "(the file was altered)")
     return verdict

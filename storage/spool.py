@@ -127,7 +127,7 @@ class SpoolRecording:
         if self.fmt is None:
             log.warning("recording %s: codec %s cannot be decoded here; its RTP is kept in the evidence pcap",
                         recording_id, self.codec, extra={"EVENT": "audio-not-decoded", "RECORDING_ID": recording_id,
-                                                        "DID_LABEL": call.did_label})  # fmt: skip
+                                                        "DID_LABEL": call.did_label})
             return
         fmt = self.fmt
         self.width = fmt.width
@@ -156,7 +156,7 @@ class SpoolRecording:
         lanes.silence = fmt.silence
         lanes.limit = self.flush_at
         lanes.frontier = self.frontier
-        for mine, theirs in zip(self.bufs, lanes.bufs):
+        for mine, theirs in zip(self.bufs, lanes.bufs, strict=False):
             theirs[:] = mine  # (empty: offered as the recording opens)
         self.bufs = lanes.bufs
         self.lanes = lanes
@@ -307,7 +307,7 @@ class SpoolRecording:
         why = "store full" if exc.errno == errno.ENOSPC else f"write error: {exc.strerror}"
         log.critical("recording %s: %s%s; %s, what was written is kept", self.id, part, why, lost,
                      extra={"EVENT": "spool-write-failed", "RECORDING_ID": self.id,
-                            "DID_LABEL": self.call.did_label})  # fmt: skip
+                            "DID_LABEL": self.call.did_label})
         return why
 
     def link_leg(self, call_id: str, how: str) -> None:
@@ -340,7 +340,7 @@ class SpoolRecording:
             log.warning("recording %s: %d RTP packets from another address than the call's sender were dropped "
                         "(a flood or spoofed media)", self.id, strangers,
                         extra={"EVENT": "rtp-other-source", "RECORDING_ID": self.id,
-                               "DID_LABEL": self.call.did_label})  # fmt: skip
+                               "DID_LABEL": self.call.did_label})
         errors = [e for e in (self.error, self.evidence_error and f"evidence pcap: {self.evidence_error}") if e]
         complete = bool(result.complete) and not errors
         reason = "; ".join([result.reason, *errors])
@@ -350,7 +350,7 @@ class SpoolRecording:
             end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
             rate=self.fmt.rate if self.fmt else 0, linked_legs=list(self.linked_legs),
             data_key=self.data_key, wrapped_key=self.wrapped_key,
-        )  # fmt: skip
+        )
 
 
 def audio_kind(fmt: Any) -> str:

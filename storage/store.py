@@ -38,7 +38,7 @@ from .master_key import KEY_CHECK, MasterKey
 from .reading import Reading
 
 __all__ = ["DIR_MODE", "KEY_CHECK", "PCAP_SUFFIX", "SUFFIX", "Actor", "IntegrityError", "Store", "StoreError",
-           "StoreNotInitialised"]  # fmt: skip
+           "StoreNotInitialised"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Store:
         self.audit: AuditLog | None = None
         self.master = MasterKey(self.root, self.key_file, credentials_dir)
         self.keeper = Keeper(self.layout, db=self.db, master_key=self.master_key, clock=self._now,
-                             retention_days=retention_days, anchor=anchor)  # fmt: skip
+                             retention_days=retention_days, anchor=anchor)
         self.reading = Reading(self.layout, db=self.db, master_key=self.master_key)
         self.integrity = Integrity(self.reading, audit_log=self.audit_log)
         self.holding = Holds(db=self.db, get=self.reading.get, clock=self._now)
@@ -165,12 +165,12 @@ class Store:
         if done is not None:
             old, new, rows = done
             self.record(Actor(_user_name(), os.getuid()), "index-migrated", None,
-                        {"from_version": old, "to_version": new, "recordings": rows}, "allowed")  # fmt: skip
+                        {"from_version": old, "to_version": new, "recordings": rows}, "allowed")
             sealed = ("caller numbers, Call-IDs and DTMF digits are now sealed under each recording's key; "
                       if old < 2 else "")
             log.warning("the index was migrated from schema version %d to %d (%d recording(s)): %seach recording "
                         "kept so far is a conversation of its own", old, new, rows, sealed,
-                        extra={"EVENT": "index-migrated"})  # fmt: skip
+                        extra={"EVENT": "index-migrated"})
 
     def _note_retention_policy(self) -> None:
         """A change of retention days or anchor applies to recordings made from now on; say so."""
@@ -182,7 +182,7 @@ class Store:
             if row is not None:
                 log.warning("retention policy changed from %s to %s: it applies to new recordings; "
                             "those already kept keep their deadline", row[0], policy,
-                            extra={"EVENT": "retention-changed"})  # fmt: skip
+                            extra={"EVENT": "retention-changed"})
 
     def check_key(self) -> None:
         """Load the master key now and check it is the store's (the daemon refuses to start without

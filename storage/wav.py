@@ -31,7 +31,7 @@ def header(codec: str, frames: int, *, rate: int = RATE, width: int = 1, tag: in
             b"fact", struct.pack("<II", 4, frames),
             b"data", struct.pack("<I", data),
         )
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True, slots=True)

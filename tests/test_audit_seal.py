@@ -44,7 +44,7 @@ def busy(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Site
 def rows(site: Site) -> list[tuple]:
     with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
         return db.execute("SELECT seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash "
-                          "FROM audit ORDER BY seq").fetchall()  # fmt: skip
+                          "FROM audit ORDER BY seq").fetchall()
 
 
 def tamper(site: Site, *statements: str, params: list[tuple] | None = None) -> None:
@@ -139,7 +139,7 @@ def journal_json(records: list[logging.LogRecord], uid: int | None = None) -> st
             "__REALTIME_TIMESTAMP": str(int(r.created * 1e6)), "_UID": str(os.getuid() if uid is None else uid),
             "SYSLOG_IDENTIFIER": "recorderd", "MESSAGE": r.getMessage(), "PRIORITY": "6", "EVENT": r.EVENT,
             "AUDIT_SEQ": str(r.AUDIT_SEQ), "AUDIT_HEAD": r.AUDIT_HEAD, "AUDIT_KEY_ID": r.AUDIT_KEY_ID,
-        }))  # fmt: skip
+        }))
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +177,7 @@ def test_a_log_rebuilt_as_one_of_the_previous_code_is_not_migrated_over(busy: Si
     for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
         digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
         statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))  # fmt: skip
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))
         prev = digest
     statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
     tamper(busy, params=statements)
@@ -199,7 +199,7 @@ def test_one_row_changed_and_rehashed_is_named_at_that_row(busy: Site, capsys: p
     seq, at, user, uid, action, rid, detail, result, prev, _ = row3
     forged = _digest(seq, AuditEvent(at, "someone-else", uid, action, rid, json.loads(detail), result), prev)
     tamper(busy, params=[("UPDATE audit SET user = 'someone-else', hash = ? WHERE seq = 3", forged),
-                         ("UPDATE audit SET prev_hash = ? WHERE seq = 4", forged)])  # fmt: skip
+                         ("UPDATE audit SET prev_hash = ? WHERE seq = 4", forged)])
     rc, problems, _ = verify(busy, capsys)
     assert rc == 1 and problems[0] == "row 3: content does not match its hash (altered)"
 
@@ -210,10 +210,10 @@ def test_moving_the_start_of_the_seals_does_not_turn_rows_into_unchecked_ones(bu
     last = rows(busy)[-1][0]
     rewrite_with_sha256(busy, change=3)
     tamper(busy, f"UPDATE audit_meta SET value = '{last}' WHERE key = 'sealed_from'",
-           f"UPDATE audit_meta SET value = '{last - 1}' WHERE key = 'legacy_through'")  # fmt: skip
+           f"UPDATE audit_meta SET value = '{last - 1}' WHERE key = 'legacy_through'")
     rc, problems, _ = verify(busy, capsys)
     assert rc == 1 and problems[0] == (f"row {last}: the log says its seals start there, but it is no sealed "
-                                       "audit-migrated or audit-rekeyed row (the start of the seals was moved)")  # fmt: skip
+                                       "audit-migrated or audit-rekeyed row (the start of the seals was moved)")
 
 
 def test_what_the_file_says_never_starts_the_seals_again(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,12 +222,12 @@ def test_what_the_file_says_never_starts_the_seals_again(busy: Site, capsys: pyt
     "migrated" or "re-keyed" over its rewritten rows."""
     rewrite_with_sha256(busy, change=3)
     tamper(busy, "UPDATE audit_meta SET value = '1' WHERE key = 'format'",
-           "UPDATE audit_meta SET value = 'x' WHERE key = 'seal_check'")  # fmt: skip
+           "UPDATE audit_meta SET value = 'x' WHERE key = 'seal_check'")
     rc, problems, _ = verify(busy, capsys)
     assert rc == 1 and problems[:3] == [
         "audit_meta says the log is format '1', which no recorderd writes (altered)",
         "the log is sealed under another master key than the store's (its key check differs)",
-        "row 1: content does not match its hash (altered)"]  # fmt: skip
+        "row 1: content does not match its hash (altered)"]
     assert not [r for r in rows(busy) if r[4] in ("audit-migrated", "audit-rekeyed")]
 
 
@@ -235,7 +235,7 @@ def test_what_the_file_says_never_starts_the_seals_again(busy: Site, capsys: pyt
 
 
 def test_checkpoints_go_to_the_journal_at_start_and_stop_without_personal_data(
-        busy: Site, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
     from recorderd import books
 
     assert books.SNAPSHOT_PERIOD < 600  # the periodic one: at least every 10 minutes
@@ -252,7 +252,7 @@ def test_checkpoints_go_to_the_journal_at_start_and_stop_without_personal_data(
 
 
 def test_an_untouched_log_passes_verify_and_against_the_journal(
-        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with service(busy) as records:
         assert busy.ctl("list") == 0
     journal = tmp_path / "journal.json"
@@ -264,7 +264,7 @@ def test_an_untouched_log_passes_verify_and_against_the_journal(
 
 
 def test_a_log_cut_short_passes_verify_but_fails_against_the_journal(
-        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with service(busy) as records:
         for _ in range(3):
             assert busy.ctl("list") == 0
@@ -280,12 +280,12 @@ def test_a_log_cut_short_passes_verify_but_fails_against_the_journal(
     assert rc == 1, out
     # (the plain verify above wrote its own row: the log now ends one row after the cut)
     assert problems == [f"checkpoint of {when(last, busy)} (row {last.AUDIT_SEQ}, seal {last.AUDIT_HEAD[:16]}…): the log "
-                        f"now ends at row {keep + 1}: rows {keep + 2}-{last.AUDIT_SEQ} at least were removed (cut short)"], out  # fmt: skip
+                        f"now ends at row {keep + 1}: rows {keep + 2}-{last.AUDIT_SEQ} at least were removed (cut short)"], out
     assert "incident" in out
 
 
 def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(
-        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every row rehashed with SHA-256 and audit_meta dropped, so the log looks like one of the
     previous code: the index's seal marker says it is not (so it is not "migrated"), and the
     journal's checkpoints still name the seals the rows had."""
@@ -303,7 +303,7 @@ def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(
 
 
 def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
-        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Anyone may send a journal line that says recorderd: only those journald says came from the
     service's user count; and a checkpoint of another store's log (another key) is not this one's."""
     with service(busy) as records:
@@ -319,14 +319,14 @@ def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
 
 
 def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_counted(
-        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """More checkpoints than a request holds: recorderctl sends the newest 6,000 (the chain that
     holds the newest holds every row before it); each one not in the chain is counted, the oldest
     ten are named."""
     with service(busy) as records:
         last = records[-1]
         ahead = [logging.makeLogRecord({**last.__dict__, "AUDIT_SEQ": last.AUDIT_SEQ + 1 + i, "AUDIT_HEAD": f"{i:064x}",
-                                        "created": last.created + 1 + i}) for i in range(7000)]  # fmt: skip
+                                        "created": last.created + 1 + i}) for i in range(7000)]
         journal = tmp_path / "journal.json"
         journal.write_text(journal_json(records + ahead))
         rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
@@ -339,7 +339,7 @@ def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_coun
 
 
 def test_without_a_journal_it_says_so(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty.json"
     empty.write_text("")
     rc, _, out = verify(busy, capsys, "--journal-file", str(empty))
@@ -366,7 +366,7 @@ def test_against_the_real_journal(busy: Site, capsys: pytest.CaptureFixture[str]
     finally:
         store.close()
     systemd_journal.send(f"audit log checkpoint: row {seq}, seal {head}", SYSLOG_IDENTIFIER="recorderd",
-                         EVENT="audit-checkpoint", AUDIT_SEQ=str(seq), AUDIT_HEAD=head, AUDIT_KEY_ID=key_id)  # fmt: skip
+                         EVENT="audit-checkpoint", AUDIT_SEQ=str(seq), AUDIT_HEAD=head, AUDIT_KEY_ID=key_id)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         found = subprocess.run(["journalctl", "-o", "json", "-q", f"AUDIT_HEAD={head}"], capture_output=True, text=True)
@@ -421,7 +421,7 @@ def old_site(tmp_path: Path, old: Path) -> Site:
 
 
 def test_a_log_of_the_previous_code_is_migrated_once_and_verifies(
-        tmp_path: Path, old_code: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        tmp_path: Path, old_code: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site = old_site(tmp_path, old_code)
     before = rows(site)
     with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
@@ -440,7 +440,7 @@ def test_a_log_of_the_previous_code_is_migrated_once_and_verifies(
     assert len(migrated) == 1 and migrated[0][0] == len(before) + 1  # once, right after the old head
     detail = json.loads(migrated[0][6])
     assert detail == {"from_format": 1, "to_format": 2, "legacy_through": len(before), "through_seq": len(before),
-                      "through_hash": before[-1][9]}  # fmt: skip
+                      "through_hash": before[-1][9]}
     assert migrated[0][8] == before[-1][9] and migrated[0][9] != _digest(
         migrated[0][0], AuditEvent(*migrated[0][1:6], detail, migrated[0][7]), migrated[0][8])  # sealed, not hashed
     with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
@@ -483,7 +483,7 @@ def test_a_new_master_key_made_by_init_starts_the_seals_again(tmp_path: Path, ca
     rc, problems, out = verify(site, capsys)
     assert rc == 0 and problems == [], out
     assert (f"NOTE rows 1-{rekeyed[0] - 1}: sealed under the master key that init replaced at row {rekeyed[0]}: "
-            "only their order is checked") in out  # fmt: skip
+            "only their order is checked") in out
     tamper(site, f"DELETE FROM audit WHERE seq = {rekeyed[0] - 1}")
     rc, problems, _ = verify(site, capsys)
     assert rc == 1 and problems[0] == f"row {rekeyed[0] - 1}: missing (removed) before row {rekeyed[0]}"

@@ -13,8 +13,8 @@ T = 1_790_000_000.0
 
 
 def call(**kw: object) -> SipCall:
-    base = dict(call_id="sel-1@203.0.113.5", called="sip:0442003939@192.0.2.10", to="sip:0442003939@192.0.2.10",
-                caller="09011112222", start=T, talk=1.0, seed=7)  # fmt: skip
+    base = {"call_id": "sel-1@203.0.113.5", "called": "sip:0442003939@192.0.2.10", "to": "sip:0442003939@192.0.2.10",
+                "caller": "09011112222", "start": T, "talk": 1.0, "seed": 7}
     base.update(kw)
     return SipCall(**base)  # type: ignore[arg-type]
 
@@ -31,21 +31,21 @@ def replay(site: Site, tmp: Path, packets: list[tuple[float, bytes]], capsys: py
 
 def test_called_number_from_p_called_party_id(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = call(called="sip:pbx-trunk-7@192.0.2.10", to="sip:pbx-trunk-7@192.0.2.10",
-             extra_headers=("P-Called-Party-ID: <tel:+81-44-200-2111>",))  # fmt: skip
+             extra_headers=("P-Called-Party-ID: <tel:+81-44-200-2111>",))
     [rec] = replay(site, tmp_path, c.packets(), capsys)
     assert (rec["did"], rec["did_label"]) == ("+81442002111", "本庁舎代表")
 
 
 def test_called_number_from_diversion(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = call(called="sip:3001@192.0.2.10", to="sip:3001@192.0.2.10",
-             extra_headers=("Diversion: <sip:0445566666@192.0.2.10>;reason=unconditional;counter=1",))  # fmt: skip
+             extra_headers=("Diversion: <sip:0445566666@192.0.2.10>;reason=unconditional;counter=1",))
     [rec] = replay(site, tmp_path, c.packets(), capsys)
     assert rec["did"] == "+81445566666"
 
 
 def test_designated_number_only_as_caller_id_is_not_recorded(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = call(called="sip:09055556666@203.0.113.5", to="sip:09055556666@203.0.113.5", caller="0442003939",
-             sip_src=PBX, sip_dst=TRUNK)  # fmt: skip
+             sip_src=PBX, sip_dst=TRUNK)
     assert replay(site, tmp_path, c.packets(), capsys) == []
     assert "1 not designated" in site.summary  # type: ignore[attr-defined]
     assert site.stored_files() == [] and site.spool_files() == []
@@ -113,7 +113,7 @@ def test_reinvite_moving_media_keeps_recording(site: Site, tmp_path: Path, capsy
     reinvite += b"Content-Length: %d\r\n\r\n" % len(sdp) + sdp
     t = c.end_time + 0.2
     later = [(ts + 0.0, f) for ts, f in moved.rtp_frames()]
-    bye = [p for p in moved.signalling()[-2:]]
+    bye = list(moved.signalling()[-2:])
     recs = replay(site, tmp_path, packets + [(t, udp_frame(*PBX, *TRUNK, reinvite))] + later + bye, capsys)
     [rec] = recs
     assert rec["streams"][0]["packets"] == 100  # caller's audio before and after the move
@@ -123,7 +123,7 @@ def test_reinvite_moving_media_keeps_recording(site: Site, tmp_path: Path, capsy
 def test_capture_end_counts_each_call_once(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     answered = call(talk=1.0)
     ringing = call(call_id="ringing-1", start=T + 0.5, outcome="cancel", ring=30.0, seed=12,
-                   caller_media=("203.0.113.40", 41010))  # fmt: skip
+                   caller_media=("203.0.113.40", 41010))
     packets = [p for p in answered.packets() if p[0] < answered.end_time] + ringing.signalling()[:3]
     recs = replay(site, tmp_path, packets, capsys)
     assert len(recs) == 1
@@ -179,12 +179,12 @@ def test_shift_jis_display_name_does_not_lose_the_call(site: Site, tmp_path: Pat
     "sip:0312345678@192.0.2.10",  # another complete number
     "sip:+81312345678@192.0.2.10;user=phone",
     "sip:2003940;phone-context=+8144@192.0.2.10",  # complete once its context is applied
-])  # fmt: skip
+])
 def test_designated_number_in_to_or_diversion_does_not_make_another_number_recorded(
-        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = call(called=called, to="sip:0442003939@192.0.2.10",
              extra_headers=("Diversion: <sip:0442002111@192.0.2.10>;reason=unconditional;counter=1",
-                            "P-Called-Party-ID: <tel:+81-44-200-3939>"))  # fmt: skip
+                            "P-Called-Party-ID: <tel:+81-44-200-3939>"))
     assert replay(site, tmp_path, c.packets(), capsys) == []
     assert "0 recorded, 1 not designated" in site.summary  # type: ignore[attr-defined]
     assert site.stored_files() == [] and site.spool_files() == []
@@ -199,9 +199,9 @@ def test_to_names_the_called_number_when_the_request_uri_is_an_extension(site: S
 @pytest.mark.parametrize("called", [
     "sip:2003939;phone-context=+8144@192.0.2.10;user=phone",
     "tel:200-3939;phone-context=+81-44",
-])  # fmt: skip
+])
 def test_local_number_with_phone_context_is_the_designated_number(
-        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        called: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = call(called=called, to=called)
     [rec] = replay(site, tmp_path, c.packets(), capsys)
     assert (rec["did"], rec["did_label"]) == ("+81442003939", "サンキューコールかわさき")

@@ -25,7 +25,7 @@ DIDS = load_dids(str(ROOT / "config" / "dids.yaml"))
     ("3001", "", None),
     ("reception", "+8144", None),
     ("2003939", "+81-4x", None),
-])  # fmt: skip
+])
 def test_complete_number(user: str, context: str, e164: str | None) -> None:
     assert complete_number(user, context) == e164
 

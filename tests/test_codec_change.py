@@ -36,7 +36,7 @@ def expected(whole: CodecChangeCall) -> list[dict]:
 
 
 def replay(site: Site, tmp_path: Path, packets: list[tuple[float, bytes]], capsys: pytest.CaptureFixture[str]
-           ) -> list[dict]:  # fmt: skip
+           ) -> list[dict]:
     pcap = tmp_path / "call.pcap"
     write_pcap(str(pcap), packets)
     assert site.replay(pcap) == 0
@@ -89,7 +89,7 @@ def test_pcmu_to_pcma_gives_two_parts_listed_and_exported_byte_for_byte(
     whole = codec_call("call-k-1", NUMBER, 91, ((1.5, "PCMA"),))
     recs = replay(site, tmp_path, whole.packets(), capsys)
     assert [(r["call_id"], r["codec"], r["state"]) for r in recs] == [
-        (whole.call_id, "PCMU", "complete"), (whole.call_id, "PCMA", "complete")]  # fmt: skip
+        (whole.call_id, "PCMU", "complete"), (whole.call_id, "PCMA", "complete")]
     assert recs[0]["id"] != recs[1]["id"]  # (call_id, did, started_at): each part its own start, its own id
     assert recs[0]["end_reason"] == "codec-change" and recs[1]["end_reason"] == "bye"
     for rec, exp in zip(recs, expected(whole), strict=True):
@@ -103,7 +103,7 @@ def test_pcmu_to_pcma_gives_two_parts_listed_and_exported_byte_for_byte(
 
 
 def test_pcmu_to_g722_part_is_decoded_like_a_g722_call(site: Site, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     whole = codec_call("call-k-2", NUMBER, 92, ((1.5, "G722"),))
     recs = replay(site, tmp_path, whole.packets(), capsys)
     assert [(r["codec"], r["audio"]) for r in recs] == [("PCMU", "exact"), ("G722", "transcoded")]
@@ -115,7 +115,7 @@ def test_switch_back_is_a_third_part_and_late_old_codec_packet_is_counted() -> N
     whole = codec_call("call-k-3", NUMBER, 93, ((1.0, "PCMA"), (2.0, "PCMU")), late_old=True)
     pipeline, parts = counters(whole.packets())
     assert [(p.info.part, p.info.part_reason, p.info.codec) for p in parts] == [
-        (1, "", "PCMU"), (2, "codec-change", "PCMA"), (3, "codec-change", "PCMU")]  # fmt: skip
+        (1, "", "PCMU"), (2, "codec-change", "PCMA"), (3, "codec-change", "PCMU")]
     assert len({p.info.conversation for p in parts}) == 1 and {p.info.call_id for p in parts} == {whole.call_id}
     # the caller's last PCMU packet of part 1 came after part 2 began: dropped, counted there
     assert [s.other_payload for s in parts[1].result.streams] == [1, 0]
@@ -152,7 +152,7 @@ def _unsignalled(whole: CodecChangeCall, first: int, count: int, both: bool = Tr
             originals.add(udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1], rtp_packet(pt, seq, ts, ssrc, payload))[0])
             changed.append((t, udp_frames(d.src[0], d.src[1], d.dst[0], d.dst[1],
                                           rtp_packet(8, seq, ts, ssrc,
-                                                     bytes(b ^ 0x55 for b in payload)))[0]))  # fmt: skip
+                                                     bytes(b ^ 0x55 for b in payload)))[0]))
     return [p for p in whole.packets() if p[1] not in originals] + changed
 
 
@@ -180,7 +180,7 @@ def test_one_side_on_a_codec_of_its_own_begins_no_part() -> None:
 
 def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     whole = codec_call("call-k-5", NUMBER, 95, ((1.5, "PCMA"),))
     up = whole.media()[0]
     k = whole.switches()[1][0]
@@ -196,12 +196,12 @@ def test_dtmf_and_comfort_noise_after_the_reinvite_do_not_switch(
 
 
 def test_call_ending_without_bye_ends_the_part_in_progress(site: Site, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     whole = codec_call("call-k-6", NUMBER, 96, ((1.5, "PCMA"),))
     packets = [p for p in whole.packets() if b"BYE " not in p[1] and b" BYE\r\n" not in p[1]]
     recs = replay(site, tmp_path, packets, capsys)
     assert [(r["codec"], r["state"], r["end_reason"]) for r in recs] == [
-        ("PCMU", "complete", "codec-change"), ("PCMA", "incomplete", "capture-end")]  # fmt: skip
+        ("PCMU", "complete", "codec-change"), ("PCMA", "incomplete", "capture-end")]
     for rec, exp in zip(recs, expected(whole), strict=True):
         assert_audio(site, rec, exp)
 
@@ -250,7 +250,7 @@ def test_forged_rtp_of_a_codec_the_sdp_did_not_list_opens_no_part_and_loses_no_a
     assert [p.info.codec for p in parts] == ["PCMU"]
     genuine = [len(d.packets) for d in whole.media()]
     assert [(s.packets, s.other_payload) for s in parts[0].result.streams] == [
-        (n, (MAX_PARTS + 10) * SWITCH_RUN) for n in genuine]  # fmt: skip
+        (n, (MAX_PARTS + 10) * SWITCH_RUN) for n in genuine]
 
 
 def test_forged_rtp_of_another_codec_before_the_first_packet_does_not_open_the_recording(
@@ -349,11 +349,11 @@ def test_replay_summary_counts_each_part_kept(site: Site, capsys: pytest.Capture
 
 
 def test_export_of_the_conversation_gives_every_codec_part(site: Site, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     whole = codec_call("call-k-12", NUMBER, 102, ((1.0, "PCMA"), (2.0, "G722")))
     recs = replay(site, tmp_path, whole.packets(), capsys)
     assert [(r["codec"], r["part"], r["parts"], r["part_reason"]) for r in recs] == [
-        ("PCMU", 1, 3, ""), ("PCMA", 2, 3, "codec-change"), ("G722", 3, 3, "codec-change")]  # fmt: skip
+        ("PCMU", 1, 3, ""), ("PCMA", 2, 3, "codec-change"), ("G722", 3, 3, "codec-change")]
     folder = tmp_path / "copies"
     folder.mkdir()
     capsys.readouterr()

@@ -19,7 +19,7 @@ CODECS = Path(codecs.__file__).parent
     (g722, "G722", 8000, base.AudioFormat("G722", False, 16000, 2, 2, 1, 0)),
     (l16, "L16", 44100, base.AudioFormat("L16", False, 44100, 1, 2, 1, 0)),
     (opus, "OPUS", 48000, base.AudioFormat("OPUS", False, 48000, 1, 2, 1, 0)),
-])  # fmt: skip
+])
 def test_each_codec_gives_the_format_of_base(module: base.Codec, name: str, clock: int,
                                              expected: base.AudioFormat) -> None:
     assert module.audio_format(name, clock, 1) == expected

@@ -42,7 +42,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     ("store: {path: s}\ncapture: {trunk_networks: [10.0.0.300/8]}\n", 'capture.trunk_networks: "10.0.0.300/8" is not an IP network'),
     ("store: {path: s\n", "recorderd.yaml: not valid YAML at line 2"),
     ("- a\n- b\n", "recorderd.yaml: must be a mapping"),
-])  # fmt: skip
+])
 def test_config_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(str(write(tmp_path, text)))
@@ -59,7 +59,7 @@ def test_config_errors(tmp_path: Path, text: str, message: str) -> None:
     ("dids: []\n", "dids.yaml: dids: must be a non-empty list"),
     ('dids:\n  - {number: "0442003939", lable: a}\n', "dids.yaml: dids[0].lable: unknown setting"),
     ('dids:\n  - {number: "0442003939", label: a, kind: fax}\n', 'dids.yaml: dids[0].kind: "fax" is not auto or user'),
-])  # fmt: skip
+])
 def test_did_file_errors(tmp_path: Path, dids: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(str(write(tmp_path, "store: {path: s}\n", dids)))
@@ -86,7 +86,7 @@ ENTRY = f'dids:\n  - {{number: "044-200-3939", label: "{LABEL}"}}\n'
     (ENTRY.encode("utf-16"), "dids.yaml: is UTF-16 (byte-order mark at byte 0), not UTF-8: save it as UTF-8"),
     (ENTRY.encode("utf-16-be"), "dids.yaml: not UTF-8 text: a NUL byte at byte 0 (UTF-16 without a byte-order mark?)"),
     (b"\xef\xbb\xbf" + ENTRY.encode("shift_jis"), "dids.yaml: not UTF-8 at byte 46 (line 2)"),  # offset as on disk
-])  # fmt: skip
+])
 def test_did_file_not_in_utf8_is_a_config_error_with_the_byte_offset(tmp_path: Path, data: bytes, message: str) -> None:
     path = write(tmp_path, "store: {path: s}\n")
     (tmp_path / "dids.yaml").write_bytes(data)
@@ -123,7 +123,7 @@ def test_replay_with_a_shift_jis_did_file_says_so_and_exits_2(tmp_path: Path, ca
      "dids.yaml: dids[0].number: is given twice"),
     ("store: {path: s}\n", 'dids:\n  - {number: "044-200-3939", label: a}\ndids:\n  - {number: "044-200-2111", label: b}\n',
      "dids.yaml: dids: is given twice (lines 1 and 3)"),
-])  # fmt: skip
+])
 def test_a_key_given_twice_is_refused_with_its_path(tmp_path: Path, config: str, dids: str | None, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(str(write(tmp_path, config, dids)))
@@ -132,7 +132,7 @@ def test_a_key_given_twice_is_refused_with_its_path(tmp_path: Path, config: str,
 
 def test_aliases_are_not_duplicates_and_a_yaml_bomb_stays_cheap(tmp_path: Path) -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))  # 9^9 leaves
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=False))  # 9^9 leaves
     path = write(tmp_path, "store: {path: s}\nextra: 1\n")
     (tmp_path / "recorderd.yaml").write_text("store: {path: s}\n" + "bombs:\n" + "".join("  " + line + "\n" for line in bomb.splitlines()))
     start = time.monotonic()
@@ -184,22 +184,22 @@ def test_the_live_service_refuses_to_start_without_the_trunk_side(tmp_path: Path
     assert cli.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert ("recorderd: config error: recorderd.yaml: capture.trunk_networks: is empty, so inbound calls cannot be "
-            "told from internal and outbound ones") in err  # fmt: skip
+            "told from internal and outbound ones") in err
     assert "set capture.direction: unknown" in err
     assert not (tmp_path / "s").exists()  # nothing opened
 
 
 def test_replay_without_the_trunk_side_warns_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from recorderd import cli
-
     from conftest import FIXTURES, Site
+
+    from recorderd import cli
 
     site = Site(tmp_path).init()
     capsys.readouterr()
     assert cli.main(["replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == ["recorderd: warning: capture.trunk_networks is empty: every call to a designated number is "
-                        "taken as inbound, internal and outbound ones too (the live service refuses this)"]  # fmt: skip
+                        "taken as inbound, internal and outbound ones too (the live service refuses this)"]
 
 
 def test_the_demo_config_names_the_trunk_side_of_the_bundled_captures(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ class Users:
 
     def call(self, user: str, action: str, args: dict | None = None, acting: dict | None = None) -> dict:
         cmd = ["runuser", "-u", user, "--", *self.python, "-c", CLIENT, self.sock, action, json.dumps(args or {}),
-               json.dumps(acting)]  # fmt: skip
+               json.dumps(acting)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=60)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
@@ -149,7 +149,7 @@ def users() -> Iterator[Users]:
         for user, extra in ((f"{tag}c", []), (f"{tag}m", ["-G", f"{tag}-mgr"]), (f"{tag}x", [])):
             _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", *extra, user)
             made_users.append(user)
-        roles = ", ".join(f"{r}_group: {g}" for r, g in zip(("manager", "staff", "technician", "auditor"), groups))
+        roles = ", ".join(f"{r}_group: {g}" for r, g in zip(("manager", "staff", "technician", "auditor"), groups, strict=False))
         site = Site(base, None, f"roles: {{{roles}}}\nconsole: {{user: {tag}c}}\n")
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)
@@ -229,7 +229,7 @@ def test_status_gives_the_technicians_overview_with_packets_per_second_and_recen
         pipeline.counters["packets"] += 5000
         pipeline.counters["keep_failures"] = 2
         logging.getLogger("storage.store").warning("could not keep recording %s", "20261201-100409-3f9a0c12b4",
-                                                   extra={"EVENT": "keep-failed"})  # fmt: skip
+                                                   extra={"EVENT": "keep-failed"})
         logging.getLogger("storage.store").warning("again", extra={"EVENT": "keep-failed"})
         time.sleep(1.1)
         reply = client.call(sock, "status", {}, {}, acting_for={"user": ME, "ip": "192.0.2.10"})

@@ -57,7 +57,7 @@ def _copies(site: Site) -> list[dict]:
 @pytest.mark.parametrize("way", ["socket", "direct"])
 def test_a_copy_that_cannot_be_put_at_its_path_is_reported_and_not_registered(
     served: tuple[Site, ControlServer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], way: str
-) -> None:  # fmt: skip
+) -> None:
     site, server, rid = served
     if way == "direct":
         server.stop()
@@ -76,7 +76,7 @@ def test_a_copy_that_cannot_be_put_at_its_path_is_reported_and_not_registered(
 
 
 def test_every_slot_of_a_user_taken_answers_busy(served: tuple[Site, ControlServer, str],
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     site, server, _ = served
     idle = []
     try:

@@ -20,8 +20,8 @@ from conftest import Site
 from capture.sink import CallEnd, CallInfo, StreamStats
 from storage.audit import AuditLog
 from storage.index import own_conversation
-from storage.spool import SpoolSink
 from storage.retention import RetentionWorker
+from storage.spool import SpoolSink
 
 DID, LABEL = "+81442003939", "サンキューコールかわさき"
 START = 1790000000.0  # 2026-09-22 JST
@@ -35,10 +35,10 @@ def token(call_id: str) -> str:
 
 def record(store, call_id: str, *, started: float, part: int = 1, reason: str = "", conversation: str = "",
            legs: tuple[tuple[str, str], ...] = (), seconds: int = 2, byte: int = 0x11, did: str = DID,
-           label: str = LABEL) -> str:  # type: ignore[no-untyped-def]  # fmt: skip
+           label: str = LABEL) -> str:  # type: ignore[no-untyped-def]
     """One recording through the store's sink, as capture drives it; its id."""
     info = CallInfo(call_id=call_id, did=did, did_label=label, caller=CALLER, started_at=started, codec="PCMU",
-                    conversation=conversation, part=part, part_reason=reason)  # fmt: skip
+                    conversation=conversation, part=part, part_reason=reason)
     rec = SpoolSink(store).call_started(info)
     packets = seconds * 50
     for i in range(packets):
@@ -60,7 +60,7 @@ def conv(tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         t = token("call-conv-1")
         p1 = record(store, "call-conv-1", started=START, conversation=t, legs=(
-            (LEG_IDS[0], "address"), (LEG_IDS[1], "rtp-relay")))  # fmt: skip
+            (LEG_IDS[0], "address"), (LEG_IDS[1], "rtp-relay")))
         other = record(store, "call-alone", started=START + 1, byte=0x33)
         p2 = record(store, "call-conv-1-b", started=START + 3, part=2, reason="transfer", conversation=t, byte=0x55)
     finally:
@@ -91,8 +91,8 @@ def audit_rows(site: Site) -> list:
 def test_the_index_keeps_the_conversation_part_and_the_sealed_legs(conv) -> None:  # type: ignore[no-untyped-def]
     site, t, p1, p2, other = conv
     with sqlite3.connect(site.store / "index.sqlite") as db:
-        rows = dict((r[0], r[1:]) for r in db.execute(
-            "SELECT id, conversation, part, part_reason, conversation_start FROM recordings"))  # fmt: skip
+        rows = {r[0]: r[1:] for r in db.execute(
+            "SELECT id, conversation, part, part_reason, conversation_start FROM recordings")}
         legs = db.execute("SELECT recording_id, n, how, sealed FROM linked_legs ORDER BY n").fetchall()
     assert rows[p1] == (t, 1, "", START) and rows[p2] == (t, 2, "transfer", START)
     assert rows[other] == (own_conversation(other), 1, "", START + 1)
@@ -127,7 +127,7 @@ def test_show_lists_the_other_parts_and_the_linked_legs(conv, capsys: pytest.Cap
     shown = ctl_json(site, capsys, "show", p1)
     assert shown["conversation"]["token"] == t and shown["conversation"]["part"] == 1
     assert [(p["id"], p["part"], p["part_reason"]) for p in shown["conversation"]["parts"]] == [
-        (p1, 1, ""), (p2, 2, "transfer")]  # fmt: skip
+        (p1, 1, ""), (p2, 2, "transfer")]
     assert shown["linked_legs"] == [{"how": "address", "call_id": LEG_IDS[0]}, {"how": "rtp-relay", "call_id": LEG_IDS[1]}]
     capsys.readouterr()
     assert site.ctl("show", p2) == 0
@@ -143,7 +143,7 @@ def test_show_lists_the_other_parts_and_the_linked_legs(conv, capsys: pytest.Cap
 
 
 def test_export_of_the_conversation_copies_every_part_with_its_manifest(conv, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     site, t, p1, p2, other = conv
     folder = tmp_path / "copies"
     folder.mkdir()
@@ -153,7 +153,7 @@ def test_export_of_the_conversation_copies_every_part_with_its_manifest(conv, tm
     text = out(capsys)
     assert f"conversation {t} of {p2}: 2 part(s) exported to {folder}" in text
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{p}.wav{s}" for p in (p1, p2) for s in ("", ".manifest.json", ".manifest.sig"))  # fmt: skip
+        f"{p}.wav{s}" for p in (p1, p2) for s in ("", ".manifest.json", ".manifest.sig"))
     listed = {r["id"]: r for r in ctl_json(site, capsys, "list")}
     for rid, part in ((p1, 1), (p2, 2)):
         wav = folder / f"{rid}.wav"
@@ -161,7 +161,7 @@ def test_export_of_the_conversation_copies_every_part_with_its_manifest(conv, tm
         manifest = json.loads((folder / f"{rid}.wav.manifest.json").read_text())
         assert manifest["recording_id"] == rid
         assert manifest["conversation"] == {"token": t, "part": part, "parts": 2, "part_reason": "" if part == 1 else "transfer",
-                                            "other_parts": [p2 if part == 1 else p1]}  # fmt: skip
+                                            "other_parts": [p2 if part == 1 else p1]}
         capsys.readouterr()
         assert site.ctl("verify-export", str(wav)) == 0, capsys.readouterr()
     rows = audit_rows(site)[before:]
@@ -178,7 +178,7 @@ def site_wav_sha(site: Site, rid: str) -> str:
 
 
 def test_export_of_one_part_says_the_conversation_has_others(conv, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     site, t, p1, p2, other = conv
     capsys.readouterr()
     assert site.ctl("export", p1, "--out", str(tmp_path / "one.wav"), "--purpose", "quality") == 0
@@ -202,7 +202,7 @@ def test_export_of_the_conversation_refuses_parts_it_was_not_asked_for(conv, tmp
     folder.mkdir()
     config = __import__("recorderd.config", fromlist=["load"]).load(str(site.config))
     reply = ctl.perform(config, "export", {"id": p1, "conversation": True, "parts": [p1], "out": str(folder),
-                                            "purpose": "quality", "format": "wav"})  # fmt: skip
+                                            "purpose": "quality", "format": "wav"})
     assert reply.rc == 1 and "now has the part(s)" in reply.error and list(folder.iterdir()) == []
     [row] = [e for e in audit_rows(site) if e.action == "export"]
     assert row.result.startswith("failed") and row.recording_id == p1
@@ -254,7 +254,7 @@ def test_a_part_kept_before_an_earlier_one_still_lists_with_it(tmp_path: Path, c
     assert [r["id"] for r in ctl_json(site, capsys, "find")["rows"]] == [between, p1, p2]
     with sqlite3.connect(site.store / "index.sqlite") as db:
         assert db.execute("SELECT DISTINCT conversation_start, conversation_first FROM recordings WHERE conversation = ?",
-                          (t,)).fetchall() == [(START, p1)]  # fmt: skip
+                          (t,)).fetchall() == [(START, p1)]
 
 
 def test_a_leg_with_an_unknown_how_or_a_huge_call_id_is_kept_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -303,7 +303,7 @@ def test_a_part_recovered_after_a_crash_keeps_its_conversation_and_part(tmp_path
         t = token("call-crash")
         p1 = record(store, "call-crash", started=START, conversation=t)
         info = CallInfo(call_id="call-crash", did=DID, did_label=LABEL, caller=CALLER, started_at=START + 3,
-                        codec="PCMA", conversation=t, part=2, part_reason="codec-change")  # fmt: skip
+                        codec="PCMA", conversation=t, part=2, part_reason="codec-change")
         rec = SpoolSink(store).call_started(info)
         for i in range(100):
             rec.audio(1, i * 160, b"\xd5" * 160)
@@ -315,7 +315,7 @@ def test_a_part_recovered_after_a_crash_keeps_its_conversation_and_part(tmp_path
         store.close()
     listed = ctl_json(site, capsys, "list")
     assert [(r["id"], r["part"], r["parts"], r["part_reason"], r["conversation"]) for r in listed] == [
-        (p1, 1, 2, "", t), (recovered, 2, 2, "codec-change", t)]  # fmt: skip
+        (p1, 1, 2, "", t), (recovered, 2, 2, "codec-change", t)]
 
 
 def test_the_linked_legs_of_a_recording_recovered_after_a_crash_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -327,7 +327,7 @@ def test_the_linked_legs_of_a_recording_recovered_after_a_crash_are_kept(tmp_pat
     store = site.open_store()
     try:
         info = CallInfo(call_id="call-crash-legs", did=DID, did_label=LABEL, caller=CALLER, started_at=START, codec="PCMU",
-                        conversation=token("call-crash-legs"))  # fmt: skip
+                        conversation=token("call-crash-legs"))
         rec = SpoolSink(store).call_started(info)
         rec.link_leg(LEG_IDS[0], "address")
         for i in range(100):
@@ -383,14 +383,14 @@ def test_a_conversation_that_cannot_be_one_is_not_exported_or_provided(
             p2 = record(store, "1@192.0.2.77", started=START + 100, conversation=t, byte=0x55)
         else:
             p2 = record(store, "1@192.0.2.77-b", started=START + 3, part=2, reason="transfer", conversation=t,
-                        byte=0x55, did="+81442009999", label="別の窓口")  # fmt: skip
+                        byte=0x55, did="+81442009999", label="別の窓口")
     finally:
         store.close()
     folder = tmp_path / "copies"
     folder.mkdir()
     for args in (("export", p1, "--conversation", "--out", str(folder), "--purpose", "quality"),
                  ("provide", p2, "--conversation", "--to", "Kawasaki Police Station", "--basis", "law",
-                  "--out", str(folder))):  # fmt: skip
+                  "--out", str(folder))):
         capsys.readouterr()
         assert site.ctl(*args) == 1
         err = capsys.readouterr().err

@@ -12,9 +12,9 @@ A name the test cannot resolve fails it: say where it comes from, or name the co
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections import Counter as Tally
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -330,8 +330,8 @@ def _aliases(func: ast.AST) -> set[str]:
     for node in ast.walk(func):
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
-                         else [(target, node.value)])  # fmt: skip
+                pairs = (zip(target.elts, node.value.elts, strict=False) if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                         else [(target, node.value)])
                 for t, v in pairs:
                     if isinstance(t, ast.Name) and re.search(r"\bcounters\b|[\"']counters[\"']", ast.unparse(v)):
                         out.add(t.id)
@@ -449,7 +449,7 @@ def test_the_metrics_the_stats_line_and_the_report_read_the_table() -> None:
 
     server = MetricsServer.__new__(MetricsServer)
     MetricsServer.publish(server, Tally(calls_recorded=3, capture_unrecognised_standing=1, tcp_sip_unframed=2), 0,
-                          SimpleNamespace(free_bytes=1))  # fmt: skip
+                          SimpleNamespace(free_bytes=1))
     body = server.body.decode()
     for c in table.TABLE:
         metric = f"recorderd_{c.name}" + ("_total" if c.kind == "counter" else "")
@@ -501,7 +501,7 @@ def test_the_report_counts_every_way_a_designated_call_goes_unrecorded(site: Sit
     now = time.time()
     casework = Casework(str(site.store / CASEWORK_FILE))
     try:  # what the service's books snapshot every ten minutes: SNAPSHOT_KEYS of the live counters
-        casework.snapshot_counters(now - 60, now - 60, {k: 0 for k in books.SNAPSHOT_KEYS})
+        casework.snapshot_counters(now - 60, now - 60, dict.fromkeys(books.SNAPSHOT_KEYS, 0))
         casework.snapshot_counters(now - 60, now - 1, {k: int(pipeline.counters.get(k, 0)) for k in books.SNAPSHOT_KEYS})
     finally:
         casework.close()
@@ -553,5 +553,5 @@ def test_replaying_every_fixture_counts_only_declared_names(site: Site) -> None:
     assert len(pcaps) > 40 and pipeline.counters["packets"] > 10_000
     assert sorted(set(pipeline.counters) - DECLARED) == []
     expected = {k for p in pcaps if p.with_suffix(".json").is_file()
-                for k in json.loads(p.with_suffix(".json").read_text(encoding="utf-8")).get("counters", {})}  # fmt: skip
+                for k in json.loads(p.with_suffix(".json").read_text(encoding="utf-8")).get("counters", {})}
     assert expected and sorted(expected - DECLARED) == []

@@ -144,7 +144,7 @@ def _sh(*cmd: str) -> None:
 @pytest.fixture
 def people(tmp_path: Path) -> Iterator[tuple[Site, dict[str, str], Path, list[str], str]]:
     needs_root("the four-eyes flow needs two real people: the test makes Unix users and groups", *USER_TOOLS,
-               "runuser", "gpasswd")  # fmt: skip
+               "runuser", "gpasswd")
     tag = f"f{uuid.uuid4().hex[:5]}"
     base = Path(tempfile.mkdtemp(prefix="rdfour-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -157,7 +157,7 @@ def people(tmp_path: Path) -> Iterator[tuple[Site, dict[str, str], Path, list[st
         _sh("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", groups[1], users["staff"])
         _sh("gpasswd", "-a", "root", groups[1])  # root is staff too, for the direct runs (only in this test's group)
         site = Site(base, None, f"roles: {{manager_group: {groups[0]}, staff_group: {groups[1]}, "
-                                f"technician_group: {groups[2]}, auditor_group: {groups[2]}}}\n")  # fmt: skip
+                                f"technician_group: {groups[2]}, auditor_group: {groups[2]}}}\n")
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)
         site.init()
@@ -193,12 +193,12 @@ def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(
     try:
         # Through the socket: staff asks, the manager decides, staff downloads once.
         rc, out, err = _cli(site, "export-request", rid, "--purpose", "training", "--reason", "induction",
-                            user=staff, python=python)  # fmt: skip
+                            user=staff, python=python)
         assert rc == 0 and "export request 1" in out, err
         rc, out, err = _cli(site, "export-requests", user=manager, python=python)
         assert rc == 0 and f"pending   {rid}  training  by {staff}" in out, err
         rc, out, err = _cli(site, "export-decide", "--request", "1", "--approve", "--reason", "ok for training",
-                            user=manager, python=python)  # fmt: skip
+                            user=manager, python=python)
         assert rc == 0 and f"export request 1 approved: {staff} may now download the copy once" in out, err
         theirs = site.root / "out-manager"
         theirs.mkdir(mode=0o700)
@@ -234,7 +234,7 @@ def test_an_export_request_asked_decided_by_another_manager_and_downloaded_once(
     assert server.start()
     try:
         rc, _, err = _cli(site, "export-decide", "--request", "2", "--refuse", "--reason", "one copy is enough",
-                          user=manager, python=python)  # fmt: skip
+                          user=manager, python=python)
         assert rc == 0, err
     finally:
         server.stop()

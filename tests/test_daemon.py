@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import Site
+
 from recorderd.daemon import Daemon
 from recorderd.ops import CASEWORK_FILE
 from storage.casework import Casework
@@ -50,7 +50,7 @@ def link() -> Iterator[str]:
 
 def site_for(tmp_path: Path, interface: str, extra: str = "") -> Site:
     return Site(tmp_path, settings=f"capture: {{interfaces: [{interface}], ring_mb: 4, block_timeout_ms: 20, "
-                                   f"trunk_networks: [203.0.113.0/24]}}\n{extra}").init()  # fmt: skip
+                                   f"trunk_networks: [203.0.113.0/24]}}\n{extra}").init()
 
 
 def open_under(path: Path) -> list[str]:
@@ -69,7 +69,7 @@ def service_threads() -> list[str]:
 
 
 def test_a_part_that_cannot_start_stops_every_part_started_before_it(
-        tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str]) -> None:
     """The metrics port taken: the service says so and exits 1, its store worker, DID reader,
     control socket and books stopped, the socket file gone, the store closed (was: the OSError
     went up through Daemon.run, every thread and the store left as they were)."""
@@ -95,7 +95,7 @@ def test_a_part_that_cannot_start_stops_every_part_started_before_it(
 
 
 def test_the_books_are_kept_when_the_control_socket_cannot_be_bound(
-        tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str]) -> None:
     """recorderctl cannot reach the service, and the service records on; its counter snapshots for
     the period report and the audit checkpoints in the journal go on too (was: kept by the control
     socket's accept loop, so none at all)."""

@@ -91,7 +91,7 @@ def _row(rid: str, master: bytes, data_key: bytes) -> RecordingRow:
                         started_at=1_790_000_000.0, ended_at=1_790_000_060.0, codec="PCMU", channels=2, frames=480_000,
                         size=960_044, sha256="ab" * 32, retain_until=1_791_300_000.0, state="complete",
                         end_reason="bye", path=f"2026/09/21/{rid}.rdv", streams=[], created_at=1_790_000_061.0,
-                        wrapped_key=vault.wrap(master, data_key, rid))  # fmt: skip
+                        wrapped_key=vault.wrap(master, data_key, rid))
 
 
 def _index(tmp_path: Path) -> tuple[Index, bytes]:
@@ -115,7 +115,7 @@ def test_an_erasure_that_fails_half_way_leaves_the_recording_whole(tmp_path: Pat
     index.add_hold("r1", 1_795_000_000.0, "request 12", "KC-12", "manager", 1_790_000_100.0)
     before = _tables(index)
     assert before == {"recordings": 1, "caller_digests": before["caller_digests"], "linked_legs": 1, "holds": 1,
-                      "erasures": 0} and before["caller_digests"] > 0  # fmt: skip
+                      "erasures": 0} and before["caller_digests"] > 0
     index.db.execute("CREATE TRIGGER refuse BEFORE DELETE ON recordings BEGIN SELECT RAISE(ABORT, 'disk gone'); END")
     with pytest.raises(sqlite3.IntegrityError, match="disk gone"):
         index.finish_erasure(row, "2026-09-21", 1_791_400_000.0, "test")

@@ -22,12 +22,12 @@ def udp(payload: bytes = PAYLOAD, sport: int = 4000, dport: int = 5000) -> bytes
 def ipv4(body: bytes, proto: int = 17, flags_frag: int = 0x4000, options: bytes = b"") -> bytes:
     ihl = 5 + len(options) // 4
     return struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(body), 1, flags_frag, 64, proto, 0,
-                       socket.inet_aton(SRC), socket.inet_aton(DST)) + options + body  # fmt: skip
+                       socket.inet_aton(SRC), socket.inet_aton(DST)) + options + body
 
 
 def ipv6(body: bytes, nh: int = 17, ext: bytes = b"") -> bytes:
     return struct.pack("!IHBB16s16s", 0x60000000, len(ext) + len(body), nh, 64,
-                       socket.inet_pton(socket.AF_INET6, SRC6), socket.inet_pton(socket.AF_INET6, DST6)) + ext + body  # fmt: skip
+                       socket.inet_pton(socket.AF_INET6, SRC6), socket.inet_pton(socket.AF_INET6, DST6)) + ext + body
 
 
 def eth(net: bytes, etype: int = 0x0800, tags: tuple[int, ...] = ()) -> bytes:
@@ -49,7 +49,7 @@ V4 = (socket.inet_aton(SRC), 4000, socket.inet_aton(DST), 5000, PAYLOAD)
     (ipv4(udp()), LINKTYPE_RAW),
     (eth(ipv4(udp(), options=b"\x01\x01\x01\x00")), LINKTYPE_ETHERNET),
     (eth(ipv4(udp()) + b"\0" * 6), LINKTYPE_ETHERNET),  # Ethernet padding is not payload
-])  # fmt: skip
+])
 def test_udp_over_ipv4(frame: bytes, linktype: int) -> None:
     assert decode_udp(linktype, frame) == V4
 
@@ -71,7 +71,7 @@ def test_udp_over_ipv6_with_extension_headers() -> None:
     (eth(ipv4(udp()))[:20], 1, decode.TRUNCATED),
     (b"\0" * 5, 1, decode.TRUNCATED),
     (ipv4(udp()), 147, decode.BAD_LINKTYPE),
-])  # fmt: skip
+])
 def test_refused_frames_name_a_reason(frame: bytes, linktype: int, reason: str) -> None:
     assert decode_udp(linktype, frame) == reason
 

@@ -30,7 +30,7 @@ def test_status_says_the_did_file_is_broken(broken: Site, capsys: pytest.Capture
     out = capsys.readouterr()
     assert out.out.splitlines()[0] == (
         "WARNING: the DID file on disk is broken (dids.yaml: not UTF-8 at byte 43 (line 2): save it as UTF-8 "
-        "(Shift_JIS and UTF-16 are not read)): the service cannot start until it is fixed")  # fmt: skip
+        "(Shift_JIS and UTF-16 are not read)): the service cannot start until it is fixed")
     assert "store: " in out.out and "Traceback" not in out.err
     assert broken.ctl("status", "--json") == 0
     data = json.loads(capsys.readouterr().out)

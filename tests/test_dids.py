@@ -15,14 +15,14 @@ def test_the_eleven_numbers_of_the_guideline() -> None:
     assert {d.key for d in DIDS.dids} == {
         "+81442003939", "+81442002111", "+81442013113", "+81442710130", "+81443221960", "+81445566666",
         "+81447443113", "+81448613113", "+81448563113", "+81449353113", "+81449655100",
-    }  # fmt: skip
+    }
     assert DIDS.match("0442003939").label == "サンキューコールかわさき"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("written", [
     "0442003939", "044-200-3939", "+81442003939", "+81-44-200-3939", "+81 44 200 3939", "(044) 200-3939",
     "01081442003939", "044.200.3939",
-])  # fmt: skip
+])
 def test_every_written_form_matches(written: str) -> None:
     did = DIDS.match(written)
     assert did is not None and did.key == "+81442003939"
@@ -31,7 +31,7 @@ def test_every_written_form_matches(written: str) -> None:
 @pytest.mark.parametrize("near_miss", [
     "044200393", "04420039390", "0442003938", "0442003393", "+8144200393", "+814420039399", "81442003939",
     "2003939", "0081442003939", "", "+", "sipp", "0442003939x",
-])  # fmt: skip
+])
 def test_near_misses_do_not_match(near_miss: str) -> None:
     assert DIDS.match(near_miss) is None
 

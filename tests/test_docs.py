@@ -65,7 +65,7 @@ def _named_in_layout() -> tuple[set[str], set[str]]:
     """(modules a line of docs/layout.md names, those of them marked as still being added)."""
     named, pending = set(), set()
     for line in LAYOUT.read_text(encoding="utf-8").splitlines():
-        for name in re.findall(r"`((?:%s)/[\w/]+\.(?:py|c))`" % "|".join(PACKAGES), line):
+        for name in re.findall(r"`((?:{})/[\w/]+\.(?:py|c))`".format("|".join(PACKAGES)), line):
             named.add(name)
             if PENDING in line:
                 pending.add(name)
@@ -76,14 +76,14 @@ def test_layout_names_every_module() -> None:
     named, _ = _named_in_layout()
     missing = sorted(_modules() - named)
     assert not missing, ("docs/layout.md has no line for these modules (add one each: `path`: what it is):\n"
-                         + "\n".join(missing))  # fmt: skip
+                         + "\n".join(missing))
 
 
 def test_layout_names_no_module_that_is_gone() -> None:
     named, pending = _named_in_layout()
     gone = sorted(n for n in named - pending if not (ROOT / n).is_file())
     assert not gone, ("docs/layout.md names modules that do not exist (moved or renamed? fix the line; a module "
-                      f"still being added is marked {PENDING}):\n" + "\n".join(gone))  # fmt: skip
+                      f"still being added is marked {PENDING}):\n" + "\n".join(gone))
 
 
 def _shown(default: Any) -> str:
@@ -108,7 +108,7 @@ def test_configuration_has_one_row_per_key_with_its_default() -> None:
     problems += [f"{key}: {len(rows[key])} rows" for key in SCHEMA if len(rows.get(key, [])) > 1]
     problems += [f"{key}: a row, but no such key in recorderd/config.py" for key in rows if key not in SCHEMA]
     problems += [f"{key}: default {rows[key][0]}, the schema's is {_shown(default)}"
-                 for key, (_, default) in SCHEMA.items() if key in rows and rows[key][0] != _shown(default)]  # fmt: skip
+                 for key, (_, default) in SCHEMA.items() if key in rows and rows[key][0] != _shown(default)]
     assert not problems, "docs/configuration.md's table and recorderd/config.py differ:\n" + "\n".join(problems)
 
 

@@ -89,7 +89,7 @@ def replay(path: Path, config: EncapConfig | None = None) -> tuple[CapturePipeli
     (gre(0x6558, INNER, checksum=True), "encap_gretap"),
     (gre(0x6558, INNER, key=7), "encap_gretap"),
     (gre(0x6558, INNER, checksum=True, key=7, seq=9), "encap_gretap"),
-])  # fmt: skip
+])
 def test_every_gre_variant_gives_the_frame_inside(gre_packet: bytes, kind: str) -> None:
     assert open_gre(EncapConfig(), MIRROR, gre_packet) == (1, INNER, kind)
 
@@ -103,7 +103,7 @@ def test_erspan3_of_an_ip_packet_gives_the_packet_as_raw_ip() -> None:
     (4789, vxlan(INNER), "encap_vxlan"),
     (37008, tzsp(INNER), "encap_tzsp"),
     (37008, tzsp(INNER, tags=b"\x00\x00\x0a\x01\xc4\x28\x04\x00\x00\x00\x01"), "encap_tzsp"),  # padding, fields
-])  # fmt: skip
+])
 def test_udp_encapsulations_give_the_frame_inside(port: int, payload: bytes, kind: str) -> None:
     assert open_udp(EncapConfig(), MIRROR, port, payload) == (1, INNER, kind)
     assert open_udp(EncapConfig(), MIRROR, 5060, payload) is None  # another port: not an encapsulation
@@ -118,7 +118,7 @@ def test_udp_encapsulations_give_the_frame_inside(port: int, payload: bytes, kin
     (gre(0x0800, INNER[14:]), "not_udp"),  # GRE of an IP packet: a tunnel, not a mirror
     (gre(0x6558, INNER[:13]), "encap_malformed"),  # an inner frame shorter than an Ethernet header
     (b"", "encap_malformed"),
-])  # fmt: skip
+])
 def test_odd_gre_is_counted_by_what_it_is(gre_packet: bytes, reason: str) -> None:
     assert open_gre(EncapConfig(), MIRROR, gre_packet) == reason
 
@@ -131,14 +131,14 @@ def test_odd_gre_is_counted_by_what_it_is(gre_packet: bytes, reason: str) -> Non
     (37008, struct.pack("!BBH", 1, 0, 18) + b"\x01" + INNER, "encap_not_opened"),  # 802.11: not a SPAN port's
     (37008, struct.pack("!BBH", 1, 0, 1) + b"\x0a\x05\x01", "encap_malformed"),  # a field past the end, no END
     (37008, struct.pack("!BBH", 1, 0, 1) + b"\x00\x00", "encap_malformed"),  # padding, no END
-])  # fmt: skip
+])
 def test_odd_udp_encapsulations_are_counted(port: int, payload: bytes, reason: str) -> None:
     assert open_udp(EncapConfig(), MIRROR, port, payload) == reason
 
 
 def test_every_cut_of_every_header_is_a_counter_never_an_exception() -> None:
     for packet in (gre(0x88BE, erspan2(INNER), seq=1), gre(0x22EB, erspan3(INNER, subheader=b"\0" * 8), seq=1),
-                   gre(0x6558, INNER, checksum=True, key=1, seq=1)):  # fmt: skip
+                   gre(0x6558, INNER, checksum=True, key=1, seq=1)):
         for cut in range(len(packet) - len(INNER) + 14):
             assert open_gre(EncapConfig(), MIRROR, packet[:cut]) == "encap_malformed", cut
     for port, payload in ((4789, vxlan(INNER)), (37008, tzsp(INNER, tags=b"\x00\x0a\x01\xc4"))):
@@ -195,7 +195,7 @@ def test_nesting_three_deep_is_opened_four_deep_is_counted() -> None:
 
 
 @pytest.mark.parametrize("name,disabled", [("encap-erspan2", ALL & ~ERSPAN), ("encap-gretap", ALL & ~GRE_TEB),
-                                           ("encap-vxlan", ALL & ~VXLAN), ("encap-tzsp", ALL & ~TZSP)])  # fmt: skip
+                                           ("encap-vxlan", ALL & ~VXLAN), ("encap-tzsp", ALL & ~TZSP)])
 def test_a_disabled_encapsulation_is_counted_and_nothing_recorded(name: str, disabled: int) -> None:
     n = len(frames_of(FIXTURES / f"{name}.pcap"))
     pipeline, sink = replay(FIXTURES / f"{name}.pcap", EncapConfig(disabled))
@@ -228,7 +228,7 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
     # a remote mirror is configured
     assert (shipped["capture.encapsulations"], shipped["capture.collectors"]) == ([], [])
     path.write_text("store: {path: s}\ncapture: {encapsulations: [vxlan], collectors: [198.51.100.7, '2001:db8::7']}\n",
-                    encoding="utf-8")  # fmt: skip
+                    encoding="utf-8")
     config = load(str(path))
     assert parse_config(config["capture.encapsulations"], config["capture.collectors"]) == EncapConfig(
         VXLAN, frozenset({MIRROR, socket.inet_pton(socket.AF_INET6, "2001:db8::7")}))
@@ -237,7 +237,7 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
                                                         "recorderd opens (erspan, gretap, vxlan, tzsp)"),
         ("capture: {encapsulations: vxlan}", 'capture.encapsulations: "vxlan" is not a list of names'),
         ("capture: {collectors: [198.51.100.300]}", 'capture.collectors: "198.51.100.300" is not an IP address'),
-    ):  # fmt: skip
+    ):
         path.write_text(f"store: {{path: s}}\n{text}\n", encoding="utf-8")
         with pytest.raises(ConfigError) as err:
             load(str(path))
@@ -246,7 +246,7 @@ def test_the_config_names_what_to_open_and_refuses_unknown_names(tmp_path: Path)
 
 def test_a_disabled_encapsulation_leaves_no_recording_in_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     site = Site(tmp_path, settings="capture: {encapsulations: [gretap, vxlan, tzsp]}").init()
     assert site.replay(FIXTURES / "encap-erspan2.pcap") == 0
     assert site.list(capsys) == [] and site.stored_files() == [] and site.evidence_files() == []
@@ -255,7 +255,7 @@ def test_a_disabled_encapsulation_leaves_no_recording_in_the_store(
 
 def test_the_evidence_pcap_keeps_the_frames_as_they_crossed_the_pbx_port(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     (tmp_path / "plain").mkdir()
     (tmp_path / "wrapped").mkdir()
     plain_site, wrapped_site = Site(tmp_path / "plain").init(), Site(tmp_path / "wrapped").init()
@@ -338,7 +338,7 @@ def test_tshark_reads_the_same_inner_sip_and_rtp(name: str) -> None:
     path = FIXTURES / f"{name}.pcap"
     sip = tshark(path, "-Y", "sip", "-T", "fields", "-e", "sip.Call-ID")
     rtp = tshark(path, "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp", "-T", "fields", "-e", "rtp.ssrc", "-e", "rtp.seq",
-                 "-e", "udp.dstport")  # fmt: skip
+                 "-e", "udp.dstport")
     pipeline, sink = replay(path)
     # SIP: every message, with its Call-ID, and the calls recorderd recorded are those tshark saw.
     assert {row[0] for row in sip} == {r["call_id"] for r in expected["recordings"]} == set(sink.started)
@@ -349,7 +349,7 @@ def test_tshark_reads_the_same_inner_sip_and_rtp(name: str) -> None:
         streams.setdefault(ssrc, []).append(int(seq))
     plain = tshark(FIXTURES / ("qinq.pcap" if "vlan" in name or "fields" in name else "inbound-mulaw.pcap"),
                    "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp", "-T", "fields", "-e", "rtp.ssrc", "-e", "rtp.seq",
-                   "-e", "udp.dstport")  # fmt: skip
+                   "-e", "udp.dstport")
     assert rtp == plain  # the inner RTP as the plain capture's, packet for packet
     assert len(streams) == 2 == len(expected["recordings"][0]["channels"])
     assert pipeline.counters["rtp_not_recorded"] == 0 and pipeline.counters["rtp_malformed"] == 0
@@ -390,7 +390,7 @@ def test_erspan_over_ipv6_or_a_tagged_collector_port_is_recorded(outer: str) -> 
     sink = Calls()
     pipeline = CapturePipeline(DIDS, sink)
     pipeline.feed([(ts, 1, ip_frames(src, dst, 47, gre(0x88BE, erspan2(f), seq=i), tags=tags)[0])
-                   for i, (ts, _, f) in enumerate(plain)])  # fmt: skip
+                   for i, (ts, _, f) in enumerate(plain)])
     pipeline.finish("capture-end")
     assert sink.started == ["call-mulaw-1@203.0.113.5"]
     assert pipeline.counters["encap_erspan2"] == pipeline.counters["packets"] == len(plain)
@@ -408,7 +408,7 @@ def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(
     from generator import SipCall
 
     fake = SipCall("fake-1@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "0312345678",
-                   1_790_000_000.0, talk=2.0, seed=7)  # fmt: skip
+                   1_790_000_000.0, talk=2.0, seed=7)
     pcap = tmp_path / "inject.pcap"
     write_pcap(str(pcap), [(t, udp_frame("192.0.2.99", 40000, "192.0.2.250", 4789, vxlan(f)))
                            for t, f in fake.packets()])
@@ -426,9 +426,9 @@ def test_by_default_no_host_can_inject_a_call_wrapped_in_vxlan(
     ("{encapsulations: [vxlan]}", True),
     ("{encapsulations: [erspan, vxlan], collectors: [198.51.100.7]}", False),
     ("{}", False),
-])  # fmt: skip
+])
 def test_encapsulations_opened_from_any_address_are_warned_at_start(tmp_path: Path, capture: str, warned: bool,
-                                                                      ) -> None:  # fmt: skip
+                                                                      ) -> None:
     import logging
 
     from recorderd import service

@@ -36,7 +36,7 @@ def sip_frames_by_tshark(path: Path) -> list[tuple[str, int, set[int]]]:
     tshark = needs_tool("tshark")
     out = subprocess.run([tshark, "-r", str(path), "-Y", "sip", "-T", "fields", "-E", "separator=|",
                           "-e", "frame.number", "-e", "sip.Call-ID", "-e", "ip.fragment", "-e", "ipv6.fragment",
-                          "-e", "tcp.segment"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+                          "-e", "tcp.segment"], capture_output=True, text=True, check=True).stdout
     messages = []
     for line in out.splitlines():
         number, call_ids, *parts = line.split("|")
@@ -89,7 +89,7 @@ def test_the_evidence_pcap_has_every_frame_of_the_calls_sip(name: str, kind: str
         # a complete one lingers for the 200 to its BYE).
         numbers = sorted({n for cid, number, made_of in messages if cid == call_id
                           and (row.state == "complete" or source[number - 1][0] <= row.ended_at)
-                          for n in made_of})  # fmt: skip
+                          for n in made_of})
         assert len(numbers) > 1
         have = Counter((linktype, frame) for _, linktype, frame in packets)
         missing = [n for n in numbers if have[source[n - 1][1:]] == 0]
@@ -112,7 +112,7 @@ def test_fragment_frames_are_kept_up_to_the_cap_and_counted_beyond() -> None:
     for i in range(pieces):
         frame = b"frame-%d" % i
         whole = r.push(i / 1000, 4, b"\x01" * 4, b"\x02" * 4, 7, 17, i * 8, i < pieces - 1, data[i * 8 : i * 8 + 8],
-                       (float(i), 1, frame))  # fmt: skip
+                       (float(i), 1, frame))
     assert whole == data
     assert [f for _, _, f in r.completed] == [b"frame-%d" % i for i in range(FRAGMENT_FRAMES)]
     assert counters["evidence_frames_over_cap"] == 6
@@ -144,7 +144,7 @@ def test_tcp_segments_go_with_the_first_message_they_carry() -> None:
         seq = 1000 + cuts[i]
         got += list(zip(streams.push(float(i), b"s", 1, b"d", 2, seq, 0x18, data[cuts[i] : cuts[i + 1]],
                                      (float(i), 1, b"seg%d" % i)),
-                        streams.completed, strict=False))  # fmt: skip
+                        streams.completed, strict=False))
         if i == 1:
             assert streams.push(1.5, b"s", 1, b"d", 2, 1000, 0x18, data[:20], (1.5, 1, b"retransmitted")) == []
     assert [(m, [f for _, _, f in fr]) for m, fr in got] == [(a, [b"seg0", b"seg1"]), (b, []), (c, [b"seg2"])]
@@ -157,7 +157,7 @@ def test_tcp_frames_are_capped_per_stream_and_counted() -> None:
     out = []
     for i, byte in enumerate(message):  # one byte a segment
         out += zip(streams.push(float(i), b"s", 1, b"d", 2, 5000 + i, 0x18, bytes([byte]), (float(i), 1, b"%d" % i)),
-                   streams.completed, strict=False)  # fmt: skip
+                   streams.completed, strict=False)
     [(whole, frames)] = out
     assert whole == message
     assert len(frames) == min(TCP_FRAMES, len(message))

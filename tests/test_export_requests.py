@@ -134,7 +134,7 @@ def test_a_staff_request_approved_by_a_manager_is_downloaded_once_byte_identical
 
     wav = bytearray()
     sinks = {name: client.CallbackSink(name, (wav.extend if name == "dl.wav" else (lambda b: None)))
-             for name in ("dl.wav", "dl.wav.manifest.json", "dl.wav.manifest.sig")}  # fmt: skip
+             for name in ("dl.wav", "dl.wav.manifest.json", "dl.wav.manifest.sig")}
     got = env.call("s", "export", {"request": n, "out": "dl.wav"}, sinks)
     assert got.rc == 0, got.error
     # byte-identical to the stored recording (what recorderctl export writes as WAV)
@@ -147,7 +147,7 @@ def test_a_staff_request_approved_by_a_manager_is_downloaded_once_byte_identical
     assert copy["expires_at"] > copy["made_at"]
 
     again = env.call("s", "export", {"request": n, "out": "dl2.wav"},
-                     {k: client.CallbackSink(k, lambda b: None) for k in ("dl2.wav",)})  # fmt: skip
+                     {k: client.CallbackSink(k, lambda b: None) for k in ("dl2.wav",)})
     assert again.rc == 3 and "used already" in again.error
 
     for action in ("export-request", "export-decide"):
@@ -184,7 +184,7 @@ def test_quality_needs_no_request_and_the_console_cannot_name_its_own_approver(e
     assert q.rc == 2 and "needs no request" in q.error
     sinks = {"x.wav": client.CallbackSink("x.wav", lambda b: None)}
     direct = env.call("s", "export", {"id": env.rid, "out": "x.wav", "purpose": "police",
-                                     "approved_by": env.user("m1"), "approval_ref": "R-1"}, sinks)  # fmt: skip
+                                     "approved_by": env.user("m1"), "approval_ref": "R-1"}, sinks)
     assert direct.rc == 3 and "export request" in direct.error
     assert env.copies() == []
 
@@ -223,12 +223,12 @@ def test_a_failed_signin_is_audited_without_the_password_and_for_unknown_users_t
     assert env.call("s", "console-signin", {"result": "failed", "password": "hunter2"}).rc == 0
     assert env.call("s", "console-signin", {"result": "locked"}).rc == 0
     unknown = client.call(env.sock, "console-signin", {"result": "failed"}, {},
-                           acting_for={"user": "k-no-such-user", "ip": IP})  # fmt: skip
+                           acting_for={"user": "k-no-such-user", "ip": IP})
     assert unknown.rc == 0
     rows = env.rows("console-signin")
     assert [(r.user, r.result) for r in rows] == [
         (env.user("s"), "denied: sign-in failed"), (env.user("s"), "denied: sign-in locked"),
-        ("(unknown user)", "denied: sign-in failed")]  # fmt: skip
+        ("(unknown user)", "denied: sign-in failed")]
     text = (env.site.store / "audit.sqlite").read_bytes()
     assert b"hunter2" not in text
     assert env.call("s", "console-signout", {}).rc == 0
@@ -251,7 +251,7 @@ def test_signin_from_another_uid_is_refused(tmp_path: Path) -> None:
     assert server.start()
     try:
         reply = client.call(control.socket_path(config), "console-signin", {"result": "ok"}, {},
-                             acting_for={"user": ME, "ip": IP})  # fmt: skip
+                             acting_for={"user": ME, "ip": IP})
         assert reply.rc == 3 and "only the console" in reply.error
     finally:
         server.stop()

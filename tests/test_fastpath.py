@@ -44,7 +44,7 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
     out: dict = {"mode": MODE, "captures": {}}
     for n, pcap in enumerate(pcaps):
         store = Store(str(store_root / str(n)), tz=ZoneInfo("Asia/Tokyo"), retention_days=14,
-                      key_file=str(store_root / f"{n}.key"))  # fmt: skip
+                      key_file=str(store_root / f"{n}.key"))
         store.init()
         store.open()
         pipeline = CapturePipeline(dids, SpoolSink(store))
@@ -56,7 +56,7 @@ def digest(store_root: Path, pcaps: list[str]) -> dict:
         store.close()
         counters = dict(pipeline.counters)
         out["captures"][Path(pcap).name] = {"packets": result.packets, "errors": result.errors,
-                                            "counters": counters, "recordings": rows}  # fmt: skip
+                                            "counters": counters, "recordings": rows}
         table = pipeline.media.table
         out["handled_in_c"] = out.get("handled_in_c", 0) + (table.handled if table is not None else 0)
         out["rtp_recorded"] = out.get("rtp_recorded", 0) + sum(  # of the codecs the kernel places (G.711)
@@ -69,7 +69,7 @@ def digest_in_subprocess(pcaps: list[Path], pure: bool, tmp: Path) -> dict:
     store_root = tmp / ("pure" if pure else "native")
     store_root.mkdir()
     done = subprocess.run([sys.executable, __file__, "digest", str(store_root), *map(str, pcaps)],
-                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+                          env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -134,7 +134,7 @@ def mangled_calls(seed: int, flood: int = 0) -> list[tuple[float, bytes]]:
                        1_790_000_000.0 + i * 0.37, talk=6.0, seed=seed * 10 + i,
                        caller_media=("203.0.113.20", 40000 + 2 * i), pbx_media=("192.0.2.20", 20000 + 2 * i),
                        ssrc_change_at=150 if i == 1 else None, dtmf=((40, "5"),) if i == 2 else (),
-                       flood=flood)  # fmt: skip
+                       flood=flood)
         packets.extend(call.packets())
     packets.sort(key=lambda p: p[0])
     out: list[tuple[float, bytes]] = []
@@ -186,7 +186,7 @@ def test_packet_times_past_2106_are_kept_the_same_by_c_and_python(tmp_path: Path
 
     start = 2**32 - 2.0
     call = SipCall("wrap-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", start,
-                   talk=3.0)  # fmt: skip
+                   talk=3.0)
     packets = [(t, f) for t, f in call.packets() if not (t >= 2**32 and f[42] & 0xC0 != 0x80)]  # no BYE
     t = start + 0.3005
     while t < start + 4.0:
@@ -203,7 +203,7 @@ def test_packet_times_past_2106_are_kept_the_same_by_c_and_python(tmp_path: Path
 
 
 def test_the_pcap_reader_gives_the_same_batches_and_errors_in_c_and_python(monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path: Path) -> None:  # fmt: skip
+                                                                         tmp_path: Path) -> None:
     """Every prefix of a capture (each cut is a damaged file) and one with an impossible length."""
     native_built()
     import capture.source as source
@@ -262,7 +262,7 @@ def test_the_ring_walk_gives_the_same_batches_in_c_and_python() -> None:
 
     rng = random.Random(7)
     frames = [(1_790_000_000 + i, rng.randrange(1_000_000_000), rng.randbytes(rng.choice([60, 214, 1514, 9000])))
-              for i in range(200)]  # fmt: skip
+              for i in range(200)]
     block, first = ring_block(frames, pad=64)
     c = live.walk_block(block, first, len(frames))
     py = live._walk_block(block, first, len(frames))

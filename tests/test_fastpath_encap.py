@@ -58,7 +58,7 @@ def digest(store_root: Path, spec: list[dict]) -> dict:
     out: dict = {"mode": MODE, "captures": {}, "handled_in_c": 0, "rtp_recorded": 0}
     for n, item in enumerate(spec):
         store = Store(str(store_root / str(n)), tz=ZoneInfo("Asia/Tokyo"), retention_days=14,
-                      key_file=str(store_root / f"{n}.key"))  # fmt: skip
+                      key_file=str(store_root / f"{n}.key"))
         store.init()
         store.open()
         encap = EncapConfig(item["mask"], frozenset(socket.inet_aton(a) for a in item["collectors"]))
@@ -70,7 +70,7 @@ def digest(store_root: Path, spec: list[dict]) -> dict:
             rows.append(json.loads(json.dumps(fields, default=str)))
         store.close()
         out["captures"][item["name"]] = {"packets": result.packets, "errors": result.errors,
-                                         "counters": dict(pipeline.counters), "recordings": rows}  # fmt: skip
+                                         "counters": dict(pipeline.counters), "recordings": rows}
         table = pipeline.media.table
         handled = table.handled if table is not None else 0
         recorded = sum(s["packets"] + s["duplicates"] for r in rows for s in r["streams"])
@@ -84,7 +84,7 @@ def run_digest(spec: list[dict], pure: bool, tmp: Path) -> dict:
     env = {**os.environ, "RECORDERD_PURE_PYTHON": "1" if pure else "0", "PYTHONPATH": str(ROOT)}
     store_root = Path(tempfile.mkdtemp(prefix="pure-" if pure else "native-", dir=tmp))
     done = subprocess.run([sys.executable, __file__, "digest", str(store_root), json.dumps(spec)],
-                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+                          env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -110,12 +110,12 @@ def compare(spec: list[dict], tmp: Path) -> dict:
 
 
 def ipv4(src: str, dst: str, proto: int, body: bytes, *, ihl: int = 5, flags_frag: int = 0x4000,
-         total: int | None = None) -> bytes:  # fmt: skip
+         total: int | None = None) -> bytes:
     from frames import ip_checksum
 
     options = bytes(4 * (ihl - 5))
     head = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, total if total is not None else 4 * ihl + len(body), 0,
-                       flags_frag, 64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst)) + options  # fmt: skip
+                       flags_frag, 64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst)) + options
     return head[:10] + struct.pack("!H", ip_checksum(head)) + head[12:] + body
 
 
@@ -223,11 +223,11 @@ def wrap(kind: str, frame: bytes, n: int, src: str = COLLECTOR) -> bytes:
 
 C_OPENS = ("erspan2", "erspan2-seq", "erspan3", "erspan3-seq", "gretap", "vxlan")
 PYTHON_OPENS = ("erspan1", "erspan3-sub", "gretap-key-seq", "erspan2-key", "erspan2-csum", "vxlan-reserved",
-                "vxlan-flags", "tzsp", "erspan2-ipv6", "vxlan-vlan-inside", "vxlan-in-erspan2")  # fmt: skip
+                "vxlan-flags", "tzsp", "erspan2-ipv6", "vxlan-vlan-inside", "vxlan-in-erspan2")
 ODD = ("outer-vlan", "gre-routing", "gre-version1", "gre-recursion", "gre-ip", "erspan2-version2",
        "erspan3-version1", "erspan3-ft-ip", "erspan3-ft-odd", "erspan2-cut", "erspan2-inner-cut", "vxlan-no-i",
        "vxlan-rtp-looking", "vxlan-cut", "vxlan-udp-short", "vxlan-udp-long", "outer-options", "outer-fragment",
-       "outer-total-long", "outer-total-short", "outer-padded")  # fmt: skip
+       "outer-total-long", "outer-total-short", "outer-padded")
 
 
 def calls(seed: int) -> list[tuple[float, bytes]]:
@@ -244,7 +244,7 @@ def calls(seed: int) -> list[tuple[float, bytes]]:
                        caller_media=("203.0.113.20", 40000 + 2 * i), pbx_media=("192.0.2.20", 20000 + 2 * i),
                        dtmf=((40, "5"),) if i == 1 else (), flood=60 if i == 2 else 0,
                        lose=(5, 6, 90) if i == 0 else (), duplicate=(10, 11) if i == 0 else (),
-                       reorder=((20, 22),) if i == 0 else ())  # fmt: skip
+                       reorder=((20, 22),) if i == 0 else ())
         packets.extend(call.packets())
     rng.shuffle(packets)  # then a stable sort: equal times in a shuffled order
     packets.sort(key=lambda p: p[0])
@@ -268,7 +268,7 @@ def without_counters(capture: dict, evidence: bool = True) -> dict:
     kept = {k: v for k, v in capture.items() if k not in ("counters", "c_share")}
     if not evidence:
         kept["recordings"] = [{k: v for k, v in r.items() if k not in ("pcap_sha256", "pcap_size")}
-                              for r in kept["recordings"]]  # fmt: skip
+                              for r in kept["recordings"]]
     return kept
 
 
@@ -321,7 +321,7 @@ def test_odd_and_malformed_outer_headers_are_counted_the_same_by_c_and_python(tm
         else:
             assert got[kind]["c_share"] == 0, kind
     for kind in ("gre-routing", "erspan2-version2", "erspan3-version1", "erspan3-ft-odd", "erspan2-cut", "vxlan-no-i",
-                 "vxlan-cut"):  # fmt: skip
+                 "vxlan-cut"):
         assert got[kind]["recordings"] == [] and got[kind]["counters"]["encap_malformed"] == len(packets), kind
     for kind in ("gre-version1", "gre-ip"):  # GRE of another kind (PPTP, an IP tunnel): no mirror
         assert got[kind]["recordings"] == [] and got[kind]["counters"]["not_udp"] == len(packets), kind
@@ -337,10 +337,10 @@ def test_a_mix_of_mirrors_good_and_bad_is_kept_the_same_by_c_and_python(seed: in
     kinds = C_OPENS * 6 + PYTHON_OPENS + ODD + ("plain",) * 4
     packets = calls(seed)
     wrapped = [(ts, wrap(rng.choice(kinds), frame, n, STRANGER if rng.random() < 0.05 else COLLECTOR))
-               for n, (ts, frame) in enumerate(packets)]  # fmt: skip
+               for n, (ts, frame) in enumerate(packets)]
     path = write(tmp_path / "mix.pcap", wrapped)
     native = compare([spec("any", path), spec("collector", path, collectors=(COLLECTOR,)),
-                      spec("erspan-only", path, mask=ERSPAN)], tmp_path)  # fmt: skip
+                      spec("erspan-only", path, mask=ERSPAN)], tmp_path)
     assert native["captures"]["collector"]["counters"]["encap_not_opened"] > 0
     assert native["handled_in_c"] > 0
 
@@ -371,7 +371,7 @@ def test_disabled_encapsulations_and_strangers_are_not_opened_by_c(tmp_path: Pat
     mirrored = [(ts, wrap(C_OPENS[n % len(C_OPENS)], frame, n)) for n, (ts, frame) in enumerate(packets)]
     path = write(tmp_path / "mirrored.pcap", mirrored)
     native = compare([spec("disabled", path, mask=TZSP), spec("none", path, mask=0),
-                      spec("stranger", path, collectors=(STRANGER,))], tmp_path)  # fmt: skip
+                      spec("stranger", path, collectors=(STRANGER,))], tmp_path)
     for name in ("disabled", "none", "stranger"):
         got = native["captures"][name]
         assert got["recordings"] == [], name

@@ -26,7 +26,7 @@ def test_every_fixture_has_its_expected_results() -> None:
 
 def test_committed_fixtures_are_what_the_generator_makes() -> None:
     result = subprocess.run([sys.executable, str(FIXTURES / "make_fixtures.py"), "--check"],
-                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -92,7 +92,7 @@ REQUIRED = {  # what a SPAN port carries (issues 2 and 3): each must have its fi
     "inbound-mulaw", "inbound-e164", "inbound-alaw", "not-designated", "outbound-presenting-did", "overlapping",
     "cancelled", "fragmented-invite", "qinq", "ipv6", "tcp-split", "tcp-coalesced", "hold", "nat", "ssrc-change",
     "wrap-around", "loss-reorder", "b2bua", "forking", "srtp-offer", "dtmf", "multipart-sdp", "g722", "g729",
-}  # fmt: skip
+}
 
 
 def test_every_required_case_has_a_fixture() -> None:

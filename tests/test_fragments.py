@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sip import INVITE as SIP_INVITE
 
 from capture.decode import decode_udp
 from capture.fragments import MAX_PAYLOAD, PIECE_OVERHEAD, FragmentReassembler
 from capture.source import LINKTYPE_RAW
-from test_sip import INVITE as SIP_INVITE
 
 SRC4, DST4 = socket.inet_aton("203.0.113.5"), socket.inet_aton("192.0.2.10")
 SRC6 = socket.inet_pton(socket.AF_INET6, "2001:db8::5")
@@ -37,7 +37,7 @@ def split(data: bytes, size: int = 1480) -> list[Fragment]:
 
 
 def push(r: FragmentReassembler, frag: Fragment, ts: float = 0.0, ident: int = IDENT, version: int = 4,
-         proto: int = UDP) -> bytes | None:  # fmt: skip
+         proto: int = UDP) -> bytes | None:
     src, dst = (SRC4, DST4) if version == 4 else (SRC6, DST6)
     off, more, data = frag
     return r.push(ts, version, src, dst, ident, proto, off, more, data)
@@ -97,14 +97,14 @@ def test_reassembled_datagram_decodes_as_the_invite() -> None:
     for off, more, data in split(DATAGRAM):
         flags_frag = (0x2000 if more else 0) | off // 8
         packets.append(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), IDENT, flags_frag, 64, UDP, 0,
-                                   SRC4, DST4) + data)  # fmt: skip
+                                   SRC4, DST4) + data)
     assert all(decode_udp(LINKTYPE_RAW, p) == "ip_fragment" for p in packets)
     r = FragmentReassembler(Counter())
     out = None
     for p in reversed(packets):
         ident, flags_frag = struct.unpack_from("!HH", p, 4)
         out = r.push(1.0, 4, p[12:16], p[16:20], ident, p[9], (flags_frag & 0x1FFF) * 8,
-                     bool(flags_frag & 0x2000), p[20:])  # fmt: skip
+                     bool(flags_frag & 0x2000), p[20:])
     assert out is not None
     whole = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(out), IDENT, 0, 64, UDP, 0, SRC4, DST4) + out
     assert decode_udp(LINKTYPE_RAW, whole) == (SRC4, 5060, DST4, 5060, INVITE)
@@ -300,7 +300,7 @@ def test_final_fragment_short_of_held_data_is_inconsistent() -> None:
     (8, True, b""),  # non-final and empty
     (12, True, DATAGRAM[12:20]),  # offset not a multiple of 8
     (-8, False, b"x"),
-])  # fmt: skip
+])
 def test_malformed_fragment_is_dropped_alone(frag: Fragment) -> None:
     counters: Counter[str] = Counter()
     r = FragmentReassembler(counters)
@@ -338,7 +338,7 @@ def test_ipv6_fragments_reassemble() -> None:
     ({"max_bytes": -1}, "max_bytes must be at least 1, not -1"),
     ({"timeout": 0.0}, "timeout must be a positive number of seconds, not 0.0"),
     ({"timeout": float("nan")}, "timeout must be a positive number of seconds, not nan"),
-])  # fmt: skip
+])
 def test_bad_limits_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError) as info:
         FragmentReassembler(Counter(), **kwargs)  # type: ignore[arg-type]
@@ -349,9 +349,9 @@ def held(r: FragmentReassembler) -> int:
     """What ``buffered`` should say, recounted from the pieces (white-box)."""
     total = 0
     for dgram in r._pending.values():
-        ends = [s + len(p) for s, p in zip(dgram.starts, dgram.pieces)]
+        ends = [s + len(p) for s, p in zip(dgram.starts, dgram.pieces, strict=False)]
         assert dgram.starts == sorted(dgram.starts)
-        assert all(e <= s for e, s in zip(ends, dgram.starts[1:]))  # disjoint
+        assert all(e <= s for e, s in zip(ends, dgram.starts[1:], strict=False))  # disjoint
         assert all(dgram.pieces) and dgram.held == sum(map(len, dgram.pieces))
         total += dgram.held + PIECE_OVERHEAD * len(dgram.pieces)
     return total
@@ -381,7 +381,7 @@ def traffic(draw: st.DrawFn) -> tuple[list[Step], bool]:
         st.integers(0, 8191).map(lambda n: n * 8) | st.integers(-16, 70000),
         st.booleans(),
         st.binary(max_size=40) | st.integers(1, 300).map(lambda n: bytes(n * 8)),
-    ), max_size=10))  # fmt: skip
+    ), max_size=10))
     steps, ts = [], 0.0
     for version, ident, off, more, data in draw(st.permutations(frags + junk)):
         ts += draw(st.sampled_from([0.0, 0.001, 0.5, 12.0]))
@@ -409,7 +409,7 @@ def test_arbitrary_fragments_never_raise_or_exceed_limits(
         "fragments_reassembled", "fragments_duplicate", "fragments_overlap", "fragments_inconsistent",
         "fragments_malformed", "fragments_oversize", "fragments_evicted", "fragments_timeout",
         "fragments_atomic",
-    }  # fmt: skip
+    }
 
 
 @settings(deadline=None)
@@ -420,7 +420,7 @@ def test_shuffled_with_duplicates_and_agreeing_overlaps(data: st.DataObject) -> 
     cuts = sorted(data.draw(st.sets(st.integers(1, (n - 1) // 8).map(lambda c: c * 8), min_size=1, max_size=12)))
     bounds = [0, *cuts, n]
     frags: list[Fragment] = []
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
         if data.draw(st.booleans()) and hi + 8 <= n:  # widen into the next piece: agrees
             frags.append((lo, True, DATAGRAM[lo : hi + 8]))
         frags.append((lo, hi < n, DATAGRAM[lo:hi]))

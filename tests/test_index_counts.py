@@ -18,7 +18,7 @@ def _row(rid: str, conversation: str, part: int, master: bytes, data_key: bytes,
                         sha256="ab" * 32, retain_until=at + 86400 * 15, state="complete", end_reason="bye",
                         path=f"2026/09/21/{rid}.rdv", streams=[], created_at=at + 61,
                         wrapped_key=vault.wrap(master, data_key, rid), conversation=conversation,
-                        part=part)  # fmt: skip
+                        part=part)
 
 
 def test_part_and_leg_counts_over_several_chunks(tmp_path: Path) -> None:

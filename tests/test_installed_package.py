@@ -13,7 +13,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 PACKAGES = ("recorderd", "capture", "storage", "console")

@@ -19,11 +19,11 @@ def flood(source: str, count: int, start: float, every: float, tag: str) -> list
     """``count`` INVITEs to 044-200-3939 from ``source``, each its own dialog with an SDP offer,
     that nobody answers (a SIPVicious-style scan, or a dialler gone wrong)."""
     template = SipCall(f"{tag}-000000@{source}", f"sip:0442003939@{PBX_IP}", f"sip:0442003939@{PBX_IP}",
-                       "0312345678", start, sip_src=(source, 5060), caller_media=(source, 10000)).messages()[0][2]  # fmt: skip
+                       "0312345678", start, sip_src=(source, 5060), caller_media=(source, 10000)).messages()[0][2]
     packets = []
     for i in range(count):
         payload = template.replace(b"%s-000000" % tag.encode(), b"%s-%06d" % (tag.encode(), i)).replace(
-            b"m=audio 10000", b"m=audio %05d" % (10000 + 2 * (i % 25000)))  # fmt: skip
+            b"m=audio 10000", b"m=audio %05d" % (10000 + 2 * (i % 25000)))
         packets.append((start + i * every, udp_frame(source, 5060, PBX_IP, 5060, payload)))
     return packets
 
@@ -45,11 +45,11 @@ def assert_exact(site: Site, rec: dict, c: SipCall) -> None:
 
 @pytest.mark.parametrize("source", ["198.51.100.7", TRUNK[0]], ids=["other-source", "trunk-itself"])
 def test_flood_of_unanswered_invites_does_not_lock_out_a_genuine_call(
-        source: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        source: str, site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 20,000 INVITEs over 100 s (the table holds 10,000; each would ring 180 s); the genuine call
     # comes 60 s in, after 12,000 of them, from the trunk (which may be the flood's source too).
     genuine = SipCall("genuine-1@203.0.113.5", f"sip:0442003939@{PBX_IP}", f"sip:0442003939@{PBX_IP}",
-                      "09011112222", T + 60, talk=2.0, seed=5)  # fmt: skip
+                      "09011112222", T + 60, talk=2.0, seed=5)
     recs, summary = replay(site, tmp_path, flood(source, 20_000, T, 0.005, "flood") + genuine.packets(), capsys)
     [rec] = recs
     assert rec["call_id"] == "genuine-1@203.0.113.5"
@@ -62,13 +62,13 @@ def test_flood_of_unanswered_invites_does_not_lock_out_a_genuine_call(
 def test_full_table_drops_an_unanswered_call_never_an_answered_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site = Site(tmp_path, settings="capture: {max_calls: 4}\n").init()  # a source may keep 1 unanswered
     a = SipCall("answered-a", f"sip:0442003939@{PBX_IP}", f"sip:0442003939@{PBX_IP}", "09011110001", T,
-                talk=5.0, seed=21)  # fmt: skip
+                talk=5.0, seed=21)
     b = SipCall("answered-b", f"sip:0442002111@{PBX_IP}", f"sip:0442002111@{PBX_IP}", "09011110002", T + 1,
-                talk=5.0, seed=22, caller_media=("203.0.113.21", 40002), pbx_media=("192.0.2.21", 20002))  # fmt: skip
+                talk=5.0, seed=22, caller_media=("203.0.113.21", 40002), pbx_media=("192.0.2.21", 20002))
     floods = flood("198.51.100.7", 50, T + 1.5, 0.02, "fa") + flood("198.51.100.8", 50, T + 1.51, 0.02, "fb")
     # the table is full now (a, b and one unanswered INVITE of each flooding source)
     c = SipCall("genuine-c", f"sip:0442003939@{PBX_IP}", f"sip:0442003939@{PBX_IP}", "09011110003", T + 3,
-                talk=1.0, seed=23, caller_media=("203.0.113.23", 40004), pbx_media=("192.0.2.23", 20004))  # fmt: skip
+                talk=1.0, seed=23, caller_media=("203.0.113.23", 40004), pbx_media=("192.0.2.23", 20004))
     recs, summary = replay(site, tmp_path, a.packets() + b.packets() + floods + c.packets(), capsys)
     got = {r["call_id"]: r for r in recs}
     assert sorted(got) == ["answered-a", "answered-b", "genuine-c"]

@@ -32,11 +32,10 @@ sys.path.insert(0, str(ROOT / "pcap_fixtures"))
 sys.path.insert(0, str(ROOT))
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed (pip install hypothesis)")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 from frames import ip_checksum  # noqa: E402
 from generator import SipCall  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 WALL_CLOCK = ("created_at", "wrapped_key", "erasing_at", "retain_until", "id", "wav_path", "pcap_path")
 T0 = 1_790_000_000.0
@@ -98,7 +97,7 @@ class Worker:
     def __init__(self, pure: bool) -> None:
         env = {**os.environ, "RECORDERD_PURE_PYTHON": "1" if pure else "0", "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen([sys.executable, __file__, "worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
 
     def replay(self, call_ids: set[str], packets: list[tuple[float, bytes]]) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -170,7 +169,7 @@ def scenarios(draw: st.DrawFn) -> tuple[SipCall, list[tuple[str, int]]]:
     codec = draw(st.sampled_from(["PCMU", "PCMA"]))
     seed = draw(st.integers(1, 10_000))
     call = SipCall("", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222", T0, codec=codec,
-                   talk=draw(st.sampled_from([1.5, 3.0])), seed=seed)  # fmt: skip
+                   talk=draw(st.sampled_from([1.5, 3.0])), seed=seed)
     n = len(call.rtp_frames())
     plan = draw(st.lists(st.tuples(st.sampled_from(WEIGHTED), st.integers(0, 255)), min_size=n, max_size=n))
     return call, plan
@@ -183,7 +182,7 @@ def frames_of(call: SipCall, plan: list[tuple[str, int]]) -> tuple[set[str], lis
     call = dataclasses.replace(call, call_id=f"kernel-{os.getpid()}-{next(COUNT)}@203.0.113.5")
     rtp = sorted(call.rtp_frames(), key=lambda p: p[0])
     packets = list(call.signalling())
-    for (t, frame), (action, k) in zip(rtp, plan):
+    for (t, frame), (action, k) in zip(rtp, plan, strict=False):
         packets += mangle(t, frame, action, k)
     packets.sort(key=lambda p: p[0])  # (stable: a copy at the same time stays after its first)
     return {call.call_id}, packets
@@ -214,7 +213,7 @@ def test_the_steady_case_is_the_kernel_s_and_keeps_the_same_bytes(workers: tuple
 
 
 @settings(max_examples=int(os.environ.get("KERNEL_EXAMPLES", "40")), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios())
 def test_any_frames_keep_the_same_bytes_and_counters_in_c_and_python(
     workers: tuple[Worker, Worker], scenario: tuple[SipCall, list[tuple[str, int]]]

@@ -164,7 +164,7 @@ def test_a_flood_of_lookalikes_holds_a_bounded_number_and_loses_nothing(tmp_path
         caller = f"0905555{i:04d}"
         first = dataclasses.replace(fx_legs.outside(f"flood-{i}-a@203.0.113.5", caller, fx_legs.T, 1000 + 2 * i), talk=1.0)
         calls += [first, fx_legs.inside(f"flood-{i}-b@198.51.100.2", first, caller, fx_legs.T + 0.002, 1001 + 2 * i,
-                                        relay=False, talk=1.0)]  # fmt: skip
+                                        relay=False, talk=1.0)]
     pipeline, sink = replay(write(tmp_path, calls))
     assert len(sink.ended) == 140 and all(h.payloads == 100 for h in sink.ended.values())
     assert pipeline.counters["calls_other_leg_unsure"] == MAX_PROBES and pipeline.counters["calls_other_leg"] == 0
@@ -191,12 +191,12 @@ def _on_hold(call_id: str, caller: str, start: float, seed: int, trunk: str, pbx
         def media(self):  # type: ignore[no-untyped-def]
             up, down = super().media()
             down.packets = [(t, s, ts, hashlib.sha256(b"moh%d" % round(t / 0.02)).digest() * 5, pt, ss, a)
-                            for t, s, ts, _p, pt, ss, a in down.packets]  # fmt: skip
+                            for t, s, ts, _p, pt, ss, a in down.packets]
             return up, down
 
     return OnHold(call_id, f"sip:0442003939@{pbx}", f"sip:0442003939@{pbx}", caller, start, talk=6.0, seed=seed,
                   sip_src=(trunk, 5060), sip_dst=(pbx, 5060), caller_media=(trunk[:-1] + "20", 40000 + seed),
-                  pbx_media=("192.0.2.20", 20000 + seed))  # fmt: skip
+                  pbx_media=("192.0.2.20", 20000 + seed))
 
 
 def test_shared_music_on_hold_does_not_make_a_second_call_an_sbcs_face(tmp_path: Path) -> None:

@@ -122,13 +122,13 @@ def test_show_gives_each_directions_mirror_copies(tmp_path: Path, capsys: pytest
     store = site.open_store()
     try:
         info = CallInfo(call_id="call-mirrored", did="+81442003939", did_label="サンキューコールかわさき",
-                        caller="09012345678", started_at=1790000000.0, codec="PCMU")  # fmt: skip
+                        caller="09012345678", started_at=1790000000.0, codec="PCMU")
         rec = SpoolSink(store).call_started(info)
         for i in range(50):
             rec.audio(1, i * 160, b"\x11" * 160)
             rec.audio(2, i * 160, b"\x22" * 160)
         stats = (StreamStats(1, (1,), 50, 50, 0, 0, 0, ((1, 0, 0),), 0.0, mirror_duplicates=37),
-                 StreamStats(2, (2,), 50, 50, 0, 0, 0, ((2, 0, 0),), 0.0))  # fmt: skip
+                 StreamStats(2, (2,), 50, 50, 0, 0, 0, ((2, 0, 0),), 0.0))
         rec.end(CallEnd(ended_at=1790000001.0, complete=True, reason="bye", streams=stats))
         rid = rec.id
     finally:
@@ -158,18 +158,18 @@ POLICE = "Kawasaki Police Station"
 
 def test_provide_of_the_conversation_gives_every_part_its_own_provision(
     conv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     site, t, p1, p2, other = conv
     folder = tmp_path / "police"
     folder.mkdir()
     before = len(audit_rows(site))
     capsys.readouterr()
     assert site.ctl("provide", p2, "--conversation", "--to", POLICE, "--basis", "law", "--out", str(folder)) == 0, \
-        capsys.readouterr().err  # fmt: skip
+        capsys.readouterr().err
     text = out(capsys)
     assert f"conversation {t} of {p2}: 2 part(s) provided to {POLICE} under APPI Art. 69(1)" in text
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{p}.wav{s}" for p in (p1, p2) for s in ("", ".manifest.json", ".manifest.sig"))  # fmt: skip
+        f"{p}.wav{s}" for p in (p1, p2) for s in ("", ".manifest.json", ".manifest.sig"))
     provisions = set()
     for rid, part in ((p1, 1), (p2, 2)):
         wav = folder / f"{rid}.wav"
@@ -180,7 +180,7 @@ def test_provide_of_the_conversation_gives_every_part_its_own_provision(
         provisions.add(manifest["legal_basis"]["provision"])
         assert manifest["conversation"] == {"token": t, "part": part, "parts": 2,
                                             "part_reason": "" if part == 1 else "transfer",
-                                            "other_parts": [p2 if part == 1 else p1]}  # fmt: skip
+                                            "other_parts": [p2 if part == 1 else p1]}
         capsys.readouterr()
         assert site.ctl("verify-export", str(wav)) == 0, capsys.readouterr()
     assert len(provisions) == 2  # each part its own provision record
@@ -201,7 +201,7 @@ def _casework(site: Site):  # type: ignore[no-untyped-def]
 
 
 def test_provide_of_one_part_says_the_conversation_has_others(conv, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     site, t, p1, p2, other = conv
     capsys.readouterr()
     assert site.ctl("provide", p1, "--to", POLICE, "--basis", "law", "--out", str(tmp_path / "one.wav")) == 0
@@ -223,7 +223,7 @@ def test_provide_of_the_conversation_refuses_parts_it_was_not_asked_for(  # type
     folder.mkdir()
     reply = ctl.perform(load(str(site.config)), "provide", {"id": p1, "conversation": True, "parts": [p1],
                                                             "out": str(folder), "to": POLICE, "basis": "law",
-                                                            "format": "wav"})  # fmt: skip
+                                                            "format": "wav"})
     assert reply.rc == 1 and "now has the part(s)" in reply.error and list(folder.iterdir()) == []
     [row] = [e for e in audit_rows(site) if e.action == "provide"]
     assert row.result.startswith("failed") and row.recording_id == p1
@@ -232,7 +232,7 @@ def test_provide_of_the_conversation_refuses_parts_it_was_not_asked_for(  # type
 
 def test_provide_of_the_conversation_needs_a_folder_and_a_basis(
     conv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     site, t, p1, p2, other = conv
     capsys.readouterr()
     assert site.ctl("provide", p1, "--conversation", "--to", POLICE, "--basis", "law",
@@ -251,7 +251,7 @@ def _udp(frame: bytes) -> tuple[str, int, str, int, bytes]:
     import ipaddress
 
     return (str(ipaddress.IPv4Address(frame[26:30])), int.from_bytes(frame[34:36], "big"),
-            str(ipaddress.IPv4Address(frame[30:34])), int.from_bytes(frame[36:38], "big"), frame[42:])  # fmt: skip
+            str(ipaddress.IPv4Address(frame[30:34])), int.from_bytes(frame[36:38], "big"), frame[42:])
 
 
 def _as_opus(frame: bytes, media_ports: set[int]) -> bytes:
@@ -270,7 +270,7 @@ def _as_opus(frame: bytes, media_ports: set[int]) -> bytes:
     if dport in media_ports and data[1] & 0x7F == 0:
         ts = (int.from_bytes(data[4:8], "big") * 6) & 0xFFFFFFFF
         return udp_frame(src, sport, dst, dport, bytes([data[0], (data[1] & 0x80) | 111]) + data[2:4]
-                         + ts.to_bytes(4, "big") + data[8:12] + b"\xf8" + data[12:52])  # fmt: skip
+                         + ts.to_bytes(4, "big") + data[8:12] + b"\xf8" + data[12:52])
     return frame
 
 
@@ -287,7 +287,7 @@ def emptied_calls() -> list[tuple[float, bytes]]:
         media_ports |= {media[0][1], media[1][1]}
         call = SipCall(f"emptied-{codec}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
                        1_790_000_000.0 + i * 0.5, codec="PCMU" if codec == "OPUS" else codec, talk=4.0, seed=40 + i,
-                       caller_media=media[0], pbx_media=media[1])  # fmt: skip
+                       caller_media=media[0], pbx_media=media[1])
         made = call.packets()
         if codec == "OPUS":
             made = [(ts, _as_opus(f, {media[0][1], media[1][1]})) for ts, f in made]

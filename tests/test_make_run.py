@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -35,7 +34,7 @@ def _free_port() -> int:
 
 def _copy_tree(dest: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")  # fmt: skip
+                           cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     for name in filter(None, files):
         source = ROOT / os.fsdecode(name)
         if source.is_file():
@@ -95,7 +94,7 @@ def test_make_run_records_the_demo_serves_the_console_and_stops_on_ctrl_c(tmp_pa
     proc = subprocess.Popen(
         ["make", "--no-print-directory", "run", f"VENV={venv}", f"STAMP={stamp}", f"FASTPATH={stamp}", f"DEMO_PORT={port}"],
         cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    )
     out: list[str] = []
     pids: dict[str, int] = {}
     try:

@@ -71,7 +71,7 @@ def rtp_copies_per_direction() -> dict[tuple[str, int], int]:
         [(call_id, channel)] = [
             (cid, ch) for cid, media in sender.items() for ch, m in ((1, media[0]), (2, media[1]))
             if m == src and call_start(cid) <= t <= call_end(cid)
-        ]  # fmt: skip
+        ]
         want[(call_id, channel)] = want.get((call_id, channel), 0) + 1 + (i % 7 == 6)
     return want
 
@@ -142,7 +142,7 @@ class Harness:
         self.store.open()
         self.pipeline = CapturePipeline(DIDS, SpoolSink(self.store))
         self.call = SipCall("mirror-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                            1_790_000_000.0, talk=0)  # fmt: skip
+                            1_790_000_000.0, talk=0)
         signalling = self.call.signalling()
         self.bye = signalling[-2:]
         self.feed(signalling[:-2])
@@ -192,7 +192,7 @@ def test_a_sip_copy_is_dropped_before_the_parser_a_retransmission_is_not() -> No
     from test_fixtures import NullSink
 
     call = SipCall("mirror-sip-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                   1_790_000_000.0, talk=0)  # fmt: skip
+                   1_790_000_000.0, talk=0)
     invite = call.signalling()[0]
     pipeline = CapturePipeline(DIDS, NullSink())
     t, frame = invite
@@ -227,7 +227,7 @@ def _cut_and_whole(tmp: Path, order: str) -> tuple[Path, Path, SipCall]:
     from frames import CutFrame
 
     call = SipCall("cutcopy-1@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                   1_790_000_000.0, talk=2.0, seed=31)  # fmt: skip
+                   1_790_000_000.0, talk=2.0, seed=31)
     plain = call.packets()
     mixed = []
     for t, f in plain:

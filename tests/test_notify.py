@@ -146,8 +146,8 @@ def test_the_extension_is_three_steps(supervisor: socket.socket) -> None:
     assert datagrams(supervisor, wait=0.5) == [b"EXTEND_TIMEOUT_USEC=60000000\nSTATUS=opening the store"]
 
 
-@pytest.mark.parametrize("value,interval", [("2000000", 1.0), ("30000000", 15.0), (None, None), ("", None), ("2e6", None), ("-1", None)])  # fmt: skip
-def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPatch, value: str | None, interval: float | None) -> None:  # fmt: skip
+@pytest.mark.parametrize("value,interval", [("2000000", 1.0), ("30000000", 15.0), (None, None), ("", None), ("2e6", None), ("-1", None)])
+def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPatch, value: str | None, interval: float | None) -> None:
     if value is None:
         monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     else:

@@ -83,10 +83,10 @@ def test_deleted_row_is_named(busy: Site, capsys: pytest.CaptureFixture[str]) ->
 
 def test_swapped_rows_are_named(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
     tamper(busy, "UPDATE audit SET seq = -1 WHERE seq = 3", "UPDATE audit SET seq = 3 WHERE seq = 4",
-           "UPDATE audit SET seq = 4 WHERE seq = -1")  # fmt: skip
+           "UPDATE audit SET seq = 4 WHERE seq = -1")
     rc, problems, _ = audit_verify(busy, capsys)
     assert rc == 1 and problems == ["row 3: holds what was row 4 (rows swapped or reordered)",
-                                    "row 4: holds what was row 3 (rows swapped or reordered)"]  # fmt: skip
+                                    "row 4: holds what was row 3 (rows swapped or reordered)"]
 
 
 def test_removing_the_last_rows_is_caught_by_the_head_record(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,10 +130,10 @@ def test_old_rows_are_pruned_and_the_chain_still_holds(busy: Site, capsys: pytes
     assert rc == 0 and problems == [] and f"from row {shown[0]['seq']} (older rows pruned)" in out
     # Removing more rows at the start and pretending they were pruned does not hold up.
     tamper(busy, f"DELETE FROM audit WHERE seq <= {shown[0]['seq'] + 1}",
-           f"UPDATE audit_anchor SET seq = {shown[0]['seq'] + 1}, hash = (SELECT prev_hash FROM audit WHERE seq = {shown[0]['seq'] + 2})")  # fmt: skip
+           f"UPDATE audit_anchor SET seq = {shown[0]['seq'] + 1}, hash = (SELECT prev_hash FROM audit WHERE seq = {shown[0]['seq'] + 2})")
     rc, problems, _ = audit_verify(busy, capsys)
     assert rc == 1 and problems == [f"rows 1-{shown[0]['seq'] + 1}: removed without a recorded pruning "
-                                    "(the anchor matches no audit-prune row)"]  # fmt: skip
+                                    "(the anchor matches no audit-prune row)"]
 
 
 def test_audit_export_carries_what_recomputes_the_chain(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +163,7 @@ def test_a_number_searched_through_the_service_is_not_in_the_audit_file(site: Si
     server = ControlServer(config, pipeline=build_pipeline(config, store))
     assert server.start()
     forms = ("090 8765 4321", "090.8765.4321", "(090)8765-4321", "090\u20108765\u20104321", "090ー8765ー4321",
-             "+81 90 8765 4321", "０９０－８７６５－４３２１")  # fmt: skip
+             "+81 90 8765 4321", "０９０－８７６５－４３２１")
     try:
         for form in forms:
             assert site.ctl("search", "--did", form) == 0

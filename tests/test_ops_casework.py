@@ -44,18 +44,18 @@ def test_disclosure_request_from_opening_to_release(site: Site, capsys: pytest.C
     opened = run_json(site, capsys, "disclosure", "open", "--requester-type", "appointed-agent", "--ref", "D-2026-1")
     request = str(opened["request"])  # type: ignore[index]
     found = run_json(site, capsys, "disclosure", "search", request, "--caller", "090-1111-2222",
-                     "--from", "2026-09-21T23:17:00", "--to", "2026-09-21T23:19:00")  # fmt: skip
+                     "--from", "2026-09-21T23:17:00", "--to", "2026-09-21T23:19:00")
     assert sorted(c["id"] for c in found["candidates"]) == sorted(r["id"] for r in window)  # type: ignore[index]
     held = {r["id"]: r["holds"] for r in site.list(capsys)}
     assert all(held[r["id"]] and held[r["id"]][0]["reason"] == f"disclosure request {request}" for r in window)
     # Nothing is disclosed before the identity checks (Art. 10), nor to an agent before their authority is.
     assert "no identity check recorded" in err_of(site, capsys, 3, "disclosure", "decide", request, "--decision", "disclose", "--reason", "ok")
     assert site.ctl("disclosure", "check", request, "--document", "driving-licence", "--checked-by", "clerk-a",
-                    "--date", "2026-09-25", "--matched-with", "address and birth date on the request form") == 0  # fmt: skip
+                    "--date", "2026-09-25", "--matched-with", "address and birth date on the request form") == 0
     assert "authority" in err_of(site, capsys, 3, "disclosure", "decide", request, "--decision", "disclose", "--reason", "ok")
     assert err_of(site, capsys, 2, "disclosure", "check", request, "--document", "photo.jpg", "--checked-by", "x", "--date", "2026-09-25")
     assert site.ctl("disclosure", "check", request, "--document", "power-of-attorney", "--checked-by", "clerk-b",
-                    "--date", "2026-09-26") == 0  # fmt: skip
+                    "--date", "2026-09-26") == 0
     assert site.ctl("disclosure", "decide", request, "--decision", "disclose", "--reason", "identity and mandate verified") == 0
     # Held candidates outlive the retention run (the fixture's calls are long past their deadline).
     assert site.ctl("retention", "run") == 0
@@ -83,13 +83,13 @@ def test_incidents_by_hand_and_from_a_failed_verify(site: Site, capsys: pytest.C
     first, second = site.list(capsys)
     assert site.ctl("incident", "new", "--kind", "loss", "--summary", "a USB stick with two exported copies is missing",
                     "--recordings", f"{first['id']},{second['id']}", "--occurred", "2026-09-22T10:00",
-                    "--action", "searched the office") == 0  # fmt: skip
+                    "--action", "searched the office") == 0
     assert site.ctl("incident", "action", "1", "--text", "reported to the director and the bureau chief") == 0
     capsys.readouterr()
     assert site.ctl("incident", "report", "1") == 0
     report = capsys.readouterr().out
     for text in ("Incident report 1", "director and the bureau chief", "Kind:        loss", "2026-09-22T10:00:00+09:00",
-                 first["id"], second["id"], "searched the office", "reported to the director"):  # fmt: skip
+                 first["id"], second["id"], "searched the office", "reported to the director"):
         assert text in report, text
     # A damaged recording: verify fails, and the incident is opened by itself, once.
     path = site.stored_path(first)
@@ -113,7 +113,7 @@ def test_complaints(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     [rec] = site.list(capsys)
     assert site.ctl("complaint", "new", "--summary", "operator was curt", "--recordings", rec["id"],
-                    "--received", "2026-09-22T09:30", "--channel", "letter") == 0  # fmt: skip
+                    "--received", "2026-09-22T09:30", "--channel", "letter") == 0
     assert "no recording 'nope'" in err_of(site, capsys, 1, "complaint", "new", "--summary", "x", "--recordings", "nope")
     [c] = run_json(site, capsys, "complaint", "list", "--open")  # type: ignore[misc]
     assert (c["state"], c["channel"], c["recordings"], c["received_at"]) == ("open", "letter", [rec["id"]], "2026-09-22T09:30:00+09:00")
@@ -162,7 +162,7 @@ def test_period_report(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture
     assert site.ctl("report", "--from", "2026-09-01", "--to", "2026-10-31") == 0
     text = capsys.readouterr().out
     for line in (f"  total: {len(recs)}", f"Erasures: {len(recs) - 1} on time, 1 late", "Provisions: 1 (law 1)",
-                 "export: training: denied 1", "Calls not recorded: not available"):  # fmt: skip
+                 "export: training: denied 1", "Calls not recorded: not available"):
         assert line in text, line
     assert run_json(site, capsys, "report", "--from", "2026-11-01", "--to", "2026-11-02")["recorded_per_did"] == {}  # type: ignore[index]
     assert site.ctl("report", "--from", "2026-10-31", "--to", "2026-09-01") == 2
@@ -173,7 +173,7 @@ def test_notice_follows_the_live_config(site: Site, capsys: pytest.CaptureFixtur
     assert site.ctl("notice") == 0
     text = capsys.readouterr().out
     numbers = [line.split("number: ")[1].split('"')[1] for line in (site.root / "dids.yaml").read_text(encoding="utf-8").splitlines()
-               if "number:" in line]  # fmt: skip
+               if "number:" in line]
     assert len(numbers) == 11 and all(n in text for n in numbers)
     assert "サンキューコールかわさき" in text and "14日後まで保管" in text and "第69条第2項" in text
     (site.root / "dids.yaml").write_text('dids:\n  - {number: "044-200-2111", label: 本庁舎代表}\n', encoding="utf-8")
@@ -208,17 +208,17 @@ def test_notice_through_the_service_uses_the_dids_it_records(site: Site, capsys:
 # The one caller number, written the ways people write it (issue 16, item 7).
 NUMBER_FORMS = ("090-8765-4321", "090 8765 4321", "090.8765.4321", "(090)8765-4321", "090\u20108765\u20104321",
                 "090ー8765ー4321", "+81 90 8765 4321", "+81-90-8765-4321", "０９０－８７６５－４３２１",
-                "０９０ー８７６５ー４３２１", "09087654321", "090\u200b8765\u200b4321", "090/8765/4321")  # fmt: skip
+                "０９０ー８７６５ー４３２１", "09087654321", "090\u200b8765\u200b4321", "090/8765/4321")
 
 
 def test_a_caller_number_in_any_written_form_is_kept_in_no_file(site: Site, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Every command that keeps text gets the number in every form; then the raw bytes of the audit
     log, the casework file and the index (WAL files included) hold none of them."""
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     [rec] = site.list(capsys)
     opened = run_json(site, capsys, "disclosure", "open", "--requester-type", "self", "--ref", "D-2026-7",
-                      "--note", "本人 090-8765-4321 から電話")  # fmt: skip
+                      "--note", "本人 090-8765-4321 から電話")
     request = str(opened["request"])  # type: ignore[index]
     for i, form in enumerate(NUMBER_FORMS):
         site.ctl("search", "--did", form)
@@ -229,12 +229,12 @@ def test_a_caller_number_in_any_written_form_is_kept_in_no_file(site: Site, tmp_
         site.ctl("complaint", "new", "--summary", f"発信者{form}から苦情", "--recordings", form)
         site.ctl("complaint", "close", str(i + 1), "--outcome", f"called back on {form}")
         site.ctl("incident", "new", "--kind", "other", "--summary", f"caller ({form}) heard", "--recordings",
-                 f"{rec['id']},{form}", "--action", f"rang {form}")  # fmt: skip
+                 f"{rec['id']},{form}", "--action", f"rang {form}")
         site.ctl("incident", "action", str(i + 1), "--text", f"number was {form}")
         site.ctl("disclosure", "check", request, "--document", "passport", "--checked-by", "clerk-a", "--date",
-                 "2026-09-25", "--matched-with", f"phone {form}")  # fmt: skip
+                 "2026-09-25", "--matched-with", f"phone {form}")
         site.ctl("provide", rec["id"], "--to", f"police, tel {form}", "--basis", "law", "--note", f"re {form}",
-                 "--out", str(tmp_path / f"p{i}.wav"))  # fmt: skip
+                 "--out", str(tmp_path / f"p{i}.wav"))
         site.ctl("copies", "destroyed", str(2 * i + 1), "--note", f"shredded, told {form}")
     site.ctl("disclosure", "decide", request, "--decision", "refuse", "--reason", "not the caller of 090 8765 4321")
     site.ctl("disclosure", "check", "09087654321", "--document", "passport", "--checked-by", "x", "--date", "2026-09-25")
@@ -249,7 +249,7 @@ def test_a_caller_number_in_any_written_form_is_kept_in_no_file(site: Site, tmp_
     # Recording ids and dates survive the scrubbing.
     assert any(e.action == "hold" and e.recording_id == rec["id"] and e.detail["until_local"].startswith("2099-01-02T")
                and e.detail["reason"] == "発信者[number removed]の苦情"
-               and e.detail["ref"] == "K-2026-0012, [number removed]" for e in rows)  # fmt: skip
+               and e.detail["ref"] == "K-2026-0012, [number removed]" for e in rows)
     raw = b"".join(p.read_bytes() for p in site.store.glob("*.sqlite*"))
     import unicodedata
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Site, needs_tool
 
-from storage.codecs import g711
 from storage.audit import AuditLog
+from storage.codecs import g711
 from storage.wav import read_info
 
 with warnings.catch_warnings():
@@ -92,12 +92,12 @@ def test_out_of_purpose_export_needs_a_managers_approval(site: Site, tmp_path: P
     assert site.ctl("export", rec["id"], "--out", out, "--purpose", "training") == 3
     assert "needs a manager's approval (guideline Art. 5(5))" in capsys.readouterr().err
     assert site.ctl("export", rec["id"], "--out", out, "--purpose", "training", "--approved-by", "nobody",
-                    "--approval-ref", "A-1") == 3  # fmt: skip
+                    "--approval-ref", "A-1") == 3
     assert "--approved-by nobody: not a manager" in capsys.readouterr().err
     assert not Path(out).exists() and not list(tmp_path.glob("t.wav.part*"))
     me = os.environ.get("USER") or __import__("pwd").getpwuid(os.getuid()).pw_name
     assert site.ctl("export", rec["id"], "--out", out, "--purpose", "training", "--approved-by", me,
-                    "--approval-ref", "A-2") == 0  # fmt: skip
+                    "--approval-ref", "A-2") == 0
     denied, denied2, allowed = events(site, "export")
     assert denied.result.startswith("denied: purpose 'training'") and denied.detail["purpose"] == "training"
     assert denied2.result.startswith("denied: --approved-by nobody")
@@ -114,7 +114,7 @@ def test_provide_needs_a_legal_basis_and_records_it(site: Site, tmp_path: Path, 
     assert "'curiosity' is not a legal basis" in capsys.readouterr().err
     assert not out.exists()
     assert site.ctl("provide", rec["id"], "--to", "Kawasaki Police Station", "--basis", "law", "--out", str(out),
-                    "--note", "written inquiry 2026-123") == 0  # fmt: skip
+                    "--note", "written inquiry 2026-123") == 0
     assert hashlib.sha256(out.read_bytes()).hexdigest() == rec["sha256"]
     no_basis, bad_basis, done = events(site, "provide")
     assert no_basis.result.startswith("denied") and bad_basis.detail["basis"] == "curiosity"
@@ -152,7 +152,7 @@ def test_expired_copies_are_erased_where_reachable_and_reported_otherwise(site: 
 
 
 def test_a_pcap_export_says_what_it_is_and_prints_its_own_hash(site: Site, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """`export --format pcap` of a G.711 call wrote the evidence pcap but said "16-bit PCM" and printed the
     WAV's SHA-256 as if it checked the file (hardening item 14)."""
     site.replay(FIXTURES / "inbound-mulaw.pcap")

@@ -35,7 +35,7 @@ def test_every_module_of_operations_is_loaded_by_the_package() -> None:
 
 
 @pytest.mark.parametrize("first", ["recorderd.ops.framework", "recorderd.ops", "recorderd.ops.playback",
-                                   "recorderd.ops.signin", "recorderd.ctl", "recorderd.control"])  # fmt: skip
+                                   "recorderd.ops.signin", "recorderd.ctl", "recorderd.control"])
 def test_the_registry_is_full_whatever_is_imported_first(first: str) -> None:
     from recorderd import ops
 
@@ -50,5 +50,5 @@ def test_modules_of_operations_import_the_framework_not_the_package() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         from_package = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1
                         and n.module is None and any(a.name[0].isupper() or a.name in ("action", "iso", "run")
-                                                     for a in n.names)]  # fmt: skip
+                                                     for a in n.names)]
         assert not from_package, f"{path.name}:{from_package}: import the framework's names from .framework"

@@ -222,7 +222,7 @@ def both(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
 
 
 def from_address(h: Harness, src: tuple[str, int], t: float, seq: int, ts: int, payload: bytes,
-                 ssrc: int = 0xAAAA) -> tuple[float, bytes]:  # fmt: skip
+                 ssrc: int = 0xAAAA) -> tuple[float, bytes]:
     return t, udp_frame(*src, *h.call.pbx_media, rtp_packet(0, seq, ts, ssrc, payload))
 
 
@@ -236,7 +236,7 @@ def test_rtp_from_another_source_is_dropped_and_counted(both: Harness, caplog: p
     t = h.call.answer_at + 0.05
     genuine = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(50)]
     flood = [from_address(h, FLOODER, t + 0.005 + k * 0.0004, 150 + k, 5000 + (50 + k) * SPP, b"\x42" * SPP,
-                          ssrc=0xAAAA if k % 2 else 0x5000 + k) for k in range(2000)]  # fmt: skip
+                          ssrc=0xAAAA if k % 2 else 0x5000 + k) for k in range(2000)]
     h.feed(sorted(genuine + flood, key=lambda p: p[0]))
     with caplog.at_level("WARNING"):
         ch1, ch2, streams = h.finish()
@@ -285,9 +285,9 @@ def test_a_reinvite_to_a_new_media_address_moves_the_source(both: Harness) -> No
     moved = reinvite(h, t + 0.19, ("203.0.113.99", 41000))
     in_flight = [h.up(t + 0.23, 110, 5000 + 10 * SPP, chunk(10))]
     new = [from_address(h, ("203.0.113.99", 41000), t + 0.22 + i * 0.02, 111 + i, 5000 + (11 + i) * SPP, chunk(11 + i))
-           for i in range(10)]  # fmt: skip
+           for i in range(10)]
     flood = [from_address(h, FLOODER, t + 0.001 + k * 0.004, 100 + k, 5000 + k * SPP, b"\x42" * SPP, ssrc=0x5000 + k)
-             for k in range(100)]  # fmt: skip
+             for k in range(100)]
     h.feed(sorted(old + moved + in_flight + new + flood, key=lambda p: p[0]))
     ch1, _, streams = h.finish()
     p = start_pos(h, t)
@@ -322,7 +322,7 @@ def test_a_flood_that_starts_before_the_caller_loses_to_the_callers_own_address(
     h = both
     t = h.call.answer_at + 0.05
     flood = [from_address(h, FLOODER, t - 0.01 + k * 0.004, 7000 + k, 90000 + k * SPP, b"\x42" * SPP, ssrc=0x5555)
-             for k in range(200)]  # fmt: skip
+             for k in range(200)]
     genuine = [h.up(t + i * 0.02, 100 + i, 5000 + i * SPP, chunk(i)) for i in range(30)]
     h.feed(sorted(genuine + flood, key=lambda p: p[0]))
     ch1, _, streams = h.finish()
@@ -342,7 +342,7 @@ def test_the_other_source_count_reaches_the_metrics(h: Harness) -> None:
 
     t = h.call.answer_at + 0.05
     h.feed([h.up(t, 1, 0, chunk(0))] + [from_address(h, FLOODER, t + 0.01 + k * 0.001, 2 + k, (1 + k) * SPP,
-                                                      chunk(k)) for k in range(7)])  # fmt: skip
+                                                      chunk(k)) for k in range(7)])
     server = MetricsServer("127.0.0.1:0")
     server.start()
     try:

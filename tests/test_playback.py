@@ -33,7 +33,7 @@ IP = "192.0.2.7"
 STREAMS = [{"channel": ch, "ssrcs": [0x1000 + ch], "packets": 1000, "expected": 1010, "lost": 10, "duplicates": 0,
             "late_samples": 0, "other_payload": 0, "anchors": [], "jitter_ms": 1.5, "max_gap_ms": 60.0,
             "dtmf": [{"digit": "5", "at_s": 1.0, "duration_ms": 120}] if ch == 1 else []}
-           for ch in (1, 2)]  # fmt: skip
+           for ch in (1, 2)]
 
 
 def keep_recording(site: Site, seconds: float, codec: str = "PCMU", seed: int = 1) -> str:
@@ -50,7 +50,7 @@ def keep_recording(site: Site, seconds: float, codec: str = "PCMU", seed: int = 
             f.write(wav.header(codec, frames))
             f.write(random.Random(seed).randbytes(2 * frames))
         store.keeper.keep(rid, spool, call, ended_at=started + seconds, frames=frames, complete=True, end_reason="bye",
-                          streams=STREAMS)  # fmt: skip
+                          streams=STREAMS)
         return rid
     finally:
         store.close()
@@ -76,7 +76,7 @@ def call(sock: str, action: str, args: dict, sinks: dict | None = None, user: st
 def audio(sock: str, ticket: str, offset: int, length: int, user: str = ME) -> tuple[object, bytes]:
     got = bytearray()
     reply = call(sock, "play-audio", {"ticket": ticket, "offset": offset, "length": length},
-                 {"audio": client.CallbackSink("audio", got.extend)}, user)  # fmt: skip
+                 {"audio": client.CallbackSink("audio", got.extend)}, user)
     return reply, bytes(got)
 
 
@@ -169,7 +169,7 @@ def test_show_gives_quality_dtmf_holds_and_the_access_history_newest_first(serve
     data = reply.data
     assert data["recording"]["id"] == rid and data["recording"]["caller"] == "09011112222"
     assert [(q["channel"], q["lost"], q["loss_pct"], q["jitter_ms"], q["max_gap_ms"]) for q in data["quality"]] == [
-        (1, 10, 0.99, 1.5, 60.0), (2, 10, 0.99, 1.5, 60.0)]  # fmt: skip
+        (1, 10, 0.99, 1.5, 60.0), (2, 10, 0.99, 1.5, 60.0)]
     assert data["dtmf"] == [{"channel": 1, "digit": "5", "at_s": 1.0, "duration_ms": 120}]
     assert len(data["holds"]) == 1 and data["one_way_audio"] is False
     history = data["history"]
@@ -192,7 +192,7 @@ def test_show_keeps_its_history_bounded(served: tuple[Site, str, str]) -> None:
 
 
 def test_play_then_the_rendition_is_the_pcm_export_byte_for_byte_and_only_the_play_is_audited(
-        served: tuple[Site, str, str], tmp_path: Path) -> None:  # fmt: skip
+        served: tuple[Site, str, str], tmp_path: Path) -> None:
     site, sock, rid = served
     played = call(sock, "play", {"id": rid, "purpose": "quality"})
     assert played.rc == 0, played.error
@@ -224,7 +224,7 @@ def test_play_audio_and_waveform_answer_only_the_console(served: tuple[Site, str
     ticket = played.data["ticket"]
     got = bytearray()
     reply = client.call(sock, "play-audio", {"ticket": ticket, "offset": 0, "length": 4096},
-                         {"audio": client.CallbackSink("audio", got.extend)})  # fmt: skip
+                         {"audio": client.CallbackSink("audio", got.extend)})
     assert reply.rc == 3 and "web console's player" in reply.error and got == b""
     wave = client.call(sock, "waveform", {"ticket": ticket, "points": 10}, {})
     assert wave.rc == 3 and wave.data is None
@@ -286,7 +286,7 @@ def test_play_check_says_checked_or_failed_and_a_bad_chunk_is_never_served(serve
 
 
 def test_the_waveform_is_the_min_and_max_of_each_bucket_of_each_channel(served: tuple[Site, str, str],
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+                                                                     tmp_path: Path) -> None:
     site, sock, rid = served
     ticket = call(sock, "play", {"id": rid, "purpose": "quality"}).data["ticket"]
     reply = call(sock, "waveform", {"ticket": ticket, "points": 37})
@@ -319,7 +319,7 @@ def test_a_ticket_is_refused_to_another_user(tmp_path: Path) -> None:
     needs_root("a second real user (useradd) asks with the first one's ticket", *USER_TOOLS)
     tag = f"k{uuid.uuid4().hex[:5]}"
     subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-g", grp.getgrgid(os.getgid()).gr_name,
-                    f"{tag}o"], check=True, capture_output=True)  # fmt: skip
+                    f"{tag}o"], check=True, capture_output=True)
     try:
         site = Site(tmp_path, None, f"console: {{user: {ME}}}\n").init()
         assert site.replay(FIXTURES / "inbound-alaw.pcap") == 0

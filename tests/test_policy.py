@@ -26,5 +26,5 @@ def test_iso_writes_the_site_offset_to_the_millisecond_or_the_second() -> None:
 def test_no_other_module_formats_a_time_of_its_own() -> None:
     pattern = re.compile(r"fromtimestamp\([^)]*\)\s*\.isoformat\(")
     found = sorted(str(p.relative_to(ROOT)) for top in ("capture", "storage", "recorderd", "console")
-                   for p in (ROOT / top).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8")))  # fmt: skip
+                   for p in (ROOT / top).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8")))
     assert set(found) <= {"storage/policy.py", *OUTSIDE_STORAGE}, found

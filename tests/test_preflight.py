@@ -42,7 +42,7 @@ def test_store_not_initialised(tmp_path: Path, capsys: pytest.CaptureFixture[str
     rc, lines = _preflight(site, capsys)
     assert rc == 1
     assert any("is not initialised: run 'sudo -u recorderd recorderctl --config" in line and "init'" in line
-               for line in lines)  # fmt: skip
+               for line in lines)
     assert not (tmp_path / "store").exists()  # the check creates nothing
 
 
@@ -79,7 +79,7 @@ def test_store_not_on_an_encrypted_volume(tmp_path: Path, capsys: pytest.Capture
     """The test's temporary folder is on no dm-crypt volume: without the site's opt-out the daemon
     would refuse to start and systemd retry it; the preflight says why and the start is skipped."""
     site = Site(tmp_path, settings="capture: {interfaces: [lo], trunk_networks: [203.0.113.0/24]}\n"
-                                   "store: {path: store, require_encrypted_volume: true}\n").init()  # fmt: skip
+                                   "store: {path: store, require_encrypted_volume: true}\n").init()
     rc, lines = _preflight(site, capsys)
     assert rc == 1
     assert any("is not on an encrypted volume" in line and "require_encrypted_volume: false" in line for line in lines)

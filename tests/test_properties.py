@@ -22,7 +22,6 @@ from capture.sip import SipMessage, name_addr, split_list, uri_user
 from recorderd.config import load_dids
 
 
-
 def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
     """The seed with a few bytes flipped, cut, or spliced: near-valid input reaches deep code."""
     @st.composite
@@ -154,7 +153,7 @@ def test_a_designated_call_is_never_lost_for_its_display_name(name: bytes) -> No
             return super()._message(*args, **kw).replace(b'"Caller"', b'"' + name + b'"')
 
     packets = Named("prop-name", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                    1_790_000_000.0, talk=0.2).packets()  # fmt: skip
+                    1_790_000_000.0, talk=0.2).packets()
     pipeline = CapturePipeline(DIDS, NullSink())
     pipeline.feed([(ts, 1, frame) for ts, frame in sorted(packets, key=lambda p: p[0])])
     pipeline.finish("capture-end")
@@ -165,7 +164,7 @@ def _call_packets() -> list[tuple[float, bytes]]:
     from generator import SipCall
 
     return SipCall("prop-1", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                   1_790_000_000.0, talk=0.4).packets()  # fmt: skip
+                   1_790_000_000.0, talk=0.4).packets()
 
 
 CALL = sorted(_call_packets(), key=lambda p: p[0])

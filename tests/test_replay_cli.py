@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, Site
+from conftest import FIXTURES, Site
 
 from storage.audit import AuditLog
 
@@ -142,7 +142,7 @@ def test_entry_points_as_installed(tmp_path: Path) -> None:
     listed = json.loads(run("recorderctl", "--config", str(site.config), "list", "--json").stdout)
     assert len(listed) == n
     keys = {"id", "call_id", "did", "did_label", "caller", "started_at", "ended_at", "duration_s", "codec",
-            "channels", "sha256", "retain_until", "state", "holds"}  # fmt: skip
+            "channels", "sha256", "retain_until", "state", "holds"}
     assert all(keys <= set(r) for r in listed)
     assert listed[0]["started_at"].endswith("+09:00")
     table = run("recorderctl", "--config", str(site.config), "list").stdout

@@ -3,7 +3,6 @@ kept and how many could not be, never that calls were recorded when none were ke
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Site, resize_tmpfs, small_tmpfs

@@ -38,7 +38,7 @@ def jst(text: str) -> float:
     ("2028-02-14 09:00:00", "2028-02-29 00:00:00"),   # leap day is a day like any other
     ("2028-02-15 09:00:00", "2028-03-01 00:00:00"),
     ("2027-02-15 09:00:00", "2027-03-02 00:00:00"),
-])  # fmt: skip
+])
 def test_deadline(call: str, deadline: str) -> None:
     assert retain_until(jst(call), 14, JST) == jst(deadline)
 
@@ -200,7 +200,7 @@ def test_verify_and_export_fail_loudly_on_damage(
     from generator import SipCall, write_pcap
 
     calls = [SipCall(f"long-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
-                     1_790_000_000.0 + 20 * i, talk=6.0, seed=90 + i) for i in range(2)]  # fmt: skip
+                     1_790_000_000.0 + 20 * i, talk=6.0, seed=90 + i) for i in range(2)]
     write_pcap(str(tmp_path / "long.pcap"), [p for c in calls for p in c.packets()])
     site.replay(tmp_path / "long.pcap")
     capsys.readouterr()
@@ -321,7 +321,7 @@ def _clock_events(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_a_clock_stepped_forward_stops_erasure_until_a_manager_confirms(
     kept, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     """The wall clock set 20 days ahead (the boot clock moved a second): nothing is erased, CRITICAL
     once, status says so, until the manager confirms; then what is due by the clock is erased."""
     site, store, clock, recs = kept

@@ -33,7 +33,7 @@ def rows(site: Site) -> list:
     ("+819033334444", "+**********44"),
     ("044-200-3939", "***-***-**39"),
     ("anonymous", "anonymous"),
-])  # fmt: skip
+])
 def test_mask_number(number: str, masked: str) -> None:
     assert mask_number(number) == masked
 
@@ -43,7 +43,7 @@ def test_mask_number(number: str, masked: str) -> None:
     ("+819033334444", "[number removed]"),
     ("hold until 2026-10-01, ref K-2026-0012", "hold until 2026-10-01, ref K-2026-0012"),
     ("extension 2301 and 110", "extension 2301 and 110"),
-])  # fmt: skip
+])
 def test_scrub_removes_phone_numbers_only(text: str, clean: str) -> None:
     assert scrub(text) == clean
 
@@ -54,7 +54,7 @@ def test_root_is_not_a_role_and_a_user_with_none_is_refused_on_the_record(tmp_pa
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     capsys.readouterr()
     for args in (["list"], ["export", "x", "--out", str(tmp_path / "x.wav"), "--purpose", "quality"], ["audit", "show"],
-                 ["status"], ["notice"]):  # fmt: skip
+                 ["status"], ["notice"]):
         assert site.ctl(*args) == 3
         err = capsys.readouterr().err
         user = resolve(os.getuid(), load(str(site.config)), via="direct").user
@@ -100,7 +100,7 @@ def test_search_filters_and_no_caller_number_in_the_audit_log(site: Site, tmp_pa
         (["--did", target["did_label"]], [r for r in every if r["did_label"] == target["did_label"]]),
         (["--from", "2026-09-21T23:17:00", "--to", "2026-09-21T23:18:00"],
          [r for r in every if "23:17:00" <= r["started_at"][11:19] < "23:18:00"]),
-    ):  # fmt: skip
+    ):
         assert site.ctl("search", *args, "--json") == 0
         assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [r["id"] for r in expect], args
         assert expect
@@ -173,7 +173,7 @@ def test_the_server_trusts_nothing_the_client_sends(served) -> None:  # type: ig
     reply = _raw(site, {"t": "request", "v": 1, "action": "hold", "args": {"id": ["x"], "until": 5}})
     assert reply["rc"] == 2 and "expected text" in reply["error"]
     reply = _raw(site, {"t": "request", "v": 1, "action": "export", "args": {"id": "nope", "out": "/etc/passwd",
-                                                                           "purpose": "quality"}})  # fmt: skip
+                                                                           "purpose": "quality"}})
     assert reply["rc"] == 1 and "no recording 'nope'" in reply["error"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, wire.unix_address(str(site.root / "control.sock")) as addr:
         s.connect(addr)

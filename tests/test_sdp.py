@@ -42,7 +42,7 @@ def test_srtp_is_flagged() -> None:
     (OFFER.replace(b"a=rtpmap:101 telephone-event/8000", b"a=rtpmap:101 telephone-event"), "malformed rtpmap"),
     (OFFER.replace(b"t=0 0", b"t 0 0"), "malformed SDP line"),
     (b"v=0\r\n" + b"m=audio 1 RTP/AVP 0\r\n" * 17, "more than 16 media"),
-])  # fmt: skip
+])
 def test_malformed_sdp(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SessionDescription.parse(data)
@@ -84,7 +84,7 @@ PREFIX_OUTCOMES: list[tuple[bytes, list[tuple[int, str]]]] = [
         (len(b"a=rtpmap:96 H264/"), "malformed rtpmap {rtpmap!r}"),
     ]),
     (b"a=sendonly", [(1, "malformed SDP line 'a'")]),
-]  # fmt: skip
+]
 
 
 def _outcome(data: bytes) -> str:

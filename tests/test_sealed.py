@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage import sealed, wav
-from storage.spool import SpoolSink
 from storage.recovery import recover_spool
+from storage.spool import SpoolSink
 from storage.store import Store
 
 KEY = bytes(range(32))
@@ -104,7 +104,7 @@ def test_a_removed_reordered_altered_or_truncated_record_fails_clearly(tmp_path:
     expect = {"removed": "out of sequence", "reordered": "out of sequence",
               "altered ciphertext": "fails authentication", "altered header": "fails authentication",
               "truncated": "incomplete", "cut": "record 5 cut",
-              "appended": "after the final record", "record of another file": "fails authentication"}  # fmt: skip
+              "appended": "after the final record", "record of another file": "fails authentication"}
     for name, blob in cases.items():
         (tmp_path / "bad").write_bytes(blob)
         with pytest.raises(sealed.SealedError) as err:
@@ -148,7 +148,7 @@ def new_store(root: Path) -> Store:
 
 def sip_frame(n: int) -> bytes:
     text = (f"INVITE sip:0442003939@192.0.2.10 SIP/2.0\r\nFrom: <sip:{CALLER}@203.0.113.5>;tag={n}\r\n"
-            f"Call-ID: {CALL_ID}\r\nCSeq: {n} INVITE\r\n\r\n").encode()  # fmt: skip
+            f"Call-ID: {CALL_ID}\r\nCSeq: {n} INVITE\r\n\r\n").encode()
     return bytes(14) + bytes(28) + text
 
 
@@ -175,11 +175,11 @@ def find_clear(files: dict[str, bytes], audio: list[bytes]) -> list[str]:
 def call_info(call_id: str = CALL_ID, started: float = T0) -> SimpleNamespace:
     return SimpleNamespace(call_id=call_id, did="+81442003939", did_label="テスト", caller=CALLER, started_at=started,
                            codec="PCMU", clock_rate=8000, channels=1, conversation="c0ffee", part=1,
-                           part_reason="")  # fmt: skip
+                           part_reason="")
 
 
 def record(store: Store, seconds: int, *, check: object = None, end: bool = True,
-           started: float = T0) -> tuple[object, list[bytes]]:  # fmt: skip
+           started: float = T0) -> tuple[object, list[bytes]]:
     """``seconds`` of random audio in both channels (20 ms packets), a SIP frame every second into
     the evidence pcap, and a late payload after a stall; ``check`` runs every 5 s of audio."""
     rec = SpoolSink(store).call_started(call_info(started=started))

@@ -98,7 +98,7 @@ def test_caller_search_by_exact_number_in_any_form_and_by_last_digits(
     site: Site, capsys: pytest.CaptureFixture[str]
 ) -> None:
     site.replay(FIXTURES / "inbound-mulaw.pcap", FIXTURES / "inbound-e164.pcap", FIXTURES / "inbound-alaw.pcap",
-                FIXTURES / "dtmf.pcap")  # fmt: skip
+                FIXTURES / "dtmf.pcap")
     assert found(site, capsys, "--caller", "090-1111-2222") == ["09011112222"] * 2
     assert found(site, capsys, "--caller", "+81 90 1111 2222") == ["09011112222"] * 2
     assert found(site, capsys, "--caller", "090-3333-4444") == ["+819033334444"]  # national form of an E.164 From
@@ -202,7 +202,7 @@ def test_technicians_find_masked_and_without_a_caller_filter(
     me = grp.getgrgid(os.getgid()).gr_name
     site = Site(tmp_path, settings=f"control: {{socket: control.sock}}\nroles: {{technician_group: {me}, "
                                    "manager_group: nogroup, staff_group: nogroup, "
-                                   "auditor_group: nogroup}\n").init()  # fmt: skip
+                                   "auditor_group: nogroup}\n").init()
     site.replay(FIXTURES / "inbound-mulaw.pcap")
     server = serve(site)
     try:
@@ -222,7 +222,7 @@ def test_disclosure_search_finds_the_caller_through_the_digests(site: Site, caps
     assert rc == 0, err
     request = str(json.loads(out)["request"])
     rc, out, err = ask(site, capsys, "disclosure", "search", request, "--caller", "090-3333-4444",
-                       "--from", "2026-09-01", "--to", "2026-09-30", "--json")  # fmt: skip
+                       "--from", "2026-09-01", "--to", "2026-09-30", "--json")
     assert rc == 0, err
     [candidate] = json.loads(out)["candidates"]
     assert candidate["id"] in {r["id"] for r in site.list(capsys) if r["caller"] == "+819033334444"}

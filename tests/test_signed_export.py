@@ -85,10 +85,10 @@ def openssl_verify(pem: Path, copy: Path) -> subprocess.CompletedProcess[str]:
     words, with the key's and the copy's paths put in."""
     openssl = needs_tool("openssl")
     words = {"openssl": openssl, "recorder.pub.pem": str(pem), "F.manifest.json": f"{copy}.manifest.json",
-             "F.manifest.sig": f"{copy}.manifest.sig"}  # fmt: skip
+             "F.manifest.sig": f"{copy}.manifest.sig"}
     command = [words.get(word, word) for word in documented_openssl_check()]
     assert command == [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
-                       "-in", f"{copy}.manifest.json", "-sigfile", f"{copy}.manifest.sig"], command  # fmt: skip
+                       "-in", f"{copy}.manifest.json", "-sigfile", f"{copy}.manifest.sig"], command
     return subprocess.run(command, capture_output=True, text=True)
 
 
@@ -99,7 +99,7 @@ def flip(path: Path, offset: int) -> None:
 
 
 def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     rec = recording(site, capsys)
     out = tmp_path / "evidence.wav"
     export(site, rec, out)
@@ -121,9 +121,9 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
         "manifest": "recorderd export manifest", "version": 1, "file": "evidence.wav", "file_format": "wav",
         "file_sha256": rec["sha256"], "copy_id": 1, "copy_kind": "export", "recording_id": rec["id"],
         "did_label": rec["did_label"], "started_at": rec["started_at"], "ended_at": rec["ended_at"],
-        "codec": "PCMU", "channels": 2, "recording_sha256": rec["sha256"], "purpose": "suspicious_call"}  # fmt: skip
+        "codec": "PCMU", "channels": 2, "recording_sha256": rec["sha256"], "purpose": "suspicious_call"}
     assert manifest["evidence_pcap_sha256"] == hashlib.sha256(b"".join(site.open_store().reading.plaintext(
-        site.open_store().reading.get(rec["id"]), pcap=True))).hexdigest()  # fmt: skip
+        site.open_store().reading.get(rec["id"]), pcap=True))).hexdigest()
     me = __import__("pwd").getpwuid(os.getuid()).pw_name
     assert manifest["signer"] == {"user": me, "role": "manager", "via": "direct"}
     assert manifest["recorder"]["key_id"] == public.key_id == hashlib.sha256(
@@ -135,7 +135,7 @@ def test_an_export_verifies_with_recorderctl_and_with_openssl(site: Site, tmp_pa
     rc, said = verify(site, capsys, out)  # on the box: the store's key
     assert rc == 0 and f"OK {out}: signed by the recorder's key {public.key_id}" in said, said
     elsewhere = subprocess.run([*CTL, "--config", str(tmp_path / "no-such.yaml"), "verify-export", str(out),
-                                "--pubkey", str(pem)], capture_output=True, text=True, cwd="/")  # fmt: skip
+                                "--pubkey", str(pem)], capture_output=True, text=True, cwd="/")
     # no store, no config
     assert elsewhere.returncode == 0 and "OK" in elsewhere.stdout, elsewhere.stdout + elsewhere.stderr
     checked = openssl_verify(pem, out)
@@ -184,7 +184,7 @@ def test_one_bit_flipped_in_the_manifest_fails(
     manifest = tmp_path / "copy.wav.manifest.json"
     body = manifest.read_bytes()
     offsets = {"first byte": 0, "file_sha256": body.index(rec["sha256"].encode()) + 10,
-               "purpose": body.index(b'"suspicious_call"') + 3, "last byte": len(body) - 1}  # fmt: skip
+               "purpose": body.index(b'"suspicious_call"') + 3, "last byte": len(body) - 1}
     flip(manifest, offsets[where])
     for extra in ((), ("--pubkey", str(pem))):
         rc, said = verify(site, capsys, out, *extra)
@@ -245,12 +245,12 @@ def test_provide_gets_a_signed_manifest_too(site: Site, tmp_path: Path, capsys: 
     out = tmp_path / "police.wav"
     capsys.readouterr()
     assert site.ctl("provide", rec["id"], "--to", "Kawasaki Police Station", "--basis", "law", "--out", str(out),
-                    "--note", "written inquiry 2026-123") == 0  # fmt: skip
+                    "--note", "written inquiry 2026-123") == 0
     assert "signed manifest beside it" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "police.wav.manifest.json").read_bytes())
     assert (manifest["copy_kind"], manifest["file_sha256"], manifest["codec"]) == ("provision", rec["sha256"], "PCMA")
     assert manifest["legal_basis"] == {"basis": "law", "article": "APPI Art. 69(1): based on laws and regulations",
-                                       "provision": 1}  # fmt: skip
+                                       "provision": 1}
     assert "purpose" not in manifest
     rc, said = verify(site, capsys, out)
     assert rc == 0, said
@@ -300,7 +300,7 @@ def test_exports_through_the_control_socket_are_signed(
 
 
 def test_a_manifest_that_cannot_be_put_beside_the_copy_is_said(site: Site, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     rec = recording(site, capsys)
     out = tmp_path / "copy.wav"
     (tmp_path / "copy.wav.manifest.json").mkdir()  # something else is in the way
@@ -315,7 +315,7 @@ def test_a_manifest_that_cannot_be_put_beside_the_copy_is_said(site: Site, tmp_p
 
 def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     key_file = site.store / "signing.key"
     first = json.loads(key_file.read_bytes())
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -339,7 +339,7 @@ def test_the_signing_key_is_made_once_and_only_the_master_key_opens_it(
 
 def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     """A store of the release before has no signing.key (and no audit row naming one): its first
     copy makes the key, audited once, and later ones use it."""
     site = made_before_signing(tmp_path / "older")
@@ -356,7 +356,7 @@ def test_a_store_made_before_signing_gets_its_key_at_the_first_copy(
 
 def test_decommission_leaves_no_signing_key_and_old_copies_still_check(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     rec = recording(site, capsys)
     out = tmp_path / "handed-over.wav"
     export(site, rec, out)
@@ -394,10 +394,10 @@ def test_decommission_erases_a_staging_copy_of_the_key_a_crash_left(site: Site, 
 @pytest.mark.parametrize("swapped,refusal", [
     (("public_key", "key_id"), "does not open with the store's master key"),  # the key id is bound to the wrapped key
     (("public_key",), "was altered (its key id is not its public key's)"),
-])  # fmt: skip
+])
 def test_a_key_file_with_its_public_key_swapped_signs_nothing(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], swapped: tuple[str, ...], refusal: str
-) -> None:  # fmt: skip
+) -> None:
     """Whoever can write the store but lacks the master key could put their own public key in the
     key file, so that the box would vouch for their forgeries: the key file must then refuse to work."""
     rec = recording(site, capsys)
@@ -417,7 +417,7 @@ def test_a_key_file_with_its_public_key_swapped_signs_nothing(
 
 def test_a_deleted_signing_key_is_not_replaced_but_said_to_be_restored(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     """signing.key deleted on a store whose audit log records its key (init's row): a new key would
     make the copies signed before fail verify-export on the box. Neither a copy nor init makes one;
     both say to restore the file from its backup; restored, everything checks again."""

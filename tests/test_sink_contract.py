@@ -30,7 +30,7 @@ def declared(protocol: type) -> set[str]:
 
 def test_the_protocols_declare_what_capture_and_storage_use() -> None:
     assert declared(RecordingHandle) == {"id", "keeps_packets", "figures", "use_buffers", "flush_buffers", "audio",
-                                         "packet", "end", "link_leg"}  # fmt: skip
+                                         "packet", "end", "link_leg"}
     assert declared(AudioLanes) == {"bufs", "frontier", "limit", "silence"}
     assert declared(EvidenceRecords) == {"buf", "limit", "linktype"}
     assert set(typing.get_type_hints(RecordingHandle)) == {"id", "keeps_packets", "figures"}
@@ -56,7 +56,7 @@ def test_capture_s_buffers_are_what_the_protocols_declare_in_c_and_in_python() -
 
 
 C_LOOKUPS = re.compile(r"PyObject_(?:GetAttr|SetAttr|HasAttr|CallMethod|Call|CallObject|CallFunction|VectorcallMethod)"
-                       r"\w*\(|PyUnicode_InternFromString|_PyObject_LookupAttr|PyObject_GenericGetAttr")  # fmt: skip
+                       r"\w*\(|PyUnicode_InternFromString|_PyObject_LookupAttr|PyObject_GenericGetAttr")
 
 
 def test_the_c_kernel_fetches_nothing_from_what_it_is_handed() -> None:
@@ -89,7 +89,7 @@ def attribute_uses(path: Path, names: set[str], attrs: set[str]) -> tuple[set[st
         if (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id in ("getattr", "hasattr", "setattr", "isinstance") and node.args and is_it(node.args[0])
-        ):  # fmt: skip
+        ):
             dynamic.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     return used, dynamic
 
@@ -124,7 +124,7 @@ def test_storage_uses_only_the_declared_names_of_capture_s_buffers() -> None:
 
 def info(codec: str = "PCMU", rate: int = 8000) -> CallInfo:
     return CallInfo("contract-1@203.0.113.5", "+81442003939", "contract", "09012345678", 1790000000.0, codec, rate,
-                    conversation="c0ffee", part=1)  # fmt: skip
+                    conversation="c0ffee", part=1)
 
 
 def kinds_match(obj: object, protocol: type) -> None:
@@ -266,7 +266,7 @@ class BufferHandle(PlainHandle):
         if self.lanes is not None:
             bufs = self.lanes.bufs
             n = max(map(len, bufs))
-            for buf, out in zip(bufs, self.channels):
+            for buf, out in zip(bufs, self.channels, strict=False):
                 out += buf + bytes([self.silence]) * (n - len(buf))
                 del buf[:]
             self.lanes.frontier += n

@@ -68,7 +68,7 @@ def test_body_beyond_content_length_is_not_part_of_message() -> None:
     (INVITE.replace(b"CSeq: 314159 INVITE\r\n", b""), "missing cseq"),
     (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards 70"), "header line without a name"),
     (b"INVITE sip:x SIP/2.0\r\n Call-ID: 1\r\n\r\n", "continuation line before any header"),
-])  # fmt: skip
+])
 def test_malformed_messages_say_what_is_wrong(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SipMessage.parse(data)
@@ -102,7 +102,7 @@ def test_a_utf8_header_reads_the_same_beside_a_shift_jis_one() -> None:
     ('"a\\"b" <sip:1@h>;tag=c', "sip:1@h", "c"),  # an RFC 3261 escaped quote still works
     ('"x" <sip:1@h>;tag=d;p="q"', "sip:1@h", "d"),
     ('"\x83\\" <sip:1@h>;tag=e;p="q"', "sip:1@h", "e"),
-])  # fmt: skip
+])
 def test_display_name_with_a_backslash_trail_byte(value: str, uri: str, tag: str) -> None:
     assert name_addr(value)[0] == uri and header_tag(value) == tag
 
@@ -118,7 +118,7 @@ def test_split_list_with_a_backslash_trail_byte() -> None:
     ("sip:2003939;phone-context=pbx.example.jp@192.0.2.10", "2003939", "pbx.example.jp"),
     ("sip:0442003939@192.0.2.10", "0442003939", ""),
     ("sip:pbx.example.com", "", ""),
-])  # fmt: skip
+])
 def test_uri_user_context(uri: str, user: str, context: str) -> None:
     assert uri_user_context(uri) == (user, context)
     assert uri_user(uri) == user
@@ -192,7 +192,7 @@ def test_every_truncated_head_closed_by_a_blank_line_gives_its_exact_reason() ->
     ("sip:pbx.example.com", ""),
     ("mailto:x@y", ""),
     ("nonsense", ""),
-])  # fmt: skip
+])
 def test_uri_user(uri: str, user: str) -> None:
     assert uri_user(uri) == user
 

@@ -108,7 +108,7 @@ def test_generated_fixture_reads_completely() -> None:
     ("ipv6-frag-sip-sll.pcap", 113, 34),
     ("rtp-opus-rawip-nosip.pcap", 101, 1390),
     ("g711u-proxy-simple.pcapng", 1, 613),
-])  # fmt: skip
+])
 def test_public_captures_packet_counts(name: str, linktype: int, count: int) -> None:
     path = PUBLIC / name
     if not path.exists():

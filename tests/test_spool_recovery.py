@@ -67,10 +67,10 @@ def store_at(root: Path) -> Store:
 
 
 def test_a_recording_recovered_after_kill_9_keeps_its_figures_and_dtmf_and_says_what_may_be_missing(
-        tmp_path: Path) -> None:  # fmt: skip
+        tmp_path: Path) -> None:
     store = store_at(tmp_path)
     script = KILLED_MID_CALL.format(root=str(ROOT), fixtures=str(ROOT / "pcap_fixtures"), store=store.root,
-                                    key=store.key_file, dids=str(ROOT / "config" / "dids.yaml"), t0=T0)  # fmt: skip
+                                    key=store.key_file, dids=str(ROOT / "config" / "dids.yaml"), t0=T0)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert any(n.endswith(SIDECAR) for n in os.listdir(store.spool_dir))
@@ -107,12 +107,12 @@ def test_a_cut_last_line_leaves_the_figures_of_the_line_before(tmp_path: Path) -
     before it, DTMF events merged from every line (the last one may have grown longer). Nothing of
     the call is in the file in the clear."""
     call = SimpleNamespace(call_id="call-id-in-clear?", did="+81442003939", did_label="L", caller="09011112222",
-                           started_at=T0, codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
+                           started_at=T0, codec="PCMU", clock_rate=8000, channels=1)
     sidecar = new_sidecar(str(tmp_path / "r"), call)
     stream = {"channel": 1, "packets": 10, "dtmf": [[1.0, "5", 40.0]]}
     sidecar.progress([stream, {"channel": 2, "packets": 9, "dtmf": []}])
     sidecar.progress([{**stream, "packets": 20, "dtmf": [[1.0, "5", 120.0], [2.0, "#", 60.0]]},
-                      {"channel": 2, "packets": 19, "dtmf": []}])  # fmt: skip
+                      {"channel": 2, "packets": 19, "dtmf": []}])
     sidecar.progress([{**stream, "packets": 30}, {"channel": 2, "packets": 29, "dtmf": []}])
     sidecar.close()
     path = tmp_path / ("r" + SIDECAR)
@@ -147,7 +147,7 @@ def test_a_full_store_leaves_no_empty_or_partial_sidecar(tmp_path: Path) -> None
         try:
             fill(tiny / "filler")
             call = SimpleNamespace(call_id="full-1", did="+81442003939", did_label="L", caller="09011112222",
-                                   started_at=T0, codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
+                                   started_at=T0, codec="PCMU", clock_rate=8000, channels=1)
             with pytest.raises(OSError):
                 SpoolSink(store).call_started(call)
             assert os.listdir(store.spool_dir) == []
@@ -160,7 +160,7 @@ def test_a_save_the_disk_cannot_take_is_cut_back(tmp_path: Path) -> None:
     further saves are tried."""
     with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
         call = SimpleNamespace(call_id="c", did="+81442003939", did_label="L", caller="09011112222", started_at=T0,
-                               codec="PCMU", clock_rate=8000, channels=1)  # fmt: skip
+                               codec="PCMU", clock_rate=8000, channels=1)
         sidecar = new_sidecar(str(tiny / "r"), call)
         sidecar.progress([{"channel": 1, "packets": 1, "dtmf": []}])
         kept = (tiny / ("r" + SIDECAR)).read_bytes()

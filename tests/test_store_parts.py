@@ -51,7 +51,7 @@ def test_the_parts_act_on_the_clock_the_store_has_now(tmp_path: Path) -> None:
     try:
         store.clock = lambda: T0
         replay(CapturePipeline(load_dids(str(ROOT / "config" / "dids.yaml")), SpoolSink(store)),
-               [str(FIXTURES / "inbound-mulaw.pcap")])  # fmt: skip
+               [str(FIXTURES / "inbound-mulaw.pcap")])
         [row] = store.reading.recordings()
         assert row.created_at == T0  # kept by store.keeper, dated by the clock set after it was built
         with pytest.raises(StoreError, match="a hold must end in the future"):

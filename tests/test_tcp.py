@@ -124,7 +124,7 @@ def test_large_invite_split_over_four_segments() -> None:
     assert 4800 < len(invite) < 5600
     link.syn()
     cuts = [0, 1300, 2600, 3900, len(invite)]
-    outputs = [link.at(a, invite[a:b]) for a, b in zip(cuts, cuts[1:])]
+    outputs = [link.at(a, invite[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
     assert outputs == [[], [], [], [invite]]
     parsed = SipMessage.parse(invite)
     assert parsed.method == "INVITE" and parsed.body.startswith(b"v=0\r\n") and len(parsed.body) > 4500
@@ -363,9 +363,9 @@ def messages(draw: st.DrawFn) -> list[bytes]:
 def test_random_segmentation_order_and_retransmissions(data: st.DataObject, msgs: list[bytes], isn: int) -> None:
     ping = st.sampled_from([b"", b"\r\n", b"\r\n\r\n"])  # keep-alives between messages
     pings = data.draw(st.lists(ping, min_size=len(msgs), max_size=len(msgs)))
-    stream = b"".join(p + m for p, m in zip(pings, msgs))
+    stream = b"".join(p + m for p, m in zip(pings, msgs, strict=False))
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=20))))
-    bounds = list(zip([0, *cuts], [*cuts, len(stream)]))
+    bounds = list(zip([0, *cuts], [*cuts, len(stream)], strict=False))
     sends = data.draw(st.permutations(bounds))
     duplicates = st.sampled_from(bounds)  # a segment sent again as it was
     resegmented = st.tuples(st.integers(0, len(stream) - 1), st.integers(1, 400)).map(

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, Site, public_capture
+from conftest import FIXTURES, Site, public_capture
 from test_legs import replay, write
 
 from capture.call import conversation_token
@@ -36,7 +36,7 @@ def test_the_parts_are_listed_together(site: Site, capsys: pytest.CaptureFixture
     assert site.replay(FIXTURES / "transfer-blind.pcap") == 0
     recs = site.list(capsys)
     assert [(r["call_id"], r["part"], r["parts"]) for r in recs] == [
-        ("xfer-blind-1@203.0.113.5", 1, 2), ("xfer-blind-2@203.0.113.5", 2, 2)]  # fmt: skip
+        ("xfer-blind-1@203.0.113.5", 1, 2), ("xfer-blind-2@203.0.113.5", 2, 2)]
     assert recs[0]["conversation"] == recs[1]["conversation"]
 
 
@@ -44,9 +44,9 @@ def _blind(**changes: object):  # type: ignore[no-untyped-def]
     import fx_transfers
 
     first = fx_transfers.designated_call("t-blind-1@203.0.113.5", "09012349999", fx_transfers.T, 181,
-                                         refer_to="sip:2001@192.0.2.10")  # fmt: skip
+                                         refer_to="sip:2001@192.0.2.10")
     second = fx_transfers.transferred(first, "t-blind-2@203.0.113.5", "2001", 182,
-                                      ("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                                      ("Referred-By: <sip:operator@192.0.2.10>",))
     return first, dataclasses.replace(second, **changes)
 
 
@@ -78,7 +78,7 @@ def test_a_refer_sent_by_the_caller_is_not_followed(tmp_path: Path) -> None:
             for t, forward, data in super().messages():
                 if data.startswith(b"REFER "):  # the same REFER, from the caller's side
                     data = self._message("REFER sip:pbx@192.0.2.10 SIP/2.0", "4 REFER", to_tag=True,
-                                         extra=("Refer-To: <sip:2001@192.0.2.10>",))  # fmt: skip
+                                         extra=("Refer-To: <sip:2001@192.0.2.10>",))
                     forward = True
                 out.append((t, forward, data))
             return out
@@ -105,10 +105,10 @@ def test_a_long_call_not_designated_transferred_in_is_not_recorded(tmp_path: Pat
 
     elsewhere = fx_transfers.Part("t-in-1@203.0.113.5", "sip:0449999999@192.0.2.10", "sip:0449999999@192.0.2.10",
                                   "09012348888", fx_transfers.T, talk=101.0, refer_at=100.0, seed=187,
-                                  refer_to="sip:0442003939@192.0.2.10")  # fmt: skip
+                                  refer_to="sip:0442003939@192.0.2.10")
     second = fx_transfers.Part("t-in-2@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10",
                                "09012348888", elsewhere.refer_time + 0.1, seed=188,
-                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))
     pipeline, sink = replay(write(tmp_path, [elsewhere, second]))
     assert sink.ended == {} and pipeline.counters["calls_transferred_in"] == 1
 
@@ -119,7 +119,7 @@ def test_a_referred_by_alone_does_not_stop_a_designated_call(tmp_path: Path) -> 
     import fx_transfers
 
     call = fx_transfers.designated_call("t-ext-1@203.0.113.5", "09012347777", fx_transfers.T, 189,
-                                        extra_headers=("Referred-By: <sip:someone@198.51.100.77>",))  # fmt: skip
+                                        extra_headers=("Referred-By: <sip:someone@198.51.100.77>",))
     pipeline, sink = replay(write(tmp_path, [call]))
     assert sorted(sink.ended) == ["t-ext-1@203.0.113.5"] and pipeline.counters["calls_transferred_in"] == 0
 
@@ -135,7 +135,7 @@ def test_the_public_refer_transfer_capture(tmp_path: Path, capsys: pytest.Captur
     assert site.list(capsys) == []
     dids = tmp_path / "refer-dids.yaml"
     dids.write_text('dids:\n  - {number: "204", label: "t", kind: "user"}\n  - {number: "201", label: "u", kind: "user"}\n',
-                    encoding="utf-8")  # fmt: skip
+                    encoding="utf-8")
     pipeline, sink = replay(path, dids)
     assert sink.ended == {} and pipeline.counters["calls_transferred_in"] == 1
     assert pipeline.counters["sip_messages"] > 0 and pipeline.counters["sip_malformed"] == 0
@@ -164,7 +164,7 @@ def test_a_second_callers_invite_just_after_the_refer_is_not_the_transfer(tmp_pa
     first, second = _blind()
     other = fx_transfers.Part("t-other-1@203.0.113.5", "sip:2001@192.0.2.10", "sip:2001@192.0.2.10", "08099998888",
                               first.refer_time + 0.05, caller_media=("203.0.113.20", 43000),
-                              pbx_media=("192.0.2.32", 23000), seed=190)  # fmt: skip
+                              pbx_media=("192.0.2.32", 23000), seed=190)
     assert other.sip_src == first.sip_src  # the same trunk address the REFER went to
     pipeline, sink = replay(write(tmp_path, [first, other, second]))
     assert sorted(sink.ended) == ["t-blind-1@203.0.113.5", "t-blind-2@203.0.113.5"]
@@ -178,7 +178,7 @@ def test_a_second_callers_invite_just_after_the_refer_is_not_the_transfer(tmp_pa
 def test_a_replaces_naming_a_recorded_call_from_another_caller_is_not_its_part(tmp_path: Path) -> None:
     """A Replaces naming the recorded dialog, but another caller in From: not the transfer (the new
     call would have been filed under the recorded caller's number); 2001 is not designated."""
-    first, second = _blind(caller="08077776666", extra_headers=(f"Replaces: t-blind-1@203.0.113.5;to-tag=x;from-tag=y",))
+    first, second = _blind(caller="08077776666", extra_headers=("Replaces: t-blind-1@203.0.113.5;to-tag=x;from-tag=y",))
     first = dataclasses.replace(first, refer_to="")
     pipeline, sink = replay(write(tmp_path, [first, second]))
     assert sorted(sink.ended) == ["t-blind-1@203.0.113.5"]
@@ -186,13 +186,13 @@ def test_a_replaces_naming_a_recorded_call_from_another_caller_is_not_its_part(t
 
 
 def _forged_refer(at: float, target: str, call_id: str = "forged-1@198.51.100.66",
-                  src: str = "198.51.100.66", dst: str = "203.0.113.5") -> tuple[float, bytes]:  # fmt: skip
+                  src: str = "198.51.100.66", dst: str = "203.0.113.5") -> tuple[float, bytes]:
     from frames import udp_frame
 
     refer = (f"REFER sip:x@{dst} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bKforged\r\n"
              f"From: <sip:a@{src}>;tag=f1\r\nTo: <sip:b@{dst}>;tag=t1\r\nCall-ID: {call_id}\r\n"
              f"CSeq: 1 REFER\r\nRefer-To: <sip:{target}@192.0.2.10>\r\nContact: <sip:a@{src}>\r\n"
-             "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()  # fmt: skip
+             "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
     return at, udp_frame(src, 5060, dst, 5060, refer)
 
 
@@ -204,7 +204,7 @@ def test_a_forged_refer_in_a_dialog_never_seen_does_not_stop_a_designated_call(t
     from frames import write_pcap
 
     real = fx_transfers.designated_call("t-xin-1@203.0.113.5", "09012347777", fx_transfers.T + 10, 191,
-                                        extra_headers=("Referred-By: <sip:operator@other-system.example>",))  # fmt: skip
+                                        extra_headers=("Referred-By: <sip:operator@other-system.example>",))
     forged = [_forged_refer(real.start - 10.0, "0442003939")]  # its dialog never seen; sent to the trunk
     path = tmp_path / "capture.pcap"
     write_pcap(str(path), sorted(real.packets() + forged, key=lambda p: p[0]))
@@ -220,10 +220,10 @@ def test_a_refer_from_outside_a_dialog_not_designated_changes_nothing(tmp_path: 
     from frames import write_pcap
 
     elsewhere = fx_transfers.Part("t-in-1@203.0.113.5", "sip:0449999999@192.0.2.10", "sip:0449999999@192.0.2.10",
-                                  "09012348888", fx_transfers.T, seed=192)  # fmt: skip
+                                  "09012348888", fx_transfers.T, seed=192)
     second = fx_transfers.Part("t-in-2@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10",
                                "09012348888", fx_transfers.T + 2.0, seed=193,
-                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))
     forged = _forged_refer(fx_transfers.T + 1.9, "0442003939", "t-in-1@203.0.113.5", "198.51.100.66", "203.0.113.5")
     path = tmp_path / "capture.pcap"
     write_pcap(str(path), sorted(elsewhere.packets() + second.packets() + [forged], key=lambda p: p[0]))
@@ -237,10 +237,10 @@ def test_a_call_transferred_in_is_one_of_the_same_caller(tmp_path: Path) -> None
     import fx_transfers
 
     elsewhere = fx_transfers.Part("t-in-1@203.0.113.5", "sip:0449999999@192.0.2.10", "sip:0449999999@192.0.2.10",
-                                  "09012348888", fx_transfers.T, seed=194, refer_to="sip:0442003939@192.0.2.10")  # fmt: skip
+                                  "09012348888", fx_transfers.T, seed=194, refer_to="sip:0442003939@192.0.2.10")
     second = fx_transfers.Part("t-in-2@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10",
                                "09055554444", elsewhere.refer_time + 0.1, seed=195,
-                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                               extra_headers=("Referred-By: <sip:operator@192.0.2.10>",))
     pipeline, sink = replay(write(tmp_path, [elsewhere, second]))
     assert sorted(sink.ended) == ["t-in-2@203.0.113.5"] and pipeline.counters["calls_transferred_in"] == 0
 
@@ -251,10 +251,10 @@ def test_a_transfer_to_an_outside_number_is_not_followed(tmp_path: Path) -> None
     import fx_transfers
 
     first = fx_transfers.designated_call("t-out-1@203.0.113.5", "09012346666", fx_transfers.T, 196,
-                                         refer_to="sip:09011112222@192.0.2.10")  # fmt: skip
+                                         refer_to="sip:09011112222@192.0.2.10")
     again = dataclasses.replace(first, refer_at=first.refer_at + 0.5)  # the REFER retransmitted
     second = fx_transfers.transferred(first, "t-out-2@203.0.113.5", "09011112222", 197,
-                                      ("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                                      ("Referred-By: <sip:operator@192.0.2.10>",))
     from frames import write_pcap
 
     refers = [p for p in again.packets() if b"REFER sip:" in p[1] and p[0] >= again.refer_time]
@@ -272,9 +272,9 @@ def test_a_transfer_to_another_designated_number_is_followed(tmp_path: Path) -> 
     import fx_transfers
 
     first = fx_transfers.designated_call("t-in-city-1@203.0.113.5", "09012345555", fx_transfers.T, 198,
-                                         refer_to="sip:+81442002111@192.0.2.10")  # fmt: skip
+                                         refer_to="sip:+81442002111@192.0.2.10")
     second = fx_transfers.transferred(first, "t-in-city-2@203.0.113.5", "0442002111", 199,
-                                      ("Referred-By: <sip:operator@192.0.2.10>",))  # fmt: skip
+                                      ("Referred-By: <sip:operator@192.0.2.10>",))
     pipeline, sink = replay(write(tmp_path, [first, second]))
     part = sink.ended["t-in-city-2@203.0.113.5"].info
     assert (part.part, part.part_reason, part.did) == (2, "transfer", sink.ended["t-in-city-1@203.0.113.5"].info.did)

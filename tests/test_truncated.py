@@ -14,13 +14,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import fx_truncated  # noqa: E402  (pcap_fixtures is on the path: conftest)
 import pytest
 from conftest import FIXTURES, ROOT, Site, needs_root
+from frames import CutFrame, rtp_packet, udp_frames  # noqa: E402
 
 from storage.wav import channel_bytes
-
-import fx_truncated  # noqa: E402  (pcap_fixtures is on the path: conftest)
-from frames import CutFrame, rtp_packet, udp_frames  # noqa: E402
 
 PAYLOAD = bytes(range(160))
 RTP = rtp_packet(0, 1000, 160_000, 0x1234, PAYLOAD)
@@ -106,7 +105,7 @@ def test_a_cut_packet_keeps_its_captured_bytes_and_the_rest_is_silence(call: fx_
     keep = call.snap - call.rtp_header_end
     cuts = call.cuts()
     checked = 0
-    for d, channel in zip(call.media(), (1, 2)):
+    for d, channel in zip(call.media(), (1, 2), strict=False):
         audio = channel_bytes(data, channel)
         first = d.packets[0]
         anchor = round((first[0] - call.answer_at) * 8000)
@@ -148,7 +147,7 @@ def test_a_cut_g722_packet_decodes_what_was_captured_and_the_rest_is_silence(tmp
     data = site.wav_bytes(rec)
     keep = call.snap - call.rtp_header_end  # bytes captured of a cut packet: 2 samples (4 bytes of PCM) each
     cuts = call.cuts()
-    for d, channel in zip(call.media(), (1, 2)):
+    for d, channel in zip(call.media(), (1, 2), strict=False):
         audio = channel_bytes(data, channel)
         first = d.packets[0]
         anchor = round((first[0] - call.answer_at) * 8000)
@@ -164,20 +163,21 @@ def test_a_cut_g722_packet_decodes_what_was_captured_and_the_rest_is_silence(tmp
 def test_the_c_fast_path_hands_a_cut_frame_to_python() -> None:
     """C refuses a frame whose IP length is beyond what was captured (its ``end <= len(frame)``
     test) and stops there; the Python path places it (and counts it)."""
+    import tempfile
+    from zoneinfo import ZoneInfo
+
     from capture.fast import fastpath
     from capture.pipeline import CapturePipeline
     from recorderd.config import load_dids
     from storage.spool import SpoolSink
     from storage.store import Store
-    from zoneinfo import ZoneInfo
-    import tempfile
 
     if fastpath is None:
         pytest.skip("the C module is not built (RECORDERD_PURE_PYTHON or no compiler)")
     call = fx_truncated.MULAW
     packets = sorted(call.packets(), key=lambda p: p[0])
     cut_at = next(i for i, (_t, f) in enumerate(packets) if isinstance(f, CutFrame) and f[42] & 0xC0 == 0x80
-                  and len(f) == call.snap and i > 60)  # fmt: skip
+                  and len(f) == call.snap and i > 60)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(os.path.join(tmp, "s"), tz=ZoneInfo("Asia/Tokyo"), retention_days=14, key_file=os.path.join(tmp, "k"))
         store.init()
@@ -241,11 +241,11 @@ def test_the_truncated_fixtures_are_cut_as_tshark_reads_them() -> None:
     for name, fixture in fx_truncated.FIXTURES.items():
         result = subprocess.run([tshark, "-r", str(FIXTURES / f"{name}.pcap"), "-T", "fields", "-e", "frame.cap_len",
                                  "-e", "frame.len", "-e", "rtp.ssrc", "-e", "rtp.seq", "-e", "_ws.expert.message"],
-                                capture_output=True, text=True)  # fmt: skip
+                                capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         rows = [line.split("\t") for line in result.stdout.splitlines()]
         cut = [r for r in rows if int(r[0]) < int(r[1]) or "total length exceeds packet length" in r[4]
-               or "payload length exceeds" in r[4]]  # fmt: skip
+               or "payload length exceeds" in r[4]]
         assert len(cut) == cut_frames[name], name
         [(call, _number)] = fixture.entries
         decoded = {(int(r[2], 16), int(r[3])) for r in cut if r[3]}  # tshark: their RTP header is whole

@@ -49,7 +49,7 @@ def _erspan_capture(path: Path) -> int:
     """A designated call of a minute, every frame inside ERSPAN II from a remote mirror."""
     packets = call("call-erspan-long", "0442003939", talk=62.0, seed=142).packets()
     wrapped = [(ts, ip_frames("198.51.100.7", "198.51.100.20", 47, gre(0x88BE, erspan2(frame, index=i), seq=i))[0])
-               for i, (ts, frame) in enumerate(sorted(packets, key=lambda p: p[0]))]  # fmt: skip
+               for i, (ts, frame) in enumerate(sorted(packets, key=lambda p: p[0]))]
     return write_pcap(str(path), wrapped)
 
 
@@ -67,7 +67,7 @@ def test_erspan_not_enabled_is_said_with_its_count_and_enabled_it_is_recorded(
     assert "0 recorded" in out
     [line] = said(err)
     counts = re.search(r"(\d+) of (\d+) packets in 60 s not understood \(encapsulation not opened: erspan2 (\d+) — "
-                       r"set capture.encapsulations and capture.collectors\)", line)  # fmt: skip
+                       r"set capture.encapsulations and capture.collectors\)", line)
     assert counts and counts[1] == counts[2] == counts[3] and 1000 <= int(counts[1]) <= n, line
     opened = Site(tmp_path / "opened").init()  # the tests' sites open ERSPAN: the call is recorded, nothing said
     capsys.readouterr()
@@ -100,7 +100,7 @@ def test_status_shows_it_while_it_lasts(tmp_path: Path, capsys: pytest.CaptureFi
     text = _served_status(site, FIXTURES / "unrecognised-mpls.pcap", capsys)
     [line] = [x for x in text.splitlines() if x.startswith("capture: ")]
     assert re.fullmatch(r"capture: traffic not understood: (\d+) of \1 packets in 60 s not understood "
-                        r"\(ethertype 0x8847: \1\)", line), line  # fmt: skip
+                        r"\(ethertype 0x8847: \1\)", line), line
     clean = _served_status(site, FIXTURES / "inbound-mulaw.pcap", capsys)
     assert "service: running" in clean and not [x for x in clean.splitlines() if x.startswith("capture: ")]
 
@@ -110,7 +110,7 @@ def test_packets_without_any_sip_for_five_minutes_are_said(tmp_path: Path, capsy
     understood as RTP, so only the missing SIP can tell; after 5 minutes of packet time it is said."""
     packets = [(1_790_000_000.0 + i * 0.2, udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000,
                                                      struct.pack("!BBHII", 0x80, 0, i, i * 160, 7) + b"\xff" * 160))
-               for i in range(5 * 60 * 5 + 100)]  # fmt: skip
+               for i in range(5 * 60 * 5 + 100)]
     capture = tmp_path / "rtp-only.pcap"
     write_pcap(str(capture), packets)
     (tmp_path / "site").mkdir()
@@ -238,7 +238,7 @@ def test_frames_the_kernel_left_out_alarm_only_when_they_are_nearly_all(port: Po
         port.counters["kernel_filtered"] += 100  # all of it left out
         port.watch.look(port.now, 0)
     assert port.watch.standing == ("traffic not understood: 6000 of 6000 packets in 60 s not understood "
-                                   "(not IP, left out by the kernel's filter: 6000)")  # fmt: skip
+                                   "(not IP, left out by the kernel's filter: 6000)")
 
 
 def test_left_out_is_the_interface_count_less_the_sockets(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ class MplsSpan:
 
 @pytest.mark.integration
 def test_the_live_service_says_a_mirror_in_mpls_and_status_shows_it(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """The kernel's filter drops MPLS frames before the service sees them: the interface's count
     says they came. Within a minute of wall time (live packet time) the service logs it once and
     `recorderctl status` and STATUS= say it; nothing is recorded."""
@@ -302,13 +302,13 @@ def test_the_live_service_says_a_mirror_in_mpls_and_status_shows_it(tmp_path: Pa
     span = MplsSpan()
     try:
         settings = (f"capture: {{interfaces: [a14-rx], {TRUNK}, ring_mb: 8, block_timeout_ms: 20}}\n"
-                    "logging: {stats_interval_s: 10}\n")  # fmt: skip
+                    "logging: {stats_interval_s: 10}\n")
         site = Site(tmp_path, None, settings).init()
         service = Service(span, site, tmp_path)  # type: ignore[arg-type]  # (Service reads only .ns)
         try:
             time.sleep(1.5)  # the interface's count read once: the baseline
             span.exec("tcpreplay", "-q", "-i", "a14-tx", "--multiplier=20", str(FIXTURES / "unrecognised-mpls.pcap"),
-                      timeout=120)  # fmt: skip
+                      timeout=120)
             service.wait_log(EVENT, 90)
             service.read_notify(1.5)
             capsys.readouterr()
@@ -318,7 +318,7 @@ def test_the_live_service_says_a_mirror_in_mpls_and_status_shows_it(tmp_path: Pa
             assert service.stop() == 0
         [line] = said(service.log.read_text())
         counts = re.search(r"(\d+) of (\d+) packets in \d+ s not understood \(not IP, left out by the kernel's "
-                           r"filter: (\d+)\)", line)  # fmt: skip
+                           r"filter: (\d+)\)", line)
         assert counts and counts[1] == counts[2] == counts[3] and int(counts[1]) >= 6000, line
         assert f"capture: traffic not understood: {counts[1]} of" in status, status
         assert any("TRAFFIC NOT UNDERSTOOD" in m for m in service.messages)
@@ -336,16 +336,16 @@ def _sip(text: str) -> bytes:
 
 REGISTER = _sip("REGISTER sip:192.0.2.10 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.31:5060;branch=z9hG4bK-r\n"
                 "From: <sip:2001@192.0.2.10>;tag=a\nTo: <sip:2001@192.0.2.10>\nCall-ID: reg-1\nCSeq: 7 REGISTER\n"
-                "Content-Length: 0\n\n")  # fmt: skip
+                "Content-Length: 0\n\n")
 OPTIONS = _sip("OPTIONS sip:192.0.2.10 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.32:5060;branch=z9hG4bK-o\n"
                "From: <sip:2002@192.0.2.10>;tag=b\nTo: <sip:192.0.2.10>\nCall-ID: opt-1\nCSeq: 1 OPTIONS\n"
-               "Content-Length: 0\n\n")  # fmt: skip
+               "Content-Length: 0\n\n")
 OK_TO_OPTIONS = _sip("SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.32:5060;branch=z9hG4bK-o\n"
                      "From: <sip:2002@192.0.2.10>;tag=b\nTo: <sip:192.0.2.10>;tag=c\nCall-ID: opt-1\nCSeq: 1 OPTIONS\n"
-                     "Content-Length: 0\n\n")  # fmt: skip
+                     "Content-Length: 0\n\n")
 RINGING = _sip("SIP/2.0 180 Ringing\nVia: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK-i\n"
                "From: <sip:09011112222@203.0.113.5>;tag=d\nTo: <sip:0442003939@192.0.2.10>;tag=e\nCall-ID: inv-1\n"
-               "CSeq: 1 INVITE\nContent-Length: 0\n\n")  # fmt: skip
+               "CSeq: 1 INVITE\nContent-Length: 0\n\n")
 
 
 def test_only_an_invite_or_its_response_is_call_signalling() -> None:
@@ -363,7 +363,7 @@ def test_only_an_invite_or_its_response_is_call_signalling() -> None:
 def _rtp_without_calls(extra: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
     packets = [(1_790_000_000.0 + i * 0.2, udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000,
                                                      struct.pack("!BBHII", 0x80, 0, i, i * 160, 7) + b"\xff" * 160))
-               for i in range(5 * 60 * 5 + 100)]  # fmt: skip
+               for i in range(5 * 60 * 5 + 100)]
     return sorted(packets + extra, key=lambda p: p[0])
 
 

@@ -84,7 +84,7 @@ def audit_rows(site: Site) -> list:
 
 
 def test_a_store_of_the_old_release_works_with_this_code(old_code: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     faketime = shutil.which("faketime")
     if faketime is None:
         pytest.skip("faketime is not installed (apt-get install faketime): retention is run past the deadline with it")
@@ -98,7 +98,7 @@ def test_a_store_of_the_old_release_works_with_this_code(old_code: Path, tmp_pat
     for rec in listed:
         old(old_code, site, "export", rec["id"], "--out", str(exports / f"{rec['id']}.wav"), "--purpose", "quality")
         old(old_code, site, "export", rec["id"], "--out", str(exports / f"{rec['id']}.pcap"), "--purpose", "quality",
-            "--format", "pcap")  # fmt: skip
+            "--format", "pcap")
     with sqlite3.connect(site.store / "index.sqlite") as db:
         assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("1",)
         assert db.execute("SELECT count(*) FROM recordings WHERE caller = '09011112222'").fetchone() == (2,)
@@ -156,7 +156,7 @@ def test_a_store_of_the_old_release_works_with_this_code(old_code: Path, tmp_pat
 
 
 def test_this_code_refuses_an_index_it_cannot_migrate_without_the_key(old_code: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """The migration needs the master key (to open each recording's data key): without it the old
     index is left as it was and the message says what to restore."""
     site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
@@ -177,7 +177,7 @@ def test_this_code_refuses_an_index_it_cannot_migrate_without_the_key(old_code: 
 
 
 def test_a_row_whose_erasure_had_begun_keeps_nothing_after_the_migration(old_code: Path, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """An erasure the old release began (wrapped key destroyed) and did not finish: the migration
     seals nothing for it and makes no digest (the number goes from the file), and the next
     retention run finishes it."""
@@ -211,7 +211,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_next_open(
-        old_code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        old_code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The migration commits, then the process is killed before VACUUM: the old pages (the caller's
     number in the clear) are still in the file; the next open compacts them away (the migration's
     own transaction said a compaction is pending)."""
@@ -220,7 +220,7 @@ def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_ne
     old(old_code, site, "replay", str(FIXTURES / "inbound-mulaw.pcap"), "--config", str(site.config), module="recorderd.cli")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_COMMIT, "--config", str(site.config), "list"],
-                             cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+                             cwd=ROOT, capture_output=True, text=True, env=env)
     assert crashed.returncode == 9, crashed.stdout + crashed.stderr
     with sqlite3.connect(site.store / "index.sqlite") as db:
         assert db.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == ("3",)  # committed
@@ -235,7 +235,7 @@ def test_a_crash_between_the_migration_and_its_compaction_is_compacted_at_the_ne
 
 
 def test_a_store_of_schema_2_gets_conversations_and_works_with_this_code(schema_2_code: Path, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """2 -> 3: each recording kept before is a conversation of its own (a token of its own, part 1 of
     1, no linked legs), the migration audited once; lists, exports byte-identical, erases on time."""
     faketime = shutil.which("faketime")
@@ -244,7 +244,7 @@ def test_a_store_of_schema_2_gets_conversations_and_works_with_this_code(schema_
     site = Site(tmp_path, settings=OLD_RELEASE_CAPTURE)
     old(schema_2_code, site, "init")
     old(schema_2_code, site, "replay", *(str(FIXTURES / c) for c in CALLS), "--config", str(site.config),
-        module="recorderd.cli")  # fmt: skip
+        module="recorderd.cli")
     listed = json.loads(old(schema_2_code, site, "list", "--json").stdout)
     exports = tmp_path / "old-exports"
     exports.mkdir()

@@ -27,7 +27,7 @@ class FakeSys:
         (root / "dev" / "block").mkdir(parents=True)
 
     def device(self, path: str, number: str, *, uuid: str | None = None, slaves: tuple[str, ...] = (),
-               partition: bool = False) -> Path:  # fmt: skip
+               partition: bool = False) -> Path:
         dev = self.root / "devices" / path
         dev.mkdir(parents=True, exist_ok=True)
         (self.root / "dev" / "block" / number).symlink_to(os.path.relpath(dev, self.root / "dev" / "block"))
@@ -137,7 +137,7 @@ def test_a_real_luks_volume_is_encrypted(tmp_path: Path) -> None:
     image, mnt, name = tmp_path / "luks.img", tmp_path / "mnt", f"B-luks-{os.getpid()}"
     subprocess.run(["truncate", "-s", "40M", str(image)], check=True)
     subprocess.run([cryptsetup, "-q", "luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
-                    "1000", str(image), "--key-file", "-"], input=b"pw", check=True)  # fmt: skip
+                    "1000", str(image), "--key-file", "-"], input=b"pw", check=True)
     opened = subprocess.run([cryptsetup, "open", str(image), name, "--key-file", "-"], input=b"pw", capture_output=True)
     if opened.returncode != 0:
         pytest.skip(f"the kernel refuses dm-crypt here ({opened.stderr.decode().strip().splitlines()[0]})")
@@ -157,7 +157,7 @@ def test_a_real_luks_volume_is_encrypted(tmp_path: Path) -> None:
 def _service(site: Site) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID")}
     return subprocess.run([str(BIN / "recorderd"), "--config", str(site.config)], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+                          env=env, timeout=60)
 
 
 LIVE = "capture: {interfaces: [B-nosuch0], trunk_networks: [203.0.113.0/24]}\n"

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import Site
+
 from recorderd.books import Books
 from recorderd.config import load
 from recorderd.control import ControlServer
@@ -87,7 +87,7 @@ def test_stopped_before_it_started_is_fine_and_it_never_runs(tmp_path: Path, nam
 
 
 def test_what_escapes_a_thread_is_logged_with_its_name_and_shown_in_status(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The DID reader's loop raising (here: the notifier's call before each read) was a thread gone
     with a traceback on stderr and nothing in the journal's fields; the DID file was never read again."""
     (tmp_path / "dids.yaml").write_text('dids:\n  - {number: "044-200-3939", label: a}\n', encoding="utf-8")

@@ -90,7 +90,7 @@ async def _show(r: Req, **context: Any) -> Response:
                     count=r.t("audit.count", first=first, last=first + len(rows) - 1) if rows else None,
                     prev=link(number - 1) if number > 1 else None, next=link(number + 1) if more else None,
                     export_query=urlencode({k: v for k, v in filters.items() if k in ("from", "to")}),
-                    **context)  # fmt: skip
+                    **context)
 
 
 @page("/audit", (MANAGER, AUDITOR))
@@ -158,7 +158,7 @@ async def export(r: Req) -> Response:
     name = f"audit-{stamp}.{'csv' if fmt == 'csv' else 'jsonl'}"
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
     return StreamingResponse(_body(download, first, fmt, r.app.tz), media_type=media,
-                             headers={"content-disposition": f'attachment; filename="{name}"'})  # fmt: skip
+                             headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
 async def _body(download: Download, event: tuple[Any, ...], fmt: str, tz: Any) -> AsyncIterator[bytes]:

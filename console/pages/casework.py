@@ -20,7 +20,7 @@ from .copies import number
 
 REQUESTERS = ("self", "legal-representative", "appointed-agent")
 IDENTITY_DOCUMENTS = ("my-number-card", "driving-licence", "passport", "residence-card", "health-insurance-card",
-                      "other-photo-id", "other-document")  # fmt: skip
+                      "other-photo-id", "other-document")
 AUTHORITY_DOCUMENTS = ("power-of-attorney", "family-register", "guardianship-registration")
 DECISIONS = ("disclose", "partial", "refuse", "no-record")
 INCIDENT_KINDS = ("leak", "theft", "loss", "other")
@@ -170,7 +170,7 @@ async def casework(r: Req) -> Response:
     if refused:
         return refused
     return r.render("casework.html", view="overview", disclosures=list(reversed(disclosures.data or [])),
-                    incidents=list(reversed(incidents.data or [])), requesters=REQUESTERS, kinds=INCIDENT_KINDS)  # fmt: skip
+                    incidents=list(reversed(incidents.data or [])), requesters=REQUESTERS, kinds=INCIDENT_KINDS)
 
 
 # -- disclosure requests -----------------------------------------------------------------------------
@@ -197,30 +197,30 @@ async def disclosure_show(r: Req) -> Response:
     if refused:
         return refused
     return r.render("casework.html", view="disclosure", d=reply.data or {}, documents=IDENTITY_DOCUMENTS + AUTHORITY_DOCUMENTS,
-                    decisions=DECISIONS)  # fmt: skip
+                    decisions=DECISIONS)
 
 
 @page("/disclosures/{n}/search", (MANAGER,), ("POST",))
 async def disclosure_search(r: Req) -> Response:
     n, f = number(r, "n"), _form(r, "caller", "from", "to", "hold_until", limit=40)
     if n is None or f is None or not f["caller"] or not _when(f["from"]) or not _when(f["to"]) or (
-            f["hold_until"] and not _date(f["hold_until"])):  # fmt: skip
+            f["hold_until"] and not _date(f["hold_until"])):
         return r.error("casework.bad_form", 400)
     reply, refused = await _answer(r, "disclosure-search", {"request": n, **{k: v for k, v in f.items() if v}})
     if refused:
         return refused
     data = reply.data or {}
     message = r.t("casework.done.searched", n=n, count=len(data.get("candidates") or []),
-                  until=r.time(data.get("held_until"), seconds=False))  # fmt: skip
+                  until=r.time(data.get("held_until"), seconds=False))
     return r.render("casework.html", view="done", message=message, candidates=data.get("candidates") or [],
-                    back=f"/disclosures/{n}", back_label=r.t("casework.back_request"))  # fmt: skip
+                    back=f"/disclosures/{n}", back_label=r.t("casework.back_request"))
 
 
 @page("/disclosures/{n}/check", (MANAGER,), ("POST",))
 async def disclosure_check(r: Req) -> Response:
     n, f = number(r, "n"), _form(r, "document", "checked_by", "date", "matched_with", limit=300)
     if n is None or f is None or f["document"] not in IDENTITY_DOCUMENTS + AUTHORITY_DOCUMENTS or not f["checked_by"] \
-            or not _date(f["date"]):  # fmt: skip
+            or not _date(f["date"]):
         return r.error("casework.bad_form", 400)
     reply, refused = await _answer(r, "disclosure-check", {"request": n, **f})
     if refused:
@@ -288,7 +288,7 @@ async def incident_action(r: Req) -> Response:
     if refused:
         return refused
     return _done(r, r.t("casework.done.action_closed" if close else "casework.done.action", n=n), f"/incidents/{n}",
-                 "casework.back_incident")  # fmt: skip
+                 "casework.back_incident")
 
 
 # -- complaints (manager and staff) ------------------------------------------------------------------

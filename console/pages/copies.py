@@ -122,9 +122,9 @@ async def export(r: Req) -> Response:
         copies = {out_for(p, fmt): f"{p}.wav" for p in parts}
         return await zip_download(r, "export", {"id": rid, "purpose": purpose, "format": fmt, "conversation": True,
                                                 "parts": parts}, out=CONSOLE_FOLDER, name=f"{rid}.conversation",
-                                  copies=copies)  # fmt: skip
+                                  copies=copies)
     return await zip_download(r, "export", {"id": rid, "purpose": purpose, "format": fmt}, out=out_for(rid, fmt),
-                              name=f"{rid}.wav")  # fmt: skip
+                              name=f"{rid}.wav")
 
 
 @page("/recordings/{id}/request", (MANAGER, STAFF), ("POST",))
@@ -145,7 +145,7 @@ async def requests(r: Req) -> Response:
     if reply.rc != 0:
         return r.refused(reply)
     return r.render("copies.html", view="requests", rows=_requests(reply.data),
-                    manager=r.session is not None and r.session.has(MANAGER))  # fmt: skip
+                    manager=r.session is not None and r.session.has(MANAGER))
 
 
 def _requests(data: object) -> list[dict]:
@@ -194,9 +194,9 @@ async def provide(r: Req) -> Response:
             return r.error("copies.bad_form", 400)
         return await zip_download(r, "provide", {"id": rid, "basis": basis, "to": recipient, "note": note, "format": fmt,
                                                  "conversation": True, "parts": parts}, out=CONSOLE_FOLDER,
-                                  name=f"{rid}.conversation", copies={out_for(p, fmt): f"{p}.wav" for p in parts})  # fmt: skip
+                                  name=f"{rid}.conversation", copies={out_for(p, fmt): f"{p}.wav" for p in parts})
     return await zip_download(r, "provide", {"id": rid, "basis": basis, "to": recipient, "note": note, "format": fmt},
-                              out=out_for(rid, fmt), name=f"{rid}.wav")  # fmt: skip
+                              out=out_for(rid, fmt), name=f"{rid}.wav")
 
 
 @page("/copies", (MANAGER, STAFF))

@@ -237,7 +237,7 @@ def quality(r: Req, streams: list[Any]) -> list[dict[str, str]]:
             "loss": f"{pct:.2f}%" if isinstance(pct, (int, float)) else "—",
             "jitter": f"{s.get('jitter_ms') or 0:.1f}",
             "max_gap": f"{s.get('max_gap_ms') or 0:,.0f}",
-        })  # fmt: skip
+        })
     return out
 
 
@@ -249,7 +249,7 @@ def dtmf(r: Req, events: Any) -> list[dict[str, str]]:
         if isinstance(event, list) and len(event) >= 2 and isinstance(event[0], (int, float)):
             channel = e.get("channel")
             found.append({"at": f"{float(event[0]):.2f}", "digit": str(event[1])[:4],
-                          "direction": r.t(f"rec.channel.{channel}") if channel in (1, 2) else ""})  # fmt: skip
+                          "direction": r.t(f"rec.channel.{channel}") if channel in (1, 2) else ""})
     return found
 
 
@@ -276,7 +276,7 @@ async def recording(r: Req) -> Response:
         holds=holds, history=history, one_way=one_way, purposes=PURPOSES, duration=duration,
         manager=r.session.has(MANAGER), audio_kind=rec.get("audio"), bases=BASES,
         parts=parts if len(parts) > 1 else [], part_ids=",".join(p["id"] for p in parts), legs=legs,
-    )  # fmt: skip
+    )
 
 
 # -- playback -------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ async def play(r: Req) -> Response:
     return JSONResponse({
         "audio": f"/audio/{ticket}", "waveform": f"/waveform/{ticket}", "check": f"/play-check/{ticket}",
         "size": size, "duration_s": data.get("duration_s"), "sha256": data.get("sha256"),
-    })  # fmt: skip
+    })
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
@@ -330,7 +330,7 @@ async def _fetch(r: Req, ticket: str, offset: int, length: int) -> bytes:
     """Bytes [offset, offset + length) of the rendition from the daemon (raises on its refusal)."""
     sink, data = audio_sink(length)
     reply = await r.call("play-audio", {"ticket": ticket, "offset": offset, "length": length, "out": AUDIO_OUT},
-                         sinks={AUDIO_OUT: sink})  # fmt: skip
+                         sinks={AUDIO_OUT: sink})
     if reply.rc != 0:
         raise AudioRefused(reply)
     return bytes(data)
@@ -358,7 +358,7 @@ async def audio(r: Req) -> Response:
         if not isinstance(wanted, tuple):  # no Range: the whole rendition, fetched and sent a part at a time
             first = await _fetch(r, ticket, 0, min(MAX_ANSWER, size))
             return StreamingResponse(_whole(r, ticket, size, first), status_code=200,
-                                     headers={**AUDIO_HEADERS, "content-length": str(size)})  # fmt: skip
+                                     headers={**AUDIO_HEADERS, "content-length": str(size)})
         start, end = wanted[0], min(wanted[1], wanted[0] + MAX_ANSWER - 1)
         body = await _fetch(r, ticket, start, end - start + 1)
     except AudioRefused as exc:
@@ -400,4 +400,4 @@ async def play_check(r: Req) -> Response:
         return JSONResponse({"error": reply.error}, status_code=409)
     state = reply.data.get("integrity")
     return JSONResponse({"state": state, "sha256": reply.data.get("sha256"),
-                         "text": r.t(f"rec.integrity.{state}") if state in ("checking", "checked", "failed") else ""})  # fmt: skip
+                         "text": r.t(f"rec.integrity.{state}") if state in ("checking", "checked", "failed") else ""})

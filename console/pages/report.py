@@ -75,11 +75,11 @@ async def report(r: Req) -> Response:
     end = _day(query.get("to")) if query.get("to") else today
     if start is None or end is None or end < start or end - start > timedelta(days=3660):
         return r.render("report.html", status=400, error=r.t("report.bad_period"), start=query.get("from", "")[:10],
-                        end=query.get("to", "")[:10], d=None)  # fmt: skip
+                        end=query.get("to", "")[:10], d=None)
     reply = await r.call("report", {"from": start.isoformat(), "to": end.isoformat()})
     if reply.rc != 0:
         return r.refused(reply)
     return r.render("report.html", d=reply.data or {}, start=start.isoformat(), end=end.isoformat(), default=default,
                     label=lambda key: labels.word(r.lang, "report.key", key), action=lambda name: labels.action(r.lang, name),
                     access=lambda key: labels.access(r.lang, key), reason=lambda key: labels.reason(r.lang, key),
-                    outcome=lambda text: labels.result(r.lang, text))  # fmt: skip
+                    outcome=lambda text: labels.result(r.lang, text))

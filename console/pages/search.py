@@ -123,7 +123,7 @@ async def search(r: Req) -> Response:
         count=r.t("search.count", total=total, first=first, last=first + len(rows) - 1) if rows else None,
         prev=link(number - 1) if number > 1 else None,
         next=link(number + 1) if first + len(rows) - 1 < total else None,
-    )  # fmt: skip
+    )
 
 
 _LABELS: list[Any] = [0.0, []]  # (when read, the labels): the list changes rarely; each read is an audit row

@@ -86,7 +86,7 @@ i18n.add({
 
 # the remote SPAN counters of status (capture/encap.py KINDS), as the page names them
 ENCAPSULATIONS = (("encap_erspan1", "ERSPAN I"), ("encap_erspan2", "ERSPAN II"), ("encap_erspan3", "ERSPAN III"),
-                  ("encap_gretap", "gretap"), ("encap_vxlan", "VXLAN"), ("encap_tzsp", "TZSP"))  # fmt: skip
+                  ("encap_gretap", "gretap"), ("encap_vxlan", "VXLAN"), ("encap_tzsp", "TZSP"))
 
 _RATE_LOCK = threading.Lock()
 _LAST_COUNT: dict[str, tuple[float, int]] = {}  # pid -> (when, packets) last seen: for packets per second
@@ -130,7 +130,7 @@ def _encapsulations(r: Req, counters: dict[str, Any]) -> str | None:
 
     opened = [f"{name} {n(key):,}" for key, name in ENCAPSULATIONS if n(key)]
     others = [r.t(f"status.{what}", n=f"{n(key):,}") for key, what in (("encap_not_opened", "encap_not_opened"),
-                                                                      ("encap_malformed", "encap_malformed")) if n(key)]  # fmt: skip
+                                                                      ("encap_malformed", "encap_malformed")) if n(key)]
     if not opened and not others:
         return None
     return "; ".join([", ".join(opened) or r.t("status.encap_none"), *others])

@@ -38,4 +38,4 @@ MODULES = (access, casework, playback, records, reporting, requests, signin, upk
 
 __all__ = ["ACTIONS", "ANSWERED_UNAUDITED", "CASEWORK_FILE", "MODULES", "QUIET_WHEN_ALLOWED", "SIGN_IN_ACTIONS",
            "UNKNOWN_USER", "Action", "Args", "Context", "LiveView", "NotAllowed", "OpError", "Output", "Reply",
-           "UsageError", "action", "deny", "iso", "parse_when", "run", "session"]  # fmt: skip
+           "UsageError", "action", "deny", "iso", "parse_when", "run", "session"]

@@ -99,7 +99,7 @@ def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
     """Stream the recording into ``out`` (checked); returns the SHA-256 of what was written."""
     if fmt != "pcap" and row.audio == "not-decoded":
         raise OpError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here; its audio is the "
-                      "original RTP in its evidence pcap (--format pcap)")  # fmt: skip
+                      "original RTP in its evidence pcap (--format pcap)")
     pcap = fmt == "pcap"
     expected = row.pcap_sha256 if pcap else row.sha256
     if pcap and not row.pcap_path:
@@ -115,7 +115,7 @@ def write_copy(ctx: Context, row: RecordingRow, out: str, fmt: str) -> str:
             sink.write(data)
         if recorded.hexdigest() != expected:
             raise IntegrityError(f"recording {row.id} fails its integrity check "
-                                 "(SHA-256 differs from the one recorded at finalisation)")  # fmt: skip
+                                 "(SHA-256 differs from the one recorded at finalisation)")
     except vault.VaultError as exc:
         sink.abort()
         raise IntegrityError(f"recording {row.id} fails its integrity check: {exc}") from None
@@ -136,7 +136,7 @@ def signing_key(ctx: Context, *, own_row: bool = True) -> tuple[signing.SigningK
         raise OpError(str(exc)) from None
     if created:
         log.info("the recorder's signing key %s was made (its public key: recorderctl pubkey)", key.public.key_id,
-                 extra={"EVENT": "signing-key-created"})  # fmt: skip
+                 extra={"EVENT": "signing-key-created"})
         if own_row:
             ctx.audit("signing-key-created", None, {"signing_key": key.public.audited()})
     return key, created
@@ -156,12 +156,12 @@ def conversation_note(ctx: Context, row: RecordingRow, parts: list[RecordingRow]
     """The conversation a copy belongs to, as its manifest names it."""
     parts = ctx.store.db().parts(row.conversation) if parts is None else parts
     return {"token": row.conversation, "part": row.part, "parts": max(len(parts), 1),
-            "part_reason": row.part_reason, "other_parts": [p.id for p in parts if p.id != row.id]}  # fmt: skip
+            "part_reason": row.part_reason, "other_parts": [p.id for p in parts if p.id != row.id]}
 
 
 def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha256: str, copy_id: int, kind: str,
                    purpose: str | None = None, basis: str | None = None, approved_by: str | None = None,
-                   approval_ref: str | None = None, provision: int | None = None) -> str:  # fmt: skip
+                   approval_ref: str | None = None, provision: int | None = None) -> str:
     """Write the signed manifest of the copy at ``out`` beside it (``out.manifest.json``, ``.sig``);
     returns the signing key's id. The copy is already in place and registered: a manifest that cannot
     be put beside it is said (rc 1), and the copy stays registered, to be destroyed at its expiry."""
@@ -175,7 +175,7 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
         "conversation": conversation_note(ctx, row),
         "recording_sha256": row.sha256, "evidence_pcap_sha256": row.pcap_sha256 or None,
         "signer": {"user": ctx.caller.user, "role": ctx.role, "via": ctx.caller.via},
-    }  # fmt: skip
+    }
     if basis is not None:
         fields["legal_basis"] = {"basis": basis, "article": BASES[basis], "provision": provision}
     else:
@@ -191,7 +191,7 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
         _put(ctx, sig_path, key.sign(body))
     except (OpError, OSError) as exc:
         raise OpError(f"the copy is at {out} (copy {copy_id}), but its signed manifest could not be put beside it: "
-                      f"{exc}") from None  # fmt: skip
+                      f"{exc}") from None
     ctx.note(signing_key=key.public.audited())
     return key.public.key_id
 
@@ -206,13 +206,13 @@ def _what_was_written(row: RecordingRow, fmt: str, sha256: str) -> str:
 
 
 def _register(ctx: Context, row: RecordingRow, kind: str, purpose: str, out: str, fmt: str, sha256: str,
-              approved_by: str | None = None, approval_ref: str | None = None) -> tuple[int, float]:  # fmt: skip
+              approved_by: str | None = None, approval_ref: str | None = None) -> tuple[int, float]:
     expires = ctx.now + int(ctx.config["export.expiry_days"]) * 86400
     copy_id = ctx.casework.add_copy(
         recording_id=row.id, kind=kind, user=ctx.caller.user, uid=ctx.caller.uid, purpose=purpose,
         approved_by=approved_by, approval_ref=approval_ref, out=out, format=fmt, sha256=sha256,
         recording_sha256=row.sha256, made_at=ctx.now, expires_at=expires,
-    )  # fmt: skip
+    )
     return copy_id, expires
 
 
@@ -228,7 +228,7 @@ def export(ctx: Context, args: Args) -> Reply:
         if not approved_by or not ref:
             raise NotAllowed(f"purpose {purpose!r} is not one of {', '.join(PURPOSES)}: a copy for another purpose "
                              "needs a manager's approval (guideline Art. 5(5)): "
-                             "--approved-by MANAGER --approval-ref REF")  # fmt: skip
+                             "--approved-by MANAGER --approval-ref REF")
         ctx.note(approved_by=approved_by, approval_ref=ref)
         if not has_role(approved_by, MANAGER, ctx.config):
             raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
@@ -239,20 +239,20 @@ def export(ctx: Context, args: Args) -> Reply:
     copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
     key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export", purpose=purpose,
-                            approved_by=approved_by, approval_ref=ref)  # fmt: skip
+                            approved_by=approved_by, approval_ref=ref)
     text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
             f"by {iso(expires, ctx)}; signed manifest beside it "
-            f"({out}{signing.MANIFEST_SUFFIX}, key {key_id})")  # fmt: skip
+            f"({out}{signing.MANIFEST_SUFFIX}, key {key_id})")
     conversation = conversation_note(ctx, row)
     if conversation["other_parts"]:
         ctx.note(conversation=conversation["token"], part=row.part, parts=conversation["parts"])
         text += (f"\nthis is part {row.part} of {conversation['parts']} of its conversation: the other part(s) "
                  f"{', '.join(conversation['other_parts'])} are not in this copy (export {row.id} --conversation "
-                 "--out DIR copies every part)")  # fmt: skip
+                 "--out DIR copies every part)")
     return Reply(text=text, data={"id": row.id, "out": out, "sha256": sha256, "recording_sha256": row.sha256,
                                   "copy": copy_id, "expires": iso(expires, ctx),
                                   "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id,
-                                  "conversation": conversation})  # fmt: skip
+                                  "conversation": conversation})
 
 
 def part_path(out: str, row_id: str, fmt: str) -> str:
@@ -270,7 +270,7 @@ def conversation_parts(ctx: Context, row: RecordingRow, done: str) -> list[Recor
         ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
         raise OpError(f"the conversation of {row.id} cannot be one conversation: its parts "
                       f"{', '.join(f'{p.id} (part {p.part}, {p.did_label})' for p in parts)} repeat a part number "
-                      f"or are to different numbers; nothing was {done}: copy each recording alone")  # fmt: skip
+                      f"or are to different numbers; nothing was {done}: copy each recording alone")
     return parts
 
 
@@ -282,12 +282,12 @@ def _the_parts_asked_for(ctx: Context, args: Args, row: RecordingRow, done: str)
     ctx.note(conversation=row.conversation, parts=[p.id for p in parts])
     if asked != [p.id for p in parts]:
         raise OpError(f"the conversation of {row.id} now has the part(s) {', '.join(p.id for p in parts)}, not "
-                      f"{', '.join(asked)}: nothing was {done}; ask again")  # fmt: skip
+                      f"{', '.join(asked)}: nothing was {done}; ask again")
     return parts
 
 
 def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
-                         approved_by: str | None, ref: str | None) -> Reply:  # fmt: skip
+                         approved_by: str | None, ref: str | None) -> Reply:
     """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
     with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
     parts = _the_parts_asked_for(ctx, args, row, "copied")
@@ -297,9 +297,9 @@ def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, 
         sha256 = write_copy(ctx, part, target, fmt)
         copy_id, expires = _register(ctx, part, "export", purpose, target, fmt, sha256, approved_by, ref)
         entry = {"id": part.id, "part": part.part, "out": target, "sha256": sha256, "recording_sha256": part.sha256,
-                 "copy": copy_id, "expires": iso(expires, ctx)}  # fmt: skip
+                 "copy": copy_id, "expires": iso(expires, ctx)}
         key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export",
-                                purpose=purpose, approved_by=approved_by, approval_ref=ref)  # fmt: skip
+                                purpose=purpose, approved_by=approved_by, approval_ref=ref)
         entry.update(manifest=target + signing.MANIFEST_SUFFIX, key_id=key_id)
         if part.id == row.id:
             ctx.note(sha256=sha256, recording_sha256=part.sha256, copy=copy_id, expires=iso(expires, ctx))
@@ -309,10 +309,10 @@ def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, 
                                           "expires": iso(expires, ctx), "conversation": row.conversation,
                                           "part": part.part, "asked_for": row.id,
                                           **({"approved_by": approved_by, "approval_ref": ref}
-                                             if approved_by else {})})  # fmt: skip
+                                             if approved_by else {})})
         done.append(entry)
         lines.append(f"part {part.part}: exported {part.id} to {target} ({_what_was_written(part, fmt, sha256)}); "
-                     f"copy {copy_id}, to be destroyed by {iso(expires, ctx)}; signed manifest beside it")  # fmt: skip
+                     f"copy {copy_id}, to be destroyed by {iso(expires, ctx)}; signed manifest beside it")
     ctx.note(copies=[e["copy"] for e in done])
     text = "\n".join([f"conversation {row.conversation} of {row.id}: {len(parts)} part(s) exported to {out}", *lines])
     return Reply(text=text, data={"id": row.id, "conversation": row.conversation, "out": out, "parts": done})
@@ -329,7 +329,7 @@ def provide(ctx: Context, args: Args) -> Reply:
     if basis not in BASES:
         given = f"--basis {basis!r} is not a legal basis" if basis else "no --basis given"
         raise NotAllowed(f"{given}: providing a recording to an outside party needs one of the bases of APPI "
-                         f"Art. 69 (guideline Art. 5(6)): {', '.join(BASES)}")  # fmt: skip
+                         f"Art. 69 (guideline Art. 5(6)): {', '.join(BASES)}")
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     row = ctx.store.reading.get(rid)
@@ -340,28 +340,28 @@ def provide(ctx: Context, args: Args) -> Reply:
     copy_id, expires = _register(ctx, row, "provision", f"provide: {basis}", out, fmt, sha256)
     provision = ctx.casework.add_provision(recording_id=row.id, recipient=recipient, basis=basis, note=note,
                                            recording_sha256=row.sha256, copy_id=copy_id, provided_by=ctx.caller.user,
-                                           provided_at=ctx.now)  # fmt: skip
+                                           provided_at=ctx.now)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, provision=provision)
     key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision", basis=basis,
-                            provision=provision)  # fmt: skip
+                            provision=provision)
     text = (f"provision {provision}: {row.id} to {recipient} under {BASES[basis]}; written to {out} "
             f"({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed over, by "
             f"{iso(expires, ctx)}; signed manifest beside it ({out}{signing.MANIFEST_SUFFIX}, key {key_id}): hand "
-            "over all three files")  # fmt: skip
+            "over all three files")
     conversation = conversation_note(ctx, row)
     if conversation["other_parts"]:
         ctx.note(conversation=conversation["token"], part=row.part, parts=conversation["parts"])
         text += (f"\nthis is part {row.part} of {conversation['parts']} of its conversation: the other part(s) "
                  f"{', '.join(conversation['other_parts'])} are not in this copy (provide {row.id} --conversation "
-                 "--out DIR provides every part)")  # fmt: skip
+                 "--out DIR provides every part)")
     return Reply(text=text, data={"provision": provision, "id": row.id, "recipient": recipient, "basis": basis,
                                   "recording_sha256": row.sha256, "sha256": sha256, "copy": copy_id,
                                   "manifest": out + signing.MANIFEST_SUFFIX, "key_id": key_id,
-                                  "conversation": conversation})  # fmt: skip
+                                  "conversation": conversation})
 
 
 def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, recipient: str,
-                          basis: str, note: str) -> Reply:  # fmt: skip
+                          basis: str, note: str) -> Reply:
     """Every part of ``row``'s conversation into the folder ``out``, to one recipient under one basis:
     each part its own provision record, registered copy and signed manifest (which names the
     conversation), each audited (the request's row for ``row``, a ``provide`` row per other part)."""
@@ -373,12 +373,12 @@ def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str,
         copy_id, expires = _register(ctx, part, "provision", f"provide: {basis}", target, fmt, sha256)
         provision = ctx.casework.add_provision(recording_id=part.id, recipient=recipient, basis=basis, note=note,
                                                recording_sha256=part.sha256, copy_id=copy_id,
-                                               provided_by=ctx.caller.user, provided_at=ctx.now)  # fmt: skip
+                                               provided_by=ctx.caller.user, provided_at=ctx.now)
         key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision",
-                                basis=basis, provision=provision)  # fmt: skip
+                                basis=basis, provision=provision)
         entry = {"id": part.id, "part": part.part, "provision": provision, "out": target, "sha256": sha256,
                  "recording_sha256": part.sha256, "copy": copy_id, "expires": iso(expires, ctx),
-                 "manifest": target + signing.MANIFEST_SUFFIX, "key_id": key_id}  # fmt: skip
+                 "manifest": target + signing.MANIFEST_SUFFIX, "key_id": key_id}
         if part.id == row.id:
             ctx.note(sha256=sha256, recording_sha256=part.sha256, copy=copy_id, provision=provision)
         else:  # a row of its own: every recording provided is in the audit log under its id
@@ -386,14 +386,14 @@ def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str,
                                            "format": fmt, "out": target, "sha256": sha256,
                                            "recording_sha256": part.sha256, "copy": copy_id, "provision": provision,
                                            "conversation": row.conversation, "part": part.part,
-                                           "asked_for": row.id})  # fmt: skip
+                                           "asked_for": row.id})
         done.append(entry)
         lines.append(f"part {part.part}: provision {provision}: {part.id} written to {target} "
                      f"({_what_was_written(part, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed "
-                     f"over, by {iso(expires, ctx)}; signed manifest beside it")  # fmt: skip
+                     f"over, by {iso(expires, ctx)}; signed manifest beside it")
     ctx.note(copies=[e["copy"] for e in done], provisions=[e["provision"] for e in done])
     text = "\n".join([f"conversation {row.conversation} of {row.id}: {len(parts)} part(s) provided to {recipient} "
-                      f"under {BASES[basis]}, written to {out}: hand over every file", *lines])  # fmt: skip
+                      f"under {BASES[basis]}, written to {out}: hand over every file", *lines])
     return Reply(text=text, data={"id": row.id, "conversation": row.conversation, "recipient": recipient,
                                   "basis": basis, "out": out, "parts": done})
 
@@ -404,7 +404,7 @@ def pubkey(ctx: Context, args: Args) -> Reply:
     public = signing_key(ctx)[0].public
     ctx.note(signing_key=public.audited())
     return Reply(text=f"{public.pem.rstrip()}\nkey id {public.key_id}",
-                 data={"key_id": public.key_id, "public_key": public.pem})  # fmt: skip
+                 data={"key_id": public.key_id, "public_key": public.pem})
 
 
 def copy_json(c: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -412,7 +412,7 @@ def copy_json(c: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"copy": c["id"], "recording_id": c["recording_id"], "kind": c["kind"], "user": c["user"],
             "purpose": c["purpose"], "approved_by": c["approved_by"], "out": c["out"], "format": c["format"],
             "sha256": c["sha256"], "made_at": iso(c["made_at"], ctx), "expires_at": iso(c["expires_at"], ctx),
-            "state": state, "disposed": c["disposed_how"]}  # fmt: skip
+            "state": state, "disposed": c["disposed_how"]}
 
 
 @action("copies-list", MANAGER, STAFF)
@@ -422,7 +422,7 @@ def copies_list(ctx: Context, args: Args) -> Reply:
     ctx.note(count=len(data))
     lines = [f"copy {c['copy']}: {c['recording_id']} {c['kind']} by {c['user']} ({c['purpose']}) at {c['out']}; "
              f"{c['state']}" + (f" ({c['disposed']})" if c["disposed"] else f", expires {c['expires_at']}")
-             for c in data]  # fmt: skip
+             for c in data]
     return Reply(text="\n".join(lines + [f"({len(data)} copies)"]), data=data)
 
 
@@ -436,5 +436,5 @@ def copies_destroyed(ctx: Context, args: Args) -> Reply:
     if copy["disposed_at"]:
         raise OpError(f"copy {copy_id} is already recorded as disposed of ({copy['disposed_how']})")
     ctx.casework.dispose_copy(copy_id, ctx.now, f"destroyed by its holder, confirmed by {ctx.caller.user}"
-                              + (f": {note}" if note else ""))  # fmt: skip
+                              + (f": {note}" if note else ""))
     return Reply(text=f"copy {copy_id} of {copy['recording_id']} recorded as destroyed", data={"copy": copy_id})

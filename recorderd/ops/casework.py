@@ -22,7 +22,7 @@ from .records import place_hold
 
 REQUESTERS = ("self", "legal-representative", "appointed-agent")
 IDENTITY_DOCUMENTS = ("my-number-card", "driving-licence", "passport", "residence-card", "health-insurance-card",
-                      "other-photo-id", "other-document")  # fmt: skip
+                      "other-photo-id", "other-document")
 AUTHORITY_DOCUMENTS = ("power-of-attorney", "family-register", "guardianship-registration")
 DECISIONS = ("disclose", "partial", "refuse", "no-record")
 DISCLOSURE_HOLD_DAYS = 30
@@ -63,7 +63,7 @@ def disclosure_search(ctx: Context, args: Args) -> Reply:
         hold_id = place_hold(ctx, row.id, until, f"disclosure request {request['id']}", request["ref"])
         ctx.casework.add_candidate(request["id"], row.id, hold_id, ctx.now)
         ctx.audit("hold", row.id, {"hold_id": hold_id, "until": until, "reason": f"disclosure request {request['id']}",
-                                   "ref": request["ref"], "request": request["id"]})  # fmt: skip
+                                   "ref": request["ref"], "request": request["id"]})
         held.append({"id": row.id, "hold_id": hold_id, "did_label": row.did_label,
                      "started_at": iso(row.started_at, ctx)})
     ctx.note(recordings=[h["id"] for h in held], count=len(held))
@@ -89,9 +89,9 @@ def disclosure_check(ctx: Context, args: Args) -> Reply:
         raise OpError(f"disclosure request {request['id']} is closed")
     check = ctx.casework.add_identity_check(request["id"], document=document, checked_by=checked_by, checked_on=on,
                                             matched_with=matched, recorded_by=ctx.caller.user,
-                                            recorded_at=ctx.now)  # fmt: skip
+                                            recorded_at=ctx.now)
     return Reply(text=f"identity check {check} recorded for request {request['id']}: {document}, checked by "
-                      f"{checked_by} on {on}", data={"check": check})  # fmt: skip
+                      f"{checked_by} on {on}", data={"check": check})
 
 
 @action("disclosure-decide", MANAGER)
@@ -105,10 +105,10 @@ def disclosure_decide(ctx: Context, args: Args) -> Reply:
         docs = [c["document"] for c in request["identity_checks"]]
         if not any(d in IDENTITY_DOCUMENTS for d in docs):
             raise NotAllowed(f"request {request['id']} has no identity check recorded (guideline Art. 10): record one "
-                             "with 'recorderctl disclosure check' before disclosing")  # fmt: skip
+                             "with 'recorderctl disclosure check' before disclosing")
         if request["requester_type"] != "self" and not any(d in AUTHORITY_DOCUMENTS for d in docs):
             raise NotAllowed(f"request {request['id']} is by a {request['requester_type']}: record the check of their "
-                             f"authority ({', '.join(AUTHORITY_DOCUMENTS)}) before disclosing")  # fmt: skip
+                             f"authority ({', '.join(AUTHORITY_DOCUMENTS)}) before disclosing")
     ctx.casework.decide_disclosure(request["id"], decision, reason, ctx.caller.user, ctx.now)
     ctx.note(recordings=[c["recording_id"] for c in request["candidates"]])
     return Reply(text=f"disclosure request {request['id']}: {decision}",
@@ -132,17 +132,17 @@ def disclosure_release(ctx: Context, args: Args) -> Reply:
     ctx.casework.close_disclosure(request["id"], ctx.caller.user, ctx.now)
     ctx.note(recordings=released, reason=reason)
     return Reply(text=f"disclosure request {request['id']} closed: {len(released)} hold(s) released",
-                 data={"request": request["id"], "released": released})  # fmt: skip
+                 data={"request": request["id"], "released": released})
 
 
 def disclosure_text(r: dict[str, Any], ctx: Context) -> str:
     lines = [f"disclosure request {r['id']} ({r['requester_type']}, ref {r['ref']}): {r['state']}, opened by "
-             f"{r['opened_by']} {iso(r['opened_at'], ctx)}"]  # fmt: skip
+             f"{r['opened_by']} {iso(r['opened_at'], ctx)}"]
     for c in r.get("candidates", []):
         lines.append(f"  candidate {c['recording_id']} (hold {c['hold_id']}{', released' if c['released_at'] else ''})")
     for c in r.get("identity_checks", []):
         lines.append(f"  identity check {c['id']}: {c['document']} checked by {c['checked_by']} on {c['checked_on']}"
-                     + (f", matched with {c['matched_with']}" if c["matched_with"] else ""))  # fmt: skip
+                     + (f", matched with {c['matched_with']}" if c["matched_with"] else ""))
     if r["decision"]:
         lines.append(f"  decision: {r['decision']} by {r['decided_by']} {iso(r['decided_at'], ctx)}: "
                      f"{r['decision_reason']}")
@@ -174,7 +174,7 @@ def integrity_incident(ctx: Context, problems: list[str], recordings: list[str],
     summary = f"integrity check failed ({source}): {len(problems)} problem(s): " + "; ".join(problems[:5])
     incident = ctx.casework.open_incident("other", summary, ctx.now, recordings,
                                           f"recorderctl {source} ({ctx.caller.user})",
-                                          ctx.now, automatic=True, fingerprint=fingerprint)  # fmt: skip
+                                          ctx.now, automatic=True, fingerprint=fingerprint)
     ctx.audit("incident-new", None,
               {"incident": incident, "kind": "other", "automatic": True, "recordings": recordings})
     return incident, True
@@ -207,7 +207,7 @@ def incident_action(ctx: Context, args: Args) -> Reply:
 def incident_json(i: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {**i, "occurred_at": iso(i["occurred_at"], ctx), "opened_at": iso(i["opened_at"], ctx),
             "automatic": bool(i["automatic"]),
-            "actions": [{**a, "at": iso(a["at"], ctx)} for a in i["actions"]]}  # fmt: skip
+            "actions": [{**a, "at": iso(a["at"], ctx)} for a in i["actions"]]}
 
 
 @action("incident-list", MANAGER)
@@ -215,7 +215,7 @@ def incident_list(ctx: Context, args: Args) -> Reply:
     rows = [incident_json(i, ctx) for i in ctx.casework.incidents()]
     ctx.note(count=len(rows))
     lines = [f"incident {i['id']}: {i['kind']}, {i['state']}, opened {i['opened_at']} by {i['opened_by']}: "
-             f"{i['summary'][:100]}" for i in rows]  # fmt: skip
+             f"{i['summary'][:100]}" for i in rows]
     return Reply(text="\n".join(lines + [f"({len(rows)} incident(s))"]), data=rows)
 
 
@@ -263,10 +263,10 @@ def complaint_new(ctx: Context, args: Args) -> Reply:
 def complaint_list(ctx: Context, args: Args) -> Reply:
     rows = [c for c in ctx.casework.complaints() if not args.flag("open") or c["state"] == "open"]
     data = [{**c, "received_at": iso(c["received_at"], ctx), "opened_at": iso(c["opened_at"], ctx),
-             "closed_at": iso(c["closed_at"], ctx)} for c in rows]  # fmt: skip
+             "closed_at": iso(c["closed_at"], ctx)} for c in rows]
     ctx.note(count=len(data))
     lines = [f"complaint {c['id']}: {c['state']}, received {c['received_at']} ({c['channel']}): {c['summary'][:100]}"
-             + (f" -> {c['outcome']}" if c["outcome"] else "") for c in data]  # fmt: skip
+             + (f" -> {c['outcome']}" if c["outcome"] else "") for c in data]
     return Reply(text="\n".join(lines + [f"({len(data)} complaint(s))"]), data=data)
 
 

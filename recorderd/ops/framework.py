@@ -206,13 +206,13 @@ def _role_names(roles: tuple[str, ...]) -> str:
 def _refusal(ctx: Context, spec: Action) -> str | None:
     if spec.direct_only and ctx.caller.via != "direct":
         return (f"{spec.name} works on the store directly, not through the running service: stop it first "
-                "(systemctl stop recorderd) and run recorderctl as root")  # fmt: skip
+                "(systemctl stop recorderd) and run recorderctl as root")
     if spec.roles is None:
         return None
     if not ctx.caller.roles:
         groups = ", ".join(ctx.group(r) for r in ROLES)
         return (f"{ctx.caller.user} is in none of the recorderd role groups ({groups}): "
-                "ask the manager to add you to the group of your role")  # fmt: skip
+                "ask the manager to add you to the group of your role")
     if ctx.caller.role_for(spec.roles) is None:
         return f"{spec.name} is for {_role_names(spec.roles)} ({ctx.caller.user}: {', '.join(ctx.caller.roles)})"
     return None
@@ -221,7 +221,7 @@ def _refusal(ctx: Context, spec: Action) -> str | None:
 def _note_request(ctx: Context, args: Args) -> None:
     rid = args.raw.get("id")
     ctx.note(rid if isinstance(rid, str) and len(rid) < 100 else None,
-             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})  # fmt: skip
+             **{k: args.raw[k] for k in SAFE_KEYS if k != "id" and isinstance(args.raw.get(k), (str, int))})
 
 
 def deny(ctx: Context, name: str, raw: Any, why: str, **detail: Any) -> Reply:
@@ -271,7 +271,7 @@ def _outcome(ctx: Context, name: str, reply: Reply, result: str) -> Reply:
         full = _store_full(ctx)
         if full:
             log.error("could not write the audit row for %s by %s: the store's disk is full", name, ctx.caller.user,
-                      extra={"EVENT": "audit-failed"})  # fmt: skip
+                      extra={"EVENT": "audit-failed"})
         else:
             log.exception("could not write the audit row for %s by %s", name, ctx.caller.user)
         if name in ANSWERED_UNAUDITED and reply.rc == 0:
@@ -279,9 +279,9 @@ def _outcome(ctx: Context, name: str, reply: Reply, result: str) -> Reply:
             return reply
         if full:
             return Reply(1, error="the store's disk is full, so the audit log cannot be written: nothing is shown or done "
-                                  "without a record of it; free space on the store ('recorderctl status' shows it)")  # fmt: skip
+                                  "without a record of it; free space on the store ('recorderctl status' shows it)")
         return Reply(1, error="the audit log cannot be written: nothing was done without a record of it"
-                     if reply.rc != 0 else "the action was done but its audit row could not be written")  # fmt: skip
+                     if reply.rc != 0 else "the action was done but its audit row could not be written")
     return reply
 
 
@@ -294,7 +294,7 @@ def _store_full(ctx: Context) -> bool:
 
 @contextlib.contextmanager
 def session(config: Config, caller: Caller, outputs: Callable[[str], Output], live: LiveView | None = None,
-            *, store: Store | None = None) -> Iterator[Context]:  # fmt: skip
+            *, store: Store | None = None) -> Iterator[Context]:
     """Open the store (own connections: one session per thread) and the casework file."""
     store = store or service.open_store(config)
     store.open()

@@ -130,7 +130,7 @@ def _token(args: Args) -> str:
 def _reader(ctx: Context, row: RecordingRow) -> VaultReader | SealedFile:
     if row.audio == "not-decoded":
         raise OpError(f"recording {row.id} has no WAV: its codec {row.codec} is not decoded here (its audio is the "
-                      "original RTP in its evidence pcap)")  # fmt: skip
+                      "original RTP in its evidence pcap)")
     data_key = vault.unwrap(ctx.store.master_key(), row.wrapped_key, row.id)
     try:
         return open_reader(ctx.store.layout.file_path(row), data_key, f"recording {row.id}")  # RDS1 or RDV1
@@ -156,7 +156,7 @@ def history(ctx: Context, recording_id: str, limit: int = HISTORY_ROWS) -> list[
     for _seq, event, _prev, _hash in reversed(rows):
         detail = event.detail if isinstance(event.detail, dict) else {}
         entry = {"at": iso(event.at, ctx), "user": event.user, "role": detail.get("role"), "via": detail.get("via"),
-                 "action": event.action, "result": event.result}  # fmt: skip
+                 "action": event.action, "result": event.result}
         entry.update({k: detail[k] for k in HISTORY_DETAIL if k in detail})
         out.append(entry)
     return out
@@ -173,19 +173,19 @@ def show(ctx: Context, args: Args) -> Reply:
     record = recording_json(row, ctx, parts=len(parts), legs=len(legs))
     quality = [{k: s.get(k) for k in ("channel", "packets", "expected", "lost", "duplicates", "late_samples",
                                       "jitter_ms", "max_gap_ms", "truncated", "mirror_duplicates")}
-               for s in row.streams]  # fmt: skip
+               for s in row.streams]
     for q in quality:
         expected = q.get("expected") or 0
         q["loss_pct"] = round(100.0 * (q.get("lost") or 0) / expected, 2) if expected else None
     dtmf = [{"channel": s.get("channel"), **(e if isinstance(e, dict) else {"event": e})}
-            for s in row.streams for e in (s.get("dtmf") or [])]  # fmt: skip
+            for s in row.streams for e in (s.get("dtmf") or [])]
     data = {"recording": record, "quality": quality, "one_way_audio": record["one_way_audio"], "dtmf": dtmf,
             "holds": record["holds"], "history": history(ctx, row.id),
             "conversation": {"token": row.conversation, "part": row.part, "part_reason": row.part_reason,
                              "parts": [part_json(p, ctx) for p in parts]},
-            "linked_legs": legs}  # fmt: skip
+            "linked_legs": legs}
     text = (f"{row.id}  {record['started_at']}  {row.did_label}  {record['duration_s']} s  {row.state}\n"
-            f"{len(data['history'])} entries in its access history")  # fmt: skip
+            f"{len(data['history'])} entries in its access history")
     return Reply(text=text, data=data)
 
 
@@ -193,7 +193,7 @@ def part_json(row: RecordingRow, ctx: Context) -> dict[str, Any]:
     """One part of a conversation as ``show`` lists it (no caller: the same call's)."""
     return {"id": row.id, "part": row.part, "part_reason": row.part_reason, "started_at": iso_ms(row.started_at, ctx),
             "duration_s": round(row.ended_at - row.started_at, 3), "codec": row.codec, "state": row.state,
-            "audio": row.audio}  # fmt: skip
+            "audio": row.audio}
 
 
 # -- play -----------------------------------------------------------------------------------------
@@ -217,13 +217,13 @@ def play(ctx: Context, args: Args) -> Reply:
     if info.codec not in ("PCMU", "PCMA") and not (info.codec == "PCM" and info.width == 2):
         raise OpError(f"recording {row.id}: {info.codec} cannot be played here")
     ticket = Ticket(secrets.token_hex(16), ctx.caller.uid, ctx.caller.user, row.id, row.sha256, info.codec,
-                    info.data_offset, data_bytes, info.channels, info.rate, time.monotonic())  # fmt: skip
+                    info.data_offset, data_bytes, info.channels, info.rate, time.monotonic())
     TICKETS.add(ticket)
     _start_check(ctx, row, ticket)
     duration = round(ticket.frames / ticket.rate, 3) if ticket.rate else 0.0
     data = {"ticket": ticket.token, "size": ticket.size, "duration_s": duration, "sha256": row.sha256,
             "channels": ticket.channels, "rate": ticket.rate, "content_type": "audio/wav",
-            "expires_after_idle_s": int(TICKET_IDLE)}  # fmt: skip
+            "expires_after_idle_s": int(TICKET_IDLE)}
     return Reply(text=f"ticket {ticket.token} for {row.id} ({purpose}): {ticket.size} bytes, {duration} s", data=data)
 
 
@@ -339,7 +339,7 @@ def play_audio(ctx: Context, args: Args) -> Reply:
             raise
         sink.commit(digest.hexdigest())
     return Reply(text=f"{sent} bytes from {offset}", data={"offset": offset, "length": sent, "size": ticket.size,
-                                                          "content_type": "audio/wav"})  # fmt: skip
+                                                          "content_type": "audio/wav"})
 
 
 # -- waveform ----------------------------------------------------------------------------------------
@@ -416,5 +416,5 @@ def waveform(ctx: Context, args: Args) -> Reply:
     data = {"id": ticket.recording_id, "points": len(cached[0]) if cached else 0, "duration_s":
             round(ticket.frames / ticket.rate, 3) if ticket.rate else 0.0,
             "channels": [{"label": labels[i], "min": [p[0] for p in c], "max": [p[1] for p in c]}
-                         for i, c in enumerate(cached)]}  # fmt: skip
+                         for i, c in enumerate(cached)]}
     return Reply(text=f"{data['points']} points per channel", data=data)

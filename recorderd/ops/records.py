@@ -38,7 +38,7 @@ DEFAULT_PAGE_SIZE = 50
 
 
 def recording_json(row: RecordingRow, ctx: Context, *, masked: bool = False, parts: int | None = None,
-                   legs: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   legs: int | None = None) -> dict[str, Any]:
     """The recording as ``list --json`` prints it; ``parts`` (of its conversation) and ``legs`` (linked
     legs) counted by :func:`rows_json` for many rows at once, or here for one."""
     index = ctx.store.db()
@@ -84,7 +84,7 @@ def rows_json(rows: list[RecordingRow], ctx: Context, *, masked: bool = False) -
     parts = index.part_counts(r.conversation for r in rows)
     legs = index.leg_counts(r.id for r in rows)
     return [recording_json(r, ctx, masked=masked, parts=parts.get(r.conversation, 1), legs=legs.get(r.id, 0))
-            for r in rows]  # fmt: skip
+            for r in rows]
 
 
 def iso_ms(ts: float, ctx: Context) -> str:
@@ -147,7 +147,7 @@ def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
     low, high = _number(args, "min_duration"), _number(args, "max_duration")
     on_hold = _yes_no(args, "on_hold")
     for key, value in (("min_duration", low), ("max_duration", high), ("state", state), ("on_hold", on_hold),
-                       ("conversation", conversation)):  # fmt: skip
+                       ("conversation", conversation)):
         if value is not None:
             shown[key] = value
     if state is not None and state not in ("complete", "incomplete"):
@@ -159,7 +159,7 @@ def filters(ctx: Context, args: Args) -> tuple[Filters, dict[str, Any]]:
             raise UsageError(f"--caller-ends needs at least {MIN_SUFFIX} digits")
     wanted = Filters(start=lo, end=hi, did=did_key if did else None, did_label=did, caller=exact, caller_ends=ends,
                      min_duration=low, max_duration=high, state=state, on_hold=on_hold,
-                     conversation=conversation)  # fmt: skip
+                     conversation=conversation)
     return wanted, shown
 
 
@@ -216,7 +216,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     headers = ("id", "DID label", "start", "duration", "codec", "state", "part", "caller")
     lines = [(r["id"], r["did_label"], r["started_at"][:19].replace("T", " "), f"{r['duration_s']:.1f} s", r["codec"],
-              r["state"] + (" (held)" if r["holds"] else ""), part_mark(r), r["caller"]) for r in rows]  # fmt: skip
+              r["state"] + (" (held)" if r["holds"] else ""), part_mark(r), r["caller"]) for r in rows]
     widths = [max([width(h)] + [width(line[i]) for line in lines]) for i, h in enumerate(headers)]
     out = ["  ".join(v + " " * (w - width(v)) for v, w in zip(line, widths, strict=True)).rstrip()
            for line in [headers, *lines]]
@@ -246,7 +246,7 @@ def status(ctx: Context, args: Args) -> Reply:
     last = db.execute("SELECT id, erased_at FROM erasures ORDER BY erased_at DESC LIMIT 1").fetchone()
     nxt = db.execute("SELECT min(retain_until) FROM recordings r WHERE NOT EXISTS (SELECT 1 FROM holds h WHERE "
                      "h.recording_id = r.id AND h.released_at IS NULL AND h.until > ?)",
-                     (now,)).fetchone()[0]  # fmt: skip
+                     (now,)).fetchone()[0]
     st = os.statvfs(ctx.store.root)
     data = {
         "service": ctx.live.status() if ctx.live else {"running": False},
@@ -258,7 +258,7 @@ def status(ctx: Context, args: Args) -> Reply:
                       "clock_jump": ({**asdict(jump), "text": jump.text(ctx.store.tz)}
                                      if (jump := pending_clock_jump(ctx.store.db())) else None)},
         "copies_past_expiry": len(ctx.casework.copies(expired_by=now)),
-    }  # fmt: skip
+    }
     data["overview"] = _overview(data, ctx)
     return Reply(text=status_text(data), data=data)
 
@@ -276,7 +276,7 @@ def _overview(d: dict[str, Any], ctx: Context) -> dict[str, Any]:
         "alerts": svc.get("alerts", []), "capture_unrecognised": svc.get("unrecognised"),
         "recent_warnings": [{"kind": w["kind"], "count": w["count"], "last": iso(w["last"], ctx)}
                             for w in svc.get("recent_warnings", [])],
-    }  # fmt: skip
+    }
 
 
 def status_text(d: dict[str, Any]) -> str:
@@ -285,7 +285,7 @@ def status_text(d: dict[str, Any]) -> str:
         c = svc.get("counters", {})
         service = (f"service: running for {svc['uptime_s'] // 3600} h {svc['uptime_s'] % 3600 // 60} min; "
                    f"{svc['active_calls']} active call(s), {c.get('calls_recorded', 0)} recorded, "
-                   f"{c.get('kernel_drops', 0)} kernel drop(s), store level {svc.get('store_level', '?')}")  # fmt: skip
+                   f"{c.get('kernel_drops', 0)} kernel drop(s), store level {svc.get('store_level', '?')}")
         service += "\n" + encap_summary(c)
         if svc.get("unrecognised"):  # capture/unrecognised.py: counts only, no addresses
             service += f"\ncapture: {svc['unrecognised']}"
@@ -302,7 +302,7 @@ def status_text(d: dict[str, Any]) -> str:
         + (f" ({ret['last_erased_id']})" if ret["last_erased_id"] else "") + f"; next due {ret['next_due'] or 'none'}",
         f"exported copies past expiry: {d['copies_past_expiry']}",
         *([f"RETENTION STOPPED: {ret['clock_jump']['text']}"] if ret.get("clock_jump") else []),
-    ])  # fmt: skip
+    ])
 
 
 def _size(n: int) -> str:

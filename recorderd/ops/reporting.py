@@ -17,8 +17,8 @@ from storage.reports import period_report
 
 from ..counters import REPORT
 from ..roles import AUDITOR, MANAGER, STAFF, TECHNICIAN
-from .framework import Args, Context, Reply, UsageError, action, iso, parse_when
 from .casework import integrity_incident
+from .framework import Args, Context, Reply, UsageError, action, iso, parse_when
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 KEY_ID = re.compile(r"[0-9a-f]{32}")
@@ -42,7 +42,7 @@ def report(ctx: Context, args: Args) -> Reply:
         raise UsageError("--to must come after --from")
     ctx.note(period={"from": start, "to": end})
     data = {"period": {"from": iso(lo, ctx), "to": iso(hi, ctx)}, "generated_at": iso(ctx.now, ctx),
-            "generated_by": ctx.caller.user, **period_report(ctx.store, ctx.casework, lo, hi, REPORT)}  # fmt: skip
+            "generated_by": ctx.caller.user, **period_report(ctx.store, ctx.casework, lo, hi, REPORT)}
     return Reply(text=report_text(data), data=data)
 
 
@@ -76,7 +76,7 @@ def report_text(d: dict[str, Any]) -> str:
         f"Complaints: {d['complaints']['received']} received, {d['complaints']['closed']} closed, "
         f"{d['complaints']['open_now']} open now",
         f"Disclosure requests: {d['disclosures']['opened']} opened; decided: {_counts(d['disclosures']['decided'])}",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -87,7 +87,7 @@ def row_json(row: tuple[int, Any, str, str], ctx: Context) -> dict[str, Any]:
     seq, e, prev_hash, digest = row
     return {"seq": seq, "at": iso(e.at, ctx), "user": e.user, "uid": e.uid, "role": e.detail.get("role"),
             "action": e.action, "recording_id": e.recording_id, "detail": e.detail, "result": e.result,
-            "prev_hash": prev_hash, "hash": digest}  # fmt: skip
+            "prev_hash": prev_hash, "hash": digest}
 
 
 @action("audit-show", MANAGER, AUDITOR)
@@ -95,13 +95,13 @@ def audit_show(ctx: Context, args: Args) -> Reply:
     lo, hi = _period(ctx, args)
     limit = args.int("limit") if args.raw.get("limit") is not None else 100
     rows = ctx.store.audit_log().select(lo, hi, user=args.opt("user", 64), action=args.opt("action", 64),
-                                        recording_id=args.opt("recording", 100), limit=max(1, min(limit, 100_000)))  # fmt: skip
+                                        recording_id=args.opt("recording", 100), limit=max(1, min(limit, 100_000)))
     data = [row_json(r, ctx) for r in rows]
     ctx.note(count=len(data))
     skip = {"role", "via", "roles"}
     lines = [f"{r['seq']:>6} {r['at']} {r['user']}({r['uid']}) {r['role']} {r['action']} {r['recording_id'] or '-'} "
              f"{r['result']} " + json.dumps({k: v for k, v in r["detail"].items() if k not in skip}, ensure_ascii=False)
-             for r in data]  # fmt: skip
+             for r in data]
     return Reply(text="\n".join(lines + [f"({len(data)} row(s))"]), data=data)
 
 
@@ -120,7 +120,7 @@ def _checkpoints(args: Args) -> list[tuple[int, str, str, str]] | None:
         if (not isinstance(item, list) or len(item) != 4 or isinstance(item[0], bool) or not isinstance(item[0], int)
                 or item[0] < 0 or not isinstance(item[1], str) or not HEX64.fullmatch(item[1])
                 or not isinstance(item[2], str) or len(item[2]) > 40
-                or not isinstance(item[3], str) or not KEY_ID.fullmatch(item[3])):  # fmt: skip
+                or not isinstance(item[3], str) or not KEY_ID.fullmatch(item[3])):
             raise UsageError("checkpoints: each is [row, 64 hex digits of its seal, when, 32 hex digits of the key id]")
         out.append((item[0], item[1], item[2], item[3]))
     return out
@@ -145,9 +145,9 @@ def audit_verify(ctx: Context, args: Args) -> Reply:
             lines.append(f"NOTE {counts['pruned']} checkpoint(s) from before the pruning anchor: not checked")
         if counts["other_key"]:
             lines.append(f"NOTE {counts['other_key']} checkpoint(s) of another audit log (another key: a store made "
-                         "before on this box, or before init replaced the key): not checked")  # fmt: skip
+                         "before on this box, or before init replaced the key): not checked")
         lines.append(f"against {source}: {counts['checked']} checkpoint(s) checked: "
-                     + ("each is a row of the chain, with its seal" if not against else "the log no longer holds what they say"))  # fmt: skip
+                     + ("each is a row of the chain, with its seal" if not against else "the log no longer holds what they say"))
         problems = problems + against
         data["checkpoints"] = {"source": source, **counts, "problems": against}
         ctx.note(checkpoints=counts)
@@ -172,11 +172,11 @@ def audit_export(ctx: Context, args: Args) -> Reply:
     try:
         anchor, head = audit.anchor(), audit.head()
         lines: list[dict[str, Any]] = [{"recorderd_audit_export": 1, "anchor": {"seq": anchor[0], "hash": anchor[1]} if anchor else None,
-                  "head": {"seq": head[0], "hash": head[1]} if head else None}]  # fmt: skip
+                  "head": {"seq": head[0], "hash": head[1]} if head else None}]
         for seq, e, prev_hash, h in audit.select(lo, hi):
             lines.append({"seq": seq, "at": e.at, "user": e.user, "uid": e.uid, "action": e.action,
                           "recording_id": e.recording_id, "detail": e.detail, "result": e.result,
-                          "prev_hash": prev_hash, "hash": h})  # fmt: skip
+                          "prev_hash": prev_hash, "hash": h})
             count += 1
         for line in lines:
             data = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n").encode()
@@ -188,7 +188,7 @@ def audit_export(ctx: Context, args: Args) -> Reply:
     sink.commit(digest.hexdigest())
     ctx.note(rows=count, sha256=digest.hexdigest())
     return Reply(text=f"{count} audit row(s) written to {out} (SHA-256 {digest.hexdigest()})",
-                 data={"rows": count, "out": out, "sha256": digest.hexdigest()})  # fmt: skip
+                 data={"rows": count, "out": out, "sha256": digest.hexdigest()})
 
 
 # -- the public notice (Art. 4(1)) ---------------------------------------------------------------------
@@ -205,7 +205,7 @@ def notice(ctx: Context, args: Args) -> Reply:
     ctx.note(lang=lang, numbers=len(numbers))
     text = notice_ja(numbers, days) if lang == "ja" else notice_en(numbers, days)
     return Reply(text=text, data={"numbers": numbers, "retention_days": days,
-                                  "purposes": ["quality", "suspicious_call"], "text": text})  # fmt: skip
+                                  "purposes": ["quality", "suspicious_call"], "text": text})
 
 
 def notice_ja(numbers: list[dict[str, str]], days: int) -> str:
@@ -222,7 +222,7 @@ def notice_ja(numbers: list[dict[str, str]], days: int) -> str:
         "録音は編集・加工せず、上記の目的以外に複製・持ち出しをせず、個人情報の保護に関する法律",
         "第69条第2項各号に該当する場合を除き、市以外の者に提供しません。",
         "録音された御自身の通話についての開示等の請求は、本人確認の上で受け付けます。",
-    ])  # fmt: skip
+    ])
 
 
 def notice_en(numbers: list[dict[str, str]], days: int) -> str:
@@ -240,4 +240,4 @@ def notice_en(numbers: list[dict[str, str]], days: int) -> str:
         "anyone outside the city except in the cases of Article 69(2) of the Act on the Protection of",
         "Personal Information. Requests for disclosure of your own recorded call are accepted after",
         "your identity has been verified.",
-    ])  # fmt: skip
+    ])

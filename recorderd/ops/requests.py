@@ -36,7 +36,7 @@ def _request_json(ctx: Context, r: dict[str, Any]) -> dict[str, Any]:
         "mine": mine,
         "can_decide": r["state"] == "pending" and ctx.role == MANAGER and not mine,
         "can_download": r["state"] == "approved" and mine,
-    }  # fmt: skip
+    }
 
 
 def _request_number(args: Args) -> int:
@@ -72,7 +72,7 @@ def export_requests(ctx: Context, args: Args) -> Reply:
         rows = [r for r in rows if r["state"] == state]
     items = [_request_json(ctx, r) for r in rows]
     lines = [f"{r['id']:>5}  {r['state']:<9} {r['recording_id']}  {r['purpose']}  by {r['requested_by']}"
-             + (f", decided by {r['decided_by']}" if r["decided_by"] else "") for r in items]  # fmt: skip
+             + (f", decided by {r['decided_by']}" if r["decided_by"] else "") for r in items]
     return Reply(text="\n".join(lines) or "no export requests", data={"requests": items})
 
 
@@ -106,7 +106,7 @@ def export(ctx: Context, args: Args) -> Reply:
     if ctx.caller.via == "console" and (args.raw.get("approved_by") or args.raw.get("approval_ref")):
         ctx.note(args.raw.get("id") if isinstance(args.raw.get("id"), str) else None)
         raise NotAllowed("through the console, a copy for another purpose is asked for with an export request, "
-                         "which a second person (a manager) approves")  # fmt: skip
+                         "which a second person (a manager) approves")
     return _plain_export(ctx, args)
 
 
@@ -120,12 +120,12 @@ def _export_requested(ctx: Context, args: Args) -> Reply:
         raise NotAllowed(f"export request {n} is {r['requested_by']}'s: only the one who asked may download it")
     if r["state"] != "approved":
         why = {"pending": "is waiting for a manager's decision", "refused": "was refused",
-               "used": f"was used already (copy {r['copy_id']})", "exporting": "is being downloaded now"}  # fmt: skip
+               "used": f"was used already (copy {r['copy_id']})", "exporting": "is being downloaded now"}
         raise NotAllowed(f"export request {n} {why.get(r['state'], r['state'])}")
     if not ctx.casework.claim_export_request(n):
         raise NotAllowed(f"export request {n} is being downloaded or was used already")
     inner = Args({"id": r["recording_id"], "out": out, "purpose": r["purpose"], "format": args.opt("format") or "wav",
-                  "approved_by": r["decided_by"], "approval_ref": f"export request {n}"})  # fmt: skip
+                  "approved_by": r["decided_by"], "approval_ref": f"export request {n}"})
     copy_id = None
     try:
         reply = _plain_export(ctx, inner)

@@ -17,8 +17,8 @@ as ``denied: sign-in locked`` / ``denied: sign-in rate-limited`` with the count 
 """
 from __future__ import annotations
 
-from .framework import UNKNOWN_USER, Args, Context, NotAllowed, Reply, UsageError, action
 from ..roles import ROLES
+from .framework import UNKNOWN_USER, Args, Context, NotAllowed, Reply, UsageError, action
 
 RESULTS = ("ok", "failed", "locked", "limited")
 NOBODY = 65534
@@ -64,13 +64,13 @@ def console_signin(ctx: Context, args: Args) -> Reply:
         raise NotAllowed("this box does not know that user")
     if system_account(ctx.caller.uid):
         raise NotAllowed(f"{ctx.caller.user} is a system account (uid {ctx.caller.uid}): "
-                         "the console is for people's accounts only")  # fmt: skip
+                         "the console is for people's accounts only")
     if not ctx.caller.roles:
         groups = ", ".join(ctx.group(r) for r in ROLES)
         raise NotAllowed(f"{ctx.caller.user} is in none of the recorderd role groups ({groups}): "
-                         "ask the manager to add you to the group of your role")  # fmt: skip
+                         "ask the manager to add you to the group of your role")
     return Reply(text=f"{ctx.caller.user} signed in ({', '.join(ctx.caller.roles)})",
-                 data={"user": ctx.caller.user, "roles": list(ctx.caller.roles)})  # fmt: skip
+                 data={"user": ctx.caller.user, "roles": list(ctx.caller.roles)})
 
 
 @action("console-signout", no_role=True)

@@ -46,7 +46,7 @@ def init(ctx: Context, args: Args) -> Reply:
     ctx.note(signing_key={**key.public.audited(), "created": made})
     return Reply(text=f"store {'created' if created else 'already initialised'} at {ctx.store.root}; "
                       f"signing key {key_id}",
-                 data={"store": ctx.store.root, "created": created, "signing_key": key_id})  # fmt: skip
+                 data={"store": ctx.store.root, "created": created, "signing_key": key_id})
 
 
 @action("verify", MANAGER, TECHNICIAN, AUDITOR)
@@ -61,13 +61,13 @@ def verify(ctx: Context, args: Args) -> Reply:
     problems += [f"audit log: {p}" for p in ctx.store.audit_log().verify()]
     lines = [f"FAIL {p}" for p in problems]
     lines.append(f"verified {len(rows)} recording(s) and the audit log: "
-                 + ("all hold" if not problems else f"{len(problems)} problem(s)"))  # fmt: skip
+                 + ("all hold" if not problems else f"{len(problems)} problem(s)"))
     ctx.note(recordings=len(rows), problems=len(problems), failed=failed)
     data: dict[str, Any] = {"recordings": len(rows), "problems": problems}
     if problems:
         incident, new = integrity_incident(ctx, problems, failed, "verify")
         lines.append(f"incident {incident} {'opened' if new else 'already open'} for these problems "
-                     f"(recorderctl incident report {incident})")  # fmt: skip
+                     f"(recorderctl incident report {incident})")
         data["incident"] = incident
         ctx.result = f"failed: {len(problems)} problem(s)"
     return Reply(rc=1 if problems else 0, text="\n".join(lines), data=data)
@@ -111,12 +111,12 @@ def sweep_copies(ctx: Context) -> tuple[list[int], list[str]]:
             erased.append(copy["id"])
             left = _erase_manifests(copy)  # on the copy's line: one line per expired copy
             lines.append(f"erased expired copy {copy['id']} of {copy['recording_id']} at {copy['out']}"
-                         + "".join(f"; {note}" for note in left))  # fmt: skip
+                         + "".join(f"; {note}" for note in left))
             continue
         hint = " (the service's sandbox hides home and temporary folders)" if ctx.caller.via == "socket" else ""
         lines.append(f"EXPIRED COPY {copy['id']} of {copy['recording_id']} ({copy['kind']} by {copy['user']}, "
                      f"expired {iso(copy['expires_at'], ctx)}) at {copy['out']}: {why}{hint}; its holder must destroy "
-                     f"it and confirm with 'recorderctl copies destroyed {copy['id']}'")  # fmt: skip
+                     f"it and confirm with 'recorderctl copies destroyed {copy['id']}'")
     return erased, lines
 
 
@@ -126,7 +126,7 @@ def prune_audit(ctx: Context) -> int:
     cutoff = ctx.now - days * 86400
     who = {"role": ctx.role or "none", "via": ctx.caller.via}
     event = AuditEvent(ctx.now, ctx.caller.user, ctx.caller.uid, "audit-prune", None,
-                       {**who, "retention_days": days, "before": iso(cutoff, ctx)}, "allowed")  # fmt: skip
+                       {**who, "retention_days": days, "before": iso(cutoff, ctx)}, "allowed")
     removed = ctx.store.audit_log().prune(cutoff, event)
     ctx.casework.prune_snapshots(cutoff)
     return removed
@@ -141,7 +141,7 @@ def retention_run(ctx: Context, args: Args) -> Reply:
         ctx.result = f"failed: clock jump ({jump.kind}, {jump.seconds:.0f} s): retention stopped"
         return Reply(rc=1, text=f"STOPPED: {jump.text(ctx.store.tz)}", error="retention stopped: the clock jumped",
                      data={"erased": [], "failures": [], "copies_erased": [], "copies_unreachable": 0,
-                           "audit_rows_pruned": 0, "clock_jump": asdict(jump)})  # fmt: skip
+                           "audit_rows_pruned": 0, "clock_jump": asdict(jump)})
     lines = []
     for e in report.erased:
         late = f", {e.late_s / 60:.0f} min late" if e.late_s > 60 else ""
@@ -157,11 +157,11 @@ def retention_run(ctx: Context, args: Args) -> Reply:
     lines.append(f"{len(report.erased)} recording(s) erased")
     unreachable = len(copy_lines) - len(copies_erased)
     ctx.note(erased=[e.id for e in report.erased], copies_erased=copies_erased, copies_unreachable=unreachable,
-             audit_rows_pruned=pruned)  # fmt: skip
+             audit_rows_pruned=pruned)
     if report.failures:
         ctx.result = "failed: " + "; ".join(report.failures)
     data = {"erased": [e.id for e in report.erased], "failures": report.failures, "copies_erased": copies_erased,
-            "copies_unreachable": unreachable, "audit_rows_pruned": pruned}  # fmt: skip
+            "copies_unreachable": unreachable, "audit_rows_pruned": pruned}
     return Reply(rc=1 if report.failures else 0, text="\n".join(lines), data=data)
 
 
@@ -174,20 +174,20 @@ def retention_confirm_clock(ctx: Context, args: Args) -> Reply:
     if jump is None:
         ctx.note(clock_jump=None, clock_now=now)
         return Reply(text=f"the clock was not in question; it reads {now} (retention goes on)",
-                     data={"confirmed": None, "clock_now": now})  # fmt: skip
+                     data={"confirmed": None, "clock_now": now})
     ctx.note(clock_jump={"kind": jump.kind, "seconds": round(jump.seconds), "seen_at": iso(jump.seen_at, ctx)},
-             clock_now=now)  # fmt: skip
+             clock_now=now)
     log.warning("clock confirmed by %s at %s after a jump %s of %.0f s: retention resumes", ctx.caller.user, now,
-                jump.kind, abs(jump.seconds), extra={"EVENT": "clock-confirmed"})  # fmt: skip
+                jump.kind, abs(jump.seconds), extra={"EVENT": "clock-confirmed"})
     return Reply(text=f"clock confirmed as {now}: retention resumes and erases what is due by it at the next run",
-                 data={"confirmed": asdict(jump), "clock_now": now})  # fmt: skip
+                 data={"confirmed": asdict(jump), "clock_now": now})
 
 
 @action("decommission", TECHNICIAN, direct_only=True)
 def decommission_store(ctx: Context, args: Args) -> Reply:
     if not args.flag("confirm"):
         raise UsageError("decommission erases every recording, the index and the master key for good; "
-                         "add --confirm to proceed")  # fmt: skip
+                         "add --confirm to proceed")
     path = args.text("certificate")
     ctx.note(certificate=os.path.abspath(path))
     try:

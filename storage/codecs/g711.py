@@ -76,4 +76,4 @@ def pcm_header(frames: int, channels: int = CHANNELS, rate: int = RATE) -> bytes
         b"RIFF", struct.pack("<I", 36 + data), b"WAVE",
         b"fmt ", struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16),
         b"data", struct.pack("<I", data),
-    ))  # fmt: skip
+    ))

@@ -25,7 +25,7 @@ def _load() -> Any:
         lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         lib.opus_decode.restype = ctypes.c_int
         lib.opus_decode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32,
-                                    ctypes.POINTER(ctypes.c_int16), ctypes.c_int, ctypes.c_int]  # fmt: skip
+                                    ctypes.POINTER(ctypes.c_int16), ctypes.c_int, ctypes.c_int]
         lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
         _lib = lib
     return _lib

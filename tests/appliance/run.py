@@ -84,7 +84,7 @@ print(json.dumps({"get": go("/signin"), "good": go("/signin", {"user": user, "pa
                   "bad": go("/signin", {"user": user, "password": password + "x"})}))
 """
 BAD_WORDS = re.compile(r"EPERM|EACCES|EROFS|Permission denied|Read-only file system|Operation not permitted|"
-                       r"SIGSYS|Bad system call|core-dump")  # fmt: skip
+                       r"SIGSYS|Bad system call|core-dump")
 
 
 def run(cmd: list[str], timeout: float = 120, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -142,7 +142,7 @@ def base_tree() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     run(["mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(TREE_PACKAGES), "bookworm", str(tree),
          f"deb {MIRROR} bookworm main", f"deb {MIRROR} bookworm-updates main",
-         "deb http://deb.debian.org/debian-security bookworm-security main"], timeout=300)  # fmt: skip
+         "deb http://deb.debian.org/debian-security bookworm-security main"], timeout=300)
     (CACHE / f"bookworm-{key}.done").write_text("made by tests/appliance/run.py\n")
     return tree
 
@@ -190,7 +190,7 @@ class Container:
             ["systemd-nspawn", "--quiet", "--boot", "--directory", str(self.tree), "--machine", MACHINE,
              "--keep-unit", "--register=no", "--console=pipe", f"--network-veth-extra={HOST_IF}:{SPAN_IF}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._enter_cgroups,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self.leader:
             self.leader = next((pid for pid in _children(self.proc.pid) if _comm(pid) == "systemd"), 0)
@@ -211,10 +211,10 @@ class Container:
         self.sh(f"sysctl -q -w net.ipv6.conf.{SPAN_IF}.disable_ipv6=1; ip link set {SPAN_IF} up")
 
     def sh(self, script: str, check: bool = True, timeout: float = 60, user: str | None = None,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """A shell command in the booted system (all its namespaces), as root or as `user`."""
         cmd = ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--",
-               "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"]  # fmt: skip
+               "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"]
         if user:
             cmd += ["runuser", "-u", user, "--"]
         return run([*cmd, "/bin/sh", "-c", script], timeout=timeout, check=check, input=stdin)
@@ -370,7 +370,7 @@ class Box:
         expect(self.show("ActiveState") == "active" and pid, f"recorderd is {self.show('ActiveState')} ({self.show('Result')})")
         index = self.c.sh(f"cat /sys/class/net/{SPAN_IF}/ifindex").stdout.strip()
         inodes = {line.split()[-1] for line in self.c.sh("cat /proc/net/packet").stdout.splitlines()[1:]
-                  if line.split()[4] == index}  # fmt: skip
+                  if line.split()[4] == index}
         fds = self.c.sh(f"ls -l /proc/{pid}/fd", check=False).stdout
         mine = [i for i in inodes if f"socket:[{i}]" in fds]
         expect(mine, f"no AF_PACKET socket of pid {pid} on {SPAN_IF} (ifindex {index})")
@@ -389,7 +389,7 @@ def site_config(c: Container) -> str:
     store is on a plain directory here, so the encrypted-volume requirement is waived where the
     installed version has it."""
     knows = c.sh("recorderd preflight --help >/dev/null; grep -c require_encrypted_volume "
-                 "/usr/lib/recorderd/lib/python3.11/site-packages/recorderd/config.py", check=False).stdout.strip()  # fmt: skip
+                 "/usr/lib/recorderd/lib/python3.11/site-packages/recorderd/config.py", check=False).stdout.strip()
     waive = "  require_encrypted_volume: false   # the appliance test's tree is a plain directory\n" if knows not in ("", "0") else ""
     text = c.sh(f"cat {CONFIG}").stdout
     text = text.replace("  interfaces: []", f"  interfaces: [{SPAN_IF}]")
@@ -415,7 +415,7 @@ def fixtures() -> tuple[list[Path], dict[str, dict]]:
 def partial_call(work: Path, call_id: str, seconds: float, seed: int) -> tuple[Path, SipCall]:
     """A designated inbound call cut off after `seconds` of audio (no BYE): a call in progress."""
     call = SipCall(call_id, "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09012345678",
-                   time.time(), talk=seconds + 30, seed=seed)  # fmt: skip
+                   time.time(), talk=seconds + 30, seed=seed)
     cut = call.media_start + seconds
     pcap = work / f"{call_id}.pcap"
     write_pcap(str(pcap), [p for p in call.packets() if p[0] < cut])
@@ -455,18 +455,18 @@ class Appliance:
         with self.r.check("install-previous-and-not-started") as seen:
             out = self.install(self.prev)
             seen.append(f"apt installed {self.prev.name} (no compiler in the tree: "
-                        f"{'none' if c.sh('command -v gcc cc', check=False).returncode else 'FOUND'})")  # fmt: skip
+                        f"{'none' if c.sh('command -v gcc cc', check=False).returncode else 'FOUND'})")
             expect(c.sh("command -v gcc cc", check=False).returncode != 0, "a compiler is in the tree")
             expect("records nothing until the site is set up" in out.stdout, "postinst did not say what to do next")
             status = c.sh("systemctl status recorderd --no-pager -l", check=False).stdout
             expect("Result: exec-condition" in status and "no SPAN interface named" in status and "init" in status,
-                   f"systemctl status does not say what is missing: {status[-600:]}")  # fmt: skip
+                   f"systemctl status does not say what is missing: {status[-600:]}")
             expect(box.promiscuity() == 0, "the SPAN port was opened before set-up")
             seen.append("enabled but skipped by its ExecCondition; status names the SPAN port and init as missing")
         with self.r.check("site-setup-and-enable-now") as seen:
             c.sh(f"cat > {CONFIG}", stdin=site_config(c))
             for user, group in (("fmanager", "recorder-manager"), ("fstaff", "recorder-staff"),
-                                ("ftech", "recorder-technician"), ("fnobody", "")):  # fmt: skip
+                                ("ftech", "recorder-technician"), ("fnobody", "")):
                 c.sh(f"id {user} >/dev/null 2>&1 || useradd -m {'-G ' + group if group else ''} {user}")
             status = c.sh("systemctl start recorderd; systemctl status recorderd --no-pager -l", check=False).stdout
             expect("is not initialised" in status, "before init, status does not say the store is missing")
@@ -496,7 +496,7 @@ class Appliance:
                 # the new version refuses a store off an encrypted volume, unless the site opts out
                 # with a key the previous version did not know: the technician adds it, as here
                 c.sh(f"sed -i 's/^store:$/store:\\n  require_encrypted_volume: false/' {CONFIG}; "
-                     "systemctl reset-failed recorderd; systemctl restart recorderd", check=False)  # fmt: skip
+                     "systemctl reset-failed recorderd; systemctl restart recorderd", check=False)
                 seen.append("the previous version lacked store.require_encrypted_volume: added after the upgrade")
             new_pid = box.wait_active(other_than=old_pid)
             expect(_version(self.deb) in c.sh("recorderd --version").stdout, "recorderd --version is not the package's")
@@ -510,7 +510,7 @@ class Appliance:
             box.ctl("fmanager", "verify")
             box.ctl("fmanager", "audit verify")
             seen.append(f"{self.prev.name} -> {self.deb.name}: restarted (pid {old_pid} -> {new_pid}), "
-                        f"{len(exports)} exports byte-identical, verify and audit verify pass, hold kept, edited config kept")  # fmt: skip
+                        f"{len(exports)} exports byte-identical, verify and audit verify pass, hold kept, edited config kept")
             seen.append(box.capture_open())
             del out
         self.privileges()
@@ -547,11 +547,11 @@ class Appliance:
                 raise Failed(f"every call kept: {len(missing)} not within 20 s: {', '.join(missing[:10])}") from None
             got = new()
             expect(set(got) == set(expected), f"recorded {sorted(set(got) - set(expected))} not expected, "
-                                              f"missing {sorted(set(expected) - set(got))}")  # fmt: skip
+                                              f"missing {sorted(set(expected) - set(got))}")
             for call_id, rec in got.items():
                 want = expected[call_id]
                 expect((rec["did_label"], rec["codec"], rec["state"]) == (want["did_label"], want["codec"], want["state"]),
-                       f"{call_id}: {rec['did_label']} {rec['codec']} {rec['state']}, expected {want}")  # fmt: skip
+                       f"{call_id}: {rec['did_label']} {rec['codec']} {rec['state']}, expected {want}")
             events = {e["RECORDING_ID"]: e for e in box.events("call-recorded", since) if "RECORDING_ID" in e}
             for rec in got.values():
                 expect(rec["id"] in events, f"no EVENT=call-recorded RECORDING_ID={rec['id']}")
@@ -562,7 +562,7 @@ class Appliance:
             expect(not leaked, f"{len(leaked)} caller number(s) in the journal")
             drops = box.show("StatusText")
             seen.append(f"{len(pcaps)} fixtures sent, {len(got)} calls recorded as expected, each with "
-                        f"EVENT=call-recorded RECORDING_ID= DID_LABEL=; no caller number in the journal; {drops}")  # fmt: skip
+                        f"EVENT=call-recorded RECORDING_ID= DID_LABEL=; no caller number in the journal; {drops}")
 
     def privileges(self) -> None:
         with self.r.check("privileges") as seen:
@@ -575,7 +575,7 @@ class Appliance:
             expect(status["NoNewPrivs"].strip() == "1", "NoNewPrivs is not set")
             expect(status["Seccomp"].strip() == "2", f"Seccomp {status['Seccomp']} (2 = filter)")
             seen.append(f"uid {uid} (recorderd), CapEff = CapBnd = CAP_NET_RAW only (no CAP_NET_ADMIN), NoNewPrivs 1, "
-                        f"Seccomp 2; {self.box.capture_open()}")  # fmt: skip
+                        f"Seccomp 2; {self.box.capture_open()}")
 
     def console(self) -> None:
         """The web console as the package leaves it: its unit up, its user with no capability, its
@@ -601,7 +601,7 @@ class Appliance:
             key = c.sh("stat -c '%U:%G %a' /etc/recorderd/console/key.pem").stdout.strip()
             expect(key == f"root:{CONSOLE} 640", f"the key is {key}")
             seen.append(f"{enabled} by the package, pid {pid} as uid {uid} ({CONSOLE}), groups with shadow, no capability "
-                        f"(CapBnd 0), NoNewPrivs 1, Seccomp 2; key.pem {key}")  # fmt: skip
+                        f"(CapBnd 0), NoNewPrivs 1, Seccomp 2; key.pem {key}")
             out = c.sh(f"systemd-analyze security {CONSOLE} --no-pager", check=False, timeout=60).stdout
             m = re.search(rf"Overall exposure level for {CONSOLE}.service: ([0-9.]+)", out)
             expect(m, f"no exposure score: {out[-300:]}")
@@ -620,25 +620,25 @@ class Appliance:
             expect(good["status"] == 303 and session, f"the right password: {good['status']} {good['cookies']}")
             expect(all(flag in session[0].lower() for flag in ("httponly", "secure", "samesite=strict")), session[0])
             expect(bad["status"] == 401 and not any(k.startswith("recorderd_session=") for k in bad["cookies"]),
-                   f"a wrong password: {bad['status']} {bad['cookies']}")  # fmt: skip
+                   f"a wrong password: {bad['status']} {bad['cookies']}")
             journal = c.sh(f"journalctl -q --no-pager -u {CONSOLE}", check=False).stdout
             expect(CONSOLE_PASSWORD not in journal, "the password is in the console's journal")
             seen.append(f"https://127.0.0.1:8443/signin 200 with its CSP (verified against the package's own certificate); "
                         f"{CONSOLE_USER}'s password through PAM -> 303 {good['location']} with a HttpOnly Secure "
-                        "SameSite=Strict session cookie; a wrong one -> 401, no cookie")  # fmt: skip
+                        "SameSite=Strict session cookie; a wrong one -> 401, no cookie")
             # negative control: without group shadow the same password must be refused (else the
             # check above proves nothing about PAM); then the unit as shipped again
             dropins = f"/run/systemd/system/{CONSOLE}.service.d"
             c.sh(f"gpasswd -d {CONSOLE} shadow >/dev/null; mkdir -p {dropins} && printf '[Service]\\nSupplementaryGroups=\\n' "
-                 f"> {dropins}/appliance-no-shadow.conf && systemctl daemon-reload && systemctl restart {CONSOLE}")  # fmt: skip
+                 f"> {dropins}/appliance-no-shadow.conf && systemctl daemon-reload && systemctl restart {CONSOLE}")
             self.box.wait(f"{CONSOLE} active without shadow", up, 30)
             again = json.loads(c.sh(f"python3 /root/console_probe.py {CONSOLE_USER}", stdin=CONSOLE_PASSWORD, timeout=90).stdout)
             c.sh(f"gpasswd -a {CONSOLE} shadow >/dev/null; rm -f {dropins}/appliance-no-shadow.conf; systemctl daemon-reload; "
-                 f"systemctl restart {CONSOLE}")  # fmt: skip
+                 f"systemctl restart {CONSOLE}")
             self.box.wait(f"{CONSOLE} active again", up, 30)
             expect(again["good"]["status"] == 401, f"without group shadow the right password got {again['good']['status']}")
             seen.append("without group shadow the same password -> 401 (pam_unix cannot read the hash; its helper "
-                        "is refused by NoNewPrivileges and the filter)")  # fmt: skip
+                        "is refused by NoNewPrivileges and the filter)")
 
     def roles(self) -> None:
         box = self.box
@@ -654,7 +654,7 @@ class Appliance:
             audit = box.ctl("fmanager", "audit show --json", check=False).stdout
             expect('"fnobody"' in audit and "socket" in audit, "the refusal is not in the audit log")
             seen.append(f"fstaff listed {len(recs)} and exported {rec['id']} (fstaff 0600, the recorded SHA-256) through "
-                        "the socket; fnobody refused with exit 3, audited")  # fmt: skip
+                        "the socket; fnobody refused with exit 3, audited")
             self.c.sh("rm -f /tmp/staff-copy.wav")
 
     def reload(self) -> None:
@@ -679,7 +679,7 @@ class Appliance:
             c.sh("cat > /etc/recorderd/dids.yaml", stdin=original)
             box.wait("the original list back", lambda: box.events("reload", since))
             seen.append(f"systemctl reload -> EVENT=reload; a good edit -> {n + 1} numbers; a bad one refused, "
-                        f"{n + 1} kept; the original back")  # fmt: skip
+                        f"{n + 1} kept; the original back")
 
     def stop_mid_call(self) -> None:
         box = self.box
@@ -693,7 +693,7 @@ class Appliance:
             rec = next((r for r in box.recordings() if r["call_id"] == call.call_id), None)
             expect(rec, "the call in progress was not kept")
             expect(rec["state"] == "incomplete" and rec["end_reason"] == "shutdown" and rec["frames"] > 8000,
-                   f"{rec['state']} {rec['end_reason']} {rec['frames']} frames")  # fmt: skip
+                   f"{rec['state']} {rec['end_reason']} {rec['frames']} frames")
             seen.append(f"kept as incomplete (shutdown) with {rec['frames'] / 8000:.1f} s of audio; started again (pid {pid})")
 
     def kill_and_recover(self) -> None:
@@ -710,7 +710,7 @@ class Appliance:
             expect(rec and rec["end_reason"].startswith("recovered after an unclean stop"), f"not recovered: {rec}")
             expect(rec["frames"] >= 8000, f"only {rec['frames']} frames recovered")
             seen.append(f"pid {old} killed; Restart= started {new}; the interrupted call recovered "
-                        f"({rec['frames'] / 8000:.1f} s of audio)")  # fmt: skip
+                        f"({rec['frames'] / 8000:.1f} s of audio)")
 
     def watchdog(self) -> None:
         box = self.box
@@ -738,7 +738,7 @@ class Appliance:
             expect([r["id"] for r in after] == [r["id"] for r in before], "the recordings differ after the boot")
             box.ctl("ftech", "verify")
             seen.append(f"clean poweroff and boot in {time.monotonic() - t0:.0f} s; recorderd came back by itself "
-                        f"(pid {pid}), {len(after)} recordings, verify passes; {box.capture_open()}")  # fmt: skip
+                        f"(pid {pid}), {len(after)} recordings, verify passes; {box.capture_open()}")
 
     def exposure(self) -> None:
         with self.r.check("exposure") as seen:
@@ -755,7 +755,7 @@ class Appliance:
         box = self.box
         with self.r.check("negative-control-no-af-packet") as seen:
             box.dropin("appliance-no-packet", "[Service]\nRestrictAddressFamilies=\n"
-                                              "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n")  # fmt: skip
+                                              "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n")
             self.c.sh("systemctl reset-failed recorderd; systemctl restart recorderd", check=False, timeout=60)
             try:
                 box.capture_open()
@@ -765,7 +765,7 @@ class Appliance:
                 raise Failed("the capture check passed without AF_PACKET: it proves nothing")
             t0 = time.monotonic()
             box.wait("failed by the start limit", lambda: box.show("ActiveState") == "failed" and "Start request "
-                     "repeated too quickly" in self.c.sh("journalctl -q --no-pager -u recorderd -n 5").stdout, timeout=60)  # fmt: skip
+                     "repeated too quickly" in self.c.sh("journalctl -q --no-pager -u recorderd -n 5").stdout, timeout=60)
             restarts = box.show("NRestarts")
             time.sleep(4)  # RestartSec=2: a loop would have started again by now
             expect(box.show("ActiveState") == "failed" and box.show("NRestarts") == restarts, "it kept restarting")
@@ -781,7 +781,7 @@ class Appliance:
             before = box.recordings()
             since = box.cursor()
             box.dropin("appliance-faketime", f"[Service]\nEnvironment=LD_PRELOAD={FAKETIME_LIB} FAKETIME=+20d "
-                                             "FAKETIME_DONT_FAKE_MONOTONIC=1\n")  # fmt: skip
+                                             "FAKETIME_DONT_FAKE_MONOTONIC=1\n")
             box.restart()
             # 20 days at once is a clock jump: retention stops until a manager confirms the clock
             jumped = any("clock jump" in str(e.get("MESSAGE")) for e in box.journal(since)) or bool(box.wait(
@@ -828,7 +828,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deb", required=True, type=Path)
     parser.add_argument("--previous", default=os.environ.get("APPLIANCE_PREVIOUS", "HEAD~1"),
-                        help="git ref whose package is upgraded from (default HEAD~1)")  # fmt: skip
+                        help="git ref whose package is upgraded from (default HEAD~1)")
     parser.add_argument("--keep", action="store_true", help="keep the work tree (for debugging)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -877,7 +877,7 @@ def main() -> int:
     failed = report.failed
     print(f"appliance test: {len(report.results)} checks, {len(failed)} failed"
           + (f" ({', '.join(failed)})" if failed else "") + f", {total:.0f} s; package {args.deb.name} "
-          f"{args.deb.stat().st_size / 1e6:.1f} MB", flush=True)  # fmt: skip
+          f"{args.deb.stat().st_size / 1e6:.1f} MB", flush=True)
     return 1 if failed else 0
 
 

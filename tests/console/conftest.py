@@ -87,11 +87,11 @@ def browser(console_site: h.Site) -> Iterator[object]:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors", "--disable-gpu",
                 "--autoplay-policy=no-user-gesture-required", "--disable-dev-shm-usage", "--window-size=1280,900",
-                f"--user-data-dir={profile}", "--lang=ja", "--no-first-run", "--disable-extensions"):  # fmt: skip
+                f"--user-data-dir={profile}", "--lang=ja", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False,
-                                              "intl.accept_languages": "ja"})  # fmt: skip
+                                              "intl.accept_languages": "ja"})
     service = Service(CHROMEDRIVER, log_output=str(console_site.base / "chromedriver.log"),
                       env={**os.environ, "LANGUAGE": "ja", "LANG": "ja_JP.UTF-8", "TZ": "Asia/Tokyo"})  # a Japanese desktop
     driver = webdriver.Chrome(service=service, options=options)

@@ -125,7 +125,7 @@ def write_site(base: Path, port: int, *, idle_min: int = 1) -> Path:
         "console": {"user": CONSOLE_USER, "listen": "127.0.0.1", "port": port, "tls_cert": str(base / "cert.pem"),
                     "tls_key": str(base / "key.pem"), "idle_timeout_min": idle_min,
                     "lockout_failures": LOCKOUT_FAILURES, "lockout_min": 1},
-    }  # fmt: skip
+    }
     path = base / "recorderd.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.chmod(path, 0o644)
@@ -136,7 +136,7 @@ def write_site(base: Path, port: int, *, idle_min: int = 1) -> Path:
 def make_certificate(base: Path) -> None:
     sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-       "-keyout", str(base / "key.pem"), "-out", str(base / "cert.pem"))  # fmt: skip
+       "-keyout", str(base / "key.pem"), "-out", str(base / "cert.pem"))
     pw = pwd.getpwnam(CONSOLE_USER)
     os.chown(base / "key.pem", 0, pw.pw_gid)
     os.chmod(base / "key.pem", 0o640)
@@ -188,7 +188,7 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID")}
         env["PYTHONPATH"] = str(ROOT)  # this tree's daemon
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, str(BIN / "recorderd"), "--config", str(config)],
-                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
         sock = config.parent / "control.sock"
         for _ in range(200):
             if sock.exists():
@@ -223,7 +223,7 @@ class ConsoleProcess:
         # a session of its own: faketime runs the console as its child, and stop() ends them both
         self.proc = subprocess.Popen([*cmd, *python, "-m", "console", "--config", str(config)], cwd="/",
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)  # fmt: skip
+                                     start_new_session=True)
         end = time.monotonic() + 30
         while time.monotonic() < end:
             if self.proc.poll() is not None:

@@ -338,7 +338,7 @@ def test_screenshots_of_each_page_in_japanese(browser, console_site: Site) -> No
     today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
     week = f"?from={today - timedelta(days=6)}&to={today}"
     for name, path in (("requests", "/requests"), ("audit", "/audit"), ("status", "/status"), ("notice", "/notice"),
-                       ("report", "/report"), ("casework", "/casework")):  # fmt: skip
+                       ("report", "/report"), ("casework", "/casework")):
         browser.get(site.url + path + (week if name == "report" else ""))  # the report of the last seven days
         loaded(browser)
         assert path_of(browser) == path and "エラー" not in browser.title, (path, browser.title)

@@ -71,7 +71,7 @@ def people() -> Iterator[None]:
             subprocess.run(["groupadd", "--gid", str(_free_id(grp.getgrgid, FIRST_ID)), group], check=True)
         for user, role in PEOPLE.items():
             subprocess.run(["useradd", "--no-create-home", "--uid", str(_free_id(pwd.getpwuid, FIRST_ID)),
-                            "--gid", GROUPS[role], "--shell", "/usr/sbin/nologin", user], check=True)  # fmt: skip
+                            "--gid", GROUPS[role], "--shell", "/usr/sbin/nologin", user], check=True)
         yield
     finally:
         _remove_people()
@@ -219,7 +219,7 @@ def test_a_quality_export_downloads_what_recorderctl_exports_and_registers_the_c
 
 def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(
     served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     """What the police do with the file, with standard tools only: unzip it, check the manifest's
     signature with the recorder's public key (``recorderctl pubkey``), and the WAV's SHA-256."""
     unzip, openssl, sha256sum = needs_tool("unzip"), needs_tool("openssl"), needs_tool("sha256sum")
@@ -236,7 +236,7 @@ def test_the_download_is_checked_with_unzip_openssl_and_sha256sum(
     pem.write_text(json.loads(capsys.readouterr().out)["public_key"])
     checked = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
                               "-in", f"{wav}.manifest.json", "-sigfile", f"{wav}.manifest.sig"],
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True)
     assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, checked
     digest = subprocess.run([sha256sum, str(wav)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert digest == json.loads(Path(f"{wav}.manifest.json").read_text())["file_sha256"]
@@ -250,7 +250,7 @@ def _asgi_post(served: Served, browser: Browser, path: str, form: dict[str, str]
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
                          (b"cookie", f"{COOKIE}={browser.client.cookies.get(COOKIE)}".encode())],
-             "client": ("192.0.2.10", 50123), "server": ("testserver", 443)}  # fmt: skip
+             "client": ("192.0.2.10", 50123), "server": ("testserver", 443)}
     seen: list[dict] = []
 
     async def run() -> None:
@@ -311,7 +311,7 @@ def test_a_recording_failing_its_integrity_check_half_way_cuts_the_download(serv
     with open(stored, "rb") as f:  # the last record of audio (after it: the final WAV header and FINAL)
         found = sealed.scan(f.fileno(), str(stored))
     offset, length, position, _kind = max((r for r in found.records if r[3] == sealed.DATA and r[0] > 0),
-                                          key=lambda r: r[0])  # fmt: skip
+                                          key=lambda r: r[0])
     assert offset > 65536, "the test needs audio records after the first 64 KiB"
     data = bytearray(stored.read_bytes())
     data[position + sealed.RECORD + sealed.NONCE + length // 2] ^= 0x01
@@ -369,7 +369,7 @@ def test_a_manager_provides_a_recording_under_a_basis_as_a_download(served: Serv
 
 def _request(browser: Browser, rid: str) -> int:
     answer = browser.post(f"/recordings/{rid}/request", {"purpose": "complaint-investigation",
-                                                         "reason": "the citizen's complaint 2026-118"})  # fmt: skip
+                                                         "reason": "the citizen's complaint 2026-118"})
     assert answer.status_code == 200, answer.text
     match = re.search(r"持出し申請 (\d+) を受け付けました", answer.text)
     assert match, answer.text
@@ -500,7 +500,7 @@ def test_a_complaint_is_recorded_by_staff_and_closed(served: Served) -> None:
 def test_an_incident_is_recorded_with_an_action_and_reported(served: Served) -> None:
     boss = served.client("w2boss")
     answer = boss.post("/incidents", {"kind": "loss", "summary": "USB stick with an exported copy lost",
-                                      "recordings": served.rid, "occurred": "2026-11-30T10:15"})  # fmt: skip
+                                      "recordings": served.rid, "occurred": "2026-11-30T10:15"})
     match = re.search(r"事故 (\d+) を記録しました", answer.text)
     assert answer.status_code == 200 and match, answer.text
     n = int(match.group(1))
@@ -595,7 +595,7 @@ def test_the_audit_page_shows_a_search_of_many_recordings_in_a_short_line(served
     assert page.status_code == 200
     [cells] = re.findall(r'<td class="action" data-action="find">検索</td>(.*?)</tr>', page.text, re.S)
     shown, full = re.fullmatch(r'.*<td class="detail">(.*?)<details><summary>[^<]*</summary>'
-                               r'<pre>(.*?)</pre></details></td>', cells, re.S).groups()  # fmt: skip
+                               r'<pre>(.*?)</pre></details></td>', cells, re.S).groups()
     assert "<td>許可</td>" in cells
     assert len(shown) < 250, shown
     assert f"ほか {len(ids) - 3} 件" in shown and ", ".join(ids[:3]) in shown and ids[3] not in shown

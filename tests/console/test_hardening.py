@@ -109,15 +109,15 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         for role, user in USERS.items():
             subprocess.run(["groupadd", GROUP(role)], check=True, capture_output=True)
             subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", GROUP(role), user],
-                           check=True, capture_output=True)  # fmt: skip
+                           check=True, capture_output=True)
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(root / "key.pem"),
-                        "-out", str(root / "cert.pem")], check=True, capture_output=True)  # fmt: skip
+                        "-out", str(root / "cert.pem")], check=True, capture_output=True)
         runner = pwd.getpwuid(os.getuid()).pw_name  # the daemon trusts acting_for from this uid: the console's
         port = _free_port()
         roles = ", ".join(f"{role}_group: {GROUP(role)}" for role in ROLES)
         site = Site(root, settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}, listen: 127.0.0.1, port: {port}, "
-                                   f"tls_cert: {root / 'cert.pem'}, tls_key: {root / 'key.pem'}}}\n")  # fmt: skip
+                                   f"tls_cert: {root / 'cert.pem'}, tls_key: {root / 'key.pem'}}}\n")
         site.init()
         daemon = ControlServer(load(str(site.config)))
         assert daemon.start()
@@ -204,7 +204,7 @@ def test_a_form_body_that_never_ends_is_cut_off(console: Console) -> None:
     request does not wait for ever on the body."""
     with console.tls("127.0.0.40") as s:
         s.sendall(b"POST /signin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                  b"Content-Length: 1000\r\n\r\nuser=h2")  # fmt: skip
+                  b"Content-Length: 1000\r\n\r\nuser=h2")
         s.settimeout(14)
         started = time.monotonic()
         try:
@@ -226,7 +226,7 @@ def test_x_forwarded_for_is_not_believed_the_audit_keeps_the_peer_address(consol
     with console.http("127.0.0.1") as c:
         reply = c.post("/signin", data={"user": USERS["staff"], "password": "wrong"},
                        headers={"X-Forwarded-For": "198.51.100.1", "X-Real-IP": "198.51.100.2",
-                                "Forwarded": "for=198.51.100.3", "X-Forwarded-Proto": "http"})  # fmt: skip
+                                "Forwarded": "for=198.51.100.3", "X-Forwarded-Proto": "http"})
     assert reply.status_code == 401
     log = AuditLog(str(console.site.store / "audit.sqlite"))
     try:

@@ -52,7 +52,7 @@ def people() -> Iterator[dict[str, str]]:
         for role, user in USERS.items():
             subprocess.run(["groupadd", GROUP(role)], check=True, capture_output=True)
             subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", GROUP(role), user],
-                           check=True, capture_output=True)  # fmt: skip
+                           check=True, capture_output=True)
         yield USERS
     finally:
         _remove_users()
@@ -289,7 +289,7 @@ def test_range_requests_return_the_bytes_of_the_pcm_rendition(app, daemon) -> No
     for asked, first, last in (("bytes=0-", 0, min(size, 1 << 20) - 1), ("bytes=1000-1999", 1000, 1999),
                                ("bytes=-100", size - 100, size - 1),
                                (f"bytes={size - 10}-{size + 500}", size - 10, size - 1),
-                               ("bytes=44-44", 44, 44)):  # fmt: skip
+                               ("bytes=44-44", 44, 44)):
         reply = staff.get(played["audio"], headers={"range": asked})
         assert reply.status_code == 206, (asked, reply.status_code)
         assert reply.headers["content-range"] == f"bytes {first}-{last}/{size}", asked
@@ -503,7 +503,7 @@ def test_every_page_shows_words_not_message_keys(app, daemon, lang: str) -> None
     _play(manager, rid)
     keys = [k for k in i18n.MESSAGES if k.split(".")[0] in ("rec", "search", "audit", "status", "notice", "purpose",
                                                            "basis", "action", "via", "state", "alert",
-                                                           "nav")]  # fmt: skip
+                                                           "nav")]
     for path in ("/search", f"/recordings/{rid}", "/audit", "/status", "/notice"):
         page = manager.get(path)
         assert page.status_code == 200, path
@@ -564,7 +564,7 @@ def conv_daemon(
                                     legs=((LEG_IDS[0], "address"), (LEG_IDS[1], "rtp-relay"))),
                "other": record(store, "call-alone", started=START + 1, byte=0x33),
                "p2": record(store, "call-conv-1-b", started=START + 3, part=2, reason="transfer", conversation=t,
-                            byte=0x55)}  # fmt: skip
+                            byte=0x55)}
     finally:
         store.close()
     server = ControlServer(load(str(site.config)))
@@ -625,7 +625,7 @@ def test_the_download_of_a_conversation_holds_every_part(  # type: ignore[no-unt
     token = csrf(staff.get(f"/recordings/{ids['p2']}").text)
     answer = staff.post(f"/recordings/{ids['p2']}/export", data={
         "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1",
-        "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+        "parts": f"{ids['p1']},{ids['p2']}"})
     assert answer.status_code == 200, answer.text[:500]
     assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p2"]}.conversation.zip"'
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
@@ -640,7 +640,7 @@ def test_the_download_of_a_conversation_holds_every_part(  # type: ignore[no-unt
         assert manifest["recording_id"] == rid and manifest["conversation"]["token"] == ids["t"]
         assert (manifest["conversation"]["part"], manifest["conversation"]["parts"]) == (n, 2)
         load_pem_public_key(manifest["recorder"]["public_key"].encode()).verify(
-            members[f"{rid}.wav.manifest.sig"], members[f"{rid}.wav.manifest.json"])  # fmt: skip
+            members[f"{rid}.wav.manifest.sig"], members[f"{rid}.wav.manifest.json"])
     exports = [e for e in audit_rows(site) if e.action == "export"]
     assert sorted(e.recording_id for e in exports) == sorted([ids["p1"], ids["p2"]])
     assert all(e.user == USERS["staff"] and e.detail["via"] == "console" and e.result == "allowed" for e in exports)
@@ -656,7 +656,7 @@ def test_a_conversation_download_naming_a_part_of_another_is_refused(  # type: i
     token = csrf(staff.get(f"/recordings/{ids['p1']}").text)
     answer = staff.post(f"/recordings/{ids['p1']}/export", data={
         "csrf": token, "purpose": "quality", "format": "wav", "conversation": "1",
-        "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
+        "parts": f"{ids['p1']},{ids['other']}"})
     assert answer.status_code != 200 and answer.headers["content-type"].startswith("text/html")
     assert len([e for e in audit_rows(site) if e.action == "export" and e.result == "allowed"]) == before
 
@@ -720,7 +720,7 @@ def test_a_manager_provides_the_whole_conversation_in_one_download(  # type: ign
     assert 'name="conversation" value="1"' in form and f'name="parts" value="{ids["p1"]},{ids["p2"]}"' in form
     answer = manager.post(f"/recordings/{ids['p1']}/provide", data={
         "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "note": "照会 第12号", "format": "wav",
-        "conversation": "1", "parts": f"{ids['p1']},{ids['p2']}"})  # fmt: skip
+        "conversation": "1", "parts": f"{ids['p1']},{ids['p2']}"})
     assert answer.status_code == 200, answer.text[:500]
     assert answer.headers["content-disposition"] == f'attachment; filename="{ids["p1"]}.conversation.zip"'
     members = {i.filename: zipfile.ZipFile(io.BytesIO(answer.content)).read(i)
@@ -740,6 +740,6 @@ def test_a_manager_provides_the_whole_conversation_in_one_download(  # type: ign
     assert all(e.user == USERS["manager"] and e.detail["via"] == "console" and e.result == "allowed" for e in rows)
     other = manager.post(f"/recordings/{ids['p1']}/provide", data={
         "csrf": csrf(page), "basis": "law", "to": "川崎警察署", "format": "wav", "conversation": "1",
-        "parts": f"{ids['p1']},{ids['other']}"})  # fmt: skip
+        "parts": f"{ids['p1']},{ids['other']}"})
     provided = [e for e in audit_rows(site) if e.action == "provide" and e.result == "allowed"]
     assert other.status_code != 200 and len(provided) == 2

@@ -84,7 +84,7 @@ def test_every_post_without_the_csrf_token_is_refused_even_for_the_right_role(co
             reply = c.request(method, path, data=form, headers=headers)
             if reply.status_code != 403:
                 wrong.append(f"{method} {route.path} as {role} with {form and 'a wrong token' or 'no token'} "
-                             f"{headers and 'from another origin' or ''}: {reply.status_code}")  # fmt: skip
+                             f"{headers and 'from another origin' or ''}: {reply.status_code}")
     assert not wrong, "\n".join(wrong)
     for role in ROLES:  # the sessions are still good: the refusals were of the requests, not of the people
         assert clients[role][0].get("/status").status_code == 200

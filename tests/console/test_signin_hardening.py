@@ -49,7 +49,7 @@ def people() -> Iterator[None]:
             extra = ["-G", GROUPS[role]] if role else []
             system = ["-r"] if user == "h3svc" else []
             subprocess.run(["useradd", "-M", "-N", *system, "-s", "/usr/sbin/nologin", *extra, user],
-                           check=True, capture_output=True)  # fmt: skip
+                           check=True, capture_output=True)
         assert pwd.getpwnam("h3svc").pw_uid < 1000 <= pwd.getpwnam("h3mana").pw_uid
         yield
     finally:
@@ -61,7 +61,7 @@ def site(people: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     runner = pwd.getpwuid(os.getuid()).pw_name  # the daemon trusts acting_for from this uid: the console's
     roles = ", ".join(f"{role}_group: {group}" for role, group in GROUPS.items())
     site = Site(tmp_path_factory.mktemp("h3site"),
-                settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}, lockout_failures: {FAILURES}, lockout_min: 15}}\n")  # fmt: skip
+                settings=f"roles: {{{roles}}}\nconsole: {{user: {runner}, lockout_failures: {FAILURES}, lockout_min: 15}}\n")
     site.init()
     server = ControlServer(load(str(site.config)))
     assert server.start()

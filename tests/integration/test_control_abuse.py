@@ -83,7 +83,7 @@ class Env:
         self.procs.append(subprocess.Popen([sys.executable, "-c", PRELUDE + code, self.users[who],
                                             str(self.site.config), self.sock],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                           text=True, cwd="/"))  # fmt: skip
+                                           text=True, cwd="/"))
         return self.procs[-1]
 
     def run(self, who: str, code: str, timeout: float = 60) -> str:
@@ -151,7 +151,7 @@ def env() -> Iterator[Env]:
         site = Site(base)
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in ROLE_GROUPS)
         site.config.write_text(f"store: {{path: store}}\ndids_file: dids.yaml\ncontrol: {{socket: control.sock}}\n"
-                               f"roles: {{{roles}}}\n", encoding="utf-8")  # fmt: skip
+                               f"roles: {{{roles}}}\n", encoding="utf-8")
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)  # the config is public; the store is not
         site.init()

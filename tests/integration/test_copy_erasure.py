@@ -64,7 +64,7 @@ def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
         subprocess.run(["groupadd", group], check=True, capture_output=True)
         subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, user], check=True, capture_output=True)
         site = Site(base, None, f"roles: {{manager_group: root, staff_group: {group}, technician_group: root, "
-                                "auditor_group: root}\n")  # fmt: skip
+                                "auditor_group: root}\n")
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)
         site.init()
@@ -92,7 +92,7 @@ def test_retention_erases_only_the_holders_own_regular_copy(holder, capsys: pyte
             subprocess.run(["runuser", "-u", user, "--", "mkdir", "-m", "0700", str(sub)], check=True)
             done = subprocess.run(["runuser", "-u", user, "--", *python, "-m", "recorderd.ctl", "--config", str(site.config),
                                    "export", rec["id"], "--out", str(sub / "copy.wav"), "--purpose", "quality"],
-                                  capture_output=True, text=True, cwd="/", timeout=60)  # fmt: skip
+                                  capture_output=True, text=True, cwd="/", timeout=60)
             assert done.returncode == 0, done.stderr
     finally:
         server.stop()
@@ -116,12 +116,12 @@ def test_retention_erases_only_the_holders_own_regular_copy(holder, capsys: pyte
     os.chown(outbox / "replaced" / "copy.wav", 0, 0)
     # 1: the FIFO, served by the holder's own process.
     attack = subprocess.Popen(["runuser", "-u", user, "--", *python, "-c", ATTACK, str(outbox / "fifo" / "copy.wav"), str(victim)],
-                              stdout=subprocess.PIPE, text=True, cwd="/")  # fmt: skip
+                              stdout=subprocess.PIPE, text=True, cwd="/")
     try:
         assert attack.stdout is not None and attack.stdout.readline().strip() == "ready"
         ctl = [sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "retention", "run"]
         run = subprocess.run([faketime, "+8 days", *ctl], capture_output=True, text=True, env={**os.environ, "TZ": "UTC"},
-                             timeout=60)  # fmt: skip
+                             timeout=60)
     finally:
         try:
             attack.wait(timeout=10)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Site
+
 from integration.test_live_service import TRUNK, Service, _root_netns, audio_from_anchor
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def site_at(tmp: Path, name: str, interface: str) -> Site:
     root.mkdir()
     settings = (f"capture: {{interfaces: [{interface}], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60, "
                 "encapsulations: [erspan, vxlan]}\n"
-                "logging: {stats_interval_s: 10}\n")  # fmt: skip
+                "logging: {stats_interval_s: 10}\n")
     return Site(root, None, settings).init()
 
 
@@ -61,7 +62,7 @@ WRAPPED = {"encap-erspan2": "inbound-mulaw", "encap-vxlan-vlan": "qinq"}
 
 
 def test_the_live_service_records_erspan_and_vxlan_mirrors_as_the_plain_calls(
-        span: EncapSpan, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        span: EncapSpan, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reference = site_at(tmp_path, "replay", "e14-rx")
     for plain in WRAPPED.values():
         assert reference.replay(FIXTURES / f"{plain}.pcap") == 0
@@ -88,7 +89,7 @@ def test_the_live_service_records_erspan_and_vxlan_mirrors_as_the_plain_calls(
     for call_id, rec in got.items():
         ref = expected[call_id]
         assert (rec["did"], rec["codec"], rec["caller"], rec["state"]) == (ref["did"], ref["codec"], ref["caller"],
-                                                                           ref["state"])  # fmt: skip
+                                                                           ref["state"])
         assert [s["packets"] for s in rec["streams"]] == [s["packets"] for s in ref["streams"]], call_id
         assert audio_from_anchor(site, rec) == audio_from_anchor(reference, ref), call_id
     log = service.log.read_text()

@@ -72,7 +72,7 @@ class Service:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", span.ns, str(BIN / "recorderd"), "--config", str(site.config)],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)  # like systemd, always reading
         self.reader.start()
         self.wait_for("READY=1", 20)
@@ -144,14 +144,14 @@ def audio_from_anchor(site: Site, rec: dict) -> list[list[bytes]]:
     for stream in sorted(rec["streams"], key=lambda s: s["channel"]):
         channel = channel_bytes(data, stream["channel"])
         cuts = sorted(pos for _ssrc, _ts, pos in stream["anchors"]) + [len(channel)]
-        out.append([channel[a:b].rstrip(fill) for a, b in zip(cuts, cuts[1:])])
+        out.append([channel[a:b].rstrip(fill) for a, b in zip(cuts, cuts[1:], strict=False)])
     return out
 
 
 # Every fixture, sent at 20x speed; "hold" in real time (its 5 s pause is what is tested).
 FAST = ["inbound-mulaw", "inbound-e164", "inbound-alaw", "not-designated", "outbound-presenting-did", "overlapping",
         "cancelled", "fragmented-invite", "qinq", "ipv6", "tcp-split", "tcp-coalesced", "nat", "ssrc-change",
-        "wrap-around", "loss-reorder", "b2bua", "forking", "dtmf", "multipart-sdp", "srtp-offer", "loss-gap"]  # fmt: skip
+        "wrap-around", "loss-reorder", "b2bua", "forking", "dtmf", "multipart-sdp", "srtp-offer", "loss-gap"]
 
 
 def test_span_capture_records_what_replay_records(span: Span, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,7 +187,7 @@ def test_span_capture_records_what_replay_records(span: Span, tmp_path: Path, ca
 
 def _call(call_id: str, start: float, talk: float, seed: int) -> SipCall:
     return SipCall(call_id, "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09012345678", start,
-                   talk=talk, seed=seed)  # fmt: skip
+                   talk=talk, seed=seed)
 
 
 def test_sigterm_mid_call_keeps_the_audio_as_incomplete(span: Span, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,7 +240,7 @@ def test_did_list_reload_by_edit_and_sighup_and_a_bad_file(span: Span, tmp_path:
     send("before-edit", 1)  # 044-200-3939 is not designated yet
     dids = site.root / "dids.yaml"
     dids.write_text('dids:\n  - {number: "044-200-2111", label: 本庁舎代表}\n'
-                    '  - {number: "044-200-3939", label: サンキューコールかわさき}\n', encoding="utf-8")  # fmt: skip
+                    '  - {number: "044-200-3939", label: サンキューコールかわさき}\n', encoding="utf-8")
     service.wait_log("DID list reloaded: 2 designated numbers")
     send("after-edit", 2)
     dids.write_text('dids:\n  - {number: "044-200-39x9", label: broken}\n', encoding="utf-8")
@@ -259,7 +259,7 @@ def test_did_list_reload_by_edit_and_sighup_and_a_bad_file(span: Span, tmp_path:
 
 
 def test_a_shift_jis_or_huge_did_file_is_refused_while_capture_goes_on(span: Span, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 16, items 5, 16, 17: a Windows editor's Shift_JIS file crashed the service; a broken file
     made every recorderctl command fail; a large file stalled capture on the capture thread."""
     site = live_site(tmp_path, "live", [{"number": "044-200-2111", "label": "本庁舎代表"}])
@@ -280,8 +280,8 @@ def test_a_shift_jis_or_huge_did_file_is_refused_while_capture_goes_on(span: Spa
     start = time.monotonic()
     service.wait_log('dids[22000].number: "044-200-39x9" is not a phone number', 90)
     took = time.monotonic() - start
-    beats = [t for t, m in zip(service.stamps, service.messages) if "WATCHDOG=1" in m and t >= start]
-    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    beats = [t for t, m in zip(service.stamps, service.messages, strict=False) if "WATCHDOG=1" in m and t >= start]
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     assert len(beats) >= took - 2 and max(gaps, default=0) < 2.5, (took, gaps)  # the loop never waited on it (5 s here before)
     dids.write_text('dids:\n  - {number: "044-200-3939", label: サンキューコールかわさき}\n', encoding="utf-8")
     service.wait_log("DID list reloaded: 1 designated numbers (サンキューコールかわさき)")
@@ -302,10 +302,10 @@ def test_direction_unknown_starts_loudly_and_says_so(span: Span, tmp_path: Path,
     service = Service(span, site, tmp_path)
     log = service.log.read_text()
     assert ("CRITICAL recorderd.daemon: capture.direction is unknown (no capture.trunk_networks): every call to a "
-            "designated number is recorded, internal and outbound ones too") in log  # fmt: skip
+            "designated number is recorded, internal and outbound ones too") in log
     assert "[EVENT=direction-unknown]" in log and "[EVENT=store-volume-unencrypted]" in log
     assert any("STATUS=DIRECTION UNKNOWN: internal and outbound calls are recorded too; STORE VOLUME NOT ENCRYPTED; "
-               in m for m in service.messages)  # fmt: skip
+               in m for m in service.messages)
     service.wait_for("WATCHDOG=1", 5)
     capsys.readouterr()
     assert site.ctl("status") == 0  # the service's alerts, in its status reply from its start
@@ -314,7 +314,7 @@ def test_direction_unknown_starts_loudly_and_says_so(span: Span, tmp_path: Path,
         "WARNING: capture.direction: unknown: every call to a designated number is recorded, internal and outbound "
         "ones too (Art. 2(1): inbound only); set capture.trunk_networks",
         "WARNING: the store is not on an encrypted volume (store.require_encrypted_volume: false)",
-    ]  # fmt: skip
+    ]
     assert service.stop() == 0
 
 
@@ -334,7 +334,7 @@ def test_store_full_is_loud_and_deletes_nothing(span: Span, tmp_path: Path, caps
     root = tmp_path / "live"
     root.mkdir()
     site = Site(root, None, f"capture: {{interfaces: [span-rx], {TRUNK}, ring_mb: 8, block_timeout_ms: 20}}\n"
-                            "store: {path: store, critical_free_mb: 999999}\n").init()  # fmt: skip
+                            "store: {path: store, critical_free_mb: 999999}\n").init()
     site.replay(FIXTURES / "inbound-alaw.pcap")  # one recording already kept
     kept = site.list(capsys)
     service = Service(span, site, tmp_path)

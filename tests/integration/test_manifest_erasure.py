@@ -45,7 +45,7 @@ def holder() -> Iterator[tuple[Site, str, Path, list[str]]]:
         subprocess.run(["groupadd", group], check=True, capture_output=True)
         subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, user], check=True, capture_output=True)
         site = Site(base, None, f"roles: {{manager_group: root, staff_group: {group}, technician_group: root, "
-                                "auditor_group: root}\n")  # fmt: skip
+                                "auditor_group: root}\n")
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)
         site.init()
@@ -76,7 +76,7 @@ def test_retention_erases_an_expired_copys_manifest_and_signature_and_nothing_el
         for n in (1, 2, 3):
             done = subprocess.run(["runuser", "-u", user, "--", *python, "-m", "recorderd.ctl", "--config", str(site.config),
                                    "export", rec["id"], "--out", str(outbox / f"c{n}.wav"), "--purpose", "quality"],
-                                  capture_output=True, text=True, cwd="/", timeout=60)  # fmt: skip
+                                  capture_output=True, text=True, cwd="/", timeout=60)
             assert done.returncode == 0, done.stderr
     finally:
         server.stop()
@@ -102,7 +102,7 @@ def test_retention_erases_an_expired_copys_manifest_and_signature_and_nothing_el
 
     ctl = [sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "retention", "run"]
     run = subprocess.run([faketime, "+8 days", *ctl], capture_output=True, text=True, env={**os.environ, "TZ": "UTC"},
-                         timeout=60)  # fmt: skip
+                         timeout=60)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
 

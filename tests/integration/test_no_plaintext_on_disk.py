@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from conftest import Site, needs_tool
 from generator import PAYLOAD_TYPE, SipCall, write_pcap
-from integration.test_live_service import TRUNK, Service, _root_netns
 
+from integration.test_live_service import TRUNK, Service, _root_netns
 from storage.wav import channel_bytes
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ class Secrets:
         pt = PAYLOAD_TYPE[call.codec]
         channels = [b"".join(p[3] for p in d.packets if p[4] == pt) for d in call.media()]
         forms = {"number as dialled": call.caller, "E.164": "+81" + call.caller[1:], "E.164 without +": "81" + call.caller[1:],
-                 "number with dashes": f"{call.caller[:3]}-{call.caller[3:7]}-{call.caller[7:]}", "Call-ID": call.call_id}  # fmt: skip
+                 "number with dashes": f"{call.caller[:3]}-{call.caller[3:7]}-{call.caller[7:]}", "Call-ID": call.call_id}
         words = {}
         for what, text in forms.items():
             for encoding in ("ascii", "utf-16-le", "utf-16-be"):
@@ -190,7 +190,7 @@ def span():  # type: ignore[no-untyped-def]
 
 def _call(talk: float) -> SipCall:
     return SipCall(f"w13-{uuid.uuid4().hex}@203.0.113.5", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10",
-                   CALLER, 1_790_000_000.0, talk=talk, seed=1313)  # fmt: skip
+                   CALLER, 1_790_000_000.0, talk=talk, seed=1313)
 
 
 def summary(found: list[str]) -> str:
@@ -256,13 +256,13 @@ def test_a_live_call_is_never_on_the_disk_in_the_clear(span: W13Span, tmp_path: 
         root = fs.mount / "site"
         root.mkdir()
         settings = (f"capture: {{interfaces: [w13-rx], {TRUNK}, ring_mb: 8, block_timeout_ms: 20, idle_timeout_s: 60}}\n"
-                    "store: {path: store, critical_free_mb: 1}\n")  # fmt: skip
+                    "store: {path: store, critical_free_mb: 1}\n")
         site = Site(root, None, settings).init()
         service = Service(span, site, tmp_path)  # type: ignore[arg-type]  # (Service reads only .ns)
         found: list[str] = []
         try:
             sent = threading.Thread(target=span.exec, args=("tcpreplay", "-q", "-i", "w13-tx", "--multiplier=1", str(pcap)),
-                                    kwargs={"timeout": 120})  # fmt: skip
+                                    kwargs={"timeout": 120})
             started = time.monotonic()
             sent.start()
             time.sleep(max(0.0, started + call.media_start - call.start + 10.0 - time.monotonic()))  # 10 s of the talk sent

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 CALLED_USERS = [
     "test", "francisco", "061963177", "4321", "97239287044", "101", "1111", "telephone2", "2301",
     "telephone1", "84254978362", "204", "1002", "79108", "201", "service", "08019200028",
-]  # fmt: skip
+]
 
 # The signalled G.711 streams (SSRCs) each capture carries, which must end up in a recording.
 # refer-transfer-g711u-dtmf.pcap is absent on purpose: its answered call is to the auto attendant
@@ -55,7 +55,7 @@ OTHER_CODECS = {
     "g722-call-register-noise.pcapng": [("G722", "transcoded", 16000)],
     "opus-oneway-proxy.pcapng": [("OPUS", "transcoded", 48000)],
     "cisco-sip-tcp-opus-h264.pcap": [("OPUS", "transcoded", 48000)],
-}  # fmt: skip
+}
 
 
 def stored(site: Site) -> list:  # type: ignore[type-arg]
@@ -63,7 +63,7 @@ def stored(site: Site) -> list:  # type: ignore[type-arg]
     try:
         return [(row, b"".join(store.reading.plaintext(row)),
                  b"".join(store.reading.plaintext(row, pcap=True)) if row.pcap_path else b"")
-                for row in store.reading.recordings()]  # fmt: skip
+                for row in store.reading.recordings()]
     finally:
         store.close()
 
@@ -102,7 +102,7 @@ def tshark_rtp(path: Path) -> dict[int, list[tuple[int, int, int, bytes]]]:
          "-Y", "rtp && !icmp", "-T", "fields", "-e", "rtp.ssrc", "-e", "rtp.seq", "-e", "rtp.timestamp",
          "-e", "rtp.p_type", "-e", "rtp.payload"],
         capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    ).stdout
     streams: dict[int, list[tuple[int, int, int, bytes]]] = defaultdict(list)
     for line in out.splitlines():
         ssrc, seq, ts, pt, payload = (line.split("\t") + [""] * 5)[:5]
@@ -143,7 +143,7 @@ def test_g711_payloads_confirmed_by_tshark(name: str, tmp_path: Path, capsys: py
 
 @pytest.mark.parametrize("name", ["g711u-proxy-simple.pcapng", "sngrep-aaa-cancel-auth.pcap",
                                   "forking-cancel-g711u.pcap", "asterisk-reinvite-g711u.pcapng",
-                                  "sip-ipv6-udp.pcap"])  # fmt: skip
+                                  "sip-ipv6-udp.pcap"])
 def test_sip_parsing_matches_pyshark(name: str) -> None:
     """Every SIP message over UDP: the same Call-ID, method or status, and CSeq as Wireshark's."""
     path = public_capture(name)

@@ -99,7 +99,7 @@ class Env:
     def run(self, role: str, *args: str) -> tuple[int, str, str]:
         if self.mode == "socket":
             cmd = ["runuser", "-u", self.users[role], "--", *self.python, "-m", "recorderd.ctl", "--config",
-                   str(self.site.config), *args]  # fmt: skip
+                   str(self.site.config), *args]
             done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=120)
             return done.returncode, done.stdout, done.stderr
         return _in_process(self.site, args)
@@ -147,7 +147,7 @@ def _sh(*cmd: str) -> None:
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     needs_root("the role matrix creates Unix users and groups and a network namespace", *USER_TOOLS, "gpasswd",
-               "runuser", "ip")  # fmt: skip
+               "runuser", "ip")
     tag = f"rdt{uuid.uuid4().hex[:5]}"
     base = Path(tempfile.mkdtemp(prefix="rdroles-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -171,7 +171,7 @@ def env() -> Iterator[Env]:
         roles = ", ".join(f"{r}_group: {tag}-{r[:3]}" for r in (M, S, T, A))
         settings = ("capture: {interfaces: [span-rx], trunk_networks: [203.0.113.0/24, \"2001:db8:5::/48\"], "
                     "ring_mb: 8, block_timeout_ms: 20}\n"
-                    f"roles: {{{roles}}}\nconsole: {{user: {console}}}\n")  # fmt: skip
+                    f"roles: {{{roles}}}\nconsole: {{user: {console}}}\n")
         site = Site(base, None, settings)
         for name in ("recorderd.yaml", "dids.yaml"):
             os.chmod(base / name, 0o644)  # the config is public; the store is not
@@ -184,7 +184,7 @@ def env() -> Iterator[Env]:
             pw = pwd.getpwnam(user)
             os.chown(box, pw.pw_uid, pw.pw_gid)
         env = Env(base, site, tag, {r: users[r] for r in ROLES}, python_for(users[M]), console=console,
-                  second=users["second manager"])  # fmt: skip
+                  second=users["second manager"])
         store = site.open_store()
         try:  # the fixture's calls may be past their retention already: keep them for the test
             for row in store.reading.recordings():
@@ -225,7 +225,7 @@ def _setup(env: Env, args: list[str], pattern: str) -> str:
 
 def _release(env: Env, role: str) -> list[str]:
     hold = _setup(env, ["hold", env.recording, "--until", "2099-12-31", "--reason", "matrix", "--ref", "R-1"],
-                  r"hold (\d+) on") if role == M else "1"  # fmt: skip
+                  r"hold (\d+) on") if role == M else "1"
     return ["release", env.recording, "--hold", hold, "--reason", "matrix done"]
 
 
@@ -301,7 +301,7 @@ def _request(env: Env, role: str, *, approved: bool) -> str:
         n = casework.add_export_request(env.recording, "training", "role matrix", user, uid, time.time())
         if approved:
             assert casework.decide_export_request(n, True, "role matrix", env.second, pwd.getpwnam(env.second).pw_uid,
-                                                  time.time())  # fmt: skip
+                                                  time.time())
     finally:
         casework.close()
     return str(n)
@@ -359,13 +359,13 @@ CONSOLE_OPS = [  # the console's own ops: no recorderctl command
          raw=True),
     Cell("play-audio", "play-audio", frozenset({M, S}),
          lambda e, r: _play(e, ("play-audio", {"ticket": "@ticket", "offset": 0, "length": 4096,
-                                               "out": _out(e, r, "audio")})), raw=True),  # fmt: skip
+                                               "out": _out(e, r, "audio")})), raw=True),
     Cell("waveform", "waveform", frozenset({M, S}),
-         lambda e, r: _play(e, ("waveform", {"ticket": "@ticket", "points": 100})), raw=True),  # fmt: skip
+         lambda e, r: _play(e, ("waveform", {"ticket": "@ticket", "points": 100})), raw=True),
 ]
 SIGN_IN = [  # the console's sign-in accounting: refused to anyone but the console
     Cell("console-signin", "console-signin", frozenset(), lambda e, r: [["console-signin", {"result": "ok"}]], raw=True,
-         no_role=True),  # fmt: skip
+         no_role=True),
     Cell("console-signout", "console-signout", frozenset(), lambda e, r: [["console-signout", {}]], raw=True,
          no_role=True),
 ]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Site
-from integration.test_live_service import TRUNK, Service, Span, live_site, span  # noqa: F401  (span: the fixture)
 
+from integration.test_live_service import TRUNK, Service, Span, live_site, span  # noqa: F401  (span: the fixture)
 from storage import signing
 from storage.audit import AuditLog
 
@@ -45,7 +45,7 @@ def _made_before_signing(tmp: Path, name: str) -> Site:
 
 
 def test_the_service_makes_the_signing_key_of_a_store_made_before_signing(span: Span, tmp_path: Path,  # noqa: F811
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     site = _made_before_signing(tmp_path, "older")
     key_file = Path(signing.key_path(str(site.store)))
     assert not key_file.exists()
@@ -75,7 +75,7 @@ def test_the_service_makes_the_signing_key_of_a_store_made_before_signing(span: 
 
 
 def test_a_deleted_signing_key_is_not_replaced_and_the_service_keeps_recording(span: Span, tmp_path: Path,  # noqa: F811
-                                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
     site = live_site(tmp_path, "deleted")  # init made the key and its audit row names it
     key_file = Path(signing.key_path(str(site.store)))
     key_id = json.loads(key_file.read_bytes())["key_id"]

@@ -66,7 +66,7 @@ def test_sipp_call_with_hold_is_recorded_live(link: tuple[str, str], tmp_path: P
     site = Site(root, None, f"capture: {{interfaces: [pbx0], trunk_networks: [{CALLER_IP}/32], ring_mb: 8, block_timeout_ms: 20}}\n").init()
     service = subprocess.Popen(["ip", "netns", "exec", pbx, str(Path(sys.executable).parent / "recorderd"),
                                 "--config", str(site.config)], stdout=open(tmp_path / "service.log", "w"),
-                               stderr=subprocess.STDOUT)  # fmt: skip
+                               stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 15
         while "EVENT=started" not in (tmp_path / "service.log").read_text():
@@ -74,11 +74,11 @@ def test_sipp_call_with_hold_is_recorded_live(link: tuple[str, str], tmp_path: P
             time.sleep(0.1)
         uas = subprocess.Popen(["ip", "netns", "exec", pbx, sipp, "-sf", "uas_hold.xml", "-i", PBX_IP, "-p", "5060",
                                 "-mi", PBX_IP, "-mp", "6000", "-rtp_echo", "-m", "1", "-nostdin"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         uac = subprocess.run(["ip", "netns", "exec", trunk, sipp, f"{PBX_IP}:5060", "-sf", "uac_hold.xml", "-inf",
                               "dids.csv", "-i", CALLER_IP, "-p", "5060", "-mi", CALLER_IP, "-mp", "6000", "-m", "1",
-                              "-nostdin"], cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+                              "-nostdin"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert uac.returncode == 0, uac.stdout[-2000:]
         assert uas.wait(timeout=20) == 0
         time.sleep(2.0)  # the BYE's linger (1 s) and a housekeeping pass
