@@ -123,6 +123,7 @@ install:
 	install -D -m 0644 systemd/recorderd.sysusers $(DESTDIR)/usr/lib/sysusers.d/recorderd.conf
 	install -D -m 0644 systemd/recorderd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/recorderd.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/recorderd/README.md
+	install -d $(DESTDIR)/usr/share/doc/recorderd/docs && cp -r docs/. $(DESTDIR)/usr/share/doc/recorderd/docs/
 	install -d -m 0755 $(DESTDIR)/etc/recorderd
 	[ -e $(DESTDIR)/etc/recorderd/recorderd.yaml ] || install -m 0644 systemd/recorderd.yaml $(DESTDIR)/etc/recorderd/recorderd.yaml
 	[ -e $(DESTDIR)/etc/recorderd/dids.yaml ] || install -m 0644 config/dids.yaml $(DESTDIR)/etc/recorderd/dids.yaml
