@@ -138,7 +138,7 @@ def feed_to_store(batches: list, dids) -> tuple[float, float, int]:  # type: ign
             pipeline.feed(batch)
         pipeline.finish("capture-end")
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        kept = len(store.recordings())
+        kept = len(store.reading.recordings())
         store.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)

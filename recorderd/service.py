@@ -125,7 +125,7 @@ def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None
         log.warning("capture: %s", warning, extra={"EVENT": "capture-collectors-any"})
     return CapturePipeline(
         config.dids,
-        SpoolSink(store, keep),  # keep: a StoreWorker's, off the capture thread (None: store.keep)
+        SpoolSink(store, keep),  # keep: a StoreWorker's, off the capture thread (None: store.keeper.keep)
         trunk_networks=config["capture.trunk_networks"],
         ring_timeout=float(config["capture.ring_timeout_s"]),
         idle_timeout=float(config["capture.idle_timeout_s"]),

@@ -63,7 +63,7 @@ class SpoolSink:
 
     def __init__(self, store: Store, keep: Any = None) -> None:
         self.store = store
-        self.keep = keep or store.keep  # a StoreWorker's keep() queues it for the store's own thread
+        self.keep = keep or store.keeper.keep  # a StoreWorker's keep() queues it for the store's own thread
         self.open_recordings: dict[str, SpoolRecording] = {}
         self.accepting = True  # the service turns this off while the store is critically full
 
@@ -76,7 +76,7 @@ class SpoolSink:
             self.store.master_key()  # loaded once (the service checks it at start): a new call's key is wrapped by it
         except StoreError as exc:  # a key gone, or not the store's: said, and the call not recorded
             raise KeyUnavailable(errno.EACCES, f"the master key cannot be loaded: {exc}") from None
-        recording_id = self.store.new_recording_id(call.call_id, call.did, call.started_at)
+        recording_id = self.store.layout.new_recording_id(call.call_id, call.did, call.started_at)
         rec = SpoolRecording(self, recording_id, call)
         self.open_recordings[recording_id] = rec
         return rec

@@ -19,7 +19,7 @@ import os
 import pwd
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from .clock import boot_clock, boot_id
 from .errors import IntegrityError, StoreError, StoreNotInitialised
 from .holds import Holds
 from .index import SCHEMA_VERSION as INDEX_SCHEMA
-from .index import Index, RecordingRow, SchemaError
+from .index import Index, SchemaError
 from .integrity import Integrity
 from .keeping import Keeper
 from .layout import DIR_MODE, PCAP_SUFFIX, SUFFIX, Layout
@@ -239,18 +239,3 @@ class Store:
 
     def record(self, actor: Actor, action: str, recording_id: str | None, detail: dict[str, Any], result: str) -> None:
         self.audit_log().append(AuditEvent(self.clock(), actor.user, actor.uid, action, recording_id, detail, result))
-
-    # -- the parts' old names still used by the hot path's files (storage/spool.py, bench/hot_path.py,
-    # tests/test_kernel_property.py), delegating; they go when those move to the parts -----------------
-
-    def new_recording_id(self, call_id: str, did: str, started_at: float) -> str:
-        return self.layout.new_recording_id(call_id, did, started_at)
-
-    def keep(self, recording_id: str, wav_path: str | None, call: Any, **kw: Any) -> RecordingRow | None:
-        return self.keeper.keep(recording_id, wav_path, call, **kw)
-
-    def recordings(self) -> list[RecordingRow]:
-        return self.reading.recordings()
-
-    def plaintext(self, row: RecordingRow, pcap: bool = False) -> Iterator[bytes]:
-        return self.reading.plaintext(row, pcap)

@@ -47,12 +47,12 @@ def digest(store: Any, pipeline: Any, call_ids: set[str]) -> dict:
     """What the store kept of these calls (rows without wall-clock fields, WAV and pcap bytes' hashes)
     and the pipeline's counters."""
     kept = {}
-    for row in store.recordings():
+    for row in store.reading.recordings():
         if row.call_id not in call_ids:
             continue
         fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in WALL_CLOCK}
-        wav = b"".join(store.plaintext(row))
-        pcap = b"".join(store.plaintext(row, pcap=True)) if row.pcap_path else b""
+        wav = b"".join(store.reading.plaintext(row))
+        pcap = b"".join(store.reading.plaintext(row, pcap=True)) if row.pcap_path else b""
         fields["wav"] = (len(wav), hashlib.sha256(wav).hexdigest())
         fields["pcap"] = (len(pcap), hashlib.sha256(pcap).hexdigest())
         kept[f"{row.call_id}/{row.part}"] = json.loads(json.dumps(fields, default=str))
