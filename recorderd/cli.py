@@ -8,7 +8,7 @@ import sys
 from capture.encap import summary as encap_summary
 from storage.store import StoreError
 
-from . import service, version
+from . import VersionAction, service
 from .counters import ENCAP
 
 DEFAULT_CONFIG = "/etc/recorderd/recorderd.yaml"
@@ -19,7 +19,7 @@ LINKED = (("calls_second_leg", "second legs"), ("calls_other_leg", "other faces"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recorderd", description="Passive call recorder for designated numbers.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="site config (default %(default)s)")
-    parser.add_argument("--version", action="version", version=f"recorderd {version()}")
+    parser.add_argument("--version", action=VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command")
     rp = sub.add_parser("replay", help="feed capture files through the pipeline, as if from the SPAN port")
     rp.add_argument("pcaps", nargs="+", metavar="PCAP")

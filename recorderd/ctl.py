@@ -26,7 +26,7 @@ from storage.policy import iso
 from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
 
-from . import client, journal, ops, roles, service, version, wire
+from . import VersionAction, client, journal, ops, roles, service, wire
 from .config import Config
 from .ops.access import part_path
 from .ops.records import DEFAULT_PAGE_SIZE
@@ -56,7 +56,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recorderctl", description="Work with recorderd's recordings (audited).")
     parser.add_argument("--config", default="/etc/recorderd/recorderd.yaml", help="site config")
-    parser.add_argument("--version", action="version", version=f"recorderctl {version()}")
+    parser.add_argument("--version", action=VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _sub(sub, "init", "init", "create the store (idempotent; root or the service user)")
     _sub(sub, "status", "status", "capture, drops, active calls, store use, last erasure, next due")
