@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from capture.encap import summary as encap_summary
+from storage.sealed import WRITEBACK, SealedWriter
 from storage.store import StoreError
 
 from . import VersionAction, service
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorderd: {exc}", file=sys.stderr)
         return 2
     worker = service.store_worker(config)  # encryption and fsyncs overlap the parsing of what follows
+    SealedWriter.writeback = WRITEBACK  # no spool-sync thread here: the disk starts on the spool as it grows
     try:
         pipeline = service.build_pipeline(config, store, worker.keep)
         result = service.replay(pipeline, args.pcaps)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 256  # keeps queued before the capture loop waits
 MAX_RETRIES = 1000  # failed keeps held for another try
+MAX_BATCH = 64  # keeps queued taken at once (their fsyncs shared: Keeper.keep_many)
 _STOP = object()
 _RETENTION = object()
 
@@ -156,6 +157,7 @@ class StoreWorker(Worker):
             self._discard()
             return
         retention = RetentionWorker(store)
+        store.keeper.defer_spool_sync = True  # the spool folder fsynced once the queue is empty, not per keep
         try:
             while True:
                 job = self._queue.get()
@@ -168,15 +170,45 @@ class StoreWorker(Worker):
                         self._retry_failed(store)
                     else:
                         self._keep(store, job)
+                    if self._queue.empty():
+                        self._sync_spool(store)
                 finally:
                     self._queue.task_done()
         finally:
+            self._sync_spool(store)
             store.close()
 
-    def _keep(self, store: Store, job: dict[str, Any], *, retry: bool = False) -> bool:
+    def _sync_spool(self, store: Store) -> None:
         try:
-            store.keeper.keep(**job)
-        except Exception as exc:  # noqa: BLE001  (a full disk, a failing one: the recorder goes on)
+            store.keeper.sync_spool()
+        except OSError as exc:  # the keeps are in the index: a spool name a crash brings back is discarded then
+            log.error("the spool folder could not be synced (%s)", exc, extra={"EVENT": "spool-sync-failed"})
+
+    def _keep(self, store: Store, job: dict[str, Any], *, retry: bool = False) -> bool:
+        """Keep ``job`` and, unless it is a retry, the keeps queued right behind it (up to
+        ``MAX_BATCH``) as one batch (:meth:`Keeper.keep_many`: their fsyncs shared), each kept or
+        failed as on its own. Whether ``job`` was kept."""
+        jobs = [job]
+        while not retry and len(jobs) < MAX_BATCH:
+            with self._queue.mutex:  # a look at the next job (this thread alone takes jobs out)
+                nxt = self._queue.queue[0] if self._queue.queue else _STOP
+            if nxt is _STOP or nxt is _RETENTION:
+                break
+            jobs.append(self._queue.get_nowait())
+        try:
+            try:
+                results = store.keeper.keep_many(jobs)
+            except Exception as exc:  # noqa: BLE001  (a failing disk, a bug: each job said, and retried)
+                results = [exc] * len(jobs)
+            outcomes = [self._kept(j, r if isinstance(r, Exception) else None, retry=retry)
+                        for j, r in zip(jobs, results, strict=True)]
+        finally:
+            for _ in jobs[1:]:  # (the first one's: the loop's)
+                self._queue.task_done()
+        return outcomes[0]
+
+    def _kept(self, job: dict[str, Any], exc: Exception | None, *, retry: bool = False) -> bool:
+        if exc is not None:
             if not retry:
                 self.failed += 1
                 retried = len(self._retry) < MAX_RETRIES

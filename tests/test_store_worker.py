@@ -55,20 +55,20 @@ def record(store: Store, worker: StoreWorker, calls: int, talk: float = 2.0) -> 
 def test_calls_are_kept_by_the_worker_thread_and_all_are_in_before_close_returns(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     kept_in: set[str] = set()
-    keep = Keeper.keep
+    keep = Keeper.keep_many
 
     def spy(self: Keeper, *args: object, **kw: object) -> object:
         kept_in.add(threading.current_thread().name)
         return keep(self, *args, **kw)  # type: ignore[arg-type]
 
-    Keeper.keep = spy  # type: ignore[method-assign]
+    Keeper.keep_many = spy  # type: ignore[method-assign]
     try:
         worker = StoreWorker(opener(tmp_path))
         worker.start()
         record(store, worker, calls=5)
         worker.stop()
     finally:
-        Keeper.keep = keep  # type: ignore[method-assign]
+        Keeper.keep_many = keep  # type: ignore[method-assign]
     assert kept_in == {"store-worker"}
     assert len(store.reading.recordings()) == 5 and worker.kept == 5 and worker.failed == 0
     assert os.listdir(store.spool_dir) == []
