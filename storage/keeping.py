@@ -1,8 +1,10 @@
 """Keeping a finished call: its spool files into the locked store, then its index row.
 
-Its sealed WAV and pcap are completed (final header, FINAL), fsynced, renamed into place, the
-directories fsynced, indexed (the wrapped key, the plaintext SHA-256s computed from the renamed files,
-which also checks every record), and only then are the spool files and the sidecar unlinked. A
+Its sealed WAV and pcap are completed (final header, FINAL), fsynced, hashed (the plaintext SHA-256s,
+which also checks every record), renamed into place, the folder fsynced, indexed (the wrapped key,
+the SHA-256s), and only then are the spool files and the sidecar unlinked. The store worker keeps
+the calls queued together (:meth:`Keeper.keep_many`): the fsyncs overlap, each folder is fsynced
+once, the spool folder once the queue is empty. A
 plaintext spool WAV (a caller of the previous edition's interface) is still encrypted into RDV1. A
 stored recording is never rewritten.
 """

@@ -13,7 +13,7 @@ File layout::
     file header   "RDS1" | version u8 (1) | file kind u8 (1 WAV, 2 PCAP, 3 CALL) | 0 u16
                   | file id (16 random bytes)                                          24 bytes
     record        kind u8 | seq u32 | plaintext offset u64 | length u32 (big endian)  17 bytes, clear
-                  | nonce (12 random bytes)
+                  | nonce (12 bytes: the writer's 8 random bytes, then seq u32)
                   | AES-256-GCM(data key, nonce, plaintext, aad = file header | record header)
                     (``length`` bytes and the 16-byte tag)
 
@@ -29,9 +29,13 @@ Record kinds:
 
 ``seq`` counts the records from 0 without a gap and is in the associated data, so a record removed,
 reordered or moved from another file (the file id) fails, as an altered byte or a cut file does:
-each with a clear :class:`SealedError`. Nonces are random, not counters: a crash-recovered file
-appended to later can never reuse one (a recording has at most a few 10^4 records, far below the
-2^32 a random 96-bit nonce allows under one key).
+each with a clear :class:`SealedError`. A nonce is its writer's own 8 random bytes (made when it
+opens or resumes a file) and the record's ``seq``: one writer never repeats one (``seq`` grows by
+one per record written; a writer whose write the disk refused seals nothing more), and a
+crash-recovered file, whose writer seals again the seqs past the cut, gets a new prefix. One key
+seals a recording's three files and their resumes, a handful of writers: two prefixes alike has a
+chance below 10^-17. Files of earlier releases have 12 random bytes there; readers never look
+inside a nonce, so both read alike.
 
 Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s, never per
 packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
@@ -44,9 +48,14 @@ from the 59th minute decrypts ~1 s).
 Crash recovery (:func:`finish`) keeps the records up to the last whole one whose tag holds (at most
 ~1 s of audio is lost), then writes the final header and FINAL. The index keeps the plaintext
 SHA-256 of the WAV and the pcap, which ``list``, exports, manifests and ``verify`` use: keep computes
-it once, on the store's thread, by reading the renamed files back through the page cache they were
-just written through (no disk read in practice; every record's tag is checked on the way), since
-the final bytes (the header first, late payloads) are only known at the end.
+it once, on the store's thread (:meth:`SealedFile.digest`), by reading the files back through the
+page cache they were just written through (no disk read in practice), each record decrypted once
+and its tag checked. It cannot be computed as the file is written: the WAV's header is its first
+44 bytes and its sizes are known only at the end (late payloads too may change bytes already
+sealed), and SHA-256 is sequential (every block's state depends on the first block's); holding the
+plaintext until the end would cost ~115 MB an hour of call, and a digest of another shape (the
+data first, a tree hash) would no longer be what ``sha256sum`` gives of the exported WAV, which the
+signed manifest states.
 """
 from __future__ import annotations
 
