@@ -80,7 +80,8 @@ lint: $(STAMP)
 # the differential tests, the parsers' properties on arbitrary frames). Any finding aborts.
 SANITIZE := build/sanitize
 SANITIZE_TESTS := tests/test_fastpath.py tests/test_fixtures.py tests/test_properties.py tests/test_placement.py \
-                  tests/test_source.py tests/test_call_selection.py tests/test_fragments.py tests/test_tcp.py
+                  tests/test_source.py tests/test_call_selection.py tests/test_fragments.py tests/test_tcp.py \
+                  tests/test_kernel_property.py tests/test_fastpath_encap.py tests/test_sink_contract.py
 sanitize: venv
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(SANITIZE)

@@ -127,20 +127,22 @@ fail:
     return NULL;
 }
 
-/* ring_block(buf, off, num) -> (batch, malformed): the packets of one TPACKET_V3 block (tpacket3_hdr
- * walk) that lie whole in ``buf``. A block that claims more packets than the ring can hold, or whose
- * walk leads a header or a frame off the ring, is malformed: the walk stops there, the packets before
+/* ring_block(buf, off, num, end=len(buf)) -> (batch, malformed): the packets of one TPACKET_V3 block
+ * (tpacket3_hdr walk) that lie whole before ``end`` (the block's end in the ring: a walk never reads
+ * a neighbouring block, which may be the kernel's). A block that claims more packets than it can
+ * hold, or whose walk leads a header or a frame off the block, is malformed: the walk stops there, the packets before
  * it are kept, and ``malformed`` is 1 (capture/live.py _walk_block does the same; it never raises). */
 static PyObject *ring_block(PyObject *self, PyObject *args) {
     Py_buffer view;
-    Py_ssize_t off, num;
-    if (!PyArg_ParseTuple(args, "y*nn", &view, &off, &num)) return NULL;
+    Py_ssize_t off, num, end = -1;
+    if (!PyArg_ParseTuple(args, "y*nn|n", &view, &off, &num, &end)) return NULL;
     static PyObject *ethernet = NULL;
     if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) goto fail0;
+    if (end < 0 || end > view.len) end = view.len;
     int malformed = 0;
     if (num < 0) num = 0;
-    if (num > view.len / 32) { /* more packet headers than the ring has room for */
-        num = view.len / 32;
+    if (num > end / 32) { /* more packet headers than the block has room for */
+        num = end / 32;
         malformed = 1;
     }
     PyObject *batch = PyList_New(0);
@@ -149,7 +151,7 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < num; i++) {
         uint32_t nxt, sec, nsec, snap;
         uint16_t mac;
-        if (off < 0 || off > view.len - 32) {
+        if (off < 0 || off > end - 32) {
             malformed = 1;
             break;
         }
@@ -159,7 +161,7 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
         memcpy(&snap, buf + off + 12, 4);
         memcpy(&mac, buf + off + 24, 2);
         Py_ssize_t start = off + mac;
-        if (start + (Py_ssize_t)snap > view.len) {
+        if (start + (Py_ssize_t)snap > end) {
             malformed = 1;
             break;
         }
@@ -584,6 +586,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
                        const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
                        Py_ssize_t payload_len, PyObject *frame_obj) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
+    if (s->channel != 1 && s->channel != 2) return BAIL; /* armed as 1 or 2, but a member Python may set */
     /* an RTP packet without payload is Python's (the batch loop leaves it there too): nothing is
      * placed for it (libopus would conceal up to 120 ms for an empty packet) */
     if (payload_len <= 0) return BAIL;

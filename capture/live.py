@@ -116,15 +116,16 @@ class RingSource:
             ring.close()
 
 
-def _walk_block(ring: mmap.mmap | bytes, off: int, num: int) -> tuple[Batch, int]:
+def _walk_block(ring: mmap.mmap | bytes, off: int, num: int, end: int = -1) -> tuple[Batch, int]:
     """The ``num`` packets of a retired block, its first at ``off`` (tpacket3_hdr walk), that lie whole
-    in the ring, and 1 where the block is malformed (more packets claimed than the ring can hold, or
-    a header or a frame off the ring: the walk stops there, the packets before it kept), else 0.
-    The C walk (``ring_block``) does the same; neither raises."""
+    before ``end`` (the block's end: a walk never reads a neighbouring block, which may be the
+    kernel's; default the ring's end), and 1 where the block is malformed (more packets claimed than
+    it can hold, or a header or a frame off it: the walk stops there, the packets before it kept),
+    else 0. The C walk (``ring_block``) does the same; neither raises."""
     batch: Batch = []
     append = batch.append
     unpack = _pkt_hdr.unpack_from
-    size = len(ring)
+    size = len(ring) if end < 0 or end > len(ring) else end
     malformed = 0
     if num > size // 32:
         num, malformed = size // 32, 1
@@ -179,7 +180,7 @@ class _Ring:
             _v, _p, status, num, first, _len, _seq = _block_hdr.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
                 return
-            batch, malformed = walk_block(ring, base + first, num)
+            batch, malformed = walk_block(ring, base + first, num, base + BLOCK_SIZE)
             self.malformed += malformed
             _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
             self.block = (self.block + 1) % self.block_nr

@@ -72,6 +72,7 @@ class Daemon:
         self.alerts: dict[str, str] = {}  # standing conditions, by kind: first in STATUS=, and in recorderctl status
         self.left_out = LeftOut()  # frames the kernel's filter did not pass (not IP), per interface
         self.workers: list[Worker] = []  # the threads started, for the alert of one that died
+        self.exit_status = 0  # 1 once an essential thread has failed (systemd starts the service again)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -101,6 +102,8 @@ class Daemon:
                 self._loop(*parts)
             finally:
                 self.notifier.stopping()
+        if self.exit_status:
+            return self.exit_status
         log.info("stopped: calls in progress were kept as incomplete", extra={"EVENT": "stopped"})
         return 0
 
@@ -205,7 +208,9 @@ class Daemon:
                 continue
             next_second = now + 1.0
             self._capture_stats(pipeline, source)
-            self._workers_failed()
+            if self._workers_failed():
+                self.exit_status = 1
+                return
             pipeline.counters["erasures"] = worker.erased
             pipeline.counters["keep_failures"] = worker.failed
             self._unrecognised(pipeline)
@@ -274,11 +279,21 @@ class Daemon:
                 log.warning("the kernel dropped %d packets on %s (ring full): audio may be missing",
                             st.drops, st.interface, extra={"EVENT": "capture-drops"})
 
-    def _workers_failed(self) -> None:
-        """A thread that died (logged once, EVENT=worker-failed): named first in STATUS= from then on."""
-        failed = [w.name for w in self.workers if w.failure is not None]
-        if failed:
-            self.alerts["worker_failed"] = "THREAD FAILED: " + ", ".join(failed) + " (journal: EVENT=worker-failed)"
+    def _workers_failed(self) -> bool:
+        """A thread that died (logged once, EVENT=worker-failed): named first in STATUS= from then on.
+        True when it is an essential one: the service then stops with exit status 1 (was: went on
+        without it, so a dead store worker let every later call and retention run go unkept, unerased),
+        and systemd (Restart=on-failure) starts it again; the spool's calls are recovered at that start."""
+        failed = [w for w in self.workers if w.failure is not None]
+        if not failed:
+            return False
+        self.alerts["worker_failed"] = "THREAD FAILED: " + ", ".join(w.name for w in failed) + " (journal: EVENT=worker-failed)"
+        essential = [w.name for w in failed if w.essential]
+        if essential:
+            log.critical("the service stops (exit status 1) without its %s thread, to be started again by systemd; "
+                         "the calls in the spool are recovered then", ", ".join(essential),
+                         extra={"EVENT": "service-failed"})
+        return bool(essential)
 
     def _unrecognised(self, pipeline: CapturePipeline) -> None:
         """Traffic not understood (capture/unrecognised.py logs it, in packet time): first in STATUS= while it lasts."""

@@ -19,6 +19,7 @@ COUNTERS = {c.name: c.help for c in TABLE}  # name -> help text (recorderd/count
 
 class MetricsServer(Worker):
     name = "metrics"
+    essential = False  # the service records on without its Prometheus endpoint
 
     def __init__(self, listen: str) -> None:
         super().__init__()

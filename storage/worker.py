@@ -41,10 +41,14 @@ class Worker:
     ``start()`` too. ``run()`` is the loop: it ends when ``stopping`` is set (``wake()`` interrupts
     a wait that ``stopping`` does not). What escapes ``run()`` is logged CRITICAL (``EVENT=
     worker-failed``, with the thread's name), ``failure`` says what for the service to show, and
-    ``after_failure()`` runs; the process goes on."""
+    ``after_failure()`` runs; the service stops where the thread is ``essential``."""
 
     name = "worker"
     join_timeout: float | None = 5.0
+    # A thread the service cannot go on without (keeping calls, retention, the books, the control
+    # socket, the DID list, the spool's syncs): when it fails the service stops with exit status 1, so
+    # that systemd starts it again and the spool's calls are recovered. Not essential: metrics.
+    essential = True
 
     def __init__(self) -> None:
         self.stopping = threading.Event()
@@ -97,8 +101,9 @@ class Worker:
             self.run()
         except BaseException as exc:  # said, never a thread gone without a word
             self.failure = type(exc).__name__
-            log.critical("the %s thread failed (%s); the service goes on without it", self.name, self.failure,
-                         exc_info=True, extra={"EVENT": "worker-failed", "WORKER": self.name})  # fmt: skip
+            then = "the service stops, to be started again" if self.essential else "the service goes on without it"
+            log.critical("the %s thread failed (%s); %s", self.name, self.failure, then,
+                         exc_info=True, extra={"EVENT": "worker-failed", "WORKER": self.name})
             self.after_failure()
 
 

@@ -94,6 +94,35 @@ def test_a_part_that_cannot_start_stops_every_part_started_before_it(
     assert signal_handler() == sigterm  # the handlers as they were
 
 
+def test_a_store_worker_that_fails_stops_the_service_for_systemd_to_start_it_again(
+        tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store worker's loop raising (a bug): the service stops with exit status 1 within a few
+    seconds, every part stopped, so that systemd (Restart=on-failure) starts it again and the spool's
+    calls are recovered (was: it recorded on, every later call and retention run let go unkept)."""
+    from storage.worker import StoreWorker
+
+    def broken(self: StoreWorker) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StoreWorker, "run", broken)
+    site = site_for(tmp_path, link)
+    daemon = Daemon(str(site.config))
+    stopper = threading.Timer(30, lambda: setattr(daemon, "stop_requested", True))  # a loop that went on: 0
+    stopper.start()
+    capfd.readouterr()
+    try:
+        started = time.monotonic()
+        assert daemon.run() == 1
+        assert time.monotonic() - started < 25
+    finally:
+        stopper.cancel()
+    err = capfd.readouterr().err
+    assert "the store-worker thread failed (RuntimeError); the service stops, to be started again" in err
+    assert "EVENT=service-failed" in err and "EVENT=stopped" not in err
+    assert service_threads() == []
+    assert open_under(site.store) == []
+
+
 def test_the_books_are_kept_when_the_control_socket_cannot_be_bound(
         tmp_path: Path, link: str, capfd: pytest.CaptureFixture[str]) -> None:
     """recorderctl cannot reach the service, and the service records on; its counter snapshots for

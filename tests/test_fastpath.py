@@ -289,6 +289,55 @@ def test_the_ring_walk_gives_the_same_batches_in_c_and_python() -> None:
     assert live.walk_block(block, len(block) - 8, 1) == live._walk_block(block, len(block) - 8, 1) == ([], 1)
 
 
+def test_a_stream_whose_channel_was_changed_after_arming_is_left_to_python() -> None:
+    """``channel`` is a member Python may set; arm() checks it, and the kernel checks it again at
+    each packet (was: a channel of 3 set after arming indexed past the two lanes: a crash)."""
+    native_built()
+    import struct
+
+    from capture import _fastpath as fp
+
+    def ip(a: str) -> bytes:
+        return bytes(int(x) for x in a.split("."))
+
+    table, lanes = fp.FastPath(), fp.Lanes()
+    lanes.limit = 8000
+    stream = fp.StreamCore()
+    stream.channel, stream.ssrc, stream.source, stream.learned = 1, 7, (ip("203.0.113.1"), 4000), True
+    stream.arm(0, 0.0, 8000.0, 24000.0, lanes)
+    table.set(ip("192.0.2.1"), 20000, stream)
+    rtp = struct.pack("!BBHII", 0x80, 0, 1, 0, 7) + bytes(160)
+    udp = struct.pack("!HHHH", 4000, 20000, 8 + len(rtp), 0) + rtp
+    iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, ip("203.0.113.1"), ip("192.0.2.1"))
+    frame = bytes(12) + b"\x08\x00" + iph + udp
+    for channel in (3, 0, -1):
+        stream.channel = channel
+        i, _now, full = table.run([(0.001, 1, frame)], 0, 0.0, 1e9)
+        assert (i, full) == (0, None)  # stopped before it, for Python
+        assert [bytes(b) for b in lanes.bufs] == [b"", b""]
+
+
+def test_a_ring_walk_never_reads_past_its_block() -> None:
+    """Two blocks side by side in the ring: the first's last next offset leads into the second (the
+    kernel's, being written). Both walks stop at the first block's end, keep its whole packets and
+    say it was malformed (was: bounded by the whole ring, they read the neighbour's packets)."""
+    native_built()
+    from capture import live
+
+    frames = [(1_790_000_000 + i, i, bytes([i]) * 214) for i in range(4)]
+    first_block, first = ring_block(frames[:2], pad=32)
+    second_block, _ = ring_block(frames[2:])
+    ring = first_block + second_block
+    assert live.walk_block(ring, first, 2, len(first_block)) == live._walk_block(ring, first, 2, len(first_block))
+    off = first + int.from_bytes(ring[first : first + 4], "little")  # the block's last packet
+    ring[off : off + 4] = (len(first_block) + first - off).to_bytes(4, "little")  # its next: the neighbour's first
+    for walk in (live.walk_block, live._walk_block):
+        batch, bad = walk(ring, first, 3, len(first_block))
+        assert bad == 1 and [f for _, _, f in batch] == [f for _, _, f in frames[:2]]
+        whole, bad = walk(ring, first, 3)  # bounded by the ring only: the neighbour's packet read
+        assert bad == 0 and len(whole) == 3
+
+
 def test_the_constants_c_and_python_share_are_the_same() -> None:
     """MAX_SNAPLEN, SEQ_WINDOW, the RTCP payload types and the mirror window: one value each."""
     native_built()

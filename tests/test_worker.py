@@ -105,14 +105,30 @@ def test_what_escapes_a_thread_is_logged_with_its_name_and_shown_in_status(
     assert not reloader.alive and reloader.failure == "RuntimeError"
     [record] = [r for r in caplog.records if getattr(r, "EVENT", None) == "worker-failed"]
     assert record.levelname == "CRITICAL" and record.WORKER == "did-reload"  # type: ignore[attr-defined]
-    assert record.getMessage() == "the did-reload thread failed (RuntimeError); the service goes on without it"
+    assert record.getMessage() == "the did-reload thread failed (RuntimeError); the service stops, to be started again"
     assert record.exc_info is not None  # the traceback, for the technician
     reloader.stop()  # after a failure: fine
 
     daemon = Daemon(str(tmp_path / "unused.yaml"))
     daemon.workers = [reloader, SpoolSync(-1)]
-    daemon._workers_failed()
+    assert daemon._workers_failed() is True  # essential: the service stops, systemd starts it again
     assert daemon.alerts["worker_failed"] == "THREAD FAILED: did-reload (journal: EVENT=worker-failed)"
+    assert [r for r in caplog.records if getattr(r, "EVENT", None) == "service-failed"]
+
+
+def test_a_failed_metrics_thread_does_not_stop_the_service(tmp_path: Path) -> None:
+    """The Prometheus endpoint is the one thread the service records on without."""
+    assert MetricsServer.essential is False and SpoolSync.essential and StoreWorker.essential
+
+    class Endpoint(Worker):  # as MetricsServer, without binding a port here
+        name, essential = "metrics", False
+
+    metrics = Endpoint()
+    metrics.failure = "OSError"  # as _main sets it when run() raises
+    daemon = Daemon(str(tmp_path / "unused.yaml"))
+    daemon.workers = [metrics, SpoolSync(-1)]
+    assert daemon._workers_failed() is False
+    assert daemon.alerts["worker_failed"] == "THREAD FAILED: metrics (journal: EVENT=worker-failed)"
 
 
 class Buggy(StoreWorker):
