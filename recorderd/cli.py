@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorderd: damaged capture: {error}", file=sys.stderr)
     if not_kept:
         print(f"recorderd: {not_kept} recording(s) could not be kept (see the log): their spool files "
-              "stay, and are recovered at the next start", file=sys.stderr)  # fmt: skip
+              "stay, and are recovered at the next start", file=sys.stderr)
     if c["calls_lost_store_full"]:
         print(f"recorderd: {c['calls_lost_store_full']} designated call(s) could not be recorded: the store "
-              "(its spool) is full", file=sys.stderr)  # fmt: skip
+              "(its spool) is full", file=sys.stderr)
     return 1 if result.errors or not_kept or c["calls_lost_store_full"] else 0
 
 

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--to", required=True, help="the recipient")
     p.add_argument("--basis", help="APPI Art. 69 basis: law, consent, to-subject, internal, public-body, "
-                                   "statistics, clear-benefit, special-reason")  # fmt: skip
+                                   "statistics, clear-benefit, special-reason")
     p.add_argument("--out", required=True)
     p.add_argument("--note")
     p.add_argument("--format", default="wav")
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "verify-export", "verify-export", "check a copy against its signed manifest (FILE.manifest.json, .sig)")
     p.add_argument("file")
     p.add_argument("--pubkey", help="the recorder's public key (PEM, as 'recorderctl pubkey' prints it): checks "
-                                    "without the store, a config or an account; default: the store's key")  # fmt: skip
+                                    "without the store, a config or an account; default: the store's key")
     _sub(sub, "pubkey", "pubkey", "the recorder's public key (PEM) and key id, which check its signed copies (any role)")
     retention = sub.add_parser("retention", help="retention: erasure when it is due").add_subparsers(dest="sub", required=True)
     _sub(retention, "run", "retention-run", "erase every recording due now")
@@ -234,7 +234,7 @@ def direct(config: Config, action: str, request: dict[str, Any], socket_path: st
     if why is not None:
         return ops.Reply(UNREACHABLE, error=f"recorderd is not running (nothing answers on {socket_path}) and "
                          f"{caller.user} cannot open the store at {config.store_path} ({why}): ask a technician "
-                         "to start the service (systemctl start recorderd)")  # fmt: skip
+                         "to start the service (systemctl start recorderd)")
     try:
         with ops.session(config, caller, wire.FileSink) as ctx:
             return ops.run(ctx, action, request)
@@ -251,7 +251,7 @@ def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Repl
         store.check_key()
     except PermissionError as exc:
         return ops.Reply(UNREACHABLE, error=f"cannot create the store at {config.store_path}: {exc.strerror} "
-                                            "(run init as root or as the service user)")  # fmt: skip
+                                            "(run init as root or as the service user)")
     except StoreError as exc:  # e.g. a store whose recordings need the master key that is missing
         return ops.Reply(1, error=str(exc))
     return direct(config, "init", request, socket_path)
@@ -316,7 +316,7 @@ def verify_export(args: argparse.Namespace, config: Config | None) -> int:
     m = verdict.manifest or {}
     if args.json:
         json.dump({"file": verdict.path, "ok": verdict.ok, "key_id": verdict.key_id, "sha256": verdict.sha256,
-                   "problems": verdict.problems, "manifest": m}, sys.stdout, ensure_ascii=False, indent=2)  # fmt: skip
+                   "problems": verdict.problems, "manifest": m}, sys.stdout, ensure_ascii=False, indent=2)
         print()
         return 0 if verdict.ok else 1
     for problem in verdict.problems:
@@ -324,7 +324,7 @@ def verify_export(args: argparse.Namespace, config: Config | None) -> int:
     if verdict.ok:
         print(f"OK {verdict.path}: signed by the recorder's key {verdict.key_id} (copy {m.get('copy_id')} of "
               f"recording {m.get('recording_id')}, made by {(m.get('signer') or {}).get('user')} at "
-              f"{m.get('created_at')}); SHA-256 {verdict.sha256} is the manifest's")  # fmt: skip
+              f"{m.get('created_at')}); SHA-256 {verdict.sha256} is the manifest's")
         return 0
     print(f"recorderctl: {args.file} does not verify: {len(verdict.problems)} problem(s)", file=sys.stderr)
     return 1
@@ -345,13 +345,13 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
              f"  caller    {r.get('caller')}",
              f"  audio     {r.get('codec')}, {r.get('channels')} channel(s), {r.get('rate')} Hz, {r.get('audio')}, "
              f"{r.get('size')} bytes, SHA-256 {r.get('sha256')}",
-             f"  kept      until {r.get('retain_until')}"]  # fmt: skip
+             f"  kept      until {r.get('retain_until')}"]
     for q in data.get("quality") or []:
         loss = "-" if q.get("loss_pct") is None else f"{q['loss_pct']}%"
         lines.append(f"  channel {q.get('channel')} {q.get('packets')} packets, lost {q.get('lost')} ({loss}), duplicates "
                      f"{q.get('duplicates')}, jitter {q.get('jitter_ms')} ms, longest gap {q.get('max_gap_ms')} ms"
                      + (f", cut short by the capture {q['truncated']} (rest silence)" if q.get("truncated") else "")
-                     + (f", mirror copies dropped {q['mirror_duplicates']}" if q.get("mirror_duplicates") else ""))  # fmt: skip
+                     + (f", mirror copies dropped {q['mirror_duplicates']}" if q.get("mirror_duplicates") else ""))
     if data.get("one_way_audio"):
         lines.append("  ONE-WAY AUDIO: one direction carried no audio")
     dtmf = data.get("dtmf") or []
@@ -361,7 +361,7 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
     parts = [p for p in conversation.get("parts") or () if isinstance(p, dict)]
     if len(parts) > 1:
         others = ", ".join(f"{p.get('id')} (part {p.get('part')}{', ' + p['part_reason'] if p.get('part_reason') else ''}, "
-                           f"{p.get('duration_s')} s)" for p in parts if p.get("id") != r.get("id"))  # fmt: skip
+                           f"{p.get('duration_s')} s)" for p in parts if p.get("id") != r.get("id"))
         lines.append(f"  part      {r.get('part')} of {len(parts)} of conversation {conversation.get('token')}"
                      + (f" (began: {r['part_reason']})" if r.get("part_reason") else "") + f"; other parts: {others}")
     elif conversation.get("token"):
@@ -379,7 +379,7 @@ def show_text(data: dict[str, Any], tz: Any = None) -> str:
     for e in history:
         extra = "".join(f" {k}={e[k]}" for k in ("purpose", "basis", "format", "copy", "hold", "request", "decision") if e.get(k) is not None)
         lines.append(f"  {e.get('at')}  {e.get('user')} ({e.get('role')}, via {e.get('via')})  {e.get('action')}  "
-                     f"{e.get('result')}{extra}")  # fmt: skip
+                     f"{e.get('result')}{extra}")
     return "\n".join(lines)
 
 
@@ -430,14 +430,14 @@ def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
         ignored = f" ({left['not_the_service']} sent by another user than the service's, ignored)" if left["not_the_service"] else ""
         return (f"{source} holds no audit checkpoint of recorderd{ignored}: nothing to check against (is the "
                 f"journal kept, and may {_me()} read the system journal? root, or the "
-                "groups adm and systemd-journal may)")  # fmt: skip
+                "groups adm and systemd-journal may)")
     first: dict[tuple[int, str, str], float] = {}
     for seq, head, when, key_id in found:
         first[(seq, head, key_id)] = min(when, first.get((seq, head, key_id), when))
     newest = sorted(first.items(), key=lambda item: item[1])[-JOURNAL_CHECKPOINTS:]
     tz = config.tz
     request["checkpoints"] = [[seq, head, iso(when, tz, "seconds"), key_id]
-                              for (seq, head, key_id), when in newest]  # fmt: skip
+                              for (seq, head, key_id), when in newest]
     request["journal"] = source
     return None
 

@@ -57,7 +57,7 @@ class Keeper:
     ``retention_days`` from the call's start or end (``anchor``), in the layout's time zone."""
 
     def __init__(self, layout: Layout, *, db: Callable[[], Index], master_key: Callable[[], bytes],
-                 clock: Callable[[], float], retention_days: int, anchor: str = "start") -> None:  # fmt: skip
+                 clock: Callable[[], float], retention_days: int, anchor: str = "start") -> None:
         self.layout = layout
         self.db = db
         self.master_key = master_key
@@ -138,7 +138,7 @@ class Keeper:
             log.warning(
                 "recording %s is already in the store (same capture replayed?): the new copy is discarded",
                 recording_id, extra={"EVENT": "duplicate-recording", "RECORDING_ID": recording_id},
-            )  # fmt: skip
+            )
             self.discard_spool(base, sealed_files=data_key is not None)
             return None
         st = _Staged(recording_id, base, call, audio, rate, data_key is not None,
@@ -200,7 +200,7 @@ class Keeper:
             size=size,
             sha256=sha256,
             retain_until=retain_until(call.started_at if self.anchor == "start" else ended_at,
-                                      self.retention_days, self.layout.tz),  # fmt: skip
+                                      self.retention_days, self.layout.tz),
             state="complete" if final["complete"] else "incomplete",
             end_reason=final["end_reason"],
             path=rel,
@@ -221,12 +221,12 @@ class Keeper:
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "
                         "mirror and NAT", recording_id,
-                        extra={"EVENT": "one-way-audio", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label})  # fmt: skip
+                        extra={"EVENT": "one-way-audio", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label})
         log.info(
             "recorded call %s to %s (%s %s, %.1f s, %s)", recording_id, call.did_label, call.codec, st.audio,
             row.ended_at - row.started_at, row.state,
             extra={"EVENT": "call-recorded", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label},
-        )  # fmt: skip
+        )
         return row
 
     def _encrypt(self, src_path: str, rel: str, data_key: bytes) -> tuple[str, int]:

@@ -148,7 +148,7 @@ class SealedWriter:
     writeback = 0
 
     def __init__(self, path: str, kind: int, aes: AESGCM, *, prefix: bytes = b"", first: bytes | None = None,
-                 readable: bool = False) -> None:  # fmt: skip
+                 readable: bool = False) -> None:
         self.path = path
         self.readable = readable  # keeps where each DATA record is, for :meth:`read` (the WAV: late payloads)
         self._index = _Extents()
@@ -535,7 +535,7 @@ class SealedFile:
 
 
 def valid_prefix(fd: int, aes: AESGCM, name: str, *, base: int = 0, kinds: tuple[int, ...] = (WAV, PCAP, CALL),
-                 plain: bool = False) -> tuple[Scan, list[bytes]]:  # fmt: skip
+                 plain: bool = False) -> tuple[Scan, list[bytes]]:
     """The records of a file left by a crash up to the last whole one whose tag holds (a FINAL
     included when there is one); with ``plain``, their plaintexts too."""
     found = scan(fd, name, base=base, kinds=kinds)

@@ -158,7 +158,7 @@ class StoreWorker(Worker):
             store = self._open_store()
         except Exception as exc:  # noqa: BLE001  (anything: the queue must still drain)
             log.critical("the store worker cannot open the store (%s): finished calls stay in the spool "
-                         "and are recovered at the next start", exc, extra={"EVENT": "store-unusable"})  # fmt: skip
+                         "and are recovered at the next start", exc, extra={"EVENT": "store-unusable"})
             self._discard()
             return
         retention = RetentionWorker(store)
@@ -222,7 +222,7 @@ class StoreWorker(Worker):
                 log.critical("recording %s could not be kept (%s): its spool files stay; %srecovered at the "
                              "next start", job["recording_id"], exc, "tried again each minute, and " if retried else "",
                              extra={"EVENT": "keep-failed", "RECORDING_ID": job["recording_id"],
-                                    "DID_LABEL": getattr(job["call"], "did_label", "")})  # fmt: skip
+                                    "DID_LABEL": getattr(job["call"], "did_label", "")})
             return False
         self.kept += 1
         return True
@@ -234,7 +234,7 @@ class StoreWorker(Worker):
                 self._retry.extend(jobs[n:])  # still failing: the rest waits for the next run
                 return
             log.warning("recording %s kept after an earlier failure", job["recording_id"],
-                        extra={"EVENT": "keep-retried", "RECORDING_ID": job["recording_id"]})  # fmt: skip
+                        extra={"EVENT": "keep-retried", "RECORDING_ID": job["recording_id"]})
 
     def _run_retention(self, retention: RetentionWorker) -> None:
         try:

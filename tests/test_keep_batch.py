@@ -40,7 +40,7 @@ def queue_calls(store: Store, worker: StoreWorker, calls: int) -> None:
     for i in range(calls):
         call = SipCall(f"batch-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
                        T0 + i, talk=1.0, seed=i + 1, caller_media=("203.0.113.20", 40000 + 2 * i),
-                       pbx_media=("192.0.2.20", 20000 + 2 * i))  # fmt: skip
+                       pbx_media=("192.0.2.20", 20000 + 2 * i))
         packets.extend(call.packets())
     pipeline.feed([(t, 1, f) for t, f in sorted(packets, key=lambda p: p[0])])
     pipeline.finish("capture-end")

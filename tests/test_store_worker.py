@@ -46,7 +46,7 @@ def record(store: Store, worker: StoreWorker, calls: int, talk: float = 2.0) -> 
     for i in range(calls):
         call = SipCall(f"worker-{i}", "sip:0442003939@192.0.2.10", "sip:0442003939@192.0.2.10", "09011112222",
                        T0 + i, talk=talk, seed=i + 1, caller_media=("203.0.113.20", 40000 + 2 * i),
-                       pbx_media=("192.0.2.20", 20000 + 2 * i))  # fmt: skip
+                       pbx_media=("192.0.2.20", 20000 + 2 * i))
         packets.extend(call.packets())
     pipeline.feed([(t, 1, f) for t, f in sorted(packets, key=lambda p: p[0])])
     pipeline.finish("capture-end")
@@ -75,7 +75,7 @@ def test_calls_are_kept_by_the_worker_thread_and_all_are_in_before_close_returns
 
 
 def test_a_full_store_loses_nothing_and_keeps_the_call_once_there_is_room(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = make_store(tmp_path)
     with small_tmpfs(Path(store.recordings_dir), "16k") as recordings:
         worker = StoreWorker(opener(tmp_path))
