@@ -356,3 +356,37 @@ if __name__ == "__main__" and sys.argv[1:2] == ["digest"]:
     root = Path(sys.argv[2])
     with tempfile.TemporaryDirectory():
         print(json.dumps(digest(root, sys.argv[3:])))
+
+
+def test_the_c_modules_stub_names_what_the_c_types_have() -> None:
+    """capture/_fastpath.pyi (for mypy) declares each C type's attributes and methods by hand: it
+    must name exactly the members and getset attributes of the built types, and the module's
+    functions and constants (a member added in C and not in the stub, or the other way, fails)."""
+    native_built()
+    import ast
+    import inspect
+
+    from capture import _fastpath as fp
+
+    tree = ast.parse((Path(__file__).parent.parent / "capture" / "_fastpath.pyi").read_text(encoding="utf-8"))
+    declared: dict[str, set[str]] = {}
+    module: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            declared[node.name] = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign)
+                                   and isinstance(n.target, ast.Name)}
+            declared[node.name] |= {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            module.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            module.add(node.target.id)
+    for name, names in declared.items():
+        kind = getattr(fp, name)
+        own = {k for k, v in vars(kind).items()
+               if not k.startswith("_") and (inspect.ismemberdescriptor(v) or inspect.isgetsetdescriptor(v)
+                                             or inspect.ismethoddescriptor(v))}
+        if "__len__" in names:
+            own.add("__len__")
+        assert names == own, f"{name}: the stub lacks {sorted(own - names)}, names what C lacks {sorted(names - own)}"
+    c_module = {k for k in vars(fp) if not k.startswith("_") and k not in declared}
+    assert module == c_module, f"module: the stub lacks {sorted(c_module - module)}, names {sorted(module - c_module)}"
