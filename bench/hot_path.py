@@ -99,6 +99,19 @@ class DiscardSink:
         return DiscardedRecording(self)
 
 
+
+def preloaded(capture: str) -> tuple[list, float]:
+    """Every batch of ``capture`` in memory and the seconds reading them took; then the collector
+    settled and frozen, so that what follows times the pipeline, not a collection of the reader's
+    garbage."""
+    started = time.perf_counter()
+    with CaptureFile(capture) as source:
+        batches = list(source.batches())
+    read_s = time.perf_counter() - started
+    gc.collect()
+    gc.freeze()
+    return batches, read_s
+
 def feed_all(batches: list, dids) -> tuple[CapturePipeline, DiscardSink]:  # type: ignore[no-untyped-def]
     sink = DiscardSink()
     pipeline = CapturePipeline(dids, sink)
@@ -147,13 +160,8 @@ def feed_to_store(batches: list, dids) -> tuple[float, float, int]:  # type: ign
 
 def main(capture: str, top: int = 15) -> dict:
     dids = load_dids(str(DIDS_FILE))
-    started = time.perf_counter()
-    with CaptureFile(capture) as source:
-        batches = list(source.batches())
-    read_s = time.perf_counter() - started
+    batches, read_s = preloaded(capture)
     packets = sum(len(b) for b in batches)
-    gc.collect()
-    gc.freeze()
 
     started = time.perf_counter()
     pipeline, sink = feed_all(batches, dids)
@@ -197,11 +205,8 @@ def pipeline_only(capture: str, runs: int = 3) -> dict:
     batches (what bench/run.py's erspan section compares between the plain and the wrapped capture:
     without the store's work, which is the same for both, the difference is the capture's)."""
     dids = load_dids(str(DIDS_FILE))
-    with CaptureFile(capture) as source:
-        batches = list(source.batches())
+    batches, _read_s = preloaded(capture)
     packets = sum(len(b) for b in batches)
-    gc.collect()
-    gc.freeze()
     best = None
     for _ in range(runs):
         started = time.process_time()
@@ -224,10 +229,7 @@ def tree_run(capture: str) -> dict:
     """One round in this process's tree: the pipeline's CPU time with the discarding sink, then with
     the real storage sink (one run each, the batches preloaded)."""
     dids = load_dids(str(DIDS_FILE))
-    with CaptureFile(capture) as source:
-        batches = list(source.batches())
-    gc.collect()
-    gc.freeze()
+    batches, _read_s = preloaded(capture)
     started = time.process_time()
     pipeline, _sink = feed_all(batches, dids)
     alone = time.process_time() - started

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Site
+from test_audit_seal import Checkpoints
 
 from recorderd.books import Books
 from recorderd.config import load
@@ -176,16 +177,6 @@ def test_a_store_worker_that_died_does_not_hold_up_the_capture_loop(tmp_path: Pa
 
 
 # -- the books ---------------------------------------------------------------------------------------
-
-
-class Checkpoints(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "EVENT", None) == "audit-checkpoint":
-            self.records.append(record)
 
 
 def audit_actions(site: Site) -> list[str]:
