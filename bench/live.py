@@ -472,7 +472,8 @@ def run_once(ns: Netns, work: Path, cap: dict, rate: int | None, limit: int, sta
         setup["active_calls"] = int(m.get("recorderd_active_calls", 0))  # designated calls being recorded
         setup["calls_not_designated"] = int(m.get("recorderd_calls_not_designated_total", 0))
         ready = time.perf_counter()
-        result = send(service, cap["media"], rate, limit, limit, site / "media.out", stall_at)
+        with _profiled(service, f"{rate or 'top'}{'-stall' if stall_at is not None else ''}"):
+            result = send(service, cap["media"], rate, limit, limit, site / "media.out", stall_at)
         result["setup"] = setup
         result["recording_calls"] = setup["active_calls"]
         result["pause_before_media_s"] = result.pop("_t0") - ready + setup["accounted_after_sender_s"]
@@ -481,6 +482,38 @@ def run_once(ns: Netns, work: Path, cap: dict, rate: int | None, limit: int, sta
     finally:
         service.kill()
         shutil.rmtree(site, ignore_errors=True)
+
+
+STALL = True  # --no-stall: leave the stall run out
+PROFILE_DIR: Path | None = None
+PROFILER = "py-spy"  # --profile: py-spy records the service while the media is sent
+
+
+@contextlib.contextmanager
+def _profiled(service: Service, name: str) -> Iterator[None]:
+    """With ``--profile DIR``: the service profiled over the measured media only (what the set-up
+    costs is left out): ``py-spy record`` (every thread, 200 Hz) to DIR/NAME.raw, or with
+    ``--profiler perf`` ``perf record`` (999 Hz, C and kernel too) to DIR/NAME.perf."""
+    if PROFILE_DIR is None:
+        yield
+        return
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    if PROFILER == "perf":
+        cmd = ["perf", "record", "-F", "999", "-p", str(service.pid), "-o", str(PROFILE_DIR / f"{name}.perf")]
+    else:
+        spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+        cmd = [spy, "record", "--pid", str(service.pid), "-r", "200", "-f", "raw", "--threads", "--nonblocking",
+               "-o", str(PROFILE_DIR / f"{name}.raw")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def run_churn(ns: Netns, work: Path, cap: dict, seconds: float) -> dict:
@@ -592,7 +625,7 @@ def run(calls: int = 3000, seconds: float = 10.0, churn: bool = True, only_churn
                       file=sys.stderr, flush=True)
                 result["runs"].append(run_once(ns, Path(tmp), cap, rate, limits[rate]))
             stall_limit = int(STALL_RATE * seconds)
-            if not only_churn:
+            if not only_churn and STALL:
                 print(f"   live: stall {STALL_S} s at {STALL_RATE // 1000} k pkt/s", file=sys.stderr, flush=True)
                 result["stall"] = run_once(ns, Path(tmp), cap, STALL_RATE, stall_limit, stall_at=seconds / 2)
             if churn:
@@ -630,7 +663,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3000, help="concurrent calls in the live capture (default 3000)")
     parser.add_argument("--no-churn", action="store_true", help="leave out the run with calls starting and ending")
     parser.add_argument("--only-churn", action="store_true", help="only the run with calls starting and ending")
+    parser.add_argument("--rates", help="comma-separated k pkt/s to run (e.g. 300; 'top': top speed); default all")
+    parser.add_argument("--no-stall", action="store_true", help="leave out the stall run")
+    parser.add_argument("--profile", type=Path, help="profile the service during each measured send into DIR")
+    parser.add_argument("--profiler", choices=("py-spy", "perf"), default="py-spy", help="with --profile (default py-spy)")
     args = parser.parse_args(argv)
+    global RATES, PROFILE_DIR, PROFILER, STALL
+    if args.rates:
+        RATES = tuple(None if r == "top" else int(r) * 1000 for r in args.rates.split(","))
+    STALL = not args.no_stall
+    PROFILE_DIR, PROFILER = args.profile, args.profiler
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     print(json.dumps(run(args.calls, seconds, churn=not args.no_churn, only_churn=args.only_churn), indent=1))
     return 0

@@ -565,11 +565,29 @@ static PyTypeObject StreamCoreType = {
     .tp_doc = "Per-packet state of one direction of a recorded call (see capture/assembler.py).",
 };
 
+/* Make a bytearray ``size`` bytes long (``size`` > its length; the new bytes are the caller's to
+ * write). PyByteArray_Resize grows a buffer by an eighth at a time, and the recording empties its
+ * buffers each time it writes them out: filled packet by packet, a 16 KiB buffer was reallocated
+ * and copied ~30 times between two writes. Here a buffer that must grow is given ``reserve`` bytes
+ * at once, and a buffer with room is lengthened in place (the bytearray's own fields, as its quick
+ * path does: the length, and the NUL after it). A buffer exported (a memoryview over it) is left to
+ * PyByteArray_Resize, which refuses to move it. */
+static int ba_grow(PyObject *ba, Py_ssize_t size, Py_ssize_t reserve) {
+    PyByteArrayObject *b = (PyByteArrayObject *)ba;
+    if (b->ob_exports > 0) return PyByteArray_Resize(ba, size);
+    if (size + 1 > b->ob_alloc - (b->ob_start - b->ob_bytes)) {
+        if (PyByteArray_Resize(ba, size > reserve ? size : reserve) < 0) return -1;
+    }
+    Py_SET_SIZE(b, size);
+    b->ob_start[size] = '\0';
+    return 0;
+}
+
 /* Append one pcap record (nanosecond pcap, little-endian) to the records; 1: they reached their limit. */
 static int records_add(Records *r, double ts, const unsigned char *frame, Py_ssize_t n) {
     PyObject *buf = r->buf;
     Py_ssize_t have = PyByteArray_GET_SIZE(buf);
-    if (PyByteArray_Resize(buf, have + 16 + n) < 0) return -1;
+    if (ba_grow(buf, have + 16 + n, r->limit + 2048) < 0) return -1;
     unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + have;
     long long sec = (long long)ts;
     uint32_t rec[4] = {(uint32_t)sec, (uint32_t)(long long)((ts - (double)sec) * 1e9), (uint32_t)n, (uint32_t)n};
@@ -656,7 +674,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
     PyObject *lane = s->lanes->buf[s->channel - 1];
     Py_ssize_t have = PyByteArray_GET_SIZE(lane), rel = (Py_ssize_t)(pos - frontier);
     Py_ssize_t need = rel + payload_len > have ? rel + payload_len : have;
-    if (need != have && PyByteArray_Resize(lane, need) < 0) return FAILED;
+    if (need != have && ba_grow(lane, need, s->lanes->limit + s->lanes->limit / 4 + 2048) < 0) return FAILED;
     char *b = PyByteArray_AS_STRING(lane);
     if (rel > have) memset(b + have, s->lanes->silence, rel - have);
     memcpy(b + rel, frame + payload_off, payload_len);
