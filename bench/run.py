@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import erasure  # noqa: E402
 import live  # noqa: E402
+import many_calls  # noqa: E402
 import memory  # noqa: E402
 import whole_process  # noqa: E402
 import write_amplification  # noqa: E402
@@ -38,8 +39,8 @@ from report import FAIL, NOT_RUN, Report, rate  # noqa: E402
 from span_capture import SpanPlan, erspan_copy, span_capture  # noqa: E402
 
 RESULTS = BENCH / "results"
-SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "kernel", "memory", "erasure", "live",
-            "console")
+SECTIONS = ("replay", "erspan", "write-amplification", "tshark", "pyshark", "hotpath", "kernel", "many-calls", "memory",
+            "erasure", "live", "console")
 KERNEL_BASE = os.environ.get("BENCH_KERNEL_BASE", "bfa6a28^")  # the hand C before the narrow kernel (issue 15)
 KERNEL_RATIO = 1.05  # issue 15: the pipeline's CPU within 5 % of that base's, or less
 
@@ -52,6 +53,7 @@ KIB_PER_CALL = 100
 ERASE_WITHIN_S = 60.0
 GROWTH_PER_1000_CALLS_KIB = 256  # "no growth": under 0.25 KiB per call handled (allocator noise is below that)
 LIVE_PKT_S = live.TARGET_RATE  # 0 kernel drops at 300 k pkt/s sustained (3,000 concurrent calls)
+LIVE_US_PER_PACKET = 0.8  # issue 13: the live service's CPU per packet at 300 k pkt/s
 # issue 12: the console over HTTPS
 CONSOLE_SEARCH_P95_MS = 100
 CONSOLE_FIRST_AUDIO_MS = 300
@@ -300,6 +302,21 @@ class Bench:
             spread = " / ".join(f"{n} {f[n]['median']:.2f} ({f[n]['min']:.2f}-{f[n]['max']:.2f})" for n in ("this", "base"))
             self.report.check("kernel", f"{figure}: this / {KERNEL_BASE}", f"{f['ratio'] * 100:.1f} % ({spread})",
                               f"<= {KERNEL_RATIO * 100:.0f} %", f["ratio"] <= KERNEL_RATIO, method=k["method"])
+
+    def many_calls(self) -> None:
+        """The per-packet cost with 3,000 calls in progress (1,500 recorded), live.py's capture replayed:
+        no sender sharing the machine (bench/many_calls.py)."""
+        s = self.settings
+        r = many_calls.run(s.live_calls, s.live_seconds, 1 if s.live_seconds < 5 else 3)
+        self.results["many-calls"] = r
+        loop, proc = r["capture_loop_us_per_media_packet"], r["process_cpu_us_per_media_packet"]
+        self.report.check("many calls", f"capture loop CPU per media packet, {r['calls']:,} calls in progress "
+                          f"({r['recorded']:,} recorded)", f"{loop['median']:.2f} us ({loop['min']:.2f}-{loop['max']:.2f}; "
+                          f"one core: {rate(r['capture_loop_capacity_pkt_s'])})", f"<= {LIVE_US_PER_PACKET} us (live's bar)",
+                          loop["median"] <= LIVE_US_PER_PACKET, r["method"])
+        self.report.add("many calls", "whole process CPU per media packet", f"{proc['median']:.2f} us "
+                        f"({proc['min']:.2f}-{proc['max']:.2f}; user {r['process_user_us_per_media_packet']['median']:.2f}, "
+                        f"sys {r['process_sys_us_per_media_packet']['median']:.2f})", method=r["method"])
 
     # -- 6. memory ----------------------------------------------------------------------------------------
 
