@@ -87,6 +87,7 @@ RECORD = _record.size  # 17
 NONCE, TAG = 12, 16
 _final = struct.Struct(">QI")
 _counter = struct.Struct(">I")  # a nonce's last 4 bytes: the record's seq
+_sealing = struct.Struct(">BIQI8sI")  # a record's clear header, then its nonce (the writer's prefix, the seq)
 MAX_RECORD = 16 * 1024 * 1024  # plaintext bytes a record may hold (the writers stay far below)
 READ_CHUNK = 64 * 1024  # logical bytes per chunk given out by :meth:`SealedFile.chunks`
 
@@ -113,6 +114,20 @@ def nonce_prefix() -> bytes:
     """A writer's own 8 random bytes, the first part of each of its records' nonces (the last 4: the
     record's ``seq``)."""
     return os.urandom(NONCE - _counter.size)
+
+
+_scratch = threading.local()  # each thread's buffer for the ciphertext and tag of the record it writes
+
+
+def _cipher_buffer(size: int) -> memoryview:
+    """This thread's scratch buffer, ``size`` bytes of it, for a record's ciphertext and tag: the
+    record is written from it by a synchronous pwritev, so it is free again when the write returns
+    (no 16 KB allocated and freed per record). One per thread: the capture thread and the store's
+    thread both write records."""
+    buf: memoryview | None = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _scratch.buf = memoryview(bytearray(max(size, 64 * 1024)))
+    return buf[:size]
 
 
 WRITEBACK = 256 * 1024  # SealedWriter.writeback when it is on: bytes written, then the disk asked to start on them
@@ -157,6 +172,7 @@ class SealedWriter:
         self.base = len(prefix)
         self.seq = 0
         self.nonce = nonce_prefix()  # this writer's, with the seq: no two of its records share a nonce
+        self._sealing_views()
         self.length = 0  # logical plaintext bytes so far (the end of the furthest DATA record)
         self.error: OSError | None = None
         mode = os.O_RDWR if readable else os.O_WRONLY
@@ -185,26 +201,43 @@ class SealedWriter:
         self.path, self.aes, self.header, self.base = path, aes, scan.header, scan.base
         self.seq, self.length, self.error = scan.count, scan.covered, None
         self.nonce = nonce_prefix()  # a new prefix: the seqs from here on may have been sealed before the cut
+        self._sealing_views()
         self.fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.end = self.flushed = scan.end
         os.ftruncate(self.fd, scan.end)
         return self
 
+    def _sealing_views(self) -> None:
+        """The writer's own 53 bytes: its file header, then the clear header and the nonce of the
+        record it seals (packed in place per record). Their first 41 are the record's associated
+        data, the last 29 what is written before the ciphertext, the last 12 its nonce: no bytes
+        concatenated per record."""
+        self._sealing = bytearray(self.header + bytes(RECORD + NONCE))
+        view = memoryview(self._sealing)
+        self._aad, self._head, self._nonce = view[: HEADER + RECORD], view[HEADER:], view[HEADER + RECORD :]
+
     def data(self, offset: int, plain: bytes | bytearray | memoryview) -> None:
         """Seal ``plain`` as the bytes at ``offset``; ``OSError`` (the record cut back) if the disk
         cannot take it."""
-        if not plain:
+        n = len(plain)
+        if not n:
             return
         if self.error is not None:  # nothing sealed again under a nonce already used for a record not written
             raise self.error
-        seq = self.seq
-        head = _record.pack(DATA, seq, offset, len(plain))
-        nonce = self.nonce + _counter.pack(seq)
-        sealed = self.aes.encrypt(nonce, plain, self.header + head)
-        at = self.end
-        self._put((head + nonce, sealed), data_end=offset + len(plain))  # two buffers, one pwritev: no copy
+        seq, at = self.seq, self.end
+        _sealing.pack_into(self._sealing, HEADER, DATA, seq, offset, n, self.nonce, seq)
+        sealed = _cipher_buffer(n + TAG)
+        self.aes.encrypt_into(self._nonce, plain, self._aad, sealed)
+        size = RECORD + NONCE + n + TAG
+        try:  # header and nonce, ciphertext and tag: two buffers, one pwritev, at the end of the last whole record
+            if os.pwritev(self.fd, (self._head, sealed), at) != size:  # a short write: the disk filled up
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self._cut_back(exc)
+            raise
+        self._written(size, offset + n)
         if self.readable:
-            self._index.add(offset, len(plain), at)
+            self._index.add(offset, n, at)
 
     def read(self, offset: int, length: int) -> bytearray:
         """The bytes at ``offset`` as written so far, the latest record winning (a readable writer;
@@ -229,25 +262,27 @@ class SealedWriter:
         self._put(seal(self.aes, self.header, FINAL, self.seq, length, _final.pack(length, self.seq), self.nonce),
                   data_end=0)
 
-    def _put(self, record: bytes | tuple[bytes, bytes], *, data_end: int) -> None:
+    def _put(self, record: bytes, *, data_end: int) -> None:
         if self.error is not None:
             raise self.error
-        size = len(record) if isinstance(record, bytes) else len(record[0]) + len(record[1])
-        try:
-            # at the end of the last whole record, always
-            if isinstance(record, bytes):
-                written = os.pwrite(self.fd, record, self.end)
-            else:
-                written = os.pwritev(self.fd, record, self.end)
-            if written != size:  # a short write: the disk filled up
+        size = len(record)
+        try:  # at the end of the last whole record, always
+            if os.pwrite(self.fd, record, self.end) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as exc:
-            self.error = exc
-            try:
-                os.ftruncate(self.fd, self.end)  # no half record left behind
-            except OSError:
-                pass
+            self._cut_back(exc)
             raise
+        self._written(size, data_end)
+
+    def _cut_back(self, exc: OSError) -> None:
+        """A write the disk refused: no half record left behind, and nothing sealed again."""
+        self.error = exc
+        try:
+            os.ftruncate(self.fd, self.end)
+        except OSError:
+            pass
+
+    def _written(self, size: int, data_end: int) -> None:
         self.end += size
         self.seq += 1
         self.length = max(self.length, data_end)
@@ -280,10 +315,16 @@ class _Extents:
         self.off.append(offset)
         self.len.append(length)
         self.pos.append(pos)
-        i = bisect.bisect_right(self.starts, offset)
-        self.starts.insert(i, offset)
-        self.order.insert(i, k)
-        self.longest = max(self.longest, length)
+        starts = self.starts
+        if not starts or offset >= starts[-1]:  # after every record so far: the common case
+            starts.append(offset)
+            self.order.append(k)
+        else:
+            i = bisect.bisect_right(starts, offset)
+            starts.insert(i, offset)
+            self.order.insert(i, k)
+        if length > self.longest:
+            self.longest = length
 
     def overlapping(self, offset: int, end: int) -> list[tuple[int, int, int]]:
         """(offset, length, position) of the records over ``[offset, end)``, in the order written."""

@@ -264,10 +264,16 @@ class SpoolRecording:
         for buf in self.bufs:
             if len(buf) < size:
                 self._pad(buf, size - len(buf))
-        frames = bytearray(2 * size)
-        for i in range(width):  # interleave: channel 1's sample, then channel 2's
-            frames[i :: 2 * width] = a[i:size:width]
-            frames[width + i :: 2 * width] = b[i:size:width]
+        if width == 1:  # G.711: channel 1's bytes, each followed by a zero byte (Latin-1 maps a byte to
+            # the same code point, UTF-16-LE writes one below 256 as that byte and a zero), then channel 2's
+            # bytes in those: one strided copy instead of two, and no zeroed buffer
+            frames = bytearray(a[:size].decode("latin-1"), "utf-16-le")
+            frames[1::2] = b[:size]
+        else:
+            frames = bytearray(2 * size)
+            for i in range(width):  # interleave: channel 1's sample, then channel 2's
+                frames[i :: 2 * width] = a[i:size:width]
+                frames[width + i :: 2 * width] = b[i:size:width]
         del a[:size]
         del b[:size]
         self.frontier += n  # the buffers start n samples later, written or not
