@@ -43,6 +43,7 @@
 #define SEQ_WINDOW 64
 #define MIRROR_WINDOW_S 0.010 /* a second mirror session's copy of a packet arrives this close */
 #define MIRROR_RING 8
+#define MIRROR_INLINE 256 /* payload bytes a mirror slot holds in place (G.711: 160 or 240 a packet) */
 #define RTCP_PT_FIRST 72
 #define RTCP_PT_LAST 76
 
@@ -73,6 +74,211 @@ static PyObject *packet_tuple(double ts, PyObject *linktype, const unsigned char
     return t;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Frames: one batch described in place. It holds a buffer on the memory the packets lie in (the  */
+/* pcap file's mmap, a TPACKET_V3 ring block) and a C array of (ts, offset, length): no Python      */
+/* object per packet. FastPath.run reads the frames straight from the buffer; Python code sees a    */
+/* read-only sequence of the same (ts, linktype, frame) tuples as before, made on demand.           */
+/* release() drops the buffer (the ring block goes back to the kernel next): any later access       */
+/* raises ValueError and never reads the memory. detach() copies the bytes the packets lie in into */
+/* a bytes object of the batch's own and drops the buffer (the capture file closes its mmap).      */
+
+typedef struct {
+    double ts;
+    Py_ssize_t off, len; /* from base */
+} FrameDesc;
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;            /* the memory (view.obj NULL once released or detached) */
+    PyObject *owned;           /* bytes: the batch's own copy after detach() */
+    const unsigned char *base; /* where the offsets count from; NULL: released */
+    PyObject *linktype_obj;    /* the batch's link type (every packet has it) */
+    long linktype;             /* the same; -2: not one a C long holds (Python counts it) */
+    Py_ssize_t n, cap;
+    FrameDesc *d;
+    PyObject *weakrefs;
+} Frames;
+
+static PyTypeObject FramesType;
+
+static Frames *frames_make(Py_buffer *view, PyObject *linktype, Py_ssize_t cap) {
+    Frames *b = PyObject_New(Frames, &FramesType);
+    if (b == NULL) {
+        PyBuffer_Release(view);
+        return NULL;
+    }
+    b->view = *view; /* the buffer is the batch's from here on */
+    b->owned = NULL;
+    b->weakrefs = NULL;
+    b->base = view->buf;
+    Py_INCREF(linktype);
+    b->linktype_obj = linktype;
+    b->linktype = PyLong_Check(linktype) ? PyLong_AsLong(linktype) : -2;
+    if (b->linktype == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        b->linktype = -2;
+    }
+    b->n = 0;
+    b->cap = cap < 1 ? 1 : cap;
+    b->d = PyMem_Malloc((size_t)b->cap * sizeof(FrameDesc));
+    if (b->d == NULL) {
+        Py_DECREF(b);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return b;
+}
+
+static int frames_add(Frames *b, double ts, Py_ssize_t off, Py_ssize_t len) {
+    if (b->n == b->cap) {
+        Py_ssize_t cap = b->cap * 2;
+        FrameDesc *d = PyMem_Realloc(b->d, (size_t)cap * sizeof(FrameDesc));
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->d = d;
+        b->cap = cap;
+    }
+    b->d[b->n].ts = ts;
+    b->d[b->n].off = off;
+    b->d[b->n].len = len;
+    b->n++;
+    return 0;
+}
+
+static void frames_drop(Frames *b) {
+    if (b->view.obj != NULL) PyBuffer_Release(&b->view);
+    b->view.obj = NULL;
+    Py_CLEAR(b->owned);
+    b->base = NULL;
+}
+
+static void frames_dealloc(Frames *b) {
+    if (b->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)b);
+    frames_drop(b);
+    Py_CLEAR(b->linktype_obj);
+    PyMem_Free(b->d);
+    PyObject_Free(b);
+}
+
+/* A batch of no packets holds nothing (and stays usable: its length is 0). */
+static void frames_unhold_if_empty(Frames *b) {
+    static const unsigned char nothing[1];
+    if (b->n != 0) return;
+    if (b->view.obj != NULL) PyBuffer_Release(&b->view);
+    b->view.obj = NULL;
+    b->base = nothing;
+}
+
+static int frames_usable(Frames *b) {
+    if (b->base != NULL) return 1;
+    PyErr_SetString(PyExc_ValueError, "batch released: its memory is the capture's again");
+    return 0;
+}
+
+static PyObject *frames_release(Frames *b, PyObject *unused) {
+    frames_drop(b);
+    Py_RETURN_NONE;
+}
+
+/* detach(): the bytes the packets lie in copied into the batch's own bytes (from the first
+ * packet's start to the last one's end), the buffer dropped. A released batch stays released. */
+static PyObject *frames_detach(Frames *b, PyObject *unused) {
+    if (b->base == NULL || b->view.obj == NULL) Py_RETURN_NONE;
+    Py_ssize_t lo = 0, hi = 0;
+    for (Py_ssize_t k = 0; k < b->n; k++) {
+        if (k == 0 || b->d[k].off < lo) lo = b->d[k].off;
+        if (k == 0 || b->d[k].off + b->d[k].len > hi) hi = b->d[k].off + b->d[k].len;
+    }
+    PyObject *own = PyBytes_FromStringAndSize((const char *)b->base + lo, hi - lo);
+    if (own == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < b->n; k++) b->d[k].off -= lo;
+    PyBuffer_Release(&b->view);
+    b->view.obj = NULL;
+    b->owned = own;
+    b->base = (const unsigned char *)PyBytes_AS_STRING(own);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t frames_len(Frames *b) {
+    if (!frames_usable(b)) return -1;
+    return b->n;
+}
+
+static PyObject *frames_item(Frames *b, Py_ssize_t i) {
+    if (!frames_usable(b)) return NULL;
+    if (i < 0 || i >= b->n) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    return packet_tuple(b->d[i].ts, b->linktype_obj, b->base + b->d[i].off, b->d[i].len);
+}
+
+static PyObject *frames_subscript(Frames *b, PyObject *key) {
+    if (!frames_usable(b)) return NULL;
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) return NULL;
+        if (i < 0) i += b->n;
+        return frames_item(b, i);
+    }
+    if (!PySlice_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "batch indices must be integers or slices, not %.200s", Py_TYPE(key)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t start, stop, step;
+    if (PySlice_Unpack(key, &start, &stop, &step) < 0) return NULL;
+    Py_ssize_t count = PySlice_AdjustIndices(b->n, &start, &stop, step);
+    PyObject *list = PyList_New(count);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t k = 0, i = start; k < count; k++, i += step) {
+        PyObject *t = frames_item(b, i);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, t);
+    }
+    return list;
+}
+
+static PyObject *frames_get_released(Frames *b, void *c) { return PyBool_FromLong(b->base == NULL); }
+
+static PyMethodDef frames_methods[] = {
+    {"release", (PyCFunction)frames_release, METH_NOARGS,
+     "Drop the memory (the ring block goes back to the kernel): any later access raises ValueError."},
+    {"detach", (PyCFunction)frames_detach, METH_NOARGS,
+     "Copy the packets' bytes into the batch's own and drop the memory (the capture file closes)."},
+    {NULL},
+};
+
+static PyGetSetDef frames_getset[] = {
+    {"released", (getter)frames_get_released, NULL, "whether the batch was released", NULL},
+    {NULL},
+};
+
+static PySequenceMethods frames_as_sequence = {.sq_length = (lenfunc)frames_len, .sq_item = (ssizeargfunc)frames_item};
+static PyMappingMethods frames_as_mapping = {.mp_length = (lenfunc)frames_len,
+                                             .mp_subscript = (binaryfunc)frames_subscript};
+
+static PyTypeObject FramesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture._fastpath.Frames",
+    .tp_basicsize = sizeof(Frames),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
+    .tp_dealloc = (destructor)frames_dealloc,
+    .tp_weaklistoffset = offsetof(Frames, weakrefs),
+    .tp_as_sequence = &frames_as_sequence,
+    .tp_as_mapping = &frames_as_mapping,
+    .tp_methods = frames_methods,
+    .tp_getset = frames_getset,
+    .tp_doc = "One batch of packets described in place: a read-only sequence of (ts, linktype, frame).",
+};
+
+/* read_pcap(buf, off, big_endian, scale, linktype, batch_size) -> (batch, off, error)
+ * error: None, or (offset, reason) for CaptureFileError; the batch (Frames) holds what came before it. */
 static PyObject *read_pcap(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t off, batch_size;
@@ -83,11 +289,13 @@ static PyObject *read_pcap(PyObject *self, PyObject *args) {
     const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
     if (batch_size < 1) batch_size = 1; /* as the Python loop: a batch as soon as it has a packet */
-    PyObject *batch = PyList_New(0);
+    if (off < 0) off = end; /* never read before the buffer */
+    Py_ssize_t room = (end - off) / 16 + 1;
+    Frames *batch = frames_make(&view, linktype, batch_size < room ? batch_size : room);
     PyObject *error = NULL;
-    if (batch == NULL) goto fail;
-    while (off < end && PyList_GET_SIZE(batch) < batch_size) {
-        if (off + 16 > end) {
+    if (batch == NULL) return NULL;
+    while (off < end && batch->n < batch_size) {
+        if (off > end - 16) {
             error = Py_BuildValue("(ns)", off, "truncated packet record header");
             break;
         }
@@ -105,25 +313,19 @@ static PyObject *read_pcap(PyObject *self, PyObject *args) {
             error = why ? Py_BuildValue("(nN)", off, why) : NULL;
             break;
         }
-        PyObject *t = packet_tuple((double)sec + (double)frac * scale, linktype, buf + data, incl);
-        if (t == NULL || PyList_Append(batch, t) < 0) {
-            Py_XDECREF(t);
-            goto fail;
-        }
-        Py_DECREF(t);
+        if (frames_add(batch, (double)sec + (double)frac * scale, data, incl) < 0) goto fail;
         off = data + incl;
     }
     if (PyErr_Occurred()) goto fail;
-    PyBuffer_Release(&view);
+    frames_unhold_if_empty(batch); /* nothing to hold the file for */
     if (error == NULL) {
         error = Py_None;
         Py_INCREF(error);
     }
     return Py_BuildValue("(NnN)", batch, off, error);
 fail:
-    Py_XDECREF(batch);
+    Py_DECREF(batch);
     Py_XDECREF(error);
-    PyBuffer_Release(&view);
     return NULL;
 }
 
@@ -131,13 +333,17 @@ fail:
  * (tpacket3_hdr walk) that lie whole before ``end`` (the block's end in the ring: a walk never reads
  * a neighbouring block, which may be the kernel's). A block that claims more packets than it can
  * hold, or whose walk leads a header or a frame off the block, is malformed: the walk stops there, the packets before
- * it are kept, and ``malformed`` is 1 (capture/live.py _walk_block does the same; it never raises). */
+ * it are kept, and ``malformed`` is 1 (capture/live.py _walk_block does the same; it never raises).
+ * The batch (Frames) lies in ``buf``: the caller releases it before the block goes back to the kernel. */
 static PyObject *ring_block(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t off, num, end = -1;
     if (!PyArg_ParseTuple(args, "y*nn|n", &view, &off, &num, &end)) return NULL;
     static PyObject *ethernet = NULL;
-    if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) goto fail0;
+    if (ethernet == NULL && (ethernet = PyLong_FromLong(1)) == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     if (end < 0 || end > view.len) end = view.len;
     int malformed = 0;
     if (num < 0) num = 0;
@@ -145,9 +351,9 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
         num = end / 32;
         malformed = 1;
     }
-    PyObject *batch = PyList_New(0);
-    if (batch == NULL) goto fail0;
     const unsigned char *buf = view.buf;
+    Frames *batch = frames_make(&view, ethernet, num < 256 ? num : 256);
+    if (batch == NULL) return NULL;
     for (Py_ssize_t i = 0; i < num; i++) {
         uint32_t nxt, sec, nsec, snap;
         uint16_t mac;
@@ -165,20 +371,14 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
             malformed = 1;
             break;
         }
-        PyObject *t = packet_tuple((double)sec + (double)nsec * 1e-9, ethernet, buf + start, snap);
-        if (t == NULL || PyList_Append(batch, t) < 0) {
-            Py_XDECREF(t);
+        if (frames_add(batch, (double)sec + (double)nsec * 1e-9, start, snap) < 0) {
             Py_DECREF(batch);
-            goto fail0;
+            return NULL;
         }
-        Py_DECREF(t);
         off += nxt;
     }
-    PyBuffer_Release(&view);
+    frames_unhold_if_empty(batch);
     return Py_BuildValue("(Ni)", batch, malformed);
-fail0:
-    PyBuffer_Release(&view);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -300,14 +500,19 @@ typedef struct {
     Lanes *lanes;     /* where this channel's samples are placed */
     Records *records; /* where the call's frames go (its evidence pcap), or NULL: it keeps none */
     /* the last packets seen, by sequence number modulo MIRROR_RING: a copy of one of them delivered
-     * again by a second mirror session within MIRROR_WINDOW_S is dropped (StreamAssembler.mirror_copy) */
+     * again by a second mirror session within MIRROR_WINDOW_S is dropped (StreamAssembler.mirror_copy).
+     * Each slot holds a copy of its payload: in place up to MIRROR_INLINE bytes, else in a heap buffer
+     * of the slot's own, kept and reused (never a reference to a frame: a frame may lie in a ring
+     * block the kernel owns again once its batch is fed). */
     struct {
         long long seq, rtp_ts, ssrc; /* seq -1: none */
         int pt;
-        int cut;        /* 1: cut short by the capture, the captured bytes only */
+        int cut; /* 1: cut short by the capture, the captured bytes only */
         double at;
-        PyObject *data; /* bytes holding the payload at off */
-        Py_ssize_t off, len;
+        Py_ssize_t len;
+        unsigned char *heap; /* PyMem: payloads longer than MIRROR_INLINE */
+        Py_ssize_t heap_size;
+        unsigned char inline_[MIRROR_INLINE];
     } recent[MIRROR_RING];
     long long mirror_duplicates;
 } StreamCore;
@@ -329,7 +534,7 @@ static void core_dealloc(StreamCore *s) {
     PyObject_GC_UnTrack(s);
     core_clear(s);
     Py_CLEAR(s->source);
-    for (int k = 0; k < MIRROR_RING; k++) Py_CLEAR(s->recent[k].data);
+    for (int k = 0; k < MIRROR_RING; k++) PyMem_Free(s->recent[k].heap);
     tp->tp_free((PyObject *)s);
 }
 
@@ -355,8 +560,8 @@ static int mirror_match(StreamCore *s, double ts, long seq, long long rtp_ts, lo
         return 0;
     double d = ts - s->recent[k].at;
     if (!(d <= MIRROR_WINDOW_S && d >= -MIRROR_WINDOW_S)) return 0;
-    const unsigned char *had = (const unsigned char *)PyBytes_AS_STRING(s->recent[k].data) + s->recent[k].off;
     Py_ssize_t a = s->recent[k].len;
+    const unsigned char *had = a <= MIRROR_INLINE ? s->recent[k].inline_ : s->recent[k].heap;
     int had_cut = s->recent[k].cut;
     if (!had_cut && !cut) return a == len && memcmp(had, payload, (size_t)len) == 0;
     if (had_cut && cut) {
@@ -367,21 +572,33 @@ static int mirror_match(StreamCore *s, double ts, long seq, long long rtp_ts, lo
     return len <= a && memcmp(had, payload, (size_t)len) == 0; /* the first whole, this one cut */
 }
 
-/* A packet that is not a copy, or holds more than the copy remembered: remembered (``data``: bytes
- * holding it at off). */
-static void mirror_remember(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
-                            PyObject *data, Py_ssize_t off, Py_ssize_t len, int cut) {
+/* A packet that is not a copy, or holds more than the copy remembered: remembered (its payload
+ * copied into the slot). -1 (MemoryError, the slot unchanged): no room for a long payload. */
+static int mirror_remember(StreamCore *s, double ts, long seq, long long rtp_ts, long long ssrc, int pt,
+                           const unsigned char *payload, Py_ssize_t len, int cut) {
     int k = (int)(seq & (MIRROR_RING - 1));
+    unsigned char *to = s->recent[k].inline_;
+    if (len > MIRROR_INLINE) {
+        if (len > s->recent[k].heap_size) {
+            unsigned char *heap = PyMem_Realloc(s->recent[k].heap, (size_t)len);
+            if (heap == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            s->recent[k].heap = heap;
+            s->recent[k].heap_size = len;
+        }
+        to = s->recent[k].heap;
+    }
+    memcpy(to, payload, (size_t)len);
     s->recent[k].seq = seq;
     s->recent[k].rtp_ts = rtp_ts;
     s->recent[k].ssrc = ssrc;
     s->recent[k].pt = pt;
     s->recent[k].cut = cut;
     s->recent[k].at = ts;
-    Py_INCREF(data);
-    Py_XSETREF(s->recent[k].data, data);
-    s->recent[k].off = off;
     s->recent[k].len = len;
+    return 0;
 }
 
 /* mirror_copy(ts, seq, rtp_ts, ssrc, pt, payload, cut=0) -> 0, 1 or 2: StreamAssembler.packet()'s
@@ -398,8 +615,12 @@ static PyObject *core_mirror_copy(StreamCore *s, PyObject *args) {
     seq &= 0xFFFF;
     int copy = mirror_match(s, ts, seq, rtp_ts, ssrc, pt, (const unsigned char *)PyBytes_AS_STRING(data),
                             PyBytes_GET_SIZE(data), cut);
+    if (copy != 1 && mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, (const unsigned char *)PyBytes_AS_STRING(data),
+                                     PyBytes_GET_SIZE(data), cut) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
     if (copy) s->mirror_duplicates++;
-    if (copy != 1) mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, data, 0, PyBytes_GET_SIZE(data), cut);
     Py_DECREF(data);
     return PyLong_FromLong(copy);
 }
@@ -602,7 +823,7 @@ enum { BAIL = 0, DONE = 1, DUE = 2, FAILED = -1 };
 /* StreamAssembler.packet() for the steady case; BAIL (nothing changed) for anything else. */
 static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq, long long rtp_ts, long long ssrc,
                        const unsigned char *frame, Py_ssize_t frame_len, Py_ssize_t payload_off,
-                       Py_ssize_t payload_len, PyObject *frame_obj) {
+                       Py_ssize_t payload_len) {
     if (!s->armed || s->ssrc != ssrc || pt != s->audio_pt) return BAIL;
     if (s->channel != 1 && s->channel != 2) return BAIL; /* armed as 1 or 2, but a member Python may set */
     /* an RTP packet without payload is Python's (the batch loop leaves it there too): nothing is
@@ -642,8 +863,7 @@ static int core_packet(StreamCore *s, double ts, int linktype, int pt, long seq,
         if (pos < frontier) return BAIL; /* its place is written out already: patched by Python */
     }
     /* from here on the packet is ours */
-    mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, frame_obj,
-                    frame + payload_off - (const unsigned char *)PyBytes_AS_STRING(frame_obj), payload_len, 0);
+    if (mirror_remember(s, ts, seq, rtp_ts, ssrc, pt, frame + payload_off, payload_len, 0) < 0) return FAILED;
     double last = s->last_arrival;
     if (last != 0.0 && ts - last > s->max_gap) s->max_gap = ts - last;
     s->last_arrival = ts;
@@ -967,80 +1187,117 @@ static int encap_inner(FastPath *fp, const unsigned char *f, Py_ssize_t len, con
  * capture has write the buffers out (StreamAssembler.flush_buffers) before it runs the loop again.
  * ``now`` is the pipeline's packet time; a packet that moves it to or past ``next_tick`` is left to
  * Python, which runs the housekeeping first. */
+/* One packet of run(): STOP (left to Python, nothing changed), NEXT (handled or dropped), FILLED
+ * (handled, and a buffer of its stream's recording is full: *full is the stream) or FAILED. */
+enum { STOP = 0, NEXT = 1, FILLED = 2 };
+
+static inline int run_one(FastPath *fp, double ts, long linktype, const unsigned char *f, Py_ssize_t len,
+                          double *now, double next_tick, PyObject **full) {
+    if (ts > *now) {
+        if (ts >= next_tick) return STOP; /* housekeeping is due: Python runs it, then this packet */
+        *now = ts;
+    }
+    if (linktype != 1) return STOP;
+    int kind = -1; /* the encapsulation it arrived in (K_*), or none */
+    if (fp->encap_mask && len > 42 && (f[23] == 47 || (f[23] == 17 && (f[42] & 0xC0) != 0x80))) {
+        /* perhaps a remote SPAN packet: C goes on with its inner frame, or stops here */
+        kind = encap_inner(fp, f, len, &f, &len);
+        if (kind < 0) return STOP;
+    }
+    /* the same test as CapturePipeline.feed's fast path */
+    if (!(len > 54 && f[12] == 8 && f[13] == 0 && f[14] == 0x45 && f[23] == 17 && !(f[20] & 0x3F) && !f[21] &&
+          (f[42] & 0xC0) == 0x80))
+        return STOP;
+    Py_ssize_t end = 14 + ((f[16] << 8) | f[17]);
+    if (!(54 < end && end <= len)) return STOP;
+    uint64_t ip = (uint64_t)f[30] << 24 | (uint64_t)f[31] << 16 | (uint64_t)f[32] << 8 | f[33];
+    Slot *sl = table_find(fp, 2 + ((ip << 16) | (uint64_t)((f[36] << 8) | f[37])));
+    if (sl->key == EMPTY) {
+        fp->not_recorded++;
+        if (kind >= 0) fp->encap[kind]++;
+        return NEXT;
+    }
+    PyObject *stream = sl->value;
+    if (!PyObject_TypeCheck(stream, &StreamCoreType)) return STOP;
+    StreamCore *s = (StreamCore *)stream;
+    uint64_t src = (uint64_t)f[26] << 24 | (uint64_t)f[27] << 16 | (uint64_t)f[28] << 8 | f[29];
+    uint64_t src_key = 2 + ((src << 16) | (uint64_t)((f[34] << 8) | f[35]));
+    if (src_key != s->src_key) {
+        /* its source is to be learned, or it comes from a media endpoint of a call (perhaps
+         * one the sender's SDP announced): Python decides; from anywhere else it is not the
+         * sender's, dropped as in Python */
+        if (!s->learned || table_find(fp, src_key)->key != EMPTY) return STOP;
+        s->other_source++;
+        fp->other_source++;
+        if (kind >= 0) fp->encap[kind]++;
+        return NEXT;
+    }
+    int pt = f[43] & 0x7F;
+    if (f[42] != 0x80 || (pt >= RTCP_PT_FIRST && pt <= RTCP_PT_LAST)) return STOP;
+    long seq = (f[44] << 8) | f[45];
+    long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
+    long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
+    int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54);
+    if (r == FAILED) return FAILED;
+    if (r == BAIL) return STOP;
+    fp->handled++;
+    if (kind >= 0) fp->encap[kind]++;
+    if (r == DUE) { /* a buffer is full: capture has it written out, then calls run() again */
+        *full = stream;
+        return FILLED;
+    }
+    return NEXT;
+}
+
+/* run(batch, i, now, next_tick) -> (i, now, full): handle packets from batch[i] on until one needs
+ * Python (returned as i; len(batch) when all were handled), or until a packet fills a buffer of its
+ * recording: then i is the packet after it and ``full`` its stream (else None), whose recording
+ * capture has write the buffers out (StreamAssembler.flush_buffers) before it runs the loop again.
+ * ``now`` is the pipeline's packet time; a packet that moves it to or past ``next_tick`` is left to
+ * Python, which runs the housekeeping first. ``batch`` is a Frames (read in place: no Python object
+ * per packet) or a list of (ts, linktype, frame) tuples (batches made in Python). */
 static PyObject *fp_run(FastPath *fp, PyObject *args) {
     PyObject *batch;
     Py_ssize_t i;
     double now, next_tick;
     PyObject *full = Py_None;
-    if (!PyArg_ParseTuple(args, "O!ndd", &PyList_Type, &batch, &i, &now, &next_tick)) return NULL;
+    if (!PyArg_ParseTuple(args, "Ondd", &batch, &i, &now, &next_tick)) return NULL;
+    if (i < 0) i = 0;
+    if (Py_IS_TYPE(batch, &FramesType)) {
+        Frames *b = (Frames *)batch;
+        if (!frames_usable(b)) return NULL;
+        for (; i < b->n; i++) {
+            const FrameDesc *d = &b->d[i];
+            int r = run_one(fp, d->ts, b->linktype, b->base + d->off, d->len, &now, next_tick, &full);
+            if (r == NEXT) continue;
+            if (r == FAILED) return NULL;
+            if (r == FILLED) i++;
+            break;
+        }
+        return Py_BuildValue("(ndO)", i, now, full);
+    }
+    if (!PyList_Check(batch)) {
+        PyErr_SetString(PyExc_TypeError, "run() takes a Frames or a list of (ts, linktype, frame)");
+        return NULL;
+    }
     for (; i < PyList_GET_SIZE(batch); i++) {
         PyObject *item = PyList_GET_ITEM(batch, i);
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) break;
         PyObject *ts_o = PyTuple_GET_ITEM(item, 0), *lt_o = PyTuple_GET_ITEM(item, 1),
                  *fr_o = PyTuple_GET_ITEM(item, 2);
         if (!PyFloat_CheckExact(ts_o) || !PyBytes_CheckExact(fr_o) || !PyLong_CheckExact(lt_o)) break;
-        double ts = PyFloat_AS_DOUBLE(ts_o);
-        if (ts > now) {
-            if (ts >= next_tick) break; /* housekeeping is due: Python runs it, then this packet */
-            now = ts;
-        }
         long linktype = PyLong_AsLong(lt_o);
         if (linktype == -1 && PyErr_Occurred()) { /* not a link type at all: Python counts it */
             PyErr_Clear();
             break;
         }
-        const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(fr_o);
-        Py_ssize_t len = PyBytes_GET_SIZE(fr_o);
-        if (linktype != 1) break;
-        int kind = -1; /* the encapsulation it arrived in (K_*), or none */
-        if (fp->encap_mask && len > 42 && (f[23] == 47 || (f[23] == 17 && (f[42] & 0xC0) != 0x80))) {
-            /* perhaps a remote SPAN packet: C goes on with its inner frame, or stops here */
-            kind = encap_inner(fp, f, len, &f, &len);
-            if (kind < 0) break;
-        }
-        /* the same test as CapturePipeline.feed's fast path */
-        if (!(len > 54 && f[12] == 8 && f[13] == 0 && f[14] == 0x45 && f[23] == 17 && !(f[20] & 0x3F) && !f[21] &&
-              (f[42] & 0xC0) == 0x80))
-            break;
-        Py_ssize_t end = 14 + ((f[16] << 8) | f[17]);
-        if (!(54 < end && end <= len)) break;
-        uint64_t ip = (uint64_t)f[30] << 24 | (uint64_t)f[31] << 16 | (uint64_t)f[32] << 8 | f[33];
-        Slot *sl = table_find(fp, 2 + ((ip << 16) | (uint64_t)((f[36] << 8) | f[37])));
-        if (sl->key == EMPTY) {
-            fp->not_recorded++;
-            if (kind >= 0) fp->encap[kind]++;
-            continue;
-        }
-        PyObject *stream = sl->value;
-        if (!PyObject_TypeCheck(stream, &StreamCoreType)) break;
-        StreamCore *s = (StreamCore *)stream;
-        uint64_t src = (uint64_t)f[26] << 24 | (uint64_t)f[27] << 16 | (uint64_t)f[28] << 8 | f[29];
-        uint64_t src_key = 2 + ((src << 16) | (uint64_t)((f[34] << 8) | f[35]));
-        if (src_key != s->src_key) {
-            /* its source is to be learned, or it comes from a media endpoint of a call (perhaps
-             * one the sender's SDP announced): Python decides; from anywhere else it is not the
-             * sender's, dropped as in Python */
-            if (!s->learned || table_find(fp, src_key)->key != EMPTY) break;
-            s->other_source++;
-            fp->other_source++;
-            if (kind >= 0) fp->encap[kind]++;
-            continue;
-        }
-        int pt = f[43] & 0x7F;
-        if (f[42] != 0x80 || (pt >= RTCP_PT_FIRST && pt <= RTCP_PT_LAST)) break;
-        long seq = (f[44] << 8) | f[45];
-        long long rtp_ts = (long long)f[46] << 24 | f[47] << 16 | f[48] << 8 | f[49];
-        long long ssrc = (long long)f[50] << 24 | f[51] << 16 | f[52] << 8 | f[53];
-        int r = core_packet(s, ts, (int)linktype, pt, seq, rtp_ts, ssrc, f, len, 54, end - 54, fr_o);
+        /* the frame is read while the list holds it: nothing here calls back into Python */
+        int r = run_one(fp, PyFloat_AS_DOUBLE(ts_o), linktype, (const unsigned char *)PyBytes_AS_STRING(fr_o),
+                        PyBytes_GET_SIZE(fr_o), &now, next_tick, &full);
+        if (r == NEXT) continue;
         if (r == FAILED) return NULL;
-        if (r == BAIL) break;
-        fp->handled++;
-        if (kind >= 0) fp->encap[kind]++;
-        if (r == DUE) { /* a buffer is full: capture has it written out, then calls run() again */
-            full = stream;
-            i++;
-            break;
-        }
+        if (r == FILLED) i++;
+        break;
     }
     return Py_BuildValue("(ndO)", i, now, full);
 }
@@ -1091,16 +1348,18 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&LanesType) < 0 || PyType_Ready(&RecordsType) < 0 || PyType_Ready(&StreamCoreType) < 0 ||
+    if (PyType_Ready(&FramesType) < 0 || PyType_Ready(&LanesType) < 0 || PyType_Ready(&RecordsType) < 0 || PyType_Ready(&StreamCoreType) < 0 ||
         PyType_Ready(&FastPathType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    Py_INCREF(&FramesType);
     Py_INCREF(&LanesType);
     Py_INCREF(&RecordsType);
     Py_INCREF(&StreamCoreType);
     Py_INCREF(&FastPathType);
-    if (PyModule_AddObject(m, "Lanes", (PyObject *)&LanesType) < 0 ||
+    if (PyModule_AddObject(m, "Frames", (PyObject *)&FramesType) < 0 ||
+        PyModule_AddObject(m, "Lanes", (PyObject *)&LanesType) < 0 ||
         PyModule_AddObject(m, "Records", (PyObject *)&RecordsType) < 0 ||
         PyModule_AddObject(m, "StreamCore", (PyObject *)&StreamCoreType) < 0 ||
         PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0 ||

@@ -24,4 +24,7 @@ def _load() -> ModuleType | None:
 
 fastpath = _load()
 
+FRAMES: type | None = fastpath.Frames if fastpath is not None else None
+"""The C module's in-place batch type (``Frames``), or None without it."""
+
 MODE = "native" if fastpath is not None else "python"

@@ -1,9 +1,12 @@
 """Live capture from the SPAN port: an AF_PACKET TPACKET_V3 ring read through ``mmap``.
 
 The same packet-source interface as :class:`capture.source.CaptureFile`: ``batches()`` yields
-lists of ``(timestamp, linktype, frame)``, one list per ring block the kernel retires (at the
+sequences of ``(timestamp, linktype, frame)``, one per ring block the kernel retires (at the
 latest every ``block_timeout_ms``), and an empty list when nothing arrived within ``poll_ms`` so
 the caller can do its housekeeping. Nothing after the source differs between live and replay.
+With the C module a block's batch lies in the ring itself (``Frames``: no copy, no Python object
+per packet); it is released when the caller asks for the next batch, before the block goes back to
+the kernel: a batch kept past that raises ValueError, it never reads the kernel's memory again.
 
 DESIGN.md has the measurements behind the choice (a ring read with ``mmap`` + ``struct`` keeps up
 with ~950 k pkt/s; plain ``recv_into`` saturates near 300 k; libpcap bindings block forever when
@@ -24,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .fast import fastpath
-from .source import LINKTYPE_ETHERNET, Batch
+from .source import LINKTYPE_ETHERNET, Batch, Packet, release
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def _walk_block(ring: mmap.mmap | bytes, off: int, num: int, end: int = -1) -> t
     kernel's; default the ring's end), and 1 where the block is malformed (more packets claimed than
     it can hold, or a header or a frame off it: the walk stops there, the packets before it kept),
     else 0. The C walk (``ring_block``) does the same; neither raises."""
-    batch: Batch = []
+    batch: list[Packet] = []
     append = batch.append
     unpack = _pkt_hdr.unpack_from
     size = len(ring) if end < 0 or end > len(ring) else end
@@ -173,7 +176,8 @@ class _Ring:
         self.malformed = 0  # blocks whose walk led off the ring (counted, never raised)
 
     def drain(self) -> Iterator[Batch]:
-        """Every retired block, oldest first, each handed back to the kernel once read."""
+        """Every retired block, oldest first, each handed back to the kernel once its batch was
+        used (the caller asks for the next, or stops): the batch is released first."""
         ring = self.map
         while True:
             base = self.block * BLOCK_SIZE
@@ -182,9 +186,12 @@ class _Ring:
                 return
             batch, malformed = walk_block(ring, base + first, num, base + BLOCK_SIZE)
             self.malformed += malformed
-            _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
-            self.block = (self.block + 1) % self.block_nr
-            yield batch
+            try:
+                yield batch
+            finally:  # (also when the caller stops: the block is never left held)
+                release(batch)
+                _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
+                self.block = (self.block + 1) % self.block_nr
 
     def stats(self) -> RingStats:
         packets, drops, _freeze = struct.unpack("=III", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))

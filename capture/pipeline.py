@@ -24,6 +24,7 @@ from .cut import split_cut_rtp
 from .decode import CUT, FRAGMENT, IPPROTO_UDP, NOT_IP, NOT_UDP, TCP, decode_cut, decode_ip, decode_udp, split_udp
 from .dids import DidDirectory
 from .encap import IPPROTO_GRE, MAX_DEPTH, NOT_OPENED, TZSP_PORT, VXLAN_PORT, EncapConfig, open_gre, open_udp
+from .fast import FRAMES
 from .fragments import FragmentReassembler
 from .media import MediaMap
 from .rtp import RTCP_PT_FIRST, RTCP_PT_LAST, parse_rtp
@@ -59,9 +60,12 @@ class CapturePipeline:
 
     def feed(self, batch: Iterable[Packet]) -> None:
         table = self.media.table
-        if table is None or type(batch) is not list:
+        kind = type(batch)
+        if table is None or (kind is not list and kind is not FRAMES):
             self._feed(batch)
             return
+        if TYPE_CHECKING:  # a list, or the C module's in-place batch (Frames): both sequences
+            assert isinstance(batch, Sequence)
         # The C fast path (capture/_fastpath.c) handles what it can of the batch: media of calls not
         # recorded, steady RTP of recorded calls. It stops at a packet that needs this module (SIP,
         # a new source, a tick of housekeeping, ...): _feed handles that one, then C goes on. It also

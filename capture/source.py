@@ -1,8 +1,14 @@
 """Packet sources: one iterator of ``(timestamp, linktype, frame)`` batches.
 
 Live capture (the AF_PACKET ring) and capture files look the same to everything after the
-source: an iterable of lists of ``(ts, linktype, frame)`` where ``ts`` is seconds since the epoch
-(float, packet time), ``linktype`` a LINKTYPE_* number and ``frame`` the captured bytes.
+source: an iterable of sequences of ``(ts, linktype, frame)`` where ``ts`` is seconds since the
+epoch (float, packet time), ``linktype`` a LINKTYPE_* number and ``frame`` the captured bytes. With
+the C module a batch of a classic pcap file or of a ring block is a ``Frames`` (capture/_fastpath.c):
+the packets described where they lie (the file's mmap, the ring block), each tuple made only when
+Python asks for it; the kernel reads the frames in place (docs/hot-path.md). A batch is read-only;
+the source releases a ring block's batch before the block goes back to the kernel (any later use
+raises ValueError), and a capture file that closes gives the batches it handed out a copy of their
+bytes first. Without the C module (and for pcapng) a batch is a list of tuples.
 
 The file reader maps the file and walks it with ``struct.unpack_from``; it reads classic pcap
 (both byte orders, micro- and nanosecond) and pcapng (SHB, IDB, EPB, SPB, obsolete PB). Damage is
@@ -14,13 +20,14 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
-from typing import Protocol
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from .fast import fastpath
 
 Packet = tuple[float, int, bytes]
-Batch = list[Packet]
+Batch = Sequence[Packet]  # a list, or the C module's Frames (the same tuples, read in place)
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -41,6 +48,13 @@ PCAPNG_MIN_LENGTH = {PCAPNG_SHB: 28, PCAPNG_IDB: 20, PCAPNG_PB: 32, PCAPNG_SPB: 
 
 BATCH_SIZE = 512
 MAX_SNAPLEN = 262_144
+
+
+def release(batch: Batch) -> None:
+    """Drop a batch's hold on the memory it lies in (a Frames; a list holds copies): any later use
+    of it raises ValueError (capture/live.py: before its ring block goes back to the kernel)."""
+    if type(batch) is not list:
+        batch.release()  # type: ignore[attr-defined]
 
 
 class CaptureFileError(Exception):
@@ -77,9 +91,13 @@ class CaptureFile:
             os.close(self._fd)
             raise CaptureFileError(self.path, 0, f"file too short ({size} bytes) for a capture header")
         self._map: mmap.mmap | None = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        self._lent: weakref.WeakSet[Any] = weakref.WeakSet()  # batches (Frames) lying in the map
 
     def close(self) -> None:
         if self._map is not None:
+            for batch in list(self._lent):  # a batch still held keeps a copy of its bytes: the map can close
+                batch.detach()
+            self._lent.clear()
             self._map.close()
             os.close(self._fd)
             self._map = None
@@ -123,6 +141,7 @@ class CaptureFile:
                 chunk, off, failed = read(buf, off, big, scale, linktype, self.batch_size)
                 if chunk:
                     self.packets_read += len(chunk)
+                    self._lent.add(chunk)
                     yield chunk
                 if failed is not None:
                     raise CaptureFileError(self.path, *failed)
@@ -130,7 +149,7 @@ class CaptureFile:
         rec = struct.Struct(bo + "IIII")
         unpack = rec.unpack_from
         error: CaptureFileError | None = None
-        batch: Batch = []
+        batch: list[Packet] = []
         append = batch.append
         while off < end:
             if off + 16 > end:
@@ -166,7 +185,7 @@ class CaptureFile:
         interfaces: list[tuple[int, float]] = []  # (linktype, seconds per timestamp unit)
         error: CaptureFileError | None = None
         last_ts = 0.0
-        batch: Batch = []
+        batch: list[Packet] = []
         while off < end:
             if off + 12 > end:
                 error = CaptureFileError(self.path, off, "truncated pcapng block header")

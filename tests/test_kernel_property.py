@@ -6,7 +6,9 @@ the sender's duplicate), held back behind later ones (reordered), damaged (cut s
 payload byte changed), sent from another address or port, or given another payload type (DTMF,
 comfort noise, the other G.711, an unknown one). The same sequence goes to two worker processes,
 one with the C module (``capture/_fastpath.c``) and one with ``RECORDERD_PURE_PYTHON=1``, each
-replaying it through the real pipeline into a real store; every kept byte (the WAV and the evidence
+replaying it through the real pipeline into a real store (every other batch of 64 packed into a
+ring block and walked as capture/live.py walks the SPAN port's ring: in C a Frames the kernel reads
+in place, released and written over once fed; in Python a list); every kept byte (the WAV and the evidence
 pcap as the store decrypts them), every recording's row (its streams' figures) and every counter
 must be the same.
 """
@@ -61,10 +63,13 @@ def digest(store: Any, pipeline: Any, call_ids: set[str]) -> dict:
 
 def worker() -> None:
     """Replay each (call ids, packets) read from stdin into one store; the digest to stdout."""
+    import mmap
     from zoneinfo import ZoneInfo
 
+    from capture import live
     from capture.fast import MODE
     from capture.pipeline import CapturePipeline
+    from capture.source import release
     from recorderd.config import load_dids
     from storage.spool import SpoolSink
     from storage.store import Store
@@ -81,8 +86,19 @@ def worker() -> None:
                 break
             call_ids, packets = pickle.loads(inp.read(struct.unpack("<I", head)[0]))
             pipeline = CapturePipeline(dids, SpoolSink(store))
+            ring = mmap.mmap(-1, live.BLOCK_SIZE)
             for k in range(0, len(packets), 64):
-                pipeline.feed([(t, 1, frame) for t, frame in packets[k : k + 64]])
+                if k % 128 == 0:
+                    pipeline.feed([(t, 1, frame) for t, frame in packets[k : k + 64]])
+                    continue
+                part = [(*divmod(round(t * 1e9), 10**9), frame) for t, frame in packets[k : k + 64]]
+                block, first = ring_block(part)
+                ring[: len(block)] = block
+                batch, _bad = live.walk_block(ring, first, len(part), len(block))
+                pipeline.feed(batch)
+                release(batch)
+                ring[: len(block)] = b"\xee" * len(block)  # the kernel's again: written over
+            ring.close()  # (a batch still holding the ring: BufferError)
             pipeline.finish("capture-end")
             result = digest(store, pipeline, call_ids)
             result["mode"] = MODE
@@ -91,6 +107,19 @@ def worker() -> None:
             out.write(struct.pack("<I", len(blob)) + blob)
             out.flush()
         store.close()
+
+
+def ring_block(frames: list[tuple[int, int, bytes]]) -> tuple[bytes, int]:
+    """A TPACKET_V3 block as the kernel fills it (tests/test_fastpath.py's ring_block)."""
+    block = bytearray(48)
+    first = len(block)
+    for n, (sec, nsec, frame) in enumerate(frames):
+        mac = 82
+        size = (mac + len(frame) + 15) // 16 * 16
+        nxt = 0 if n == len(frames) - 1 else size
+        block += struct.pack("=IIIIIIHH", nxt, sec, nsec, len(frame), len(frame), 1, mac, mac + 14)
+        block += bytes(mac - 28) + frame + bytes(size - mac - len(frame))
+    return bytes(block), first
 
 
 class Worker:
