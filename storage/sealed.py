@@ -87,7 +87,6 @@ RECORD = _record.size  # 17
 NONCE, TAG = 12, 16
 _final = struct.Struct(">QI")
 _counter = struct.Struct(">I")  # a nonce's last 4 bytes: the record's seq
-_sealing = struct.Struct(">BIQI8sI")  # a record's clear header, then its nonce (the writer's prefix, the seq)
 MAX_RECORD = 16 * 1024 * 1024  # plaintext bytes a record may hold (the writers stay far below)
 READ_CHUNK = 64 * 1024  # logical bytes per chunk given out by :meth:`SealedFile.chunks`
 
@@ -208,13 +207,12 @@ class SealedWriter:
         return self
 
     def _sealing_views(self) -> None:
-        """The writer's own 53 bytes: its file header, then the clear header and the nonce of the
-        record it seals (packed in place per record). Their first 41 are the record's associated
-        data, the last 29 what is written before the ciphertext, the last 12 its nonce: no bytes
-        concatenated per record."""
-        self._sealing = bytearray(self.header + bytes(RECORD + NONCE))
-        view = memoryview(self._sealing)
-        self._aad, self._head, self._nonce = view[: HEADER + RECORD], view[HEADER:], view[HEADER + RECORD :]
+        """The writer's own bytes for the record it seals, packed in place per record (nothing
+        concatenated): the associated data (the file header, then the record's clear header, the
+        last 17 bytes written before the ciphertext) and the nonce (its prefix, then the seq)."""
+        self._aad = bytearray(self.header + bytes(RECORD))
+        self._head = memoryview(self._aad)[HEADER:]
+        self._nonce = bytearray(self.nonce + bytes(_counter.size))
 
     def data(self, offset: int, plain: bytes | bytearray | memoryview) -> None:
         """Seal ``plain`` as the bytes at ``offset``; ``OSError`` (the record cut back) if the disk
@@ -225,17 +223,23 @@ class SealedWriter:
         if self.error is not None:  # nothing sealed again under a nonce already used for a record not written
             raise self.error
         seq, at = self.seq, self.end
-        _sealing.pack_into(self._sealing, HEADER, DATA, seq, offset, n, self.nonce, seq)
+        _record.pack_into(self._aad, HEADER, DATA, seq, offset, n)
+        _counter.pack_into(self._nonce, NONCE - _counter.size, seq)
         sealed = _cipher_buffer(n + TAG)
         self.aes.encrypt_into(self._nonce, plain, self._aad, sealed)
         size = RECORD + NONCE + n + TAG
-        try:  # header and nonce, ciphertext and tag: two buffers, one pwritev, at the end of the last whole record
-            if os.pwritev(self.fd, (self._head, sealed), at) != size:  # a short write: the disk filled up
+        try:  # header, nonce, ciphertext and tag: one pwritev at the end of the last whole record
+            if os.pwritev(self.fd, (self._head, self._nonce, sealed), at) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as exc:
             self._cut_back(exc)
             raise
-        self._written(size, offset + n)
+        self.end = at + size
+        self.seq = seq + 1
+        if offset + n > self.length:
+            self.length = offset + n
+        if self.writeback and self.end - self.flushed >= self.writeback:
+            self._ask_writeback()
         if self.readable:
             self._index.add(offset, n, at)
 
@@ -286,8 +290,11 @@ class SealedWriter:
         self.end += size
         self.seq += 1
         self.length = max(self.length, data_end)
-        if self.writeback and self.end - self.flushed >= self.writeback and _start_writeback is not None:
-            # advisory: an error shows at the keep's fsync
+        if self.writeback and self.end - self.flushed >= self.writeback:
+            self._ask_writeback()
+
+    def _ask_writeback(self) -> None:
+        if _start_writeback is not None:  # advisory: an error shows at the keep's fsync
             _start_writeback(self.fd, self.flushed, self.end - self.flushed, _SYNC_FILE_RANGE_WRITE)
             self.flushed = self.end
 

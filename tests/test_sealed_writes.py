@@ -127,3 +127,22 @@ def test_g711_channels_interleave_exactly_for_every_byte_value(tmp_path: Path) -
         assert data[wav.HEADER_SIZE :] == frames
     finally:
         store.close()
+
+
+def test_with_writeback_on_the_disk_is_asked_to_start_and_the_bytes_are_the_same(tmp_path: Path) -> None:
+    """``recorderd replay`` turns writeback on: every 256 KiB written the disk is asked to start on
+    them (sync_file_range), and the file is what the format makes of its records."""
+    key = bytes(range(32))
+    path = tmp_path / "wb"
+    w = sealed.SealedWriter(str(path), sealed.PCAP, AESGCM(key))
+    w.writeback = sealed.WRITEBACK
+    pieces = [(16_000 * i, bytes([i]) * 16_000) for i in range(40)]
+    asked = []
+    for _, plain in pieces:
+        w.append(plain)
+        asked.append(w.flushed)
+    w.close()
+    record = sealed.RECORD + sealed.NONCE + 16_000 + sealed.TAG
+    starts = sorted(set(asked))  # where the written part ended each time the disk was asked (~640 KB: twice)
+    assert starts == [0, sealed.HEADER + 17 * record, sealed.HEADER + 34 * record]
+    assert path.read_bytes() == expected_file(path, key, pieces)
