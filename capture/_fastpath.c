@@ -4,8 +4,9 @@
  * the specification and the fallback when this module is not built; tests/test_fastpath.py runs
  * both over the same captures and compares every byte they write):
  *
- *   read_pcap()   CaptureFile._pcap's record walk: one batch of (ts, linktype, frame) tuples;
- *   ring_block()  _Ring.drain's walk over one retired TPACKET_V3 block;
+ *   read_pcap()   CaptureFile._pcap's record walk: one batch (a Frames: the packets described where
+ *                 they lie in the file's mmap, read as (ts, linktype, frame) tuples made on demand);
+ *   ring_block()  _Ring.drain's walk over one retired TPACKET_V3 block (a Frames lying in the ring);
  *   Lanes,        capture's buffers the kernel writes: a recording's audio placement buffers (one
  *   Records       per channel, from sample ``frontier``) and its evidence pcap records; the recording
  *                 (storage) writes them out by their names (capture/lanes.py has their Python twin);
@@ -352,7 +353,8 @@ static PyObject *ring_block(PyObject *self, PyObject *args) {
         malformed = 1;
     }
     const unsigned char *buf = view.buf;
-    Frames *batch = frames_make(&view, ethernet, num < 256 ? num : 256);
+    Py_ssize_t room = off >= 0 && off < end ? (end - off) / 32 + 1 : 1; /* (more only if a walk repeats) */
+    Frames *batch = frames_make(&view, ethernet, num < room ? num : room);
     if (batch == NULL) return NULL;
     for (Py_ssize_t i = 0; i < num; i++) {
         uint32_t nxt, sec, nsec, snap;
