@@ -41,9 +41,13 @@ Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s
 packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
 held until the next flush; each run of frames they fall in is then one DATA record: those frames as
 sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
-A write the disk cannot take is cut back to the last whole record. Reading builds an extent map from
-the clear record headers once per open, then decrypts only the records a byte range needs (playing
-from the 59th minute decrypts ~1 s).
+A write the disk cannot take is cut back to the last whole record.
+A record is sealed into its writing thread's one scratch buffer (the capture thread and the store's
+each have theirs; the write is synchronous, so the buffer is free again when it returns) and
+written, clear header, nonce, ciphertext and tag, by one pwritev: no bytes concatenated and no
+ciphertext buffer allocated per record. Reading builds an extent map from the clear record headers
+once per open, then decrypts only the records a byte range needs (playing from the 59th minute
+decrypts ~1 s).
 
 Crash recovery (:func:`finish`) keeps the records up to the last whole one whose tag holds (at most
 ~1 s of audio is lost), then writes the final header and FINAL. The index keeps the plaintext
@@ -116,6 +120,7 @@ def nonce_prefix() -> bytes:
 
 
 _scratch = threading.local()  # each thread's buffer for the ciphertext and tag of the record it writes
+_SCRATCH_KEPT = 1024 * 1024  # the most a thread's scratch buffer grows to (the writers' records: ~16 KiB)
 
 
 def _cipher_buffer(size: int) -> memoryview:
@@ -125,6 +130,8 @@ def _cipher_buffer(size: int) -> memoryview:
     thread both write records."""
     buf: memoryview | None = getattr(_scratch, "buf", None)
     if buf is None or len(buf) < size:
+        if size > _SCRATCH_KEPT:  # a long run of late frames (rare): its own buffer, not kept
+            return memoryview(bytearray(size))
         buf = _scratch.buf = memoryview(bytearray(max(size, 64 * 1024)))
     return buf[:size]
 

@@ -146,3 +146,15 @@ def test_with_writeback_on_the_disk_is_asked_to_start_and_the_bytes_are_the_same
     starts = sorted(set(asked))  # where the written part ended each time the disk was asked (~640 KB: twice)
     assert starts == [0, sealed.HEADER + 17 * record, sealed.HEADER + 34 * record]
     assert path.read_bytes() == expected_file(path, key, pieces)
+
+
+def test_a_record_longer_than_the_kept_scratch_is_written_whole_and_the_scratch_stays_small(tmp_path: Path) -> None:
+    key = bytes(range(1, 33))
+    path = tmp_path / "long"
+    w = sealed.SealedWriter(str(path), sealed.PCAP, AESGCM(key))
+    pieces = [(0, b"x" * 100), (100, os.urandom(sealed._SCRATCH_KEPT + 5)), (100 + sealed._SCRATCH_KEPT + 5, b"y" * 50)]
+    for _, plain in pieces:
+        w.append(plain)
+    w.close()
+    assert path.read_bytes() == expected_file(path, key, pieces)
+    assert len(sealed._scratch.buf) <= sealed._SCRATCH_KEPT
