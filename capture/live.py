@@ -173,6 +173,7 @@ class _Ring:
             self.sock.close()
             raise OSError(exc.errno, f"cannot open capture on {name}: {exc.strerror}") from None
         self.block = 0
+        self._held: set[int] = set()  # blocks whose batch a drain has handed out and not yet been given back
         self.malformed = 0  # blocks whose walk led off the ring (counted, never raised)
 
     def drain(self) -> Iterator[Batch]:
@@ -180,18 +181,25 @@ class _Ring:
         used (the caller asks for the next, or stops): the batch is released first."""
         ring = self.map
         while True:
-            base = self.block * BLOCK_SIZE
+            block = self.block
+            if block in self._held:  # a lap round to a block whose batch is still in use (another drain's)
+                return
+            base = block * BLOCK_SIZE
             _v, _p, status, num, first, _len, _seq = _block_hdr.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
                 return
             batch, malformed = walk_block(ring, base + first, num, base + BLOCK_SIZE)
             self.malformed += malformed
+            # the position moves on now, not when the batch is done with: a second drain (a drain
+            # left open while its batch is held) reads the next block, never this one again
+            self.block = (block + 1) % self.block_nr
+            self._held.add(block)
             try:
                 yield batch
             finally:  # (also when the caller stops: the block is never left held)
                 release(batch)
                 _status.pack_into(ring, base + 8, TP_STATUS_KERNEL)
-                self.block = (self.block + 1) % self.block_nr
+                self._held.discard(block)
 
     def stats(self) -> RingStats:
         packets, drops, _freeze = struct.unpack("=III", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))

@@ -95,12 +95,17 @@ class CaptureFile:
 
     def close(self) -> None:
         if self._map is not None:
-            for batch in list(self._lent):  # a batch still held keeps a copy of its bytes: the map can close
-                batch.detach()
-            self._lent.clear()
-            self._map.close()
-            os.close(self._fd)
-            self._map = None
+            try:
+                for batch in list(self._lent):  # a batch still held keeps a copy of its bytes: the map can close
+                    batch.detach()
+                self._lent.clear()
+            finally:  # the descriptor is closed whatever happened (a batch that could not copy keeps the map)
+                try:
+                    self._map.close()
+                except BufferError:
+                    pass
+                os.close(self._fd)
+                self._map = None
 
     def __enter__(self) -> CaptureFile:
         return self

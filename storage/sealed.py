@@ -235,6 +235,7 @@ class SealedWriter:
         sealed = _cipher_buffer(n + TAG)
         self.aes.encrypt_into(self._nonce, plain, self._aad, sealed)
         size = RECORD + NONCE + n + TAG
+        self.seq = seq + 1  # before the write: whatever interrupts it, this nonce is never sealed again
         try:  # header, nonce, ciphertext and tag: one pwritev at the end of the last whole record
             if os.pwritev(self.fd, (self._head, self._nonce, sealed), at) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -242,7 +243,6 @@ class SealedWriter:
             self._cut_back(exc)
             raise
         self.end = at + size
-        self.seq = seq + 1
         if offset + n > self.length:
             self.length = offset + n
         if self.writeback and self.end - self.flushed >= self.writeback:
@@ -277,6 +277,7 @@ class SealedWriter:
         if self.error is not None:
             raise self.error
         size = len(record)
+        self.seq += 1  # (sealed with the seq before): before the write, as in data()
         try:  # at the end of the last whole record, always
             if os.pwrite(self.fd, record, self.end) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -295,7 +296,6 @@ class SealedWriter:
 
     def _written(self, size: int, data_end: int) -> None:
         self.end += size
-        self.seq += 1
         self.length = max(self.length, data_end)
         if self.writeback and self.end - self.flushed >= self.writeback:
             self._ask_writeback()

@@ -477,7 +477,7 @@ def ring_of(ring: object, blocks: int = 2) -> object:
     from capture import live
 
     r = object.__new__(live._Ring)
-    r.name, r.map, r.block_nr, r.block, r.malformed = "k2-test", ring, blocks, 0, 0
+    r.name, r.map, r.block_nr, r.block, r.malformed, r._held = "k2-test", ring, blocks, 0, 0, set()
     return r
 
 
@@ -516,6 +516,62 @@ def test_a_ring_batch_is_given_back_only_after_use_and_raises_once_released() ->
     it.close()  # the caller stops (a service shutting down): the block is not left held
     assert batch.released and struct.unpack_from("=I", ring, 8)[0] == live.TP_STATUS_KERNEL
     ring.close()  # type: ignore[attr-defined]
+
+
+def test_a_second_drain_while_a_batch_is_held_reads_the_next_block_and_none_twice() -> None:
+    """A drain left open while its batch is held (a traceback or a cycle keeps it), then a second
+    drain of the same ring: the second reads the blocks after the held one, never the held one
+    again (a lap round to it stops there), and the held block goes back to the kernel once, when its
+    drain closes, without moving the ring's position again. Was: the position moved only when the
+    batch was given back, so the second drain read the held block a second time, and closing the
+    first then skipped a block the kernel had filled meanwhile (the review's drain2 scenario)."""
+    native_built()
+    import mmap
+    import struct
+
+    from capture import live
+
+    blocks = 3
+    ring = mmap.mmap(-1, live.BLOCK_SIZE * blocks)
+    for k in range(blocks):
+        block, first = ring_block([(1_790_000_000, k, bytes([0x41 + k]) * 60)])
+        ring[k * live.BLOCK_SIZE : k * live.BLOCK_SIZE + len(block)] = block
+        struct.pack_into("=IIIIIIQ", ring, k * live.BLOCK_SIZE, 3, 0, live.TP_STATUS_USER, 1, first, len(block), k)
+    r = ring_of(ring, blocks)
+    first_drain = r.drain()  # type: ignore[attr-defined]
+    held = next(first_drain)  # block 0, kept
+    second = [b[0][2][:1] for b in r.drain()]  # type: ignore[attr-defined]
+    assert held[0][2][:1] == b"A"
+    assert second == [b"B", b"C"]  # never block 0 again: the lap round to it stops
+    status = [struct.unpack_from("=I", ring, k * live.BLOCK_SIZE + 8)[0] for k in range(blocks)]
+    assert status == [live.TP_STATUS_USER, live.TP_STATUS_KERNEL, live.TP_STATUS_KERNEL]  # block 0 still ours
+    first_drain.close()
+    assert held.released and struct.unpack_from("=I", ring, 8)[0] == live.TP_STATUS_KERNEL
+    assert r.block == 0  # (3 blocks read: one lap) not moved again by the late close
+    ring.close()
+
+
+def test_a_capture_file_whose_held_batch_cannot_copy_still_closes_its_descriptor() -> None:
+    """close() copies the batches still held out of the file's map (detach); when a copy fails (no
+    memory for a large batch), the file's descriptor is closed all the same and the failure raised
+    (the batch that could not copy keeps the map alive). Was: the descriptor leaked."""
+    native_built()
+    import capture.source as source
+
+    class Stuck:  # a held batch whose copy fails
+        def detach(self) -> None:
+            raise MemoryError("no room for the copy")
+
+    f = source.CaptureFile(FIXTURES / "mirror-duplicates.pcap", batch_size=50)
+    fd = f._fd
+    held = next(iter(f.batches()))
+    stuck = Stuck()
+    f._lent.add(stuck)
+    with pytest.raises(MemoryError):
+        f.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    assert len(held) == 50 and held[0][2]  # the held batch copied before the stuck one, or still mapped
 
 
 def test_a_capture_file_closes_while_its_batches_are_held_and_they_keep_their_bytes(tmp_path: Path) -> None:

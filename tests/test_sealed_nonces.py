@@ -75,6 +75,35 @@ def test_a_writer_that_failed_seals_nothing_more(tmp_path: Path) -> None:
     w.close()
 
 
+def test_a_write_interrupted_after_it_reached_the_file_never_lets_its_nonce_be_sealed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt (Ctrl-C of a technician's ``recorderd replay``) arriving just after a
+    record's pwritev reached the file, before the writer counted it: the next record is sealed under
+    another nonce (the seq moves on before the write). Was: the seq moved on after the write, so the
+    next record reused the nonce with other plaintext (two ciphertexts under one AES-GCM nonce give
+    away their XOR and the key's authentication). The interruption is made at the syscall's return:
+    ``os.pwritev`` writes, then raises."""
+    real = os.pwritev
+    sent: list[bytes] = []
+    interrupt = [True]
+
+    def pwritev(fd: int, buffers: list, offset: int) -> int:
+        written = real(fd, buffers, offset)
+        sent.append(bytes(buffers[1]))  # the nonce (header, nonce, ciphertext and tag)
+        if interrupt[0]:
+            interrupt[0] = False
+            raise KeyboardInterrupt
+        return written
+
+    w = sealed.SealedWriter(str(tmp_path / "f"), sealed.PCAP, AESGCM(KEY))
+    monkeypatch.setattr(sealed.os, "pwritev", pwritev)
+    with pytest.raises(KeyboardInterrupt):
+        w.data(0, b"a" * 100)
+    w.data(0, b"b" * 100)
+    w.close()
+    assert len(sent) == 2 and sent[0] != sent[1]
+
+
 def test_the_digest_is_the_plaintexts_sha256_whatever_the_records_and_checks_every_tag(tmp_path: Path) -> None:
     rnd = random.Random(13)
     for trial in range(200):
