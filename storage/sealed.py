@@ -235,14 +235,14 @@ class SealedWriter:
         sealed = _cipher_buffer(n + TAG)
         self.aes.encrypt_into(self._nonce, plain, self._aad, sealed)
         size = RECORD + NONCE + n + TAG
-        self.seq = seq + 1  # before the write: whatever interrupts it, this nonce is never sealed again
         try:  # header, nonce, ciphertext and tag: one pwritev at the end of the last whole record
+            self.seq = seq + 1
             if os.pwritev(self.fd, (self._head, self._nonce, sealed), at) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
+            self.end = at + size
+        except BaseException as exc:  # refused, or interrupted (Ctrl-C of a replay) even after it reached the file
             self._cut_back(exc)
             raise
-        self.end = at + size
         if offset + n > self.length:
             self.length = offset + n
         if self.writeback and self.end - self.flushed >= self.writeback:
@@ -277,25 +277,28 @@ class SealedWriter:
         if self.error is not None:
             raise self.error
         size = len(record)
-        self.seq += 1  # (sealed with the seq before): before the write, as in data()
         try:  # at the end of the last whole record, always
+            self.seq += 1  # (the record is sealed with the seq before)
             if os.pwrite(self.fd, record, self.end) != size:  # a short write: the disk filled up
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
+            self.end += size
+        except BaseException as exc:
             self._cut_back(exc)
             raise
-        self._written(size, data_end)
+        self._written(data_end)
 
-    def _cut_back(self, exc: OSError) -> None:
-        """A write the disk refused: no half record left behind, and nothing sealed again."""
-        self.error = exc
+    def _cut_back(self, exc: BaseException) -> None:
+        """A write the disk refused, or one interrupted (a KeyboardInterrupt, even after the bytes
+        reached the file): cut back to the last whole record counted, and nothing sealed again by
+        this writer (its next seq may have reached the disk: sealing it again would reuse the
+        nonce). An interrupted spool file is then finished by crash recovery, as after a crash."""
+        self.error = exc if isinstance(exc, OSError) else OSError(errno.EINTR, f"write interrupted ({type(exc).__name__})")
         try:
             os.ftruncate(self.fd, self.end)
         except OSError:
             pass
 
-    def _written(self, size: int, data_end: int) -> None:
-        self.end += size
+    def _written(self, data_end: int) -> None:
         self.length = max(self.length, data_end)
         if self.writeback and self.end - self.flushed >= self.writeback:
             self._ask_writeback()

@@ -78,11 +78,12 @@ def test_a_writer_that_failed_seals_nothing_more(tmp_path: Path) -> None:
 def test_a_write_interrupted_after_it_reached_the_file_never_lets_its_nonce_be_sealed_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A KeyboardInterrupt (Ctrl-C of a technician's ``recorderd replay``) arriving just after a
-    record's pwritev reached the file, before the writer counted it: the next record is sealed under
-    another nonce (the seq moves on before the write). Was: the seq moved on after the write, so the
-    next record reused the nonce with other plaintext (two ciphertexts under one AES-GCM nonce give
-    away their XOR and the key's authentication). The interruption is made at the syscall's return:
-    ``os.pwritev`` writes, then raises."""
+    record's pwritev reached the file, before the writer counted it: the interrupted write is a
+    failed one (the record cut back off the file, the writer seals nothing more: crash recovery
+    finishes the file), so its nonce is never sealed again. Was: the seq moved on only after the
+    write, so the next record was sealed under the same nonce with other plaintext (two ciphertexts
+    under one AES-GCM nonce give away their XOR and the key's authentication). The interruption is
+    made at the syscall's return: ``os.pwritev`` writes, then raises."""
     real = os.pwritev
     sent: list[bytes] = []
     interrupt = [True]
@@ -95,13 +96,21 @@ def test_a_write_interrupted_after_it_reached_the_file_never_lets_its_nonce_be_s
             raise KeyboardInterrupt
         return written
 
-    w = sealed.SealedWriter(str(tmp_path / "f"), sealed.PCAP, AESGCM(KEY))
+    path = tmp_path / "f"
+    w = sealed.SealedWriter(str(path), sealed.PCAP, AESGCM(KEY))
     monkeypatch.setattr(sealed.os, "pwritev", pwritev)
     with pytest.raises(KeyboardInterrupt):
         w.data(0, b"a" * 100)
-    w.data(0, b"b" * 100)
+    assert path.stat().st_size == sealed.HEADER  # the record that reached the file is cut back off it
+    with pytest.raises(OSError, match="interrupted"):
+        w.data(0, b"b" * 100)  # nothing sealed again by this writer
+    with pytest.raises(OSError):
+        w.final(0)
     w.close()
-    assert len(sent) == 2 and sent[0] != sent[1]
+    assert len(sent) == 1 and path.stat().st_size == sealed.HEADER
+    assert sealed.finish(str(path), KEY, "t") == 0  # crash recovery completes it
+    with sealed.SealedFile(str(path), KEY, "t") as f:
+        assert f.size == 0
 
 
 def test_the_digest_is_the_plaintexts_sha256_whatever_the_records_and_checks_every_tag(tmp_path: Path) -> None:
