@@ -41,7 +41,8 @@ Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s
 packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
 held until the next flush; each run of frames they fall in is then one DATA record: those frames as
 sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
-A write the disk cannot take is cut back to the last whole record.
+A write the disk cannot take, or one interrupted (even after its bytes reached the file), is cut back
+to the last whole record, and its writer seals nothing more (crash recovery finishes the file).
 A record is sealed into its writing thread's one scratch buffer (the capture thread and the store's
 each have theirs; the write is synchronous, so the buffer is free again when it returns) and
 written, clear header, nonce, ciphertext and tag, by one pwritev: no bytes concatenated and no
