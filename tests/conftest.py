@@ -143,7 +143,34 @@ def needs_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         pytest.skip(f"{name} is not installed (Debian package; `make deps` installs it as root)")
+    if name == "faketime":
+        clear_stale_faketime()
     return found
+
+
+def clear_stale_faketime(shm: str = "/dev/shm") -> None:
+    """The faketime wrapper makes a POSIX semaphore and shared memory named by its PID
+    (``sem.faketime_sem_PID``, ``faketime_shm_PID``) and removes them when it exits; a wrapper that
+    was killed (a test's timeout, a CI run stopped) leaves them, and a later wrapper that gets the
+    same PID then fails with "sem_open: File exists". Those of processes no longer alive are removed
+    (a running wrapper's are left: no new process can have its PID)."""
+    try:
+        names = os.listdir(shm)
+    except OSError:
+        return
+    for entry in names:
+        prefix, _, pid = entry.rpartition("_")
+        if prefix not in ("sem.faketime_sem", "faketime_shm") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(shm, entry))
 
 
 USER_TOOLS = ("useradd", "groupadd", "userdel", "groupdel")  # what a test with real Unix users needs
