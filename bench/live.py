@@ -528,7 +528,8 @@ def run_churn(ns: Netns, work: Path, cap: dict, seconds: float) -> dict:
         ramp = send(service, cap["setup"], OWN_PACE, None, cap["setup_packets"], site / "ramp.out")
         ramp.pop("_t0")
         m0 = service.metrics()
-        result = send(service, cap["media"], TARGET_RATE, None, cap["media_packets"], site / "steady.out")
+        with _profiled(service, "churn"):
+            result = send(service, cap["media"], TARGET_RATE, None, cap["media_packets"], site / "steady.out")
         result.pop("_t0")
         m1 = service.metrics()
         result["ramp"] = ramp
