@@ -37,34 +37,12 @@ FRAME = 14 + 20 + 8 + 12 + PAYLOAD  # Ethernet, IPv4, UDP, RTP, payload
 WARM = 2.0  # s of audio fed first, untimed: past the sidecar's first figures (then every 30 s, as live)
 
 
-class Lanes:
-    """capture/lanes.py's Lanes, as the recording sees it (capture.sink.AudioLanes)."""
-
-    __slots__ = ("bufs", "frontier", "limit", "silence")
-
-    def __init__(self) -> None:
-        self.bufs = (bytearray(), bytearray())
-        self.frontier = 0
-        self.limit = 0
-        self.silence = 0
-
-
-class Records:
-    """capture/lanes.py's Records (capture.sink.EvidenceRecords)."""
-
-    __slots__ = ("buf", "limit", "linktype")
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.limit = 0
-        self.linktype = -1
-
-
 def run(calls: int, seconds: float, root: Path) -> dict:
     """One measurement in this process, with ``root``'s storage/ and capture/sink.py."""
     sys.path.insert(0, str(root))
     from zoneinfo import ZoneInfo
 
+    from capture.lanes import PyLanes, PyRecords  # the Python twins: filled here as the C kernel fills them
     from capture.sink import CallInfo, StreamStats
     from storage.spool import SpoolSink
     from storage.store import Store
@@ -83,7 +61,7 @@ def run(calls: int, seconds: float, root: Path) -> dict:
                 info = CallInfo(call_id=f"bench-{i}@example.invalid", did="+81442003939", did_label="bench",
                                 caller="0000", started_at=1790000000.0 + i, codec="PCMU")
                 rec = sink.call_started(info)
-                lanes, records = Lanes(), Records()
+                lanes, records = PyLanes(), PyRecords()
                 if not rec.use_buffers(lanes, records):
                     raise SystemExit("the recording did not take capture's buffers")
                 rec.figures = lambda: stats  # the sidecar's progress, as capture sets it
