@@ -3,12 +3,15 @@ messages that arrived as single frames, and all its RTP, DTMF and comfort noise)
 
 Written to the spool as the call goes, sealed under the recording's data key (``storage/sealed.py``:
 the pcap's global header and then each flush of the buffer, ~0.75 s of G.711 packets, is one DATA
-record of a sealed PCAP file), renamed into the store with the recording and erased with it. One link type per file (the first frame's); a frame of another
+record of a sealed PCAP file), renamed into the store with the recording and erased with it. The
+file is only ever appended to, so its plaintext's SHA-256 (the index's ``pcap_sha256``) is taken as
+each record is sealed: keeping it reads nothing back. One link type per file (the first frame's); a frame of another
 link type is counted and left out. SIP messages that were IP-fragmented or split over TCP segments
 are not in it (their frames are not kept once reassembled): the WAV and the index have the call.
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +39,8 @@ class EvidencePcap:
         self.on_error = on_error
         self.on_flush = on_flush  # after each write of the buffer (the recording's figures are saved at this pace)
         self.records: Any = None  # capture's buffer of records once taken (use_records): ``buf`` is its
+        self._sha = hashlib.sha256()  # of the plaintext sealed so far, in file order (the file is appended to only)
+        self.digest: tuple[str, int] | None = None  # (SHA-256 hex, size) once closed whole (FINAL written)
 
     def use_records(self, records: Any) -> None:
         """From here on ``buf`` is capture's (``records.buf``: its per-packet kernel appends to it too,
@@ -80,6 +85,8 @@ class EvidencePcap:
                 self.file.append(self.buf)  # whole pcap records: a record the disk cannot take is cut back
             except OSError as exc:
                 self._failed(exc)
+            else:
+                self._sha.update(self.buf)  # what the file now holds, in order (hashlib leaves the lock for it)
             if self.on_flush is not None:
                 self.on_flush()
         self.buf.clear()  # after a failure too: a full disk must not grow the buffer
@@ -101,5 +108,7 @@ class EvidencePcap:
             self.file.final(self.file.length)
         except OSError as exc:  # the store finishes it (storage.sealed.finish) when it keeps it
             self._failed(exc)
+        if self.error is None:  # every record written: the digest is the file's (else the store reads it)
+            self.digest = (self._sha.hexdigest(), self.file.length)
         self.file.close()
         return self.path

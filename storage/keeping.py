@@ -1,7 +1,8 @@
 """Keeping a finished call: its spool files into the locked store, then its index row.
 
-Its sealed WAV and pcap are completed (final header, FINAL), fsynced, hashed (the plaintext SHA-256s,
-which also checks every record), renamed into place, the folder fsynced, indexed (the wrapped key,
+Its sealed WAV and pcap are completed (final header, FINAL), fsynced, the WAV hashed (its plaintext
+SHA-256, which also checks each of its records; the evidence pcap's was taken as its records were
+sealed, nothing of it is read back), renamed into place, the folder fsynced, indexed (the wrapped key,
 the SHA-256s), and only then are the spool files and the sidecar unlinked. The store worker keeps
 the calls queued together (:meth:`Keeper.keep_many`): the fsyncs overlap, each folder is fsynced
 once, the spool folder once the queue is empty. A
@@ -130,7 +131,7 @@ class Keeper:
 
     def _stage(self, recording_id: str, wav_path: str | None, call: Any, *, pcap_path: str | None = None,
                audio: str = "exact", rate: int = 8000, data_key: bytes | None = None, wrapped_key: bytes | None = None,
-               **final: Any) -> _Staged | None:
+               pcap_digest: tuple[str, int] | None = None, **final: Any) -> _Staged | None:
         """A call's files opened (sealed: completed if they must be) or, plaintext, encrypted into
         the store; None when it is in the store already."""
         base = os.path.join(self.layout.spool_dir, recording_id)
@@ -145,11 +146,11 @@ class Keeper:
                      data_key or vault.new_data_key(), wrapped_key, final)
         st.rel = self.layout.relative_path(recording_id, call.started_at)
         try:
-            for path, rel in ((wav_path, st.rel), (pcap_path, st.rel[: -len(SUFFIX)] + PCAP_SUFFIX)):
+            for path, rel, known in ((wav_path, st.rel, None), (pcap_path, st.rel[: -len(SUFFIX)] + PCAP_SUFFIX, pcap_digest)):
                 if not path:
                     st.files.append(None)
                 elif st.sealed:
-                    st.files.append(self._open_sealed(path, rel, st.data_key))
+                    st.files.append(self._open_sealed(path, rel, st.data_key, known))
                 else:
                     st.files.append(_Placed(path, rel, digest=self._encrypt(path, rel, st.data_key)))
         except BaseException:
@@ -260,12 +261,14 @@ class Keeper:
         finally:
             placed.close()
 
-    def _open_sealed(self, src_path: str, rel: str, data_key: bytes) -> _Placed:
+    def _open_sealed(self, src_path: str, rel: str, data_key: bytes, known: tuple[str, int] | None = None) -> _Placed:
         """A sealed spool file opened for its place ``rel`` in the store, completed if its writer
         could not (a full disk); :meth:`keep_many` fsyncs it, renames it (the same file system: no
-        byte copied) and fsyncs the folder, then takes its plaintext's SHA-256 from the descriptor
-        opened here (read from the page cache it was just written through, each record decrypted
-        once, its tag checked)."""
+        byte copied) and fsyncs the folder. Its plaintext's SHA-256 is ``known`` (the evidence pcap:
+        its writer hashed each record as it sealed it, and the file it completed is as long as it
+        says), else taken from the descriptor opened here (the WAV, whose header is written last:
+        read from the page cache it was just written through, each record decrypted once, its tag
+        checked)."""
         dest = os.path.join(self.layout.recordings_dir, rel)
         os.makedirs(os.path.dirname(dest), mode=DIR_MODE, exist_ok=True)
         name = f"recording {os.path.basename(src_path)}"
@@ -275,8 +278,10 @@ class Keeper:
             f = sealed.SealedFile(src_path, data_key, name)
         except sealed.SealedError:  # its writer met a full disk before FINAL: what was sealed is kept
             sealed.finish(src_path, data_key, name, wav_header=sealed.wav_header)
-            f = sealed.SealedFile(src_path, data_key, name)
-        return _Placed(src_path, rel, file=f, dest=dest)
+            return _Placed(src_path, rel, file=sealed.SealedFile(src_path, data_key, name), dest=dest)
+        if known is not None and known[1] != f.size:  # not the file its writer finished: read it
+            known = None
+        return _Placed(src_path, rel, file=f, dest=dest, digest=known)
 
     def discard_spool(self, base: str, *, sealed_files: bool = False) -> None:
         """Remove a call's spool files: WAV, evidence pcap, call sidecar, now that they are in the

@@ -338,6 +338,7 @@ class SpoolRecording:
             self.file.close()
             wav_path = self.path
         pcap_path = self.evidence.close() if self.evidence is not None else None
+        pcap_digest = self.evidence.digest if self.evidence is not None else None  # taken as sealed
         self.sidecar.close()
         self.figures = None
         streams = [stream_record(s, self.late[s.channel - 1]) for s in result.streams]
@@ -355,7 +356,7 @@ class SpoolRecording:
             self.id, wav_path, self.call, ended_at=result.ended_at, frames=frames, complete=complete,
             end_reason=reason, streams=streams, pcap_path=pcap_path, audio=audio_kind(self.fmt),
             rate=self.fmt.rate if self.fmt else 0, linked_legs=list(self.linked_legs),
-            data_key=self.data_key, wrapped_key=self.wrapped_key,
+            data_key=self.data_key, wrapped_key=self.wrapped_key, pcap_digest=pcap_digest,
         )
 
 
