@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,6 +384,34 @@ class Index:
         unwrapped from the row), its caller's digests beside it, its conversation's place and the
         other legs of it that were not recorded (``legs``: (Call-ID, how), the Call-IDs sealed), in
         one transaction."""
+        [failed] = self.add_many([(row, data_key, legs)])
+        if failed is not None:
+            raise failed
+
+    def add_many(self, items: Sequence[tuple[RecordingRow, bytes | None, Iterable[tuple[str, str]]]]) -> list[Exception | None]:
+        """:meth:`add` for several recordings (a batch of keeps) in one transaction, so the index is
+        committed, and its journal synced, once for all of them: each one in a savepoint of its own,
+        so one that cannot be indexed (a duplicate, an altered row) fails alone. What failed each
+        (None: indexed); when the commit itself fails, that for every one."""
+        results: list[Exception | None] = [None] * len(items)
+        with database.transaction(self.db):
+            for i, (row, data_key, legs) in enumerate(items):
+                self.db.execute("SAVEPOINT one_recording")
+                try:
+                    self._insert(row, data_key, legs)
+                except Exception as exc:  # noqa: BLE001  (this recording fails; the others are indexed)
+                    self.db.execute("ROLLBACK TO one_recording")
+                    if isinstance(exc, sqlite3.IntegrityError):  # its id indexed already
+                        duplicate = DuplicateRecording(row.id)
+                        duplicate.__cause__ = exc
+                        exc = duplicate
+                    results[i] = exc
+                finally:
+                    self.db.execute("RELEASE one_recording")
+        return results
+
+    def _insert(self, row: RecordingRow, data_key: bytes | None, legs: Iterable[tuple[str, str]]) -> None:
+        """One recording's rows (in the caller's transaction)."""
         if row.wrapped_key is None:
             raise ValueError(f"recording {row.id} has no data key: its personal fields could not be sealed")
         if data_key is None:
@@ -398,31 +426,27 @@ class Index:
         sealed_legs = [(row.id, n, how if how in HOW else "unsure", _seal_leg(data_key, row.id, n, str(call_id)))
                        for n, (call_id, how) in enumerate(list(legs)[:MAX_LEGS], 1)]
         digest_key = self.digest_key()
-        try:
-            with database.transaction(self.db):
-                first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
-                                        "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
-                                        (conversation,)).fetchone()
-                earliest = first is None or (row.started_at, row.id) < tuple(first)
-                start = (row.started_at, row.id) if earliest else first
-                values["conversation_start"], values["conversation_first"] = start
-                self.db.execute(
-                    f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                    [values[c] for c in COLUMNS],
-                )
-                if first is not None and earliest:  # kept after a later part: the parts stay together
-                    self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
-                                    "conversation = ?", (row.started_at, row.id, conversation))
-                if first is not None:  # a conversation in parts: how far a part may start after its conversation
-                    latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
-                                             (conversation,)).fetchone()[0]
-                    if latest - values["conversation_start"] > self.conversation_span():
-                        self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
-                self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)",
-                                    sealed_legs)
-                self._add_digests(row.id, row.caller, digest_key)
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateRecording(row.id) from exc
+        first = self.db.execute("SELECT conversation_start, conversation_first FROM recordings WHERE "
+                                "conversation = ? ORDER BY conversation_start, conversation_first LIMIT 1",
+                                (conversation,)).fetchone()
+        earliest = first is None or (row.started_at, row.id) < tuple(first)
+        start = (row.started_at, row.id) if earliest else first
+        values["conversation_start"], values["conversation_first"] = start
+        self.db.execute(
+            f"INSERT INTO recordings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+            [values[c] for c in COLUMNS],
+        )
+        if first is not None and earliest:  # kept after a later part: the parts stay together
+            self.db.execute("UPDATE recordings SET conversation_start = ?, conversation_first = ? WHERE "
+                            "conversation = ?", (row.started_at, row.id, conversation))
+        if first is not None:  # a conversation in parts: how far a part may start after its conversation
+            latest = self.db.execute("SELECT max(started_at) FROM recordings WHERE conversation = ?",
+                                     (conversation,)).fetchone()[0]
+            if latest - values["conversation_start"] > self.conversation_span():
+                self.set_meta(CONVERSATION_SPAN, repr(float(latest - values["conversation_start"])))
+        self.db.executemany("INSERT INTO linked_legs (recording_id, n, how, sealed) VALUES (?, ?, ?, ?)",
+                            sealed_legs)
+        self._add_digests(row.id, row.caller, digest_key)
 
     def get(self, recording_id: str) -> RecordingRow | None:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM recordings WHERE id = ?", (recording_id,))

@@ -115,12 +115,7 @@ class Keeper:
                 except OSError as exc:
                     for i in members:
                         results[i] = exc
-            for i, st in staged:
-                if results[i] is None:
-                    try:
-                        results[i] = self._index(st)
-                    except Exception as exc:  # noqa: BLE001
-                        results[i] = exc
+            self._index_all([(i, st) for i, st in staged if results[i] is None], results)
         finally:
             for _, st in staged:
                 st.close()
@@ -178,8 +173,34 @@ class Keeper:
             if error is not None and results[i] is None:
                 results[i] = error
 
-    def _index(self, st: _Staged) -> RecordingRow:
-        """The call's index row (its files in place and their folder synced), then its spool files removed."""
+    def _index_all(self, ready: list[tuple[int, _Staged]], results: list[Any]) -> None:
+        """The index rows of the calls whose files are in place (their folders synced), in one
+        transaction (the index's journal synced once for the batch; each row in a savepoint, so one
+        that fails fails alone), then each indexed call's spool files removed."""
+        rows: list[tuple[int, _Staged, RecordingRow]] = []
+        for i, st in ready:
+            try:
+                rows.append((i, st, self._row(st)))
+            except Exception as exc:  # noqa: BLE001
+                results[i] = exc
+        if not rows:
+            return
+        try:
+            failed = self.db().add_many([(row, st.data_key, st.final.get("linked_legs") or ()) for _, st, row in rows])
+        except Exception as exc:  # noqa: BLE001  (the commit: none of them indexed)
+            failed = [exc] * len(rows)
+        for (i, st, row), error in zip(rows, failed, strict=True):
+            if error is not None:
+                results[i] = error
+                continue
+            results[i] = row
+            try:
+                self._indexed(st, row)
+            except Exception as exc:  # noqa: BLE001
+                results[i] = exc
+
+    def _row(self, st: _Staged) -> RecordingRow:
+        """The call's index row, its files in place."""
         call, final, recording_id = st.call, st.final, st.recording_id
         (sha256, size), (pcap_sha, pcap_size) = (f.digest() if f else ("", 0) for f in st.files)
         rel = st.rel
@@ -217,7 +238,11 @@ class Keeper:
             part=getattr(call, "part", None) or 1,
             part_reason=getattr(call, "part_reason", None) or "",
         )
-        self.db().add(row, st.data_key, final.get("linked_legs") or ())
+        return row
+
+    def _indexed(self, st: _Staged, row: RecordingRow) -> None:
+        """A call indexed: its spool files removed, and said."""
+        recording_id, call = st.recording_id, st.call
         self.discard_spool(st.base, sealed_files=st.sealed)
         if one_way_audio(row.streams):
             log.warning("recording %s has one-way audio (one direction carried no audio): check the SPAN "
@@ -228,7 +253,6 @@ class Keeper:
             row.ended_at - row.started_at, row.state,
             extra={"EVENT": "call-recorded", "RECORDING_ID": recording_id, "DID_LABEL": call.did_label},
         )
-        return row
 
     def _encrypt(self, src_path: str, rel: str, data_key: bytes) -> tuple[str, int]:
         """Encrypt a spool file to ``rel`` in the store: staging name, fsync, rename, fsync dir."""

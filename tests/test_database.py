@@ -3,6 +3,7 @@ audit log's writes that go through it (a failure half-way leaves no row, no key 
 dropped)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from pathlib import Path
@@ -133,6 +134,35 @@ def test_a_recording_indexed_twice_adds_nothing_the_second_time(tmp_path: Path) 
     with pytest.raises(DuplicateRecording):
         index.add(_row("r1", master, key), key, [("leg-2@pbx", "refer")])
     assert _tables(index) == before and not index.db.in_transaction
+
+
+def test_a_batch_of_keeps_is_indexed_in_one_commit_and_a_duplicate_in_it_fails_alone(tmp_path: Path) -> None:
+    """Index.add_many (the store worker's batch of keeps): one COMMIT (one sync of the index's
+    journal) for all the rows; the one whose id is indexed already fails with DuplicateRecording and
+    leaves nothing of itself (no digest of its other caller, no linked leg), one without a data key
+    fails with its ValueError, the others are whole."""
+    index, master = _index(tmp_path)
+    key = vault.new_data_key()
+    index.add(_row("r2", master, key), key)
+    before = _tables(index)
+    statements: list[str] = []
+    index.db.set_trace_callback(statements.append)
+    items = []
+    for rid in ("r1", "r2", "r3", "r4"):
+        row = _row(rid, master, key)
+        if rid == "r2":  # the duplicate carries another caller and a leg: none of it may stay
+            row = dataclasses.replace(row, caller="08011112222")
+        if rid == "r4":
+            row = dataclasses.replace(row, wrapped_key=None)
+        items.append((row, key, [(f"leg-{rid}@pbx", "refer")]))
+    failed = index.add_many(items)
+    index.db.set_trace_callback(None)
+    assert [type(e).__name__ if e else None for e in failed] == [None, "DuplicateRecording", None, "ValueError"]
+    assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1
+    after = _tables(index)
+    assert after["recordings"] == 3 and after["linked_legs"] == 2  # r1's and r3's legs, none of r2's
+    assert after["caller_digests"] - before["caller_digests"] == 2 * before["caller_digests"]  # r1's and r3's
+    assert index.get("r2").caller == "09012345678" and not index.db.in_transaction  # the first r2 untouched
 
 
 def test_a_prune_that_fails_half_way_removes_no_audit_row(tmp_path: Path) -> None:
