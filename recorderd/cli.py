@@ -7,6 +7,7 @@ import sys
 
 from capture.encap import summary as encap_summary
 from storage.sealed import WRITEBACK, SealedWriter
+from storage.spool_files import SpoolFiles
 from storage.store import StoreError
 
 from . import VersionAction, service
@@ -48,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     worker = service.store_worker(config)  # encryption and fsyncs overlap the parsing of what follows
     SealedWriter.writeback = WRITEBACK  # no spool-sync thread here: the disk starts on the spool as it grows
+    files = SpoolFiles(store.layout.pool_dir).start()  # the calls' spool files made ahead, beside the parsing
     try:
-        pipeline = service.build_pipeline(config, store, worker.keep)
+        pipeline = service.build_pipeline(config, store, worker.keep, files)
         result = service.replay(pipeline, args.pcaps)
     finally:
+        files.close()
         worker.stop()  # every finished call kept before the summary
         store.close()
     c = pipeline.counters

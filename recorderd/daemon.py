@@ -43,6 +43,7 @@ from capture.unrecognised import LeftOut
 from storage import signing
 from storage.recovery import recover_spool
 from storage.retention import PERIOD as RETENTION_PERIOD
+from storage.spool_files import SpoolFiles
 from storage.store import Actor, Store, StoreError
 from storage.worker import StoreWorker, Worker
 
@@ -129,7 +130,9 @@ class Daemon:
         stack.callback(os.close, store_fd)
         stack.callback(_syncfs, store_fd)  # once the worker has kept the last calls
         worker = stack.enter_context(service.store_worker(config))  # keeping and retention, off the capture loop
-        pipeline = service.build_pipeline(config, store, worker.keep)
+        files = SpoolFiles(store.layout.pool_dir).start()  # a call's spool files made ahead, off the capture loop
+        stack.callback(files.close)
+        pipeline = service.build_pipeline(config, store, worker.keep, files)
         stack.callback(pipeline.finish, "shutdown")  # every call in progress, for the worker to keep
         try:
             source = capture_source(config)

@@ -17,7 +17,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from . import signing
+from . import signing, spool_files
 from .erasure import erase_file
 from .policy import iso
 from .retention import METHOD
@@ -89,6 +89,7 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     for name in sorted(os.listdir(store.spool_dir)):
         erase_file(os.path.join(store.spool_dir, name))
         spool += 1
+    spool_files.clear(store.layout.pool_dir)  # empty files made ahead: nothing in them to erase
     for dirpath, _dirs, files in os.walk(store.recordings_dir):
         for name in files:  # anything left without an index row
             overwritten += erase_file(os.path.join(dirpath, name))
@@ -108,6 +109,7 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     erase_file(store.key_file)
     left = [os.path.join(d, f) for d, _, fs in os.walk(store.recordings_dir) for f in fs]
     left += os.listdir(store.spool_dir)
+    left += os.listdir(store.layout.pool_dir) if os.path.isdir(store.layout.pool_dir) else []
     gone = not left and not any(os.path.lexists(p) for p in (store.index_path, store.key_file, signing_file))
     cert = Certificate(
         host=socket.gethostname(),

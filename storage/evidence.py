@@ -28,8 +28,9 @@ class EvidencePcap:
     flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out
 
     def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
-                 on_flush: Callable[[], None] | None = None) -> None:
+                 on_flush: Callable[[], None] | None = None, create: Callable[[str, int], int] | None = None) -> None:
         self.path = path
+        self.create = create  # how its file is made (None: os.open; storage/spool_files.py)
         self.aes = aes
         self.linktype: int | None = None
         self.buf = bytearray()
@@ -64,7 +65,7 @@ class EvidencePcap:
             if self.records is not None:
                 self.records.linktype = linktype
             try:
-                self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes)
+                self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes, create=self.create)
             except OSError as exc:
                 self._failed(exc)
             self.buf += struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype)  # in the first record

@@ -170,7 +170,7 @@ class SealedWriter:
     writeback = 0
 
     def __init__(self, path: str, kind: int, aes: AESGCM, *, prefix: bytes = b"", first: bytes | None = None,
-                 readable: bool = False) -> None:
+                 readable: bool = False, create: Callable[[str, int], int] | None = None) -> None:
         self.path = path
         self.readable = readable  # keeps where each DATA record is, for :meth:`read` (the WAV: late payloads)
         self._index = _Extents()
@@ -183,7 +183,10 @@ class SealedWriter:
         self.length = 0  # logical plaintext bytes so far (the end of the furthest DATA record)
         self.error: OSError | None = None
         mode = os.O_RDWR if readable else os.O_WRONLY
-        self.fd = os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if create is None:
+            self.fd = os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        else:  # the same, or a file made ahead given its name (storage/spool_files.py)
+            self.fd = create(path, mode)
         self.end = self.flushed = 0  # flushed: the end of what the disk was asked to write (WRITEBACK)
         head = prefix + self.header
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,13 +42,14 @@ PROGRESS_EVERY = 30.0  # s of audio between two lines of figures (what a crash m
 
 
 class CallSidecar:
-    def __init__(self, base: str, call: Any, *, recording_id: str, aes: AESGCM, wrapped: bytes) -> None:
+    def __init__(self, base: str, call: Any, *, recording_id: str, aes: AESGCM, wrapped: bytes,
+                 create: Callable[[str, int], int] | None = None) -> None:
         """Write the clear line and the call's record; ``OSError`` (nothing left behind) if it cannot."""
         meta = {k: getattr(call, k, None) for k in FIELDS}
         line = (json.dumps(meta, ensure_ascii=False) + "\n").encode()
         clear = (json.dumps({"recording": recording_id, "key": wrapped.hex(), "format": "RDS1"}) + "\n").encode()
         self.path = base + SIDECAR
-        self.writer = sealed.SealedWriter(self.path, sealed.CALL, aes, prefix=clear, first=line)
+        self.writer = sealed.SealedWriter(self.path, sealed.CALL, aes, prefix=clear, first=line, create=create)
         self.events_kept: dict[int, int] = {}  # channel -> DTMF events in the lines so far
         self.failed = False  # a write failed (a full disk): no more lines, the last whole one stands
 

@@ -61,8 +61,9 @@ class KeyUnavailable(OSError):
 class SpoolSink:
     """Creates one :class:`SpoolRecording` per recorded call (the ``RecordingSink`` of capture)."""
 
-    def __init__(self, store: Store, keep: Any = None) -> None:
+    def __init__(self, store: Store, keep: Any = None, files: Any = None) -> None:
         self.store = store
+        self.create = files.create if files is not None else None  # spool files made ahead (storage/spool_files.py)
         self.keep = keep or store.keeper.keep  # a StoreWorker's keep() queues it for the store's own thread
         self.open_recordings: dict[str, SpoolRecording] = {}
         self.accepting = True  # the service turns this off while the store is critically full
@@ -93,8 +94,8 @@ class SpoolRecording:
         self.data_key = vault.new_data_key()
         self.aes = AESGCM(self.data_key)
         self.wrapped_key = vault.wrap(sink.store.master_key(), self.data_key, recording_id)
-        self.sidecar = CallSidecar(base, call, recording_id=recording_id, aes=self.aes,
-                                   wrapped=self.wrapped_key)  # first: the spool files always have their call and key beside them
+        self.sidecar = CallSidecar(base, call, recording_id=recording_id, aes=self.aes, wrapped=self.wrapped_key,
+                                   create=sink.create)  # first: the spool files always have their call and key beside them
         try:
             self._open(sink, recording_id, call, base)
         except BaseException:
@@ -112,7 +113,8 @@ class SpoolRecording:
         self.evidence_error: str | None = None
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
         progress = self._evidence_flushed if self.fmt is None else None  # no WAV: the pcap's writes pace it
-        self.evidence = EvidencePcap(base + ".pcap", self.aes, self._evidence_failed, progress) if self.keeps_packets else None
+        self.evidence = (EvidencePcap(base + ".pcap", self.aes, self._evidence_failed, progress, create=sink.create)
+                         if self.keeps_packets else None)
         self._progress_at = 0  # spool position (samples; evidence flushes without a WAV) of the next figures
         # (the first after FIRST_PROGRESS s, when the streams and their sources are known, then every
         # PROGRESS_EVERY s)
@@ -143,7 +145,8 @@ class SpoolRecording:
         if fmt.exact:
             self.audio = self._place  # type: ignore[method-assign]  # G.711: the payload is the samples
         provisional = wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag)
-        self.file = sealed.SealedWriter(self.path, sealed.WAV, self.aes, first=provisional, readable=True)
+        self.file = sealed.SealedWriter(self.path, sealed.WAV, self.aes, first=provisional, readable=True,
+                                        create=self.sink.create)
 
     def use_buffers(self, lanes: Any, records: Any) -> bool:
         """Capture's buffers (capture.sink.RecordingHandle.use_buffers): taken for G.711 (one byte a

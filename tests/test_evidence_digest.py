@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import small_tmpfs
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from test_placement import small_tmpfs
 from test_sealed import new_store, record
 
 from capture.source import CaptureFile

@@ -1,0 +1,151 @@
+"""Empty spool files made ahead, off the capture thread.
+
+A recorded call opens three spool files when it starts (its sidecar, its WAV, its evidence pcap).
+Making a file is the dear part: ext4 allocates its inode, and where many files were deleted lately
+(every kept call unlinks three from the spool, every erasure two from the store) its allocator looks
+past the recently freed ones, ~0.6 ms a file on the development machine's disk against ~16 us for
+giving an existing file a name. The capture thread must not wait for that, so a thread of its own
+keeps a few empty files ready in ``STORE/spool-new/`` (made ``O_CREAT | O_EXCL | O_NOFOLLOW``, 0600,
+their descriptors held open), and a new spool file is one of them given its name in the spool:
+``link`` (which, as ``O_EXCL``, refuses a name that is there already) then ``unlink`` of the ready
+name, and the descriptor is the one made with the file (checked to be the file now at that name).
+When none is ready, or the spool is on another file system than ``spool-new/`` (``EXDEV``), the file
+is made where it is needed, as before.
+
+The ready files hold nothing: a crash leaves only empty files in ``spool-new/``, which the next start
+removes (as decommission does).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o700  # as the store's other folders
+READY = 128  # files kept ready (the burst of a busy minute's new calls: 3 files a call)
+NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create(path: str, flags: int) -> int:
+    """A new file at ``path`` (``O_EXCL``: refused if a name is there), 0600, open with ``flags``."""
+    return os.open(path, flags | NEW, 0o600)
+
+
+class SpoolFiles:
+    """Spool files made ahead (``create`` is :func:`create` with one of them, when one is ready)."""
+
+    def __init__(self, pool_dir: str, ready: int = READY) -> None:
+        self.pool_dir = pool_dir
+        self.size = ready
+        self._ready: list[tuple[int, str]] = []  # (descriptor, name in pool_dir), O_RDWR
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._linkable = True  # False once the spool proved to be on another file system
+        self.taken = 0  # spool files given one made ahead
+        self.made_here = 0  # spool files made where they were needed (none ready)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SpoolFiles:
+        """Remove what an earlier run left in ``pool_dir`` (empty files), then start making files."""
+        os.makedirs(self.pool_dir, mode=DIR_MODE, exist_ok=True)
+        os.chmod(self.pool_dir, DIR_MODE)
+        clear(self.pool_dir)
+        self._thread = threading.Thread(target=self._run, name="spool-files", daemon=True)
+        self._thread.start()
+        self._wanted.set()
+        return self
+
+    def create(self, path: str, flags: int) -> int:
+        """A new spool file at ``path``, open read-write (``flags`` other than its access mode are
+        those of every new spool file); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
+        item = None
+        if self._linkable:
+            with self._lock:
+                if self._ready:
+                    item = self._ready.pop()
+            if len(self._ready) < self.size // 2:
+                self._wanted.set()
+        if item is None:
+            self.made_here += 1
+            return create(path, flags)
+        fd, name = item
+        try:
+            os.link(name, path)  # refuses an existing name (a symbolic link included: never followed)
+        except OSError as exc:
+            _drop(fd, name)
+            if exc.errno != errno.EXDEV:
+                raise
+            self._linkable = False  # the spool on another file system: made where needed from now on
+            log.info("spool files are made as calls start: the spool is on another file system than %s",
+                     self.pool_dir, extra={"EVENT": "spool-files-direct"})
+            self.made_here += 1
+            return create(path, flags)
+        try:
+            os.unlink(name)
+            made, there = os.fstat(fd), os.lstat(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if (made.st_dev, made.st_ino) != (there.st_dev, there.st_ino):  # not the file made ahead (replaced)
+            os.close(fd)
+            raise OSError(errno.EEXIST, f"{path}: the spool file made for it was replaced")
+        self.taken += 1
+        return fd
+
+    def close(self) -> None:
+        """Stop making files; those ready are closed and removed."""
+        self._stopping = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for fd, name in ready:
+            _drop(fd, name)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wanted.wait()
+            self._wanted.clear()
+            while not self._stopping and self._linkable and len(self._ready) < self.size:
+                name = os.path.join(self.pool_dir, secrets.token_hex(8))
+                try:
+                    fd = create(name, os.O_RDWR)  # the interpreter lock released while the inode is made
+                except OSError as exc:  # a full disk, no descriptor left: the calls make their own
+                    log.warning("spool files cannot be made ahead (%s): calls make their own", exc.strerror,
+                                extra={"EVENT": "spool-files-failed"})
+                    break
+                with self._lock:
+                    if self._stopping:
+                        _drop(fd, name)
+                        break
+                    self._ready.append((fd, name))
+
+
+def clear(pool_dir: str) -> int:
+    """Remove the files in ``pool_dir`` (empty: made ahead, never given a name in the spool)."""
+    removed = 0
+    try:
+        names = os.listdir(pool_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        try:
+            os.unlink(os.path.join(pool_dir, name))
+            removed += 1
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            pass
+    return removed
+
+
+def _drop(fd: int, name: str) -> None:
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass

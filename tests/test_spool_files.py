@@ -1,0 +1,130 @@
+"""Spool files made ahead (storage/spool_files.py): a call's three files are empty files made by a
+thread of their own and given their names in the spool as the call starts, so the capture thread
+never waits for the file system's inode allocation; on real directories, a real tmpfs, real replays."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, Site, small_tmpfs
+
+from storage.spool_files import SpoolFiles
+
+
+def ready(files: SpoolFiles, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(files._ready) < n:
+        assert time.monotonic() < deadline, "the files were not made"
+        time.sleep(0.005)
+
+
+def test_a_new_spool_file_is_one_made_ahead_given_its_name(tmp_path: Path) -> None:
+    spool, pool = tmp_path / "spool", tmp_path / "spool-new"
+    spool.mkdir()
+    files = SpoolFiles(str(pool), ready=4).start()
+    try:
+        ready(files, 4)
+        made = {os.stat(pool / name).st_ino for name in os.listdir(pool)}
+        fd = files.create(str(spool / "r1.wav"), os.O_WRONLY)
+        try:
+            here = os.lstat(spool / "r1.wav")
+            assert os.fstat(fd).st_ino == here.st_ino and here.st_ino in made  # one of those made ahead
+            assert stat.S_IMODE(here.st_mode) == 0o600 and here.st_nlink == 1  # its ready name gone
+            assert len(os.listdir(pool)) == 3 and files.taken == 1 and files.made_here == 0
+            os.write(fd, b"sealed bytes")
+            assert (spool / "r1.wav").read_bytes() == b"sealed bytes"
+        finally:
+            os.close(fd)
+    finally:
+        files.close()
+    assert os.listdir(pool) == []  # close removes the files still ready
+    assert stat.S_IMODE(os.stat(pool).st_mode) == 0o700
+
+
+def test_a_name_already_there_is_refused_as_o_excl_would(tmp_path: Path) -> None:
+    """An existing file and a symbolic link (dangling, or to a file elsewhere) at the name: refused
+    with FileExistsError; the file is untouched, nothing is created through the link."""
+    spool, pool = tmp_path / "spool", tmp_path / "spool-new"
+    spool.mkdir()
+    (spool / "taken.wav").write_bytes(b"first")
+    (spool / "dangling.wav").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "victim").write_bytes(b"victim")
+    (spool / "link.wav").symlink_to(tmp_path / "victim")
+    files = SpoolFiles(str(pool), ready=8).start()
+    try:
+        ready(files, 8)
+        for name in ("taken.wav", "dangling.wav", "link.wav"):
+            with pytest.raises(FileExistsError):
+                files.create(str(spool / name), os.O_WRONLY)
+        assert (spool / "taken.wav").read_bytes() == b"first" and not (tmp_path / "elsewhere").exists()
+        assert (tmp_path / "victim").read_bytes() == b"victim"
+        assert len(os.listdir(pool)) <= 8 and files.taken == 0  # the files tried are not left behind
+    finally:
+        files.close()
+    assert os.listdir(pool) == []
+
+
+def test_a_spool_on_another_file_system_makes_its_files_where_needed(tmp_path: Path) -> None:
+    """The spool a mount of its own (a real tmpfs): giving a file made on the store's file system a
+    name there fails (EXDEV), so that file and every one after it is made in the spool itself."""
+    pool = tmp_path / "spool-new"
+    with small_tmpfs(tmp_path / "spool", "1m") as spool:
+        files = SpoolFiles(str(pool), ready=4).start()
+        try:
+            ready(files, 4)
+            fds = [files.create(str(spool / f"r{i}.wav"), os.O_WRONLY) for i in range(3)]
+            for fd in fds:
+                os.write(fd, b"x")
+                os.close(fd)
+            assert sorted(os.listdir(spool)) == ["r0.wav", "r1.wav", "r2.wav"]
+            assert files.taken == 0 and files.made_here == 3
+            assert os.stat(spool / "r0.wav").st_dev != os.stat(pool).st_dev
+        finally:
+            files.close()
+        assert os.listdir(pool) == []
+
+
+def test_start_removes_what_a_crash_left(tmp_path: Path) -> None:
+    pool = tmp_path / "spool-new"
+    pool.mkdir()
+    for i in range(5):
+        (pool / f"left{i}").write_bytes(b"")
+    files = SpoolFiles(str(pool), ready=2).start()
+    try:
+        ready(files, 2)
+        assert not any(name.startswith("left") for name in os.listdir(pool))
+    finally:
+        files.close()
+
+
+def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recorderd replay`` of the demo day: every spool file a call opened was one made ahead (none
+    ready: made where needed), every recording kept and verified, and the spool and spool-new/ are
+    empty afterwards."""
+    seen: list[SpoolFiles] = []
+    real_close = SpoolFiles.close
+
+    def close(self: SpoolFiles) -> None:
+        seen.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(SpoolFiles, "close", close)
+    assert site.replay(FIXTURES / "demo-day.pcap") == 0
+    rows = site.list(capsys)
+    [files] = seen
+    assert rows and files.taken + files.made_here >= 2 * len(rows) and files.taken > 0
+    assert site.spool_files() == [] and os.listdir(site.store / "spool-new") == []
+    assert site.ctl("verify") == 0
+
+
+def test_decommission_removes_files_made_ahead(site: Site, tmp_path: Path) -> None:
+    """Empty files a crash left in spool-new/: decommission removes them and certifies the store gone."""
+    pool = site.store / "spool-new"
+    pool.mkdir(mode=0o700, exist_ok=True)
+    (pool / "0123456789abcdef").write_bytes(b"")
+    assert site.ctl("decommission", "--confirm", "--certificate", str(tmp_path / "cert")) == 0
+    assert os.listdir(pool) == []
