@@ -12,8 +12,9 @@ name, and the descriptor is the one made with the file (checked to be the file n
 When none is ready, or the spool is on another file system than ``spool-new/`` (``EXDEV``), the file
 is made where it is needed, as before.
 
-The ready files hold nothing: a crash leaves only empty files in ``spool-new/``, which the next start
-removes (as decommission does).
+The ready files hold nothing. Those still ready when recorderd stops stay in ``spool-new/`` for the
+next start, which takes them again (each checked to be an empty regular file of ours with one name;
+anything else there is removed); decommission removes them.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import errno
 import logging
 import os
 import secrets
+import stat
 import threading
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,10 @@ class SpoolFiles:
         self._thread: threading.Thread | None = None
 
     def start(self) -> SpoolFiles:
-        """Remove what an earlier run left in ``pool_dir`` (empty files), then start making files."""
+        """Take the files an earlier run left ready in ``pool_dir``, then start making more."""
         os.makedirs(self.pool_dir, mode=DIR_MODE, exist_ok=True)
         os.chmod(self.pool_dir, DIR_MODE)
-        clear(self.pool_dir)
+        self._adopt()
         self._thread = threading.Thread(target=self._run, name="spool-files", daemon=True)
         self._thread.start()
         self._wanted.set()
@@ -81,6 +83,10 @@ class SpoolFiles:
             if exc.errno != errno.EXDEV:
                 raise
             self._linkable = False  # the spool on another file system: made where needed from now on
+            with self._lock:
+                useless, self._ready = self._ready, []
+            for other_fd, other in useless:
+                _drop(other_fd, other)
             log.info("spool files are made as calls start: the spool is on another file system than %s",
                      self.pool_dir, extra={"EVENT": "spool-files-direct"})
             self.made_here += 1
@@ -98,15 +104,34 @@ class SpoolFiles:
         return fd
 
     def close(self) -> None:
-        """Stop making files; those ready are closed and removed."""
+        """Stop making files; those ready are closed and left for the next start (empty files)."""
         self._stopping = True
         self._wanted.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
             ready, self._ready = self._ready, []
-        for fd, name in ready:
-            _drop(fd, name)
+        for fd, _ in ready:
+            os.close(fd)
+
+    def _adopt(self) -> None:
+        """The files left ready in ``pool_dir`` taken again: each an empty regular file of this user
+        with no other name (opened without following a link); anything else there removed."""
+        me = os.geteuid()
+        for name in sorted(os.listdir(self.pool_dir)):
+            path = os.path.join(self.pool_dir, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:  # a symbolic link (ELOOP), a folder, a socket: not one of ours
+                _remove(path)
+                continue
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_size or st.st_nlink != 1 or st.st_uid != me
+                    or len(self._ready) >= 2 * self.size):
+                _drop(fd, path)
+                continue
+            os.set_blocking(fd, True)
+            self._ready.append((fd, path))
 
     def _run(self) -> None:
         while not self._stopping:
@@ -145,7 +170,13 @@ def clear(pool_dir: str) -> int:
 
 def _drop(fd: int, name: str) -> None:
     os.close(fd)
+    _remove(name)
+
+
+def _remove(path: str) -> None:
     try:
-        os.unlink(name)
-    except FileNotFoundError:
+        os.unlink(path)
+    except IsADirectoryError:
+        os.rmdir(path)
+    except OSError:
         pass

@@ -40,7 +40,8 @@ def test_a_new_spool_file_is_one_made_ahead_given_its_name(tmp_path: Path) -> No
             os.close(fd)
     finally:
         files.close()
-    assert os.listdir(pool) == []  # close removes the files still ready
+    assert len(os.listdir(pool)) >= 3  # those still ready stay for the next start, empty
+    assert all(os.stat(pool / n).st_size == 0 for n in os.listdir(pool))
     assert stat.S_IMODE(os.stat(pool).st_mode) == 0o700
 
 
@@ -64,7 +65,6 @@ def test_a_name_already_there_is_refused_as_o_excl_would(tmp_path: Path) -> None
         assert len(os.listdir(pool)) <= 8 and files.taken == 0  # the files tried are not left behind
     finally:
         files.close()
-    assert os.listdir(pool) == []
 
 
 def test_a_spool_on_another_file_system_makes_its_files_where_needed(tmp_path: Path) -> None:
@@ -87,15 +87,33 @@ def test_a_spool_on_another_file_system_makes_its_files_where_needed(tmp_path: P
         assert os.listdir(pool) == []
 
 
-def test_start_removes_what_a_crash_left(tmp_path: Path) -> None:
-    pool = tmp_path / "spool-new"
+def test_start_takes_the_empty_files_left_ready_and_removes_anything_else(tmp_path: Path) -> None:
+    """What an earlier run left in spool-new/: its empty files are taken again (and given out as
+    spool files); a file with bytes in it, one with a second name, a symbolic link and a folder are
+    removed, and nothing is followed through the link."""
+    pool, spool = tmp_path / "spool-new", tmp_path / "spool"
     pool.mkdir()
-    for i in range(5):
-        (pool / f"left{i}").write_bytes(b"")
+    spool.mkdir()
+    for i in range(3):
+        (pool / f"empty{i}").write_bytes(b"")
+    (pool / "full").write_bytes(b"not empty")
+    (pool / "twice").write_bytes(b"")
+    os.link(pool / "twice", tmp_path / "other-name")
+    (tmp_path / "target").write_bytes(b"")
+    (pool / "link").symlink_to(tmp_path / "target")
+    (pool / "folder").mkdir()
+    left = {os.stat(pool / f"empty{i}").st_ino for i in range(3)}
     files = SpoolFiles(str(pool), ready=2).start()
     try:
-        ready(files, 2)
-        assert not any(name.startswith("left") for name in os.listdir(pool))
+        names = set(os.listdir(pool))
+        assert not names & {"full", "twice", "link", "folder"}
+        assert (tmp_path / "target").exists() and (tmp_path / "other-name").read_bytes() == b""
+        given = set()
+        for i in range(3):
+            fd = files.create(str(spool / f"r{i}.wav"), os.O_WRONLY)
+            given.add(os.fstat(fd).st_ino)
+            os.close(fd)
+        assert given == left  # the files left ready, taken first
     finally:
         files.close()
 
@@ -103,8 +121,8 @@ def test_start_removes_what_a_crash_left(tmp_path: Path) -> None:
 def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, capsys: pytest.CaptureFixture[str],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``recorderd replay`` of the demo day: every spool file a call opened was one made ahead (none
-    ready: made where needed), every recording kept and verified, and the spool and spool-new/ are
-    empty afterwards."""
+    ready: made where needed), every recording kept and verified, the spool empty afterwards and
+    spool-new/ holding only empty files."""
     seen: list[SpoolFiles] = []
     real_close = SpoolFiles.close
 
@@ -117,7 +135,8 @@ def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, c
     rows = site.list(capsys)
     [files] = seen
     assert rows and files.taken + files.made_here >= 2 * len(rows) and files.taken > 0
-    assert site.spool_files() == [] and os.listdir(site.store / "spool-new") == []
+    assert site.spool_files() == []
+    assert all(p.stat().st_size == 0 for p in (site.store / "spool-new").iterdir())  # ready ones, empty
     assert site.ctl("verify") == 0
 
 
