@@ -237,13 +237,29 @@ def make_site(root: Path) -> Path:
     return config
 
 
+UNIT = ROOT / "systemd" / "recorderd.service"
+
+
+def unit_environment(unit: Path = UNIT) -> dict[str, str]:
+    """The variables the service's unit sets (``Environment=NAME=VALUE`` lines; none quoted there)."""
+    env = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            for item in line[len("Environment="):].split():
+                name, _, value = item.partition("=")
+                env[name] = value
+    return env
+
+
 class Service:
-    """``recorderd --config`` inside the namespace (``ip netns exec`` execs it: same PID)."""
+    """``recorderd --config`` inside the namespace (``ip netns exec`` execs it: same PID), with the
+    environment its systemd unit gives it."""
 
     def __init__(self, ns: Netns, config: Path) -> None:
         self.ns = ns
         self.log = config.parent / "service.log"
         env = {k: v for k, v in ENV.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
+        env.update(unit_environment())  # what systemd gives the service (its unit's Environment=)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(ns.cmd(str(VENV_BIN / "recorderd"), "--config", str(config)), stdout=out,
                                          stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
@@ -645,7 +661,7 @@ def run(calls: int = 3000, seconds: float = 10.0, churn: bool = True, only_churn
 def method(r: dict) -> str:
     c = r["capture"]
     return (f"bench/live.py: network namespace with a veth pair {TX} <-> {RX} (IPv6 off); per rate a fresh store "
-            f"and `recorderd --config` capturing on {RX} (ring_mb {RING_MB}: ~{r['ring_capacity_rtp_frames'] // 1000} k "
+            f"and `recorderd --config` capturing on {RX}, with its systemd unit's Environment= (ring_mb {RING_MB}: ~{r['ring_capacity_rtp_frames'] // 1000} k "
             f"RTP frames; metrics on 127.0.0.1:{METRICS_PORT} in the namespace); {r['tcpreplay']} sends the capture's "
             f"set-up part ({c['setup_packets']:,} packets: every INVITE to ACK and the first media, at "
             f"{SETUP_RATE // 1000} k pkt/s, not measured here), "

@@ -574,8 +574,11 @@ class Appliance:
             expect(eff == bnd == CAP_NET_RAW, f"CapEff {status['CapEff']} CapBnd {status['CapBnd']}: not CAP_NET_RAW alone")
             expect(status["NoNewPrivs"].strip() == "1", "NoNewPrivs is not set")
             expect(status["Seccomp"].strip() == "2", f"Seccomp {status['Seccomp']} (2 = filter)")
+            environ = self.c.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout.splitlines()
+            expect("GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in environ,  # the unit's: malloc's heap on huge pages
+                   "the unit's GLIBC_TUNABLES did not reach the service")
             seen.append(f"uid {uid} (recorderd), CapEff = CapBnd = CAP_NET_RAW only (no CAP_NET_ADMIN), NoNewPrivs 1, "
-                        f"Seccomp 2; {self.box.capture_open()}")
+                        f"Seccomp 2, GLIBC_TUNABLES from its unit; {self.box.capture_open()}")
 
     def console(self) -> None:
         """The web console as the package leaves it: its unit up, its user with no capability, its
