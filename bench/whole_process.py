@@ -31,6 +31,15 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.e
 SUMMARY = re.compile(r"replayed (\d+) packets from \d+ file\(s\): (\d+) recorded, (\d+) not designated")
 
 
+def warm(path: Path) -> None:
+    """Read ``path`` once, so a run measured next starts from the page cache whatever reclaimed it
+    since it was made (the development machine's kernel reclaims idle page cache: DAMON): every
+    program compared here reads the same capture, from memory."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+
+
 def measure(command: list[str], cwd: str | None = None) -> dict:
     """Run ``command`` under a fresh measuring process; its figures and output."""
     with tempfile.TemporaryDirectory(prefix="recorderd-bench-out-") as tmp:
@@ -84,6 +93,7 @@ def replay(capture: Path, packets: int, designated: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="recorderd-bench-replay-") as tmp:
         config = make_site(Path(tmp))
         command = [str(VENV_BIN / "recorderd"), "replay", str(capture), "--config", str(config)]
+        warm(capture)
         run = measure(command)
         listed = subprocess.run([str(VENV_BIN / "recorderctl"), "--config", str(config), "list", "--json"],
                                 check=True, capture_output=True, text=True, env=ENV)
@@ -121,6 +131,7 @@ def tshark(capture: Path, packets: int) -> dict:
     if exe is None:
         return {"skipped": "tshark is not installed"}
     command = [exe, "-q", "-z", "rtp,streams", "-r", str(capture)]
+    warm(capture)
     run = measure(command)
     if run["returncode"] != 0:
         raise RuntimeError(f"tshark failed ({run['returncode']}): {run['stderr'][-2000:]}")
