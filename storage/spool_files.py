@@ -48,6 +48,7 @@ class SpoolFiles:
         self._wanted = threading.Event()
         self._stopping = False
         self._linkable = True  # False once the spool proved to be on another file system
+        self._failing = False  # the last file could not be made (said once)
         self.taken = 0  # spool files given one made ahead
         self.made_here = 0  # spool files made where they were needed (none ready)
         self._thread: threading.Thread | None = None
@@ -142,9 +143,12 @@ class SpoolFiles:
                 try:
                     fd = create(name, os.O_RDWR)  # the interpreter lock released while the inode is made
                 except OSError as exc:  # a full disk, no descriptor left: the calls make their own
-                    log.warning("spool files cannot be made ahead (%s): calls make their own", exc.strerror,
-                                extra={"EVENT": "spool-files-failed"})
+                    if not self._failing:  # said once, until a file can be made again
+                        self._failing = True
+                        log.warning("spool files cannot be made ahead (%s): calls make their own", exc.strerror,
+                                    extra={"EVENT": "spool-files-failed"})
                     break
+                self._failing = False
                 with self._lock:
                     if self._stopping:
                         _drop(fd, name)

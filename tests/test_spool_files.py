@@ -3,13 +3,15 @@ thread of their own and given their names in the spool as the call starts, so th
 never waits for the file system's inode allocation; on real directories, a real tmpfs, real replays."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, Site, small_tmpfs
+from conftest import FIXTURES, Site, needs_tool, small_tmpfs
 
 from storage.spool_files import SpoolFiles
 
@@ -85,6 +87,50 @@ def test_a_spool_on_another_file_system_makes_its_files_where_needed(tmp_path: P
         finally:
             files.close()
         assert os.listdir(pool) == []
+
+
+def test_a_file_system_out_of_inodes_is_said_once_and_the_ready_files_still_serve(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Store and spool on a real ext4 (a loop device) made with a handful of inodes: the thread
+    makes what it can, says once that it cannot make more (not once per call that wakes it), the
+    files it made are still given out (a name needs no inode), and then a call's own file fails."""
+    if os.geteuid() != 0:
+        pytest.skip("loop devices and mounts need root")
+    needs_tool("losetup")
+    needs_tool("mkfs.ext4")
+    image, root = tmp_path / "few-inodes.img", tmp_path / "store"
+    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-N", "16", str(image)], check=True)
+    root.mkdir()
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        subprocess.run(["mount", loop, str(root)], check=True)
+        try:
+            (root / "spool").mkdir()
+            files = SpoolFiles(str(root / "spool-new"), ready=64).start()
+            try:
+                deadline = time.monotonic() + 10
+                while not files._failing:
+                    assert time.monotonic() < deadline, "the file system never ran out of inodes"
+                    time.sleep(0.005)
+                made = len(files._ready)
+                assert 0 < made < 64
+                for i in range(made):
+                    os.close(files.create(str(root / "spool" / f"r{i}.wav"), os.O_WRONLY))
+                    time.sleep(0.01)  # each take wakes the thread, which fails again
+                assert files.taken == made and len(os.listdir(root / "spool")) == made
+                with pytest.raises(OSError) as refused:  # none ready, none can be made: the call's own error
+                    files.create(str(root / "spool" / "more.wav"), os.O_WRONLY)
+                assert refused.value.errno == errno.ENOSPC
+            finally:
+                files.close()
+        finally:
+            subprocess.run(["umount", str(root)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
+    said = [r for r in caplog.records if getattr(r, "EVENT", "") == "spool-files-failed"]
+    assert len(said) == 1
 
 
 def test_start_takes_the_empty_files_left_ready_and_removes_anything_else(tmp_path: Path) -> None:
