@@ -40,7 +40,7 @@ class EvidencePcap:
         self.on_error = on_error
         self.on_flush = on_flush  # after each write of the buffer (the recording's figures are saved at this pace)
         self.records: Any = None  # capture's buffer of records once taken (use_records): ``buf`` is its
-        self._sha = hashlib.sha256()  # of the plaintext sealed so far, in file order (the file is appended to only)
+        self._sha: Any = hashlib.sha256()  # of the plaintext sealed so far, in file order (appended to only); None: not all of it
         self.digest: tuple[str, int] | None = None  # (SHA-256 hex, size) once closed whole (FINAL written)
 
     def use_records(self, records: Any) -> None:
@@ -81,16 +81,25 @@ class EvidencePcap:
             self.flush()
 
     def flush(self) -> None:
-        if self.buf and self.file is not None and self.error is None:
-            try:
-                self.file.append(self.buf)  # whole pcap records: a record the disk cannot take is cut back
-            except OSError as exc:
-                self._failed(exc)
-            else:
-                self._sha.update(self.buf)  # what the file now holds, in order (hashlib leaves the lock for it)
-            if self.on_flush is not None:
-                self.on_flush()
-        self.buf.clear()  # after a failure too: a full disk must not grow the buffer
+        try:
+            if self.buf and self.file is not None and self.error is None:
+                unhashed = False
+                try:
+                    self.file.append(self.buf)  # whole pcap records: a record the disk cannot take is cut back
+                    unhashed = True
+                    if self._sha is not None:
+                        self._sha.update(self.buf)  # what the file now holds, in order (outside the lock)
+                    unhashed = False
+                except OSError as exc:
+                    self._failed(exc)
+                finally:
+                    if unhashed:  # written, then interrupted (Ctrl-C of a replay) before it was hashed
+                        self._sha = None  # no digest: the store reads the file
+                if self.on_flush is not None:
+                    self.on_flush()
+        finally:
+            self.buf.clear()  # after a failure too (a full disk must not grow the buffer), and after an
+            # interruption: what was written is never written again
 
     def _failed(self, exc: OSError) -> None:
         """What was written stays; what comes after is lost, and the recording says so."""
@@ -109,7 +118,7 @@ class EvidencePcap:
             self.file.final(self.file.length)
         except OSError as exc:  # the store finishes it (storage.sealed.finish) when it keeps it
             self._failed(exc)
-        if self.error is None:  # every record written: the digest is the file's (else the store reads it)
-            self.digest = (self._sha.hexdigest(), self.file.length)
+        if self.error is None and self._sha is not None:  # every record written and hashed: the file's digest
+            self.digest = (self._sha.hexdigest(), self.file.length)  # (else the store reads the file)
         self.file.close()
         return self.path

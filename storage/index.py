@@ -400,13 +400,16 @@ class Index:
                 try:
                     self._insert(row, data_key, legs)
                 except Exception as exc:  # noqa: BLE001  (this recording fails; the others are indexed)
+                    if not self.db.in_transaction:  # SQLite rolled it all back itself (a full disk, an I/O
+                        raise  # error): the batch fails, with that cause
                     self.db.execute("ROLLBACK TO one_recording")
+                    self.db.execute("RELEASE one_recording")
                     if isinstance(exc, sqlite3.IntegrityError):  # its id indexed already
                         duplicate = DuplicateRecording(row.id)
                         duplicate.__cause__ = exc
                         exc = duplicate
                     results[i] = exc
-                finally:
+                else:
                     self.db.execute("RELEASE one_recording")
         return results
 

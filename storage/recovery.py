@@ -92,12 +92,18 @@ def recover_spool(store: Store) -> list[str]:
             if pcap_path:
                 repair_pcap(pcap_path)
         seconds = frames / fmt.rate if fmt and frames else 0.0
-        store.keeper.keep(
-            recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
-            end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
-            pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
-            linked_legs=meta.get("linked_legs") or [], **sealed_keys,
-        )
+        try:
+            store.keeper.keep(
+                recording_id, wav_path, call, ended_at=call.started_at + seconds, frames=frames, complete=False,
+                end_reason=f"{REASON}; {SOME_FIGURES if streams is not None else NO_FIGURES}", streams=streams or [],
+                pcap_path=pcap_path, audio=audio_kind(fmt), rate=fmt.rate if fmt else 0,
+                linked_legs=meta.get("linked_legs") or [], **sealed_keys,
+            )
+        except (OSError, sealed.SealedError) as exc:  # e.g. a file renamed by a keep that died, damaged since:
+            # that recording waits for a technician; the start, and every other one, goes on
+            log.error("spool files of %s cannot be kept (%s): kept in the spool for a technician",
+                      recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})
+            continue
         recovered.append(recording_id)
         log.warning("recovered recording %s (%.1f s of audio) left by an unclean stop", recording_id, seconds,
                     extra={"EVENT": "recording-recovered", "RECORDING_ID": recording_id,
@@ -107,7 +113,8 @@ def recover_spool(store: Store) -> list[str]:
 
 def _renamed(store: Store, recording_id: str, call: SimpleNamespace) -> tuple[bool, bool]:
     """Whether the recording's WAV and pcap are already in the store (a keep that died between its
-    rename and its index row; the files renamed are complete: keep checked them before)."""
+    rename and its index row; the files renamed are complete: FINAL written, the WAV's records checked
+    by that keep, the pcap's by its writer's digest only)."""
     if store.db().get(recording_id) is not None:
         return False, False  # kept: the sidecar alone was left (keep removes it next)
     wav_dest = store.layout.file_path_of(recording_id, float(call.started_at))

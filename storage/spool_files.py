@@ -13,15 +13,19 @@ When none is ready, or the spool is on another file system than ``spool-new/`` (
 is made where it is needed, as before.
 
 The ready files hold nothing. Those still ready when recorderd stops stay in ``spool-new/`` for the
-next start, which takes them again (each checked to be an empty regular file of ours with one name;
-anything else there is removed); decommission removes them.
+next start, which takes them again (each checked to be an empty regular 0600 file of ours with one
+name; other files and links there are removed, folders left alone); decommission removes everything
+there. One process at a time makes files ahead for a store: ``spool-new/`` is locked (``flock``) by the
+one that does, and another (``recorderd replay`` beside the service) makes its files where needed.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import secrets
+import shutil
 import stat
 import threading
 
@@ -52,11 +56,29 @@ class SpoolFiles:
         self.taken = 0  # spool files given one made ahead
         self.made_here = 0  # spool files made where they were needed (none ready)
         self._thread: threading.Thread | None = None
+        self._dir_fd = -1  # pool_dir, open and locked while this one makes files in it
 
     def start(self) -> SpoolFiles:
-        """Take the files an earlier run left ready in ``pool_dir``, then start making more."""
-        os.makedirs(self.pool_dir, mode=DIR_MODE, exist_ok=True)
-        os.chmod(self.pool_dir, DIR_MODE)
+        """Lock ``pool_dir``, take the files an earlier run left ready there, then start making more.
+        Another process holding the lock (or a folder that cannot be made): files made where needed."""
+        try:
+            os.makedirs(self.pool_dir, mode=DIR_MODE, exist_ok=True)
+            fd = os.open(self.pool_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("spool files cannot be made ahead (%s): calls make their own", exc.strerror,
+                        extra={"EVENT": "spool-files-failed"})
+            self._linkable = False
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            log.info("another recorderd makes this store's spool files ahead: this one makes its own as calls start",
+                     extra={"EVENT": "spool-files-direct"})
+            self._linkable = False
+            return self
+        self._dir_fd = fd
+        os.fchmod(fd, DIR_MODE)
         self._adopt()
         self._thread = threading.Thread(target=self._run, name="spool-files", daemon=True)
         self._thread.start()
@@ -81,15 +103,11 @@ class SpoolFiles:
             os.link(name, path)  # refuses an existing name (a symbolic link included: never followed)
         except OSError as exc:
             _drop(fd, name)
-            if exc.errno != errno.EXDEV:
+            if exc.errno == errno.EEXIST:
                 raise
-            self._linkable = False  # the spool on another file system: made where needed from now on
-            with self._lock:
-                useless, self._ready = self._ready, []
-            for other_fd, other in useless:
-                _drop(other_fd, other)
-            log.info("spool files are made as calls start: the spool is on another file system than %s",
-                     self.pool_dir, extra={"EVENT": "spool-files-direct"})
+            if exc.errno == errno.EXDEV:
+                self._direct("the spool is on another file system than spool-new/")
+            # EXDEV, or the file made ahead gone (ENOENT), refused: this one made here, as without them
             self.made_here += 1
             return create(path, flags)
         try:
@@ -98,11 +116,20 @@ class SpoolFiles:
         except BaseException:
             os.close(fd)
             raise
-        if (made.st_dev, made.st_ino) != (there.st_dev, there.st_ino):  # not the file made ahead (replaced)
-            os.close(fd)
+        if (made.st_dev, made.st_ino) != (there.st_dev, there.st_ino) or made.st_nlink != 1:
+            os.close(fd)  # not the file made ahead at that name, or it has another name too
             raise OSError(errno.EEXIST, f"{path}: the spool file made for it was replaced")
         self.taken += 1
         return fd
+
+    def _direct(self, why: str) -> None:
+        """No more files made ahead (those ready removed): each made where it is needed."""
+        self._linkable = False
+        with self._lock:
+            useless, self._ready = self._ready, []
+        for fd, name in useless:
+            _drop(fd, name)
+        log.info("spool files are made as calls start: %s", why, extra={"EVENT": "spool-files-direct"})
 
     def close(self) -> None:
         """Stop making files; those ready are closed and left for the next start (empty files)."""
@@ -114,6 +141,9 @@ class SpoolFiles:
             ready, self._ready = self._ready, []
         for fd, _ in ready:
             os.close(fd)
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)  # the lock let go
+            self._dir_fd = -1
 
     def _adopt(self) -> None:
         """The files left ready in ``pool_dir`` taken again: each an empty regular file of this user
@@ -128,7 +158,7 @@ class SpoolFiles:
                 continue
             st = os.fstat(fd)
             if (not stat.S_ISREG(st.st_mode) or st.st_size or st.st_nlink != 1 or st.st_uid != me
-                    or len(self._ready) >= 2 * self.size):
+                    or stat.S_IMODE(st.st_mode) != 0o600 or len(self._ready) >= 2 * self.size):
                 _drop(fd, path)
                 continue
             os.set_blocking(fd, True)
@@ -150,25 +180,28 @@ class SpoolFiles:
                     break
                 self._failing = False
                 with self._lock:
-                    if self._stopping:
+                    if self._stopping or not self._linkable:  # closing, or given up meanwhile
                         _drop(fd, name)
                         break
                     self._ready.append((fd, name))
 
 
 def clear(pool_dir: str) -> int:
-    """Remove the files in ``pool_dir`` (empty: made ahead, never given a name in the spool)."""
+    """Remove everything in ``pool_dir`` (decommission): the files made ahead (empty, never given a
+    name in the spool), and whatever else was put there, folders with what is in them (links are
+    removed, never followed)."""
     removed = 0
     try:
         names = os.listdir(pool_dir)
     except FileNotFoundError:
         return 0
     for name in names:
-        try:
-            os.unlink(os.path.join(pool_dir, name))
-            removed += 1
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            pass
+        path = os.path.join(pool_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        removed += 1
     return removed
 
 
@@ -178,9 +211,8 @@ def _drop(fd: int, name: str) -> None:
 
 
 def _remove(path: str) -> None:
+    """A file or link that is not one of the files made ahead, removed; a folder left alone."""
     try:
         os.unlink(path)
-    except IsADirectoryError:
-        os.rmdir(path)
     except OSError:
         pass

@@ -165,6 +165,28 @@ def test_a_batch_of_keeps_is_indexed_in_one_commit_and_a_duplicate_in_it_fails_a
     assert index.get("r2").caller == "09012345678" and not index.db.in_transaction  # the first r2 untouched
 
 
+def test_a_batch_that_sqlite_rolls_back_whole_fails_with_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row whose statement makes SQLite roll the whole transaction back (it may on a full disk or
+    an I/O error; the rollback done here stands in for it): add_many raises that cause, not a
+    savepoint error, and nothing of the batch is in the index (found by review)."""
+    index, master = _index(tmp_path)
+    key = vault.new_data_key()
+    real = index._insert
+    calls: list[str] = []
+
+    def insert(row: RecordingRow, data_key: bytes | None, legs: object) -> None:
+        calls.append(row.id)
+        if len(calls) == 2:
+            index.db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        real(row, data_key, legs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index, "_insert", insert)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        index.add_many([(_row(rid, master, key), key, []) for rid in ("r1", "r2", "r3")])
+    assert _tables(index)["recordings"] == 0 and not index.db.in_transaction
+
+
 def test_a_prune_that_fails_half_way_removes_no_audit_row(tmp_path: Path) -> None:
     log = AuditLog(str(tmp_path / "audit.sqlite"))
     log.create()

@@ -4,6 +4,7 @@ indexes that digest; a file its writer could not finish is read back as before."
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -128,3 +129,80 @@ def test_a_known_digest_of_another_length_than_the_file_is_not_trusted(tmp_path:
 def _write(path: Path, blob: bytes) -> Path:
     path.write_bytes(blob)
     return path
+
+
+class _InterruptedOnce:
+    """hashlib's sha256, whose first update is interrupted (Ctrl-C of a replay landing after the
+    record reached the file, before it was hashed)."""
+
+    def __init__(self) -> None:
+        self.sha, self.armed = hashlib.sha256(), True
+
+    def update(self, data: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        self.sha.update(data)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def test_a_flush_interrupted_after_its_write_gives_no_digest_and_writes_nothing_twice(tmp_path: Path) -> None:
+    """The interrupted record is on the file once (the buffer is not written again at close), and
+    the writer, whose hash lacks it, gives no digest: the keep reads the file (found by review)."""
+    key = AESGCM.generate_key(bit_length=256)
+    path = str(tmp_path / "call.pcap")
+    pcap = EvidencePcap(path, AESGCM(key))
+    pcap._sha = _InterruptedOnce()
+    frames = [bytes(42) + bytes([i % 256]) * 172 for i in range(200)]
+    with pytest.raises(KeyboardInterrupt):
+        for i, frame in enumerate(frames):
+            pcap.add(T0 + i * 0.02, 1, frame)
+    sent = i + 1
+    for j in range(sent, 200):  # the call goes on after the interruption (the service's shutdown path)
+        pcap.add(T0 + j * 0.02, 1, frames[j])
+    pcap.close()
+    assert pcap.digest is None
+    with sealed.SealedFile(path, key, "call.pcap") as f:
+        blob = b"".join(f.plaintext())
+    with CaptureFile(_write(tmp_path / "plain.pcap", blob)) as capture:
+        kept = [bytes(fr) for b in capture.batches() for _, _, fr in b]
+    assert kept == frames  # every frame once, in order
+
+
+def test_a_renamed_pcap_damaged_before_its_index_row_stops_neither_recovery_nor_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keep that died between renaming a call's files into the store and its index row, and the
+    renamed pcap damaged since (the keep no longer reads it back): recovery at the next start
+    leaves that recording for a technician, said, and still keeps the other call left in the
+    spool; it raised out of recover_spool before (the daemon could not start; found by review)."""
+    from storage.keeping import Keeper
+    from storage.recovery import recover_spool
+
+    store = new_store(tmp_path)
+    try:
+        def died(self: Keeper, ready: object, results: object) -> None:
+            raise RuntimeError("killed between the rename and the index row")
+
+        with monkeypatch.context() as m:
+            m.setattr(Keeper, "_index_all", died)
+            with pytest.raises(RuntimeError):
+                record(store, 6)
+        [pcap] = Path(store.layout.recordings_dir).rglob("*.pcap.rdv")
+        fd = os.open(pcap, os.O_RDWR)
+        try:  # one bit of the second record's ciphertext flipped
+            found = sealed.scan(fd, "pcap")
+            _, n, pos, _ = found.records[1]
+            at = pos + sealed.RECORD + sealed.NONCE + n // 2
+            os.pwrite(fd, bytes([os.pread(fd, 1, at)[0] ^ 1]), at)
+        finally:
+            os.close(fd)
+        record(store, 4, end=False, started=T0 + 100)  # another call, in the spool at the "crash"
+        recovered = recover_spool(store)
+        rows = store.reading.recordings()
+        assert len(recovered) == 1 and [r.id for r in rows] == recovered  # the other call kept
+        left = sorted(p.name for p in Path(store.spool_dir).iterdir())
+        assert left and all(name.startswith(pcap.name[: -len(".pcap.rdv")]) for name in left)  # the damaged one waits
+    finally:
+        store.close()

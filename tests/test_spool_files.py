@@ -4,6 +4,7 @@ never waits for the file system's inode allocation; on real directories, a real 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -134,14 +135,16 @@ def test_a_file_system_out_of_inodes_is_said_once_and_the_ready_files_still_serv
 
 
 def test_start_takes_the_empty_files_left_ready_and_removes_anything_else(tmp_path: Path) -> None:
-    """What an earlier run left in spool-new/: its empty files are taken again (and given out as
-    spool files); a file with bytes in it, one with a second name, a symbolic link and a folder are
-    removed, and nothing is followed through the link."""
+    """What an earlier run left in spool-new/: its empty 0600 files are taken again (and given out as
+    spool files); a file with bytes in it, one readable by others, one with a second name and a
+    symbolic link are removed, nothing is followed through the link, and a folder is left alone."""
     pool, spool = tmp_path / "spool-new", tmp_path / "spool"
     pool.mkdir()
     spool.mkdir()
     for i in range(3):
-        (pool / f"empty{i}").write_bytes(b"")
+        os.close(os.open(pool / f"empty{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    (pool / "readable").write_bytes(b"")
+    os.chmod(pool / "readable", 0o644)
     (pool / "full").write_bytes(b"not empty")
     (pool / "twice").write_bytes(b"")
     os.link(pool / "twice", tmp_path / "other-name")
@@ -152,7 +155,7 @@ def test_start_takes_the_empty_files_left_ready_and_removes_anything_else(tmp_pa
     files = SpoolFiles(str(pool), ready=2).start()
     try:
         names = set(os.listdir(pool))
-        assert not names & {"full", "twice", "link", "folder"}
+        assert not names & {"full", "readable", "twice", "link"} and "folder" in names
         assert (tmp_path / "target").exists() and (tmp_path / "other-name").read_bytes() == b""
         given = set()
         for i in range(3):
@@ -162,6 +165,67 @@ def test_start_takes_the_empty_files_left_ready_and_removes_anything_else(tmp_pa
         assert given == left  # the files left ready, taken first
     finally:
         files.close()
+
+
+def test_a_folder_in_spool_new_is_left_alone_and_the_start_goes_on(tmp_path: Path) -> None:
+    """A folder with a file in it (a technician's): the start neither fails nor empties it."""
+    pool = tmp_path / "spool-new"
+    (pool / "junk").mkdir(parents=True)
+    (pool / "junk" / "note").write_bytes(b"x")
+    files = SpoolFiles(str(pool), ready=2).start()
+    try:
+        ready(files, 2)
+        assert (pool / "junk" / "note").read_bytes() == b"x"
+    finally:
+        files.close()
+
+
+def test_a_file_made_ahead_that_is_gone_is_made_where_needed(tmp_path: Path) -> None:
+    """The ready files removed from under it (a clean-up of what look like empty files): each call
+    still gets its file, made where it is needed, instead of failing."""
+    pool, spool = tmp_path / "spool-new", tmp_path / "spool"
+    spool.mkdir()
+    files = SpoolFiles(str(pool), ready=4).start()
+    try:
+        ready(files, 4)
+        files._stopping = True  # no more made meanwhile: the four gone are the ones it holds
+        for name in os.listdir(pool):
+            os.unlink(pool / name)
+        for i in range(4):
+            fd = files.create(str(spool / f"r{i}.call.json"), os.O_WRONLY)
+            os.close(fd)
+        assert sorted(os.listdir(spool)) == [f"r{i}.call.json" for i in range(4)]
+        assert files.taken == 0 and files.made_here == 4
+    finally:
+        files.close()
+
+
+def test_a_second_process_on_the_store_makes_its_own_files(tmp_path: Path) -> None:
+    """Two makers on one spool-new/ (recorderd replay beside the service): the second finds it
+    locked, takes none of the first's files and makes its own where needed; the first's files all
+    still serve it."""
+    pool, spool = tmp_path / "spool-new", tmp_path / "spool"
+    spool.mkdir()
+    first = SpoolFiles(str(pool), ready=4).start()
+    try:
+        ready(first, 4)
+        second = SpoolFiles(str(pool), ready=4).start()
+        try:
+            assert second._ready == [] and second._thread is None
+            os.close(second.create(str(spool / "b.wav"), os.O_WRONLY))
+            assert second.made_here == 1 and second.taken == 0
+            for i in range(4):
+                os.close(first.create(str(spool / f"a{i}.wav"), os.O_WRONLY))
+            assert first.taken == 4
+        finally:
+            second.close()
+    finally:
+        first.close()
+    again = SpoolFiles(str(pool), ready=4).start()  # the lock let go with the first
+    try:
+        assert again._thread is not None
+    finally:
+        again.close()
 
 
 def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, capsys: pytest.CaptureFixture[str],
@@ -187,9 +251,15 @@ def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, c
 
 
 def test_decommission_removes_files_made_ahead(site: Site, tmp_path: Path) -> None:
-    """Empty files a crash left in spool-new/: decommission removes them and certifies the store gone."""
+    """What a crash (empty files) or a technician (a folder, a link) left in spool-new/: decommission
+    removes it all, follows no link, and certifies the store gone."""
     pool = site.store / "spool-new"
     pool.mkdir(mode=0o700, exist_ok=True)
     (pool / "0123456789abcdef").write_bytes(b"")
+    (pool / "folder").mkdir()
+    (pool / "folder" / "note").write_bytes(b"x")
+    (tmp_path / "outside").write_bytes(b"kept")
+    (pool / "link").symlink_to(tmp_path / "outside")
     assert site.ctl("decommission", "--confirm", "--certificate", str(tmp_path / "cert")) == 0
-    assert os.listdir(pool) == []
+    assert os.listdir(pool) == [] and (tmp_path / "outside").read_bytes() == b"kept"
+    assert json.loads((tmp_path / "cert.json").read_text(encoding="utf-8"))["verification"].startswith("passed")
