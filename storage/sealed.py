@@ -78,6 +78,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import wav
+from .spool_files import create as new_file
 from .vault import VaultError
 
 MAGIC = b"RDS1"
@@ -183,10 +184,7 @@ class SealedWriter:
         self.length = 0  # logical plaintext bytes so far (the end of the furthest DATA record)
         self.error: OSError | None = None
         mode = os.O_RDWR if readable else os.O_WRONLY
-        if create is None:
-            self.fd = os.open(path, mode | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        else:  # the same, or a file made ahead given its name (storage/spool_files.py)
-            self.fd = create(path, mode)
+        self.fd = (create or new_file)(path, mode)  # O_EXCL, 0600; or a file made ahead given its name
         self.end = self.flushed = 0  # flushed: the end of what the disk was asked to write (WRITEBACK)
         head = prefix + self.header
         try:

@@ -86,8 +86,8 @@ class SpoolFiles:
         return self
 
     def create(self, path: str, flags: int) -> int:
-        """A new spool file at ``path``, open read-write (``flags`` other than its access mode are
-        those of every new spool file); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
+        """A new spool file at ``path``, open with ``flags``' access mode (read-write when made
+        ahead); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
         item = None
         if self._linkable:
             with self._lock:
@@ -146,8 +146,9 @@ class SpoolFiles:
             self._dir_fd = -1
 
     def _adopt(self) -> None:
-        """The files left ready in ``pool_dir`` taken again: each an empty regular file of this user
-        with no other name (opened without following a link); anything else there removed."""
+        """The files left ready in ``pool_dir`` taken again: each an empty regular 0600 file of this
+        user with no other name (opened without following a link); other files and links removed,
+        folders left alone."""
         me = os.geteuid()
         for name in sorted(os.listdir(self.pool_dir)):
             path = os.path.join(self.pool_dir, name)
