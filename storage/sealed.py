@@ -52,15 +52,28 @@ decrypts ~1 s).
 
 Crash recovery (:func:`finish`) keeps the records up to the last whole one whose tag holds (at most
 ~1 s of audio is lost), then writes the final header and FINAL. The index keeps the plaintext
-SHA-256 of the WAV and the pcap, which ``list``, exports, manifests and ``verify`` use: keep computes
-it once, on the store's thread (:meth:`SealedFile.digest`), by reading the files back through the
-page cache they were just written through (no disk read in practice), each record decrypted once
-and its tag checked. It cannot be computed as the file is written: the WAV's header is its first
-44 bytes and its sizes are known only at the end (late payloads too may change bytes already
-sealed), and SHA-256 is sequential (every block's state depends on the first block's); holding the
-plaintext until the end would cost ~115 MB an hour of call, and a digest of another shape (the
-data first, a tree hash) would no longer be what ``sha256sum`` gives of the exported WAV, which the
-signed manifest states.
+SHA-256 of the WAV and the pcap, which ``list``, exports, manifests and ``verify`` use.
+
+The evidence pcap's is taken as it is written: the file is only ever appended to, its plaintext is
+the records' in the order sealed, so its writer (``storage/evidence.py``) hashes each record's
+plaintext as it seals it and hands the digest to the keep with the file's length; the keep takes it
+for a file that length (its FINAL says it) and reads the file otherwise (a writer the disk refused,
+whose file the store finished; one interrupted between a record's write and its hash; a file
+recovered after a crash). A spool pcap altered between its writing and its keep (in the page cache
+it was just written through, by someone who can write the spool) is therefore kept with the digest
+of what was captured and found by ``verify`` (its altered record fails authentication, the digest
+differs), no longer refused by the keep itself. Crash recovery that cannot keep a recording (a file
+renamed by a keep that died before its index row, damaged since) leaves it in the spool for a
+technician, says so, and goes on with the others.
+
+The WAV's is computed once at the keep, on the store's thread (:meth:`SealedFile.digest`), by
+reading the file back through the page cache it was just written through (no disk read in
+practice), each record decrypted once and its tag checked. It cannot be taken as the file is
+written: the WAV's header is its first 44 bytes and its sizes are known only at the end (late
+payloads too may change bytes already sealed), and SHA-256 is sequential (every block's state
+depends on the first block's); holding the plaintext until the end would cost ~115 MB an hour of
+call, and a digest of another shape (the data first, a tree hash) would no longer be what
+``sha256sum`` gives of the exported WAV, which the signed manifest states.
 """
 from __future__ import annotations
 
