@@ -89,7 +89,7 @@ def decommission(store: Store, actor: Actor, certificate_path: str) -> Certifica
     for name in sorted(os.listdir(store.spool_dir)):
         erase_file(os.path.join(store.spool_dir, name))
         spool += 1
-    spool_files.clear(store.layout.pool_dir)  # empty files made ahead: nothing in them to erase
+    spool_files.clear(store.layout.pool_dir)  # empty files made ahead (nothing in them to erase), and anything else put there
     for dirpath, _dirs, files in os.walk(store.recordings_dir):
         for name in files:  # anything left without an index row
             overwritten += erase_file(os.path.join(dirpath, name))

@@ -91,7 +91,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import wav
-from .spool_files import create as new_file
 from .vault import VaultError
 
 MAGIC = b"RDS1"
@@ -168,6 +167,13 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 
 _start_writeback = _sync_file_range()
+
+
+def new_file(path: str, flags: int) -> int:
+    """A new file at ``path`` (``O_EXCL``: refused if a name is there, a symbolic link included),
+    0600, open with ``flags``: every sealed file a writer makes (``storage/spool_files.py`` makes the
+    spool's ahead the same way)."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 class SealedWriter:

@@ -29,20 +29,15 @@ import shutil
 import stat
 import threading
 
+from .sealed import new_file
+
 log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700  # as the store's other folders
 READY = 128  # files kept ready (the burst of a busy minute's new calls: 3 files a call)
-NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def create(path: str, flags: int) -> int:
-    """A new file at ``path`` (``O_EXCL``: refused if a name is there), 0600, open with ``flags``."""
-    return os.open(path, flags | NEW, 0o600)
-
 
 class SpoolFiles:
-    """Spool files made ahead (``create`` is :func:`create` with one of them, when one is ready)."""
+    """Spool files made ahead (``create`` is ``sealed.new_file`` with one of them, when one is ready)."""
 
     def __init__(self, pool_dir: str, ready: int = READY) -> None:
         self.pool_dir = pool_dir
@@ -97,7 +92,7 @@ class SpoolFiles:
                 self._wanted.set()
         if item is None:
             self.made_here += 1
-            return create(path, flags)
+            return new_file(path, flags)
         fd, name = item
         try:
             os.link(name, path)  # refuses an existing name (a symbolic link included: never followed)
@@ -109,7 +104,7 @@ class SpoolFiles:
                 self._direct("the spool is on another file system than spool-new/")
             # EXDEV, or the file made ahead gone (ENOENT), refused: this one made here, as without them
             self.made_here += 1
-            return create(path, flags)
+            return new_file(path, flags)
         try:
             os.unlink(name)
             made, there = os.fstat(fd), os.lstat(path)
@@ -172,7 +167,7 @@ class SpoolFiles:
             while not self._stopping and self._linkable and len(self._ready) < self.size:
                 name = os.path.join(self.pool_dir, secrets.token_hex(8))
                 try:
-                    fd = create(name, os.O_RDWR)  # the interpreter lock released while the inode is made
+                    fd = new_file(name, os.O_RDWR)  # the interpreter lock released while the inode is made
                 except OSError as exc:  # a full disk, no descriptor left: the calls make their own
                     if not self._failing:  # said once, until a file can be made again
                         self._failing = True
