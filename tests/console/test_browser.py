@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from console_harness import ROOT, Site, csrf_of
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -38,10 +39,28 @@ def loaded(driver) -> None:  # type: ignore[no-untyped-def]
 
 def click_to_next_page(driver, element) -> None:  # type: ignore[no-untyped-def]
     """Click what leaves the page and wait for the next one: the old page gone first (its
-    readyState is still "complete" until the navigation starts), then the new one loaded."""
+    readyState is still "complete" until the navigation starts), then the new one loaded.
+
+    The old page is told from the new by a mark set on its window object, which a navigation
+    replaces. Not by the clicked element going stale: while the old document is being torn down
+    chromedriver may answer a question about that element with "unknown error: unhandled
+    inspector error ... Node with given id does not belong to the document" instead of a stale
+    element reference, which failed CI once (a WebDriverException staleness_of does not catch).
+    """
+    mark = os.urandom(8).hex()
+    driver.execute_script("window.__w3_page = arguments[0]", mark)
     element.click()
-    wait(driver).until(EC.staleness_of(element))
+    wait(driver).until(lambda d: _left(d, mark))
     loaded(driver)
+
+
+def _left(driver, mark: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the page shown is no longer the one marked; while the browser is between
+    documents a script may fail to run, and the answer is "not yet" (asked again)."""
+    try:
+        return driver.execute_script("return window.__w3_page || null") != mark
+    except WebDriverException:
+        return False
 
 
 def sign_in(driver, site: Site, role: str, password: str | None = None) -> None:  # type: ignore[no-untyped-def]
