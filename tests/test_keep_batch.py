@@ -78,3 +78,32 @@ def test_a_call_that_fails_in_a_batch_fails_alone(tmp_path: Path) -> None:
     assert len(kept) == 3 and rid not in kept and worker.kept == 3 and worker.failed == 1
     assert sorted(p.name for p in spool.iterdir()) == sorted(rid + s for s in (".call.json", ".pcap", ".wav"))
     assert store.integrity.verify() == []
+
+
+def test_a_file_whose_fsync_fails_fails_its_call_alone_while_the_others_hash_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fsyncs of a batch run on threads while the store's thread hashes the files: a disk error
+    on one call's WAV (EIO from its fsync) fails that call alone (its spool files stay, for the next
+    try), whatever the order the fsyncs end in, and the others are kept with their digests."""
+    store = make_store(tmp_path)
+    worker = StoreWorker(opener(tmp_path))
+    queue_calls(store, worker, 5)
+    spool = Path(store.spool_dir)
+    [victim] = sorted(spool.glob("*.wav"))[2:3]
+    bad = os.stat(victim).st_ino
+    real = os.fsync
+
+    def failing(fd: int) -> None:
+        if os.fstat(fd).st_ino == bad:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    worker.start()
+    worker.stop()
+    rid = victim.name[: -len(".wav")]
+    kept = {row.id for row in store.reading.recordings()}
+    assert len(kept) == 4 and rid not in kept and worker.kept == 4 and worker.failed >= 1
+    assert (spool / (rid + ".wav")).exists() and (spool / (rid + ".pcap")).exists()
+    monkeypatch.undo()
+    assert store.integrity.verify() == []  # every digest kept is the file's
