@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -258,6 +259,7 @@ class Service:
     def __init__(self, ns: Netns, config: Path) -> None:
         self.ns = ns
         self.log = config.parent / "service.log"
+        self.store = config.parent / "store"
         env = {k: v for k, v in ENV.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
         env.update(unit_environment())  # what systemd gives the service (its unit's Environment=)
         with open(self.log, "wb") as out:
@@ -291,6 +293,18 @@ class Service:
         """(s on a CPU, s runnable but waiting for one) of the main thread: the capture loop."""
         run_ns, wait_ns, _ = Path(f"/proc/{self.pid}/schedstat").read_text().split()
         return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+    def stored_bytes(self) -> int:
+        """The size of every file in the service's store (the spool's files of the calls in progress,
+        the recordings kept, the index): what the bytes it writes to disk hold."""
+        total = 0
+        for folder, _, names in os.walk(self.store):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # a spool file kept (renamed) meanwhile
+                    st = os.lstat(os.path.join(folder, name))
+                    if stat.S_ISREG(st.st_mode):
+                        total += st.st_size
+        return total
 
     def write_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
@@ -379,6 +393,7 @@ def send(service: Service, capture: Path, rate: int | None, limit: int | None, p
     SIGSTOP the service for STALL_S that many seconds after the first packet reaches span-rx."""
     read0, drops0 = service.counters()
     softnet0, cpu0, io0, machine0 = softnet_dropped(), service.cpu_s(), service.write_bytes(), cpu_times()
+    stored0 = service.stored_bytes()
     us0, sched0, rx0 = service.user_sys_s(), service.schedstat(), service.rx_packets()
     deadline_s = (limit or packets) / (rate or 100_000) * 3 + 60  # the sender's bound: 3x the planned time, + 60 s
     t0 = time.perf_counter()
@@ -432,6 +447,7 @@ def send(service: Service, capture: Path, rate: int | None, limit: int | None, p
         time.sleep(0.25)
     t_done = time.perf_counter()
     cpu1, io1, machine1, softnet1, us1 = service.cpu_s(), service.write_bytes(), cpu_times(), softnet_dropped(), service.user_sys_s()
+    stored = service.stored_bytes() - stored0
     read, drops = got
     send_s = float(actual[3])
     wall_sent = t_sent - t0
@@ -460,6 +476,10 @@ def send(service: Service, capture: Path, rate: int | None, limit: int | None, p
         "loop_sleeping_or_blocked": max(0.0, 1 - (on_cpu + waiting) / wall_sent),
         "accounted_after_sender_s": t_done - t_sent,  # the service publishes its counters once a second
         "service_write_mb": (io1 - io0) / 1e6,
+        # /proc/PID/io write_bytes counts a page each time it turns dirty: a page written back half
+        # full (the daemon syncs its file system every second) and filled later counts twice
+        "store_growth_mb": stored / 1e6,
+        "written_per_stored": (io1 - io0) / stored if stored > 0 else None,
         "tcpreplay_cpu_s": usage.ru_utime + usage.ru_stime,
         "tcpreplay_sys_s": usage.ru_stime,
         "tcpreplay_busy": (usage.ru_utime + usage.ru_stime) / wall_sent,
@@ -509,13 +529,13 @@ PROFILER = "py-spy"  # --profile: py-spy records the service while the media is 
 def _profiled(service: Service, name: str) -> Iterator[None]:
     """With ``--profile DIR``: the service profiled over the measured media only (what the set-up
     costs is left out): ``py-spy record`` (every thread, 200 Hz) to DIR/NAME.raw, or with
-    ``--profiler perf`` ``perf record`` (999 Hz, C and kernel too) to DIR/NAME.perf."""
+    ``--profiler perf`` ``perf record -g`` (999 Hz, C and kernel too, with their callers) to DIR/NAME.perf."""
     if PROFILE_DIR is None:
         yield
         return
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if PROFILER == "perf":
-        cmd = ["perf", "record", "-F", "999", "-p", str(service.pid), "-o", str(PROFILE_DIR / f"{name}.perf")]
+        cmd = ["perf", "record", "-F", "999", "-g", "-p", str(service.pid), "-o", str(PROFILE_DIR / f"{name}.perf")]
     else:
         spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
         cmd = [spy, "record", "--pid", str(service.pid), "-r", "200", "-f", "raw", "--threads", "--nonblocking",

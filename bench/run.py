@@ -426,6 +426,13 @@ class Bench:
                     f"waiting for one {at['loop_waiting_for_cpu'] * 100:.0f} %, sleeping or blocked "
                     f"{at['loop_sleeping_or_blocked'] * 100:.0f} % of the send; {at['service_write_mb'] / at['send_s']:.0f} MB/s "
                     f"written", method=how)
+            if at.get("written_per_stored") is not None:
+                add.check("live (veth)", f"service: bytes written to disk / byte stored, at {rate(LIVE_PKT_S)}",
+                          f"{at['written_per_stored']:.2f} ({at['service_write_mb']:,.0f} MB written while the store's "
+                          f"files grew {at['store_growth_mb']:,.0f} MB)", f"<= {WRITTEN_PER_KEPT:g}",
+                          at["written_per_stored"] <= WRITTEN_PER_KEPT,
+                          how + "; written: the service's /proc/PID/io write_bytes over the send (a page counts each "
+                          "time it turns dirty); stored: the growth of the sizes of the files under its store")
         ch = r.get("churn")
         if ch:
             cc = ch["capture"]
