@@ -10,7 +10,9 @@ the daemon's control server on the store (``python -m recorderd.demo control``, 
 serves without CAP_NET_RAW: the same dispatcher, role checks and audit as the service's); the real
 console app on uvicorn with TLS, configured as ``recorderd-console`` configures it, in its own
 process. Only the password check differs: the bench signs in with a random password of its own
-instead of asking PAM (PAM's time is not what is measured, and the bench makes no Unix user).
+instead of asking PAM (PAM's time is not what is measured). It signs in as the user running it, or,
+run as root (a system account, which the console refuses), as a person's account it makes for the
+run and removes after (:class:`Person`).
 
 Timings: "console" is the console's own, from its access log (``... GET /search 200 12 ms``: from the
 request's arrival to the end of its answer); "client" is httpx's, from the request sent to the
@@ -21,6 +23,7 @@ audio read. Page sizes: each page's HTML plus the static files it links, fetched
 from __future__ import annotations
 
 import getpass
+import grp
 import json
 import os
 import re
@@ -43,6 +46,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import yaml  # noqa: E402
 
 PASSWORD_ENV = "RECORDERD_BENCH_CONSOLE_PASSWORD"
+PERSON_ENV = "RECORDERD_BENCH_CONSOLE_PERSON"
 START_WAIT_S = 120
 
 
@@ -62,7 +66,7 @@ def serve(config_path: str) -> int:
     from recorderd.config import load
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    password, me = os.environ.pop(PASSWORD_ENV).encode(), getpass.getuser()
+    password, me = os.environ.pop(PASSWORD_ENV).encode(), os.environ.pop(PERSON_ENV)
     config = load(config_path, dids_optional=True)
 
     def authenticate(user: str, given: str) -> bool:
@@ -79,12 +83,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def site(root: Path) -> tuple[Path, Path]:
+class Person:
+    """Who signs in: the bench's user, or, when that is root or another system account (which the
+    console refuses, as it refuses them to everyone: recorderd/ops/signin.py), a person's account
+    made for the run (``useradd``, uid from UID_MIN up, no home, no shell, no password: only the
+    bench's own password check lets it in) with a group of its own that has every role; both
+    removed when the run ends."""
+
+    def __init__(self) -> None:
+        from recorderd.ops.signin import system_account
+
+        self.made = system_account(os.getuid())
+        if not self.made:
+            self.name, self.group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
+            return
+        self.name = self.group = f"rdbench{os.getpid()}"
+        subprocess.run(["groupadd", self.group], check=True, capture_output=True)
+        try:
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--gid", self.group,
+                            self.name], check=True, capture_output=True)
+        except BaseException:
+            subprocess.run(["groupdel", self.group], capture_output=True)
+            raise
+
+    def remove(self) -> None:
+        if self.made:
+            subprocess.run(["userdel", self.name], capture_output=True)
+            subprocess.run(["groupdel", self.group], capture_output=True)
+
+
+def site(root: Path, group: str | None = None) -> tuple[Path, Path]:
     from console_audio import make_site
 
     from recorderd.demo import tls_pair
 
-    config_path = make_site(root)
+    config_path = make_site(root, group)
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     cert, key = root / "tls" / "cert.pem", root / "tls" / "key.pem"
     tls_pair(str(cert), str(key))
@@ -188,8 +221,9 @@ def main(argv: list[str]) -> int:
     runs = int(argv[1]) if len(argv) > 1 else 20
     tmp = Path(tempfile.mkdtemp(prefix="bench-console-"))
     procs: list[subprocess.Popen[bytes]] = []
+    person = Person()
     try:
-        config_path, cert = site(tmp)
+        config_path, cert = site(tmp, person.group)
         made, build_s = fill_index(config_path, rows)
         hour = keep_hour(config_path)
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -202,7 +236,7 @@ def main(argv: list[str]) -> int:
                                           cwd=ROOT, env=env, stdout=daemon_log, stderr=subprocess.STDOUT))
         with open(log_path, "wb") as console_log:
             procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(config_path)],
-                                          cwd=ROOT, env={**env, PASSWORD_ENV: password}, stdout=console_log,
+                                          cwd=ROOT, env={**env, PASSWORD_ENV: password, PERSON_ENV: person.name}, stdout=console_log,
                                           stderr=subprocess.STDOUT))
         base = f"https://localhost:{port}"
         client = httpx.Client(base_url=base, verify=str(cert), follow_redirects=False, timeout=60)
@@ -216,7 +250,7 @@ def main(argv: list[str]) -> int:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError("the daemon or the console did not start: " + log_path.read_text()[-2000:])
             time.sleep(0.2)
-        signed = client.post("/signin", data={"user": getpass.getuser(), "password": password})
+        signed = client.post("/signin", data={"user": person.name, "password": password})
         if signed.status_code != 303:
             raise RuntimeError(f"sign-in: {signed.status_code}")
         log = Log(log_path)
@@ -294,6 +328,7 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+        person.remove()
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ SECONDS = 3600
 IP = "127.0.0.1"
 
 
-def make_site(root: Path) -> Path:
-    me_group = grp.getgrgid(os.getgid()).gr_name
+def make_site(root: Path, group: str | None = None) -> Path:
+    """A site whose role groups are all ``group`` (the bench user's own by default)."""
+    me_group = group or grp.getgrgid(os.getgid()).gr_name
     shutil.copy(ROOT / "config" / "dids.yaml", root / "dids.yaml")
     config = {
         "store": {"path": "store", "require_encrypted_volume": False},

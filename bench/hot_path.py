@@ -36,7 +36,11 @@ sys.path.insert(0, str(ROOT))
 from capture.pipeline import CapturePipeline  # noqa: E402
 from capture.source import CaptureFile  # noqa: E402
 from recorderd.config import load_dids  # noqa: E402
-from storage.spool import SpoolSink  # noqa: E402
+
+if (ROOT / "storage" / "spool.py").exists():
+    from storage.spool import SpoolSink  # noqa: E402
+else:  # a tree from before storage/recorder.py was renamed storage/spool.py (BENCH_KERNEL_BASE's)
+    from storage.recorder import SpoolSink  # type: ignore[import-not-found, no-redef]  # noqa: E402
 from storage.store import Store  # noqa: E402
 
 DIDS_FILE = ROOT / "config" / "dids.yaml"
@@ -225,6 +229,15 @@ def pipeline_only(capture: str, runs: int = 3) -> dict:
     }
 
 
+def foreign_modules() -> list[str]:
+    """The project's modules this process imported from another tree than ROOT: the venv's editable
+    install finds a module that ROOT lacks in the checkout it was made from, which would mix two
+    trees' code into one run (it did: the base's capture with this tree's storage.spool)."""
+    return sorted(f"{name} ({mod.__file__})" for name, mod in list(sys.modules.items())
+                  if name.split(".")[0] in ("capture", "storage", "recorderd") and getattr(mod, "__file__", None)
+                  and not Path(mod.__file__).resolve().is_relative_to(ROOT))
+
+
 def tree_run(capture: str) -> dict:
     """One round in this process's tree: the pipeline's CPU time with the discarding sink, then with
     the real storage sink (one run each, the batches preloaded)."""
@@ -234,6 +247,8 @@ def tree_run(capture: str) -> dict:
     pipeline, _sink = feed_all(batches, dids)
     alone = time.process_time() - started
     _wall, with_store, kept = feed_to_store(batches, dids)
+    if foreign := foreign_modules():
+        raise RuntimeError(f"{ROOT}: modules of another tree were imported: {', '.join(foreign)}")
     table = pipeline.media.table
     return {"tree": str(ROOT), "packets": sum(map(len, batches)), "alone_cpu_s": alone, "store_cpu_s": with_store,
             "kept": kept, "handled_in_c": table.handled if table is not None else 0}
