@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -104,10 +105,19 @@ class Guard:
         return self.routes.get(scope.get("endpoint"), "(no-route)")
 
 
+def text_node(value: object) -> Markup:
+    """``value`` escaped for an element's text, and only there (never an attribute's value): ``&``,
+    ``<`` and ``>`` escaped, quotes left as they are. The audit page's JSON details: autoescape
+    wrote each of their quotes as ``&#34;``, five bytes more, and a hundred searches' rows went over
+    the 200 KB a page may weigh (issue 12)."""
+    return Markup(str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
 def create_app(config: Config, *, authenticate: Any = None, daemon: Daemon | None = None) -> Starlette:
     from . import auth
 
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+    templates.env.filters["text"] = text_node
     console = Console(
         config=config,
         daemon=daemon or Daemon(client.socket_path(config)),

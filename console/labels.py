@@ -196,8 +196,21 @@ def summary(lang: str, detail: Any) -> str:
 
 
 def full(detail: Any) -> str:
-    """The detail as JSON (without the role and the way in: they have their own columns)."""
+    """The detail as JSON (without the role and the way in: they have their own columns), a list of
+    plain values on one line (a search's fifty recording ids: one line, not fifty)."""
     if not isinstance(detail, dict):
         return ""
-    shown = {k: v for k, v in detail.items() if k not in ("role", "via", "roles")}
-    return json.dumps(shown, ensure_ascii=False, sort_keys=True, indent=1)
+    return _json({k: v for k, v in detail.items() if k not in ("role", "via", "roles")}, "")
+
+
+def _json(value: Any, indent: str) -> str:
+    """``json.dumps(value, ensure_ascii=False, sort_keys=True, indent=1)``, but a list holding no
+    list or object written on one line, its items separated by ", "."""
+    inner = indent + " "
+    if isinstance(value, dict) and value:
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return "{\n" + ",\n".join(f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_json(v, inner)}"
+                                   for k, v in items) + "\n" + indent + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(inner + _json(v, inner) for v in value) + "\n" + indent + "]"
+    return json.dumps(value, ensure_ascii=False)

@@ -375,13 +375,39 @@ def test_the_audit_page_says_actions_results_and_details_in_words(app, daemon) -
         shown, full = re.search(r'<td class="detail">(.*?)<details><summary>すべての詳細（JSON）</summary>'
                                 r'<pre>(.*?)</pre>', row, re.S).groups()
         assert shown.startswith("目的：") and "接続元：192.0.2.10" in shown and "{" not in shown, shown
-        assert "&#34;purpose&#34;: &#34;" in full or "&quot;purpose&quot;: &quot;" in full, full
+        assert '"purpose": "' in full, full  # the JSON's quotes as they are (text, not an attribute)
     assert "目的：応対品質の向上" in page
     english = signed_in(app, "auditor", "en").get("/audit", params={"action": "play", "user": USERS["staff"]}).text
     assert ('data-action="play">played</td>' in english and "<td>allowed</td>" in english
             and "purpose: Quality of response" in english)
     signins = auditor.get("/audit", params={"action": "console-signin"}).text
     assert 'data-action="console-signin">画面へのサインイン</td>' in signins and ">console-signin<" not in signins
+
+
+def test_what_a_person_typed_into_an_audited_filter_shows_on_the_audit_page_as_text(app, daemon) -> None:  # type: ignore[no-untyped-def]
+    """A search's DID filter is audited as it was typed (before it is found to match no DID), and
+    the audit page shows each row's whole detail as JSON in a <pre>: markup typed there is shown,
+    never run, and cannot close the <pre> or the table (the JSON is escaped for text: &, < and >;
+    its quotes left as they are, which in an element's text end nothing)."""
+    hostile = '</pre></td></tr></table><script>alert("x")</script><img src=x onerror=alert(1)>&amp;'
+    staff = signed_in(app, "staff")
+    staff.get("/search", params={"did": hostile})
+    page = signed_in(app, "auditor").get("/audit", params={"action": "find", "user": USERS["staff"]}).text
+    fulls = re.findall(r"<pre>(.*?)</pre>", page, re.S)
+    escaped = json.dumps(hostile)[1:-1].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert any(escaped in f for f in fulls), fulls[:2]
+    assert "<script>" not in page and "<img" not in page and "onerror=alert(1)>" not in page.replace(escaped, "")
+    assert page.count("<table") == page.count("</table>") and page.count("<pre>") == page.count("</pre>")
+
+
+def test_the_full_detail_is_the_rows_json_with_plain_lists_on_one_line() -> None:
+    from console.labels import full
+
+    detail = {"count": 2, "recordings": ["20260801-1", "20260801-2"], "filters": {"did": 'a "b" <c>'},
+              "nested": [{"x": [1, 2]}], "empty": {}, "none": None, "role": "staff", "via": "console"}
+    text = full(detail)
+    assert json.loads(text) == {k: v for k, v in detail.items() if k not in ("role", "via")}
+    assert '"recordings": ["20260801-1", "20260801-2"]' in text and '"x": [1, 2]' in text
 
 
 # -- status and notice ----------------------------------------------------------------------------------
