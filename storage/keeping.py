@@ -160,9 +160,10 @@ class Keeper:
         record decrypted once, its tag checked): the fsyncs several at once on threads (their waits
         overlap, the file system commits its journal once for many) while this thread hashes the
         files one after another meanwhile, from the page cache (the content an fsync writes does
-        not change). One hashing thread, not several: two took 0.16 s for the hundred WAVs of the
-        bench capture that one hashes in 0.11 s, the hand-offs of the interpreter's lock between
-        each record's decryption and hashing costing more than the second core gave back."""
+        not change). One hashing thread, not several: two took 0.15-0.17 s for a hundred WAVs of a
+        minute (59 records of 16 KiB, as the bench capture's) that one hashes in 0.11 s, the
+        hand-offs of the interpreter's lock between each record's decryption and hashing costing
+        more than the second core gave back."""
         work = [(i, f) for i, st in staged for f in st.files if f is not None and f.file is not None]
         files = [f for _, f in work]
         if len(work) <= 1:
