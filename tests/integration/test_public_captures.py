@@ -172,6 +172,10 @@ def test_sip_parsing_matches_pyshark(name: str) -> None:
             theirs.append((sip.get_field_value("Call-ID"), method, sip.get_field_value("CSeq")))
     finally:
         capture.close()
+        # pyshark attached a SafeChildWatcher to that loop: a SIGCHLD handler on a loop nobody runs
+        # again, whose wake-up pipe every later test's child then wrote to until it was full
+        # (BlockingIOError warnings in make test, one per SIGCHLD after that): detached here
+        asyncio.get_child_watcher().close()
     assert theirs and ours == theirs
 
 
