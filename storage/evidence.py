@@ -3,7 +3,9 @@ messages that arrived as single frames, and all its RTP, DTMF and comfort noise)
 
 Written to the spool as the call goes, sealed under the recording's data key (``storage/sealed.py``:
 the pcap's global header and then each flush of the buffer, ~0.75 s of G.711 packets, is one DATA
-record of a sealed PCAP file), renamed into the store with the recording and erased with it. The
+record of a sealed PCAP file, sealed up to where the file ends on a page, the rest of the buffer
+kept for the next: a record may end inside a packet, and crash recovery cuts the pcap at its last
+whole one, :func:`whole_packets`), renamed into the store with the recording and erased with it. The
 file is only ever appended to, so its plaintext's SHA-256 (the index's ``pcap_sha256``) is taken as
 each record is sealed: keeping it reads nothing back. One link type per file (the first frame's); a frame of another
 link type is counted and left out. SIP messages that were IP-fragmented or split over TCP segments
@@ -13,15 +15,45 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import sealed
 
-FLUSH_BYTES = 16 * 1024  # per call: ~0.75 s of G.711 packets, the same bound on a crash as the WAV
+FLUSH_BYTES = 18 * 1024  # per call: ~0.85 s of G.711 packets, within the WAV's bound on a crash (~1 s);
+# each write seals the buffer up to where the file ends on a page (storage/sealed.py, past_page) and
+# keeps the rest (under a page) for the next: records of ~16 KiB, the last page written to disk once
 _record = struct.Struct("<IIII")
+
+
+MAX_FRAME = 262144  # the snap length the file's header says: a record claiming more is damage
+
+
+def whole_packets(pieces: Iterable[bytes]) -> int:
+    """The length of a pcap byte stream (``pieces``, in order) up to the end of its last whole
+    packet record: where crash recovery cuts an evidence pcap, whose writes end on a page and so
+    may end inside a packet. Reads it piece by piece (an hour of a call's packets is ~80 MB)."""
+    base, left, whole, started = 0, b"", 0, False
+    for piece in pieces:
+        data = left + piece
+        i = 0
+        if not started:
+            if len(data) < 24:
+                left = data
+                continue
+            started, i, whole = True, 24, 24
+        while i + 16 <= len(data):
+            incl = struct.unpack_from("<I", data, i + 8)[0]
+            if incl > MAX_FRAME:
+                return whole  # not a record: what follows is not kept
+            if i + 16 + incl > len(data):
+                break
+            i += 16 + incl
+            whole = base + i
+        base, left = base + i, data[i:]
+    return whole
 
 
 class EvidencePcap:
@@ -80,16 +112,26 @@ class EvidencePcap:
         if len(buf) >= self.flush_bytes:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, whole: bool = False) -> None:
+        """Seal the buffer: up to where the file then ends on a page (a packet may be cut there: the
+        file is a stream of bytes, and crash recovery cuts it at its last whole packet), the rest
+        kept for the next write; all of it when ``whole`` (the call's end) or when that would leave
+        more than half of it."""
+        buf, n = self.buf, len(self.buf)
+        written = False
         try:
-            if self.buf and self.file is not None and self.error is None:
+            if buf and self.file is not None and self.error is None:
+                if not whole:
+                    past = self.file.past_page(n)
+                    n = n - past if past <= n // 2 else n
                 unhashed = False
                 try:
-                    self.file.append(self.buf)  # whole pcap records: a record the disk cannot take is cut back
-                    unhashed = True
-                    if self._sha is not None:
-                        self._sha.update(self.buf)  # what the file now holds, in order (outside the lock)
-                    unhashed = False
+                    with memoryview(buf) as view, view[:n] as part:
+                        self.file.append(part)  # a record the disk cannot take is cut back
+                        written = unhashed = True
+                        if self._sha is not None:
+                            self._sha.update(part)  # what the file now holds, in order (outside the lock)
+                        unhashed = False
                 except OSError as exc:
                     self._failed(exc)
                 finally:
@@ -98,8 +140,10 @@ class EvidencePcap:
                 if self.on_flush is not None:
                     self.on_flush()
         finally:
-            self.buf.clear()  # after a failure too (a full disk must not grow the buffer), and after an
-            # interruption: what was written is never written again
+            if written:  # what was written is never written again (an interruption after the write too);
+                del buf[:n]  # the bytes past the page wait for the next write
+            else:
+                buf.clear()  # a failed write: a full disk must not grow the buffer
 
     def _failed(self, exc: OSError) -> None:
         """What was written stays; what comes after is lost, and the recording says so."""
@@ -113,7 +157,7 @@ class EvidencePcap:
         when the call had no frame."""
         if self.file is None:
             return None
-        self.flush()
+        self.flush(whole=True)
         try:
             self.file.final(self.file.length)
         except OSError as exc:  # the store finishes it (storage.sealed.finish) when it keeps it

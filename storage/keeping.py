@@ -21,6 +21,7 @@ from typing import Any
 
 from . import sealed, vault
 from .erasure import erase_file, fsync_dir
+from .evidence import whole_packets
 from .index import Index, RecordingRow
 from .layout import DIR_MODE, PCAP_SUFFIX, SUFFIX, Layout
 from .policy import retain_until
@@ -305,7 +306,7 @@ class Keeper:
         try:
             f = sealed.SealedFile(src_path, data_key, name)
         except sealed.SealedError:  # its writer met a full disk before FINAL: what was sealed is kept
-            sealed.finish(src_path, data_key, name, wav_header=sealed.wav_header)
+            sealed.finish(src_path, data_key, name, wav_header=sealed.wav_header, pcap_whole=whole_packets)
             return _Placed(src_path, rel, file=sealed.SealedFile(src_path, data_key, name), dest=dest)
         if known is not None and known[1] != f.size:  # not the file its writer finished: read it
             known = None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import codecs, sealed, wav
 from .erasure import erase_file
+from .evidence import whole_packets
 from .sidecar import FIELDS as SIDECAR_FIELDS
 from .sidecar import PROGRESS_EVERY, SIDECAR, STAGING, read_sidecar
 from .spool import audio_kind
@@ -82,7 +83,7 @@ def recover_spool(store: Store) -> list[str]:
                 if wav_path:
                     frames = max(0, length - wav.HEADER_SIZE) // (2 * (fmt.width if fmt else 1))
                 if pcap_path and os.path.lexists(pcap_path):
-                    sealed.finish(pcap_path, data_key, f"recording {recording_id} (pcap)")
+                    sealed.finish(pcap_path, data_key, f"recording {recording_id} (pcap)", pcap_whole=whole_packets)
             except (OSError, sealed.SealedError) as exc:
                 log.error("spool files of %s cannot be finished (%s): kept in the spool for a technician",
                           recording_id, exc, extra={"EVENT": "recovery-failed", "RECORDING_ID": recording_id})

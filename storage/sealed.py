@@ -38,7 +38,14 @@ chance below 10^-17. Files of earlier releases have 12 random bytes there; reade
 inside a nonce, so both read alike.
 
 Writing (the capture thread): one DATA record per flush of the audio lanes (~1 s, never per
-packet), the evidence pcap's buffer one DATA record per flush (16 KiB). Late payloads (rare) are
+packet), the evidence pcap's buffer one DATA record per flush (~16 KiB). Each is fitted to end the
+file on a page (``past_page``): the daemon syncs its file system every second, and a last page
+written back half full was written again once the next record filled it (1.23 bytes written per
+byte stored at 300 k packets/s, 1.03 fitted). Nothing sealed waits in memory: the pcap seals its
+buffer up to the boundary and keeps the rest (the plaintext is a stream of bytes: a record may end
+inside a packet, and crash recovery's FINAL cuts the pcap at its last whole packet); the WAV writes
+its frames up to the nearest boundary (a record then and again takes the next frame's first byte,
+sealed anew by the next record: every record's overhead is odd). Late payloads (rare) are
 held until the next flush; each run of frames they fall in is then one DATA record: those frames as
 sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
 A write the disk cannot take, or one interrupted (even after its bytes reached the file), is cut back
@@ -149,6 +156,9 @@ def _cipher_buffer(size: int) -> memoryview:
         buf = _scratch.buf = memoryview(bytearray(max(size, 64 * 1024)))
     return buf[:size]
 
+
+PAGE = 4096  # the page cache's page (and ext4's block): the spool's records end on one when they can
+OVERHEAD = RECORD + NONCE + TAG  # a DATA record's bytes besides its plaintext (45)
 
 WRITEBACK = 256 * 1024  # SealedWriter.writeback when it is on: bytes written, then the disk asked to start on them
 _SYNC_FILE_RANGE_WRITE = 2
@@ -270,6 +280,14 @@ class SealedWriter:
             self._ask_writeback()
         if self.readable:
             self._index.add(offset, n, at)
+
+    def past_page(self, n: int, records: int = 1) -> int:
+        """How far past a page boundary the file would end after ``records`` DATA records holding
+        ``n`` plaintext bytes in all (0: on one). The spool's writers seal a little less, or a
+        little more, so that the write ends on a page: the daemon syncs its file system every
+        second, and a last page written back half full is written again once the next record has
+        filled it (~20 % more bytes on the disk at 300 k packets/s)."""
+        return (self.end + records * OVERHEAD + n) % PAGE
 
     def read(self, offset: int, length: int) -> bytearray:
         """The bytes at ``offset`` as written so far, the latest record winning (a readable writer;
@@ -640,15 +658,18 @@ def _cut_at(found: Scan, seq: int) -> None:
         found.final = found.records[-1][0]
 
 
-def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None) -> int:
+def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None,
+           pcap_whole: Callable[[list[bytes]], int] | None = None) -> int:
     """Make a sealed spool file complete after a crash (or a failed end): cut after its last whole
     valid record, seal ``wav_header(plaintext length, the header written at open) -> (header bytes,
-    length kept)`` at 0 for a WAV, then FINAL. Returns the plaintext length kept. A file already
-    complete is left as it is."""
+    length kept)`` at 0 for a WAV, then FINAL; a PCAP's FINAL says the length ``pcap_whole(the
+    records' plaintexts, in order)`` gives (storage/evidence.py: up to its last whole packet, as its
+    writes may end inside one). Returns the plaintext length kept. A file already complete is left
+    as it is."""
     aes = AESGCM(data_key)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        found, _ = valid_prefix(fd, aes, name, kinds=(WAV, PCAP))
+        found, plains = valid_prefix(fd, aes, name, kinds=(WAV, PCAP), plain=pcap_whole is not None)
         if found.final is not None and found.end == os.fstat(fd).st_size:
             return found.final
         first = b""
@@ -667,6 +688,9 @@ def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None) 
         if wav_header is not None and found.kind == WAV:
             header, length = wav_header(length, first)  # type: ignore[operator]
             writer.data(0, header)
+        elif pcap_whole is not None and found.kind == PCAP:
+            data = [p for (_, n, _, kind), p in zip(found.records, plains, strict=False) if kind == DATA and n]
+            length = min(length, pcap_whole(data))  # (written in order, appended to only)
         writer.final(length)
     finally:
         writer.close()

@@ -263,15 +263,20 @@ class SpoolRecording:
             n = max(min(len(a), len(b)) // width - self.reorder_margin, longest - self.max_lag)
             if n < self.min_write:
                 return
+        extra = 0
+        if width == 1 and not final and self.error is None:
+            n, extra = self._on_a_page(n, min(len(a), len(b)))
         size = n * width
         for buf in self.bufs:
-            if len(buf) < size:
-                self._pad(buf, size - len(buf))
+            if len(buf) < size + extra:
+                self._pad(buf, size + extra - len(buf))
         if width == 1:  # G.711: channel 1's bytes, each followed by a zero byte (Latin-1 maps a byte to
             # the same code point, UTF-16-LE writes one below 256 as that byte and a zero), then channel 2's
             # bytes in those: one strided copy instead of two, and no zeroed buffer
-            frames = bytearray(a[:size].decode("latin-1"), "utf-16-le")
-            frames[1::2] = b[:size]
+            frames = bytearray(a[: size + extra].decode("latin-1"), "utf-16-le")
+            frames[1 : 2 * size : 2] = b[:size]
+            if extra:  # the next frame's channel 1 byte, its zero dropped: the record's length even
+                del frames[-1]
         else:
             frames = bytearray(2 * size)
             for i in range(width):  # interleave: channel 1's sample, then channel 2's
@@ -285,7 +290,7 @@ class SpoolRecording:
         if self.error is None:
             try:
                 self.file.data(wav.HEADER_SIZE + self.written, frames)
-                self.written += len(frames)
+                self.written += 2 * size  # (an extra byte is sealed again, whole, by the next record)
             except OSError as exc:
                 self._write_failed(exc)  # the record was cut back: the frames sealed before it stay
         if self.held and self.error is None:
@@ -293,6 +298,26 @@ class SpoolRecording:
         if not final and self.frontier >= self._progress_at:
             self._progress_at = self.frontier + self.progress_every
             self._save_progress()
+
+    def _on_a_page(self, n: int, both: int) -> tuple[int, int]:
+        """The frames to write instead of ``n`` (G.711: 2 bytes a frame) so that the WAV's write
+        ends on a page (storage/sealed.py, past_page), and 1 when the record must also take the
+        next frame's first byte to get there: a record's 45 bytes besides its plaintext are odd,
+        so from an even place in the file only a record of odd plaintext ends on a page. That byte
+        is sealed again by the next record, which starts at that frame (a later record wins).
+        The nearest such count: up (into the reorder margin, no more than half of it: a reordered
+        packet behind a sealed frame is a late patch, placed all the same) or down (the rest waits
+        in the buffers, which are written when they reach FLUSH_AT as before: what a crash can
+        lose stays ~1 s); ``n`` itself when neither will do."""
+        past = self.file.past_page(2 * n)
+        extra = past & 1
+        down = n - (past + extra) // 2
+        up = down + sealed.PAGE // 2
+        if up - n < n - down and up + extra <= both - self.reorder_margin // 2:
+            return up, extra
+        if down >= self.min_write:
+            return down, extra
+        return n, 0
 
     def _evidence_flushed(self) -> None:
         """Without a WAV, every 40 evidence writes (16 KiB each, ~0.75 s of G.711 packets: ~30 s)."""

@@ -73,11 +73,15 @@ def test_the_writers_digest_is_the_files_whatever_the_flushes(tmp_path: Path, se
 def test_a_pcap_whose_write_failed_gives_no_digest_and_the_keep_hashes_the_file(tmp_path: Path) -> None:
     """A real full file system (64 KiB tmpfs): the writer seals nothing after the refused write, so
     a digest of what it was given would not be the file's; it gives none, and the keep hashes the
-    file as it stands (its whole records)."""
+    file as it stands (its whole records). The keep's FINAL needs room: the writes end on a page,
+    so a file system full to its last page has none for it until something is freed (the test
+    frees a file of its own, as an erasure would; the keep of a full store is retried)."""
     key = AESGCM.generate_key(bit_length=256)
     store = new_store(tmp_path)
     try:
         with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
+            filler = tiny / "filler"
+            filler.write_bytes(bytes(8192))
             errors: list[OSError] = []
             path = str(tiny / "call.pcap")
             pcap = EvidencePcap(path, AESGCM(key), errors.append)
@@ -86,6 +90,7 @@ def test_a_pcap_whose_write_failed_gives_no_digest_and_the_keep_hashes_the_file(
                 pcap.add(T0 + i * 0.02, 1, frame)
             pcap.close()
             assert errors and pcap.digest is None
+            filler.unlink()
             placed = store.keeper._open_sealed(path, "2026/01/01/x.pcap.rdv", key, pcap.digest)
             try:
                 with sealed.SealedFile(path, key, "call.pcap") as f:

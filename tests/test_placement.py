@@ -151,16 +151,20 @@ def test_dtmf_and_comfort_noise_are_not_mixed_in(h: Harness) -> None:
 
 def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_path: Path) -> None:
     """A real full filesystem (a 64 KiB tmpfs): the write that fails is reported once, the sealed
-    records before it stay whole and a valid capture, and the buffer does not grow with the frames
-    that follow."""
+    records before it stay whole and valid, what the store then finishes of them is a valid capture
+    (the records end on a page, so the last may end inside a packet: the FINAL cuts at the last
+    whole one), and the buffer does not grow with the frames that follow."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from capture.source import CaptureFile
     from storage import sealed
-    from storage.evidence import EvidencePcap
+    from storage.evidence import EvidencePcap, whole_packets
 
-    aes = AESGCM(AESGCM.generate_key(bit_length=256))
+    key = AESGCM.generate_key(bit_length=256)
+    aes = AESGCM(key)
     with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
+        filler = tiny / "filler"
+        filler.write_bytes(bytes(8192))  # freed before the store finishes the file (its FINAL needs room)
         errors: list[OSError] = []
         pcap = EvidencePcap(str(tiny / "call.pcap"), aes, errors.append)
         frame = udp_frame("203.0.113.20", 40000, "192.0.2.20", 20000, rtp_packet(0, 1, 0, 1, bytes(160)))
@@ -175,10 +179,15 @@ def test_evidence_pcap_on_a_full_disk_keeps_what_was_written_and_says_so(tmp_pat
             assert found.end == os.fstat(fd).st_size  # no half record left: every record whole and valid
         finally:
             os.close(fd)
-        (tmp_path / "kept.pcap").write_bytes(b"".join(plains))
+        filler.unlink()
+        length = sealed.finish(str(tiny / "call.pcap"), key, "call.pcap", pcap_whole=whole_packets)
+        assert length == whole_packets(plains) <= len(b"".join(plains))
+        with sealed.SealedFile(str(tiny / "call.pcap"), key, "call.pcap") as f:
+            (tmp_path / "kept.pcap").write_bytes(b"".join(f.plaintext()))
         with CaptureFile(tmp_path / "kept.pcap") as capture:
             kept = [f for b in capture.batches() for _, _, f in b]
         assert 0 < len(kept) < 2000 and all(f == frame for f in kept)
+        assert len(kept) * (16 + len(frame)) + 24 == length  # every whole packet kept, no part of one
 
 
 def test_a_timestamp_leaping_hours_ahead_opens_no_hours_of_silence(h: Harness) -> None:
