@@ -320,7 +320,7 @@ class SpoolRecording:
         return n, 0
 
     def _evidence_flushed(self) -> None:
-        """Without a WAV, every 40 evidence writes (16 KiB each, ~0.75 s of G.711 packets: ~30 s)."""
+        """Without a WAV, every 40 evidence writes (~16 KiB each, ~0.75 s of G.711 packets: ~30 s)."""
         self._progress_at += 1
         if self._progress_at % 40 == 0:
             self._save_progress()
