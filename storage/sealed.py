@@ -659,7 +659,7 @@ def _cut_at(found: Scan, seq: int) -> None:
 
 
 def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None,
-           pcap_whole: Callable[[list[bytes]], int] | None = None) -> int:
+           pcap_whole: Callable[[Iterator[bytes]], int] | None = None) -> int:
     """Make a sealed spool file complete after a crash (or a failed end): cut after its last whole
     valid record, seal ``wav_header(plaintext length, the header written at open) -> (header bytes,
     length kept)`` at 0 for a WAV, then FINAL; a PCAP's FINAL says the length ``pcap_whole(the
@@ -669,13 +669,17 @@ def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None,
     aes = AESGCM(data_key)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        found, plains = valid_prefix(fd, aes, name, kinds=(WAV, PCAP), plain=pcap_whole is not None)
+        found, _ = valid_prefix(fd, aes, name, kinds=(WAV, PCAP))
         if found.final is not None and found.end == os.fstat(fd).st_size:
             return found.final
         first = b""
         heads = [seq for seq, r in enumerate(found.records) if r[0] == 0 and r[3] == DATA]
         if heads:
             first = open_record(fd, aes, found, heads[-1], name)
+        whole = None
+        if pcap_whole is not None and found.kind == PCAP:  # its records read again one at a time (an hour: ~80 MB)
+            whole = pcap_whole(open_record(fd, aes, found, seq, name)
+                               for seq, (_, n, _, kind) in enumerate(found.records) if kind == DATA and n)
     finally:
         os.close(fd)
     if found.final is not None:  # bytes after a valid FINAL: cut them
@@ -688,9 +692,8 @@ def finish(path: str, data_key: bytes, name: str, *, wav_header: object = None,
         if wav_header is not None and found.kind == WAV:
             header, length = wav_header(length, first)  # type: ignore[operator]
             writer.data(0, header)
-        elif pcap_whole is not None and found.kind == PCAP:
-            data = [p for (_, n, _, kind), p in zip(found.records, plains, strict=False) if kind == DATA and n]
-            length = min(length, pcap_whole(data))  # (written in order, appended to only)
+        elif whole is not None:
+            length = min(length, whole)  # (its records written in order, appended to only)
         writer.final(length)
     finally:
         writer.close()
