@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -126,10 +125,4 @@ def repair_pcap(path: str) -> None:
     """Cut a spool pcap after its last whole record (a crash may leave half of one)."""
     with open(path, "r+b") as f:
         data = f.read()
-        off = 24
-        while off + 16 <= len(data):
-            incl = struct.unpack_from("<I", data, off + 8)[0]
-            if off + 16 + incl > len(data):
-                break
-            off += 16 + incl
-        f.truncate(min(off, len(data)))
+        f.truncate(whole_packets([data]) if len(data) >= 24 else len(data))

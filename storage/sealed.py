@@ -44,7 +44,7 @@ written back half full was written again once the next record filled it (1.23 by
 byte stored at 300 k packets/s, 1.03 fitted). Nothing sealed waits in memory: the pcap seals its
 buffer up to the boundary and keeps the rest (the plaintext is a stream of bytes: a record may end
 inside a packet, and crash recovery's FINAL cuts the pcap at its last whole packet); the WAV writes
-its frames up to the nearest boundary (a record then and again takes the next frame's first byte,
+its frames up to the nearest boundary (a record now and then takes the next frame's first byte,
 sealed anew by the next record: every record's overhead is odd). Late payloads (rare) are
 held until the next flush; each run of frames they fall in is then one DATA record: those frames as
 sealed so far (the few records over them found by bisection and decrypted), the payloads in place.
