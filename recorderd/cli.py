@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     worker = service.store_worker(config)  # encryption and fsyncs overlap the parsing of what follows
     SealedWriter.writeback = WRITEBACK  # no spool-sync thread here: the disk starts on the spool as it grows
-    files = SpoolFiles(store.layout.pool_dir).start()  # the calls' spool files made ahead, beside the parsing
+    files = SpoolFiles(store.layout.spool_dir, old_pool=store.layout.pool_dir).start()  # the calls' spool files made ahead, beside the parsing
     try:
         pipeline = service.build_pipeline(config, store, worker.keep, files)
         result = service.replay(pipeline, args.pcaps)

@@ -130,7 +130,7 @@ class Daemon:
         stack.callback(os.close, store_fd)
         stack.callback(_syncfs, store_fd)  # once the worker has kept the last calls
         worker = stack.enter_context(service.store_worker(config))  # keeping and retention, off the capture loop
-        files = SpoolFiles(store.layout.pool_dir).start()  # a call's spool files made ahead, off the capture loop
+        files = SpoolFiles(store.layout.spool_dir, old_pool=store.layout.pool_dir).start()  # a call's spool files made ahead, off the capture loop
         stack.callback(files.close)
         pipeline = service.build_pipeline(config, store, worker.keep, files)
         stack.callback(pipeline.finish, "shutdown")  # every call in progress, for the worker to keep

@@ -8,8 +8,8 @@ Layout below the root::
     master.key          the master key (unless configured elsewhere, or a systemd credential)
     spool/              calls in progress: <id>.wav, <id>.pcap, <id>.call.json, sealed as written
                         (storage/sealed.py, RDS1 under each recording's own key)
-    spool-new/          empty files made ahead, given their names in spool/ as calls start
-                        (storage/spool_files.py; a file system's inode allocation off the capture thread)
+                        (their files made ahead without a name, O_TMPFILE, and named as calls
+                        start: storage/spool_files.py; an earlier release's spool-new/ is removed)
     recordings/YYYY/MM/DD/<id>.rdv   finalised recordings, encrypted (local date of the call); the
                         evidence pcap beside it as <id>.pcap.rdv
 
@@ -38,7 +38,7 @@ class Layout:
         self.tz = tz
         self.key_file = key_file or os.path.join(self.root, "master.key")
         self.spool_dir = os.path.join(self.root, "spool")
-        self.pool_dir = os.path.join(self.root, "spool-new")
+        self.pool_dir = os.path.join(self.root, "spool-new")  # an earlier release's named files made ahead
         self.recordings_dir = os.path.join(self.root, "recordings")
         self.index_path = os.path.join(self.root, "index.sqlite")
         self.audit_path = os.path.join(self.root, "audit.sqlite")

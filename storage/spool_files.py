@@ -1,173 +1,149 @@
-"""Empty spool files made ahead, off the capture thread.
+"""Spool files made ahead, off the capture thread, as files with no name until a call takes one.
 
 A recorded call opens three spool files when it starts (its sidecar, its WAV, its evidence pcap).
-Making a file is the dear part: ext4 allocates its inode, and where many files were deleted lately
-(every kept call unlinks three from the spool, every erasure two from the store) its allocator looks
-past the recently freed ones, ~0.6 ms a file on the development machine's disk against ~16 us for
-giving an existing file a name. The capture thread must not wait for that, so a thread of its own
-keeps a few empty files ready in ``STORE/spool-new/`` (made ``O_CREAT | O_EXCL | O_NOFOLLOW``, 0600,
-their descriptors held open), and a new spool file is one of them given its name in the spool:
-``link`` (which, as ``O_EXCL``, refuses a name that is there already) then ``unlink`` of the ready
-name, and the descriptor is the one made with the file (checked to be the file now at that name).
-When none is ready, or the spool is on another file system than ``spool-new/`` (``EXDEV``), the file
-is made where it is needed, as before.
+Making a file is the dear part: the file system allocates its inode, and where many files were
+deleted lately (every kept call unlinks one from the spool, every erasure two from the store) ext4's
+allocator looks past the recently freed ones: ~0.6-1 ms a file on the development machine's disk.
+The capture thread must not wait for that, so a thread of its own keeps a few files ready: each
+made with ``O_TMPFILE`` in the spool folder itself (0600, read-write, no name: nothing any other
+process can open, and nothing left behind if the process dies), and a new spool file is one of
+them given its name with ``linkat`` (through ``/proc/self/fd``, ``AT_SYMLINK_FOLLOW``: open(2)'s own
+recipe), which refuses a name that is there already, a symbolic link included, as ``O_EXCL`` does.
 
-The ready files hold nothing. Those still ready when recorderd stops stay in ``spool-new/`` for the
-next start, which takes them again (each checked to be an empty regular 0600 file of ours with one
-name; other files and links there are removed, folders left alone); decommission removes everything
-there. One process at a time makes files ahead for a store: ``spool-new/`` is locked (``flock``) by the
-one that does, and another (``recorderd replay`` beside the service) makes its files where needed.
+Why unnamed files (the first edition named them in ``spool-new/``, then linked and unlinked them):
+making a named file holds its folder's lock while the inode is allocated, so the capture thread's
+unlink of the ready name waited, spinning, for the maker's allocation (~3-8 % of a replay's capture
+thread); an unnamed file takes no folder's lock, and taking it is one system call. No two
+processes share the files ready (each holds its own), so ``recorderd replay`` beside the service
+makes its own ahead too.
+
+When the file system cannot make unnamed files (``EOPNOTSUPP``: before Linux 3.11, some network
+and FUSE file systems) or ``/proc`` is not there, each file is made where it is needed, as before.
+A ``spool-new/`` folder an earlier release left is emptied of its files at start (empty files: they
+never held anything) and removed; decommission removes whatever is still in it.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
-import secrets
 import shutil
-import stat
 import threading
 
 from .sealed import new_file
 
 log = logging.getLogger(__name__)
 
-DIR_MODE = 0o700  # as the store's other folders
 READY = 128  # files kept ready (the burst of a busy minute's new calls: 3 files a call)
+_PROC_FD = "/proc/self/fd"
+_UNNAMED = getattr(os, "O_TMPFILE", 0)  # Linux: (O_TMPFILE includes O_DIRECTORY)
+
 
 class SpoolFiles:
-    """Spool files made ahead (``create`` is ``sealed.new_file`` with one of them, when one is ready)."""
+    """Spool files made ahead in ``spool_dir`` (``create`` is ``sealed.new_file`` with one of them,
+    when one is ready). ``old_pool``: an earlier release's folder of named ready files, cleared."""
 
-    def __init__(self, pool_dir: str, ready: int = READY) -> None:
-        self.pool_dir = pool_dir
+    def __init__(self, spool_dir: str, ready: int = READY, old_pool: str | None = None) -> None:
+        self.spool_dir = spool_dir
         self.size = ready
-        self._ready: list[tuple[int, str]] = []  # (descriptor, name in pool_dir), O_RDWR
+        self.old_pool = old_pool
+        self._ready: list[int] = []  # descriptors of unnamed files in spool_dir, O_RDWR
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stopping = False
-        self._linkable = True  # False once the spool proved to be on another file system
+        self._linkable = True  # False once unnamed files proved impossible here
         self._failing = False  # the last file could not be made (said once)
         self.taken = 0  # spool files given one made ahead
         self.made_here = 0  # spool files made where they were needed (none ready)
         self._thread: threading.Thread | None = None
-        self._dir_fd = -1  # pool_dir, open and locked while this one makes files in it
+        self._dir_fd = -1  # spool_dir, open while files are made in it
 
     def start(self) -> SpoolFiles:
-        """Lock ``pool_dir``, take the files an earlier run left ready there, then start making more.
-        Another process holding the lock (or a folder that cannot be made): files made where needed."""
+        """Clear an earlier release's ready files, check that unnamed files can be made and named
+        here, then start making them. If they cannot: files made where needed (said once)."""
+        if self.old_pool is not None:
+            clear_old(self.old_pool)
+        if not _UNNAMED or not os.path.isdir(_PROC_FD):
+            self._direct("this system cannot give a file made without a name one later (no O_TMPFILE or no /proc)")
+            return self
         try:
-            os.makedirs(self.pool_dir, mode=DIR_MODE, exist_ok=True)
-            fd = os.open(self.pool_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._dir_fd = os.open(self.spool_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = self._make()
         except OSError as exc:
-            log.warning("spool files cannot be made ahead (%s): calls make their own", exc.strerror,
-                        extra={"EVENT": "spool-files-failed"})
-            self._linkable = False
-            return self
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            log.info("another recorderd makes this store's spool files ahead: this one makes its own as calls start",
-                     extra={"EVENT": "spool-files-direct"})
-            self._linkable = False
-            return self
-        self._dir_fd = fd
-        os.fchmod(fd, DIR_MODE)
-        self._adopt()
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL) or self._dir_fd < 0:
+                self._direct(f"the spool cannot make files without a name ({exc.strerror})")
+                return self
+            fd = -1  # a full disk, or no descriptor left: the thread tries again, and says so
+        if fd >= 0:
+            self._ready.append(fd)
         self._thread = threading.Thread(target=self._run, name="spool-files", daemon=True)
         self._thread.start()
         self._wanted.set()
         return self
 
+    def _make(self) -> int:
+        """One unnamed file in the spool, 0600, read-write (the interpreter lock released meanwhile)."""
+        return os.open(".", _UNNAMED | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd)
+
     def create(self, path: str, flags: int) -> int:
         """A new spool file at ``path``, open with ``flags``' access mode (read-write when made
         ahead); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
-        item = None
+        fd = -1
         if self._linkable:
             with self._lock:
                 if self._ready:
-                    item = self._ready.pop()
+                    fd = self._ready.pop()
             if len(self._ready) < self.size // 2:
                 self._wanted.set()
-        if item is None:
+        if fd < 0:
             self.made_here += 1
             return new_file(path, flags)
-        fd, name = item
-        try:
-            os.link(name, path)  # refuses an existing name (a symbolic link included: never followed)
+        try:  # linkat(dir, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW): the new name is never followed.
+            # (src_dir_fd, which an absolute path ignores, makes Python call linkat: its plain
+            # link() would not follow the /proc link and fail with EXDEV)
+            os.link(f"{_PROC_FD}/{fd}", path, src_dir_fd=self._dir_fd, follow_symlinks=True)
         except OSError as exc:
-            _drop(fd, name)
+            os.close(fd)
             if exc.errno == errno.EEXIST:
                 raise
-            if exc.errno == errno.EXDEV:
-                self._direct("the spool is on another file system than spool-new/")
-            # EXDEV, or the file made ahead gone (ENOENT), refused: this one made here, as without them
-            self.made_here += 1
+            if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP):
+                self._direct(f"a file made without a name cannot be given one here ({exc.strerror})")
+            self.made_here += 1  # refused (or the disk full for the folder's entry): made here, as without them
             return new_file(path, flags)
-        try:
-            os.unlink(name)
-            made, there = os.fstat(fd), os.lstat(path)
-        except BaseException:
-            os.close(fd)
-            raise
-        if (made.st_dev, made.st_ino) != (there.st_dev, there.st_ino) or made.st_nlink != 1:
-            os.close(fd)  # not the file made ahead at that name, or it has another name too
-            raise OSError(errno.EEXIST, f"{path}: the spool file made for it was replaced")
         self.taken += 1
         return fd
 
     def _direct(self, why: str) -> None:
-        """No more files made ahead (those ready removed): each made where it is needed."""
+        """No more files made ahead (those ready closed: unnamed, they are gone): each made where
+        it is needed."""
         self._linkable = False
         with self._lock:
             useless, self._ready = self._ready, []
-        for fd, name in useless:
-            _drop(fd, name)
+        for fd in useless:
+            os.close(fd)
         log.info("spool files are made as calls start: %s", why, extra={"EVENT": "spool-files-direct"})
 
     def close(self) -> None:
-        """Stop making files; those ready are closed and left for the next start (empty files)."""
+        """Stop making files; those ready are closed (unnamed: nothing is left on the disk)."""
         self._stopping = True
         self._wanted.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
             ready, self._ready = self._ready, []
-        for fd, _ in ready:
+        for fd in ready:
             os.close(fd)
         if self._dir_fd >= 0:
-            os.close(self._dir_fd)  # the lock let go
+            os.close(self._dir_fd)
             self._dir_fd = -1
-
-    def _adopt(self) -> None:
-        """The files left ready in ``pool_dir`` taken again: each an empty regular 0600 file of this
-        user with no other name (opened without following a link); other files and links removed,
-        folders left alone."""
-        me = os.geteuid()
-        for name in sorted(os.listdir(self.pool_dir)):
-            path = os.path.join(self.pool_dir, name)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:  # a symbolic link (ELOOP), a folder, a socket: not one of ours
-                _remove(path)
-                continue
-            st = os.fstat(fd)
-            if (not stat.S_ISREG(st.st_mode) or st.st_size or st.st_nlink != 1 or st.st_uid != me
-                    or stat.S_IMODE(st.st_mode) != 0o600 or len(self._ready) >= 2 * self.size):
-                _drop(fd, path)
-                continue
-            os.set_blocking(fd, True)
-            self._ready.append((fd, path))
 
     def _run(self) -> None:
         while not self._stopping:
             self._wanted.wait()
             self._wanted.clear()
             while not self._stopping and self._linkable and len(self._ready) < self.size:
-                name = os.path.join(self.pool_dir, secrets.token_hex(8))
                 try:
-                    fd = new_file(name, os.O_RDWR)  # the interpreter lock released while the inode is made
+                    fd = self._make()
                 except OSError as exc:  # a full disk, no descriptor left: the calls make their own
                     if not self._failing:  # said once, until a file can be made again
                         self._failing = True
@@ -177,15 +153,36 @@ class SpoolFiles:
                 self._failing = False
                 with self._lock:
                     if self._stopping or not self._linkable:  # closing, or given up meanwhile
-                        _drop(fd, name)
+                        os.close(fd)
                         break
-                    self._ready.append((fd, name))
+                    self._ready.append(fd)
+
+
+def clear_old(pool_dir: str) -> None:
+    """An earlier release's ``spool-new/`` (empty files made ahead with names): its files and links
+    removed (none followed), then the folder if that left it empty; a folder in it (a technician's)
+    is left alone, and so is the rest. Nothing there ever held a byte of a call."""
+    try:
+        names = os.listdir(pool_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(pool_dir, name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    try:
+        os.rmdir(pool_dir)
+    except OSError:
+        pass
 
 
 def clear(pool_dir: str) -> int:
-    """Remove everything in ``pool_dir`` (decommission): the files made ahead (empty, never given a
-    name in the spool), and whatever else was put there, folders with what is in them (links are
-    removed, never followed)."""
+    """Remove everything in an earlier release's ``pool_dir`` (decommission): the files made ahead
+    (empty, never given a name in the spool), and whatever else was put there, folders with what is
+    in them (links are removed, never followed)."""
     removed = 0
     try:
         names = os.listdir(pool_dir)
@@ -199,16 +196,3 @@ def clear(pool_dir: str) -> int:
             os.unlink(path)
         removed += 1
     return removed
-
-
-def _drop(fd: int, name: str) -> None:
-    os.close(fd)
-    _remove(name)
-
-
-def _remove(path: str) -> None:
-    """A file or link that is not one of the files made ahead, removed; a folder left alone."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
