@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, Site, needs_root, needs_tool
+from conftest import FIXTURES, ROOT, Site, needs_root, needs_tool, small_tmpfs
 
 from storage.spool_files import SpoolFiles
 
@@ -154,33 +154,30 @@ def test_a_file_system_out_of_inodes_is_said_once_and_the_ready_files_still_serv
 
 
 def test_a_killed_process_leaves_no_file_it_made_ahead(tmp_path: Path) -> None:
-    """A process holding files made ahead is killed (SIGKILL: no clean-up of its own): the spool
-    holds only the file it had named, and the file system's free inodes are back to what they were
-    but that one (the unnamed ones went with the process)."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    free = os.statvfs(spool).f_ffree
-    child = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import os, sys, time\n"
-            "from storage.spool_files import SpoolFiles\n"
-            f"f = SpoolFiles({str(spool)!r}, ready=32).start()\n"
-            "while len(f._ready) < 32: time.sleep(0.005)\n"
-            f"os.close(f.create({str(spool / 'named.wav')!r}, os.O_WRONLY))\n"
-            "print(len(f._ready), flush=True)\n"
-            "time.sleep(60)\n")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert int(child.stdout.readline()) >= 16  # files held, ready, when it dies
+    """A process holding files made ahead is killed (SIGKILL: no clean-up of its own): the spool (a
+    file system of its own, a real tmpfs, so its inode count is this test's alone) holds only the
+    file it had named, and every inode it held ready is free again."""
+    with small_tmpfs(tmp_path / "spool", "1m") as spool:
+        free = os.statvfs(spool).f_ffree
+        child = subprocess.Popen(
+            [sys.executable, "-c", (
+                "import os, sys, time\n"
+                "from storage.spool_files import SpoolFiles\n"
+                f"f = SpoolFiles({str(spool)!r}, ready=32).start()\n"
+                "while len(f._ready) < 32: time.sleep(0.005)\n"
+                f"os.close(f.create({str(spool / 'named.wav')!r}, os.O_WRONLY))\n"
+                "print(len(f._ready), flush=True)\n"
+                "time.sleep(60)\n")],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            held = int(child.stdout.readline())
+            assert held >= 16 and os.listdir(spool) == ["named.wav"]
+            assert os.statvfs(spool).f_ffree <= free - 1 - held  # the files held are real inodes, unnamed
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
         assert os.listdir(spool) == ["named.wav"]
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert os.listdir(spool) == ["named.wav"]
-    deadline = time.monotonic() + 5
-    while os.statvfs(spool).f_ffree < free - 1 and time.monotonic() < deadline:  # (freed as the process exits)
-        time.sleep(0.01)
-    assert os.statvfs(spool).f_ffree >= free - 1 - 2  # (two inodes of slack: other work on this disk)
+        assert os.statvfs(spool).f_ffree == free - 1  # only the named one is left
 
 
 def test_start_clears_an_earlier_releases_spool_new(tmp_path: Path) -> None:
