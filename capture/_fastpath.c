@@ -36,6 +36,11 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 /* The constants the Python code has too (capture/source.py MAX_SNAPLEN, capture/assembler.py
  * SEQ_WINDOW, MIRROR_WINDOW_S and MIRROR_RING, capture/rtp.py RTCP_PT_FIRST/LAST): exported as module
@@ -418,6 +423,64 @@ static void lanes_dealloc(Lanes *l) {
     Py_TYPE(l)->tp_free((PyObject *)l);
 }
 
+/* bytes 0..3 of x at bytes 0, 2, 4, 6 (the others zero) */
+static inline uint64_t spread4(uint32_t x) {
+    uint64_t v = x;
+    v = (v | v << 16) & 0x0000FFFF0000FFFFull;
+    return (v | v << 8) & 0x00FF00FF00FF00FFull;
+}
+
+/* Lanes.interleaved(size, extra=0): the first ``size`` samples of both buffers as stereo frames
+ * (channel 1's byte, then channel 2's), then channel 1's next ``extra`` (0 or 1) byte: what the
+ * recording seals as its WAV's next frames (one pass, one allocation; it then deletes them). */
+static PyObject *lanes_interleaved(Lanes *l, PyObject *args) {
+    Py_ssize_t size, extra = 0;
+    if (!PyArg_ParseTuple(args, "n|n:interleaved", &size, &extra)) return NULL;
+    PyObject *a = l->buf[0], *b = l->buf[1];
+    if (size < 0 || extra < 0 || extra > 1 || PyByteArray_GET_SIZE(a) < size + extra || PyByteArray_GET_SIZE(b) < size) {
+        PyErr_Format(PyExc_ValueError, "interleaved(%zd, %zd): the buffers hold %zd and %zd bytes", size, extra,
+                     PyByteArray_GET_SIZE(a), PyByteArray_GET_SIZE(b));
+        return NULL;
+    }
+    PyObject *out = PyByteArray_FromStringAndSize(NULL, 2 * size + extra);
+    if (out == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyByteArray_AS_STRING(out);
+    const unsigned char *pa = (const unsigned char *)PyByteArray_AS_STRING(a);
+    const unsigned char *pb = (const unsigned char *)PyByteArray_AS_STRING(b);
+    Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 16 <= size; i += 16) { /* sixteen frames a step */
+        __m128i x = _mm_loadu_si128((const __m128i *)(pa + i)), y = _mm_loadu_si128((const __m128i *)(pb + i));
+        _mm_storeu_si128((__m128i *)(o + 2 * i), _mm_unpacklo_epi8(x, y));
+        _mm_storeu_si128((__m128i *)(o + 2 * i + 16), _mm_unpackhi_epi8(x, y));
+    }
+#elif defined(__ARM_NEON)
+    for (; i + 16 <= size; i += 16) {
+        uint8x16x2_t v = {{vld1q_u8(pa + i), vld1q_u8(pb + i)}};
+        vst2q_u8(o + 2 * i, v); /* stored interleaved: a0 b0 a1 b1 ... */
+    }
+#endif
+    for (; i + 4 <= size; i += 4) { /* four frames a step: each byte spread to every other place */
+        uint32_t x, y;
+        memcpy(&x, pa + i, 4);
+        memcpy(&y, pb + i, 4);
+        uint64_t v = spread4(x) | spread4(y) << 8; /* little-endian: a0 b0 a1 b1 ... (as records_add) */
+        memcpy(o + 2 * i, &v, 8);
+    }
+    for (; i < size; i++) {
+        o[2 * i] = pa[i];
+        o[2 * i + 1] = pb[i];
+    }
+    if (extra) o[2 * size] = pa[size];
+    return out;
+}
+
+static PyMethodDef lanes_methods[] = {
+    {"interleaved", (PyCFunction)lanes_interleaved, METH_VARARGS,
+     "The first size samples of both buffers as stereo frames, then channel 1's next extra (0 or 1) byte."},
+    {NULL},
+};
+
 static PyMemberDef lanes_members[] = {
     {"bufs", T_OBJECT, offsetof(Lanes, bufs), READONLY, "(channel 1, channel 2): bytearrays from sample frontier"},
     {"frontier", T_LONGLONG, offsetof(Lanes, frontier), 0, "the sample the buffers start at"},
@@ -434,6 +497,7 @@ static PyTypeObject LanesType = {
     .tp_new = lanes_new,
     .tp_dealloc = (destructor)lanes_dealloc,
     .tp_members = lanes_members,
+    .tp_methods = lanes_methods,
     .tp_doc = "A recording's audio placement buffers, one byte a sample (capture/lanes.py).",
 };
 

@@ -35,6 +35,7 @@ class Lanes:
     frontier: int
     limit: int
     silence: int
+    def interleaved(self, size: int, extra: int = ...) -> bytearray: ...
 
 class Records:
     @property

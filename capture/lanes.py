@@ -9,7 +9,8 @@ the recording's, and the recording writes them out:
   2's samples, one byte a sample, from sample ``frontier``). A payload goes at ``position -
   frontier``, the gap before it padded with ``silence``; a buffer ``limit`` bytes long is due to be
   written out. The recording sets ``silence`` and ``limit`` when it takes them and moves
-  ``frontier`` as it writes (deleting what it wrote from the front of both).
+  ``frontier`` as it writes (``interleaved()``: the next frames of both, as the WAV holds them;
+  then deleting what it wrote from the front of both).
 - :class:`Records`: the evidence pcap's records not yet written (``buf``: nanosecond pcap records,
   little-endian); ``limit`` bytes are due to be written out. ``linktype`` is the file's link type,
   -1 until the recording wrote its first frame (the kernel leaves frames to ``packet()`` till then).
@@ -35,6 +36,20 @@ class PyLanes:
         self.frontier = 0
         self.limit = 0
         self.silence = 0
+
+    def interleaved(self, size: int, extra: int = 0) -> bytearray:
+        """The first ``size`` samples of both buffers as stereo frames (channel 1's byte, then
+        channel 2's), then channel 1's next ``extra`` (0 or 1) byte: the WAV's next frames."""
+        a, b = self.bufs
+        if size < 0 or extra not in (0, 1) or len(a) < size + extra or len(b) < size:
+            raise ValueError(f"interleaved({size}, {extra}): the buffers hold {len(a)} and {len(b)} bytes")
+        # channel 1's bytes, each followed by a zero byte (Latin-1 maps a byte to the same code point,
+        # UTF-16-LE writes one below 256 as that byte and a zero), then channel 2's bytes in those
+        frames = bytearray(a[: size + extra].decode("latin-1"), "utf-16-le")
+        frames[1 : 2 * size : 2] = b[:size]
+        if extra:  # the next frame's channel 1 byte, its zero dropped
+            del frames[-1]
+        return frames
 
 
 class PyRecords:

@@ -66,13 +66,18 @@ class CallEnd:
 class AudioLanes(Protocol):
     """Capture's audio placement buffers of a recording (capture/lanes.py ``Lanes``), handed to it by
     :meth:`RecordingHandle.use_buffers`: the per-packet kernel places the steady case's payloads
-    into them; the recording sets ``silence`` and ``limit``, writes the buffers out and moves
-    ``frontier``."""
+    into them; the recording sets ``silence`` and ``limit``, writes the buffers out (``interleaved``)
+    and moves ``frontier``."""
 
     bufs: tuple[bytearray, bytearray]  # channel 1's and channel 2's samples (one byte each) from ``frontier``
     frontier: int  # the sample both buffers start at
     limit: int  # a buffer this long (bytes) is due to be written out (flush_buffers())
     silence: int  # the codec's silence byte: a gap before a payload is padded with it
+
+    def interleaved(self, size: int, extra: int = 0) -> bytearray:
+        """The first ``size`` samples of both buffers as stereo frames (channel 1's byte, then
+        channel 2's), then channel 1's next ``extra`` (0 or 1) byte: the WAV's next frames, made in
+        one pass (the recording then deletes them from both buffers)."""
 
 
 class EvidenceRecords(Protocol):

@@ -270,7 +270,9 @@ class SpoolRecording:
         for buf in self.bufs:
             if len(buf) < size + extra:
                 self._pad(buf, size + extra - len(buf))
-        if width == 1:  # G.711: channel 1's bytes, each followed by a zero byte (Latin-1 maps a byte to
+        if width == 1 and self.lanes is not None:  # capture's buffers: their frames made in one pass
+            frames = self.lanes.interleaved(size, extra)
+        elif width == 1:  # G.711: channel 1's bytes, each followed by a zero byte (Latin-1 maps a byte to
             # the same code point, UTF-16-LE writes one below 256 as that byte and a zero), then channel 2's
             # bytes in those: one strided copy instead of two, and no zeroed buffer
             frames = bytearray(a[: size + extra].decode("latin-1"), "utf-16-le")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import random
 import re
 import struct
 import typing
@@ -31,7 +32,7 @@ def declared(protocol: type) -> set[str]:
 def test_the_protocols_declare_what_capture_and_storage_use() -> None:
     assert declared(RecordingHandle) == {"id", "keeps_packets", "figures", "use_buffers", "flush_buffers", "audio",
                                          "packet", "end", "link_leg"}
-    assert declared(AudioLanes) == {"bufs", "frontier", "limit", "silence"}
+    assert declared(AudioLanes) == {"bufs", "frontier", "limit", "silence", "interleaved"}
     assert declared(EvidenceRecords) == {"buf", "limit", "linktype"}
     assert set(typing.get_type_hints(RecordingHandle)) == {"id", "keeps_packets", "figures"}
 
@@ -42,17 +43,47 @@ def test_capture_s_buffers_are_what_the_protocols_declare_in_c_and_in_python() -
     from capture.fast import fastpath
 
     for c_name, twin, protocol in (("Lanes", lanes.PyLanes, AudioLanes), ("Records", lanes.PyRecords, EvidenceRecords)):
-        assert set(twin.__slots__) == declared(protocol)
+        methods = {n for n in declared(protocol) if callable(getattr(protocol, n, None))}
+        assert set(twin.__slots__) | methods == declared(protocol)
+        assert all(callable(getattr(twin, n)) for n in methods)
         made = twin()
         assert all(type(b) is bytearray for b in (made.bufs if c_name == "Lanes" else (made.buf,)))  # type: ignore[attr-defined]
         if fastpath is not None:
             ctype = getattr(fastpath, c_name)
             assert {n for n in dir(ctype) if not n.startswith("_")} == declared(protocol)
             c = ctype()
-            for name in declared(protocol):
+            for name in declared(protocol) - methods:
                 assert type(getattr(c, name)) is type(getattr(made, name)), name
                 if name not in ("bufs", "buf"):
                     assert getattr(c, name) == getattr(made, name), name
+
+
+def test_the_lanes_frames_are_the_same_in_c_and_in_python() -> None:
+    """``interleaved``: every size (each remainder of the C's 16- and 4-frame steps), with and
+    without the next frame's channel 1 byte, the same bytes from both twins and the frames a WAV
+    holds (channel 1's byte, then channel 2's); what the buffers do not hold refused by both."""
+    from capture import lanes
+    from capture.fast import fastpath
+
+    if fastpath is None:
+        pytest.skip("capture/_fastpath.c is not built")
+    rnd = random.Random(11)
+    c, py = fastpath.Lanes(), lanes.PyLanes()
+    one, two = rnd.randbytes(5000), rnd.randbytes(4999)
+    for made in (c, py):
+        made.bufs[0].extend(one)
+        made.bufs[1].extend(two)
+    for size in [*range(70), 4095, 4096, 4097, 4998, 4999]:
+        for extra in (0, 1):
+            frames = c.interleaved(size, extra)
+            assert type(frames) is bytearray and frames == py.interleaved(size, extra), (size, extra)
+            assert frames[: 2 * size : 2] == one[:size] and frames[1 : 2 * size : 2] == two[:size]
+            assert frames[2 * size :] == one[size : size + extra]
+    for size, extra in ((5000, 0), (4999, 2), (-1, 0), (10, -1), (5000, 1)):
+        for made in (c, py):
+            with pytest.raises(ValueError):
+                made.interleaved(size, extra)
+    assert bytes(c.bufs[0]) == one and bytes(c.bufs[1]) == two  # read, not consumed
 
 
 C_LOOKUPS = re.compile(r"PyObject_(?:GetAttr|SetAttr|HasAttr|CallMethod|Call|CallObject|CallFunction|VectorcallMethod)"
