@@ -6,9 +6,11 @@ deleted lately (every kept call unlinks one from the spool, every erasure two fr
 allocator looks past the recently freed ones: ~0.6-1 ms a file on the development machine's disk.
 The capture thread must not wait for that, so a thread of its own keeps a few files ready: each
 made with ``O_TMPFILE`` in the spool folder itself (0600, read-write, no name: nothing any other
-process can open, and nothing left behind if the process dies), and a new spool file is one of
+process can open; nothing left behind if the process dies, and after a power cut ext4's journal
+frees them at the next mount, or fsck where the file system has no journal), and a new spool file is one of
 them given its name with ``linkat`` (through ``/proc/self/fd``, ``AT_SYMLINK_FOLLOW``: open(2)'s own
-recipe), which refuses a name that is there already, a symbolic link included, as ``O_EXCL`` does.
+recipe) into the folder opened at start, which refuses a name that is there already, a symbolic
+link included, as ``O_EXCL`` does; the file is checked to be the one made, before and after.
 
 Why unnamed files (the first edition named them in ``spool-new/``, then linked and unlinked them):
 making a named file holds its folder's lock while the inode is allocated, so the capture thread's
@@ -47,7 +49,7 @@ class SpoolFiles:
         self.spool_dir = spool_dir
         self.size = ready
         self.old_pool = old_pool
-        self._ready: list[int] = []  # descriptors of unnamed files in spool_dir, O_RDWR
+        self._ready: list[tuple[int, int, int]] = []  # (descriptor, device, inode) of unnamed files in spool_dir, O_RDWR
         self._lock = threading.Lock()
         self._wanted = threading.Event()
         self._stopping = False
@@ -75,7 +77,7 @@ class SpoolFiles:
                 return self
             fd = -1  # a full disk, or no descriptor left: the thread tries again, and says so
         if fd >= 0:
-            self._ready.append(fd)
+            self._ready.append(_known(fd))
         self._thread = threading.Thread(target=self._run, name="spool-files", daemon=True)
         self._thread.start()
         self._wanted.set()
@@ -88,40 +90,60 @@ class SpoolFiles:
     def create(self, path: str, flags: int) -> int:
         """A new spool file at ``path``, open with ``flags``' access mode (read-write when made
         ahead); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
-        fd = -1
+        item = None
         if self._linkable:
             with self._lock:
                 if self._ready:
-                    fd = self._ready.pop()
+                    item = self._ready.pop()
             if len(self._ready) < self.size // 2:
                 self._wanted.set()
-        if fd < 0:
-            self.made_here += 1
-            return new_file(path, flags)
-        try:  # linkat(dir, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW): the new name is never followed.
-            # (src_dir_fd, which an absolute path ignores, makes Python call linkat: its plain
+        if item is None:
+            return self._made_here(path, flags)
+        fd, dev, ino = item
+        try:
+            made = os.fstat(fd)  # still the unnamed file made (a descriptor number reused would name another)
+            if (made.st_dev, made.st_ino, made.st_nlink) != (dev, ino, 0):
+                raise OSError(errno.EBADF, "the descriptor of a file made ahead is not that file any more")
+            # linkat(dir, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW): the new name, in the spool
+            # folder opened at start, is never followed (src_dir_fd makes Python call linkat: its plain
             # link() would not follow the /proc link and fail with EXDEV)
-            os.link(f"{_PROC_FD}/{fd}", path, src_dir_fd=self._dir_fd, follow_symlinks=True)
+            folder, name = os.path.split(path)
+            there = self._dir_fd if folder == self.spool_dir else None
+            os.link(f"{_PROC_FD}/{fd}", name if there is not None else path, src_dir_fd=self._dir_fd,
+                    dst_dir_fd=there, follow_symlinks=True)
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EEXIST:
                 raise
-            if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP):
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EBADF):
                 self._direct(f"a file made without a name cannot be given one here ({exc.strerror})")
-            self.made_here += 1  # refused (or the disk full for the folder's entry): made here, as without them
-            return new_file(path, flags)
+            return self._made_here(path, flags)  # refused, or the disk full for the folder's entry: as without them
+        try:
+            named = os.stat(name, dir_fd=there, follow_symlinks=False) if there is not None else os.lstat(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if (named.st_dev, named.st_ino, named.st_nlink) != (dev, ino, 1):  # not ours at that name (or twice named)
+            os.close(fd)
+            raise OSError(errno.EEXIST, f"{path}: the spool file made for it was replaced")
         self.taken += 1
+        return fd
+
+    def _made_here(self, path: str, flags: int) -> int:
+        fd = new_file(path, flags)
+        self.made_here += 1
         return fd
 
     def _direct(self, why: str) -> None:
         """No more files made ahead (those ready closed: unnamed, they are gone): each made where
         it is needed."""
-        self._linkable = False
         with self._lock:
+            first, self._linkable = self._linkable, False
             useless, self._ready = self._ready, []
-        for fd in useless:
+        for fd, _, _ in useless:
             os.close(fd)
-        log.info("spool files are made as calls start: %s", why, extra={"EVENT": "spool-files-direct"})
+        if first:  # (said once: two calls may find it out at once)
+            log.info("spool files are made as calls start: %s", why, extra={"EVENT": "spool-files-direct"})
 
     def close(self) -> None:
         """Stop making files; those ready are closed (unnamed: nothing is left on the disk)."""
@@ -131,9 +153,10 @@ class SpoolFiles:
             self._thread.join(timeout=5)
         with self._lock:
             ready, self._ready = self._ready, []
-        for fd in ready:
+        for fd, _, _ in ready:
             os.close(fd)
-        if self._dir_fd >= 0:
+        if self._dir_fd >= 0 and not (self._thread is not None and self._thread.is_alive()):  # (a thread stuck
+            # in the file system past the join keeps the folder's descriptor: the process is ending)
             os.close(self._dir_fd)
             self._dir_fd = -1
 
@@ -151,11 +174,18 @@ class SpoolFiles:
                                     extra={"EVENT": "spool-files-failed"})
                     break
                 self._failing = False
+                item = _known(fd)
                 with self._lock:
                     if self._stopping or not self._linkable:  # closing, or given up meanwhile
                         os.close(fd)
                         break
-                    self._ready.append(fd)
+                    self._ready.append(item)
+
+
+def _known(fd: int) -> tuple[int, int, int]:
+    """A file made ahead, with what identifies it (checked when it is given its name)."""
+    st = os.fstat(fd)
+    return fd, st.st_dev, st.st_ino
 
 
 def clear_old(pool_dir: str) -> None:

@@ -36,7 +36,7 @@ def test_a_new_spool_file_is_one_made_ahead_given_its_name(tmp_path: Path) -> No
     try:
         ready(files, 4)
         assert os.listdir(spool) == []  # made, and no name anywhere yet
-        made = {os.fstat(fd).st_ino for fd in files._ready}
+        made = {os.fstat(fd).st_ino for fd, _, _ in files._ready}
         fd = files.create(str(spool / "r1.wav"), os.O_WRONLY)
         try:
             here = os.lstat(spool / "r1.wav")
@@ -193,14 +193,12 @@ def test_start_clears_an_earlier_releases_spool_new(tmp_path: Path) -> None:
     (pool / "link").symlink_to(tmp_path / "target")
     (pool / "folder").mkdir()
     (pool / "folder" / "note").write_bytes(b"x")
-    left = {os.stat(pool / f"empty{i}").st_ino for i in range(3)}
     files = SpoolFiles(str(spool), ready=2, old_pool=str(pool)).start()
     try:
         assert os.listdir(pool) == ["folder"] and (pool / "folder" / "note").read_bytes() == b"x"
         assert (tmp_path / "target").read_bytes() == b"kept"
-        fd = files.create(str(spool / "r.wav"), os.O_WRONLY)
-        assert os.fstat(fd).st_ino not in left or os.fstat(fd).st_nlink == 1
-        os.close(fd)
+        os.close(files.create(str(spool / "r.wav"), os.O_WRONLY))
+        assert files.taken == 1 and files.made_here == 0  # a file made ahead now (the old ones' inodes may be reused)
     finally:
         files.close()
     empty = tmp_path / "empty-pool"
@@ -211,26 +209,85 @@ def test_start_clears_an_earlier_releases_spool_new(tmp_path: Path) -> None:
 
 
 def test_two_processes_on_one_spool_each_make_their_own_ahead(tmp_path: Path) -> None:
-    """recorderd replay beside the service: both make files ahead in the same spool, neither
-    takes the other's (each holds its own, unnamed), and each names its own."""
+    """recorderd replay beside the service: a second process makes files ahead in the same spool
+    and names them while this one does too; each names only the files it made itself."""
     spool = tmp_path / "spool"
     spool.mkdir()
     first = SpoolFiles(str(spool), ready=4).start()
-    second = SpoolFiles(str(spool), ready=4).start()
     try:
         ready(first, 4)
-        ready(second, 4)
-        mine = {os.fstat(fd).st_ino for fd in second._ready}
+        mine = {ino for _, _, ino in first._ready}
+        other = subprocess.run(
+            [sys.executable, "-c", (
+                "import os, time\n"
+                "from storage.spool_files import SpoolFiles\n"
+                f"f = SpoolFiles({str(spool)!r}, ready=4).start()\n"
+                "while len(f._ready) < 4: time.sleep(0.005)\n"
+                "made = {ino for _, _, ino in f._ready}\n"
+                f"named = [os.fstat(f.create({str(spool)!r} + f'/b{{i}}.wav', os.O_WRONLY)).st_ino for i in range(4)]\n"
+                "print(f.taken, f.made_here, set(named) <= made)\n")],
+            cwd=ROOT, capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert other.stdout.split() == ["4", "0", "True"], other.stderr
         for i in range(4):
             os.close(first.create(str(spool / f"a{i}.wav"), os.O_WRONLY))
-        fd = second.create(str(spool / "b.wav"), os.O_WRONLY)
-        assert os.fstat(fd).st_ino in mine
-        os.close(fd)
-        assert first.taken == 4 and second.taken == 1 and first.made_here == second.made_here == 0
-        assert not {os.stat(spool / f"a{i}.wav").st_ino for i in range(4)} & mine
+        assert first.taken == 4 and first.made_here == 0
+        assert {os.stat(spool / f"a{i}.wav").st_ino for i in range(4)} <= mine
+        assert not {os.stat(spool / f"b{i}.wav").st_ino for i in range(4)} & mine
     finally:
-        second.close()
         first.close()
+
+
+def held_in(spool: Path) -> list[str]:
+    """This process's descriptors open on an unnamed file of ``spool`` (readlink: 'SPOOL/#INO (deleted)')."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(f"{spool}/#"):
+            out.append(target)
+    return out
+
+
+def test_closing_lets_go_of_every_file_made_ahead(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    files = SpoolFiles(str(spool), ready=8).start()
+    ready(files, 8)
+    os.close(files.create(str(spool / "r.wav"), os.O_WRONLY))
+    assert len(held_in(spool)) == 7 == len(files._ready)  # (made up again once fewer than half are left)
+    files.close()
+    assert held_in(spool) == [] and os.listdir(spool) == ["r.wav"] and files._dir_fd == -1
+
+
+def test_a_descriptor_that_is_not_the_file_made_any_more_names_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A ready descriptor's number now open on another file (what a double close elsewhere in the
+    process would do): that file is not given a name in the spool; the call gets a file made where
+    it is needed, and no more are made ahead (said once)."""
+    caplog.set_level("INFO")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "index.sqlite").write_bytes(b"precious")
+    files = SpoolFiles(str(spool), ready=4).start()
+    try:
+        ready(files, 4)
+        files._stopping = True  # (no more made meanwhile)
+        other = os.open(tmp_path / "index.sqlite", os.O_RDWR)
+        for fd, _, _ in list(files._ready):
+            os.dup2(other, fd)  # each ready number now the index's descriptor
+        os.close(other)
+        fd = files.create(str(spool / "r.wav"), os.O_WRONLY)
+        os.write(fd, b"sealed")
+        os.close(fd)
+        assert os.stat(tmp_path / "index.sqlite").st_nlink == 1  # not named in the spool
+        assert (tmp_path / "index.sqlite").read_bytes() == b"precious"
+        assert (spool / "r.wav").read_bytes() == b"sealed" and files.made_here == 1 and files.taken == 0
+        assert files._ready == [] and not files._linkable
+    finally:
+        files.close()
+    assert sum(getattr(r, "EVENT", "") == "spool-files-direct" for r in caplog.records) == 1
 
 
 def test_a_replay_takes_its_spool_files_made_ahead_and_leaves_none(site: Site, capsys: pytest.CaptureFixture[str],
