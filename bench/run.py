@@ -45,7 +45,7 @@ KERNEL_BASE = os.environ.get("BENCH_KERNEL_BASE", "bfa6a28^")  # the hand C befo
 KERNEL_RATIO = 1.05  # issue 15: the pipeline's CPU within 5 % of that base's, or less
 
 # DESIGN.md, "Speed and size targets"
-REPLAY_PKT_S = 500_000
+REPLAY_PKT_S = 1_000_000  # "the next targets, on one core" (issue 13's bar; the first was 500 k)
 ERSPAN_RATIO = 0.8  # issue 14: the capture wrapped in ERSPAN II replays at >= 80 % of the plain one's rate
 WRITTEN_PER_KEPT = write_amplification.TARGET  # issue 13: bytes written to disk per byte of recording kept
 TSHARK_RATIO = 2.3
@@ -411,9 +411,15 @@ class Bench:
                   f"{st['kernel_drops']:,} drops, read {st['read']:,} of {st['sent']:,} sent (ring holds "
                   f"~{r['ring_capacity_rtp_frames'] // 1000} k RTP frames = {r['ring_capacity_rtp_frames'] / live.STALL_RATE:.1f} s "
                   f"at {rate(live.STALL_RATE)}){extra}", "0 drops", st["kept_up"], how)
-        add.add("live (veth)", "service CPU per packet read", " / ".join(
-                f"{'top' if x['rate'] is None else x['rate'] // 1000}: {x['service_cpu_us_per_packet']:.2f} us"
-                for x in r["runs"]) + " (rate in k pkt/s)", method=how)
+        figures = " / ".join(f"{'top' if x['rate'] is None else x['rate'] // 1000}: {x['service_cpu_us_per_packet']:.2f} us"
+                             for x in r["runs"]) + " (rate in k pkt/s)"
+        at_bar = next((x for x in r["runs"] if x["rate"] == LIVE_PKT_S), None)
+        if at_bar is not None and at_bar["service_cpu_us_per_packet"]:
+            add.check("live (veth)", "service CPU per packet read", figures,
+                      f"<= {LIVE_US_PER_PACKET} us at {rate(LIVE_PKT_S)}",
+                      at_bar["service_cpu_us_per_packet"] <= LIVE_US_PER_PACKET, how)
+        else:
+            add.add("live (veth)", "service CPU per packet read", figures, method=how)
         base = r["runs"][0]
         if base["service_cpu_us_per_packet"]:
             add.add("live (veth)", "service capacity, one core", f"~{rate(1e6 / base['service_cpu_us_per_packet'])} "
