@@ -90,8 +90,9 @@ class SpoolFiles:
     def create(self, path: str, flags: int) -> int:
         """A new spool file at ``path``, open with ``flags``' access mode (read-write when made
         ahead); ``FileExistsError`` if the name is taken, as ``O_EXCL``."""
+        folder, name = os.path.split(path)
         item = None
-        if self._linkable:
+        if self._linkable and folder == self.spool_dir:  # (a file made ahead lives in the spool's folder)
             with self._lock:
                 if self._ready:
                     item = self._ready.pop()
@@ -107,10 +108,7 @@ class SpoolFiles:
             # linkat(dir, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW): the new name, in the spool
             # folder opened at start, is never followed (src_dir_fd makes Python call linkat: its plain
             # link() would not follow the /proc link and fail with EXDEV)
-            folder, name = os.path.split(path)
-            there = self._dir_fd if folder == self.spool_dir else None
-            os.link(f"{_PROC_FD}/{fd}", name if there is not None else path, src_dir_fd=self._dir_fd,
-                    dst_dir_fd=there, follow_symlinks=True)
+            os.link(f"{_PROC_FD}/{fd}", name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=True)
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EEXIST:
@@ -119,7 +117,7 @@ class SpoolFiles:
                 self._direct(f"a file made without a name cannot be given one here ({exc.strerror})")
             return self._made_here(path, flags)  # refused, or the disk full for the folder's entry: as without them
         try:
-            named = os.stat(name, dir_fd=there, follow_symlinks=False) if there is not None else os.lstat(path)
+            named = os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
         except BaseException:
             os.close(fd)
             raise
