@@ -535,7 +535,7 @@ def _profiled(service: Service, name: str) -> Iterator[None]:
         return
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if PROFILER == "perf":
-        cmd = ["perf", "record", "-F", "999", "-g", "-p", str(service.pid), "-o", str(PROFILE_DIR / f"{name}.perf")]
+        cmd = ["perf", "record", "-F", "999", *(() if os.environ.get("PERF_NO_G") else ("-g",)), "-p", str(service.pid), "-o", str(PROFILE_DIR / f"{name}.perf")]
     else:
         spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
         cmd = [spy, "record", "--pid", str(service.pid), "-r", "200", "-f", "raw", "--threads", "--nonblocking",
