@@ -213,16 +213,18 @@ def test_two_processes_on_one_spool_each_make_their_own_ahead(tmp_path: Path) ->
     and names them while this one does too; each names only the files it made itself."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    first = SpoolFiles(str(spool), ready=4).start()
+    # 8 made ahead and 4 taken: never below half, so no file is made ahead again while the test
+    # names its four (a refill could be named in their place, and not be in the set taken first)
+    first = SpoolFiles(str(spool), ready=8).start()
     try:
-        ready(first, 4)
+        ready(first, 8)
         mine = {ino for _, _, ino in first._ready}
         other = subprocess.run(
             [sys.executable, "-c", (
                 "import os, time\n"
                 "from storage.spool_files import SpoolFiles\n"
-                f"f = SpoolFiles({str(spool)!r}, ready=4).start()\n"
-                "while len(f._ready) < 4: time.sleep(0.005)\n"
+                f"f = SpoolFiles({str(spool)!r}, ready=8).start()\n"
+                "while len(f._ready) < 8: time.sleep(0.005)\n"
                 "made = {ino for _, _, ino in f._ready}\n"
                 f"named = [os.fstat(f.create({str(spool)!r} + f'/b{{i}}.wav', os.O_WRONLY)).st_ino for i in range(4)]\n"
                 "print(f.taken, f.made_here, set(named) <= made)\n")],
