@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -188,7 +189,7 @@ def load(store_root: str, master: bytes) -> SigningKey | None:
     return SigningKey(public, private)
 
 
-def _recorded(store_root: str) -> str | None:
+def _recorded(store_root: str, *, missing: bool = True) -> str | None:
     """The fingerprint of the signing key the store's audit log says it has (None: none recorded)."""
     path = os.path.join(store_root, AUDIT_FILE)
     if not os.path.exists(path):
@@ -200,20 +201,31 @@ def _recorded(store_root: str) -> str | None:
         finally:
             audit.close()
     except sqlite3.Error as exc:  # not known, so not made: a key it records would be replaced
+        if not missing:
+            raise SigningError(f"the audit log, which records the store's signing key, cannot be read ({exc}): "
+                               "nothing is signed until it can") from None
         raise SigningError(f"the signing key {key_path(store_root)} is missing and the audit log, which says whether "
                            f"this store had one, cannot be read ({exc}): no new key is made") from None
 
 
 def ensure(store_root: str, master: bytes) -> tuple[SigningKey, bool]:
-    """The store's signing key, made now if it has none (True: made now). Never replaced: two
+    """The store's signing key, made now if it has none (True: made now), refused if it is not the
+    one the audit log records (a key put in its place). Never replaced: two
     processes making one at once keep the first that reached the file; a key the audit log records
     (the file deleted) is not made again but refused, saying to restore it, since the copies signed
     with it would no longer verify on the box. Made by root in a store of the service user's, it is
     the service user's (as the casework file is)."""
     existing = load(store_root, master)
+    recorded = _recorded(store_root, missing=existing is None)
     if existing is not None:
+        if recorded is not None and existing.public.fingerprint != recorded:
+            # another key, wrapped with the master key, put in its place (root or the service user): the
+            # copies signed before would no longer verify on this box, and the new key is no one's record
+            raise SigningError(
+                f"the signing key {key_path(store_root)} is not the one the audit log records for this store (key "
+                f"{existing.public.key_id}, where the log records {recorded[:16]}): it was replaced; nothing is "
+                "signed with it. Restore signing.key from its backup")
         return existing, False
-    recorded = _recorded(store_root)
     if recorded is not None:
         path = key_path(store_root)
         raise SigningError(
@@ -274,14 +286,41 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     manifest: dict[str, Any] | None = None
     sha256: str | None = None
+    signed: bool = False  # set only by a signature check that held
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.signed and not self.problems
+
+
+class _NotAFile(OSError):
+    """What verify-export is given is not a regular file (a symbolic link, a FIFO, a folder, ...)."""
+
+
+def _open_file(path: str) -> int:
+    """``path`` opened for reading if it is a regular file itself: a symbolic link is refused
+    (``O_NOFOLLOW``: the check names the file handed over, not another one it points to), and so is
+    a FIFO or a device (``O_NONBLOCK`` so that opening one does not wait for a writer; read, one
+    would hang the check)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotAFile(errno.ELOOP, "a symbolic link: give the file itself") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotAFile(errno.EINVAL, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_small(path: str, limit: int) -> bytes:
-    with open(path, "rb") as f:
+    fd = _open_file(path)
+    with open(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
@@ -290,7 +329,8 @@ def _read_small(path: str, limit: int) -> bytes:
 
 def _file_sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = _open_file(path)
+    with open(fd, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -307,19 +347,22 @@ def verify_export(path: str, public: PublicKey) -> Verdict:
         verdict.problems.append(f"manifest: cannot read {manifest_path} ({getattr(exc, 'strerror', None) or exc})")
         return verdict
     try:
-        signature = _read_small(sig_path, SIGNATURE_BYTES)
-    except (OSError, ValueError) as exc:
-        signature = b""
-        verdict.problems.append(f"signature: cannot read {sig_path} ({getattr(exc, 'strerror', None) or exc})")
-    try:
         manifest = json.loads(body)
     except ValueError:
         manifest = None
     if not isinstance(manifest, dict) or manifest.get("manifest") != MANIFEST_KIND:
         manifest = None
     verdict.manifest = manifest
-    if signature and not public.verify(signature, body):
-        claimed = (manifest.get("recorder") or {}).get("key_id") if manifest else None
+    try:
+        signature: bytes | None = _read_small(sig_path, SIGNATURE_BYTES)
+    except (OSError, ValueError) as exc:
+        signature = None
+        verdict.problems.append(f"signature: cannot read {sig_path} ({getattr(exc, 'strerror', None) or exc})")
+    # The signature is checked whatever it is, and only a check that held makes the copy signed: an
+    # empty signature file once skipped the check (a forged manifest and copy passed)
+    if signature is not None and (len(signature) != SIGNATURE_BYTES or not public.verify(signature, body)):
+        recorder = manifest.get("recorder") if manifest else None
+        claimed = recorder.get("key_id") if isinstance(recorder, dict) else None
         if isinstance(claimed, str) and claimed != public.key_id:
             why = f"the manifest names key {claimed[:16]}, not this recorder's key {public.key_id}"
         elif len(signature) != SIGNATURE_BYTES:
@@ -328,6 +371,8 @@ def verify_export(path: str, public: PublicKey) -> Verdict:
             why = "the manifest or its signature was altered, or another key signed it"
         verdict.problems.append(f"signature: {manifest_path} is not signed by the recorder's key {public.key_id} "
                                 f"({why})")
+    elif signature is not None:
+        verdict.signed = True
     expected = manifest.get("file_sha256") if manifest else None
     if not isinstance(expected, str) or not _HEX64.fullmatch(expected):
         verdict.problems.append(f"manifest: {manifest_path} is not a recorderd export manifest (no file_sha256)")

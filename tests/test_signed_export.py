@@ -210,6 +210,71 @@ def test_a_flipped_or_missing_signature_fails(site: Site, tmp_path: Path, capsys
     assert rc == 1 and f"FAIL signature: cannot read {sig} (No such file or directory)" in said, said
 
 
+@pytest.mark.parametrize("signature", [b"", bytes(64), b"\x00"], ids=["empty", "64 zero bytes", "one byte"])
+def test_a_forged_copy_with_an_empty_or_blank_signature_fails(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], signature: bytes
+) -> None:
+    """Other audio, the real manifest with that audio's hash put in, and a signature file that is
+    empty (or zeros): refused with and without --pubkey, as openssl refuses it. Was: an empty
+    signature file skipped the signature check, and the forgery was said OK."""
+    rec = recording(site, capsys)
+    out = tmp_path / "copy.wav"
+    export(site, rec, out)
+    pem = pubkey(site, capsys, tmp_path / "recorder.pub.pem")
+    forged = tmp_path / "forged.wav"
+    forged.write_bytes(b"FORGED AUDIO")
+    body = (tmp_path / "copy.wav.manifest.json").read_bytes().replace(
+        rec["sha256"].encode(), hashlib.sha256(b"FORGED AUDIO").hexdigest().encode())
+    (tmp_path / "forged.wav.manifest.json").write_bytes(body)
+    (tmp_path / "forged.wav.manifest.sig").write_bytes(signature)
+    for extra in ((), ("--pubkey", str(pem))):
+        rc, said = verify(site, capsys, forged, *extra)
+        assert rc == 1 and "FAIL signature: " in said and "OK" not in said.split(), said
+        rc, said = verify(site, capsys, forged, "--json", *extra)
+        assert rc == 1 and json.loads(said)["ok"] is False, said
+    assert openssl_verify(pem, forged).returncode != 0
+
+
+def test_verify_export_names_what_is_not_a_plain_file(site: Site, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO in the copy's place is refused at once (it hung the check, waiting for a writer); a
+    symbolic link to the copy, or to its manifest, is refused: the check names the file it was given.
+    A manifest whose ``recorder`` is not an object, with a bad signature, is a failure said, not a
+    traceback."""
+    rec = recording(site, capsys)
+    out = tmp_path / "copy.wav"
+    export(site, rec, out)
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "copy.wav")
+    for name in ("copy.wav.manifest.json", "copy.wav.manifest.sig"):
+        (fifo_dir / name).write_bytes((tmp_path / name).read_bytes())
+    done = subprocess.run([sys.executable, "-m", "recorderd.ctl", "--config", str(site.config), "verify-export",
+                           str(fifo_dir / "copy.wav")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "not a regular file" in done.stdout + done.stderr, done
+    link_dir = tmp_path / "link"
+    link_dir.mkdir()
+    (link_dir / "copy.wav").symlink_to(out)
+    for name in ("copy.wav.manifest.json", "copy.wav.manifest.sig"):
+        (link_dir / name).write_bytes((tmp_path / name).read_bytes())
+    rc, said = verify(site, capsys, link_dir / "copy.wav")
+    assert rc == 1 and "a symbolic link: give the file itself" in said, said
+    (link_dir / "copy.wav").unlink()
+    (link_dir / "copy.wav").write_bytes(out.read_bytes())
+    (link_dir / "copy.wav.manifest.json").unlink()
+    (link_dir / "copy.wav.manifest.json").symlink_to(tmp_path / "copy.wav.manifest.json")
+    rc, said = verify(site, capsys, link_dir / "copy.wav")
+    assert rc == 1 and "a symbolic link: give the file itself" in said, said
+    assert verify(site, capsys, out)[0] == 0  # the copy itself still checks
+    manifest = json.loads((tmp_path / "copy.wav.manifest.json").read_bytes())
+    manifest["recorder"] = [1]
+    (tmp_path / "copy.wav.manifest.json").write_bytes(
+        signing.manifest_bytes({k: v for k, v in manifest.items() if k not in ("manifest", "version")}))
+    rc, said = verify(site, capsys, out)
+    assert rc == 1 and "the manifest or its signature was altered" in said, said
+
+
 def test_a_manifest_re_signed_with_another_key_fails(
     site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,6 +303,47 @@ def test_a_manifest_re_signed_with_another_key_fails(
     forged_pem.write_text(forged_key.pem)
     # it is the forger's: hence, the recorder's key
     assert verify(site, capsys, out, "--pubkey", str(forged_pem))[0] == 0
+
+
+@pytest.mark.parametrize("how", ["export", "export --conversation", "provide", "provide --conversation"])
+def test_no_copy_is_written_when_it_could_not_be_signed(site: Site, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], how: str) -> None:
+    """The signing key gone (a technician's mistake, a damaged disk): the copy is refused before any
+    byte of it is written, and nothing is registered. Was: the decrypted copy was written and
+    registered, then the manifest failed: a plaintext recording on disk with nothing to check it by."""
+    rec = recording(site, capsys)
+    (site.store / "signing.key").rename(tmp_path / "signing.key.away")
+    action, *flags = how.split()
+    out = tmp_path / ("copies" if flags else "copy.wav")
+    if flags:
+        out.mkdir()
+    extra = (["--purpose", "suspicious_call"] if action == "export"
+             else ["--to", "Kawasaki Police Station", "--basis", "law"])
+    capsys.readouterr()
+    rc = site.ctl(action, rec["id"], "--out", str(out), *extra, *flags)
+    said = capsys.readouterr()
+    assert rc != 0 and "signing key" in said.out + said.err, said
+    written = sorted(p.name for p in (out.iterdir() if flags else tmp_path.glob("copy.wav*")))
+    assert written == [], written
+    assert site.ctl("copies", "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    (tmp_path / "signing.key.away").rename(site.store / "signing.key")
+    assert site.ctl(action, rec["id"], "--out", str(out), *extra, *flags) == 0  # the key back: it is made
+
+
+def test_typed_numbers_are_not_in_the_signed_manifest(site: Site, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A manager's approval reference and the copy's file name are typed text: a phone number typed
+    there is masked in the manifest, as in the audit log (docs/recorderctl.md: no caller number)."""
+    rec = recording(site, capsys)
+    out = tmp_path / "09011112222.wav"
+    assert site.ctl("export", rec["id"], "--out", str(out), "--purpose", "other", "--approved-by", "root",
+                    "--approval-ref", "caller 090-1111-2222 asked") == 0
+    body = (tmp_path / "09011112222.wav.manifest.json").read_text(encoding="utf-8")
+    assert "1111" not in body and "2222" not in body, body
+    manifest = json.loads(body)
+    assert manifest["approval"]["approval_ref"].startswith("caller ") and manifest["file"].endswith(".wav")
+    assert verify(site, capsys, out)[0] == 0
 
 
 def test_provide_gets_a_signed_manifest_too(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -451,3 +557,33 @@ def test_signing_can_say_which_key_it_needs_even_with_the_key_file_gone(site: Si
     with pytest.raises(signing.SigningError, match="restore signing.key from its backup"):
         signing.ensure(str(site.store), master)
     assert not (site.store / "signing.key").exists()
+
+
+def test_a_signing_key_put_in_place_of_the_recorded_one_signs_nothing(
+        site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Whoever holds the master key (root, the service user) could put another key, wrapped with it,
+    in the key file: the box would then sign with a key no record names, and the copies signed before
+    would no longer verify on it. The key is refused, since the audit log records the one made."""
+    rec = recording(site, capsys)
+    export(site, rec, tmp_path / "before.wav")
+    key_file = site.store / "signing.key"
+    from recorderd.config import load
+    from recorderd.service import open_store
+
+    store = open_store(load(str(site.config)))
+    store.open()
+    try:
+        master = store.master_key()
+    finally:
+        store.close()
+    private = Ed25519PrivateKey.generate()
+    public = signing.PublicKey.of(private.public_key())
+    key_file.write_text(json.dumps({"version": 1, "algorithm": "Ed25519", "key_id": public.key_id,
+                                    "public_key": public.pem,
+                                    "wrapped_private_key": signing._wrap(master, private, public.key_id)}))
+    capsys.readouterr()
+    assert site.ctl("export", rec["id"], "--out", str(tmp_path / "after.wav"), "--purpose", "quality") == 1
+    said = capsys.readouterr()
+    assert "is not the one the audit log records" in said.out + said.err, said
+    assert not (tmp_path / "after.wav").exists() and not (tmp_path / "after.wav.manifest.sig").exists()
+    assert site.ctl("pubkey") == 1

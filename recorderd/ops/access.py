@@ -37,6 +37,7 @@ from storage import signing, vault
 from storage.codecs import g711
 from storage.index import RecordingRow
 from storage.policy import iso as iso_ms
+from storage.scrub import scrub
 from storage.store import IntegrityError
 from storage.wav import read_info
 
@@ -167,7 +168,7 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
     be put beside it is said (rc 1), and the copy stays registered, to be destroyed at its expiry."""
     key, _ = signing_key(ctx)
     fields: dict[str, Any] = {
-        "file": os.path.basename(out), "file_format": fmt, "file_sha256": sha256,
+        "file": scrub(os.path.basename(out)), "file_format": fmt, "file_sha256": sha256,
         "copy_id": copy_id, "copy_kind": kind, "created_at": iso(ctx.now, ctx),
         "recording_id": row.id, "did_label": row.did_label,
         "started_at": iso_ms(row.started_at, ctx.store.tz), "ended_at": iso_ms(row.ended_at, ctx.store.tz),
@@ -181,7 +182,8 @@ def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha25
     else:
         fields["purpose"] = purpose
         if approved_by:
-            fields["approval"] = {"approved_by": approved_by, "approval_ref": approval_ref}
+            fields["approval"] = {"approved_by": approved_by,  # typed text: no phone number in it, as in the audit
+                                  "approval_ref": scrub(approval_ref) if approval_ref else approval_ref}
     fields["recorder"] = {"key_id": key.public.key_id, "public_key": key.public.pem,
                           "software": f"recorderd {version()}"}
     body = signing.manifest_bytes(fields)
@@ -233,6 +235,7 @@ def export(ctx: Context, args: Args) -> Reply:
         if not has_role(approved_by, MANAGER, ctx.config):
             raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
     row = ctx.store.reading.get(rid)
+    signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
     if args.flag("conversation"):
         return _export_conversation(ctx, args, row, out, fmt, purpose, approved_by, ref)
     sha256 = write_copy(ctx, row, out, fmt)
@@ -334,6 +337,7 @@ def provide(ctx: Context, args: Args) -> Reply:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     row = ctx.store.reading.get(rid)
     ctx.note(basis_article=BASES[basis])
+    signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
     if args.flag("conversation"):
         return _provide_conversation(ctx, args, row, out, fmt, recipient, basis, note)
     sha256 = write_copy(ctx, row, out, fmt)
