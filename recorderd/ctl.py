@@ -412,9 +412,10 @@ def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
     distinct ones. Returns why it cannot be done."""
     path = request.pop("journal_file", None)
     try:
-        owner: int | None = os.stat(config.store_path).st_uid  # the service's user wrote the checkpoints
-    except OSError:
-        owner = None
+        owner = os.stat(config.store_path).st_uid  # the service's user wrote the checkpoints
+    except OSError as exc:  # not known, so no entry can be told to be the service's
+        return (f"cannot tell the service's user (the store {config.store_path}: {exc.strerror}); the audit log was "
+                "not checked against the journal")
     try:
         if path:
             with open(path, encoding="utf-8", errors="replace") as f:

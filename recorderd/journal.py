@@ -94,11 +94,12 @@ def journal_lines(timeout: float = 120.0) -> Iterator[str]:
         raise JournalUnavailable(f"journalctl failed (exit {rc}): {err.splitlines()[0] if err else 'no message'}")
 
 
-def read_checkpoints(lines: Iterable[str], uid: int | None) -> tuple[list[tuple[int, str, float, str]], dict[str, int]]:
+def read_checkpoints(lines: Iterable[str], uid: int) -> tuple[list[tuple[int, str, float, str]], dict[str, int]]:
     """The checkpoints among ``journalctl -o json`` lines: (row, seal, when in Unix seconds, key id), and
     the count of what was left out: lines that are not JSON objects, other entries, and checkpoints
     not written by ``uid`` (the service's user: anyone can send a line that says recorderd; the
-    journal's own ``_UID`` says who did)."""
+    journal's own ``_UID`` says who did, and an entry without one, as a hand-made export may be, is
+    not taken)."""
     found: list[tuple[int, str, float, str]] = []
     left = {"unreadable": 0, "other": 0, "not_the_service": 0}
     for line in lines:
@@ -120,7 +121,7 @@ def read_checkpoints(lines: Iterable[str], uid: int | None) -> tuple[list[tuple[
                 or not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):
             left["unreadable"] += 1
             continue
-        if uid is not None and entry.get("_UID") not in (None, str(uid)):
+        if entry.get("_UID") != str(uid):  # journald's own field: an entry without it vouches for nothing
             left["not_the_service"] += 1
             continue
         found.append((int(seq), head, int(when) / 1e6, key_id))

@@ -8,7 +8,11 @@ names every row that does not hold: altered, removed, or moved to another place.
 
 :meth:`AuditLog.protect` adds what the chain alone cannot give: triggers that refuse UPDATE and
 DELETE (a careless edit fails loudly; a deliberate one must drop them and still breaks the chain),
-and a head record kept by an insert trigger, so that removing the *last* rows is noticed too. Rows
+and a head record kept by an insert trigger, so that removing the *last* rows by a careless edit is
+noticed too. Whoever drops the triggers can also cut the last rows and set the head record back
+(and :meth:`protect` puts the guards back at the next session): a log cut short at its end still
+verifies as a chain, and only ``verify --against-journal`` finds it, by the checkpoints of its head
+the service wrote to the journal (every 10 minutes, at start and at a clean stop). Rows
 older than the retention period are removed from the start only by :meth:`prune`, which keeps the
 last removed row's hash as the anchor the chain now starts from and records that in a chained row.
 
@@ -19,7 +23,8 @@ format, the first sealed row (``sealed_from``) and a check value of the key. A l
 code (format 1: plain SHA-256 hashes, no ``audit_meta``) keeps its rows as they are; the first open
 with the key appends one sealed ``audit-migrated`` row that chains to the old head, so the old rows
 are bound too (rewriting them changes the head the sealed row names). That migration happens only
-when the store says it predates the seals (``legacy``: its index is of the first edition and holds no
+when the store says it predates the seals (``legacy``: its index is of the first edition, by its
+version and by its shape: the caller numbers still in a plain column, none sealed; and it holds no
 seal marker, :func:`marker`); a log without ``audit_meta`` in a store that was sealed is a rewrite:
 it is not sealed over, ``verify`` says ``audit_meta`` was removed, and the rows it claims are plain
 SHA-256 fail as altered. When ``init`` makes a new
@@ -101,6 +106,15 @@ def _kept(event: AuditEvent) -> AuditEvent:
     """What the log keeps of ``event``: its free text without anything that looks like a phone number."""
     rid = None if event.recording_id is None else scrub(event.recording_id)
     return AuditEvent(event.at, event.user, event.uid, event.action, rid, scrub_tree(event.detail), scrub(event.result))
+
+
+def _detail(text: Any) -> Any:
+    """A row's detail as stored: its JSON, or, for what is not JSON (the file altered), a value no
+    writer makes, so that the row fails its seal as altered instead of stopping ``verify``."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return {"(not JSON)": repr(text)[:200]}
 
 
 def _body(seq: int, event: AuditEvent, prev_hash: str) -> bytes:
@@ -351,10 +365,7 @@ class AuditLog:
         cur = self.db.execute(
             "SELECT seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash FROM audit ORDER BY seq"
         )
-        return [
-            (r[0], AuditEvent(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]), r[8], r[9])
-            for r in cur.fetchall()
-        ]
+        return [(r[0], AuditEvent(r[1], r[2], r[3], r[4], r[5], _detail(r[6]), r[7]), r[8], r[9]) for r in cur.fetchall()]
 
     def select(self, start: float | None = None, end: float | None = None, *, user: str | None = None,
                action: str | None = None, recording_id: str | None = None,
@@ -449,7 +460,10 @@ class AuditLog:
 
         def holds(s: int, event: AuditEvent, prev_hash: str, digest: str) -> bool:
             fn = hasher(s)
-            return fn is None or fn(s, event, prev_hash) == digest
+            try:
+                return fn is None or fn(s, event, prev_hash) == digest
+            except (TypeError, ValueError):  # a value no writer stores (a BLOB, a lone surrogate): altered
+                return False
 
         # Where each row's content belongs: its own place, another place (moved), or none (altered).
         belongs: dict[int, int | None] = {}

@@ -239,10 +239,21 @@ class Index:
     def schema_version(self) -> int:
         value = self.meta("schema_version") if self._table("store_meta") else None
         try:
-            return int(value) if value is not None else 1  # the first stores had none
+            version = int(value) if value is not None else 1  # the first stores had none
         except ValueError:
             raise SchemaError(f"the index {self.path} has a schema_version that is not a number "
                               f"({str(value)[:20]!r})") from None
+        if version < 1:  # no release wrote one: altered (it once passed as a store from before the seals)
+            raise SchemaError(f"the index {self.path} has schema_version {version}, which no recorderd writes "
+                              "(altered): nothing was changed")
+        return version
+
+    def first_edition_shape(self) -> bool:
+        """Whether the recordings table is still the first edition's: its caller numbers in a plain
+        column, none sealed. Only such a store predates the audit seals (its audit log may then be
+        migrated); a version number alone is a value anyone who can write the file can set."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
+        return "caller" in have and "sealed" not in have
 
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "

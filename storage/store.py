@@ -223,7 +223,10 @@ class Store:
             key = keys.derive(self.master_key(), "audit-seal")
             sealed = audit_marker(key)
             found = index.meta(AUDIT_MARKER)
-            legacy = found is None and index.schema_version() < SEALED_SINCE
+            # a log of the format before the seals is migrated only in a store whose index is still
+            # the first edition's, in shape and not only by its version (a rewritten log, its marker and
+            # version removed, was once "migrated", so laundered, by the next open)
+            legacy = found is None and index.schema_version() < SEALED_SINCE and index.first_edition_shape()
             audit.tz = self.tz
             audit.use_key(key, at=self.clock(), replaced=replaced, legacy=legacy)
             if found != sealed and audit.format() == FORMAT and not audit.meta_removed:

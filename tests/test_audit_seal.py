@@ -194,6 +194,33 @@ def test_a_log_rebuilt_as_one_of_the_previous_code_is_not_migrated_over(busy: Si
     assert rc == 1 and problems[0].startswith("audit_meta removed or rewritten")
 
 
+@pytest.mark.parametrize("version", ["0", "1"])
+def test_a_rebuilt_log_with_the_index_marker_and_version_removed_is_not_migrated_over(
+        busy: Site, capsys: pytest.CaptureFixture[str], version: str) -> None:
+    """The second hostile review's rewrite: the one above, and in the index the keyed seal marker
+    deleted and the schema version set back (to 0, which no release wrote, or to 1, the first
+    edition's). Was: the next open took the store for one from before the seals and "migrated" the
+    forged log, sealing over it, and verify said the chain holds. Only an index still of the first
+    edition's shape (its caller numbers in a plain column) predates the seals: this one is not."""
+    before = rows(busy)
+    kept = [r for r in before if r[0] != 3][:-1]  # row 3 and the last row gone
+    statements, prev = [("DROP TABLE audit_meta",), ("DELETE FROM audit",)], GENESIS
+    for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
+        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
+        statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))
+        prev = digest
+    statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
+    tamper(busy, params=statements)
+    with contextlib.closing(sqlite3.connect(busy.store / "index.sqlite")) as db, db:
+        db.execute("DELETE FROM store_meta WHERE key = 'audit_sealed'")
+        db.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (version,))
+    rc, problems, out = verify(busy, capsys)
+    assert rc != 0 and "the chain holds" not in out, out
+    assert not [r for r in rows(busy) if r[4] in ("audit-migrated", "audit-rekeyed")], out  # nothing sealed over it
+    assert verify(busy, capsys)[0] != 0  # and so at every open after
+
+
 def test_one_row_changed_and_rehashed_is_named_at_that_row(busy: Site, capsys: pytest.CaptureFixture[str]) -> None:
     [row3] = [r for r in rows(busy) if r[0] == 3]
     seq, at, user, uid, action, rid, detail, result, prev, _ = row3
@@ -316,6 +343,12 @@ def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
     rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
     assert rc == 0 and problems == [], out
     assert "NOTE 1 checkpoint(s) of another audit log" in out
+    # an entry without journald's _UID (a hand-made export) vouches for nothing: was taken as the service's
+    unsigned = json.loads(journal_json([forged]))
+    del unsigned["_UID"]
+    journal.write_text(journal_json(records) + json.dumps(unsigned) + "\n")
+    rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 0 and problems == [], out
 
 
 def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_counted(
@@ -487,3 +520,18 @@ def test_a_new_master_key_made_by_init_starts_the_seals_again(tmp_path: Path, ca
     tamper(site, f"DELETE FROM audit WHERE seq = {rekeyed[0] - 1}")
     rc, problems, _ = verify(site, capsys)
     assert rc == 1 and problems[0] == f"row {rekeyed[0] - 1}: missing (removed) before row {rekeyed[0]}"
+
+
+@pytest.mark.parametrize("change", [
+    ("UPDATE audit SET user = x'00ff' WHERE seq = 2",),
+    ("UPDATE audit SET detail = 'not json' WHERE seq = 2",),
+    ("UPDATE audit SET detail = '{\"x\":\"\\ud800\"}' WHERE seq = 2",),
+], ids=["a BLOB", "not JSON", "a lone surrogate"])
+def test_a_value_no_writer_stores_is_named_as_an_altered_row(busy: Site, capsys: pytest.CaptureFixture[str],
+                                                             change: tuple[str]) -> None:
+    """A row's column turned into what no writer stores: verify names that row as altered. Was: an
+    internal error (TypeError, a codec's error, a JSON error) that named no row."""
+    tamper(busy, *change)
+    rc, problems, out = verify(busy, capsys)
+    assert rc == 1 and "row 2: content does not match its hash (altered)" in problems, out
+    assert "internal error" not in out and "Traceback" not in out, out
