@@ -150,9 +150,11 @@ class Daemon:
         health = StoreHealth(store, config["store.warn_free_percent"], config["store.critical_free_mb"])
         # own thread, own store connections; the alerts are read through, for recorderctl status
         control = ControlServer(config, pipeline=pipeline, health=health, alerts=self.alerts)
+        books = stack.enter_context(Books(config, control.view))
+        # stopped before the books (unwound in reverse): a request still being served at a stop has
+        # its audit row in before the last checkpoint, which then names the log's true end
         stack.callback(control.stop)
         control.start()  # not bound: said, and the recorder runs on
-        books = stack.enter_context(Books(config, control.view))
         metrics = None
         if config["metrics.listen"]:
             try:
