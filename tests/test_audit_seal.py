@@ -75,6 +75,19 @@ def rewrite_with_sha256(site: Site, *, change: int | None = None, through: int |
     tamper(site, params=statements)
 
 
+def rebuild_as_old(site: Site, kept: list[tuple]) -> None:
+    """A log of the previous code made of ``kept`` rows: audit_meta dropped, the rows put back
+    renumbered, each hashed with plain SHA-256 from GENESIS, the head record set."""
+    statements, prev = [("DROP TABLE audit_meta",), ("DELETE FROM audit",)], GENESIS
+    for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
+        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
+        statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))
+        prev = digest
+    statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
+    tamper(site, params=statements)
+
+
 def verify(site: Site, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, list[str], str]:
     capsys.readouterr()
     rc = site.ctl("audit", "verify", *flags)
@@ -173,14 +186,7 @@ def test_a_log_rebuilt_as_one_of_the_previous_code_is_not_migrated_over(busy: Si
     sealed, so the next open does not "migrate" (seal over) it and verify says what happened."""
     before = rows(busy)
     kept = [r for r in before if r[0] != 3]  # row 3 (an export) is gone
-    statements, prev = [("DROP TABLE audit_meta",), ("DELETE FROM audit",)], GENESIS
-    for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
-        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
-        statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))
-        prev = digest
-    statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
-    tamper(busy, params=statements)
+    rebuild_as_old(busy, kept)
     rc, problems, out = verify(busy, capsys)
     assert rc == 1, out
     assert problems[0].startswith("audit_meta removed or rewritten: the store's index says its audit log is sealed"), out
@@ -204,14 +210,7 @@ def test_a_rebuilt_log_with_the_index_marker_and_version_removed_is_not_migrated
     edition's shape (its caller numbers in a plain column) predates the seals: this one is not."""
     before = rows(busy)
     kept = [r for r in before if r[0] != 3][:-1]  # row 3 and the last row gone
-    statements, prev = [("DROP TABLE audit_meta",), ("DELETE FROM audit",)], GENESIS
-    for seq, (_, at, user, uid, action, rid, detail, result, _p, _h) in enumerate(kept, start=1):
-        digest = _digest(seq, AuditEvent(at, user, uid, action, rid, json.loads(detail), result), prev)
-        statements.append(("INSERT INTO audit (seq, at, user, uid, action, recording_id, detail, result, prev_hash, hash) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, at, user, uid, action, rid, detail, result, prev, digest))
-        prev = digest
-    statements.append(("UPDATE audit_head SET seq = ?, hash = ?", len(kept), prev))
-    tamper(busy, params=statements)
+    rebuild_as_old(busy, kept)
     with contextlib.closing(sqlite3.connect(busy.store / "index.sqlite")) as db, db:
         db.execute("DELETE FROM store_meta WHERE key = 'audit_sealed'")
         db.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (version,))
