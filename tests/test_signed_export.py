@@ -567,15 +567,7 @@ def test_a_signing_key_put_in_place_of_the_recorded_one_signs_nothing(
     rec = recording(site, capsys)
     export(site, rec, tmp_path / "before.wav")
     key_file = site.store / "signing.key"
-    from recorderd.config import load
-    from recorderd.service import open_store
-
-    store = open_store(load(str(site.config)))
-    store.open()
-    try:
-        master = store.master_key()
-    finally:
-        store.close()
+    master = (site.root / "master.key").read_bytes()
     private = Ed25519PrivateKey.generate()
     public = signing.PublicKey.of(private.public_key())
     key_file.write_text(json.dumps({"version": 1, "algorithm": "Ed25519", "key_id": public.key_id,

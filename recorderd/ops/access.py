@@ -160,13 +160,14 @@ def conversation_note(ctx: Context, row: RecordingRow, parts: list[RecordingRow]
             "part_reason": row.part_reason, "other_parts": [p.id for p in parts if p.id != row.id]}
 
 
-def write_manifest(ctx: Context, row: RecordingRow, out: str, *, fmt: str, sha256: str, copy_id: int, kind: str,
+def write_manifest(ctx: Context, row: RecordingRow, out: str, key: signing.SigningKey, *, fmt: str, sha256: str,
+                   copy_id: int, kind: str,
                    purpose: str | None = None, basis: str | None = None, approved_by: str | None = None,
                    approval_ref: str | None = None, provision: int | None = None) -> str:
-    """Write the signed manifest of the copy at ``out`` beside it (``out.manifest.json``, ``.sig``);
-    returns the signing key's id. The copy is already in place and registered: a manifest that cannot
-    be put beside it is said (rc 1), and the copy stays registered, to be destroyed at its expiry."""
-    key, _ = signing_key(ctx)
+    """Write the signed manifest of the copy at ``out`` beside it (``out.manifest.json``, ``.sig``),
+    signed with ``key`` (taken before the copy was written); returns the key's id. The copy is already
+    in place and registered: a manifest that cannot be put beside it is said (rc 1), and the copy
+    stays registered, to be destroyed at its expiry."""
     fields: dict[str, Any] = {
         "file": scrub(os.path.basename(out)), "file_format": fmt, "file_sha256": sha256,
         "copy_id": copy_id, "copy_kind": kind, "created_at": iso(ctx.now, ctx),
@@ -235,13 +236,13 @@ def export(ctx: Context, args: Args) -> Reply:
         if not has_role(approved_by, MANAGER, ctx.config):
             raise NotAllowed(f"--approved-by {approved_by}: not a manager (not in group {ctx.group(MANAGER)})")
     row = ctx.store.reading.get(rid)
-    signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
+    key, _ = signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
     if args.flag("conversation"):
-        return _export_conversation(ctx, args, row, out, fmt, purpose, approved_by, ref)
+        return _export_conversation(ctx, args, row, out, key, fmt, purpose, approved_by, ref)
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "export", purpose, out, fmt, sha256, approved_by, ref)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, expires=iso(expires, ctx))
-    key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export", purpose=purpose,
+    key_id = write_manifest(ctx, row, out, key, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export", purpose=purpose,
                             approved_by=approved_by, approval_ref=ref)
     text = (f"exported {row.id} to {out} ({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed "
             f"by {iso(expires, ctx)}; signed manifest beside it "
@@ -289,8 +290,8 @@ def _the_parts_asked_for(ctx: Context, args: Args, row: RecordingRow, done: str)
     return parts
 
 
-def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, purpose: str,
-                         approved_by: str | None, ref: str | None) -> Reply:
+def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, key: signing.SigningKey, fmt: str,
+                         purpose: str, approved_by: str | None, ref: str | None) -> Reply:
     """Every part of ``row``'s conversation into the folder ``out``: each its own registered copy
     with its signed manifest, each audited (the request's row for ``row``, one row per other part)."""
     parts = _the_parts_asked_for(ctx, args, row, "copied")
@@ -301,7 +302,7 @@ def _export_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, 
         copy_id, expires = _register(ctx, part, "export", purpose, target, fmt, sha256, approved_by, ref)
         entry = {"id": part.id, "part": part.part, "out": target, "sha256": sha256, "recording_sha256": part.sha256,
                  "copy": copy_id, "expires": iso(expires, ctx)}
-        key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export",
+        key_id = write_manifest(ctx, part, target, key, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="export",
                                 purpose=purpose, approved_by=approved_by, approval_ref=ref)
         entry.update(manifest=target + signing.MANIFEST_SUFFIX, key_id=key_id)
         if part.id == row.id:
@@ -337,16 +338,16 @@ def provide(ctx: Context, args: Args) -> Reply:
         raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     row = ctx.store.reading.get(rid)
     ctx.note(basis_article=BASES[basis])
-    signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
+    key, _ = signing_key(ctx)  # before any byte is written: no copy is made that could not have its signed manifest
     if args.flag("conversation"):
-        return _provide_conversation(ctx, args, row, out, fmt, recipient, basis, note)
+        return _provide_conversation(ctx, args, row, out, key, fmt, recipient, basis, note)
     sha256 = write_copy(ctx, row, out, fmt)
     copy_id, expires = _register(ctx, row, "provision", f"provide: {basis}", out, fmt, sha256)
     provision = ctx.casework.add_provision(recording_id=row.id, recipient=recipient, basis=basis, note=note,
                                            recording_sha256=row.sha256, copy_id=copy_id, provided_by=ctx.caller.user,
                                            provided_at=ctx.now)
     ctx.note(sha256=sha256, recording_sha256=row.sha256, copy=copy_id, provision=provision)
-    key_id = write_manifest(ctx, row, out, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision", basis=basis,
+    key_id = write_manifest(ctx, row, out, key, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision", basis=basis,
                             provision=provision)
     text = (f"provision {provision}: {row.id} to {recipient} under {BASES[basis]}; written to {out} "
             f"({_what_was_written(row, fmt, sha256)}); copy {copy_id}, to be destroyed here once handed over, by "
@@ -364,8 +365,8 @@ def provide(ctx: Context, args: Args) -> Reply:
                                   "conversation": conversation})
 
 
-def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, fmt: str, recipient: str,
-                          basis: str, note: str) -> Reply:
+def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str, key: signing.SigningKey, fmt: str,
+                          recipient: str, basis: str, note: str) -> Reply:
     """Every part of ``row``'s conversation into the folder ``out``, to one recipient under one basis:
     each part its own provision record, registered copy and signed manifest (which names the
     conversation), each audited (the request's row for ``row``, a ``provide`` row per other part)."""
@@ -378,7 +379,7 @@ def _provide_conversation(ctx: Context, args: Args, row: RecordingRow, out: str,
         provision = ctx.casework.add_provision(recording_id=part.id, recipient=recipient, basis=basis, note=note,
                                                recording_sha256=part.sha256, copy_id=copy_id,
                                                provided_by=ctx.caller.user, provided_at=ctx.now)
-        key_id = write_manifest(ctx, part, target, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision",
+        key_id = write_manifest(ctx, part, target, key, fmt=fmt, sha256=sha256, copy_id=copy_id, kind="provision",
                                 basis=basis, provision=provision)
         entry = {"id": part.id, "part": part.part, "provision": provision, "out": target, "sha256": sha256,
                  "recording_sha256": part.sha256, "copy": copy_id, "expires": iso(expires, ctx),
