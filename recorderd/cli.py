@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from capture.encap import summary as encap_summary
-from storage.sealed import WRITEBACK, SealedWriter
+from storage import spool
 from storage.spool_files import SpoolFiles
 from storage.store import StoreError
 
@@ -48,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorderd: {exc}", file=sys.stderr)
         return 2
     worker = service.store_worker(config)  # encryption and fsyncs overlap the parsing of what follows
-    SealedWriter.writeback = WRITEBACK  # no spool-sync thread here: the disk starts on the spool as it grows
     files = SpoolFiles(store.layout.spool_dir, old_pool=store.layout.pool_dir).start()  # the calls' spool files made ahead, beside the parsing
     try:
-        pipeline = service.build_pipeline(config, store, worker.keep, files)
+        pipeline = service.build_pipeline(config, store, worker.keep, files, spool.IMPORT)  # records of ~4 s
         result = service.replay(pipeline, args.pcaps)
     finally:
         files.close()

@@ -11,7 +11,7 @@ from typing import Any
 from capture.encap import parse_config
 from capture.pipeline import CapturePipeline
 from capture.source import CaptureFile, CaptureFileError
-from storage.spool import SpoolSink
+from storage.spool import LIVE, RecordSizes, SpoolSink
 from storage.spool_files import SpoolFiles
 from storage.store import Store
 from storage.volume import Volume, examine
@@ -121,14 +121,15 @@ def store_worker(config: Config) -> StoreWorker:
 
 
 def build_pipeline(config: Config, store: Store, keep: Callable[..., Any] | None = None,
-                   files: SpoolFiles | None = None) -> CapturePipeline:
+                   files: SpoolFiles | None = None, sizes: RecordSizes = LIVE) -> CapturePipeline:
     warning = collectors_warning(config)
     if warning:
         log.warning("capture: %s", warning, extra={"EVENT": "capture-collectors-any"})
     return CapturePipeline(
         config.dids,
-        SpoolSink(store, keep, files),  # keep: a StoreWorker's, off the capture thread (None: store.keeper.keep);
-        # files: spool files made ahead (storage/spool_files.py; None: each made as its call starts)
+        SpoolSink(store, keep, files, sizes),  # keep: a StoreWorker's, off the capture thread (None: store.keeper.keep);
+        # files: spool files made ahead (storage/spool_files.py; None: each made as its call starts);
+        # sizes: how much of a recording waits in memory before it is written (storage/spool.py)
         trunk_networks=config["capture.trunk_networks"],
         ring_timeout=float(config["capture.ring_timeout_s"]),
         idle_timeout=float(config["capture.idle_timeout_s"]),

@@ -57,11 +57,14 @@ def whole_packets(pieces: Iterable[bytes]) -> int:
 
 
 class EvidencePcap:
-    flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out
+    flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out (storage/spool.py RecordSizes)
 
     def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
-                 on_flush: Callable[[], None] | None = None, create: Callable[[str, int], int] | None = None) -> None:
+                 on_flush: Callable[[], None] | None = None, create: Callable[[str, int], int] | None = None,
+                 flush_bytes: int = FLUSH_BYTES, writeback: int = 0) -> None:
         self.path = path
+        self.flush_bytes = flush_bytes
+        self.writeback = writeback  # its writer's (storage/sealed.py SealedWriter)
         self.create = create  # how its file is made (None: os.open; storage/spool_files.py)
         self.aes = aes
         self.linktype: int | None = None
@@ -97,7 +100,8 @@ class EvidencePcap:
             if self.records is not None:
                 self.records.linktype = linktype
             try:
-                self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes, create=self.create)
+                self.file = sealed.SealedWriter(self.path, sealed.PCAP, self.aes, create=self.create,
+                                                writeback=self.writeback)
             except OSError as exc:
                 self._failed(exc)
             self.buf += struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype)  # in the first record

@@ -192,16 +192,17 @@ class SealedWriter:
 
     ``writeback`` (off: 0): every so many bytes written, the disk is asked to start writing them
     (sync_file_range SYNC_FILE_RANGE_WRITE: no waiting, no journal commit), so the fsync when the
-    call is kept has little left. ``recorderd replay`` turns it on (its calls end together and are
-    kept at the end: ~0.2 s less of waiting on the bench capture, for ~5 us of the capture thread
-    per 16 KiB record); the service leaves it off: its spool-sync thread syncs the file system every
-    second already."""
+    call is kept has little left. ``recorderd replay`` turns it on (storage/spool.py ``IMPORT``:
+    its calls end together and are kept at the end); the service leaves it off: its spool-sync
+    thread syncs the file system every second already."""
 
     writeback = 0
 
     def __init__(self, path: str, kind: int, aes: AESGCM, *, prefix: bytes = b"", first: bytes | None = None,
-                 readable: bool = False, create: Callable[[str, int], int] | None = None) -> None:
+                 readable: bool = False, create: Callable[[str, int], int] | None = None,
+                 writeback: int = 0) -> None:
         self.path = path
+        self.writeback = writeback
         self.readable = readable  # keeps where each DATA record is, for :meth:`read` (the WAV: late payloads)
         self._index = _Extents()
         self.aes = aes

@@ -30,13 +30,14 @@ import errno
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import codecs, sealed, vault, wav
-from .evidence import EvidencePcap
+from .evidence import FLUSH_BYTES, EvidencePcap
 from .sidecar import FIRST_PROGRESS, PROGRESS_EVERY, CallSidecar
 
 if TYPE_CHECKING:
@@ -50,6 +51,32 @@ FLUSH_AT = 8_000  # a channel buffer this long (1 s) triggers a write: at most ~
 MIN_WRITE = 1_600  # samples (0.2 s): smallest write worth a system call
 
 
+@dataclass(frozen=True)
+class RecordSizes:
+    """How much of a recording waits in memory before it is sealed and written: ``audio`` samples
+    (at 8 kHz) in a channel's buffer, ``evidence`` bytes of the evidence pcap's records; and
+    ``writeback``, bytes written before the disk is asked to start on them (0: never;
+    ``sealed.SealedWriter``)."""
+
+    audio: int
+    evidence: int
+    writeback: int
+
+
+LIVE = RecordSizes(FLUSH_AT, FLUSH_BYTES, 0)
+"""The service: ~1 s of audio, ~16 KiB of packets (what a crash may lose: the packets exist nowhere
+else); its spool-sync thread syncs the file system every second."""
+
+IMPORT = RecordSizes(4 * FLUSH_AT, 66 * 1024, sealed.WRITEBACK)
+"""``recorderd replay`` (a capture file imported): ~4 s of audio and ~64 KiB of packets a record,
+a quarter of the records for the same bytes (each record's clear header, nonce, tag, ``pwritev``
+and the Python around it: ~20 us), and the disk asked to start as the spool grows (a replay has no
+spool-sync thread; its calls end together and are kept at the end). A replay that dies is run
+again from its file, so holding ~4 s loses nothing that exists nowhere else. The plaintext, and so
+every recording's bytes and digests, is the same whatever the sizes. It costs memory per call being
+imported: ~150 KB instead of ~45 KB (30 MB for the bench capture's 200 calls at once)."""
+
+
 class StoreFull(OSError):
     """The store is below its critical free space: new calls cannot be recorded."""
 
@@ -61,8 +88,9 @@ class KeyUnavailable(OSError):
 class SpoolSink:
     """Creates one :class:`SpoolRecording` per recorded call (the ``RecordingSink`` of capture)."""
 
-    def __init__(self, store: Store, keep: Any = None, files: Any = None) -> None:
+    def __init__(self, store: Store, keep: Any = None, files: Any = None, sizes: RecordSizes = LIVE) -> None:
         self.store = store
+        self.sizes = sizes
         self.create = files.create if files is not None else None  # spool files made ahead (storage/spool_files.py)
         self.keep = keep or store.keeper.keep  # a StoreWorker's keep() queues it for the store's own thread
         self.open_recordings: dict[str, SpoolRecording] = {}
@@ -113,7 +141,9 @@ class SpoolRecording:
         self.evidence_error: str | None = None
         self.keeps_packets = sink.store.keep_pcap or self.fmt is None
         progress = self._evidence_flushed if self.fmt is None else None  # no WAV: the pcap's writes pace it
-        self.evidence = (EvidencePcap(base + ".pcap", self.aes, self._evidence_failed, progress, create=sink.create)
+        sizes = sink.sizes
+        self.evidence = (EvidencePcap(base + ".pcap", self.aes, self._evidence_failed, progress, create=sink.create,
+                                      flush_bytes=sizes.evidence, writeback=sizes.writeback)
                          if self.keeps_packets else None)
         self._progress_at = 0  # spool position (samples; evidence flushes without a WAV) of the next figures
         # (the first after FIRST_PROGRESS s, when the streams and their sources are known, then every
@@ -136,7 +166,7 @@ class SpoolRecording:
         self.ratio = fmt.ratio
         scale = fmt.rate // 8000 or 1  # the buffer thresholds below are for 8 kHz
         self.reorder_margin, self.max_lag = REORDER_MARGIN * scale, MAX_LAG * scale
-        self.flush_at, self.min_write = FLUSH_AT * scale * fmt.width, MIN_WRITE * scale
+        self.flush_at, self.min_write = sizes.audio * scale * fmt.width, MIN_WRITE * scale
         self.silence = bytes([fmt.silence]) * (self.max_lag * fmt.width)
         self.progress_every = int(PROGRESS_EVERY * fmt.rate)
         self._progress_at = int(FIRST_PROGRESS * fmt.rate)
@@ -146,7 +176,7 @@ class SpoolRecording:
             self.audio = self._place  # type: ignore[method-assign]  # G.711: the payload is the samples
         provisional = wav.header(self.codec, 0, rate=fmt.rate, width=fmt.width, tag=fmt.format_tag)
         self.file = sealed.SealedWriter(self.path, sealed.WAV, self.aes, first=provisional, readable=True,
-                                        create=self.sink.create)
+                                        create=self.sink.create, writeback=sizes.writeback)
 
     def use_buffers(self, lanes: Any, records: Any) -> bool:
         """Capture's buffers (capture.sink.RecordingHandle.use_buffers): taken for G.711 (one byte a
