@@ -284,7 +284,12 @@ static PyTypeObject FramesType = {
 };
 
 /* read_pcap(buf, off, big_endian, scale, linktype, batch_size) -> (batch, off, error)
- * error: None, or (offset, reason) for CaptureFileError; the batch (Frames) holds what came before it. */
+ * error: None, or (offset, reason) for CaptureFileError; the batch (Frames) holds what came before it.
+ * Each record's header says where the next one is, so the walk is a chain of loads, and on the
+ * development machine (a VM) the hardware's prefetcher does not run ahead of it: ~100 ns a packet,
+ * a memory miss each. So the walk asks for every line of the file PCAP_AHEAD bytes before it reads
+ * there: the bench capture's 1.2 M records in ~16 ms instead of ~145 (a prefetch faults nothing). */
+#define PCAP_AHEAD 2048
 static PyObject *read_pcap(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t off, batch_size;
@@ -300,7 +305,10 @@ static PyObject *read_pcap(PyObject *self, PyObject *args) {
     Frames *batch = frames_make(&view, linktype, batch_size < room ? batch_size : room);
     PyObject *error = NULL;
     if (batch == NULL) return NULL;
+    Py_ssize_t ahead = off; /* the next line to prefetch */
     while (off < end && batch->n < batch_size) {
+        for (Py_ssize_t to = end - off > PCAP_AHEAD ? off + PCAP_AHEAD : end; ahead < to; ahead += 64)
+            __builtin_prefetch(buf + ahead, 0, 3);
         if (off > end - 16) {
             error = Py_BuildValue("(ns)", off, "truncated packet record header");
             break;
@@ -1345,6 +1353,15 @@ static inline void prefetch_lines(const void *p, int lines) {
     for (int k = 0; k < lines; k++) __builtin_prefetch((const char *)p + 64 * k, 0, 3);
 }
 
+/* Every line of a frame up to FRAME_LINES of them (a G.711 packet's headers and payload: 214 to
+ * 294 bytes, 4 or 5 lines from wherever it starts): the payload is copied into its lane, and the
+ * frames of a capture file lie one after another where no hardware prefetcher runs ahead. */
+#define FRAME_LINES 6
+static inline void prefetch_frame(const unsigned char *f, Py_ssize_t len) {
+    uintptr_t line = (uintptr_t)f & ~(uintptr_t)63, last = (uintptr_t)f + (len < 64 * (FRAME_LINES - 1) ? len : 64 * (FRAME_LINES - 1));
+    for (; line < last; line += 64) __builtin_prefetch((const void *)line, 0, 3);
+}
+
 static inline void ahead_slot(FastPath *fp, Ahead *a, const unsigned char *f, Py_ssize_t len) {
     a->f = NULL;
     a->s = NULL;
@@ -1403,7 +1420,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         if (!frames_usable(b)) return NULL;
         Ahead ahead[AHEAD_RING];
         Py_ssize_t n = b->n;
-        for (Py_ssize_t j = i; j < n && j < i + AHEAD_FRAME; j++) prefetch_lines(b->base + b->d[j].off, 2);
+        for (Py_ssize_t j = i; j < n && j < i + AHEAD_FRAME; j++) prefetch_frame(b->base + b->d[j].off, b->d[j].len);
         for (Py_ssize_t j = i; j < n && j < i + AHEAD_SLOT; j++)
             ahead_slot(fp, &ahead[j & (AHEAD_RING - 1)], b->base + b->d[j].off, b->d[j].len);
         for (Py_ssize_t j = i; j < n && j < i + AHEAD_STREAM; j++) ahead_stream(&ahead[j & (AHEAD_RING - 1)]);
@@ -1412,7 +1429,7 @@ static PyObject *fp_run(FastPath *fp, PyObject *args) {
         for (; i < n; i++) {
             const FrameDesc *d = &b->d[i];
             Py_ssize_t j;
-            if ((j = i + AHEAD_FRAME) < n) prefetch_lines(b->base + b->d[j].off, 2);
+            if ((j = i + AHEAD_FRAME) < n) prefetch_frame(b->base + b->d[j].off, b->d[j].len);
             if ((j = i + AHEAD_SLOT) < n) ahead_slot(fp, &ahead[j & (AHEAD_RING - 1)], b->base + b->d[j].off, b->d[j].len);
             if ((j = i + AHEAD_STREAM) < n) ahead_stream(&ahead[j & (AHEAD_RING - 1)]);
             if ((j = i + AHEAD_BUFFERS) < n) ahead_buffers(&ahead[j & (AHEAD_RING - 1)]);
