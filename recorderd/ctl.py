@@ -3,8 +3,10 @@
 It acts for the calling Unix user. When the service runs, the request goes over its control socket
 and the service knows the caller from the kernel (SO_PEERCRED). When nothing answers there, and the
 caller can open the store (root or the service user), it works on the store directly, as its own
-uid. Either way the same operations run (:mod:`recorderd.ops`), with the same role checks and the
-same audit. ``init`` always works directly.
+uid, and when it appended audit rows it sends the log's head to the journal as the service's
+checkpoints are (``EVENT=audit-checkpoint``, ``SYSLOG_IDENTIFIER=recorderctl``; where there is a
+journald). Either way the same operations run (:mod:`recorderd.ops`), with the same role checks and
+the same audit. ``init`` always works directly.
 
 Exit status: 0 done, 1 failed (e.g. an integrity problem, a copy that could not be put in place),
 2 usage or config error, 3 not allowed (refused, and the refusal audited), 4 the service is not
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pwd
 import sqlite3
@@ -22,6 +25,7 @@ import sys
 from typing import Any
 
 from storage import signing
+from storage.audit import AuditFormatError, AuditLog
 from storage.policy import iso
 from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
@@ -30,6 +34,8 @@ from . import VersionAction, client, journal, ops, roles, service, wire
 from .config import Config
 from .ops.access import part_path
 from .ops.records import DEFAULT_PAGE_SIZE
+
+log = logging.getLogger(__name__)
 
 UNREACHABLE = 4
 BUSY = client.BUSY
@@ -237,11 +243,28 @@ def direct(config: Config, action: str, request: dict[str, Any], socket_path: st
                          "to start the service (systemctl start recorderd)")
     try:
         with ops.session(config, caller, wire.FileSink) as ctx:
-            return ops.run(ctx, action, request)
+            audit = ctx.store.audit_log()
+            opened_at = audit.tip()
+            try:
+                return ops.run(ctx, action, request)
+            finally:
+                _checkpoint(audit, opened_at)
     except StoreError as exc:
         return ops.Reply(1, error=str(exc))
     except sqlite3.Error as exc:
         return ops.Reply(1, error=f"cannot open the store at {config.store_path}: {exc}")
+
+
+def _checkpoint(audit: AuditLog, opened_at: tuple[int, str]) -> None:
+    """The audit log's head to the journal, as the service's checkpoints, when this run appended
+    rows to it (the service, stopped, checkpoints them only at its next start); straight to journald,
+    not to the terminal (:func:`journal.send_checkpoint`)."""
+    try:
+        tip = audit.tip()
+        if tip != opened_at:
+            journal.send_checkpoint(*tip, audit.key_id())
+    except (sqlite3.Error, AuditFormatError) as exc:
+        log.warning("the audit log's checkpoint could not be taken (%s)", exc)
 
 
 def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Reply:

@@ -3,9 +3,12 @@
 Structured fields travel in ``extra``: ``EVENT``, ``RECORDING_ID``, ``DID_LABEL`` and counters.
 Nothing here ever receives a caller's number, a SIP URI or audio: callers log ids and labels only.
 
-The audit chain's head goes to the journal as a checkpoint (:func:`audit_checkpoint`: ``EVENT=
-audit-checkpoint``, ``AUDIT_SEQ``, ``AUDIT_HEAD``), and :func:`read_checkpoints` reads them back
-(``journalctl -o json``, or a file of its lines) for ``recorderctl audit verify --against-journal``.
+The audit chain's head goes to the journal as a checkpoint (``EVENT=audit-checkpoint``, ``AUDIT_SEQ``,
+``AUDIT_HEAD``, ``AUDIT_KEY_ID``): the service's through its logging (:func:`audit_checkpoint`), and
+recorderctl's, when it worked on the store itself (direct mode), straight to journald
+(:func:`send_checkpoint`: never to the technician's terminal; nothing where there is no journald).
+:func:`read_checkpoints` reads them back (``journalctl -o json``, or a file of its lines) for
+``recorderctl audit verify --against-journal``.
 """
 from __future__ import annotations
 
@@ -15,11 +18,16 @@ import os
 import re
 import subprocess
 import sys
+import syslog
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 FIELDS = ("EVENT", "RECORDING_ID", "DID_LABEL", "AUDIT_SEQ", "AUDIT_HEAD", "AUDIT_KEY_ID")
 IDENTIFIER = "recorderd"
+CTL_IDENTIFIER = "recorderctl"  # the checkpoints recorderctl sends in direct mode
 CHECKPOINT = "audit-checkpoint"
+CHECKPOINT_MESSAGE = "audit log checkpoint: row %d, seal %s"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"  # journald's: where there is none, direct mode sends nothing
 _HEAD = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -60,11 +68,35 @@ def setup(level: str = "info") -> None:
 # -- the audit checkpoints -------------------------------------------------------------------------
 
 
+def _checkpoint_fields(seq: int, head: str, key_id: str) -> dict[str, Any]:
+    return {"EVENT": CHECKPOINT, "AUDIT_SEQ": seq, "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id}
+
+
 def audit_checkpoint(seq: int, head: str, key_id: str) -> None:
     """The audit chain's head (last row and its seal, and which key seals the log) into the
-    journal, beyond the reach of whoever can rewrite the audit file."""
-    log.info("audit log checkpoint: row %d, seal %s", seq, head,
-             extra={"EVENT": CHECKPOINT, "AUDIT_SEQ": seq, "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id})
+    journal, beyond the reach of whoever can rewrite the audit file (the service's: through its
+    logging, which is the journal under systemd)."""
+    log.info(CHECKPOINT_MESSAGE, seq, head, extra=_checkpoint_fields(seq, head, key_id))
+
+
+def send_checkpoint(seq: int, head: str, key_id: str) -> bool:
+    """:func:`audit_checkpoint` for recorderctl in direct mode: the same fields, sent to journald
+    itself (``SYSLOG_IDENTIFIER=recorderctl``), never through its logging, which goes to the
+    technician's terminal outside systemd. Where there is no journald (no socket) or no
+    systemd-python, nothing is sent. Returns whether it was."""
+    if not os.path.exists(JOURNAL_SOCKET):
+        return False
+    try:
+        from systemd.journal import send
+    except ImportError:
+        return False
+    fields = {name: str(value) for name, value in _checkpoint_fields(seq, head, key_id).items()}
+    try:
+        send(CHECKPOINT_MESSAGE % (seq, head), SYSLOG_IDENTIFIER=CTL_IDENTIFIER, PRIORITY=str(syslog.LOG_INFO), **fields)
+    except OSError as exc:
+        log.warning("the audit log's checkpoint could not be sent to the journal (%s)", exc.strerror or exc)
+        return False
+    return True
 
 
 class JournalUnavailable(Exception):
@@ -72,8 +104,10 @@ class JournalUnavailable(Exception):
 
 
 def journal_lines(timeout: float = 120.0) -> Iterator[str]:
-    """The service's checkpoints as ``journalctl -o json`` prints them (read as they come)."""
-    cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"SYSLOG_IDENTIFIER={IDENTIFIER}", f"EVENT={CHECKPOINT}",
+    """The checkpoints (the service's and recorderctl's) as ``journalctl -o json`` prints them (read
+    as they come)."""
+    cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"SYSLOG_IDENTIFIER={IDENTIFIER}",
+           f"SYSLOG_IDENTIFIER={CTL_IDENTIFIER}", f"EVENT={CHECKPOINT}",
            "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID"]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -97,7 +131,7 @@ def journal_lines(timeout: float = 120.0) -> Iterator[str]:
 def read_checkpoints(lines: Iterable[str], uid: int) -> tuple[list[tuple[int, str, float, str]], dict[str, int]]:
     """The checkpoints among ``journalctl -o json`` lines: (row, seal, when in Unix seconds, key id), and
     the count of what was left out: lines that are not JSON objects, other entries, and checkpoints
-    not written by ``uid`` (the service's user: anyone can send a line that says recorderd; the
+    not written by ``uid`` (the service's user: anyone can send a line that says recorderd or recorderctl; the
     journal's own ``_UID`` says who did, and an entry without one, as a hand-made export may be, is
     not taken)."""
     found: list[tuple[int, str, float, str]] = []
@@ -111,7 +145,7 @@ def read_checkpoints(lines: Iterable[str], uid: int) -> tuple[list[tuple[int, st
         if not isinstance(entry, dict):
             left["unreadable"] += 1
             continue
-        if entry.get("EVENT") != CHECKPOINT or entry.get("SYSLOG_IDENTIFIER") != IDENTIFIER:
+        if entry.get("EVENT") != CHECKPOINT or entry.get("SYSLOG_IDENTIFIER") not in (IDENTIFIER, CTL_IDENTIFIER):
             left["other"] += 1
             continue
         seq, head, when = entry.get("AUDIT_SEQ"), entry.get("AUDIT_HEAD"), entry.get("__REALTIME_TIMESTAMP")

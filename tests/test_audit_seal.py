@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -368,6 +369,76 @@ def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_coun
     assert "6000 checkpoint(s) checked: the log no longer holds what they say" in out
     [row] = [r for r in rows(busy) if r[4] == "audit-verify"][-1:]
     assert json.loads(row[6])["via"] == "socket" and json.loads(row[6])["checkpoints"]["checked"] == 6000
+
+
+@pytest.fixture
+def journald(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str]]]:
+    """A journald for recorderctl's own checkpoints: its socket there, systemd.journal.send taking
+    what is sent (message, fields)."""
+    from recorderd import journal
+
+    sent: list[tuple[str, dict[str, str]]] = []
+    fake = types.ModuleType("systemd.journal")
+    fake.send = lambda message, **fields: sent.append((message, fields))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "systemd.journal", fake)
+    socket = tmp_path / "journal.socket"
+    socket.touch()
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", str(socket), raising=False)
+    return sent
+
+
+def sent_json(sent: list[tuple[str, dict[str, str]]], uid: int | None = None, at: float | None = None) -> str:
+    """What was sent to journald as ``journalctl -o json`` prints it (_UID added by journald; no
+    _SYSTEMD_UNIT: recorderctl runs in a technician's session, not in the service's unit)."""
+    at = time.time() if at is None else at
+    return "".join(json.dumps({**fields, "MESSAGE": message, "__REALTIME_TIMESTAMP": str(int((at + i) * 1e6)),
+                               "_UID": str(os.getuid() if uid is None else uid)}) + "\n"
+                   for i, (message, fields) in enumerate(sent))
+
+
+def test_direct_mode_sends_a_checkpoint_to_the_journal_and_not_to_the_terminal(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        journald: list[tuple[str, dict[str, str]]]) -> None:
+    """With the service stopped recorderctl appends the rows itself: when it closes the log it sends
+    the head to journald, with the fields of the service's checkpoints (was: none, so those rows were
+    vouched for only by the service's next start). Such a checkpoint then catches a cut of the rows
+    it covers."""
+    capsys.readouterr()
+    assert busy.ctl("list") == 0
+    out = capsys.readouterr()
+    seq, *_, head = rows(busy)[-1]
+    [(message, fields)] = journald
+    key_id = fields.get("AUDIT_KEY_ID")
+    assert message == f"audit log checkpoint: row {seq}, seal {head}"
+    assert {k: v for k, v in fields.items() if not k.startswith("CODE_")} == {
+        "SYSLOG_IDENTIFIER": "recorderctl", "PRIORITY": "6", "EVENT": "audit-checkpoint",
+        "AUDIT_SEQ": str(seq), "AUDIT_HEAD": head, "AUDIT_KEY_ID": key_id}
+    assert re.fullmatch(r"[0-9a-f]{32}", key_id or "")
+    assert "checkpoint" not in out.out + out.err and head not in out.out + out.err  # nothing on the terminal
+    assert busy.ctl("status") == 0 and len(journald) == 2  # each run's own: the head it left
+    assert journald[1][1]["AUDIT_SEQ"] == str(rows(busy)[-1][0]) == str(seq + 1)
+    journal = tmp_path / "journal.json"
+    journal.write_text(sent_json(journald))
+    tamper(busy, f"DELETE FROM audit WHERE seq >= {seq}", f"UPDATE audit_head SET seq = {seq - 1}, "
+           f"hash = (SELECT hash FROM audit WHERE seq = {seq - 1})")
+    rc, problems, out_text = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 1 and [p for p in problems if f"(row {seq}, seal {head[:16]}…)" in p], out_text
+
+
+def test_direct_mode_sends_nothing_where_there_is_no_journald(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        journald: list[tuple[str, dict[str, str]]]) -> None:
+    from recorderd import journal
+
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", str(tmp_path / "no-socket"))
+    capsys.readouterr()
+    assert busy.ctl("list") == 0
+    assert journald == [] and "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", str(tmp_path / "journal.socket"))
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # systemd-python not installed
+    assert busy.ctl("list") == 0
+    out = capsys.readouterr()
+    assert journald == [] and not out.err, out.err
 
 
 def test_without_a_journal_it_says_so(busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
