@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 UNREACHABLE = 4
 BUSY = client.BUSY
 OUTPUT_ACTIONS = ("export", "provide", "audit-export")
-JOURNAL_CHECKPOINTS = 6000  # the newest distinct ones, ~840 KB in a request (a sealed chain that holds the newest holds all before it)
+JOURNAL_CHECKPOINTS = journal.SENT  # at most, per key id those of the highest rows (a sealed chain holding one holds all before it)
 SIGNED_ACTIONS = ("export", "provide")  # their copy comes with a signed manifest beside it
 
 
@@ -431,8 +431,9 @@ def _me() -> str:
 
 def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
     """Read the journal's audit checkpoints here, as the person who runs recorderctl (who must be
-    allowed to read the system journal), into ``request``: the newest ``JOURNAL_CHECKPOINTS``
-    distinct ones. Returns why it cannot be done."""
+    allowed to read the system journal), into ``request``: for each key id those of the highest
+    rows, at most ``JOURNAL_CHECKPOINTS`` (:func:`journal.read_checkpoints`). Returns why it cannot
+    be done."""
     path = request.pop("journal_file", None)
     try:
         owner = os.stat(config.store_path).st_uid  # the service's user wrote the checkpoints
@@ -442,26 +443,22 @@ def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
     try:
         if path:
             with open(path, encoding="utf-8", errors="replace") as f:
-                found, left = journal.read_checkpoints(f, owner)
+                found, left = journal.read_checkpoints(f, owner, total=JOURNAL_CHECKPOINTS)
         else:
-            found, left = journal.read_checkpoints(journal.journal_lines(), owner)
+            found, left = journal.read_checkpoints(journal.journal_lines(owner), owner, total=JOURNAL_CHECKPOINTS)
     except OSError as exc:
         return f"cannot read the journal file {path}: {exc.strerror}"
     except journal.JournalUnavailable as exc:
         return f"{exc}; the audit log was not checked against the journal"
     source = f"the journal file {os.path.abspath(path)}" if path else "the journal"
     if not found:
-        ignored = f" ({left['not_the_service']} sent by another user than the service's, ignored)" if left["not_the_service"] else ""
+        ignored = (f" ({left['untrusted']} sent by another user than root or the service's, ignored)"
+                   if left["untrusted"] else "")
         return (f"{source} holds no audit checkpoint of recorderd{ignored}: nothing to check against (is the "
                 f"journal kept, and may {_me()} read the system journal? root, or the "
                 "groups adm and systemd-journal may)")
-    first: dict[tuple[int, str, str], float] = {}
-    for seq, head, when, key_id in found:
-        first[(seq, head, key_id)] = min(when, first.get((seq, head, key_id), when))
-    newest = sorted(first.items(), key=lambda item: item[1])[-JOURNAL_CHECKPOINTS:]
     tz = config.tz
-    request["checkpoints"] = [[seq, head, iso(when, tz, "seconds"), key_id]
-                              for (seq, head, key_id), when in newest]
+    request["checkpoints"] = [[c.seq, c.head, iso(c.when, tz, "seconds"), c.key_id] for c in found]
     request["journal"] = source
     return None
 

@@ -12,6 +12,7 @@ recorderctl's, when it worked on the store itself (direct mode), straight to jou
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import syslog
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 FIELDS = ("EVENT", "RECORDING_ID", "DID_LABEL", "AUDIT_SEQ", "AUDIT_HEAD", "AUDIT_KEY_ID")
@@ -28,6 +30,10 @@ CTL_IDENTIFIER = "recorderctl"  # the checkpoints recorderctl sends in direct mo
 CHECKPOINT = "audit-checkpoint"
 CHECKPOINT_MESSAGE = "audit log checkpoint: row %d, seal %s"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"  # journald's: where there is none, direct mode sends nothing
+UNIT = "recorderd.service"  # the service's unit (systemd/recorderd.service): journald's _SYSTEMD_UNIT of its entries
+PER_KEY_ID = 1000  # checkpoints sent for one audit log (key id): those of its highest rows
+SENT = 6000  # checkpoints sent in all (~840 KB in a request)
+DIRECT_KEY_IDS = 16  # key ids not from the service's unit kept while reading (the newest)
 _HEAD = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -103,12 +109,14 @@ class JournalUnavailable(Exception):
     """No journal to read the checkpoints from."""
 
 
-def journal_lines(timeout: float = 120.0) -> Iterator[str]:
-    """The checkpoints (the service's and recorderctl's) as ``journalctl -o json`` prints them (read
-    as they come)."""
-    cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"SYSLOG_IDENTIFIER={IDENTIFIER}",
-           f"SYSLOG_IDENTIFIER={CTL_IDENTIFIER}", f"EVENT={CHECKPOINT}",
-           "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID"]
+def journal_lines(uid: int, timeout: float = 120.0) -> Iterator[str]:
+    """The checkpoints as ``journalctl -o json`` prints them (read as they come): those journald says
+    came from the service's unit, or from root or ``uid`` (the service's user: recorderctl in direct
+    mode); :func:`read_checkpoints` checks each again."""
+    event = f"EVENT={CHECKPOINT}"
+    cmd = ["journalctl", "-o", "json", "--no-pager", "-q", event, f"_SYSTEMD_UNIT={UNIT}", "+", event, "_UID=0",
+           *(["+", event, f"_UID={uid}"] if uid != 0 else []),
+           "--output-fields=EVENT,SYSLOG_IDENTIFIER,AUDIT_SEQ,AUDIT_HEAD,AUDIT_KEY_ID,_UID,_SYSTEMD_UNIT"]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
@@ -128,14 +136,75 @@ def journal_lines(timeout: float = 120.0) -> Iterator[str]:
         raise JournalUnavailable(f"journalctl failed (exit {rc}): {err.splitlines()[0] if err else 'no message'}")
 
 
-def read_checkpoints(lines: Iterable[str], uid: int) -> tuple[list[tuple[int, str, float, str]], dict[str, int]]:
-    """The checkpoints among ``journalctl -o json`` lines: (row, seal, when in Unix seconds, key id), and
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    head: str
+    when: float  # Unix seconds (the first entry of it)
+    key_id: str
+
+
+class CheckpointSelection:
+    """The checkpoints sent for checking, chosen so that entries others add cannot push the real ones
+    out: per key id the ``per_key_id`` with the highest rows (an entry repeated counted once), so a
+    checkpoint can be outranked only by one of a higher row, which a log cut short does not hold
+    (it fails); the key ids the service's unit wrote first, then the others, newest first; at most
+    ``total`` in all. Bounded memory: at most ``per_key_id`` a key id, and ``DIRECT_KEY_IDS`` key
+    ids not from the unit (the newest)."""
+
+    def __init__(self, per_key_id: int, total: int) -> None:
+        self.per_key_id, self.total = per_key_id, total
+        self._top: dict[str, list[tuple[int, str]]] = {}  # key id -> min-heap of (seq, seal)
+        self._first: dict[tuple[str, int, str], float] = {}  # (key id, seq, seal) -> its first entry's time
+        self._newest: dict[str, float] = {}
+        self._from_unit: set[str] = set()
+
+    def add(self, checkpoint: Checkpoint, from_unit: bool) -> None:
+        key_id, item = checkpoint.key_id, (checkpoint.seq, checkpoint.head)
+        if from_unit:
+            self._from_unit.add(key_id)
+        self._newest[key_id] = max(checkpoint.when, self._newest.get(key_id, checkpoint.when))
+        top = self._top.setdefault(key_id, [])
+        name = (key_id, *item)
+        if name in self._first:
+            self._first[name] = min(checkpoint.when, self._first[name])
+        elif len(top) < self.per_key_id:
+            heapq.heappush(top, item)
+            self._first[name] = checkpoint.when
+        elif item > top[0]:
+            dropped = heapq.heapreplace(top, item)
+            del self._first[(key_id, *dropped)]
+            self._first[name] = checkpoint.when
+        others = [k for k in self._top if k not in self._from_unit]
+        if len(others) > DIRECT_KEY_IDS:
+            self._forget(min(others, key=self._newest.__getitem__))
+
+    def _forget(self, key_id: str) -> None:
+        for seq, head in self._top.pop(key_id):
+            del self._first[(key_id, seq, head)]
+        del self._newest[key_id]
+
+    def chosen(self) -> list[Checkpoint]:
+        """What is sent, oldest first."""
+        order = sorted(self._top, key=lambda k: (k in self._from_unit, self._newest[k]), reverse=True)
+        out: list[Checkpoint] = []
+        for key_id in order:
+            best = sorted(self._top[key_id], reverse=True)[: self.total - len(out)]
+            out += [Checkpoint(seq, head, self._first[(key_id, seq, head)], key_id) for seq, head in best]
+        return sorted(out, key=lambda c: (c.when, c.seq))
+
+
+def read_checkpoints(lines: Iterable[str], uid: int, *, per_key_id: int = PER_KEY_ID,
+                     total: int = SENT) -> tuple[list[Checkpoint], dict[str, int]]:
+    """The checkpoints among ``journalctl -o json`` lines to send (:class:`CheckpointSelection`), and
     the count of what was left out: lines that are not JSON objects, other entries, and checkpoints
-    not written by ``uid`` (the service's user: anyone can send a line that says recorderd or recorderctl; the
-    journal's own ``_UID`` says who did, and an entry without one, as a hand-made export may be, is
-    not taken)."""
-    found: list[tuple[int, str, float, str]] = []
-    left = {"unreadable": 0, "other": 0, "not_the_service": 0}
+    not from a writer journald vouches for. Anyone can send a line that says recorderd (``EVENT``,
+    ``SYSLOG_IDENTIFIER``: the sender's own); journald's trusted fields say who did: the service's
+    entries come from its unit (``_SYSTEMD_UNIT``) as ``uid`` (the service's user), recorderctl's in
+    direct mode from root or ``uid`` (the users who can open the store; ``_UID``). An entry without
+    ``_UID``, as a hand-made export may be, is not taken."""
+    selection = CheckpointSelection(per_key_id, total)
+    left = {"unreadable": 0, "other": 0, "untrusted": 0}
     for line in lines:
         try:
             entry = json.loads(line)
@@ -155,8 +224,10 @@ def read_checkpoints(lines: Iterable[str], uid: int) -> tuple[list[tuple[int, st
                 or not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id)):
             left["unreadable"] += 1
             continue
-        if entry.get("_UID") != str(uid):  # journald's own field: an entry without it vouches for nothing
-            left["not_the_service"] += 1
+        sender = entry.get("_UID")  # journald's own fields, from the sender's credentials and cgroup
+        if sender not in (str(uid), "0"):
+            left["untrusted"] += 1
             continue
-        found.append((int(seq), head, int(when) / 1e6, key_id))
-    return found, left
+        from_unit = entry.get("_SYSTEMD_UNIT") == UNIT and sender == str(uid)
+        selection.add(Checkpoint(int(seq), head, int(when) / 1e6, key_id), from_unit)
+    return selection.chosen(), left

@@ -144,13 +144,15 @@ def service(site: Site) -> Iterator[list[logging.LogRecord]]:
         logger.setLevel(level)
 
 
-def journal_json(records: list[logging.LogRecord], uid: int | None = None) -> str:
+def journal_json(records: list[logging.LogRecord], uid: int | None = None, unit: str = "recorderd.service") -> str:
     """The records as ``journalctl -o json`` prints what systemd.journal.JournalHandler sent
-    (every field a string; _UID added by journald)."""
+    (every field a string; _UID and _SYSTEMD_UNIT added by journald: the service's unit, or
+    ``unit``, the sender's, e.g. a login session's)."""
     lines = []
     for r in records:
         lines.append(json.dumps({
             "__REALTIME_TIMESTAMP": str(int(r.created * 1e6)), "_UID": str(os.getuid() if uid is None else uid),
+            "_SYSTEMD_UNIT": unit,
             "SYSLOG_IDENTIFIER": "recorderd", "MESSAGE": r.getMessage(), "PRIORITY": "6", "EVENT": r.EVENT,
             "AUDIT_SEQ": str(r.AUDIT_SEQ), "AUDIT_HEAD": r.AUDIT_HEAD, "AUDIT_KEY_ID": r.AUDIT_KEY_ID,
         }))
@@ -351,11 +353,11 @@ def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
     assert rc == 0 and problems == [], out
 
 
-def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_counted(
+def test_the_highest_checkpoints_go_through_the_service_and_the_failures_are_counted(
         busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """More checkpoints than a request holds: recorderctl sends the newest 6,000 (the chain that
-    holds the newest holds every row before it); each one not in the chain is counted, the oldest
-    ten are named."""
+    """More checkpoints of one log than are sent: recorderctl sends the 1,000 of its highest rows
+    (the chain that holds the highest holds every row before it); each one not in the chain is
+    counted, the oldest ten are named."""
     with service(busy) as records:
         last = records[-1]
         ahead = [logging.makeLogRecord({**last.__dict__, "AUDIT_SEQ": last.AUDIT_SEQ + 1 + i, "AUDIT_HEAD": f"{i:064x}",
@@ -364,11 +366,102 @@ def test_the_newest_checkpoints_go_through_the_service_and_the_failures_are_coun
         journal.write_text(journal_json(records + ahead))
         rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
     assert rc == 1, out
-    assert len(problems) == 11 and problems[-1] == "5990 more checkpoint(s) after these are not in the chain either"
-    assert problems[0].startswith(f"checkpoint of {when(ahead[1000], busy)} (row {ahead[1000].AUDIT_SEQ}, ")
-    assert "6000 checkpoint(s) checked: the log no longer holds what they say" in out
+    assert len(problems) == 11 and problems[-1] == "990 more checkpoint(s) after these are not in the chain either"
+    assert problems[0].startswith(f"checkpoint of {when(ahead[6000], busy)} (row {ahead[6000].AUDIT_SEQ}, ")
+    assert "1000 checkpoint(s) checked: the log no longer holds what they say" in out
     [row] = [r for r in rows(busy) if r[4] == "audit-verify"][-1:]
-    assert json.loads(row[6])["via"] == "socket" and json.loads(row[6])["checkpoints"]["checked"] == 6000
+    assert json.loads(row[6])["via"] == "socket" and json.loads(row[6])["checkpoints"]["checked"] == 1000
+
+
+def test_a_flood_of_checkpoints_does_not_push_the_service_s_out(
+        busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hostile review's flood: the log cut short, then newer checkpoints than the service's
+    written by the service's user from outside its unit: true ones of the rows left (each under the
+    log's key, passing), repeated, and ones under made-up key ids; and lines claiming the service's
+    unit as another user. Was: the newest distinct ones (by time, all key ids together) were sent,
+    the service's dropped out, and the cut log passed. Now, per key id the highest rows, the unit's
+    key ids first: the service's last checkpoint is checked and names the cut."""
+    from recorderd import ctl
+
+    monkeypatch.setattr(ctl, "JOURNAL_CHECKPOINTS", 8)  # as 6,000 are against a log of more rows than these
+    with service(busy) as records:
+        assert busy.ctl("list") == 0
+    last = records[-1]
+    keep = last.AUDIT_SEQ - 2
+    kept = [r for r in rows(busy) if r[0] <= keep]
+    tamper(busy, f"DELETE FROM audit WHERE seq > {keep}", f"UPDATE audit_head SET seq = {keep}, hash = '{kept[-1][9]}'")
+    made_up = [logging.makeLogRecord({**last.__dict__, "AUDIT_KEY_ID": f"{i:032x}", "AUDIT_SEQ": 10**6,
+                                      "created": last.created + 10 + i}) for i in range(20)]
+    true_ones = [logging.makeLogRecord({**last.__dict__, "AUDIT_SEQ": r[0], "AUDIT_HEAD": r[9],
+                                        "created": last.created + 100 + i}) for i, r in enumerate(kept)]
+    claimed = [logging.makeLogRecord({**last.__dict__, "AUDIT_SEQ": 1, "AUDIT_HEAD": kept[0][9],
+                                      "created": last.created + 200 + i}) for i in range(20)]
+    journal = tmp_path / "journal.json"
+    journal.write_text(journal_json(records) + journal_json(made_up + true_ones * 3, unit="session-4.scope")
+                       + journal_json(claimed, uid=os.getuid() + 4242))
+    rc, problems, out = verify(busy, capsys, "--journal-file", str(journal))
+    assert rc == 1, out
+    assert problems == [f"checkpoint of {when(r, busy)} (row {r.AUDIT_SEQ}, seal {r.AUDIT_HEAD[:16]}…): the log now ends "
+                        f"at row {keep}: rows {keep + 1}-{r.AUDIT_SEQ} at least were removed (cut short)"
+                        for r in records], out
+    assert f"{len(kept) + len(records)} checkpoint(s) checked" in out and "NOTE 2 checkpoint(s) of another audit log" in out
+
+
+def test_checkpoints_of_recorderctl_are_taken_from_root_and_the_service_user_only(tmp_path: Path) -> None:
+    """Outside the service's unit (recorderctl in direct mode) only root and the store's owner can
+    open the store: only their checkpoints are taken (journald's _UID), and none claiming the
+    service's unit as another user. The unit named is the one shipped."""
+    from recorderd import journal
+
+    assert (ROOT / "systemd" / journal.UNIT).is_file()
+    owner = 4321
+
+    def entry(seq: int, uid: str | None, unit: str | None, ident: str = "recorderctl") -> str:
+        fields = {"EVENT": "audit-checkpoint", "SYSLOG_IDENTIFIER": ident, "AUDIT_SEQ": str(seq), "AUDIT_HEAD": f"{seq:064x}",
+                  "AUDIT_KEY_ID": "a" * 32, "__REALTIME_TIMESTAMP": str(1_790_000_000_000_000 + seq),
+                  "_UID": uid, "_SYSTEMD_UNIT": unit}
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
+
+    lines = [entry(1, "0", "session-2.scope"), entry(2, str(owner), None), entry(3, "1000", "session-2.scope"),
+             entry(4, "1000", journal.UNIT, "recorderd"), entry(5, None, journal.UNIT, "recorderd"),
+             entry(6, str(owner), journal.UNIT, "recorderd"), entry(7, "0", None, "sshd")]
+    found, left = journal.read_checkpoints(lines, owner)
+    assert [c.seq for c in found] == [1, 2, 6]
+    assert left == {"unreadable": 0, "other": 1, "untrusted": 3}
+
+
+def test_journalctl_is_asked_only_for_the_unit_s_root_s_and_the_owner_s_checkpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """journald's index does the first sorting (trusted fields), so a flood from other users never
+    reaches recorderctl."""
+    from recorderd import journal
+
+    fake = tmp_path / "journalctl"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert list(journal.journal_lines(4321)) == []
+    args = (tmp_path / "journalctl.args").read_text().splitlines()
+    assert args[args.index("-q") + 1:-1] == ["EVENT=audit-checkpoint", "_SYSTEMD_UNIT=recorderd.service", "+",
+                                             "EVENT=audit-checkpoint", "_UID=0", "+",
+                                             "EVENT=audit-checkpoint", "_UID=4321"]
+    assert "_SYSTEMD_UNIT" in args[-1].split("=", 1)[1].split(",")
+
+
+def test_the_selection_keeps_each_key_s_highest_rows_the_unit_s_keys_first() -> None:
+    from recorderd.journal import Checkpoint, CheckpointSelection
+
+    pick = CheckpointSelection(per_key_id=3, total=5)
+    for i in range(10):  # the service's log, rows 1-10, each logged twice
+        pick.add(Checkpoint(i + 1, f"{i + 1:064x}", 100.0 + i, "a" * 32), from_unit=True)
+        pick.add(Checkpoint(i + 1, f"{i + 1:064x}", 500.0 + i, "a" * 32), from_unit=True)
+    for i in range(40):  # newer, under 40 other key ids, not from the unit
+        pick.add(Checkpoint(10**6, "f" * 64, 1000.0 + i, f"{i:032x}"), from_unit=False)
+    chosen = pick.chosen()
+    assert [(c.key_id[:1], c.seq, c.when) for c in chosen if c.key_id == "a" * 32] == [
+        ("a", 8, 107.0), ("a", 9, 108.0), ("a", 10, 109.0)]  # its highest rows, once each, their first time
+    assert sorted(c.key_id for c in chosen if c.key_id != "a" * 32) == [f"{38:032x}", f"{39:032x}"]  # then the newest
+    assert len(pick._top) <= 1 + 16  # bounded while reading
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def audit_show(ctx: Context, args: Args) -> Reply:
     return Reply(text="\n".join(lines + [f"({len(data)} row(s))"]), data=data)
 
 
-MAX_CHECKPOINTS = 10_000  # within a request (1 MiB); recorderctl sends the newest 6,000
+MAX_CHECKPOINTS = 10_000  # within a request (1 MiB); recorderctl sends at most 6,000 (recorderd/journal.py)
 
 
 def _checkpoints(args: Args) -> list[tuple[int, str, str, str]] | None:
