@@ -6,15 +6,19 @@ and lists), result and recording id is scrubbed here, on the way in, whoever wro
 (:mod:`storage.scrub`), so the chain is over what is kept. ``verify`` recomputes the chain and
 names every row that does not hold: altered, removed, or moved to another place.
 
-:meth:`AuditLog.protect` adds what the chain alone cannot give: triggers that refuse UPDATE and
-DELETE (a careless edit fails loudly; a deliberate one must drop them and still breaks the chain),
-and a head record kept by an insert trigger, so that removing the *last* rows by a careless edit is
-noticed too. Whoever drops the triggers can also cut the last rows and set the head record back
-(and :meth:`protect` puts the guards back at the next session): a log cut short at its end still
-verifies as a chain, and only ``verify --against-journal`` finds it, by the checkpoints of its head
-the service wrote to the journal (every 10 minutes, at start and at a clean stop). Rows
-older than the retention period are removed from the start only by :meth:`prune`, which keeps the
-last removed row's hash as the anchor the chain now starts from and records that in a chained row.
+The guards add what the chain alone cannot give: triggers that refuse UPDATE and DELETE (a careless
+edit fails loudly; a deliberate one must drop them and still breaks the chain), and a head record
+kept by an insert trigger, so that removing the *last* rows by a careless edit is noticed too. A
+log gets them when its seals start (a new log, a migrated one); :meth:`AuditLog.protect` gives them
+only to a log not sealed yet. Whoever drops the triggers can also cut the last rows and set the
+head record back: a sealed log without its guards is therefore not given them again (as it was,
+silently, at the next session), and ``verify`` fails saying they are gone (the service logs
+``EVENT=audit-guards-missing`` at each open). A log cut short whose guards were put back by hand
+still verifies as a chain: only ``verify --against-journal`` finds it, by the checkpoints of its
+head written to the journal (the service's every 10 minutes, at start and at a clean stop;
+recorderctl's after it worked on the store directly). Rows older than the retention period are
+removed from the start only by :meth:`prune`, which keeps the last removed row's hash as the
+anchor the chain now starts from and records that in a chained row.
 
 **Seals** (format 2). A row's ``hash`` is HMAC-SHA256, under the ``audit-seal`` key derived from the
 master key (:func:`storage.keys.derive`), of its canonical content and the previous row's seal: who
@@ -80,6 +84,7 @@ NO_DELETE = (
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN "
     "SELECT RAISE(ABORT, 'the audit log is append-only (old rows leave only through pruning)'); END"
 )
+GUARDS = ("audit_head_follows", "audit_no_update", "audit_no_delete")  # the triggers a sealed log keeps
 PRUNE_ACTION = "audit-prune"
 MIGRATED_ACTION = "audit-migrated"
 REKEYED_ACTION = "audit-rekeyed"
@@ -225,24 +230,28 @@ class AuditLog:
             log.error("the audit log has no audit_meta, but the store's index says it was sealed: it was rewritten; "
                       "run 'recorderctl audit verify' and restore audit.sqlite from its backup",
                       extra={"EVENT": "audit-meta-removed"})
-            return
-        if need is None:
+        elif need is None:
             self._sealing = True
             if self._meta().get("seal_check") != check:
                 log.error("the audit log is sealed under another master key than the store's: audit verify "
                           "will fail for its rows", extra={"EVENT": "audit-key-differs"})
-            return
-        if database.is_read_only(self.db):
-            return
-        try:
-            with database.transaction(self.db):
-                started = self._start_seals(key, at, replaced, legacy)
-        except BaseException:
-            self._sealing = False
-            raise
-        self._sealing = True
-        if started is not None:
-            log.warning("the audit log is sealed from row %d on (%s)", started[0], started[1], extra={"EVENT": started[1]})
+        elif not database.is_read_only(self.db):
+            try:
+                with database.transaction(self.db):
+                    started = self._start_seals(key, at, replaced, legacy)
+            except BaseException:
+                self._sealing = False
+                raise
+            self._sealing = True
+            if started is not None:
+                log.warning("the audit log is sealed from row %d on (%s)", started[0], started[1],
+                            extra={"EVENT": started[1]})
+        missing = self.missing_guards() if self.sealed() else []
+        if missing:
+            log.error("the audit log is sealed but its guards are gone (%s): they were removed, and with them what "
+                      "shows rows cut from its end; they are not put back. Run 'recorderctl audit verify "
+                      "--against-journal' and restore audit.sqlite from its backup", ", ".join(missing),
+                      extra={"EVENT": "audit-guards-missing"})
 
     def _start_seals(self, key: bytes, at: float, replaced: bool, legacy: bool) -> tuple[int, str] | None:
         """Inside the caller's transaction (another process may have done it first)."""
@@ -254,6 +263,8 @@ class AuditLog:
             self.meta_removed = True
             return None
         self.db.execute(META)
+        if need in ("new", "migrate"):  # the guards come with the seals: a sealed log without them lost them
+            self._install_guards()
         if need == "new":  # sealed from its first row
             self._set_meta(format=FORMAT, sealed_from=1, legacy_through=0, seal_check=check)
             return None
@@ -312,16 +323,38 @@ class AuditLog:
     # -- protection, head and anchor ------------------------------------------------------------
 
     def protect(self) -> None:
-        """Install the append-only triggers and the head record (idempotent; old logs get a head
-        record from their last row)."""
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_no_delete'").fetchone():
+        """Install the append-only triggers and the head record on a log not sealed yet (one of
+        format 1 opened without its key, or on a full disk; idempotent; old logs get a head record
+        from their last row). A sealed log has had them since its seals started
+        (:meth:`_start_seals`): one that lacks any is not given them again here, as it was before
+        (silently, at every open): whoever cut rows from its end removed them, and putting them back
+        would hide it. :meth:`verify` reports it and :meth:`use_key` logs it."""
+        if self.sealed() or not self.missing_guards():
             return
         with database.transaction(self.db):
-            for statement in (*PROTECTION, NO_DELETE):
-                self.db.execute(statement)
-            last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            if last and not self.db.execute("SELECT 1 FROM audit_head").fetchone():
-                self.db.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", last)
+            self._install_guards()
+
+    def _install_guards(self) -> None:
+        """Inside the caller's transaction."""
+        for statement in (*PROTECTION, NO_DELETE):
+            self.db.execute(statement)
+        last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if last and not self.db.execute("SELECT 1 FROM audit_head").fetchone():
+            self.db.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", last)
+
+    def sealed(self) -> bool:
+        """Whether the log is sealed (``audit_meta`` says a format), or was by the store's index."""
+        return self._meta().get("format") is not None or self.meta_removed
+
+    def missing_guards(self) -> list[str]:
+        """The append-only triggers and head record the log lacks (a sealed log must have them all)."""
+        have = set(self.db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'trigger')").fetchall())
+        missing = [name for name in GUARDS if ("trigger", name) not in have]
+        if ("table", "audit_head") not in have:
+            missing.append("the head record (table audit_head)")
+        elif self.head() is None and self.db.execute("SELECT 1 FROM audit LIMIT 1").fetchone():
+            missing.append("the head record (its row)")
+        return missing
 
     def _has(self, table: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
@@ -343,8 +376,14 @@ class AuditLog:
     def prune(self, before: float, event: AuditEvent) -> int:
         """Remove the rows older than ``before`` (a prefix of the chain), keep the last one's hash
         as the anchor, and append ``event`` (its detail completed with the anchor). Returns the
-        number of rows removed."""
+        number of rows removed. A sealed log whose guards are gone is not pruned (its rows are kept
+        for whoever looks into it)."""
         self.protect()
+        missing = self.missing_guards()
+        if missing:
+            log.error("the audit log was not pruned: its guards are gone (%s)", ", ".join(missing),
+                      extra={"EVENT": "audit-guards-missing"})
+            return 0
         with database.transaction(self.db):
             through = self.db.execute("SELECT max(seq) FROM audit WHERE at < ?", (before,)).fetchone()[0]
             if through is None:
@@ -498,6 +537,11 @@ class AuditLog:
             problems.append(f"{gap}: missing at the end (removed; the head record says the log ends at row {head[0]})")
         elif head is not None and rows and head[0] == rows[-1][0] and head[1] != rows[-1][3]:
             problems.append(f"row {head[0]}: differs from the head record (the last row was replaced)")
+        missing = self.missing_guards() if self.sealed() else []
+        if missing:
+            problems.append(f"the log is sealed but its guards are gone ({', '.join(missing)}): they were removed, so "
+                            "rows may have been cut from its end and its head record set back without a trace here "
+                            "(check it --against-journal, restore audit.sqlite from its backup)")
         if anchor is not None:
             prunes = [r for r in rows if r[1].action == PRUNE_ACTION]
             last = prunes[-1][1].detail if prunes else {}

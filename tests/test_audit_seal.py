@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, Site
 
-from storage.audit import GENESIS, AuditEvent, _digest
+from storage.audit import GENESIS, NO_DELETE, PROTECTION, AuditEvent, _digest
 
 OLD_COMMIT = "cf688db"  # the code before the seals (its audit log: plain SHA-256 hashes)
 
@@ -48,8 +48,9 @@ def rows(site: Site) -> list[tuple]:
                           "FROM audit ORDER BY seq").fetchall()
 
 
-def tamper(site: Site, *statements: str, params: list[tuple] | None = None) -> None:
-    """What someone with the file in hand (but not the key) does: drop the guards, change rows."""
+def tamper(site: Site, *statements: str, params: list[tuple] | None = None, guards_back: bool = True) -> None:
+    """What someone with the file in hand (but not the key) does: drop the guards, change rows, and
+    (``guards_back``) put the guards back, leaving no trace of that."""
     with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db, db:
         db.execute("DROP TRIGGER IF EXISTS audit_no_update")
         db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
@@ -57,6 +58,9 @@ def tamper(site: Site, *statements: str, params: list[tuple] | None = None) -> N
             db.execute(statement)
         for sql, *args in params or []:
             db.execute(sql, args)
+        if guards_back:
+            for statement in (*PROTECTION, NO_DELETE):
+                db.execute(statement)
 
 
 def rewrite_with_sha256(site: Site, *, change: int | None = None, through: int | None = None) -> None:
@@ -311,6 +315,84 @@ def test_a_log_cut_short_passes_verify_but_fails_against_the_journal(
     assert problems == [f"checkpoint of {when(last, busy)} (row {last.AUDIT_SEQ}, seal {last.AUDIT_HEAD[:16]}…): the log "
                         f"now ends at row {keep + 1}: rows {keep + 2}-{last.AUDIT_SEQ} at least were removed (cut short)"], out
     assert "incident" in out
+
+
+class Events(logging.Handler):
+    """The records of one logger that carry an EVENT (recorderctl's logging set-up replaces the root
+    logger's handlers, pytest's too)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.logger = logging.getLogger(name)
+        self.events: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(getattr(record, "EVENT", ""))
+
+    def __enter__(self) -> Events:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+def guards(site: Site) -> set[str]:
+    with contextlib.closing(sqlite3.connect(site.store / "audit.sqlite")) as db:
+        return {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' OR name = 'audit_head'")}
+
+
+@pytest.mark.parametrize("cut, missing", [
+    ((), "audit_no_update, audit_no_delete"),
+    (("DROP TRIGGER audit_head_follows", "DROP TABLE audit_head"),
+     "audit_head_follows, audit_no_update, audit_no_delete, the head record (table audit_head)"),
+], ids=["head record set back", "head record dropped"])
+def test_a_log_cut_short_with_its_guards_left_out_fails_plain_verify(
+        busy: Site, capsys: pytest.CaptureFixture[str], cut: tuple[str, ...], missing: str) -> None:
+    """The hostile review's cut: the last rows deleted, the append-only triggers dropped, the head
+    record set back (or dropped). Was: the next open put the guards back silently and plain verify
+    passed. Now they are not put back: verify fails saying they are gone, at every open after; the
+    store's open (the service's) logs it; the log is not pruned meanwhile."""
+    keep = rows(busy)[-1][0] - 2
+    [head] = [r[9] for r in rows(busy) if r[0] == keep]
+    tamper(busy, f"DELETE FROM audit WHERE seq > {keep}", f"UPDATE audit_head SET seq = {keep}, hash = '{head}'", *cut,
+           guards_back=False)
+    expected = (f"the log is sealed but its guards are gone ({missing}): they were removed, so rows may have been "
+                "cut from its end and its head record set back without a trace here (check it --against-journal, "
+                "restore audit.sqlite from its backup)")
+    for _ in range(2):  # and so at every open after
+        rc, problems, out = verify(busy, capsys)
+        assert rc == 1 and problems == [expected], out
+        assert "incident" in out
+    assert not {"audit_no_update", "audit_no_delete"} & guards(busy)  # not put back
+    with Events("storage.audit") as taken:
+        store = busy.open_store()
+        try:
+            store.check_key()  # what the service does at its start
+            before = rows(busy)
+            audit = store.audit_log()
+            assert audit.prune(time.time() + 10**9, AuditEvent(time.time(), "root", 0, "audit-prune", None, {},
+                                                               "allowed")) == 0
+            assert rows(busy) == before
+        finally:
+            store.close()
+    assert taken.events.count("audit-guards-missing") == 2  # the open, and the prune not done
+
+
+def test_a_new_log_has_its_guards_from_its_seals(tmp_path: Path) -> None:
+    """A new store's log gets its guards with its seals (was: only at the first session after), so
+    that a sealed log without them is one they were removed from."""
+    from recorderd.config import load
+    from recorderd.service import open_store
+
+    site = Site(tmp_path)
+    open_store(load(str(site.config))).init()
+    assert guards(site) == {"audit_head", "audit_head_follows", "audit_no_update", "audit_no_delete"}
+    store = site.open_store()
+    try:
+        assert store.audit_log().verify() == []
+    finally:
+        store.close()
 
 
 def test_a_rewrite_that_also_removes_the_seals_is_caught_by_the_journal(

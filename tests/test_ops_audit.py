@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Site, needs_tool
 
+from storage.audit import NO_DELETE, PROTECTION
+
 
 @pytest.fixture
 def busy(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Site:
@@ -30,11 +32,14 @@ def busy(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Site
 
 
 def tamper(site: Site, *statements: str) -> None:
-    """What someone with the file in hand does: drop the guards, change rows."""
+    """What someone with the file in hand does: drop the guards, change rows, put the guards back
+    (a sealed log without them fails verify for that alone: test_audit_seal.py)."""
     with sqlite3.connect(site.store / "audit.sqlite") as db:
         db.execute("DROP TRIGGER IF EXISTS audit_no_update")
         db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
         for statement in statements:
+            db.execute(statement)
+        for statement in (*PROTECTION, NO_DELETE):
             db.execute(statement)
 
 

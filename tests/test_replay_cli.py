@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Site
 
-from storage.audit import AuditLog
+from storage.audit import NO_DELETE, PROTECTION, AuditLog
 
 
 def _audit_problems(site: Site) -> list[str]:
@@ -124,6 +124,8 @@ def test_audit_chain_detects_an_edited_row(site: Site, tmp_path: Path, capsys: p
         db.execute("DROP TRIGGER IF EXISTS audit_no_update")  # the log refuses edits; a tamperer removes that first
         [(seq,)] = db.execute("SELECT min(seq) FROM audit WHERE action = 'export'").fetchall()
         db.execute("UPDATE audit SET detail = replace(detail, 'quality', 'other') WHERE seq = ?", (seq,))
+        for statement in (*PROTECTION, NO_DELETE):  # and puts it back (a sealed log without it fails verify for that alone)
+            db.execute(statement)
     assert _audit_problems(site) == [f"row {seq}: content does not match its hash (altered)"]
 
 
