@@ -17,7 +17,9 @@ recorded (an SBC's other face) are in ``linked_legs``: how they were matched in 
 sealed under the recording's data key like its own, and gone with it at crypto-erase.
 
 ``schema_version`` in ``store_meta`` says which layout the file has; :meth:`Index.migrate` brings an
-older one up to :data:`SCHEMA_VERSION` once, and a newer one is refused.
+older one up to :data:`SCHEMA_VERSION` once, and a newer one is refused. The number must match the
+layout (:meth:`Index.layout_version`, by what each migration made): one that does not, set back or
+forward, is refused, so that no migration is run twice, nor skipped, by an edited number.
 """
 from __future__ import annotations
 
@@ -218,9 +220,7 @@ class Index:
                             (str(SCHEMA_VERSION),))
             return
         self.db.executescript(SCHEMA)  # store_meta, holds, erasures of a partial first-edition file
-        version = self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise self._too_new(version)
+        version = self.check_version()
         if version == 1:
             self._add_first_edition_columns()
         self.db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', '1')")
@@ -255,16 +255,49 @@ class Index:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
         return "caller" in have and "sealed" not in have
 
+    def layout_version(self) -> int | None:
+        """Which schema's layout the index has, by what each one made, not by the number it says: 1
+        (the first edition's: :meth:`first_edition_shape`), 2 (the personal fields sealed, none of
+        schema 3's columns nor its linked legs' table), 3 (all of them); None: none of these."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(recordings)")}
+        if "caller" in have and "sealed" not in have:
+            return 1
+        if "sealed" not in have or have & {"caller", "call_id"}:
+            return None
+        added, legs = have & {name for name, _ in SCHEMA_3_COLUMNS}, self._table("linked_legs")
+        if not added and not legs:
+            return 2
+        return 3 if len(added) == len(SCHEMA_3_COLUMNS) and legs else None
+
+    def _check_layout(self, version: int) -> None:
+        """A version that does not match the layout is refused. No release writes one (each
+        migration changes the layout and the number in one transaction; a release refuses a newer
+        index), so the number was edited (or the file put together from two), and trusting it would
+        redo a migration whose changes are there (2 -> 3 makes every part a conversation of its
+        own) or skip one that is due. Restoring the number would be safe for the layout, but would
+        pass over an edit of the store's index without anyone looking at it."""
+        layout = self.layout_version()
+        if layout == version:
+            return
+        found = f"schema {layout}'s" if layout is not None else "of no schema a recorderd made"
+        fix = (f"once you know why it changed, set schema_version back to {layout} or restore index.sqlite from "
+               "its backup" if layout is not None else "restore index.sqlite from its backup")
+        raise SchemaError(f"the index {self.path} says schema_version {version}, but its layout is {found}: the "
+                          f"version does not match the layout (altered), and no migration is run by it; nothing "
+                          f"was changed; {fix}")
+
     def _too_new(self, version: int) -> SchemaError:
         return SchemaError(f"the index {self.path} is schema version {version}, newer than this recorderd, which "
                            f"reads versions up to {SCHEMA_VERSION}: install the release that made it (or a newer one); "
                            "nothing was changed")
 
     def check_version(self) -> int:
-        """The file's version; a newer one than this code's is refused."""
+        """The file's version; a newer one than this code's is refused, and so is one that does not
+        match the file's layout (:meth:`_check_layout`)."""
         version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise self._too_new(version)
+        self._check_layout(version)
         return version
 
     def migrate(self, master: bytes) -> tuple[int, int, int] | None:

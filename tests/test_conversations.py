@@ -403,3 +403,37 @@ def test_a_conversation_that_cannot_be_one_is_not_exported_or_provided(
     assert all(e.result.startswith("failed") for e in refused)
     capsys.readouterr()
     assert site.ctl("export", p1, "--out", str(tmp_path / "one.wav"), "--purpose", "quality") == 0  # alone: as ever
+
+
+@pytest.mark.parametrize("version", ["2", "1"])
+def test_a_schema_version_set_back_does_not_migrate_the_conversations_again(  # type: ignore[no-untyped-def]
+        conv, capsys: pytest.CaptureFixture[str], version: str) -> None:
+    """The index's schema_version set back by hand (to 2, or to the first edition's 1) on a store of
+    schema 3. Was: the next open ran the 2 -> 3 migration again (audited, index-migrated), and every
+    part became a conversation of its own (from 1: an SQLite error, naming no cause). The layout decides: it is
+    schema 3's, so the store is refused, saying the version does not match it; nothing is changed."""
+    site, t, p1, p2, _other = conv
+    index = site.store / "index.sqlite"
+
+    def conversations() -> list[tuple]:
+        db = sqlite3.connect(index)
+        try:
+            return db.execute("SELECT id, conversation, part, part_reason, conversation_start, conversation_first "
+                              "FROM recordings ORDER BY id").fetchall()
+        finally:
+            db.close()
+
+    before = conversations()
+    assert [(r[1], r[2]) for r in before if r[0] in (p1, p2)] == [(t, 1), (t, 2)]
+    db = sqlite3.connect(index)
+    with db:
+        db.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (version,))
+    db.close()
+    for args in (("list",), ("verify",), ("init",)):
+        capsys.readouterr()
+        assert site.ctl(*args) != 0, args
+        err = capsys.readouterr().err
+        assert (f"the index {index} says schema_version {version}, but its layout is schema 3's: the version does "
+                "not match the layout (altered)") in err and "set schema_version back to 3" in err, (args, err)
+    assert conversations() == before
+    assert not [e for _, e, _, _ in AuditLog(str(site.store / "audit.sqlite")).rows() if e.action == "index-migrated"]

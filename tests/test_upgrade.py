@@ -21,6 +21,7 @@ import pytest
 from conftest import FIXTURES, ROOT, Site
 
 from storage.audit import AuditLog
+from storage.index import COLUMNS, SCHEMA_3_COLUMNS
 
 OLD = "cf688db"
 SCHEMA_2 = "6cdf2e1"  # the last code of index schema 2 (before conversations, parts and linked legs)
@@ -280,3 +281,31 @@ def test_a_store_of_schema_2_gets_conversations_and_works_with_this_code(schema_
     assert run.returncode == 0 and f"{len(recs)} recording(s) erased" in run.stdout, run.stdout + run.stderr
     assert site.list(capsys) == [] and site.stored_files() == []
 
+
+
+SCHEMA_2_COLUMNS = [c for c in COLUMNS if c not in {name for name, _ in SCHEMA_3_COLUMNS}]
+
+
+@pytest.mark.parametrize("change, layout", [
+    (("DROP TABLE linked_legs", "DROP TABLE recordings",
+      f"CREATE TABLE recordings ({', '.join(SCHEMA_2_COLUMNS)})"), "schema 2's"),
+    (("DROP TABLE linked_legs",), "of no schema a recorderd made"),
+], ids=["a schema-2 layout", "schema 3's partly"])
+def test_a_version_that_does_not_match_the_layout_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             change: tuple[str, ...], layout: str) -> None:
+    """The other way round: an index saying 3 whose layout is not schema 3's (a 2 -> 3 migration
+    that is due, skipped by a number set forward; or a layout no release made) is refused, naming
+    both, and not touched."""
+    site = Site(tmp_path).init()
+    index = site.store / "index.sqlite"
+    db = sqlite3.connect(index)
+    with db:
+        for statement in change:
+            db.execute(statement)
+    db.close()
+    before = index.read_bytes()
+    capsys.readouterr()
+    assert site.ctl("list") != 0
+    err = capsys.readouterr().err
+    assert f"the index {index} says schema_version 3, but its layout is {layout}: the version does not match" in err, err
+    assert index.read_bytes() == before
