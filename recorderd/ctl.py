@@ -25,7 +25,6 @@ import sys
 from typing import Any
 
 from storage import signing
-from storage.audit import AuditFormatError, AuditLog
 from storage.policy import iso
 from storage.search import MAX_PAGE_SIZE
 from storage.store import StoreError
@@ -248,23 +247,11 @@ def direct(config: Config, action: str, request: dict[str, Any], socket_path: st
             try:
                 return ops.run(ctx, action, request)
             finally:
-                _checkpoint(audit, opened_at)
+                journal.checkpoint_if_appended(audit, opened_at)
     except StoreError as exc:
         return ops.Reply(1, error=str(exc))
     except sqlite3.Error as exc:
         return ops.Reply(1, error=f"cannot open the store at {config.store_path}: {exc}")
-
-
-def _checkpoint(audit: AuditLog, opened_at: tuple[int, str]) -> None:
-    """The audit log's head to the journal, as the service's checkpoints, when this run appended
-    rows to it (the service, stopped, checkpoints them only at its next start); straight to journald,
-    not to the terminal (:func:`journal.send_checkpoint`)."""
-    try:
-        tip = audit.tip()
-        if tip != opened_at:
-            journal.send_checkpoint(*tip, audit.key_id())
-    except (sqlite3.Error, AuditFormatError) as exc:
-        log.warning("the audit log's checkpoint could not be taken (%s)", exc)
 
 
 def _init(config: Config, request: dict[str, Any], socket_path: str) -> ops.Reply:

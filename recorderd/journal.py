@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import syslog
@@ -103,6 +104,21 @@ def send_checkpoint(seq: int, head: str, key_id: str) -> bool:
         log.warning("the audit log's checkpoint could not be sent to the journal (%s)", exc.strerror or exc)
         return False
     return True
+
+
+def checkpoint_if_appended(audit: Any, opened_at: tuple[int, str]) -> None:
+    """The audit log's head to the journal (:func:`send_checkpoint`) when rows were appended to it
+    since ``opened_at`` (its tip then): recorderctl in direct mode, which works on the store itself
+    (the service, stopped, checkpoints them only at its next start). ``recorderd replay`` audits
+    nothing: the calls it keeps are not accesses."""
+    from storage.audit import AuditFormatError
+
+    try:
+        tip = audit.tip()
+        if tip != opened_at:
+            send_checkpoint(*tip, audit.key_id())
+    except (sqlite3.Error, AuditFormatError) as exc:
+        log.warning("the audit log's checkpoint could not be taken (%s)", exc)
 
 
 class JournalUnavailable(Exception):

@@ -509,8 +509,17 @@ class Appliance:
             expect(any(h for h in next(r for r in after if r["id"] == self.held)["holds"]), "the hold is gone")
             box.ctl("fmanager", "verify")
             box.ctl("fmanager", "audit verify")
+            # the checkpoints the service sent at its stop and start, as journald keeps them (its unit,
+            # its user): read by the manager, whom the site lets read the system journal
+            c.sh("usermod -aG systemd-journal fmanager")
+            against = box.ctl("fmanager", "audit verify --against-journal", check=False)
+            checked = re.search(r"against the journal: (\d+) checkpoint\(s\) checked: each is a row of the chain",
+                                against.stdout)
+            expect(against.returncode == 0 and checked is not None and int(checked[1]) >= 1,
+                   f"audit verify --against-journal did not pass on the service's checkpoints: {against.stdout[-800:]}")
             seen.append(f"{self.prev.name} -> {self.deb.name}: restarted (pid {old_pid} -> {new_pid}), "
-                        f"{len(exports)} exports byte-identical, verify and audit verify pass, hold kept, edited config kept")
+                        f"{len(exports)} exports byte-identical, verify and audit verify pass "
+                        f"(against the journal: {checked[1]} checkpoints), hold kept, edited config kept")
             seen.append(box.capture_open())
             del out
         self.privileges()
