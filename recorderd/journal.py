@@ -114,9 +114,9 @@ def checkpoint_if_appended(audit: Any, opened_at: tuple[int, str]) -> None:
     from storage.audit import AuditFormatError
 
     try:
-        tip = audit.tip()
-        if tip != opened_at:
-            send_checkpoint(*tip, audit.key_id())
+        seq, head = audit.tip()
+        if (seq, head) != opened_at:
+            send_checkpoint(seq, head, audit.key_id())
     except (sqlite3.Error, AuditFormatError) as exc:
         log.warning("the audit log's checkpoint could not be taken (%s)", exc)
 
