@@ -416,17 +416,35 @@ def _me() -> str:
         return str(os.getuid())
 
 
+SERVICE_USER = "recorderd"  # the package's (debian/recorderd.sysusers; User= of debian/recorderd.service)
+
+
+def service_user(config: Config) -> int | str:
+    """The uid the service's checkpoints come from: the store's owner, when this user may look at
+    the store (root, the service's user); else the package's service user, whom the store belongs
+    to (a manager or an auditor may not even look into /var/lib/recorderd, which is 0700). Why it
+    cannot be told, as text."""
+    try:
+        return os.stat(config.store_path).st_uid
+    except PermissionError as exc:
+        try:
+            return pwd.getpwnam(SERVICE_USER).pw_uid
+        except KeyError:
+            return (f"the store {config.store_path}: {exc.strerror}, and there is no user {SERVICE_USER} "
+                    "(the package's service user)")
+    except OSError as exc:
+        return f"the store {config.store_path}: {exc.strerror}"
+
+
 def _journal_checkpoints(config: Config, request: dict[str, Any]) -> str | None:
     """Read the journal's audit checkpoints here, as the person who runs recorderctl (who must be
     allowed to read the system journal), into ``request``: for each key id those of the highest
     rows, at most ``JOURNAL_CHECKPOINTS`` (:func:`journal.read_checkpoints`). Returns why it cannot
     be done."""
     path = request.pop("journal_file", None)
-    try:
-        owner = os.stat(config.store_path).st_uid  # the service's user wrote the checkpoints
-    except OSError as exc:  # not known, so no entry can be told to be the service's
-        return (f"cannot tell the service's user (the store {config.store_path}: {exc.strerror}); the audit log was "
-                "not checked against the journal")
+    owner = service_user(config)
+    if isinstance(owner, str):  # not known, so no entry can be told to be the service's
+        return f"cannot tell the service's user ({owner}); the audit log was not checked against the journal"
     try:
         if path:
             with open(path, encoding="utf-8", errors="replace") as f:

@@ -435,6 +435,32 @@ def test_checkpoints_sent_by_another_user_or_another_store_are_not_taken(
     assert rc == 0 and problems == [], out
 
 
+def test_a_manager_who_may_not_look_into_the_store_still_knows_the_service_s_user(
+        busy: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the appliance /var/lib/recorderd is 0700: a manager's or an auditor's recorderctl cannot
+    stat the store (the appliance test found --against-journal refused there for that). Then the
+    service's user is the package's (``recorderd``); a box without that user says why it cannot check."""
+    from recorderd import ctl
+    from recorderd.config import load
+
+    config = load(str(busy.config))
+    assert ctl.service_user(config) == os.stat(busy.store).st_uid  # root here: it may look
+    real_stat = os.stat
+
+    def refused(path: object, *a: object, **k: object) -> os.stat_result:
+        if str(path) == str(config.store_path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ctl.os, "stat", refused)
+    users = {"recorderd": types.SimpleNamespace(pw_uid=993)}
+    monkeypatch.setattr(ctl.pwd, "getpwnam", lambda name: users[name])
+    assert ctl.service_user(config) == 993
+    users.clear()
+    why = ctl.service_user(config)
+    assert isinstance(why, str) and "Permission denied" in why and "no user recorderd" in why
+
+
 def test_the_highest_checkpoints_go_through_the_service_and_the_failures_are_counted(
         busy: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """More checkpoints of one log than are sent: recorderctl sends the 1,000 of its highest rows

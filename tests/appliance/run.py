@@ -516,7 +516,10 @@ class Appliance:
             checked = re.search(r"against the journal: (\d+) checkpoint\(s\) checked: each is a row of the chain",
                                 against.stdout)
             expect(against.returncode == 0 and checked is not None and int(checked[1]) >= 1,
-                   f"audit verify --against-journal did not pass on the service's checkpoints: {against.stdout[-800:]}")
+                   f"audit verify --against-journal did not pass on the service's checkpoints (exit "
+                   f"{against.returncode}): {against.stdout[-800:]} {against.stderr[-800:]} | the journal's: "
+                   + c.sh("journalctl -q -o json --no-pager EVENT=audit-checkpoint --output-fields=SYSLOG_IDENTIFIER,"
+                          "AUDIT_SEQ,_UID,_SYSTEMD_UNIT | tail -5", check=False).stdout[-1500:])
             seen.append(f"{self.prev.name} -> {self.deb.name}: restarted (pid {old_pid} -> {new_pid}), "
                         f"{len(exports)} exports byte-identical, verify and audit verify pass "
                         f"(against the journal: {checked[1]} checkpoints), hold kept, edited config kept")
