@@ -57,13 +57,11 @@ def whole_packets(pieces: Iterable[bytes]) -> int:
 
 
 class EvidencePcap:
-    flush_bytes = FLUSH_BYTES  # ``buf`` this long is written out (storage/spool.py RecordSizes)
-
     def __init__(self, path: str, aes: AESGCM, on_error: Callable[[OSError], None] | None = None,
                  on_flush: Callable[[], None] | None = None, create: Callable[[str, int], int] | None = None,
                  flush_bytes: int = FLUSH_BYTES, writeback: int = 0) -> None:
         self.path = path
-        self.flush_bytes = flush_bytes
+        self.flush_bytes = flush_bytes  # ``buf`` this long is written out (storage/spool.py RecordSizes)
         self.writeback = writeback  # its writer's (storage/sealed.py SealedWriter)
         self.create = create  # how its file is made (None: os.open; storage/spool_files.py)
         self.aes = aes
