@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import pwd
 import sqlite3
@@ -33,8 +32,6 @@ from . import VersionAction, client, journal, ops, roles, service, wire
 from .config import Config
 from .ops.access import part_path
 from .ops.records import DEFAULT_PAGE_SIZE
-
-log = logging.getLogger(__name__)
 
 UNREACHABLE = 4
 BUSY = client.BUSY

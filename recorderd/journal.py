@@ -180,6 +180,7 @@ class CheckpointSelection:
         if from_unit:
             self._from_unit.add(key_id)
         self._newest[key_id] = max(checkpoint.when, self._newest.get(key_id, checkpoint.when))
+        new_key = key_id not in self._top
         top = self._top.setdefault(key_id, [])
         name = (key_id, *item)
         if name in self._first:
@@ -191,9 +192,10 @@ class CheckpointSelection:
             dropped = heapq.heapreplace(top, item)
             del self._first[(key_id, *dropped)]
             self._first[name] = checkpoint.when
-        others = [k for k in self._top if k not in self._from_unit]
-        if len(others) > DIRECT_KEY_IDS:
-            self._forget(min(others, key=self._newest.__getitem__))
+        if new_key:  # (the key ids not from the unit grow only here)
+            others = [k for k in self._top if k not in self._from_unit]
+            if len(others) > DIRECT_KEY_IDS:
+                self._forget(min(others, key=self._newest.__getitem__))
 
     def _forget(self, key_id: str) -> None:
         for seq, head in self._top.pop(key_id):
